@@ -1,0 +1,88 @@
+// swift-tools-version:6.1
+// Switchover: live migration of passthrough (VFIO) devices, wire-compatible with QEMU.
+import PackageDescription
+
+let package = Package(
+    name: "Switchover",
+    platforms: [.macOS(.v15)],
+    products: [
+        // Wire format only: QEMU savevm v3 sections, commands, return path, multifd headers.
+        .library(name: "MigrationStream", targets: ["MigrationStream"]),
+        // The handler protocol, registry, source/destination engines, transports.
+        .library(name: "MigrationCore", targets: ["MigrationCore"]),
+        // The Linux VFIO migration uAPI v2, the syscall seam, kernel-backed and simulated devices.
+        .library(name: "VFIO", targets: ["VFIO"]),
+        // Declarative PCI match rules shared by vendor modules and discovery.
+        .library(name: "DeviceMatch", targets: ["DeviceMatch"]),
+        // Vendor modules.
+        .library(name: "VFIOPCIHandler", targets: ["VFIOPCIHandler"]),
+        .library(name: "MLX5Handler", targets: ["MLX5Handler"]),
+        // Device discovery through libpci and the migratability verdict.
+        .library(name: "PCIDiscovery", targets: ["PCIDiscovery"]),
+        .executable(name: "devprobe", targets: ["devprobe"]),
+        .executable(name: "switchover", targets: ["switchover"]),
+    ],
+    dependencies: [
+        // Command-line parsing for devprobe and switchover.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // Errno and FileDescriptor types for the VFIO syscall seam.
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // Structured logging from the migration engine.
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .target(name: "MigrationStream"),
+        .target(
+            name: "MigrationCore",
+            dependencies: [
+                "MigrationStream",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "VFIO",
+            dependencies: [.product(name: "SystemPackage", package: "swift-system")]
+        ),
+        .target(name: "DeviceMatch"),
+        .target(
+            name: "VFIOPCIHandler",
+            dependencies: ["MigrationCore", "MigrationStream", "VFIO", "DeviceMatch"]
+        ),
+        .target(
+            name: "MLX5Handler",
+            dependencies: ["VFIOPCIHandler", "MigrationCore", "MigrationStream", "VFIO", "DeviceMatch"]
+        ),
+        .systemLibrary(
+            name: "CLibPCI",
+            pkgConfig: "libpci",
+            providers: [.apt(["libpci-dev"])]
+        ),
+        .target(name: "CPCIShim", dependencies: ["CLibPCI"]),
+        .target(name: "PCIDiscovery", dependencies: ["CLibPCI", "CPCIShim", "DeviceMatch", "VFIO"]),
+        .executableTarget(
+            name: "devprobe",
+            dependencies: [
+                "PCIDiscovery", "DeviceMatch", "VFIOPCIHandler", "MLX5Handler",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "switchover",
+            dependencies: [
+                "MigrationStream", "MigrationCore", "VFIO", "VFIOPCIHandler", "MLX5Handler",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "MigrationStreamTests", dependencies: ["MigrationStream"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "MigrationCoreTests", dependencies: ["MigrationCore", "MigrationStream"]),
+        .testTarget(name: "VFIOTests", dependencies: ["VFIO"]),
+        .testTarget(name: "DeviceMatchTests", dependencies: ["DeviceMatch"]),
+        .testTarget(name: "PCIDiscoveryTests", dependencies: ["PCIDiscovery", "DeviceMatch"]),
+        .testTarget(
+            name: "VendorHandlerTests",
+            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "VFIO"]
+        ),
+        .testTarget(name: "CLITests", dependencies: []),
+    ],
+    swiftLanguageModes: [.v6]
+)

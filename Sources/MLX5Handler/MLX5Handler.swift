@@ -1,0 +1,1 @@
+// MLX5Handler: see README.md for this module's job.

@@ -1,0 +1,1 @@
+// MigrationCore: see README.md for this module's job.

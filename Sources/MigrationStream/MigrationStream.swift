@@ -1,0 +1,1 @@
+// MigrationStream: see README.md for this module's job.

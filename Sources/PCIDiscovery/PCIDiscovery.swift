@@ -1,0 +1,1 @@
+// PCIDiscovery: see README.md for this module's job.

@@ -1,0 +1,1 @@
+// VFIO: see README.md for this module's job.

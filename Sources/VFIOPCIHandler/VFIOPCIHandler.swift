@@ -1,0 +1,1 @@
+// VFIOPCIHandler: see README.md for this module's job.

@@ -1,0 +1,1 @@
+print("devprobe: not built yet")

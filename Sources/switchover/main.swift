@@ -1,0 +1,1 @@
+print("switchover: not built yet")
