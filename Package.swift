@@ -73,6 +73,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Runs inside a QEMU guest against the real kernel's mtty sample device (make test-kernel).
+        .executableTarget(
+            name: "kernel-vfio-check",
+            dependencies: ["VFIO", "VFIOPCIHandler", "MigrationCore", "MigrationStream"]
+        ),
         .testTarget(name: "MigrationStreamTests", dependencies: ["MigrationStream"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MigrationCoreTests", dependencies: ["MigrationCore", "MigrationStream"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO"]),

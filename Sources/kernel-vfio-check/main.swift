@@ -1,0 +1,1 @@
+print("kernel-vfio-check: not built yet")
