@@ -1,1 +1,0 @@
-// MigrationStream: see README.md for this module's job.

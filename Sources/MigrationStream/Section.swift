@@ -1,0 +1,94 @@
+/// The four kinds of section QEMU writes.
+public enum SectionKind: UInt8, Sendable, CustomStringConvertible {
+    /// First section of a live (iterative) handler, from `save_setup`.
+    case start = 0x01
+    /// One iteration of a live handler, from `save_live_iterate`.
+    case part = 0x02
+    /// The last section of a live handler, from `save_complete` with the VM stopped.
+    case end = 0x03
+    /// The whole state of a non-iterative handler (or a live handler's config state).
+    case full = 0x04
+
+    public var description: String {
+        switch self {
+        case .start: "start"
+        case .part: "part"
+        case .end: "end"
+        case .full: "full"
+        }
+    }
+
+    /// START and FULL headers carry idstr, instance and version; PART and END only the id.
+    public var carriesIdentity: Bool { self == .start || self == .full }
+}
+
+/// What a START or FULL section binds a section id to.
+public struct SectionBinding: Sendable, Hashable {
+    public var idstr: String
+    public var instanceID: UInt32
+    public var versionID: UInt32
+
+    public init(idstr: String, instanceID: UInt32, versionID: UInt32) {
+        self.idstr = idstr
+        self.instanceID = instanceID
+        self.versionID = versionID
+    }
+}
+
+/// A section header. For PART and END sections the reader fills `binding` from the START or
+/// FULL section that bound the id; the writer writes only the kind and the id for them.
+public struct SectionHeader: Sendable, Hashable {
+    public var kind: SectionKind
+    public var sectionID: UInt32
+    public var binding: SectionBinding
+
+    public init(kind: SectionKind, sectionID: UInt32, binding: SectionBinding) {
+        self.kind = kind
+        self.sectionID = sectionID
+        self.binding = binding
+    }
+
+    public init(kind: SectionKind, sectionID: UInt32, idstr: String, instanceID: UInt32, versionID: UInt32) {
+        self.init(kind: kind, sectionID: sectionID,
+                  binding: SectionBinding(idstr: idstr, instanceID: instanceID, versionID: versionID))
+    }
+
+    /// Bytes this header takes on the wire.
+    public var encodedLength: Int {
+        kind.carriesIdentity ? 14 + binding.idstr.utf8.count : 5
+    }
+}
+
+/// The configuration section that follows the file header.
+public struct MachineConfiguration: Sendable, Hashable {
+    /// The machine type, e.g. "pc-i440fx-7.2". Both ends must agree.
+    public var machineType: String
+    /// Subsection "configuration/target-page-bits", when present.
+    public var targetPageBits: UInt32?
+    /// Subsection "configuration/capabilities", when present.
+    public var capabilities: [String]?
+    /// Subsection "configuration/uuid" (16 bytes), when present.
+    public var uuid: [UInt8]?
+
+    public init(machineType: String, targetPageBits: UInt32? = nil, capabilities: [String]? = nil, uuid: [UInt8]? = nil) {
+        self.machineType = machineType
+        self.targetPageBits = targetPageBits
+        self.capabilities = capabilities
+        self.uuid = uuid
+    }
+
+    static let pageBitsName = "configuration/target-page-bits"
+    static let capabilitiesName = "configuration/capabilities"
+    static let uuidName = "configuration/uuid"
+    static let maxCapabilities: UInt32 = 64
+}
+
+/// One top-level record after the header and configuration.
+public enum StreamRecord: Sendable, Hashable {
+    /// A section header; its body follows and belongs to the section's owner, then a footer.
+    case section(SectionHeader)
+    /// A command (no footer).
+    case command(MigrationCommand)
+    /// `QEMU_VM_EOF`: the end of the device state; a VMDESCRIPTION trailer may follow.
+    case eof
+}

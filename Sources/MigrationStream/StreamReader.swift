@@ -1,0 +1,166 @@
+/// A buffered, pull-style reader of a migration stream.
+///
+/// It never holds more than its buffer (64 KiB by default) of the input: section bodies are
+/// read by whoever owns the section (a handler's `loadState`), a few bytes at a time or
+/// streamed in chunks through ``read(into:)``. Every read names what it expects, so a
+/// truncated input fails with ``StreamError/truncated(offset:expected:)`` at the right offset.
+///
+/// Not thread-safe: one reader belongs to one thread (the migration thread).
+public final class StreamReader {
+    private let source: ByteSource
+    private let storage: UnsafeMutableRawBufferPointer
+    private var head = 0
+    private var tail = 0
+    private var sourceEnded = false
+    private var consumedBeforeHead: Int
+
+    /// Section ids bound by START and FULL sections, so PART and END headers can be resolved.
+    var boundSections: [UInt32: SectionBinding] = [:]
+
+    /// The number of bytes consumed from the stream so far (its current offset).
+    public var offset: Int { consumedBeforeHead + head }
+
+    /// - Parameters:
+    ///   - source: where the bytes come from.
+    ///   - bufferSize: read-ahead buffer; also the largest ``peek(_:)``.
+    ///   - startOffset: the offset of the first byte `source` returns (for error messages).
+    public init(source: ByteSource, bufferSize: Int = 64 << 10, startOffset: Int = 0) {
+        self.source = source
+        self.storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bufferSize, 64), alignment: 8)
+        self.consumedBeforeHead = startOffset
+    }
+
+    deinit { storage.deallocate() }
+
+    /// Bytes buffered and not yet consumed.
+    public var bufferedCount: Int { tail - head }
+
+    /// Makes at least `count` bytes available (count ≤ buffer size). False at the end of input.
+    private func fill(_ count: Int) throws -> Bool {
+        if tail - head >= count { return true }
+        precondition(count <= storage.count, "fill beyond the reader's buffer")
+        if head > 0 {
+            let n = tail - head
+            if n > 0 { storage.baseAddress!.copyMemory(from: storage.baseAddress! + head, byteCount: n) }
+            consumedBeforeHead += head
+            head = 0
+            tail = n
+        }
+        while tail < count {
+            if sourceEnded { return false }
+            let n = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: storage[tail...]))
+            if n == 0 { sourceEnded = true; return false }
+            tail += n
+        }
+        return true
+    }
+
+    /// True when every byte of the input has been consumed.
+    public func isAtEnd() throws -> Bool {
+        try !fill(1)
+    }
+
+    /// The next `count` bytes without consuming them, or nil when fewer remain.
+    /// `count` must not exceed the buffer size.
+    public func peek(_ count: Int) throws -> [UInt8]? {
+        guard try fill(count) else { return nil }
+        return Array(UnsafeRawBufferPointer(rebasing: storage[head..<head + count]))
+    }
+
+    /// The next byte without consuming it, or nil at the end of input.
+    public func peekU8() throws -> UInt8? {
+        guard try fill(1) else { return nil }
+        return storage[head]
+    }
+
+    @inline(__always)
+    private func require(_ count: Int, _ what: @autoclosure () -> String) throws {
+        if try !fill(count) { throw StreamError.truncated(offset: offset, expected: what()) }
+    }
+
+    public func readU8(_ what: @autoclosure () -> String = "a byte") throws -> UInt8 {
+        try require(1, what())
+        defer { head += 1 }
+        return storage[head]
+    }
+
+    public func readBE16(_ what: @autoclosure () -> String = "a be16") throws -> UInt16 {
+        try require(2, what())
+        defer { head += 2 }
+        return UInt16(storage[head]) << 8 | UInt16(storage[head + 1])
+    }
+
+    public func readBE32(_ what: @autoclosure () -> String = "a be32") throws -> UInt32 {
+        try require(4, what())
+        var v: UInt32 = 0
+        for i in 0..<4 { v = v << 8 | UInt32(storage[head + i]) }
+        head += 4
+        return v
+    }
+
+    public func readBE64(_ what: @autoclosure () -> String = "a be64") throws -> UInt64 {
+        try require(8, what())
+        var v: UInt64 = 0
+        for i in 0..<8 { v = v << 8 | UInt64(storage[head + i]) }
+        head += 8
+        return v
+    }
+
+    /// Reads exactly `count` bytes. The caller bounds `count` before calling.
+    public func readBytes(_ count: Int, _ what: @autoclosure () -> String = "bytes") throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        try out.withUnsafeMutableBytes { try readExactly(into: $0, what()) }
+        return out
+    }
+
+    /// Fills `buffer` completely or throws ``StreamError/truncated(offset:expected:)``.
+    public func readExactly(into buffer: UnsafeMutableRawBufferPointer, _ what: @autoclosure () -> String = "bytes") throws {
+        var done = 0
+        while done < buffer.count {
+            let n = try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+            if n == 0 {
+                throw StreamError.truncated(offset: offset, expected: "\(what()) (\(buffer.count - done) more bytes)")
+            }
+            done += n
+        }
+    }
+
+    /// Reads up to `buffer.count` bytes; 0 only at the end of input. Large reads bypass the
+    /// buffer once it is drained, so streaming a chunk costs one copy.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        guard buffer.count > 0 else { return 0 }
+        if tail == head {
+            if buffer.count >= storage.count / 2 && !sourceEnded {
+                let n = try source.read(into: buffer)
+                if n == 0 { sourceEnded = true }
+                consumedBeforeHead += n
+                return n
+            }
+            guard try fill(1) else { return 0 }
+        }
+        let n = min(buffer.count, tail - head)
+        buffer.baseAddress!.copyMemory(from: storage.baseAddress! + head, byteCount: n)
+        head += n
+        return n
+    }
+
+    /// Consumes and discards `count` bytes.
+    public func skip(_ count: UInt64, _ what: @autoclosure () -> String = "bytes") throws {
+        var left = count
+        while left > 0 {
+            if tail == head, try !fill(1) {
+                throw StreamError.truncated(offset: offset, expected: "\(what()) (\(left) more bytes)")
+            }
+            let n = Int(min(left, UInt64(tail - head)))
+            head += n
+            left -= UInt64(n)
+        }
+    }
+
+    /// A QEMU counted string: one length byte, then that many bytes (no NUL).
+    public func readCountedString(_ what: @autoclosure () -> String = "a counted string") throws -> String {
+        let len = Int(try readU8("the length of \(what())"))
+        let bytes = try readBytes(len, what())
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
