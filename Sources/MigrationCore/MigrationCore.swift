@@ -1,1 +1,0 @@
-// MigrationCore: see README.md for this module's job.

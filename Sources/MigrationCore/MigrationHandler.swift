@@ -1,0 +1,230 @@
+import MigrationStream
+
+/// How much state a handler still has to send, in bytes, split as QEMU splits it.
+public struct PendingBytes: Sendable, Hashable {
+    /// Bytes that must move before the switchover.
+    public var mustPrecopy: UInt64
+    /// Bytes that could move after it (postcopy); Switchover does not use postcopy, so the
+    /// engine adds this to `mustPrecopy` when it decides.
+    public var canPostcopy: UInt64
+
+    public init(mustPrecopy: UInt64 = 0, canPostcopy: UInt64 = 0) {
+        self.mustPrecopy = mustPrecopy
+        self.canPostcopy = canPostcopy
+    }
+
+    public static let zero = PendingBytes()
+
+    public var total: UInt64 { mustPrecopy &+ canPostcopy }
+
+    public static func + (a: PendingBytes, b: PendingBytes) -> PendingBytes {
+        PendingBytes(mustPrecopy: a.mustPrecopy &+ b.mustPrecopy, canPostcopy: a.canPostcopy &+ b.canPostcopy)
+    }
+}
+
+/// What one `saveIterate` call says about the handler's live data.
+public enum IterationResult: Sendable, Hashable {
+    /// More data remains (or may appear); keep iterating.
+    case more
+    /// Everything the handler has right now has been sent.
+    case done
+}
+
+/// What the engine tells a source-side hook about the migration it runs in.
+public protocol SaveContext: AnyObject, Sendable {
+    /// The handler's registration (idstr, instance id, version id).
+    var identity: HandlerIdentity { get }
+    /// Whether the switchover-ack capability is on for this migration.
+    var switchoverAckEnabled: Bool { get }
+    /// Whether this handler's stop-copy data goes over multifd channels.
+    var multifdTransfer: Bool { get }
+    /// Whether the guest is running (false once the VM is stopped for the switchover, or if
+    /// the migration started with a paused guest).
+    var vmRunning: Bool { get }
+}
+
+/// What the engine offers a destination-side hook.
+public protocol LoadContext: AnyObject, Sendable {
+    var identity: HandlerIdentity { get }
+    var switchoverAckEnabled: Bool { get }
+    var multifdTransfer: Bool { get }
+    /// Acknowledges this handler for the switchover (its initial data is loaded): QEMU's
+    /// `qemu_loadvm_approve_switchover`. Throws when switchover-ack is off or the handler did
+    /// not say it needs an acknowledgement.
+    func approveSwitchover() throws
+    /// Withdraws this handler's acknowledgement because new initial data appeared (the 2026
+    /// `VFIO_PRECOPY_INFO_REINIT`); the source will not switch over until it is given again.
+    func revokeSwitchover() throws
+}
+
+/// A participant in a migration: QEMU's `SaveVMHandlers`, in Swift.
+///
+/// A handler is registered under a ``HandlerIdentity`` (idstr, instance id, version id) on
+/// both sides. On the source its hooks write section bodies; on the destination
+/// ``loadState(from:header:context:)`` reads exactly what the source wrote.
+///
+/// Section kinds: a *live* handler (``isLive``) gets a START section from ``saveSetup(to:context:)``,
+/// PART sections from ``saveIterate(to:context:)`` and an END section from
+/// ``saveComplete(to:context:)``; a handler with ``hasFullState`` also gets a FULL section
+/// from ``saveState(to:context:)`` after every END section (VFIO sends its config space there).
+///
+/// Threads: unless a hook says otherwise, source hooks run on the source's migration thread and
+/// destination hooks on the destination's load thread, one hook at a time per side. Only the
+/// multifd hooks run on other threads, concurrently with the main-thread hooks of other
+/// handlers (never with this handler's own ``saveComplete(to:context:)``/``loadState(from:header:context:)``
+/// unless documented). Hooks block; they must not call back into the engine except through
+/// their context.
+public protocol MigrationHandler: AnyObject, Sendable {
+    // MARK: Source side
+
+    /// Whether the handler takes part in this migration at all (QEMU `is_active`). Inactive
+    /// handlers get no sections and no pending queries. Default: true.
+    var isActive: Bool { get }
+
+    /// Whether the handler sends START/PART/END sections. Default: false.
+    var isLive: Bool { get }
+
+    /// Whether the handler sends a FULL section at completion. Default: true for non-live
+    /// handlers, false for live ones.
+    var hasFullState: Bool { get }
+
+    /// Early veto before any byte is sent (QEMU `save_prepare`). Default: nothing.
+    func savePrepare(context: SaveContext) throws
+
+    /// Writes the body of the START section (QEMU `save_setup`). Live handlers only.
+    /// Runs once, on the migration thread, before any PART section.
+    func saveSetup(to writer: StreamWriter, context: SaveContext) throws
+
+    /// Whether this pass should give the handler a PART section (QEMU `is_active_iterate`).
+    /// Default: true.
+    func isActiveIterate(context: SaveContext) -> Bool
+
+    /// Writes the body of one PART section (QEMU `save_live_iterate`). Send one bounded chunk,
+    /// not everything: the engine rate-limits between sections. Runs on the migration thread.
+    func saveIterate(to writer: StreamWriter, context: SaveContext) throws -> IterationResult
+
+    /// Writes the body of the END section with the VM stopped (QEMU `save_complete`): all the
+    /// remaining data. Runs on the migration thread; its duration counts in the downtime.
+    func saveComplete(to writer: StreamWriter, context: SaveContext) throws
+
+    /// Writes the body of the FULL section (QEMU `save_state`/vmstate). Runs on the migration
+    /// thread with the VM stopped, after every END section.
+    func saveState(to writer: StreamWriter, context: SaveContext) throws
+
+    /// A cheap estimate of what remains (QEMU `state_pending_estimate`); called every
+    /// iteration, on the migration thread. Default: zero.
+    func pendingEstimate(context: SaveContext) -> PendingBytes
+
+    /// The exact figure (QEMU `state_pending_exact`), which may be expensive; called only when
+    /// the estimate is under the switchover threshold. Default: the estimate.
+    func pendingExact(context: SaveContext) throws -> PendingBytes
+
+    /// Releases source-side resources. Always called once at the end, whether the migration
+    /// succeeded, failed or was cancelled, even if ``saveSetup(to:context:)`` never ran.
+    /// `succeeded` is false on failure or cancel: a device handler must then put its device
+    /// back to running.
+    func saveCleanup(succeeded: Bool)
+
+    // MARK: Destination side
+
+    /// Prepares to receive (QEMU `load_setup`), after the header and before any section.
+    func loadSetup(context: LoadContext) throws
+
+    /// Whether this handler will acknowledge the switchover once its initial data is loaded
+    /// (QEMU `switchover_ack_needed`). Asked once, after ``loadSetup(context:)``, only when
+    /// switchover-ack is on. Default: false.
+    func switchoverAckNeeded(context: LoadContext) -> Bool
+
+    /// Reads one section body, consuming exactly what the source wrote (QEMU `load_state`).
+    /// `header.binding.versionID` is the source's version, never newer than ours.
+    func loadState(from reader: StreamReader, header: SectionHeader, context: LoadContext) throws
+
+    /// Called when the source's SWITCHOVER_START command arrives (QEMU `switchover_start`).
+    /// Default: nothing.
+    func switchoverStart(context: LoadContext) throws
+
+    /// Releases destination resources; always called once at the end. `succeeded` is false
+    /// when the incoming migration failed: a device handler must reset what it loaded.
+    func loadCleanup(succeeded: Bool)
+
+    /// The handler's estimate of the fixed time, in microseconds, the destination will still
+    /// spend loading its final data besides streaming it (reported to the source for the
+    /// downtime prediction). Default: 0.
+    func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64
+
+    // MARK: Multifd (device state over parallel channels)
+
+    /// Whether the handler can send its stop-copy data as multifd device-state packets.
+    /// Default: false.
+    var supportsMultifdTransfer: Bool { get }
+
+    /// Sends the stop-copy data as device-state packets (QEMU `save_complete_precopy_thread`).
+    /// Runs on a thread of its own, concurrently with the END pass of the main channel.
+    func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws
+
+    /// Consumes one device-state buffer, in index order (QEMU `load_state_buffer` as fed by
+    /// VFIO's load thread). Runs on this handler's own load thread. `isConfigState` marks
+    /// the last buffer.
+    func loadStateBuffer(_ buffer: UnsafeRawBufferPointer, index: UInt32, isConfigState: Bool, context: LoadContext) throws
+}
+
+/// Sends one handler's device-state packets over the multifd channels.
+public protocol DeviceStateSender: AnyObject, Sendable {
+    /// Queues one buffer; the engine assigns it the next index and a channel.
+    func send(_ buffer: UnsafeRawBufferPointer, isConfigState: Bool) throws
+}
+
+extension MigrationHandler {
+    public var isActive: Bool { true }
+    public var isLive: Bool { false }
+    public var hasFullState: Bool { !isLive }
+    public func savePrepare(context: SaveContext) throws {}
+    public func saveSetup(to writer: StreamWriter, context: SaveContext) throws {}
+    public func isActiveIterate(context: SaveContext) -> Bool { true }
+    public func saveIterate(to writer: StreamWriter, context: SaveContext) throws -> IterationResult { .done }
+    public func saveComplete(to writer: StreamWriter, context: SaveContext) throws {}
+    public func saveState(to writer: StreamWriter, context: SaveContext) throws {}
+    public func pendingEstimate(context: SaveContext) -> PendingBytes { .zero }
+    public func pendingExact(context: SaveContext) throws -> PendingBytes { pendingEstimate(context: context) }
+    public func saveCleanup(succeeded: Bool) {}
+    public func loadSetup(context: LoadContext) throws {}
+    public func switchoverAckNeeded(context: LoadContext) -> Bool { false }
+    public func switchoverStart(context: LoadContext) throws {}
+    public func loadCleanup(succeeded: Bool) {}
+    public func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64 { 0 }
+    public var supportsMultifdTransfer: Bool { false }
+    public func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws {
+        throw MigrationHandlerError.unsupported(identity: context.identity, hook: "saveCompleteMultifd")
+    }
+    public func loadStateBuffer(_ buffer: UnsafeRawBufferPointer, index: UInt32, isConfigState: Bool, context: LoadContext) throws {
+        throw MigrationHandlerError.unsupported(identity: context.identity, hook: "loadStateBuffer")
+    }
+}
+
+/// Errors the default hook implementations raise.
+public enum MigrationHandlerError: Error, Sendable, CustomStringConvertible {
+    case unsupported(identity: HandlerIdentity, hook: String)
+
+    public var description: String {
+        switch self {
+        case .unsupported(let id, let hook): "\(id): the handler does not implement \(hook)"
+        }
+    }
+}
+
+/// Where a handler is registered: QEMU's (idstr, instance id, version id).
+public struct HandlerIdentity: Sendable, Hashable, CustomStringConvertible {
+    /// e.g. "ram", "0000:00:05.0/vfio". At most 255 bytes.
+    public var idstr: String
+    public var instanceID: UInt32
+    /// The newest section version this handler writes and reads.
+    public var versionID: UInt32
+
+    public init(idstr: String, instanceID: UInt32, versionID: UInt32) {
+        self.idstr = idstr
+        self.instanceID = instanceID
+        self.versionID = versionID
+    }
+
+    public var description: String { "\(idstr) (instance \(instanceID), version \(versionID))" }
+}
