@@ -1,1 +1,0 @@
-// MLX5Handler: see README.md for this module's job.
