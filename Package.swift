@@ -17,6 +17,8 @@ let package = Package(
         // Vendor modules.
         .library(name: "VFIOPCIHandler", targets: ["VFIOPCIHandler"]),
         .library(name: "MLX5Handler", targets: ["MLX5Handler"]),
+        // A small example VM (guest RAM with a dirtying workload) for demos, tests and benchmarks.
+        .library(name: "ExampleVM", targets: ["ExampleVM"]),
         // Device discovery through libpci and the migratability verdict.
         .library(name: "PCIDiscovery", targets: ["PCIDiscovery"]),
         .executable(name: "devprobe", targets: ["devprobe"]),
@@ -44,6 +46,7 @@ let package = Package(
             dependencies: [.product(name: "SystemPackage", package: "swift-system")]
         ),
         .target(name: "DeviceMatch"),
+        .target(name: "ExampleVM", dependencies: ["MigrationCore", "MigrationStream"]),
         .target(
             name: "VFIOPCIHandler",
             dependencies: ["MigrationCore", "MigrationStream", "VFIO", "DeviceMatch"]
@@ -69,7 +72,7 @@ let package = Package(
         .executableTarget(
             name: "switchover",
             dependencies: [
-                "MigrationStream", "MigrationCore", "VFIO", "VFIOPCIHandler", "MLX5Handler",
+                "MigrationStream", "MigrationCore", "VFIO", "VFIOPCIHandler", "MLX5Handler", "ExampleVM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -82,6 +85,7 @@ let package = Package(
         .testTarget(name: "MigrationCoreTests", dependencies: ["MigrationCore", "MigrationStream"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO"]),
         .testTarget(name: "DeviceMatchTests", dependencies: ["DeviceMatch"]),
+        .testTarget(name: "ExampleVMTests", dependencies: ["ExampleVM", "MigrationCore", "MigrationStream"]),
         .testTarget(name: "PCIDiscoveryTests", dependencies: ["PCIDiscovery", "DeviceMatch"]),
         .testTarget(
             name: "VendorHandlerTests",
