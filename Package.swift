@@ -23,6 +23,8 @@ let package = Package(
         .library(name: "PCIDiscovery", targets: ["PCIDiscovery"]),
         .executable(name: "devprobe", targets: ["devprobe"]),
         .executable(name: "switchover", targets: ["switchover"]),
+        // Compiles a vendor module's devices.matchtable into Swift at build time.
+        .plugin(name: "MatchTablePlugin", targets: ["MatchTablePlugin"]),
     ],
     dependencies: [
         // Command-line parsing for devprobe and switchover.
@@ -47,13 +49,17 @@ let package = Package(
         ),
         .target(name: "DeviceMatch"),
         .target(name: "ExampleVM", dependencies: ["MigrationCore", "MigrationStream"]),
+        .executableTarget(name: "match-table-compiler", dependencies: ["DeviceMatch"]),
+        .plugin(name: "MatchTablePlugin", capability: .buildTool(), dependencies: ["match-table-compiler"]),
         .target(
             name: "VFIOPCIHandler",
-            dependencies: ["MigrationCore", "MigrationStream", "VFIO", "DeviceMatch"]
+            dependencies: ["MigrationCore", "MigrationStream", "VFIO", "DeviceMatch"],
+            plugins: ["MatchTablePlugin"]
         ),
         .target(
             name: "MLX5Handler",
-            dependencies: ["VFIOPCIHandler", "MigrationCore", "MigrationStream", "VFIO", "DeviceMatch"]
+            dependencies: ["VFIOPCIHandler", "MigrationCore", "MigrationStream", "VFIO", "DeviceMatch"],
+            plugins: ["MatchTablePlugin"]
         ),
         .systemLibrary(
             name: "CLibPCI",
