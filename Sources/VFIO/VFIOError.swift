@@ -94,6 +94,8 @@ public enum VFIOError: Error, Sendable, Equatable, CustomStringConvertible {
     case dataFDClosed(operation: VFIOOperation, device: String)
     /// The device could not be found or opened through sysfs / /dev/vfio.
     case deviceNotFound(device: String, detail: String)
+    /// A simulated device's configuration is not one the simulator can model.
+    case invalidConfiguration(device: String, detail: String)
 
     /// The errno carried by this error, when it has one.
     public var errno: Errno? {
@@ -112,7 +114,8 @@ public enum VFIOError: Error, Sendable, Equatable, CustomStringConvertible {
         case .syscallFailed(_, let device, _), .setStateFailed(let device, _, _, _),
             .forbiddenTransition(let device, _, _), .unsupportedState(let device, _, _),
             .migrationUnsupported(let device), .featureUnsupported(_, let device, _), .notInPreCopy(let device),
-            .unexpectedReply(_, let device, _), .dataFDClosed(_, let device), .deviceNotFound(let device, _):
+            .unexpectedReply(_, let device, _), .dataFDClosed(_, let device), .deviceNotFound(let device, _),
+            .invalidConfiguration(let device, _):
             device
         }
     }
@@ -140,6 +143,8 @@ public enum VFIOError: Error, Sendable, Equatable, CustomStringConvertible {
             "\(device): \(operation) on a migration data fd that was already closed"
         case .deviceNotFound(let device, let detail):
             "\(device): cannot open the VFIO device: \(detail)"
+        case .invalidConfiguration(let device, let detail):
+            "\(device): invalid simulated device configuration: \(detail)"
         }
     }
 }

@@ -32,7 +32,7 @@ public enum VFIOMigrationFSM {
     public static func nextStep(
         from current: VFIODeviceState, to requested: VFIODeviceState, flags: VFIOMigrationFlags
     ) -> VFIODeviceState? {
-        guard requested.isSupported(by: flags), current != .error else { return nil }
+        guard requested.isSupported(by: flags), current.isSupported(by: flags) else { return nil }
         if current == requested { return current }
         var next = tableEntry(from: current, to: requested)
         while next != .error, !next.isSupported(by: flags) {
@@ -46,6 +46,7 @@ public enum VFIOMigrationFSM {
     public static func path(
         from current: VFIODeviceState, to requested: VFIODeviceState, flags: VFIOMigrationFlags
     ) -> [VFIODeviceState]? {
+        guard requested.isSupported(by: flags), current.isSupported(by: flags) else { return nil }
         var steps: [VFIODeviceState] = []
         var state = current
         while state != requested {
