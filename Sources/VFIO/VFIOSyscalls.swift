@@ -52,34 +52,34 @@ package enum VFIOSystem {
     /// The real syscalls, with simulated fds routed to their simulator.
     package static let live: any VFIOSyscalls = LiveVFIOSyscalls()
 
-    /// Creates the real fd behind a simulated file: an eventfd opened with EFD_CLOEXEC|EFD_NONBLOCK
-    /// (so positional I/O on it fails ESPIPE even without the seam, and a stray raw read never blocks).
-    /// This is the simulated kernel's side, like the anon inode the real kernel creates.
+    /// Creates the real fd behind a simulated file: the read end of a pipe opened O_CLOEXEC|O_NONBLOCK
+    /// whose write end is closed at once. Like the kernel's anon-inode data files it is a stream
+    /// (pread/pwrite/lseek fail ESPIPE even without the seam), and a stray raw read returns 0 instead
+    /// of blocking. This is the simulated kernel's side, like the anon inode the real kernel creates.
     package static func createSimulatedFD() -> Result<Int32, Errno> {
-        if let eventfd = LibcSymbols.eventfd {
-            // EFD_CLOEXEC == O_CLOEXEC and EFD_NONBLOCK == O_NONBLOCK on Linux.
-            let fd = eventfd(0, Int32(O_CLOEXEC) | Int32(O_NONBLOCK))
-            return fd >= 0 ? .success(fd) : .failure(Errno(rawValue: currentErrno()))
-        }
-        // Elsewhere: the read end of a pipe, also a stream (ESPIPE) with close-on-exec.
         var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else { return .failure(Errno(rawValue: currentErrno())) }
-        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[0], F_SETFL, O_NONBLOCK)
+        if let pipe2 = LibcSymbols.pipe2 {
+            guard fds.withUnsafeMutableBufferPointer({ pipe2($0.baseAddress, Int32(O_CLOEXEC) | Int32(O_NONBLOCK)) }) == 0 else {
+                return .failure(Errno(rawValue: currentErrno()))
+            }
+        } else {
+            guard pipe(&fds) == 0 else { return .failure(Errno(rawValue: currentErrno())) }
+            _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fds[0], F_SETFL, O_NONBLOCK)
+        }
         _ = systemClose(fds[1])
         return .success(fds[0])
     }
 }
 
-/// libc functions Swift cannot import directly: `ioctl` is variadic and `eventfd` is outside the
-/// Glibc module map. They are looked up once and called through a fixed prototype, which matches the
+/// libc functions Swift cannot import directly: `ioctl` is variadic and `pipe2` needs _GNU_SOURCE. They are looked up once and called through a fixed prototype, which matches the
 /// calling convention of their variadic definitions for integer and pointer arguments on Linux.
 private enum LibcSymbols {
     typealias IoctlFunction = @convention(c) (Int32, UInt, UInt) -> Int32
-    typealias EventFDFunction = @convention(c) (UInt32, Int32) -> Int32
+    typealias Pipe2Function = @convention(c) (UnsafeMutablePointer<Int32>?, Int32) -> Int32
 
     static let ioctl: IoctlFunction? = symbol("ioctl", as: IoctlFunction.self)
-    static let eventfd: EventFDFunction? = symbol("eventfd", as: EventFDFunction.self)
+    static let pipe2: Pipe2Function? = symbol("pipe2", as: Pipe2Function.self)
 
     private static func symbol<F>(_ name: String, as type: F.Type) -> F? {
         guard let handle = dlopen(nil, RTLD_NOW), let address = dlsym(handle, name) else { return nil }
