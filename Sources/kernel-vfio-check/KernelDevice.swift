@@ -2,9 +2,8 @@
 // (Debian's 6.12 has no iommufd). Every call returns the kernel's answer as it is, errno included,
 // so the checks can compare it with what the reference and the simulator claim.
 
-#if canImport(Glibc)
+#if os(Linux)
 import Glibc
-#endif
 
 /// A failed system call: its errno and what was being done.
 struct SysError: Error, Equatable, CustomStringConvertible {
@@ -269,8 +268,8 @@ final class DataFD {
         return n >= 0 ? .success(n) : .failure(SysError("write"))
     }
 
-    /// A zero-length write(2): reaches the driver, which answers ENODEV once the session has ended
-    /// (mtty checks the size limit first, so a 1-byte probe on a full resume fd would say ENOMEM).
+    /// A zero-length write(2): reaches the driver (the VFS does not short-circuit it), which answers
+    /// ENODEV once the session has ended and 0 while it is live, without adding to the stream.
     func writeNothing() -> Result<Int, SysError> {
         var byte: UInt8 = 0
         let n = Glibc.write(fd, &byte, 0)
@@ -308,3 +307,4 @@ final class DataFD {
     var isCloseOnExec: Bool { fcntl(fd, F_GETFD) & FD_CLOEXEC != 0 }
     var accessMode: Int32 { fcntl(fd, F_GETFL) & O_ACCMODE }
 }
+#endif

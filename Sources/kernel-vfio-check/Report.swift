@@ -1,8 +1,7 @@
 // PASS/FAIL lines and the closing summary line that make test-kernel reads from the console.
 
-#if canImport(Glibc)
+#if os(Linux)
 import Glibc
-#endif
 
 /// A failure that ends a check early.
 struct CheckFailure: Error, CustomStringConvertible {
@@ -88,3 +87,4 @@ struct Report {
         "kernel-vfio: \(passed) passed, \(failed + extraFailures) failed"
     }
 }
+#endif

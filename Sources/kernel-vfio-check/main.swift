@@ -5,9 +5,8 @@
 // Usage: kernel-vfio-check SRC_UUID SRC_GROUP DST_UUID DST_GROUP
 //        kernel-vfio-check SRC_UUID DST_UUID        (groups read from /sys/bus/mdev/devices/<uuid>/iommu_group)
 
-#if canImport(Glibc)
+#if os(Linux)
 import Glibc
-#endif
 
 /// The IOMMU group number of an mdev, from the sysfs link's last component.
 func iommuGroup(ofMdev uuid: String) -> Int? {
@@ -59,3 +58,6 @@ func runMain() -> Int32 {
 }
 
 exit(runMain())
+#else
+print("kernel-vfio-check talks to the Linux VFIO uAPI: it runs on Linux only")
+#endif

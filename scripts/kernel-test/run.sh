@@ -25,6 +25,8 @@ set -euo pipefail
 last=${1:-boot}
 case $last in fetch | build | initramfs | boot) ;; *) kt_die "unknown step $last (fetch, build, initramfs, boot)" ;; esac
 
+# The guest runs Debian's amd64 kernel and the host-built binary: both must be x86_64.
+[ "$(uname -m)" = x86_64 ] || kt_die "needs an x86_64 host (this is $(uname -m))"
 mkdir -p "$KT_CACHE"
 total_start=$(date +%s.%N)
 
