@@ -44,4 +44,9 @@ echo "guest: kernel-vfio-check exit $rc"
 if [ "$rc" != 0 ]; then
     dmesg | tail -n 30 | sed 's/^/  dmesg: /'
 fi
+# KERNEL_TEST_SHELL=1 on the host adds kt.shell=1: stay for a look around.
+if grep -q 'kt.shell=1' /proc/cmdline; then
+    echo "guest: shell (exit or Ctrl-D powers off; Ctrl-A X quits QEMU)"
+    setsid cttyhack sh
+fi
 poweroff -f
