@@ -22,9 +22,9 @@ setup_failed() {
 }
 
 echo "guest: kernel $(uname -r), $(nproc) cpus"
-for m in $(cat /modules/order); do
+while read -r m; do
     insmod "/modules/$m.ko" || setup_failed "insmod $m"
-done
+done </modules/order
 
 types=/sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2
 [ -d "$types" ] || setup_failed "no $types"
@@ -35,7 +35,9 @@ echo "$DST" >"$types/create" || setup_failed "create $DST"
 group() { basename "$(readlink "/sys/bus/mdev/devices/$1/iommu_group")"; }
 SRC_GROUP=$(group "$SRC")
 DST_GROUP=$(group "$DST")
-[ -c "/dev/vfio/$SRC_GROUP" ] && [ -c "/dev/vfio/$DST_GROUP" ] || setup_failed "no /dev/vfio/$SRC_GROUP or /dev/vfio/$DST_GROUP"
+for g in "$SRC_GROUP" "$DST_GROUP"; do
+    [ -c "/dev/vfio/$g" ] || setup_failed "no /dev/vfio/$g"
+done
 echo "guest: source $SRC group $SRC_GROUP, destination $DST group $DST_GROUP"
 
 /kernel-vfio-check "$SRC" "$SRC_GROUP" "$DST" "$DST_GROUP"
