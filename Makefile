@@ -39,3 +39,10 @@ bench: deps
 
 clean:
 	rm -rf .build Benchmarks/.build
+
+# Runs kernel-vfio-check against the real VFIO migration uAPI: Debian's 6.12 kernel and the mtty
+# sample device under QEMU (TCG). Downloads what it needs with apt-get; prints SKIPPED when it cannot.
+# See docs/kernel-test.md.
+.PHONY: test-kernel
+test-kernel:
+	SWIFT="$(SWIFT)" bash scripts/kernel-test/run.sh

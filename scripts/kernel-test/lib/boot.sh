@@ -1,0 +1,36 @@
+# Boots the guest under QEMU (TCG) and reads the result from its console (sourced by run.sh).
+# shellcheck shell=bash
+
+kt_boot() {
+    KT_CONSOLE_LOG="$KT_CACHE/console.log"
+    local rc=0
+    if [ "${KERNEL_TEST_SHELL:-0}" = 1 ]; then
+        # Debugging: the guest runs the check, then opens a shell on this terminal (Ctrl-A X quits QEMU).
+        exec qemu-system-x86_64 -accel tcg -smp 2 -m 1024 -no-reboot -display none -serial mon:stdio -nic none \
+            -kernel "$KT_VMLINUZ" -initrd "$KT_INITRD" -append 'console=ttyS0 panic=-1 quiet loglevel=3 kt.shell=1'
+    fi
+    kt_log "booting $KT_KREL under qemu-system-x86_64 (TCG), console log $KT_CONSOLE_LOG"
+    # Like -nographic, but the firmware keeps to the (invisible) VGA screen, so the serial console
+    # carries only the kernel and the guest; no NIC, so no iPXE option ROM either.
+    timeout "$KT_TIMEOUT" qemu-system-x86_64 -accel tcg -smp 2 -m 1024 -no-reboot \
+        -display none -monitor none -serial stdio -nic none \
+        -kernel "$KT_VMLINUZ" -initrd "$KT_INITRD" \
+        -append 'console=ttyS0 panic=-1 quiet loglevel=3' </dev/null 2>&1 |
+        tr -d '\r' | tee "$KT_CONSOLE_LOG" || rc=$?
+    # With pipefail rc is QEMU's status unless tr or tee failed: 124 when timeout stopped it.
+    case $rc in
+        0) ;;
+        124) kt_die "the guest did not power off within ${KT_TIMEOUT} s (log: $KT_CONSOLE_LOG)" ;;
+        *) kt_die "qemu-system-x86_64 exited with status $rc (log: $KT_CONSOLE_LOG)" ;;
+    esac
+}
+
+# The verdict: the last summary line the guest printed; none, or any failure, fails the run.
+kt_verdict() {
+    local summary failed
+    summary=$(grep -a -E '^kernel-vfio: [0-9]+ passed, [0-9]+ failed$' "$KT_CONSOLE_LOG" | tail -n 1 || true)
+    [ -n "$summary" ] || kt_die "the guest printed no summary line (log: $KT_CONSOLE_LOG)"
+    failed=$(echo "$summary" | sed -E 's/.* ([0-9]+) failed$/\1/')
+    echo "$summary"
+    [ "$failed" = 0 ] || exit 1
+}

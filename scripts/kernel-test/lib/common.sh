@@ -1,0 +1,48 @@
+# Shared settings and helpers for scripts/kernel-test (sourced, not run).
+# shellcheck shell=bash
+
+KT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO_ROOT=$(cd "$KT_DIR/../.." && pwd)
+
+# Everything downloaded, extracted or built lives here (git-ignored), so a second run is fast.
+KT_CACHE=${KERNEL_TEST_CACHE:-$REPO_ROOT/.kernel-test}
+# The Debian kernel series and flavour: 6.12 is the newest bookworm carries (mtty migrates since 6.7).
+KT_SERIES=${KERNEL_TEST_SERIES:-6.12}
+KT_FLAVOUR=${KERNEL_TEST_FLAVOUR:-amd64}
+# How long the guest may run before it counts as hung.
+KT_TIMEOUT=${KERNEL_TEST_TIMEOUT:-300}
+# The Swift release build of the in-guest binary has its own scratch path (.build* is git-ignored).
+KT_SCRATCH=${KERNEL_TEST_SCRATCH:-$REPO_ROOT/.build-kernel}
+SWIFT=${SWIFT:-swift}
+
+APT_INSTALL=(apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300)
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+
+kt_log() { echo "kernel-test: $*" >&2; }
+
+# The packages could not be had: not a failure of ours. Prints the line the issue asks for and stops.
+kt_skip() {
+    echo "kernel-vfio: SKIPPED: $*"
+    exit 0
+}
+
+kt_die() {
+    echo "kernel-test: error: $*" >&2
+    exit 1
+}
+
+# Runs a step and reports its wall time.
+kt_step() {
+    local name=$1 start end
+    shift
+    start=$(date +%s.%N)
+    "$@"
+    end=$(date +%s.%N)
+    kt_log "$(awk -v n="$name" -v s="$start" -v e="$end" 'BEGIN { printf "%-10s %6.1f s", n, e - s }')"
+}
+
+# Whether a Debian package is installed.
+kt_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
