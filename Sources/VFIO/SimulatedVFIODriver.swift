@@ -1,0 +1,283 @@
+import Synchronization
+import SystemPackage
+
+/// One completed single step of a simulated device's state machine.
+public struct SimulatedVFIOArc: Sendable, Equatable, CustomStringConvertible {
+    public var from: VFIODeviceState
+    public var to: VFIODeviceState
+
+    public init(_ from: VFIODeviceState, _ to: VFIODeviceState) {
+        self.from = from
+        self.to = to
+    }
+
+    public var description: String { "\(from)→\(to)" }
+}
+
+/// The kernel side of a simulated device: the feature ioctl front-end, the state machine driven one
+/// arc at a time, and the data sessions. All state sits behind one lock; time comes from the clock.
+final class SimulatedVFIODriver: Sendable {
+    let configuration: SimulatedVFIOConfiguration
+    let clock: any VFIOSimulationClock
+    let state: Mutex<SimulatedDriverState>
+
+    init(configuration: SimulatedVFIOConfiguration, clock: any VFIOSimulationClock) {
+        self.configuration = configuration
+        self.clock = clock
+        self.state = Mutex(SimulatedDriverState(configuration: configuration, now: clock.now()))
+    }
+
+    private var flags: VFIOMigrationFlags? { configuration.migration }
+
+    // MARK: Device fd
+
+    /// `ioctl(2)` on the device fd.
+    func deviceIoctl(_ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        if state.withLock({ $0.wedged }) { return hang() }
+        switch request {
+        case VFIOUAPI.deviceFeature:
+            guard case .buffer(let buffer) = argument else { return .failure(.badAddress) }
+            return feature(buffer)
+        case VFIOUAPI.deviceReset:
+            state.withLock { $0.reset(configuration: configuration, now: clock.now()) }
+            return .success(0)
+        default:
+            return .failure(.inappropriateIOCTLForDevice)
+        }
+    }
+
+    /// The device fd was closed: data fds die and the next open starts at RUNNING.
+    func deviceReleased() {
+        state.withLock { $0.reset(configuration: configuration, now: clock.now()) }
+    }
+
+    /// A request that never returns in a pre-fix kernel: modelled as `hangTimeout` spent, then ETIMEDOUT.
+    private func hang() -> Result<Int32, Errno> {
+        clock.sleep(for: configuration.hangTimeout)
+        return .failure(.timedOut)
+    }
+
+    /// `VFIO_DEVICE_FEATURE`: header checks, then per-feature permission and size checks (reference §1.2).
+    private func feature(_ buffer: UnsafeMutableRawBufferPointer) -> Result<Int32, Errno> {
+        guard let header = VFIODeviceFeatureHeader(bytes: UnsafeRawBufferPointer(buffer)) else { return .failure(.badAddress) }
+        let operationBits = VFIOUAPI.featureGet | VFIOUAPI.featureSet | VFIOUAPI.featureProbe
+        guard header.argsz >= UInt32(VFIODeviceFeatureHeader.size),
+            header.flags & ~(VFIOUAPI.featureMask | operationBits) == 0
+        else { return .failure(.invalidArgument) }
+        let get = header.flags & VFIOUAPI.featureGet != 0
+        let set = header.flags & VFIOUAPI.featureSet != 0
+        let probe = header.flags & VFIOUAPI.featureProbe != 0
+        if get, set, !probe { return .failure(.invalidArgument) }
+
+        let index = header.flags & VFIOUAPI.featureMask
+        guard let feature = VFIOFeature(rawValue: index),
+            [.migration, .migDeviceState, .migDataSize].contains(feature)
+        else { return .failure(.inappropriateIOCTLForDevice) }
+        guard flags != nil else { return .failure(.inappropriateIOCTLForDevice) }
+
+        let allowsGet = true
+        let allowsSet = feature == .migDeviceState
+        if (get && !allowsGet) || (set && !allowsSet) { return .failure(.invalidArgument) }
+        if probe { return .success(0) }
+        if !get && !set { return .failure(.invalidArgument) }
+        let payloadSize = 8
+        guard Int(header.argsz) - VFIODeviceFeatureHeader.size >= payloadSize else { return .failure(.invalidArgument) }
+        guard buffer.count >= VFIODeviceFeatureHeader.size + payloadSize else { return .failure(.badAddress) }
+        let payload = UnsafeMutableRawBufferPointer(rebasing: buffer[VFIODeviceFeatureHeader.size...])
+
+        switch feature {
+        case .migration:
+            store(flags?.rawValue ?? 0, into: payload)
+            return .success(0)
+        case .migDataSize:
+            let size = state.withLock { state in
+                state.tick(configuration: configuration, now: clock.now())
+                return state.stopCopySize(configuration: configuration)
+            }
+            store(size, into: payload)
+            return .success(0)
+        case .migDeviceState where get:
+            let current = state.withLock { state in
+                state.tick(configuration: configuration, now: clock.now())
+                return state.current
+            }
+            store(VFIOMigDeviceStatePayload(deviceState: current.rawValue, dataFD: -1).bytes, into: payload)
+            return .success(0)
+        default:
+            let raw = LittleEndianBytes.load(UInt32.self, from: UnsafeRawBufferPointer(payload), at: 0)
+            let result = setState(raw)
+            // The payload goes back either way: the requested state, and the new fd or -1.
+            let fd: Int32 = if case .success(let fd) = result { fd } else { -1 }
+            store(VFIOMigDeviceStatePayload(deviceState: raw, dataFD: fd).bytes, into: payload)
+            return result.map { _ in 0 }
+        }
+    }
+
+    private func store(_ value: UInt64, into payload: UnsafeMutableRawBufferPointer) {
+        var bytes: [UInt8] = []
+        LittleEndianBytes.append(value, to: &bytes)
+        store(bytes, into: payload)
+    }
+
+    private func store(_ bytes: [UInt8], into payload: UnsafeMutableRawBufferPointer) {
+        for (index, byte) in bytes.enumerated() where index < payload.count { payload[index] = byte }
+    }
+
+    // MARK: State machine
+
+    private enum SetOutcome {
+        case done(newSession: SimulatedSessionRef?)
+        case failed(Errno)
+        case hang
+    }
+
+    /// A SET of `MIG_DEVICE_STATE`: walks the next-step table one arc at a time. Returns the new data
+    /// fd (or -1) on success.
+    private func setState(_ raw: UInt32) -> Result<Int32, Errno> {
+        let outcome = state.withLock { state -> SetOutcome in
+            state.tick(configuration: configuration, now: clock.now())
+            if state.current == .error {
+                return .failed(configuration.errorStyle == .pds ? .ioError : .invalidArgument)
+            }
+            guard let flags, let requested = VFIODeviceState(rawValue: raw), requested != .error,
+                requested.isSupported(by: flags)
+            else { return .failed(.invalidArgument) }
+            if configuration.preFixKernel, VFIOMigrationFSM.isKernelHangRequest(from: state.current, to: requested) {
+                state.wedged = true
+                return .hang
+            }
+            guard let path = VFIOMigrationFSM.path(from: state.current, to: requested, flags: flags) else {
+                return .failed(.invalidArgument)
+            }
+            var session: SimulatedSessionRef?
+            for step in path {
+                if let failure = state.takeFailure(from: state.current, to: step) {
+                    if failure.entersError { state.enterError() }
+                    return .failed(failure.errno)
+                }
+                switch state.performArc(from: state.current, to: step, configuration: configuration) {
+                case .success(let opened): session = opened ?? session
+                case .failure(let errno): return .failed(errno)
+                }
+                state.arcLog.append(SimulatedVFIOArc(state.current, step))
+                state.current = step
+            }
+            return .done(newSession: session)
+        }
+        switch outcome {
+        case .hang:
+            return hang()
+        case .failed(let errno):
+            return .failure(errno)
+        case .done(nil):
+            return .success(-1)
+        case .done(let session?):
+            let file = SimulatedDataFile(driver: self, session: session)
+            switch SimulatedFileTable.shared.open(file) {
+            case .success(let fd): return .success(fd)
+            case .failure(let errno):
+                // The kernel cannot install the fd: the session is unusable.
+                state.withLock { $0.endSession(session) }
+                return .failure(errno)
+            }
+        }
+    }
+
+    // MARK: Data fds
+
+    func read(_ session: SimulatedSessionRef, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> {
+        guard session.direction == .save else { return .failure(.badFileDescriptor) }
+        return state.withLock { state in
+            state.tick(configuration: configuration, now: clock.now())
+            return state.read(session, into: buffer, configuration: configuration)
+        }
+    }
+
+    func write(_ session: SimulatedSessionRef, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> {
+        guard session.direction == .resume else { return .failure(.badFileDescriptor) }
+        let (result, cost) = state.withLock { state in
+            state.tick(configuration: configuration, now: clock.now())
+            return state.write(session, from: buffer, configuration: configuration)
+        }
+        // The load happens inside write(2), outside the device lock (mlx5 holds only the file's lock).
+        if cost > .zero { clock.sleep(for: cost) }
+        return result
+    }
+
+    func dataIoctl(_ session: SimulatedSessionRef, _ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        guard request == VFIOUAPI.migGetPrecopyInfo, session.direction == .save else {
+            return .failure(.inappropriateIOCTLForDevice)
+        }
+        guard case .buffer(let buffer) = argument, buffer.count >= VFIOPrecopyInfoLayout.size,
+            var info = VFIOPrecopyInfoLayout(bytes: UnsafeRawBufferPointer(buffer))
+        else { return .failure(.badAddress) }
+        guard info.argsz >= UInt32(VFIOPrecopyInfoLayout.size) else { return .failure(.invalidArgument) }
+        if state.withLock({ $0.wedged }) { return hang() }
+        let answer = state.withLock { state in
+            state.tick(configuration: configuration, now: clock.now())
+            return state.precopyInfo(session, configuration: configuration)
+        }
+        switch answer {
+        case .failure(let errno):
+            return .failure(errno)
+        case .success(let (initial, dirty)):
+            // v1 drivers leave `flags` as the caller passed it.
+            info.initialBytes = initial
+            info.dirtyBytes = dirty
+            for (index, byte) in info.bytes.enumerated() { buffer[index] = byte }
+            return .success(0)
+        }
+    }
+}
+
+/// Identifies one data session; its fd answers ENODEV once the session is no longer the device's.
+final class SimulatedSessionRef: Sendable {
+    let id: UInt64
+    let direction: VFIODataDirection
+
+    init(id: UInt64, direction: VFIODataDirection) {
+        self.id = id
+        self.direction = direction
+    }
+}
+
+/// The device fd of a simulated device.
+final class SimulatedDeviceFile: SimulatedFile {
+    let driver: SimulatedVFIODriver
+
+    init(driver: SimulatedVFIODriver) { self.driver = driver }
+
+    func ioctl(_ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        driver.deviceIoctl(request, argument)
+    }
+    // Device fds read and write regions at offsets; the simulator has no regions.
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
+    func write(from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
+    func poll(events: Int16) -> Int16 { 0 }
+    var positionalIOError: Errno { .invalidArgument }
+    func release() { driver.deviceReleased() }
+}
+
+/// A migration data fd of a simulated device: a stream, read-only (save) or write-only (resume).
+final class SimulatedDataFile: SimulatedFile {
+    let driver: SimulatedVFIODriver
+    let session: SimulatedSessionRef
+
+    init(driver: SimulatedVFIODriver, session: SimulatedSessionRef) {
+        self.driver = driver
+        self.session = session
+    }
+
+    func ioctl(_ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        driver.dataIoctl(session, request, argument)
+    }
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { driver.read(session, into: buffer) }
+    func write(from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { driver.write(session, from: buffer) }
+    func poll(events: Int16) -> Int16 {
+        // Without a poll op the kernel reports the default mask: always readable and writable.
+        session.direction == .save ? 0x0001 | 0x0040 : 0x0004 | 0x0100
+    }
+    var positionalIOError: Errno { .illegalSeek }
+    // Closing a data fd early does not change the device state.
+    func release() {}
+}

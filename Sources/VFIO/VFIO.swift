@@ -1,1 +1,0 @@
-// VFIO: see README.md for this module's job.
