@@ -16,7 +16,7 @@ public struct SimulatedVFIOArc: Sendable, Equatable, CustomStringConvertible {
 
 /// The kernel side of a simulated device: the feature ioctl front-end, the state machine driven one
 /// arc at a time, and the data sessions. All state sits behind one lock; time comes from the clock.
-final class SimulatedVFIODriver: Sendable {
+package final class SimulatedVFIODriver: Sendable {
     let configuration: SimulatedVFIOConfiguration
     let clock: any VFIOSimulationClock
     let state: Mutex<SimulatedDriverState>
@@ -28,6 +28,12 @@ final class SimulatedVFIODriver: Sendable {
     }
 
     private var flags: VFIOMigrationFlags? { configuration.migration }
+
+    /// The current state, read without an ioctl.
+    package var currentState: VFIODeviceState { state.withLock { $0.current } }
+
+    /// Every single arc completed so far.
+    package var recordedArcs: [SimulatedVFIOArc] { state.withLock { $0.arcLog } }
 
     // MARK: Device fd
 

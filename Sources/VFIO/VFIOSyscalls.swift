@@ -72,8 +72,9 @@ package enum VFIOSystem {
     }
 }
 
-/// libc functions Swift cannot import directly: `ioctl` is variadic and `pipe2` needs _GNU_SOURCE. They are looked up once and called through a fixed prototype, which matches the
-/// calling convention of their variadic definitions for integer and pointer arguments on Linux.
+/// libc functions Swift cannot import directly: `ioctl` is variadic and `pipe2` needs _GNU_SOURCE.
+/// They are looked up once and called through a fixed prototype; for `ioctl` that prototype matches
+/// the calling convention of its variadic definition for one integer or pointer argument on Linux.
 private enum LibcSymbols {
     typealias IoctlFunction = @convention(c) (Int32, UInt, UInt) -> Int32
     typealias Pipe2Function = @convention(c) (UnsafeMutablePointer<Int32>?, Int32) -> Int32

@@ -1,0 +1,204 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import SystemPackage
+
+/// The steps that find a device in sysfs and obtain its fd (reference §3).
+struct VFIODeviceOpener {
+    let address: VFIODeviceAddress
+    let paths: VFIOHostPaths
+    let system: any VFIOSyscalls
+
+    var name: String { address.name }
+    private var openFlags: Int32 { Int32(O_RDWR) | Int32(O_CLOEXEC) }
+
+    // MARK: sysfs
+
+    /// The IOMMU group number: the last component of the `iommu_group` link.
+    func groupNumber() throws(VFIOError) -> Int {
+        let link = address.sysfsDirectory(in: paths.sysfsRoot) + "/iommu_group"
+        switch system.readlink(link) {
+        case .success(let target):
+            guard let last = target.split(separator: "/").last, let number = Int(last) else {
+                throw VFIOError.deviceNotFound(device: name, detail: "\(link) points to \(target), not an IOMMU group")
+            }
+            return number
+        case .failure(let errno):
+            throw VFIOError.deviceNotFound(
+                device: name, detail: "no IOMMU group at \(link) (\(errno)); is the device bound to a vfio driver?")
+        }
+    }
+
+    /// The device's cdev name (`vfioX`) from its `vfio-dev` directory, if the class device exists.
+    func cdevName() -> String? {
+        let directory = address.sysfsDirectory(in: paths.sysfsRoot) + "/vfio-dev"
+        guard case .success(let entries) = system.listDirectory(directory) else { return nil }
+        return entries.first { $0.hasPrefix("vfio") }
+    }
+
+    // MARK: Helpers
+
+    private func openNode(_ path: String) -> Result<Int32, Errno> {
+        while true {
+            let result = system.open(path, openFlags)
+            if case .failure(.interrupted) = result { continue }
+            return result
+        }
+    }
+
+    private func ioctl(_ fd: Int32, _ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        while true {
+            let result = system.ioctl(fd, request, argument)
+            if case .failure(.interrupted) = result { continue }
+            return result
+        }
+    }
+
+    private func ioctl(_ fd: Int32, _ request: UInt, bytes: inout [UInt8]) -> Result<Int32, Errno> {
+        bytes.withUnsafeMutableBytes { ioctl(fd, request, .buffer($0)) }
+    }
+
+    private func closeAll(_ fds: [Int32]) {
+        for fd in fds.reversed() { _ = system.close(fd) }
+    }
+
+    private func fail(_ operation: VFIOOperation, _ errno: Errno, closing fds: [Int32]) -> VFIOError {
+        closeAll(fds)
+        return VFIOError.syscallFailed(operation: operation, device: name, errno: errno)
+    }
+
+    // MARK: Open
+
+    func open(access: VFIODeviceAccess) throws(VFIOError) -> KernelVFIODevice {
+        switch access {
+        case .group:
+            return try openThroughGroup()
+        case .cdev:
+            guard let cdev = cdevName() else {
+                throw VFIOError.deviceNotFound(device: name, detail: "no vfio-dev entry in sysfs (kernel older than 6.1?)")
+            }
+            return try openThroughCDev(cdev)
+        case .automatic:
+            // The class device exists from 6.1 even without cdev support; the node tells.
+            if let cdev = cdevName(), let device = try? openThroughCDev(cdev) { return device }
+            return try openThroughGroup()
+        }
+    }
+
+    /// /dev/vfio/vfio + /dev/vfio/N: API version, group status, set container, type1v2 IOMMU, device fd.
+    func openThroughGroup() throws(VFIOError) -> KernelVFIODevice {
+        let group = try groupNumber()
+        let containerPath = "\(paths.devRoot)/vfio/vfio"
+        var fds: [Int32] = []
+        let container: Int32
+        switch openNode(containerPath) {
+        case .success(let fd): container = fd
+        case .failure(let errno): throw fail(.open(containerPath), errno, closing: fds)
+        }
+        fds.append(container)
+        switch ioctl(container, VFIOUAPI.getAPIVersion, .none) {
+        case .success(VFIOUAPI.apiVersion): break
+        case .success(let version):
+            closeAll(fds)
+            throw VFIOError.unexpectedReply(operation: .getAPIVersion, device: name, detail: "API version \(version), expected 0")
+        case .failure(let errno): throw fail(.getAPIVersion, errno, closing: fds)
+        }
+
+        var noIOMMU = false
+        var groupPath = "\(paths.devRoot)/vfio/\(group)"
+        var groupFD: Int32
+        switch openNode(groupPath) {
+        case .success(let fd): groupFD = fd
+        case .failure(.noSuchFileOrDirectory):
+            groupPath = "\(paths.devRoot)/vfio/noiommu-\(group)"
+            switch openNode(groupPath) {
+            case .success(let fd):
+                groupFD = fd
+                noIOMMU = true
+            case .failure(let errno): throw fail(.open(groupPath), errno, closing: fds)
+            }
+        case .failure(let errno): throw fail(.open(groupPath), errno, closing: fds)
+        }
+        fds.append(groupFD)
+
+        var status = VFIOGroupStatus().bytes
+        if case .failure(let errno) = ioctl(groupFD, VFIOUAPI.groupGetStatus, bytes: &status) {
+            throw fail(.groupStatus, errno, closing: fds)
+        }
+        let flags = VFIOGroupStatus(bytes: status)?.flags ?? 0
+        // Emulated (mdev) groups report 0 before SET_CONTAINER yet work: do not fail on !VIABLE here.
+        var containerArgument: [UInt8] = []
+        LittleEndianBytes.append(container, to: &containerArgument)
+        if flags & VFIOUAPI.groupFlagContainerSet == 0,
+            case .failure(let errno) = ioctl(groupFD, VFIOUAPI.groupSetContainer, bytes: &containerArgument)
+        {
+            closeAll(fds)
+            if flags & VFIOUAPI.groupFlagViable == 0 {
+                throw VFIOError.deviceNotFound(
+                    device: name, detail: "IOMMU group \(group) is not viable (\(errno)): bind every device in it to vfio")
+            }
+            throw VFIOError.syscallFailed(operation: .setContainer, device: name, errno: errno)
+        }
+
+        let iommuType = noIOMMU ? VFIOUAPI.noIOMMU : VFIOUAPI.type1v2IOMMU
+        switch ioctl(container, VFIOUAPI.checkExtension, .value(iommuType)) {
+        case .success(let supported) where supported > 0: break
+        case .success:
+            closeAll(fds)
+            throw VFIOError.unexpectedReply(
+                operation: .checkExtension, device: name, detail: "the container lacks IOMMU type \(iommuType)")
+        case .failure(let errno): throw fail(.checkExtension, errno, closing: fds)
+        }
+        if case .failure(let errno) = ioctl(container, VFIOUAPI.setIOMMU, .value(iommuType)) {
+            throw fail(.setIOMMU, errno, closing: fds)
+        }
+
+        var deviceName = Array(name.utf8) + [0]
+        switch ioctl(groupFD, VFIOUAPI.groupGetDeviceFD, bytes: &deviceName) {
+        case .success(let deviceFD):
+            return KernelVFIODevice(
+                name: name, openPath: .group(number: group, noIOMMU: noIOMMU), deviceFD: deviceFD, supportFDs: fds,
+                system: system)
+        case .failure(let errno):
+            throw fail(.getDeviceFD, errno, closing: fds)
+        }
+    }
+
+    /// /dev/iommu + /dev/vfio/devices/vfioX: allocate an IOAS, bind the device, attach it.
+    func openThroughCDev(_ cdev: String) throws(VFIOError) -> KernelVFIODevice {
+        var fds: [Int32] = []
+        let iommuPath = "\(paths.devRoot)/iommu"
+        let iommufd: Int32
+        switch openNode(iommuPath) {
+        case .success(let fd): iommufd = fd
+        case .failure(let errno): throw fail(.open(iommuPath), errno, closing: fds)
+        }
+        fds.append(iommufd)
+        var alloc = IOMMUIOASAlloc().bytes
+        if case .failure(let errno) = ioctl(iommufd, VFIOUAPI.iommuIOASAlloc, bytes: &alloc) {
+            throw fail(.allocateIOAS, errno, closing: fds)
+        }
+        let ioas = IOMMUIOASAlloc(bytes: alloc)?.outIOASID ?? 0
+
+        let devicePath = "\(paths.devRoot)/vfio/devices/\(cdev)"
+        let deviceFD: Int32
+        switch openNode(devicePath) {
+        case .success(let fd): deviceFD = fd
+        case .failure(let errno): throw fail(.open(devicePath), errno, closing: fds)
+        }
+        var bind = VFIODeviceBindIOMMUFD(iommufd: iommufd).bytes
+        if case .failure(let errno) = ioctl(deviceFD, VFIOUAPI.deviceBindIOMMUFD, bytes: &bind) {
+            throw fail(.bindIOMMUFD, errno, closing: fds + [deviceFD])
+        }
+        var attach = VFIODeviceAttachIOMMUFDPT(ptID: ioas).bytes
+        if case .failure(let errno) = ioctl(deviceFD, VFIOUAPI.deviceAttachIOMMUFDPT, bytes: &attach) {
+            throw fail(.attachIOMMUFDPT, errno, closing: fds + [deviceFD])
+        }
+        return KernelVFIODevice(
+            name: name, openPath: .cdev(name: cdev, ioasID: ioas), deviceFD: deviceFD, supportFDs: fds, system: system)
+    }
+}

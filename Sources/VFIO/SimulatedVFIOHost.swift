@@ -1,0 +1,279 @@
+import Synchronization
+import SystemPackage
+
+/// A fake host for `KernelVFIODevice`: it answers `open(2)` of /dev/vfio/vfio, /dev/vfio/N,
+/// /dev/iommu and /dev/vfio/devices/vfioX with simulated files (real fds), and — optionally — the
+/// sysfs lookups, so the kernel-backed device runs its real open path and migration ioctls against
+/// simulated devices without /dev/vfio. Every other call goes to `base`.
+package final class SimulatedVFIOHost: VFIOSyscalls {
+    package struct DeviceEntry: Sendable {
+        package var address: VFIODeviceAddress
+        package var group: Int
+        package var cdev: String?
+        package var driver: SimulatedVFIODriver
+    }
+
+    private let base: any VFIOSyscalls
+    package let paths: VFIOHostPaths
+    /// Whether the kernel has IOMMUFD and device cdevs (/dev/iommu, /dev/vfio/devices/).
+    package let cdevSupport: Bool
+    /// Whether readlink/listDirectory under `paths.sysfsRoot` are answered from the device table.
+    package let virtualSysfs: Bool
+    private let devices = Mutex<[String: DeviceEntry]>([:])
+
+    package init(
+        paths: VFIOHostPaths = VFIOHostPaths(sysfsRoot: "/simulated/sys", devRoot: "/simulated/dev"),
+        cdevSupport: Bool = false, virtualSysfs: Bool = true, base: any VFIOSyscalls = VFIOSystem.live
+    ) {
+        self.paths = paths
+        self.cdevSupport = cdevSupport
+        self.virtualSysfs = virtualSysfs
+        self.base = base
+    }
+
+    /// Adds a device in IOMMU group `group`, with cdev `vfio<cdevIndex>` when given.
+    @discardableResult
+    package func addDevice(
+        _ address: VFIODeviceAddress, group: Int, cdevIndex: Int? = nil, configuration: SimulatedVFIOConfiguration,
+        clock: any VFIOSimulationClock
+    ) -> SimulatedVFIODriver {
+        var configuration = configuration
+        configuration.name = address.name
+        let driver = SimulatedVFIODriver(configuration: configuration, clock: clock)
+        devices.withLock {
+            $0[address.name] = DeviceEntry(address: address, group: group, cdev: cdevIndex.map { "vfio\($0)" }, driver: driver)
+        }
+        return driver
+    }
+
+    package func device(named name: String) -> DeviceEntry? { devices.withLock { $0[name] } }
+
+    private func devices(inGroup group: Int) -> [DeviceEntry] {
+        devices.withLock { $0.values.filter { $0.group == group } }
+    }
+
+    // MARK: Paths
+
+    package func open(_ path: String, _ flags: Int32) -> Result<Int32, Errno> {
+        let dev = paths.devRoot
+        guard path.hasPrefix(dev + "/") else { return base.open(path, flags) }
+        let table = SimulatedFileTable.shared
+        if path == "\(dev)/vfio/vfio" { return table.open(SimulatedContainerFile(host: self)) }
+        if path == "\(dev)/iommu" {
+            return cdevSupport ? table.open(SimulatedIOMMUFDFile()) : .failure(.noSuchFileOrDirectory)
+        }
+        let devicesPrefix = "\(dev)/vfio/devices/"
+        if path.hasPrefix(devicesPrefix) {
+            let cdev = String(path.dropFirst(devicesPrefix.count))
+            guard cdevSupport, let entry = devices.withLock({ $0.values.first { $0.cdev == cdev } }) else {
+                return .failure(.noSuchFileOrDirectory)
+            }
+            return table.open(SimulatedCDevFile(driver: entry.driver))
+        }
+        let groupPrefix = "\(dev)/vfio/"
+        if path.hasPrefix(groupPrefix), let group = Int(path.dropFirst(groupPrefix.count)), !devices(inGroup: group).isEmpty {
+            return table.open(SimulatedGroupFile(host: self, number: group))
+        }
+        return .failure(.noSuchFileOrDirectory)
+    }
+
+    package func readlink(_ path: String) -> Result<String, Errno> {
+        guard virtualSysfs, path.hasPrefix(paths.sysfsRoot + "/") else { return base.readlink(path) }
+        let entry = devices.withLock { $0.values.first { $0.address.sysfsDirectory(in: paths.sysfsRoot) + "/iommu_group" == path } }
+        guard let entry else { return .failure(.noSuchFileOrDirectory) }
+        return .success("../../../kernel/iommu_groups/\(entry.group)")
+    }
+
+    package func listDirectory(_ path: String) -> Result<[String], Errno> {
+        guard virtualSysfs, path.hasPrefix(paths.sysfsRoot + "/") else { return base.listDirectory(path) }
+        let entry = devices.withLock { $0.values.first { $0.address.sysfsDirectory(in: paths.sysfsRoot) + "/vfio-dev" == path } }
+        guard let entry, let cdev = entry.cdev else { return .failure(.noSuchFileOrDirectory) }
+        return .success([cdev])
+    }
+
+    // MARK: fd calls go to the layer below (which routes simulated fds)
+
+    package func close(_ fd: Int32) -> Result<Void, Errno> { base.close(fd) }
+    package func ioctl(_ fd: Int32, _ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        base.ioctl(fd, request, argument)
+    }
+    package func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { base.read(fd, into: buffer) }
+    package func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { base.write(fd, from: buffer) }
+    package func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
+        base.pread(fd, into: buffer, offset: offset)
+    }
+    package func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
+        base.pwrite(fd, from: buffer, offset: offset)
+    }
+    package func lseek(_ fd: Int32, _ offset: Int64, _ whence: Int32) -> Result<Int64, Errno> { base.lseek(fd, offset, whence) }
+    package func poll(_ fd: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
+        base.poll(fd, events: events, timeoutMilliseconds: timeoutMilliseconds)
+    }
+
+    // MARK: Group files
+
+    fileprivate func deviceFD(named name: String, inGroup group: Int) -> Result<Int32, Errno> {
+        guard let entry = devices.withLock({ $0[name] }), entry.group == group else { return .failure(.operationNotSupportedByDevice) }
+        return SimulatedFileTable.shared.open(SimulatedDeviceFile(driver: entry.driver))
+    }
+}
+
+/// Files without read/write: every simulated host file but devices' data.
+private protocol SimulatedControlFile: SimulatedFile {}
+extension SimulatedControlFile {
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
+    func write(from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
+    func poll(events: Int16) -> Int16 { 0 }
+    var positionalIOError: Errno { .invalidArgument }
+    func release() {}
+}
+
+/// /dev/vfio/vfio.
+private final class SimulatedContainerFile: SimulatedControlFile {
+    struct State {
+        var groups = 0
+        var iommuType: UInt?
+    }
+
+    let host: SimulatedVFIOHost
+    let state = Mutex(State())
+
+    init(host: SimulatedVFIOHost) { self.host = host }
+
+    var isReady: Bool { state.withLock { $0.groups > 0 && $0.iommuType != nil } }
+
+    func attachGroup() { state.withLock { $0.groups += 1 } }
+
+    func ioctl(_ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        switch (request, argument) {
+        case (VFIOUAPI.getAPIVersion, _):
+            return .success(VFIOUAPI.apiVersion)
+        case (VFIOUAPI.checkExtension, .value(let extensionNumber)):
+            // type1 (1), type1v2 (3) and no-IOMMU (8).
+            return .success([1, VFIOUAPI.type1v2IOMMU, VFIOUAPI.noIOMMU].contains(extensionNumber) ? 1 : 0)
+        case (VFIOUAPI.setIOMMU, .value(let type)):
+            return state.withLock { state in
+                guard state.groups > 0 else { return .failure(.invalidArgument) }
+                guard state.iommuType == nil else { return .failure(.resourceBusy) }
+                state.iommuType = type
+                return .success(0)
+            }
+        default:
+            return .failure(.inappropriateIOCTLForDevice)
+        }
+    }
+}
+
+/// /dev/vfio/N.
+private final class SimulatedGroupFile: SimulatedControlFile {
+    let host: SimulatedVFIOHost
+    let number: Int
+    let container = Mutex<SimulatedContainerFile?>(nil)
+
+    init(host: SimulatedVFIOHost, number: Int) {
+        self.host = host
+        self.number = number
+    }
+
+    func ioctl(_ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        guard case .buffer(let buffer) = argument else { return .failure(.inappropriateIOCTLForDevice) }
+        switch request {
+        case VFIOUAPI.groupGetStatus:
+            guard let status = VFIOGroupStatus(bytes: UnsafeRawBufferPointer(buffer)) else { return .failure(.badAddress) }
+            guard status.argsz >= UInt32(VFIOGroupStatus.size) else { return .failure(.invalidArgument) }
+            let flags = VFIOUAPI.groupFlagViable | (container.withLock { $0 } != nil ? VFIOUAPI.groupFlagContainerSet : 0)
+            let reply = VFIOGroupStatus(argsz: status.argsz, flags: flags).bytes
+            for (index, byte) in reply.enumerated() { buffer[index] = byte }
+            return .success(0)
+        case VFIOUAPI.groupSetContainer:
+            guard buffer.count >= 4 else { return .failure(.badAddress) }
+            let fd = LittleEndianBytes.load(Int32.self, from: UnsafeRawBufferPointer(buffer), at: 0)
+            guard let file = SimulatedFileTable.shared.file(for: fd) as? SimulatedContainerFile else {
+                return .failure(.badFileDescriptor)
+            }
+            return container.withLock { current in
+                guard current == nil else { return .failure(.resourceBusy) }
+                current = file
+                file.attachGroup()
+                return .success(0)
+            }
+        case VFIOUAPI.groupGetDeviceFD:
+            guard let container = container.withLock({ $0 }), container.isReady else { return .failure(.invalidArgument) }
+            guard let end = buffer.firstIndex(of: 0) else { return .failure(.badAddress) }
+            let name = String(decoding: buffer[0..<end], as: UTF8.self)
+            return host.deviceFD(named: name, inGroup: number)
+        default:
+            return .failure(.inappropriateIOCTLForDevice)
+        }
+    }
+}
+
+/// /dev/iommu.
+private final class SimulatedIOMMUFDFile: SimulatedControlFile {
+    let nextID = Mutex<UInt32>(1)
+
+    func ioctl(_ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        guard request == VFIOUAPI.iommuIOASAlloc, case .buffer(let buffer) = argument else {
+            return .failure(.inappropriateIOCTLForDevice)
+        }
+        guard let alloc = IOMMUIOASAlloc(bytes: UnsafeRawBufferPointer(buffer)) else { return .failure(.badAddress) }
+        guard alloc.size >= UInt32(IOMMUIOASAlloc.size), alloc.flags == 0 else { return .failure(.invalidArgument) }
+        let id = nextID.withLock { id in
+            defer { id += 1 }
+            return id
+        }
+        for (index, byte) in IOMMUIOASAlloc(size: alloc.size, flags: 0, outIOASID: id).bytes.enumerated() { buffer[index] = byte }
+        return .success(0)
+    }
+}
+
+/// /dev/vfio/devices/vfioX: inert until bound to an iommufd, then the device fd.
+private final class SimulatedCDevFile: SimulatedFile {
+    struct State {
+        var boundTo: Int32?
+        var attached = false
+    }
+
+    let driver: SimulatedVFIODriver
+    let state = Mutex(State())
+
+    init(driver: SimulatedVFIODriver) { self.driver = driver }
+
+    func ioctl(_ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        switch (request, argument) {
+        case (VFIOUAPI.deviceBindIOMMUFD, .buffer(let buffer)):
+            guard let bind = VFIODeviceBindIOMMUFD(bytes: UnsafeRawBufferPointer(buffer)) else { return .failure(.badAddress) }
+            guard bind.argsz >= UInt32(VFIODeviceBindIOMMUFD.size), bind.flags == 0, bind.iommufd >= 0 else {
+                return .failure(.invalidArgument)
+            }
+            guard SimulatedFileTable.shared.file(for: bind.iommufd) is SimulatedIOMMUFDFile else { return .failure(.badFileDescriptor) }
+            return state.withLock { state in
+                guard state.boundTo == nil else { return .failure(.invalidArgument) }
+                state.boundTo = bind.iommufd
+                let reply = VFIODeviceBindIOMMUFD(argsz: bind.argsz, flags: 0, iommufd: bind.iommufd, outDevID: 1).bytes
+                for (index, byte) in reply.enumerated() { buffer[index] = byte }
+                return .success(0)
+            }
+        case (VFIOUAPI.deviceAttachIOMMUFDPT, .buffer(let buffer)):
+            guard let attach = VFIODeviceAttachIOMMUFDPT(bytes: UnsafeRawBufferPointer(buffer)) else { return .failure(.badAddress) }
+            guard attach.argsz >= UInt32(VFIODeviceAttachIOMMUFDPT.size), attach.flags == 0 else { return .failure(.invalidArgument) }
+            return state.withLock { state in
+                guard state.boundTo != nil else { return .failure(.invalidArgument) }
+                state.attached = true
+                return .success(0)
+            }
+        default:
+            // Until bound the fd is inert.
+            guard state.withLock({ $0.boundTo != nil }) else { return .failure(.invalidArgument) }
+            return driver.deviceIoctl(request, argument)
+        }
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
+    func write(from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
+    func poll(events: Int16) -> Int16 { 0 }
+    var positionalIOError: Errno { .invalidArgument }
+    func release() {
+        if state.withLock({ $0.boundTo != nil }) { driver.deviceReleased() }
+    }
+}
