@@ -1,6 +1,15 @@
 import DeviceMatch
+import VFIO
+import VFIOPCIHandler
 
-/// What the mlx5 module declares about itself for discovery and registration.
+/// The mlx5 vendor module: the generic VFIO-PCI handler with the ``MLX5Tuning``.
 public enum MLX5Module {
+    /// What the module declares for discovery and registration (from devices.matchtable).
     public static let descriptor = VendorModuleDescriptor(name: "mlx5", rules: DevicesMatchTable.rules)
+
+    /// A handler for one mlx5 device.
+    public static func makeHandler(device: VFIOMigrationDevice, config: VFIOPCIConfigState? = nil,
+                                   tuning: MLX5Tuning = MLX5Tuning()) -> VFIOPCIHandler {
+        VFIOPCIHandler(device: device, config: config, tuning: tuning)
+    }
 }

@@ -143,6 +143,11 @@ public protocol MigrationHandler: AnyObject, Sendable {
     /// Default: nothing.
     func switchoverStart(context: LoadContext) throws
 
+    /// Finishes loading after EOF, before the destination VM resumes: a device commits what it
+    /// received (VFIO: RESUMING → STOP → RUNNING). A thrown error fails the migration, and the
+    /// source keeps its VM. Runs on the load thread. Default: nothing.
+    func loadComplete(context: LoadContext) throws
+
     /// Releases destination resources; always called once at the end. `succeeded` is false
     /// when the incoming migration failed: a device handler must reset what it loaded.
     func loadCleanup(succeeded: Bool)
@@ -190,6 +195,7 @@ extension MigrationHandler {
     public func loadSetup(context: LoadContext) throws {}
     public func switchoverAckNeeded(context: LoadContext) -> Bool { false }
     public func switchoverStart(context: LoadContext) throws {}
+    public func loadComplete(context: LoadContext) throws {}
     public func loadCleanup(succeeded: Bool) {}
     public func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64 { 0 }
     public var supportsMultifdTransfer: Bool { false }

@@ -76,6 +76,11 @@ public enum MigrationCommand: Sendable, Hashable {
 
     public var name: String { MigrationCommand.name(of: id) }
 
+    /// True for QEMU's ids 1–11 and our extension ids.
+    public static func isKnown(_ id: UInt16) -> Bool {
+        (1...11).contains(id) || id == switchoverHelloID || id == preflightID
+    }
+
     /// The fixed payload length of a command id, nil when variable.
     public static func fixedLength(of id: UInt16) -> Int? {
         switch id {
@@ -124,8 +129,7 @@ extension StreamReader {
         let id = try readBE16("the command id")
         let len = Int(try readBE16("the command length"))
         let name = MigrationCommand.name(of: id)
-        let known: Set<UInt16> = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, MigrationCommand.switchoverHelloID, MigrationCommand.preflightID]
-        guard known.contains(id) else { throw StreamError.unknownCommand(offset: at, id: id) }
+        guard MigrationCommand.isKnown(id) else { throw StreamError.unknownCommand(offset: at, id: id) }
         if let fixed = MigrationCommand.fixedLength(of: id), fixed != len {
             throw StreamError.badCommandLength(offset: at, command: name, length: len, expected: "\(fixed)")
         }

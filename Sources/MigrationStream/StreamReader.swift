@@ -67,6 +67,18 @@ public final class StreamReader {
         return Array(UnsafeRawBufferPointer(rebasing: storage[head..<head + count]))
     }
 
+    /// The largest number of bytes the reader can look ahead (its buffer size).
+    public var lookaheadCapacity: Int { storage.count }
+
+    /// Calls `body` with the buffered, not yet consumed bytes after making at least `count` of
+    /// them available (`count` is clamped to ``lookaheadCapacity``). Fewer than `count` bytes
+    /// are passed only when the input has ended. Nothing is consumed; the pointer is valid only
+    /// inside `body`. Scanners use this to look for a pattern without copying.
+    public func withBufferedBytes<R>(atLeast count: Int, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        _ = try fill(min(max(count, 0), storage.count))
+        return try body(UnsafeRawBufferPointer(rebasing: storage[head..<tail]))
+    }
+
     /// The next byte without consuming it, or nil at the end of input.
     public func peekU8() throws -> UInt8? {
         guard try fill(1) else { return nil }

@@ -1,0 +1,71 @@
+import Foundation
+import VFIOPCIHandler
+import VFIO
+
+/// The mlx5_vfio_pci tuning of the generic VFIO-PCI handler.
+///
+/// - Reads in chunks of up to 8 MiB, the driver's chunk-mode size (`MAX_CHUNK_SIZE`).
+/// - When a pre-copy read finds no data, asks for precopy info: on mlx5 that ioctl is what
+///   starts the next incremental save, so polling it drives progress.
+/// - On the destination, follows the record stream as it passes to the device: refuses what
+///   the driver would refuse (oversized records, unknown mandatory tags) before it reaches the
+///   kernel, and when the STOP_COPY_SIZE record arrives — during pre-copy, while the VM still
+///   runs — allocates and faults in the buffer that will receive the final image, so that
+///   allocation is not paid during the downtime.
+public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
+    /// The driver's chunk-mode size.
+    public static let maxChunkSize = 8 << 20
+    /// The largest final-image buffer pre-allocated, whatever the source announces.
+    public static let defaultMaxPreallocation = 64 << 20
+
+    public let maxPreallocation: Int
+    private let lock = NSLock()
+    private var parser: MLX5RecordParser
+    private var finalImageBuffer: UnsafeMutableRawBufferPointer?
+
+    /// - Parameters:
+    ///   - recordLimit: the largest record accepted (the driver's is 2^32-1).
+    ///   - maxPreallocation: the bound on the pre-allocated final-image buffer.
+    public init(recordLimit: UInt64 = MLX5RecordParser.defaultRecordLimit, maxPreallocation: Int = MLX5Tuning.defaultMaxPreallocation) {
+        self.parser = MLX5RecordParser(recordLimit: recordLimit)
+        self.maxPreallocation = max(4096, maxPreallocation)
+    }
+
+    deinit { finalImageBuffer?.deallocate() }
+
+    public var moduleName: String { "mlx5" }
+
+    public func chunkSize(stopCopySize: UInt64) -> Int {
+        Int(max(4096, min(UInt64(Self.maxChunkSize), stopCopySize)))
+    }
+
+    public func preCopyDrained(dataFD: VFIOMigrationDataFD) throws -> VFIOPrecopyInfo? {
+        try dataFD.precopyInfo()
+    }
+
+    public func observeResumeData(_ bytes: UnsafeRawBufferPointer) throws {
+        try lock.withLock {
+            for event in try parser.consume(bytes) {
+                if case .stopCopySize(let size) = event { preallocate(size) }
+            }
+        }
+    }
+
+    /// The size the source announced for its final image (0 until STOP_COPY_SIZE arrives).
+    public var announcedStopCopySize: UInt64 { lock.withLock { parser.announcedStopCopySize } }
+
+    /// The bytes pre-allocated for the final image (0 until STOP_COPY_SIZE arrives).
+    public var preallocatedBytes: Int { lock.withLock { finalImageBuffer?.count ?? 0 } }
+
+    public var preferredReceiveBuffer: UnsafeMutableRawBufferPointer? { lock.withLock { finalImageBuffer } }
+
+    private func preallocate(_ announced: UInt64) {
+        let size = Int(min(UInt64(maxPreallocation), max(announced, 4096)))
+        if let existing = finalImageBuffer, existing.count >= size { return }
+        finalImageBuffer?.deallocate()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+        // Touch every page now, so the page faults happen before the switchover.
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        finalImageBuffer = buffer
+    }
+}

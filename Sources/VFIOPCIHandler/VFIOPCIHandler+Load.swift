@@ -1,0 +1,114 @@
+import MigrationCore
+import MigrationStream
+import VFIO
+
+extension VFIOPCIHandler {
+    public func loadSetup(context: LoadContext) throws {
+        _ = try probeFlags(phase: "load setup")
+        let fd = try vfio("load setup: enter RESUMING") { () throws(VFIOError) in try device.setState(.resuming) }
+        guard let fd else {
+            throw VFIOPCIHandlerError.badSection(device: device.name, offset: 0, reason: "RESUMING opened no data fd")
+        }
+        lock.withLock {
+            dataFD = fd
+            _ = allocateBuffer(tuning.chunkSize(stopCopySize: UInt64(Self.defaultChunkSize)))
+        }
+    }
+
+    /// A device with PRE_COPY sends initial data and waits for its acknowledgement (QEMU:
+    /// `vfio_switchover_ack_needed`).
+    public func switchoverAckNeeded(context: LoadContext) -> Bool {
+        lock.withLock { flags.contains(.preCopy) }
+    }
+
+    public func loadState(from reader: StreamReader, header: SectionHeader, context: LoadContext) throws {
+        let idstr = header.binding.idstr
+        while true {
+            let at = reader.offset
+            let tag: VFIOSectionTag
+            do { tag = try reader.readVFIOTag(idstr: idstr) } catch let error as StreamError {
+                throw VFIOPCIHandlerError.badSection(device: device.name, offset: error.offset, reason: error.description)
+            }
+            switch tag {
+            case .endOfState:
+                return
+            case .setupState:
+                try expectEnd(reader, idstr: idstr, after: "SETUP_STATE")
+                return
+            case .dataState:
+                try loadChunk(from: reader, at: at)
+            case .initDataSent:
+                guard context.switchoverAckEnabled, lock.withLock({ flags.contains(.preCopy) }) else {
+                    throw VFIOPCIHandlerError.unexpectedInitDataSent(device: device.name, offset: at)
+                }
+                try context.approveSwitchover()
+                lock.withLock { counters.acknowledged = true }
+                return
+            case .configState:
+                let count = config.byteCount
+                let bytes = try reader.readBytes(count, "the config state of \(idstr)")
+                // QEMU's config vmstate has no length: a wrong size shows as a missing END_OF_STATE.
+                guard let next = try reader.peek(8), next == VFIOSectionTag.endOfState.bytes else {
+                    throw VFIOPCIHandlerError.configStateMismatch(device: device.name, offset: at, expected: count)
+                }
+                try config.load(bytes)
+                try expectEnd(reader, idstr: idstr, after: "CONFIG_STATE")
+                return
+            case .configLoadReady:
+                throw VFIOPCIHandlerError.badSection(device: device.name, offset: at,
+                                                     reason: "CONFIG_LOAD_READY needs multifd transfer, which this migration does not use")
+            }
+        }
+    }
+
+    private func expectEnd(_ reader: StreamReader, idstr: String, after: String) throws {
+        let at = reader.offset
+        let tag = try reader.readVFIOTag(idstr: idstr)
+        guard tag == .endOfState else {
+            throw VFIOPCIHandlerError.badSection(device: device.name, offset: at, reason: "\(tag) after \(after), expected END_OF_STATE")
+        }
+    }
+
+    /// Streams one DATA chunk from the network into the resume fd, a buffer at a time.
+    private func loadChunk(from reader: StreamReader, at: Int) throws {
+        let size = try reader.readBE64("the size of a VFIO data chunk")
+        guard size <= Self.maxIncomingChunk else {
+            throw VFIOPCIHandlerError.badSection(device: device.name, offset: at,
+                                                 reason: "DATA chunk of \(size) bytes exceeds the \(Self.maxIncomingChunk)-byte limit")
+        }
+        let (fd, buffer) = lock.withLock { (self.dataFD, tuning.preferredReceiveBuffer ?? self.buffer) }
+        guard let fd, let buffer else {
+            throw VFIOPCIHandlerError.badSection(device: device.name, offset: at, reason: "DATA chunk before load setup")
+        }
+        var left = size
+        while left > 0 {
+            let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(min(left, UInt64(buffer.count)))])
+            try reader.readExactly(into: piece, "VFIO device data")
+            try tuning.observeResumeData(UnsafeRawBufferPointer(piece))
+            try vfio("load: write device data") { () throws(VFIOError) -> Void in try fd.write(UnsafeRawBufferPointer(piece)) }
+            left -= UInt64(piece.count)
+        }
+        lock.withLock {
+            counters.loadedBytes += size
+            counters.chunks += 1
+        }
+    }
+
+    public func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64 {
+        tuning.expectedFinalLoadCostMicros()
+    }
+
+    public func loadComplete(context: LoadContext) throws {
+        releaseSession()
+        // RESUMING → STOP is where the kernel checks what it received; then the device runs.
+        try vfio("load complete: leave RESUMING") { () throws(VFIOError) in try device.setState(.stop) }
+        try vfio("load complete: resume the device") { () throws(VFIOError) in try device.setState(.running) }
+    }
+
+    public func loadCleanup(succeeded: Bool) {
+        releaseSession()
+        // A failed incoming migration leaves nothing half-loaded: reset puts the device back
+        // to RUNNING with its data fds disabled.
+        if !succeeded { try? device.reset() }
+    }
+}

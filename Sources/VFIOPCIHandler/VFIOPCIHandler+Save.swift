@@ -1,0 +1,133 @@
+import MigrationCore
+import MigrationStream
+import VFIO
+
+extension VFIOPCIHandler {
+    public func savePrepare(context: SaveContext) throws {
+        _ = try probeFlags(phase: "save prepare")
+    }
+
+    public func saveSetup(to writer: StreamWriter, context: SaveContext) throws {
+        let flags = try probeFlags(phase: "save setup")
+        // MIG_DATA_SIZE may fail on some drivers; QEMU then uses its default buffer size.
+        let stopCopy = (try? device.stopCopySize()) ?? UInt64(Self.defaultChunkSize)
+        let size = tuning.chunkSize(stopCopySize: stopCopy)
+        lock.withLock { _ = allocateBuffer(size); initialDataSent = false }
+
+        try writer.writeVFIOTag(.setupState)
+        try writer.writeVFIOTag(.endOfState)
+
+        if flags.contains(.preCopy), context.vmRunning {
+            let fd = try vfio("save setup: enter PRE_COPY") { () throws(VFIOError) in try device.setState(.preCopy) }
+            guard let fd else {
+                throw VFIOPCIHandlerError.badSection(device: device.name, offset: writer.bytesWritten, reason: "PRE_COPY opened no data fd")
+            }
+            let info = try vfio("save setup: precopy info") { () throws(VFIOError) in try fd.precopyInfo() }
+            lock.withLock {
+                dataFD = fd
+                inPreCopy = true
+                initialBytes = info.initialBytes
+                dirtyBytes = info.dirtyBytes
+            }
+        }
+    }
+
+    public func isActiveIterate(context: SaveContext) -> Bool {
+        lock.withLock { inPreCopy }
+    }
+
+    public func saveIterate(to writer: StreamWriter, context: SaveContext) throws -> IterationResult {
+        let (fd, buffer) = lock.withLock { (self.dataFD, self.buffer) }
+        guard let fd, let buffer else {
+            try writer.writeVFIOTag(.endOfState)
+            return .done
+        }
+        let result = try vfio("save iterate: read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: buffer) }
+        switch result {
+        case .bytes(let n):
+            try writer.writeVFIODataChunk(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+            lock.withLock {
+                // As QEMU: what was read counts against the initial bytes first, then the dirty ones.
+                let fromInitial = min(UInt64(n), initialBytes)
+                initialBytes -= fromInitial
+                dirtyBytes -= min(UInt64(n) - fromInitial, dirtyBytes)
+                counters.preCopyBytes += UInt64(n)
+                counters.chunks += 1
+            }
+        case .drainedForNow, .endOfStream:
+            let fresh = try tuning.preCopyDrained(dataFD: fd)
+            lock.withLock {
+                initialBytes = fresh?.initialBytes ?? 0
+                dirtyBytes = fresh?.dirtyBytes ?? 0
+            }
+        }
+        let sendInitDataSent = lock.withLock { () -> Bool in
+            guard context.switchoverAckEnabled, !initialDataSent, initialBytes == 0 else { return false }
+            initialDataSent = true
+            counters.initDataSent = true
+            return true
+        }
+        try writer.writeVFIOTag(sendInitDataSent ? .initDataSent : .endOfState)
+        return lock.withLock { initialBytes == 0 && dirtyBytes == 0 } ? .done : .more
+    }
+
+    public func pendingEstimate(context: SaveContext) -> PendingBytes {
+        lock.withLock { inPreCopy ? PendingBytes(mustPrecopy: initialBytes + dirtyBytes) : .zero }
+    }
+
+    public func pendingExact(context: SaveContext) throws -> PendingBytes {
+        // Since QEMU 9.2 the exact figure is the stop-copy size alone; the pre-copy sizes are
+        // refreshed for the next estimate.
+        let stopCopy = (try? device.stopCopySize()) ?? Self.unknownStopCopySize
+        if let fd = lock.withLock({ inPreCopy ? dataFD : nil }), let info = try? fd.precopyInfo() {
+            lock.withLock {
+                initialBytes = info.initialBytes
+                dirtyBytes = info.dirtyBytes
+            }
+        }
+        return PendingBytes(mustPrecopy: stopCopy)
+    }
+
+    public func saveComplete(to writer: StreamWriter, context: SaveContext) throws {
+        // From PRE_COPY the save fd carries on (PRE_COPY_P2P, STOP_COPY); otherwise STOP_COPY opens one.
+        let opened = try vfio("save complete: enter STOP_COPY") { () throws(VFIOError) in try device.setState(.stopCopy) }
+        let fd = lock.withLock { () -> VFIOMigrationDataFD? in
+            if let opened { dataFD = opened }
+            inPreCopy = false
+            return dataFD
+        }
+        guard let fd else {
+            throw VFIOPCIHandlerError.badSection(device: device.name, offset: writer.bytesWritten, reason: "STOP_COPY opened no data fd")
+        }
+        let buffer = lock.withLock { () -> UnsafeMutableRawBufferPointer in self.buffer ?? allocateBuffer(Self.defaultChunkSize) }
+        while true {
+            let result = try vfio("save complete: read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: buffer) }
+            guard case .bytes(let n) = result else { break }
+            try writer.writeVFIODataChunk(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+            lock.withLock {
+                counters.stopCopyBytes += UInt64(n)
+                counters.chunks += 1
+            }
+        }
+        try writer.writeVFIOTag(.endOfState)
+    }
+
+    public func saveState(to writer: StreamWriter, context: SaveContext) throws {
+        let bytes = try config.save()
+        try writer.writeVFIOTag(.configState)
+        try writer.writeBytes(bytes)
+        try writer.writeVFIOTag(.endOfState)
+    }
+
+    public func saveCleanup(succeeded: Bool) {
+        releaseSession()
+        // After a completed migration the source device stops (QEMU does it in save_cleanup,
+        // outside the downtime); after a failure or cancel it must run again.
+        let target: VFIODeviceState = succeeded ? .stop : .running
+        do {
+            if try device.deviceState() != target { try device.setState(target) }
+        } catch {
+            try? device.reset()
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import VFIO
+
+/// How a vendor module tunes the generic VFIO-PCI handler without copying it: buffer sizes,
+/// what to do when the device's pre-copy data runs dry, and what the destination sees of the
+/// bytes it writes to the device. Every hook has a default that matches QEMU's VFIO code.
+///
+/// Threads: the hooks run where the handler's hooks run (the source's migration thread, the
+/// destination's load thread), never concurrently for one handler.
+public protocol VFIOPCITuning: AnyObject, Sendable {
+    /// The module's name, shown in errors and statistics ("vfio-pci", "mlx5").
+    var moduleName: String { get }
+
+    /// The size of one read from the save fd, hence of one DATA chunk, given the device's
+    /// stop-copy size. Default: min(1 MiB, stop-copy size), as QEMU, but at least 4 KiB.
+    func chunkSize(stopCopySize: UInt64) -> Int
+
+    /// Called on the source when a read in PRE_COPY found no data for now. Return fresh
+    /// pre-copy sizes if the tuning queried them (mlx5 must, to start its next incremental
+    /// save), or nil. Default: nil (QEMU's generic behaviour: the cached sizes go to zero).
+    func preCopyDrained(dataFD: VFIOMigrationDataFD) throws -> VFIOPrecopyInfo?
+
+    /// Called on the destination with every byte range written to the resume fd, in order.
+    /// Default: nothing.
+    func observeResumeData(_ bytes: UnsafeRawBufferPointer) throws
+
+    /// A buffer the destination should receive DATA chunks into instead of its default one
+    /// (mlx5 pre-allocates one for the final image). Default: nil.
+    var preferredReceiveBuffer: UnsafeMutableRawBufferPointer? { get }
+
+    /// The destination's estimate of the fixed cost (µs) of loading the final data besides
+    /// streaming it, reported to the source for its downtime prediction. Default: 0.
+    func expectedFinalLoadCostMicros() -> UInt64
+}
+
+extension VFIOPCITuning {
+    public func chunkSize(stopCopySize: UInt64) -> Int {
+        Int(max(4096, min(UInt64(VFIOPCIHandler.defaultChunkSize), stopCopySize)))
+    }
+    public func preCopyDrained(dataFD: VFIOMigrationDataFD) throws -> VFIOPrecopyInfo? { nil }
+    public func observeResumeData(_ bytes: UnsafeRawBufferPointer) throws {}
+    public var preferredReceiveBuffer: UnsafeMutableRawBufferPointer? { nil }
+    public func expectedFinalLoadCostMicros() -> UInt64 { 0 }
+}
+
+/// The generic tuning: QEMU's defaults.
+public final class GenericVFIOPCITuning: VFIOPCITuning {
+    public init() {}
+    public var moduleName: String { "vfio-pci" }
+}

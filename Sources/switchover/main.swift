@@ -1,1 +1,0 @@
-print("switchover: not built yet")
