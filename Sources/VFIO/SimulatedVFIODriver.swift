@@ -166,7 +166,8 @@ package final class SimulatedVFIODriver: Sendable {
             return .success(-1)
         case .done(let session?):
             let file = SimulatedDataFile(driver: self, session: session)
-            switch SimulatedFileTable.shared.open(file) {
+            // As the kernel's anon-inode files: save fds O_RDONLY, resume fds O_WRONLY.
+            switch SimulatedFileTable.shared.open(file, writeOnly: session.direction == .resume) {
             case .success(let fd): return .success(fd)
             case .failure(let errno):
                 // The kernel cannot install the fd: the session is unusable.
