@@ -9,6 +9,10 @@
 
 import SystemPackage
 
+/// swift-system's `Errno`, for package code that does not depend on swift-system itself
+/// (kernel-vfio-check).
+package typealias VFIOErrno = Errno
+
 /// How a request that may never return came back.
 package enum VFIOGuardedOutcome: Sendable, Equatable {
     /// It returned: its errno, nil on success.

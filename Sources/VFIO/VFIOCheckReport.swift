@@ -102,6 +102,11 @@ package struct VFIOCheckResult: Sendable, Equatable {
     package var problems: [String]
     package var passed: Bool { problems.isEmpty }
 
+    package init(name: String, problems: [String]) {
+        self.name = name
+        self.problems = problems
+    }
+
     /// `PASS name` or `FAIL name: problem; problem`.
     package var line: String {
         passed ? "PASS \(name)" : "FAIL \(name): \(problems.joined(separator: "; "))"
