@@ -207,7 +207,10 @@ final class SourceRun {
                 throw MigrationError.returnPath(MigrationFailure(phase: phase, message: "the destination ended the migration early (SHUT 0)"))
             }
             if let failure {
-                throw MigrationError.returnPath(MigrationFailure(phase: phase, message: "the return path failed", underlying: failure))
+                let closed = (failure as? StreamError).map { if case .truncated = $0 { true } else { false } } ?? false
+                throw MigrationError.returnPath(MigrationFailure(phase: phase,
+                    message: closed ? "the destination closed the connection without a verdict" : "the return path failed",
+                    underlying: failure))
             }
         }
     }

@@ -167,15 +167,17 @@ final class RAMHandler: MigrationHandler {
     }
 
     func saveIterate(to writer: StreamWriter, context: SaveContext) throws -> IterationResult {
+        let payload = takeDirty(max: chunkPages)
+        // The guest keeps writing while the pass runs: pending never drops below this.
         if dirtyPerIterate > 0 {
             state.withLock { s in
+                guard s.guestRunning else { return }
                 for _ in 0..<dirtyPerIterate {
                     s.nextDirty = (s.nextDirty + 5) % pageCount
                     Self.dirtyOne(&s, page: s.nextDirty, pageSize: pageSize)
                 }
             }
         }
-        let payload = takeDirty(max: chunkPages)
         if let clock { partLedger.withLock { $0.append((clock.now, payload.count + 4)) } }
         try writeFramed(writer, payload)
         return state.withLock { $0.dirtyCount == 0 } ? .done : .more
@@ -272,6 +274,10 @@ final class DeviceHandler: MigrationHandler {
         self.log = log
         self.sleeper = sleeper
         self.beforeLastReinitChunk = beforeLastReinitChunk
+        let total = config.initialBytes + config.reinitBytes + config.stopCopyBytes + config.configBytes
+        var data = [UInt8](repeating: 0, count: total)
+        for i in data.indices { data[i] = UInt8(truncatingIfNeeded: i &* 13 &+ Int(config.seed)) }
+        self.expectedData = data
     }
 
     var isLive: Bool { true }
@@ -282,10 +288,7 @@ final class DeviceHandler: MigrationHandler {
     var lifecycle: Lifecycle { state.withLock { $0.lifecycle } }
 
     /// The bytes the source device holds: initial data, reinit data, stop-copy data, config.
-    var expectedData: [UInt8] {
-        let total = config.initialBytes + config.reinitBytes + config.stopCopyBytes + config.configBytes
-        return (0..<total).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ Int(config.seed)) }
-    }
+    let expectedData: [UInt8]
 
     private func item(_ tag: Tag, _ data: ArraySlice<UInt8> = []) -> [UInt8] {
         [tag.rawValue] + be32(data.count) + data
@@ -307,7 +310,7 @@ final class DeviceHandler: MigrationHandler {
                 let n = min(config.chunk, config.initialBytes - s.initialSent)
                 payload += item(.data, data[s.initialSent..<s.initialSent + n])
                 s.initialSent += n
-                if s.initialSent == config.initialBytes && context.switchoverAckEnabled && !s.initDataSentSent {
+                if s.initialSent == config.initialBytes && context.switchoverAckEnabled && config.needsAck && !s.initDataSentSent {
                     payload += item(.initDataSent)
                     s.initDataSentSent = true
                 }
@@ -320,7 +323,7 @@ final class DeviceHandler: MigrationHandler {
                 let base = config.initialBytes + s.reinitSent
                 payload += item(.data, data[base..<base + n])
                 s.reinitSent += n
-                if s.reinitSent == config.reinitBytes && context.switchoverAckEnabled { payload += item(.initDataSent) }
+                if s.reinitSent == config.reinitBytes && context.switchoverAckEnabled && config.needsAck { payload += item(.initDataSent) }
                 return (payload, .more)
             }
             return ([], .done)

@@ -27,7 +27,10 @@ final class VirtualClock: MigrationClock {
 
     func sleep(until deadline: Duration) {
         current.withLock { $0 = max($0, deadline) }
-        if realYield > .zero { Thread.sleep(forTimeInterval: Double(realYield.components.attoseconds) / 1e18) }
+        if realYield > .zero {
+            var ts = timespec(tv_sec: 0, tv_nsec: Int(realYield.components.attoseconds / 1_000_000_000))
+            nanosleep(&ts, nil)
+        }
     }
 
     func advance(by d: Duration) { current.withLock { $0 += d } }
