@@ -70,6 +70,7 @@ final class RAMHandler: MigrationHandler {
         var workloadStop = false
         var workloadEnded = true
         var nextDirty = 0
+        var iterateCalls = 0
     }
 
     let pageSize: Int
@@ -100,6 +101,7 @@ final class RAMHandler: MigrationHandler {
     var snapshot: [UInt8] { state.withLock { $0.pages } }
     var lifecycle: Lifecycle { state.withLock { $0.lifecycle } }
     var exactCalls: Int { state.withLock { $0.exactCalls } }
+    var iterateCalls: Int { state.withLock { $0.iterateCalls } }
 
     func setGuestRunning(_ running: Bool) { state.withLock { $0.guestRunning = running } }
 
@@ -167,6 +169,7 @@ final class RAMHandler: MigrationHandler {
     }
 
     func saveIterate(to writer: StreamWriter, context: SaveContext) throws -> IterationResult {
+        state.withLock { $0.iterateCalls += 1 }
         let payload = takeDirty(max: chunkPages)
         // The guest keeps writing while the pass runs: pending never drops below this.
         if dirtyPerIterate > 0 {
