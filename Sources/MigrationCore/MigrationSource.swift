@@ -249,20 +249,23 @@ final class SourceRun {
         try writer.writeCommand(.preflight(try inventory.encoded()))
         try writer.flush()
         enter(.preflight)
-        let answer = rp.state.wait(timeout: params.stallTimeout) { s -> (Bool, String)? in
-            if let r = s.preflightResult { return r }
-            if s.ended || s.failure != nil || owner.control.isCancelled { return (false, "") }
+        let answer = rp.state.wait(timeout: params.stallTimeout) { s -> (accepted: Bool, message: String)?? in
+            if let r = s.preflightResult { return .some(r) }
+            if s.ended || s.failure != nil || s.shut != nil || owner.control.isCancelled { return .some(nil) }
             return nil
+        }
+        // The destination's refusal comes first, then its SHUT(1): report the refusal.
+        if let answer = answer ?? nil, !answer.accepted {
+            throw MigrationError.preflight(MigrationFailure(phase: phase, message: "the destination refused the migration: \(answer.message)"))
         }
         try checkAbort()
         guard let answer else {
-            throw MigrationError.timeout(.stall, MigrationFailure(phase: phase, message: "no pre-flight answer from the destination within \(params.stallTimeout.map { "\($0)" } ?? "-")"))
+            throw MigrationError.timeout(.stall, MigrationFailure(phase: phase,
+                message: "no pre-flight answer from the destination within \(params.stallTimeout.map { "\($0)" } ?? "-")"))
         }
-        guard answer.0 else {
-            if rp.state.withLock({ $0.preflightResult == nil }) {
-                throw MigrationError.returnPath(MigrationFailure(phase: phase, message: "the return path closed before the pre-flight answer", underlying: ReturnPathError.closed))
-            }
-            throw MigrationError.preflight(MigrationFailure(phase: phase, message: "the destination refused the migration: \(answer.1)"))
+        guard answer != nil else {
+            throw MigrationError.returnPath(MigrationFailure(phase: phase, message: "the return path closed before the pre-flight answer",
+                                                             underlying: ReturnPathError.closed))
         }
     }
 
