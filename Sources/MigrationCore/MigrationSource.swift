@@ -138,6 +138,7 @@ final class SourceRun {
     private var ackWaitStart: Duration?
     private var decision: SwitchoverDecision?
     private var lastPrediction: (qemu: Duration?, ours: Duration?) = (nil, nil)
+    private var lastAckStates: [AckState] = []
 
     init(owner: MigrationSource, connection: any MigrationConnection) {
         self.owner = owner
@@ -347,6 +348,7 @@ final class SourceRun {
                 total = pending.reduce(0, &+)
             }
             lastPrediction = predict()
+            emitProgressIfAckChanged()
             let ackOK = !params.switchoverAck || !vmRunning.get || (rp?.acknowledged ?? false)
             let usesLoadTime = params.countDestinationLoadTime && extensionsOn && hasLoadReports
             var small = total <= threshold
@@ -382,6 +384,7 @@ final class SourceRun {
                 // More than an end marker (16 bytes) besides header (5) and footer (5) is movement.
                 if writer.bytesWritten - before > 26 { moved = true }
             }
+            emitProgressIfAckChanged()
             try flush()
             iterations += 1
             if moved || anyMore { lastMovement = clock.now }
@@ -565,6 +568,16 @@ final class SourceRun {
     private func handlerAckState(_ i: Int) -> AckState {
         guard params.switchoverAck else { return .notNeeded }
         return rp?.ackState(of: HandlerKey(entries[i].identity), ackEnabled: true) ?? .unknown
+    }
+
+    /// An acknowledgement given or withdrawn is reported at once, not at the next window.
+    private func emitProgressIfAckChanged() {
+        guard params.switchoverAck else { return }
+        let states = entries.indices.map(handlerAckState)
+        if states != lastAckStates {
+            lastAckStates = states
+            emitProgress()
+        }
     }
 
     private func emitProgress() {
