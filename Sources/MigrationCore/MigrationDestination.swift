@@ -62,6 +62,7 @@ public final class MigrationDestination: Sendable {
                     if control.isCancelled { throw TransportError.shutDown }
                     connection = try listener.accept()
                 } catch {
+                    for e in registry.entries { e.handler.loadCleanup(succeeded: false) }
                     progressContinuation.finish()
                     throw classify(error, phase: .connecting, cancelled: control.isCancelled, message: "no incoming connection")
                 }

@@ -59,6 +59,8 @@ public final class MigrationSource: Sendable {
                     if control.isCancelled { throw TransportError.shutDown }
                     connection = try transport.connect()
                 } catch {
+                    // saveCleanup runs once per migration, even one that never connected.
+                    for e in registry.entries { e.handler.saveCleanup(succeeded: false) }
                     progressContinuation.finish()
                     throw classify(error, phase: .connecting, cancelled: control.isCancelled, message: "could not connect")
                 }
@@ -89,14 +91,21 @@ public final class MigrationSource: Sendable {
         if !control.cancel() { logger.notice("cancel ignored: the stream is complete, waiting for the destination") }
     }
 
-    /// The switchover acknowledgement as the source knows it now (thread-safe): whether it is
-    /// given, and each handler's state (per handler only with extensions).
-    public var acknowledgement: (acknowledged: Bool, handlers: [HandlerIdentity: AckState]) {
-        guard let rp = returnPathBox.withLock({ $0 }) else { return (false, [:]) }
+    /// The switchover acknowledgement as the source knows it now (thread-safe).
+    public var acknowledgement: SwitchoverAcknowledgement {
+        guard let rp = returnPathBox.withLock({ $0 }) else { return SwitchoverAcknowledgement(acknowledged: false, handlers: [:]) }
         var states: [HandlerIdentity: AckState] = [:]
         for e in registry.entries { states[e.identity] = rp.ackState(of: HandlerKey(e.identity), ackEnabled: parameters.switchoverAck) }
-        return (rp.acknowledged, states)
+        return SwitchoverAcknowledgement(acknowledged: rp.acknowledged, handlers: states)
     }
+}
+
+/// The source's view of the switchover acknowledgement (``MigrationSource/acknowledgement``).
+public struct SwitchoverAcknowledgement: Sendable, Hashable {
+    /// QEMU's single SWITCHOVER_ACK came and (extensions) no handler has withdrawn its own.
+    public var acknowledged: Bool
+    /// Each handler's state: ``AckState/unknown`` without extensions.
+    public var handlers: [HandlerIdentity: AckState]
 }
 
 /// One source migration, on its migration thread.

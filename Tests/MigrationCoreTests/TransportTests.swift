@@ -118,6 +118,8 @@ import Glibc
             return
         }
         #expect(failure.phase == .connecting)
+        #expect(s.sourceRAM.lifecycle.saveCleanups == [false], "cleanup runs even without a connection")
+        #expect(s.sourceVM.isRunning && s.sourceVM.stops == 0)
     }
 
     @Test func aCancelledDestinationStopsListening() async throws {
@@ -131,6 +133,7 @@ import Glibc
             Issue.record("expected cancelled")
             return
         }
+        #expect(s.destinationRAM.lifecycle.loadCleanups == [false])
     }
 
     @Test func theFaultInjectorDeliversExactlyTheBytesBeforeTheCut() throws {
