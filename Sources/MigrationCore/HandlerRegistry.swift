@@ -1,9 +1,11 @@
 /// Where a handler sits in the emission order (QEMU's `MigrationPriority`): higher first,
 /// registration order within a priority.
 public struct MigrationPriority: RawRepresentable, Sendable, Hashable, Comparable {
+    /// QEMU's `MigrationPriority` value.
     public var rawValue: Int
     public init(rawValue: Int) { self.rawValue = rawValue }
 
+    // QEMU's priorities (include/migration/vmstate.h).
     public static let low = MigrationPriority(rawValue: 1)
     /// Every handler registered without a priority (QEMU's `register_savevm_live`).
     public static let `default` = MigrationPriority(rawValue: 2)
@@ -19,8 +21,11 @@ public struct MigrationPriority: RawRepresentable, Sendable, Hashable, Comparabl
 
 /// One registered handler.
 public struct RegisteredHandler: Sendable {
+    /// (idstr, instance id, version id) as registered.
     public let identity: HandlerIdentity
+    /// The handler.
     public let handler: any MigrationHandler
+    /// Its place in the emission order.
     public let priority: MigrationPriority
     /// The section id the source uses for this handler: its registration sequence number,
     /// as QEMU's global counter (ids are source-local; the destination maps by idstr).

@@ -15,8 +15,11 @@ import MigrationStream
 /// the source (SHUT). On failure or cancel every handler's `loadCleanup(succeeded: false)`
 /// runs. The load loop runs on a dedicated thread. One instance runs one migration.
 public final class MigrationDestination: Sendable {
+    /// The handlers sections are dispatched to (snapshot taken when `run` starts).
     public let registry: HandlerRegistry
+    /// Resumes the guest after a successful stream.
     public let vm: any VMController
+    /// The local machine configuration the stream's must match.
     public let configuration: MachineConfiguration
     public let parameters: MigrationParameters
     let clock: any MigrationClock
@@ -27,6 +30,10 @@ public final class MigrationDestination: Sendable {
     public let progress: AsyncStream<MigrationProgress>
     let progressContinuation: AsyncStream<MigrationProgress>.Continuation
 
+    /// - Parameters:
+    ///   - configuration: this destination's machine; the stream's machine type must equal it.
+    ///   - clock: the engine's time source (a virtual one in tests).
+    ///   - logger: defaults to a silent logger labelled "switchover.migration".
     public init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
                 parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
                 logger: Logger? = nil) {

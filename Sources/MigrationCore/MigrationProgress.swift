@@ -14,17 +14,20 @@ public enum AckState: String, Sendable, Hashable {
 
 /// One handler in a progress event.
 public struct HandlerProgress: Sendable, Hashable {
+    /// Which handler.
     public var identity: HandlerIdentity
     /// Source: bytes written for the handler (headers, bodies, footers). Destination: section
     /// body bytes loaded.
     public var bytes: UInt64
     /// Source: the handler's last pending estimate (or exact figure when one was taken).
     public var pending: UInt64
+    /// Its switchover acknowledgement.
     public var ackState: AckState
 }
 
 /// A progress event (``MigrationSource/progress``, ``MigrationDestination/progress``).
 public struct MigrationProgress: Sendable, Hashable {
+    /// Where the migration is.
     public var phase: MigrationPhase
     /// Time since `run` started, on the engine's clock.
     public var elapsed: Duration
@@ -44,20 +47,24 @@ public struct MigrationProgress: Sendable, Hashable {
     public var predictedDowntime: Duration?
     /// Whether switchover-ack is on and the acknowledgement is currently given (true when off).
     public var switchoverAcknowledged: Bool
+    /// Each handler, in registry order.
     public var handlers: [HandlerProgress]
 }
 
 /// One handler in the final statistics.
 public struct HandlerStatistics: Sendable, Hashable {
+    /// Which handler.
     public var identity: HandlerIdentity
     /// Source: bytes written for the handler, by section kind. Destination: body bytes loaded.
     public var bytes: UInt64
+    /// Sections written (source) or loaded (destination).
     public var sections: Int
     /// Time the destination spent in the handler's `loadState` (reported by it over the return
     /// path with extensions on; measured directly on the destination).
     public var loadTime: Duration?
     /// Bytes the destination reports having loaded for the handler.
     public var bytesLoaded: UInt64?
+    /// The handler's acknowledgement state at the end.
     public var ackState: AckState
 }
 

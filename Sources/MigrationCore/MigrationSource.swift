@@ -15,8 +15,11 @@ import MigrationStream
 /// any failure or cancel every handler's `saveCleanup(succeeded: false)` runs and a guest the
 /// engine stopped is resumed. One instance runs one migration.
 public final class MigrationSource: Sendable {
+    /// The handlers to migrate (snapshot taken when `run` starts).
     public let registry: HandlerRegistry
+    /// Stops the guest at the switchover, resumes it on failure.
     public let vm: any VMController
+    /// Written after the file header.
     public let configuration: MachineConfiguration
     public let parameters: MigrationParameters
     let clock: any MigrationClock
