@@ -13,9 +13,11 @@ public final class FaultInjectingConnection: MigrationConnection {
     }
 
     private let base: any MigrationConnection
+    /// The fault this wrapper injects.
     public let fault: Fault
     private let written = Monitor(0)
 
+    /// Wraps `base` (usually the source's end of a connection).
     public init(wrapping base: any MigrationConnection, fault: Fault) {
         self.base = base
         self.fault = fault
