@@ -197,6 +197,12 @@ final class SourceRun {
         if params.switchoverAck && !connection.supportsReturnPath {
             throw MigrationError.invalidParameters("switchover-ack needs a return path, and this transport (\(connection)) has none")
         }
+        guard params.downtimeLimit >= .zero, params.downtimeLimit <= .seconds(2000) else {
+            throw MigrationError.invalidParameters("the downtime limit must be 0 to 2000 s (QEMU's range), not \(params.downtimeLimit)")
+        }
+        for (name, value) in [("stall timeout", params.stallTimeout), ("switchover timeout", params.switchoverTimeout)] {
+            if let value, value <= .zero { throw MigrationError.invalidParameters("the \(name) must be positive or nil, not \(value)") }
+        }
         if let cap = params.maxBandwidth, cap < 10 {
             throw MigrationError.invalidParameters("a bandwidth cap of \(cap) B/s leaves nothing per 100 ms window")
         }

@@ -1,16 +1,7 @@
 import Foundation
-import Logging
 import MigrationCore
 import MigrationStream
 import Testing
-
-/// Set SWITCHOVER_TEST_LOG=1 to see the engines' logs on stderr.
-func testLogger(_ label: String) -> Logger? {
-    guard ProcessInfo.processInfo.environment["SWITCHOVER_TEST_LOG"] != nil else { return nil }
-    var logger = Logger(label: label, factory: { StreamLogHandler.standardError(label: $0) })
-    logger.logLevel = .trace
-    return logger
-}
 
 let machine = MachineConfiguration(machineType: "pc-q35-7.2")
 let deviceID = "0000:00:05.0/vfio"
@@ -59,13 +50,13 @@ final class Scenario: Sendable {
     }
 
     func source(_ parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock()) -> MigrationSource {
-        MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: machine, parameters: parameters, clock: clock, logger: testLogger("source"))
+        MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: machine, parameters: parameters, clock: clock)
     }
 
     func destination(_ parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
                      configuration: MachineConfiguration = machine) -> MigrationDestination {
         MigrationDestination(registry: destinationRegistry, vm: destinationVM, configuration: configuration,
-                             parameters: parameters, clock: clock, logger: testLogger("destination"))
+                             parameters: parameters, clock: clock)
     }
 
     /// Migrates over a socketpair (optionally through a fault or a recorder).
