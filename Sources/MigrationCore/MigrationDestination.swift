@@ -384,6 +384,16 @@ final class DestinationRun {
                 throw wrap(error, message: "the VMDESCRIPTION trailer could not be read")
             }
         }
+        // Each handler commits what it loaded (a VFIO device leaves RESUMING) before the guest
+        // resumes; a refusal here fails the migration and the source keeps its VM.
+        for (i, e) in entries.enumerated() where e.handler.isActive {
+            do {
+                try e.handler.loadComplete(context: contexts[i])
+            } catch {
+                throw MigrationError.load(MigrationFailure(phase: phase, handler: e.identity, offset: reader.offset,
+                    message: "\(e.identity) could not complete its load", underlying: error))
+            }
+        }
         enter(.resuming)
         let t0 = clock.now
         if params.resumeOnCompletion {
