@@ -13,7 +13,8 @@ public struct StreamInspection: Sendable, Hashable {
     /// there through ``StreamWriter`` as it is read. `visit` sees each record as it is found.
     public static func inspect(fileAt path: String, rewritingTo rewritePath: String? = nil,
                                visit: (InspectedRecord) throws -> Void = { _ in }) throws -> StreamInspection {
-        let trailer = try VMDescriptionTrailer.locate(inFileAt: path)
+        // A pipe or a device cannot be read from its end: it is then walked without a trailer.
+        let trailer = (try? VMDescriptionTrailer.locate(inFileAt: path)) ?? nil
         let source = try FileDescriptorByteSource(path: path)
         let sink = try rewritePath.map { try FileDescriptorByteSink(creating: $0) }
         let writer = sink.map { StreamWriter(sink: $0, bufferSize: 256 << 10) }
