@@ -184,11 +184,8 @@ public final class StreamWalker {
     }
 
     private func readBody(_ header: SectionHeader) throws -> SectionBodySummary {
-        if let parser = customParsers.first(where: { $0.owns(header.binding) }) {
-            return try parser.parseBody(body)
-        }
-        // A FULL body that the trailer describes is consumed by the trailer's count (even for
-        // an owner below), so the description list stays in step with the stream.
+        // Every described FULL section takes its entry, whoever reads its body, so the
+        // description list stays in step with the stream.
         var describedLength: Int?
         if header.kind == .full {
             let key = SectionKey(idstr: header.binding.idstr, instanceID: header.binding.instanceID)
@@ -196,6 +193,9 @@ public final class StreamWalker {
                 describedLength = queue.removeFirst()
                 described[key] = queue
             }
+        }
+        if let parser = customParsers.first(where: { $0.owns(header.binding) }) {
+            return try parser.parseBody(body)
         }
         if ram.owns(header.binding) { return try ram.parseBody(body) }
         if vfio.owns(header.binding) { return try vfio.parseBody(body) }
