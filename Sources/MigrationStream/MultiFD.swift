@@ -14,6 +14,7 @@ public enum MultiFDFormat {
 /// be32 version 1, the 16-byte VM uuid, u8 channel id, 39 reserved bytes (written as zero,
 /// ignored on read).
 public struct MultiFDInit: Sendable, Hashable {
+    /// Bytes on the wire.
     public static let encodedLength = 64
 
     /// The VM uuid; the destination refuses a channel whose uuid differs from its own.
@@ -57,11 +58,13 @@ public struct MultiFDInit: Sendable, Hashable {
 /// be32 magic, be32 version 1, be32 flags 0x40, idstr[256] (NUL-terminated, zero padded),
 /// be32 instance id, be32 size of the buffer that follows.
 public struct MultiFDDeviceStatePacketHeader: Sendable, Hashable {
+    /// Bytes on the wire, without the buffer.
     public static let encodedLength = 276
     static let idstrField = 256
 
     /// The idstr of the handler the buffer belongs to (at most 255 bytes, no NUL).
     public var idstr: String
+    /// The handler's instance id.
     public var instanceID: UInt32
     /// The size of the device-state buffer that follows the header.
     public var nextPacketSize: UInt32
@@ -124,6 +127,7 @@ public struct MultiFDDeviceStatePacketHeader: Sendable, Hashable {
 /// The 12-byte header QEMU's VFIO puts at the start of each device-state buffer
 /// (`VFIODeviceStatePacket`): be32 version 0, be32 idx, be32 flags; the device data follows.
 public struct VFIODeviceStatePacketHeader: Sendable, Hashable {
+    /// Bytes on the wire, before the device data.
     public static let encodedLength = 12
     /// `VFIO_DEVICE_STATE_PACKET_VER_CURRENT`.
     public static let currentVersion: UInt32 = 0
@@ -133,6 +137,7 @@ public struct VFIODeviceStatePacketHeader: Sendable, Hashable {
 
     /// The buffer's place in the device's sequence, from 0; the destination writes in idx order.
     public var index: UInt32
+    /// Bit 0: ``flagConfigState``; no other bit is defined.
     public var flags: UInt32
 
     public init(index: UInt32, flags: UInt32 = 0) {
@@ -140,8 +145,10 @@ public struct VFIODeviceStatePacketHeader: Sendable, Hashable {
         self.flags = flags
     }
 
+    /// True for the last buffer, which carries the config state.
     public var isConfigState: Bool { flags & Self.flagConfigState != 0 }
 
+    /// The 12 header bytes.
     public func encoded() -> [UInt8] {
         bigEndianBytes(Self.currentVersion) + bigEndianBytes(index) + bigEndianBytes(flags)
     }

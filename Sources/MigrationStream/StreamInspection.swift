@@ -1,6 +1,8 @@
 /// A whole stream file, walked: its machine and every record (what `switchover inspect` shows).
 public struct StreamInspection: Sendable, Hashable {
+    /// The configuration section (machine type and subsections).
     public var configuration: MachineConfiguration
+    /// Every record after the configuration, in stream order.
     public var records: [InspectedRecord]
 
     public init(configuration: MachineConfiguration, records: [InspectedRecord]) {

@@ -7,10 +7,15 @@ public struct InspectedRecord: Sendable, Hashable {
 
     /// Where the record's first byte is.
     public var offset: Int
+    /// Which record it is.
     public var kind: Kind
+    /// Sections: the section id.
     public var sectionID: UInt32?
+    /// Sections: the idstr (for PART/END, from the START or FULL that bound the id).
     public var idstr: String?
+    /// Sections: the instance id.
     public var instanceID: UInt32?
+    /// Sections: the version id.
     public var versionID: UInt32?
     /// Section body bytes (between header and footer); a command's payload, plus for PACKAGED
     /// the nested stream that follows it; the VMDESCRIPTION JSON's length.
