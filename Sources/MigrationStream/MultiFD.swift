@@ -8,6 +8,22 @@ public enum MultiFDFormat {
     public static let flagDeviceState: UInt32 = 0x40
     /// Our default bound on one device-state buffer (QEMU's VFIO buffers are at most 1 MiB).
     public static let defaultMaxPacketSize = 64 << 20
+
+    /// Checks that `bytes` is a whole header of `length` bytes opening with the multifd magic
+    /// and version, as channel headers and packets both do.
+    static func checkPrefix(_ bytes: [UInt8], length: Int, offset: Int, _ what: String) throws {
+        guard bytes.count == length else {
+            throw StreamError.truncated(offset: offset + min(bytes.count, length), expected: what)
+        }
+        let magic = readBigEndian(bytes[0..<4], as: UInt32.self)
+        guard magic == Self.magic else {
+            throw StreamError.invalidField(offset: offset, field: "multifd magic", reason: "0x\(String(magic, radix: 16)), expected 0x11223344")
+        }
+        let found = readBigEndian(bytes[4..<8], as: UInt32.self)
+        guard found == Self.version else {
+            throw StreamError.invalidField(offset: offset + 4, field: "multifd version", reason: "\(found), expected 1")
+        }
+    }
 }
 
 /// The 64-byte header that opens every multifd channel (`MultiFDInit_t`): be32 magic,
@@ -39,17 +55,7 @@ public struct MultiFDInit: Sendable, Hashable {
 
     /// Decodes the 64 header bytes; `offset` is where they start in the stream (for errors).
     public static func decode(_ bytes: [UInt8], offset: Int = 0) throws -> MultiFDInit {
-        guard bytes.count == encodedLength else {
-            throw StreamError.truncated(offset: offset + min(bytes.count, encodedLength), expected: "a 64-byte multifd channel header")
-        }
-        let magic = readBigEndian(bytes[0..<4], as: UInt32.self)
-        guard magic == MultiFDFormat.magic else {
-            throw StreamError.invalidField(offset: offset, field: "multifd magic", reason: "0x\(String(magic, radix: 16)), expected 0x11223344")
-        }
-        let version = readBigEndian(bytes[4..<8], as: UInt32.self)
-        guard version == MultiFDFormat.version else {
-            throw StreamError.invalidField(offset: offset + 4, field: "multifd version", reason: "\(version), expected 1")
-        }
+        try MultiFDFormat.checkPrefix(bytes, length: encodedLength, offset: offset, "a 64-byte multifd channel header")
         return MultiFDInit(uuid: Array(bytes[8..<24]), channelID: bytes[24])
     }
 }
@@ -91,17 +97,7 @@ public struct MultiFDDeviceStatePacketHeader: Sendable, Hashable {
     /// Decodes the 276 header bytes, refusing a buffer size over `maxPacketSize`.
     /// `offset` is where the header starts in the channel (for errors).
     public static func decode(_ bytes: [UInt8], offset: Int = 0, maxPacketSize: Int = MultiFDFormat.defaultMaxPacketSize) throws -> MultiFDDeviceStatePacketHeader {
-        guard bytes.count == encodedLength else {
-            throw StreamError.truncated(offset: offset + min(bytes.count, encodedLength), expected: "a 276-byte multifd device-state packet header")
-        }
-        let magic = readBigEndian(bytes[0..<4], as: UInt32.self)
-        guard magic == MultiFDFormat.magic else {
-            throw StreamError.invalidField(offset: offset, field: "multifd magic", reason: "0x\(String(magic, radix: 16)), expected 0x11223344")
-        }
-        let version = readBigEndian(bytes[4..<8], as: UInt32.self)
-        guard version == MultiFDFormat.version else {
-            throw StreamError.invalidField(offset: offset + 4, field: "multifd version", reason: "\(version), expected 1")
-        }
+        try MultiFDFormat.checkPrefix(bytes, length: encodedLength, offset: offset, "a 276-byte multifd device-state packet header")
         let flags = readBigEndian(bytes[8..<12], as: UInt32.self)
         guard flags == MultiFDFormat.flagDeviceState else {
             throw StreamError.invalidField(offset: offset + 8, field: "multifd packet flags",
