@@ -1,0 +1,115 @@
+import CLibPCI
+import CPCIShim
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One libpci `pci_access`, set up for the sysfs method and never used outside the shim's guards.
+///
+/// libpci state is not thread-safe and its pointers are not Sendable: an instance lives inside one
+/// synchronous call. libpci raises fatal errors through the shim, which turns them into
+/// ``PCIDiscoveryError/libpci(operation:message:)``; the process never exits.
+final class LibPCIAccess {
+    private let access: UnsafeMutablePointer<pci_access>
+    private var diag = pcishim_diag()
+
+    init(options: PCIScanOptions) throws(PCIDiscoveryError) {
+        guard let access = pci_alloc() else {
+            throw .libpci(operation: "pci_alloc", message: "out of memory")
+        }
+        self.access = access
+        pcishim_install_handlers(access)
+        // Never PCI_ACCESS_AUTO: its probe sequence ends in raw port I/O (intel-conf1) as root.
+        access.pointee.method = PCI_ACCESS_SYS_BUS_PCI.rawValue
+        try setParam("sysfs.path", options.sysfsPath)
+        if let ids = options.idsFile {
+            // libpci frees the path (to_be_freed = 1).
+            pci_set_name_list_path(access, strdup(ids), 1)
+        }
+        if options.deterministicNames {
+            access.pointee.id_lookup_mode = 0  // no ~/.pciids-cache
+            try setParam("hwdb.disable", "1")
+        }
+        guard pcishim_init(access, &diag) == 0 else {
+            throw .libpci(operation: "pci_init", message: errorText())
+        }
+    }
+
+    deinit { pci_cleanup(access) }
+
+    private func setParam(_ name: String, _ value: String) throws(PCIDiscoveryError) {
+        // pci_set_param copies the value; the casts only drop C's missing const.
+        let rc = name.withCString { n in
+            value.withCString { v in
+                pci_set_param(access, UnsafeMutablePointer(mutating: n), UnsafeMutablePointer(mutating: v))
+            }
+        }
+        if rc != 0 { throw .libpci(operation: "pci_set_param", message: "unknown parameter \(name)") }
+    }
+
+    /// The libpci fields of one device.
+    struct Fields {
+        var vendorID: UInt16
+        var deviceID: UInt16
+        var classCode: UInt32
+        var revision: UInt8?
+        var subsystemVendorID: UInt16?
+        var subsystemDeviceID: UInt16?
+        var driver: String?
+        var iommuGroup: String?
+    }
+
+    /// What to ask libpci for beyond ids, class, driver and IOMMU group.
+    struct Request {
+        var subsystem = false
+        var revision = false
+    }
+
+    /// Fills one device through `pci_get_dev` + `pci_fill_info`; the device is freed before returning.
+    func fields(of address: PCIAddress, _ request: Request) throws(PCIDiscoveryError) -> Fields {
+        guard let dev = pci_get_dev(access, Int32(bitPattern: address.domain), Int32(address.bus),
+                                    Int32(address.device), Int32(address.function))
+        else { throw .libpci(operation: "pci_get_dev", message: "out of memory") }
+        defer { pci_free_dev(dev) }
+        var flags = PCI_FILL_IDENT | PCI_FILL_CLASS | PCI_FILL_DRIVER | PCI_FILL_IOMMU_GROUP
+        if request.subsystem { flags |= PCI_FILL_SUBSYS }
+        if request.revision { flags |= PCI_FILL_CLASS_EXT }
+        var known: Int32 = 0
+        guard pcishim_fill_info(dev, flags, &known, &diag) == 0 else {
+            throw .libpci(operation: "pci_fill_info(\(address))", message: errorText())
+        }
+        let d = dev.pointee
+        let hasSubsystem = request.subsystem && known & PCI_FILL_SUBSYS != 0
+        let hasClassExt = request.revision && known & PCI_FILL_CLASS_EXT != 0
+        return Fields(
+            vendorID: d.vendor_id, deviceID: d.device_id,
+            classCode: UInt32(d.device_class) << 8 | UInt32(hasClassExt ? d.prog_if : 0),
+            revision: hasClassExt ? d.rev_id : nil,
+            subsystemVendorID: hasSubsystem ? d.subsys_vendor_id : nil,
+            subsystemDeviceID: hasSubsystem ? d.subsys_id : nil,
+            driver: pci_get_string_property(dev, UInt32(PCI_FILL_DRIVER)).map { String(cString: $0) },
+            iommuGroup: pci_get_string_property(dev, UInt32(PCI_FILL_IOMMU_GROUP)).map { String(cString: $0) })
+    }
+
+    /// `pci_lookup_name` without numbers: nil when the database does not know the id.
+    func name(_ mode: pci_lookup_mode, _ a: Int, _ b: Int = 0, _ c: Int = 0, _ d: Int = 0) throws(PCIDiscoveryError) -> String? {
+        var buf = [CChar](repeating: 0, count: 256)
+        var result: UnsafePointer<CChar>? = nil
+        let flags = Int32(bitPattern: mode.rawValue | PCI_LOOKUP_NO_NUMBERS.rawValue)
+        guard pcishim_lookup_name(access, &buf, Int32(buf.count), flags, Int32(a), Int32(b), Int32(c), Int32(d),
+                                  &result, &diag) == 0
+        else { throw .libpci(operation: "pci_lookup_name", message: errorText()) }
+        guard let result else { return nil }
+        let name = String(cString: result)
+        return name.hasPrefix("<pci_lookup_name") ? nil : name
+    }
+
+    /// The last fatal error's message; some libpci messages end in a newline.
+    private func errorText() -> String {
+        var text = withUnsafeBytes(of: &diag.error) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        while text.last == "\n" { text.removeLast() }
+        return text
+    }
+}

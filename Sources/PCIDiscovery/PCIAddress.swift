@@ -1,0 +1,57 @@
+/// The address of a PCI function: domain, bus, device and function, as the kernel names it in
+/// sysfs (`0000:3b:00.1`).
+public struct PCIAddress: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// The PCI segment (domain); the kernel allows up to 0x7fffffff (VMD uses 0x10000 and up).
+    public var domain: UInt32
+    public var bus: UInt8
+    /// The device (slot) number, 0–31.
+    public var device: UInt8
+    /// The function number, 0–7.
+    public var function: UInt8
+
+    /// Creates an address; returns nil when the device or function number is out of range.
+    public init?(domain: UInt32 = 0, bus: UInt8, device: UInt8, function: UInt8) {
+        guard device < 32, function < 8, domain <= 0x7fff_ffff else { return nil }
+        self.domain = domain
+        self.bus = bus
+        self.device = device
+        self.function = function
+    }
+
+    /// Parses `DDDD:BB:DD.F` as sysfs writes it, or `BB:DD.F` (domain 0) as `lspci` prints it.
+    /// Hex digits may be upper or lower case; nothing else is accepted.
+    public init?(_ text: some StringProtocol) {
+        let text = Substring(text)
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2 || parts.count == 3 else { return nil }
+        let tail = parts[parts.count - 1].split(separator: ".", omittingEmptySubsequences: false)
+        guard tail.count == 2 else { return nil }
+        func hex(_ s: Substring, maxDigits: Int) -> UInt32? {
+            guard !s.isEmpty, s.count <= maxDigits, s.allSatisfy(\.isHexDigit) else { return nil }
+            return UInt32(s, radix: 16)
+        }
+        let domain: UInt32? = parts.count == 3 ? hex(parts[0], maxDigits: 8) : 0
+        guard let domain,
+              let bus = hex(parts[parts.count - 2], maxDigits: 2),
+              let device = hex(tail[0], maxDigits: 2),
+              tail[1].count == 1, let function = hex(tail[1], maxDigits: 1)
+        else { return nil }
+        self.init(domain: domain, bus: UInt8(bus), device: UInt8(truncatingIfNeeded: device),
+                  function: UInt8(truncatingIfNeeded: function))
+    }
+
+    /// `0000:3b:00.1`: the domain with at least four digits, lower-case hex, as in sysfs.
+    public var description: String {
+        "\(hexString(domain, width: 4)):\(hexString(bus, width: 2)):\(hexString(device, width: 2)).\(function)"
+    }
+
+    public static func < (lhs: PCIAddress, rhs: PCIAddress) -> Bool {
+        (lhs.domain, lhs.bus, lhs.device, lhs.function) < (rhs.domain, rhs.bus, rhs.device, rhs.function)
+    }
+}
+
+/// Lower-case hex, zero-padded to `width` digits, without `0x`.
+func hexString<T: BinaryInteger>(_ value: T, width: Int) -> String {
+    let digits = String(value, radix: 16)
+    return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+}

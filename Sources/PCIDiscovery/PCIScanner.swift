@@ -1,0 +1,159 @@
+import CLibPCI
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An entry of `devices/` that discovery could not turn into a device, and why.
+public struct PCISkippedEntry: Sendable, Hashable, CustomStringConvertible {
+    /// The entry's name in `devices/`.
+    public var name: String
+    public var reason: String
+
+    public init(name: String, reason: String) {
+        self.name = name
+        self.reason = reason
+    }
+
+    public var description: String { "\(name): \(reason)" }
+}
+
+/// The devices of one tree, sorted by address, and the entries that were not devices.
+public struct PCIScanResult: Sendable, Hashable {
+    public var devices: [PCIDevice]
+    public var skipped: [PCISkippedEntry]
+
+    public init(devices: [PCIDevice], skipped: [PCISkippedEntry] = []) {
+        self.devices = devices
+        self.skipped = skipped
+    }
+}
+
+/// Reads PCI devices from a sysfs tree through libpci (ids, class, names, driver, IOMMU group)
+/// and sysfs itself (driver override, SR-IOV links, NUMA node, VFIO device node).
+///
+/// The sysfs access method is always set explicitly, never probed. Each device is read on its
+/// own (`pci_get_dev`), after its mandatory attributes have been checked, so one malformed
+/// device is reported (``PCIDevice/problems`` or ``PCIScanResult/skipped``) without hiding the
+/// others. Nothing here exits the process or traps on input.
+public struct PCIScanner: Sendable {
+    public var options: PCIScanOptions
+
+    public init(options: PCIScanOptions = PCIScanOptions()) {
+        self.options = options
+    }
+
+    /// Every device in the tree.
+    public func scan() throws(PCIDiscoveryError) -> PCIScanResult {
+        let devicesPath = options.sysfsPath + "/devices"
+        let fd = open(devicesPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw .unreadableTree(path: devicesPath, reason: errnoText(errno)) }
+        guard let names = SysfsDirectory.list(fd: fd, limit: 1 << 20) else {
+            throw .unreadableTree(path: devicesPath, reason: errnoText(errno))
+        }
+        var skipped: [PCISkippedEntry] = []
+        var addresses: [PCIAddress] = []
+        for name in names {
+            // libpci reads <devices>/DDDD:BB:DD.F with exactly that spelling: other names would
+            // be read under another path, and unparsable ones are fatal to pci_scan_bus.
+            if let address = PCIAddress(name), address.description == name {
+                addresses.append(address)
+            } else {
+                skipped.append(PCISkippedEntry(
+                    name: name, reason: "not a PCI address in the kernel's DDDD:BB:DD.F form; ignored"))
+            }
+        }
+        addresses.sort()
+        let session = try LibPCIAccess(options: options)
+        var devices: [PCIDevice] = []
+        devices.reserveCapacity(addresses.count)
+        for address in addresses {
+            switch try read(address, session) {
+            case .success(let device): devices.append(device)
+            case .failure(let failure): skipped.append(PCISkippedEntry(name: address.description, reason: failure.reason))
+            }
+        }
+        return PCIScanResult(devices: devices, skipped: skipped.sorted { $0.name < $1.name })
+    }
+
+    /// One device, without reading the others.
+    public func device(at address: PCIAddress) throws(PCIDiscoveryError) -> PCIDevice {
+        let session = try LibPCIAccess(options: options)
+        switch try read(address, session) {
+        case .success(let device): return device
+        case .failure(let failure): throw .unreadableDevice(address, reason: failure.reason)
+        }
+    }
+
+    /// A device, or why it cannot be identified; throws only for errors that end the whole scan
+    /// (a broken ids file).
+    private func read(_ address: PCIAddress, _ session: LibPCIAccess) throws(PCIDiscoveryError)
+        -> Result<PCIDevice, DeviceReadFailure>
+    {
+        let path = "\(options.sysfsPath)/devices/\(address)"
+        let dir: SysfsDirectory
+        do {
+            dir = try SysfsDirectory(path: path)
+        } catch {
+            if error.errno == ENOENT {
+                let linked = SysfsDirectory.linkExists(path)
+                if !linked { throw .deviceNotFound(address, sysfsPath: options.sysfsPath) }
+                return .failure(DeviceReadFailure(reason: "its entry is a broken symbolic link"))
+            }
+            return .failure(DeviceReadFailure(reason: "cannot open its directory: \(error.text)"))
+        }
+        var reader = DeviceAttributeReader(dir: dir)
+        guard let identity = reader.checkIdentityAttributes() else {
+            return .failure(DeviceReadFailure(reason: reader.problems.joined(separator: "; ")))
+        }
+        let fields: LibPCIAccess.Fields
+        do {
+            fields = try session.fields(of: address, identity.request)
+        } catch {
+            return .failure(DeviceReadFailure(reason: error.description))
+        }
+        // Without a revision attribute libpci is not asked for CLASS_EXT (it would read config
+        // space): the programming interface then comes from the checked class attribute.
+        let classCode = identity.request.revision ? fields.classCode : fields.classCode | UInt32(identity.progIF ?? 0)
+        var device = PCIDevice(
+            address: address, vendorID: fields.vendorID, deviceID: fields.deviceID,
+            subsystemVendorID: fields.subsystemVendorID, subsystemDeviceID: fields.subsystemDeviceID,
+            classCode: classCode, revision: fields.revision, driver: fields.driver)
+        reader.reportMalformedIDs(identity, as: fields)
+        device.iommuGroup = reader.iommuGroup(libpciName: fields.iommuGroup)
+        reader.checkDriverLink(libpciDriver: fields.driver)
+        device.driverOverride = reader.driverOverride()
+        device.numaNode = reader.numaNode()
+        device.physicalFunction = reader.physicalFunction()
+        device.virtualFunctions = reader.virtualFunctions()
+        if VFIODriverCatalog.isVFIODriver(fields.driver) {
+            device.vfioCdevName = reader.vfioCdevName()
+        }
+        device.problems = reader.problems
+        if options.lookUpNames {
+            try lookUpNames(&device, session)
+        }
+        return .success(device)
+    }
+
+    private func lookUpNames(_ device: inout PCIDevice, _ session: LibPCIAccess) throws(PCIDiscoveryError) {
+        let v = Int(device.vendorID), d = Int(device.deviceID)
+        device.vendorName = try session.name(PCI_LOOKUP_VENDOR, v)
+        device.deviceName = try session.name(PCI_LOOKUP_DEVICE, v, d)
+        // For a class known only by its base class libpci appends the number ("Unassigned class [ffff]").
+        let classNumber = " [\(hexString(device.classCode >> 8, width: 4))]"
+        device.className = try session.name(PCI_LOOKUP_CLASS, Int(device.classCode >> 8)).map { name in
+            name.hasSuffix(classNumber) ? String(name.dropLast(classNumber.count)) : name
+        }
+        if let sv = device.subsystemVendorID, let sd = device.subsystemDeviceID {
+            device.subsystemVendorName = try session.name(
+                pci_lookup_mode(PCI_LOOKUP_SUBSYSTEM.rawValue | PCI_LOOKUP_VENDOR.rawValue), Int(sv))
+            device.subsystemName = try session.name(
+                pci_lookup_mode(PCI_LOOKUP_SUBSYSTEM.rawValue | PCI_LOOKUP_DEVICE.rawValue), v, d, Int(sv), Int(sd))
+        }
+    }
+}
+
+/// Why one device cannot be identified.
+struct DeviceReadFailure: Error {
+    var reason: String
+}

@@ -1,0 +1,137 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One directory of a sysfs tree, read through a directory descriptor with bounded, non-blocking
+/// reads: trees may come from anywhere (`--sysfs-root`), so nothing read from them is trusted.
+final class SysfsDirectory {
+    /// The largest attribute devprobe reads; sysfs attributes are at most one page.
+    static let attributeLimit = 4096
+
+    /// What reading one attribute gave.
+    enum Attribute: Equatable {
+        case missing
+        case value(String)
+        /// Present but not usable; the text says why (`is a FIFO, not a regular file`).
+        case unreadable(String)
+    }
+
+    let path: String
+    private let fd: Int32
+
+    /// Opens `path` as a directory (following a final symbolic link, as the kernel's
+    /// `bus/pci/devices/*` entries are links); nil with the errno when it cannot.
+    init(path: String) throws(SysfsOpenError) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw SysfsOpenError(errno: errno) }
+        self.path = path
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
+
+    /// Reads an attribute file: at most ``attributeLimit`` bytes, never through a symbolic link,
+    /// never from a FIFO or device node. Trailing newlines and spaces are removed.
+    func read(_ name: String) -> Attribute {
+        let afd = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+        guard afd >= 0 else {
+            let err = errno
+            if err == ENOENT { return .missing }
+            if err == ELOOP { return .unreadable("is a symbolic link, not a regular file") }
+            return .unreadable(errnoText(err))
+        }
+        defer { close(afd) }
+        var st = stat()
+        guard fstat(afd, &st) == 0 else { return .unreadable(errnoText(errno)) }
+        guard st.st_mode & S_IFMT == S_IFREG else { return .unreadable("is not a regular file") }
+        let limit = Self.attributeLimit
+        var bytes = [UInt8](repeating: 0, count: limit + 1)
+        var count = 0
+        while count <= limit {
+            let n = bytes.withUnsafeMutableBytes { buf in
+                Glibc.read(afd, buf.baseAddress.map { $0 + count }, limit + 1 - count)
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return .unreadable(errnoText(errno))
+            }
+            if n == 0 { break }
+            count += n
+        }
+        if count > limit { return .unreadable("is longer than \(limit) bytes") }
+        var end = count
+        while end > 0, bytes[end - 1] == 0x0a || bytes[end - 1] == 0x20 || bytes[end - 1] == 0 { end -= 1 }
+        return .value(String(decoding: bytes[0..<end], as: UTF8.self))
+    }
+
+    /// The target of a symbolic link in this directory, nil when there is no such link.
+    func linkTarget(_ name: String) -> String? {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlinkat(fd, name, &buf, buf.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Whether `name` exists, following symbolic links (a broken link does not exist).
+    func resolves(_ name: String) -> Bool {
+        faccessat(fd, name, F_OK, 0) == 0
+    }
+
+    /// The entries of a subdirectory, dot entries excluded; nil when it cannot be opened.
+    func entries(of name: String, limit: Int = 4096) -> [String]? {
+        let sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
+        guard sub >= 0 else { return nil }
+        return SysfsDirectory.list(fd: sub, limit: limit)
+    }
+
+    /// Whether `path` itself exists, without following a final symbolic link.
+    static func linkExists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    /// Lists an open directory descriptor (which it takes over and closes).
+    static func list(fd: Int32, limit: Int) -> [String]? {
+        guard let dir = fdopendir(fd) else {
+            close(fd)
+            return nil
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while names.count < limit, let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name.hasPrefix(".") { continue }
+            names.append(name)
+        }
+        return names
+    }
+}
+
+/// An errno from opening a sysfs directory.
+struct SysfsOpenError: Error {
+    var errno: Int32
+    var text: String { errnoText(errno) }
+}
+
+/// `strerror` text for an errno.
+func errnoText(_ err: Int32) -> String {
+    guard let s = strerror(err) else { return "errno \(err)" }
+    return String(cString: s)
+}
+
+/// Text from an untrusted file made safe to print: control characters become `\u{..}`-style
+/// escapes, and the result is cut at `limit` characters.
+func printable(_ text: String, limit: Int = 64) -> String {
+    var out = ""
+    for scalar in text.unicodeScalars {
+        if out.count >= limit { out += "…"; break }
+        if scalar.value < 0x20 || scalar.value == 0x7f {
+            out += "\\x" + hexString(scalar.value, width: 2)
+        } else {
+            out.unicodeScalars.append(scalar)
+        }
+    }
+    return out
+}
