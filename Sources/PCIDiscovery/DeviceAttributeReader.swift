@@ -1,6 +1,9 @@
 /// Reads and checks one device's sysfs attributes, collecting what is wrong as text a person can
 /// act on. libpci reads ids with `strtol(…, 0)` and silently misreads values the kernel would
 /// never write (no `0x`, garbage) and ignores broken links; this reader notices them.
+///
+/// Everything is read relative to the device's directory descriptor: one path walk per device
+/// instead of one per attribute.
 struct DeviceAttributeReader {
     let dir: SysfsDirectory
     private(set) var problems: [String] = []
@@ -9,20 +12,22 @@ struct DeviceAttributeReader {
         self.dir = dir
     }
 
-    /// The attributes libpci will read, checked before it reads them.
-    struct IdentityCheck {
-        var request = LibPCIAccess.Request()
+    /// The identity attributes as the kernel wrote them, checked before libpci reads the ids.
+    struct Identity {
         /// Attributes present but not in the kernel's format: (name, raw text).
         var malformed: [(name: String, text: String)] = []
         /// The low byte of `class` (programming interface) when `class` is well formed.
-        var progIF: UInt8?
+        var progIF: UInt8 = 0
+        var subsystemVendorID: UInt16?
+        var subsystemDeviceID: UInt16?
+        var revision: UInt8?
     }
 
-    /// Checks `vendor`, `device` and `class` (mandatory: libpci cannot do without them) and the
-    /// optional attributes libpci would otherwise look for in config space. Nil when the device
-    /// cannot be identified; ``problems`` says why.
-    mutating func checkIdentityAttributes() -> IdentityCheck? {
-        var check = IdentityCheck()
+    /// Checks `vendor`, `device` and `class` (mandatory: libpci reads them, with an unchecked
+    /// `strtol`) and reads the optional `subsystem_vendor`, `subsystem_device` and `revision`.
+    /// Nil when the device cannot be identified; ``problems`` says why.
+    mutating func identity() -> Identity? {
+        var identity = Identity()
         var identified = true
         for (name, digits) in [("vendor", 4), ("device", 4), ("class", 6)] {
             switch dir.read(name) {
@@ -34,74 +39,81 @@ struct DeviceAttributeReader {
                 identified = false
             case .value(let text):
                 if let value = kernelHex(text, maxDigits: digits) {
-                    if name == "class" { check.progIF = UInt8(truncatingIfNeeded: value) }
+                    if name == "class" { identity.progIF = UInt8(truncatingIfNeeded: value) }
                 } else {
-                    check.malformed.append((name, text))
+                    identity.malformed.append((name, text))
                 }
             }
         }
         guard identified else { return nil }
-        // Without these attributes libpci falls back to config space (0xff when it is missing).
-        let subsystem = [("subsystem_vendor", dir.read("subsystem_vendor")), ("subsystem_device", dir.read("subsystem_device"))]
-        var bothPresent = true
-        for (name, attribute) in subsystem {
-            switch attribute {
-            case .missing: bothPresent = false
-            case .unreadable(let why):
-                problems.append("\(name) \(why)")
-                bothPresent = false
-            case .value(let text):
-                if kernelHex(text, maxDigits: 4) == nil { check.malformed.append((name, text)) }
-            }
+        let subsystemVendor = optionalHex("subsystem_vendor", maxDigits: 4)
+        let subsystemDevice = optionalHex("subsystem_device", maxDigits: 4)
+        if let subsystemVendor, let subsystemDevice {
+            identity.subsystemVendorID = UInt16(subsystemVendor)
+            identity.subsystemDeviceID = UInt16(subsystemDevice)
         }
-        check.request.subsystem = bothPresent
-        switch dir.read("revision") {
-        case .missing: break
-        case .unreadable(let why): problems.append("revision \(why)")
-        case .value(let text):
-            check.request.revision = true
-            if kernelHex(text, maxDigits: 2) == nil { check.malformed.append(("revision", text)) }
-        }
-        return check
+        identity.revision = optionalHex("revision", maxDigits: 2).map { UInt8($0) }
+        return identity
     }
 
-    /// Records each malformed attribute with the value libpci made of it.
-    mutating func reportMalformedIDs(_ check: IdentityCheck, as fields: LibPCIAccess.Fields) {
-        for (name, text) in check.malformed {
+    /// An optional hex attribute; nil, with the reason noted, when it is malformed.
+    private mutating func optionalHex(_ name: String, maxDigits: Int) -> UInt32? {
+        switch dir.read(name) {
+        case .missing: return nil
+        case .unreadable(let why):
+            problems.append("\(name) \(why); ignored")
+            return nil
+        case .value(let text):
+            if let value = kernelHex(text, maxDigits: maxDigits) { return value }
+            problems.append("\(name) holds \"\(printable(text))\", not 0x-prefixed hex as the kernel writes it; ignored")
+            return nil
+        }
+    }
+
+    /// Records each malformed identity attribute with the value libpci made of it.
+    mutating func reportMalformedIDs(_ identity: Identity, as fields: LibPCIAccess.Fields) {
+        for (name, text) in identity.malformed {
             let read: String
             switch name {
             case "vendor": read = hexString(fields.vendorID, width: 4)
             case "device": read = hexString(fields.deviceID, width: 4)
-            case "class": read = hexString(fields.classCode >> 8, width: 4) + " (class and subclass)"
-            case "subsystem_vendor": read = fields.subsystemVendorID.map { hexString($0, width: 4) } ?? "nothing"
-            case "subsystem_device": read = fields.subsystemDeviceID.map { hexString($0, width: 4) } ?? "nothing"
-            default: read = fields.revision.map { hexString($0, width: 2) } ?? "nothing"
+            default: read = hexString(fields.deviceClass, width: 4) + " (class and subclass)"
             }
             problems.append("\(name) holds \"\(printable(text))\", not 0x-prefixed hex as the kernel writes it; "
                 + "libpci (and lspci) read it as \(read), so the ids shown are not to be trusted")
         }
     }
 
-    /// The IOMMU group number from libpci's `iommu_group` property, or nil with the reason noted
-    /// when the link is broken or does not name a number.
-    mutating func iommuGroup(libpciName: String?) -> Int? {
-        if let name = libpciName {
-            if !name.isEmpty, name.count <= 9, name.allSatisfy({ $0.isASCII && $0.isNumber }), let group = Int(name) {
-                return group
-            }
-            problems.append("the iommu_group link names \"\(printable(name))\", not a group number")
+    /// The IOMMU group number: the name the `iommu_group` link ends in, when the link resolves
+    /// (what libpci's IOMMU_GROUP property gives, without its realpath walk); nil with the
+    /// reason noted when the link is broken or does not name a number.
+    mutating func iommuGroup() -> Int? {
+        guard let target = dir.linkTarget("iommu_group"), dir.resolves("iommu_group"), !target.hasPrefix("/") else {
+            checkLink("iommu_group")
             return nil
         }
-        checkLink("iommu_group")
+        let name = lastComponent(target)
+        if !name.isEmpty, name.count <= 9, name.allSatisfy({ $0.isASCII && $0.isNumber }), let group = Int(name) {
+            return group
+        }
+        problems.append("the iommu_group link names \"\(printable(name))\", not a group number")
         return nil
     }
 
-    /// Notes a `driver` entry libpci could not resolve (the device then shows as unbound).
-    mutating func checkDriverLink(libpciDriver: String?) {
-        if libpciDriver == nil { checkLink("driver") }
+    /// The bound driver: the name the `driver` link ends in, when the link is relative and
+    /// resolves (as libpci's DRIVER property, without its realpath walk).
+    mutating func driver() -> String? {
+        guard let target = dir.linkTarget("driver"), !target.hasPrefix("/"), dir.resolves("driver") else {
+            checkLink("driver")
+            return nil
+        }
+        let name = lastComponent(target)
+        if isDriverName(name) { return name }
+        problems.append("the driver link names \"\(printable(name))\", not a driver")
+        return nil
     }
 
-    /// Notes why libpci found nothing behind an entry that is there.
+    /// Notes why an entry that is there gives nothing (libpci ignores such links too).
     private mutating func checkLink(_ name: String) {
         if let target = dir.linkTarget(name) {
             if target.hasPrefix("/") {
@@ -185,7 +197,7 @@ struct DeviceAttributeReader {
     }
 
     private mutating func linkedAddress(_ name: String, _ target: String) -> PCIAddress? {
-        let last = target.split(separator: "/").last.map(String.init) ?? ""
+        let last = lastComponent(target)
         if let address = PCIAddress(last), address.description == last { return address }
         problems.append("the \(name) link points to \(printable(target)), not to a PCI device")
         return nil
@@ -200,8 +212,18 @@ func kernelHex(_ text: String, maxDigits: Int) -> UInt32? {
     return UInt32(digits, radix: 16)
 }
 
-/// Whether `text` can be a kernel driver name (letters, digits, `_` and `-`).
+/// Whether `text` can be a kernel driver name (ASCII letters, digits, `_` and `-`).
 func isDriverName(_ text: String) -> Bool {
-    !text.isEmpty && text.count <= 64
-        && text.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_" || $0 == "-") }
+    let bytes = text.utf8
+    return !bytes.isEmpty && bytes.count <= 64 && bytes.allSatisfy { b in
+        (b >= 0x61 && b <= 0x7a) || (b >= 0x41 && b <= 0x5a) || (b >= 0x30 && b <= 0x39) || b == 0x5f || b == 0x2d
+    }
+}
+
+/// The last path component of a link target (`../../bus/pci/drivers/vfio-pci` → `vfio-pci`).
+func lastComponent(_ path: String) -> String {
+    var trimmed = Substring(path)
+    while trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
+    guard let slash = trimmed.lastIndex(of: "/") else { return String(trimmed) }
+    return String(trimmed[trimmed.index(after: slash)...])
 }

@@ -47,48 +47,27 @@ final class LibPCIAccess {
         if rc != 0 { throw .libpci(operation: "pci_set_param", message: "unknown parameter \(name)") }
     }
 
-    /// The libpci fields of one device.
+    /// What libpci reads for one device.
     struct Fields {
         var vendorID: UInt16
         var deviceID: UInt16
-        var classCode: UInt32
-        var revision: UInt8?
-        var subsystemVendorID: UInt16?
-        var subsystemDeviceID: UInt16?
-        var driver: String?
-        var iommuGroup: String?
+        /// Base class and subclass (`0x0200`).
+        var deviceClass: UInt16
     }
 
-    /// What to ask libpci for beyond ids, class, driver and IOMMU group.
-    struct Request {
-        var subsystem = false
-        var revision = false
-    }
-
-    /// Fills one device through `pci_get_dev` + `pci_fill_info`; the device is freed before returning.
-    func fields(of address: PCIAddress, _ request: Request) throws(PCIDiscoveryError) -> Fields {
+    /// Identifies one device through `pci_get_dev` + `pci_fill_info(IDENT | CLASS)`, which read
+    /// `vendor`, `device` and `class`; the device is freed before returning.
+    func fields(of address: PCIAddress) throws(PCIDiscoveryError) -> Fields {
         guard let dev = pci_get_dev(access, Int32(bitPattern: address.domain), Int32(address.bus),
                                     Int32(address.device), Int32(address.function))
         else { throw .libpci(operation: "pci_get_dev", message: "out of memory") }
         defer { pci_free_dev(dev) }
-        var flags = PCI_FILL_IDENT | PCI_FILL_CLASS | PCI_FILL_DRIVER | PCI_FILL_IOMMU_GROUP
-        if request.subsystem { flags |= PCI_FILL_SUBSYS }
-        if request.revision { flags |= PCI_FILL_CLASS_EXT }
         var known: Int32 = 0
-        guard pcishim_fill_info(dev, flags, &known, &diag) == 0 else {
+        guard pcishim_fill_info(dev, PCI_FILL_IDENT | PCI_FILL_CLASS, &known, &diag) == 0 else {
             throw .libpci(operation: "pci_fill_info(\(address))", message: errorText())
         }
         let d = dev.pointee
-        let hasSubsystem = request.subsystem && known & PCI_FILL_SUBSYS != 0
-        let hasClassExt = request.revision && known & PCI_FILL_CLASS_EXT != 0
-        return Fields(
-            vendorID: d.vendor_id, deviceID: d.device_id,
-            classCode: UInt32(d.device_class) << 8 | UInt32(hasClassExt ? d.prog_if : 0),
-            revision: hasClassExt ? d.rev_id : nil,
-            subsystemVendorID: hasSubsystem ? d.subsys_vendor_id : nil,
-            subsystemDeviceID: hasSubsystem ? d.subsys_id : nil,
-            driver: pci_get_string_property(dev, UInt32(PCI_FILL_DRIVER)).map { String(cString: $0) },
-            iommuGroup: pci_get_string_property(dev, UInt32(PCI_FILL_IOMMU_GROUP)).map { String(cString: $0) })
+        return Fields(vendorID: d.vendor_id, deviceID: d.device_id, deviceClass: d.device_class)
     }
 
     /// `pci_lookup_name` without numbers: nil when the database does not know the id.

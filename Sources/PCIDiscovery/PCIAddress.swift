@@ -42,7 +42,24 @@ public struct PCIAddress: Sendable, Hashable, Comparable, CustomStringConvertibl
 
     /// `0000:3b:00.1`: the domain with at least four digits, lower-case hex, as in sysfs.
     public var description: String {
-        "\(hexString(domain, width: 4)):\(hexString(bus, width: 2)):\(hexString(device, width: 2)).\(function)"
+        // Built by hand: this runs several times per device on trees of thousands.
+        let digits: [UInt8] = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(16)
+        var domainDigits = 4
+        while domainDigits < 8, domain >> (4 * UInt32(domainDigits)) != 0 { domainDigits += 1 }
+        for shift in stride(from: 4 * (domainDigits - 1), through: 0, by: -4) {
+            out.append(digits[Int((domain >> UInt32(shift)) & 0xf)])
+        }
+        out.append(UInt8(ascii: ":"))
+        out.append(digits[Int(bus >> 4)])
+        out.append(digits[Int(bus & 0xf)])
+        out.append(UInt8(ascii: ":"))
+        out.append(digits[Int(device >> 4)])
+        out.append(digits[Int(device & 0xf)])
+        out.append(UInt8(ascii: "."))
+        out.append(digits[Int(function)])
+        return String(decoding: out, as: UTF8.self)
     }
 
     public static func < (lhs: PCIAddress, rhs: PCIAddress) -> Bool {

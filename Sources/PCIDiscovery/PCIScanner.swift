@@ -28,13 +28,14 @@ public struct PCIScanResult: Sendable, Hashable {
     }
 }
 
-/// Reads PCI devices from a sysfs tree through libpci (ids, class, names, driver, IOMMU group)
-/// and sysfs itself (driver override, SR-IOV links, NUMA node, VFIO device node).
+/// Reads PCI devices from a sysfs tree: libpci identifies each device (vendor, device, class)
+/// and names it from pci.ids; the device's sysfs directory gives the rest (subsystem, revision,
+/// driver, IOMMU group, driver override, SR-IOV links, NUMA node, VFIO device node).
 ///
-/// The sysfs access method is always set explicitly, never probed. Each device is read on its
-/// own (`pci_get_dev`), after its mandatory attributes have been checked, so one malformed
-/// device is reported (``PCIDevice/problems`` or ``PCIScanResult/skipped``) without hiding the
-/// others. Nothing here exits the process or traps on input.
+/// libpci's sysfs access method is always set explicitly, never probed. Each device is read on
+/// its own (`pci_get_dev`), after the attributes libpci needs have been checked, so one
+/// malformed device is reported (``PCIDevice/problems`` or ``PCIScanResult/skipped``) without
+/// hiding the others. Nothing here exits the process or traps on input.
 public struct PCIScanner: Sendable {
     public var options: PCIScanOptions
 
@@ -102,30 +103,27 @@ public struct PCIScanner: Sendable {
             return .failure(DeviceReadFailure(reason: "cannot open its directory: \(error.text)"))
         }
         var reader = DeviceAttributeReader(dir: dir)
-        guard let identity = reader.checkIdentityAttributes() else {
+        guard let identity = reader.identity() else {
             return .failure(DeviceReadFailure(reason: reader.problems.joined(separator: "; ")))
         }
         let fields: LibPCIAccess.Fields
         do {
-            fields = try session.fields(of: address, identity.request)
+            fields = try session.fields(of: address)
         } catch {
             return .failure(DeviceReadFailure(reason: error.description))
         }
-        // Without a revision attribute libpci is not asked for CLASS_EXT (it would read config
-        // space): the programming interface then comes from the checked class attribute.
-        let classCode = identity.request.revision ? fields.classCode : fields.classCode | UInt32(identity.progIF ?? 0)
+        reader.reportMalformedIDs(identity, as: fields)
         var device = PCIDevice(
             address: address, vendorID: fields.vendorID, deviceID: fields.deviceID,
-            subsystemVendorID: fields.subsystemVendorID, subsystemDeviceID: fields.subsystemDeviceID,
-            classCode: classCode, revision: fields.revision, driver: fields.driver)
-        reader.reportMalformedIDs(identity, as: fields)
-        device.iommuGroup = reader.iommuGroup(libpciName: fields.iommuGroup)
-        reader.checkDriverLink(libpciDriver: fields.driver)
+            subsystemVendorID: identity.subsystemVendorID, subsystemDeviceID: identity.subsystemDeviceID,
+            classCode: UInt32(fields.deviceClass) << 8 | UInt32(identity.progIF), revision: identity.revision)
+        device.driver = reader.driver()
+        device.iommuGroup = reader.iommuGroup()
         device.driverOverride = reader.driverOverride()
         device.numaNode = reader.numaNode()
         device.physicalFunction = reader.physicalFunction()
         device.virtualFunctions = reader.virtualFunctions()
-        if VFIODriverCatalog.isVFIODriver(fields.driver) {
+        if VFIODriverCatalog.isVFIODriver(device.driver) {
             device.vfioCdevName = reader.vfioCdevName()
         }
         device.problems = reader.problems

@@ -31,7 +31,7 @@ final class SysfsDirectory {
     deinit { close(fd) }
 
     /// Reads an attribute file: at most ``attributeLimit`` bytes, never through a symbolic link,
-    /// never from a FIFO or device node. Trailing newlines and spaces are removed.
+    /// never blocking (a FIFO reads as empty). Trailing newlines and spaces are removed.
     func read(_ name: String) -> Attribute {
         let afd = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
         guard afd >= 0 else {
@@ -41,27 +41,18 @@ final class SysfsDirectory {
             return .unreadable(errnoText(err))
         }
         defer { close(afd) }
-        var st = stat()
-        guard fstat(afd, &st) == 0 else { return .unreadable(errnoText(errno)) }
-        guard st.st_mode & S_IFMT == S_IFREG else { return .unreadable("is not a regular file") }
+        // One read of up to limit + 1 bytes: sysfs hands out an attribute whole, and a short
+        // read of a regular file means its end. The buffer is on the stack, not zeroed.
         let limit = Self.attributeLimit
-        var bytes = [UInt8](repeating: 0, count: limit + 1)
-        var count = 0
-        while count <= limit {
-            let n = bytes.withUnsafeMutableBytes { buf in
-                Glibc.read(afd, buf.baseAddress.map { $0 + count }, limit + 1 - count)
-            }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return .unreadable(errnoText(errno))
-            }
-            if n == 0 { break }
-            count += n
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: limit + 1) { buf -> Attribute in
+            var n: Int
+            repeat { n = Glibc.read(afd, buf.baseAddress, limit + 1) } while n < 0 && errno == EINTR
+            if n < 0 { return .unreadable(errnoText(errno)) }
+            if n > limit { return .unreadable("is longer than \(limit) bytes") }
+            var end = n
+            while end > 0, buf[end - 1] == 0x0a || buf[end - 1] == 0x20 || buf[end - 1] == 0 { end -= 1 }
+            return .value(String(decoding: UnsafeBufferPointer(rebasing: buf[0..<end]), as: UTF8.self))
         }
-        if count > limit { return .unreadable("is longer than \(limit) bytes") }
-        var end = count
-        while end > 0, bytes[end - 1] == 0x0a || bytes[end - 1] == 0x20 || bytes[end - 1] == 0 { end -= 1 }
-        return .value(String(decoding: bytes[0..<end], as: UTF8.self))
     }
 
     /// The target of a symbolic link in this directory, nil when there is no such link.
