@@ -30,7 +30,7 @@ struct DeviceAttributeReader {
         var identity = Identity()
         var identified = true
         for (name, digits) in [("vendor", 4), ("device", 4), ("class", 6)] {
-            switch dir.read(name) {
+            switch dir.read(name, regularFileOnly: true) {
             case .missing:
                 problems.append("no \(name) attribute")
                 identified = false

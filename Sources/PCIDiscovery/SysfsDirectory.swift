@@ -32,7 +32,9 @@ final class SysfsDirectory {
 
     /// Reads an attribute file: at most ``attributeLimit`` bytes, never through a symbolic link,
     /// never blocking (a FIFO reads as empty). Trailing newlines and spaces are removed.
-    func read(_ name: String) -> Attribute {
+    /// `regularFileOnly` refuses anything but a regular file: for attributes libpci reads after
+    /// us with a blocking open().
+    func read(_ name: String, regularFileOnly: Bool = false) -> Attribute {
         let afd = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
         guard afd >= 0 else {
             let err = errno
@@ -41,6 +43,11 @@ final class SysfsDirectory {
             return .unreadable(errnoText(err))
         }
         defer { close(afd) }
+        if regularFileOnly {
+            var st = stat()
+            guard fstat(afd, &st) == 0 else { return .unreadable(errnoText(errno)) }
+            guard st.st_mode & S_IFMT == S_IFREG else { return .unreadable("is not a regular file") }
+        }
         // One read of up to limit + 1 bytes: sysfs hands out an attribute whole, and a short
         // read of a regular file means its end. The buffer is on the stack, not zeroed.
         let limit = Self.attributeLimit
