@@ -13,21 +13,22 @@ struct DeviceReport {
     /// `Ethernet controller [0200]`.
     var classText: String {
         let c16 = Self.hex(device.classCode >> 8, 4)
-        return "\(device.className ?? "Class \(c16)") [\(c16)]"
+        return "\(device.className ?? "Class") [\(c16)]"
     }
 
-    /// `Mellanox Technologies ConnectX Family mlx5Gen Virtual Function [15b3:101e]`.
-    var nameText: String {
-        "\(device.vendorName ?? "Vendor \(Self.hex(device.vendorID, 4))") \(device.deviceName ?? "Device \(Self.hex(device.deviceID, 4))") [\(device.ids)]"
+    /// `Mellanox Technologies ConnectX Family mlx5Gen Virtual Function`; unknown names read
+    /// `Vendor` / `Device`, as in `lspci -nn`, since the ids are printed beside them.
+    var names: String {
+        "\(device.vendorName ?? "Vendor") \(device.deviceName ?? "Device")"
     }
 
     /// The block `lspci -Dnnk` would print, followed by what devprobe adds.
     func block(into out: inout Output) {
-        var header = "\(device.address) \(classText): \(nameText)"
+        var header = "\(device.address) \(classText): \(names) [\(device.ids)]"
         if let rev = device.revision, rev != 0 { header += " (rev \(Self.hex(rev, 2)))" }
         out.line(header)
         if let sv = device.subsystemVendorID, let sd = device.subsystemDeviceID, sv != 0, sv != 0xffff {
-            out.line("\tSubsystem: \(device.subsystemVendorName ?? "Vendor \(Self.hex(sv, 4))") \(device.subsystemName ?? "Device \(Self.hex(sd, 4))") [\(Self.hex(sv, 4)):\(Self.hex(sd, 4))]")
+            out.line("\tSubsystem: \(device.subsystemVendorName ?? "Vendor") \(device.subsystemName ?? "Device") [\(Self.hex(sv, 4)):\(Self.hex(sd, 4))]")
         }
         if let driver = device.driver { out.line("\tKernel driver in use: \(driver)") }
         var facts: [String] = []
@@ -57,7 +58,7 @@ struct DeviceReport {
     var row: [String] {
         [device.address.description, device.ids, Self.hex(device.classCode, 6), device.driver ?? "-",
          device.iommuGroup.map(String.init) ?? "-", verdict.isMigratable ? "yes" : "no",
-         verdict.handler ?? "-", "\(device.vendorName ?? "Vendor \(Self.hex(device.vendorID, 4))") \(device.deviceName ?? "Device \(Self.hex(device.deviceID, 4))")"]
+         verdict.handler ?? "-", names]
     }
 
     static let tableHeader = ["ADDRESS", "IDS", "CLASS", "DRIVER", "IOMMU", "MIGRATABLE", "HANDLER", "DEVICE"]
