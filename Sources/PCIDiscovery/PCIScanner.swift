@@ -45,11 +45,9 @@ public struct PCIScanner: Sendable {
 
     /// Every device in the tree.
     public func scan() throws(PCIDiscoveryError) -> PCIScanResult {
-        let devicesPath = options.sysfsPath + "/devices"
-        let fd = open(devicesPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw .unreadableTree(path: devicesPath, reason: errnoText(errno)) }
-        guard let names = SysfsDirectory.list(fd: fd, limit: 1 << 20) else {
-            throw .unreadableTree(path: devicesPath, reason: errnoText(errno))
+        let devicesDir = try devicesDirectory()
+        guard let names = devicesDir.entries(limit: 1 << 20) else {
+            throw .unreadableTree(path: devicesDir.path, reason: errnoText(errno))
         }
         var skipped: [PCISkippedEntry] = []
         var addresses: [PCIAddress] = []
@@ -68,7 +66,7 @@ public struct PCIScanner: Sendable {
         var devices: [PCIDevice] = []
         devices.reserveCapacity(addresses.count)
         for address in addresses {
-            switch try read(address, session) {
+            switch try read(address, in: devicesDir, session) {
             case .success(let device): devices.append(device)
             case .failure(let failure): skipped.append(PCISkippedEntry(name: address.description, reason: failure.reason))
             }
@@ -78,26 +76,35 @@ public struct PCIScanner: Sendable {
 
     /// One device, without reading the others.
     public func device(at address: PCIAddress) throws(PCIDiscoveryError) -> PCIDevice {
+        let devicesDir = try devicesDirectory()
         let session = try LibPCIAccess(options: options)
-        switch try read(address, session) {
+        switch try read(address, in: devicesDir, session) {
         case .success(let device): return device
         case .failure(let failure): throw .unreadableDevice(address, reason: failure.reason)
         }
     }
 
+    private func devicesDirectory() throws(PCIDiscoveryError) -> SysfsDirectory {
+        let path = options.sysfsPath + "/devices"
+        do {
+            return try SysfsDirectory(path: path)
+        } catch {
+            throw .unreadableTree(path: path, reason: error.text)
+        }
+    }
+
     /// A device, or why it cannot be identified; throws only for errors that end the whole scan
     /// (a broken ids file).
-    private func read(_ address: PCIAddress, _ session: LibPCIAccess) throws(PCIDiscoveryError)
-        -> Result<PCIDevice, DeviceReadFailure>
+    private func read(_ address: PCIAddress, in devicesDir: SysfsDirectory, _ session: LibPCIAccess)
+        throws(PCIDiscoveryError) -> Result<PCIDevice, DeviceReadFailure>
     {
-        let path = "\(options.sysfsPath)/devices/\(address)"
+        let name = address.description
         let dir: SysfsDirectory
         do {
-            dir = try SysfsDirectory(path: path)
+            dir = try devicesDir.subdirectory(name)
         } catch {
             if error.errno == ENOENT {
-                let linked = SysfsDirectory.linkExists(path)
-                if !linked { throw .deviceNotFound(address, sysfsPath: options.sysfsPath) }
+                if !devicesDir.hasEntry(name) { throw .deviceNotFound(address, sysfsPath: options.sysfsPath) }
                 return .failure(DeviceReadFailure(reason: "its entry is a broken symbolic link"))
             }
             return .failure(DeviceReadFailure(reason: "cannot open its directory: \(error.text)"))

@@ -28,6 +28,32 @@ final class SysfsDirectory {
         self.fd = fd
     }
 
+    private init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    /// Opens the entry `name` of this directory as a directory, following a final symbolic link:
+    /// one short path walk instead of the whole path again.
+    func subdirectory(_ name: String) throws(SysfsOpenError) -> SysfsDirectory {
+        let sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard sub >= 0 else { throw SysfsOpenError(errno: errno) }
+        return SysfsDirectory(fd: sub, path: path + "/" + name)
+    }
+
+    /// Whether the entry `name` itself exists (a broken symbolic link does).
+    func hasEntry(_ name: String) -> Bool {
+        var st = stat()
+        return fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0
+    }
+
+    /// This directory's entries, dot entries excluded; nil when it cannot be listed.
+    func entries(limit: Int) -> [String]? {
+        let copy = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard copy >= 0 else { return nil }
+        return SysfsDirectory.list(fd: copy, limit: limit)
+    }
+
     deinit { close(fd) }
 
     /// Reads an attribute file: at most ``attributeLimit`` bytes, never through a symbolic link,
@@ -80,12 +106,6 @@ final class SysfsDirectory {
         let sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
         guard sub >= 0 else { return nil }
         return SysfsDirectory.list(fd: sub, limit: limit)
-    }
-
-    /// Whether `path` itself exists, without following a final symbolic link.
-    static func linkExists(_ path: String) -> Bool {
-        var st = stat()
-        return lstat(path, &st) == 0
     }
 
     /// Lists an open directory descriptor (which it takes over and closes).
