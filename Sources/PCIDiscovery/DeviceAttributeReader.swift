@@ -206,10 +206,24 @@ struct DeviceAttributeReader {
 
 /// The value of an attribute written the kernel's way: `0x` and 1…`maxDigits` hex digits.
 func kernelHex(_ text: String, maxDigits: Int) -> UInt32? {
-    guard text.hasPrefix("0x") else { return nil }
-    let digits = text.dropFirst(2)
-    guard !digits.isEmpty, digits.count <= maxDigits, digits.allSatisfy(\.isHexDigit) else { return nil }
-    return UInt32(digits, radix: 16)
+    // On the UTF-8 bytes: this runs several times per device.
+    var bytes = text.utf8.makeIterator()
+    guard bytes.next() == UInt8(ascii: "0"), bytes.next() == UInt8(ascii: "x") else { return nil }
+    var value: UInt32 = 0
+    var digits = 0
+    while let b = bytes.next() {
+        let digit: UInt8
+        switch b {
+        case 0x30...0x39: digit = b - 0x30
+        case 0x61...0x66: digit = b - 0x61 + 10
+        case 0x41...0x46: digit = b - 0x41 + 10
+        default: return nil
+        }
+        digits += 1
+        if digits > maxDigits { return nil }
+        value = value << 4 | UInt32(digit)
+    }
+    return digits > 0 ? value : nil
 }
 
 /// Whether `text` can be a kernel driver name (ASCII letters, digits, `_` and `-`).
@@ -222,8 +236,8 @@ func isDriverName(_ text: String) -> Bool {
 
 /// The last path component of a link target (`../../bus/pci/drivers/vfio-pci` → `vfio-pci`).
 func lastComponent(_ path: String) -> String {
-    var trimmed = Substring(path)
-    while trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
-    guard let slash = trimmed.lastIndex(of: "/") else { return String(trimmed) }
-    return String(trimmed[trimmed.index(after: slash)...])
+    var bytes = Substring(path).utf8
+    while bytes.last == UInt8(ascii: "/") { bytes = bytes.dropLast() }
+    guard let slash = bytes.lastIndex(of: UInt8(ascii: "/")) else { return String(Substring(bytes)) }
+    return String(Substring(bytes[bytes.index(after: slash)...]))
 }

@@ -12,6 +12,14 @@ import Glibc
 final class LibPCIAccess {
     private let access: UnsafeMutablePointer<pci_access>
     private var diag = pcishim_diag()
+    /// Names already looked up: a host has many devices with the same ids, and each miss in
+    /// pci.ids costs libpci a udev hwdb search (several failed opens).
+    private var names: [NameKey: String?] = [:]
+
+    private struct NameKey: Hashable {
+        var mode: UInt32
+        var ids: [Int]
+    }
 
     init(options: PCIScanOptions) throws(PCIDiscoveryError) {
         guard let access = pci_alloc() else {
@@ -72,6 +80,14 @@ final class LibPCIAccess {
 
     /// `pci_lookup_name` without numbers: nil when the database does not know the id.
     func name(_ mode: pci_lookup_mode, _ a: Int, _ b: Int = 0, _ c: Int = 0, _ d: Int = 0) throws(PCIDiscoveryError) -> String? {
+        let key = NameKey(mode: mode.rawValue, ids: [a, b, c, d])
+        if let known = names[key] { return known }
+        let name = try lookUpName(mode, a, b, c, d)
+        names[key] = name
+        return name
+    }
+
+    private func lookUpName(_ mode: pci_lookup_mode, _ a: Int, _ b: Int, _ c: Int, _ d: Int) throws(PCIDiscoveryError) -> String? {
         var buf = [CChar](repeating: 0, count: 256)
         var result: UnsafePointer<CChar>? = nil
         let flags = Int32(bitPattern: mode.rawValue | PCI_LOOKUP_NO_NUMBERS.rawValue)

@@ -21,23 +21,39 @@ public struct PCIAddress: Sendable, Hashable, Comparable, CustomStringConvertibl
     /// Parses `DDDD:BB:DD.F` as sysfs writes it, or `BB:DD.F` (domain 0) as `lspci` prints it.
     /// Hex digits may be upper or lower case; nothing else is accepted.
     public init?(_ text: some StringProtocol) {
-        let text = Substring(text)
-        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count == 2 || parts.count == 3 else { return nil }
-        let tail = parts[parts.count - 1].split(separator: ".", omittingEmptySubsequences: false)
-        guard tail.count == 2 else { return nil }
-        func hex(_ s: Substring, maxDigits: Int) -> UInt32? {
-            guard !s.isEmpty, s.count <= maxDigits, s.allSatisfy(\.isHexDigit) else { return nil }
-            return UInt32(s, radix: 16)
+        // On the UTF-8 bytes: fields separated by ':' ':' '.', each of bounded hex digits.
+        var fields: [(value: UInt32, digits: Int)] = [(0, 0)]
+        var separators: [UInt8] = []
+        for b in text.utf8 {
+            let digit: UInt32
+            switch b {
+            case 0x30...0x39: digit = UInt32(b - 0x30)
+            case 0x61...0x66: digit = UInt32(b - 0x61 + 10)
+            case 0x41...0x46: digit = UInt32(b - 0x41 + 10)
+            case UInt8(ascii: ":"), UInt8(ascii: "."):
+                guard separators.count < 3 else { return nil }
+                separators.append(b)
+                fields.append((0, 0))
+                continue
+            default: return nil
+            }
+            let last = fields.count - 1
+            guard fields[last].digits < 8 else { return nil }
+            fields[last] = (fields[last].value << 4 | digit, fields[last].digits + 1)
         }
-        let domain: UInt32? = parts.count == 3 ? hex(parts[0], maxDigits: 8) : 0
-        guard let domain,
-              let bus = hex(parts[parts.count - 2], maxDigits: 2),
-              let device = hex(tail[0], maxDigits: 2),
-              tail[1].count == 1, let function = hex(tail[1], maxDigits: 1)
+        let colon = UInt8(ascii: ":"), dot = UInt8(ascii: ".")
+        let domain: (value: UInt32, digits: Int)
+        switch separators {
+        case [colon, colon, dot]: domain = fields.removeFirst()
+        case [colon, dot]: domain = (0, 1)
+        default: return nil
+        }
+        let (bus, device, function) = (fields[0], fields[1], fields[2])
+        guard domain.digits >= 1, bus.digits >= 1, bus.digits <= 2, device.digits >= 1, device.digits <= 2,
+              function.digits == 1
         else { return nil }
-        self.init(domain: domain, bus: UInt8(bus), device: UInt8(truncatingIfNeeded: device),
-                  function: UInt8(truncatingIfNeeded: function))
+        self.init(domain: domain.value, bus: UInt8(bus.value), device: UInt8(device.value),
+                  function: UInt8(function.value))
     }
 
     /// `0000:3b:00.1`: the domain with at least four digits, lower-case hex, as in sysfs.
