@@ -11,6 +11,7 @@ public struct MigrationVerdict: Sendable, Hashable {
         case probe
     }
 
+    /// Whether Switchover can live-migrate the device as it is bound now.
     public var isMigratable: Bool
     /// The vendor module that would migrate the device (`mlx5`, `vfio-pci`), nil when none.
     public var handler: String?
@@ -20,10 +21,12 @@ public struct MigrationVerdict: Sendable, Hashable {
     public var notes: [String]
     /// The device's migration flags, expected or confirmed; nil when it has no migration support.
     public var flags: VFIOMigrationFlags?
+    /// Where ``flags`` came from; nil when there are none.
     public var flagsSource: FlagsSource?
     /// The migration variant driver whose id table lists the device, whether bound or not.
     public var variantDriver: String?
 
+    /// A verdict with the given parts; ``MigrationAdvisor`` makes them.
     public init(isMigratable: Bool, handler: String? = nil, reasons: [String] = [], notes: [String] = [],
                 flags: VFIOMigrationFlags? = nil, flagsSource: FlagsSource? = nil, variantDriver: String? = nil) {
         self.isMigratable = isMigratable
@@ -49,11 +52,13 @@ public struct MigrationAdvisor: Sendable {
     /// The sysfs directory the commands in reasons write to.
     public var commandSysfsPath: String
 
+    /// An advisor that matches devices against `handlers` and writes commands for `commandSysfsPath`.
     public init(handlers: PCIMatchTable, commandSysfsPath: String = "/sys/bus/pci") {
         self.handlers = handlers
         self.commandSysfsPath = commandSysfsPath
     }
 
+    /// The verdict for `device`; `probe` is what ``VFIOMigrationProbe`` said, nil when not asked.
     public func verdict(for device: PCIDevice, probe: VFIOProbeOutcome? = nil) -> MigrationVerdict {
         var reasons = device.problems.map { "sysfs: " + $0 }
         var notes: [String] = []

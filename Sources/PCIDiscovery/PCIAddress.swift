@@ -3,6 +3,7 @@
 public struct PCIAddress: Sendable, Hashable, Comparable, CustomStringConvertible {
     /// The PCI segment (domain); the kernel allows up to 0x7fffffff (VMD uses 0x10000 and up).
     public var domain: UInt32
+    /// The bus number.
     public var bus: UInt8
     /// The device (slot) number, 0–31.
     public var device: UInt8
@@ -78,6 +79,7 @@ public struct PCIAddress: Sendable, Hashable, Comparable, CustomStringConvertibl
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Orders by domain, bus, device, function, as sysfs and lspci list devices.
     public static func < (lhs: PCIAddress, rhs: PCIAddress) -> Bool {
         (lhs.domain, lhs.bus, lhs.device, lhs.function) < (rhs.domain, rhs.bus, rhs.device, rhs.function)
     }

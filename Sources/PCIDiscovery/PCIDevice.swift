@@ -3,11 +3,15 @@ import DeviceMatch
 /// One PCI function as discovery saw it: what libpci read (ids, class, names, driver, IOMMU group,
 /// NUMA node) and what only sysfs has (driver override, SR-IOV links, the VFIO device node).
 public struct PCIDevice: Sendable, Hashable {
+    /// Where the device is (`0000:3b:00.1`).
     public var address: PCIAddress
+    /// The vendor id, as libpci read it from `vendor`.
     public var vendorID: UInt16
+    /// The device id, as libpci read it from `device`.
     public var deviceID: UInt16
     /// Nil when the tree has no `subsystem_vendor`/`subsystem_device` and no readable config space.
     public var subsystemVendorID: UInt16?
+    /// The subsystem device id, with ``subsystemVendorID``.
     public var subsystemDeviceID: UInt16?
     /// The 24-bit class code: base class, subclass, programming interface (0x020000 for Ethernet).
     public var classCode: UInt32
@@ -16,9 +20,11 @@ public struct PCIDevice: Sendable, Hashable {
 
     /// Names from pci.ids (or the udev hwdb); nil when the database does not know the id.
     public var vendorName: String?
+    /// The device's name under its vendor in pci.ids.
     public var deviceName: String?
     /// The subsystem vendor's name and the subsystem's own name (`lspci -k`'s "Subsystem:" line).
     public var subsystemVendorName: String?
+    /// The subsystem's own name (pci.ids, or the device name when the subsystem ids equal the device ids).
     public var subsystemName: String?
     /// The class name (`Ethernet controller`), or the base class name when the subclass is unknown.
     public var className: String?
@@ -42,6 +48,7 @@ public struct PCIDevice: Sendable, Hashable {
     /// came from malformed attributes are kept as libpci read them and must not be trusted.
     public var problems: [String]
 
+    /// A device with the given facts; ``PCIScanner`` makes them.
     public init(
         address: PCIAddress, vendorID: UInt16, deviceID: UInt16,
         subsystemVendorID: UInt16? = nil, subsystemDeviceID: UInt16? = nil,

@@ -9,6 +9,7 @@ public enum PCIDiscoveryError: Error, Sendable, Hashable, CustomStringConvertibl
     /// The device is in the tree but cannot be identified (a mandatory attribute is missing or unreadable).
     case unreadableDevice(PCIAddress, reason: String)
 
+    /// One line naming the path or device and what went wrong.
     public var description: String {
         switch self {
         case let .unreadableTree(path, reason):

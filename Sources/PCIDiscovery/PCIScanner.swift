@@ -7,21 +7,27 @@ import Glibc
 public struct PCISkippedEntry: Sendable, Hashable, CustomStringConvertible {
     /// The entry's name in `devices/`.
     public var name: String
+    /// Why it was skipped.
     public var reason: String
 
+    /// An entry and the reason it was skipped.
     public init(name: String, reason: String) {
         self.name = name
         self.reason = reason
     }
 
+    /// `name: reason`.
     public var description: String { "\(name): \(reason)" }
 }
 
 /// The devices of one tree, sorted by address, and the entries that were not devices.
 public struct PCIScanResult: Sendable, Hashable {
+    /// The devices read, sorted by address.
     public var devices: [PCIDevice]
+    /// The entries of `devices/` that could not be read, by name.
     public var skipped: [PCISkippedEntry]
 
+    /// A result with the given devices and skipped entries.
     public init(devices: [PCIDevice], skipped: [PCISkippedEntry] = []) {
         self.devices = devices
         self.skipped = skipped
@@ -37,8 +43,10 @@ public struct PCIScanResult: Sendable, Hashable {
 /// malformed device is reported (``PCIDevice/problems`` or ``PCIScanResult/skipped``) without
 /// hiding the others. Nothing here exits the process or traps on input.
 public struct PCIScanner: Sendable {
+    /// Which tree to read and how to name devices.
     public var options: PCIScanOptions
 
+    /// A scanner of the tree `options` names (default: the live system).
     public init(options: PCIScanOptions = PCIScanOptions()) {
         self.options = options
     }

@@ -15,6 +15,7 @@ public struct VFIOVariantDriver: Sendable, Hashable {
     /// The first kernel release with migration through this driver.
     public var since: String
 
+    /// A driver entry; see ``VFIODriverCatalog/migrationDrivers`` for the known ones.
     public init(name: String, devices: [PCIMatchRule], flags: VFIOMigrationFlags,
                 virtualFunctionsOnly: Bool = false, since: String) {
         self.name = name

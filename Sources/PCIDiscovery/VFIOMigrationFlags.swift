@@ -1,7 +1,9 @@
 /// The migration capabilities a VFIO device reports through `VFIO_DEVICE_FEATURE_MIGRATION`
 /// (`struct vfio_device_feature_migration.flags`).
 public struct VFIOMigrationFlags: OptionSet, Sendable, Hashable, CustomStringConvertible {
+    /// The kernel's `migration_flags` bits.
     public let rawValue: UInt64
+    /// Flags from the kernel's bits; unknown bits are kept.
     public init(rawValue: UInt64) { self.rawValue = rawValue }
 
     /// `VFIO_MIGRATION_STOP_COPY`: the device can be stopped and its state read; required for any migration.
@@ -22,5 +24,6 @@ public struct VFIOMigrationFlags: OptionSet, Sendable, Hashable, CustomStringCon
         return out
     }
 
+    /// `STOP_COPY|P2P|PRE_COPY`, or `none`.
     public var description: String { names.isEmpty ? "none" : names.joined(separator: "|") }
 }
