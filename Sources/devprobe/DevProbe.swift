@@ -52,11 +52,9 @@ struct DevProbe: ParsableCommand {
 
     func validate() throws {
         if let sysfsRoot {
-            var isDir = false
             let devices = (sysfsRoot.hasSuffix("/") ? sysfsRoot : sysfsRoot + "/") + "bus/pci/devices"
             var st = stat()
-            isDir = stat(devices, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
-            guard isDir else {
+            guard stat(devices, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
                 throw ValidationError("--sysfs-root \(sysfsRoot): \(devices) is not a directory")
             }
         }
