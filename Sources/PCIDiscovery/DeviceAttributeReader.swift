@@ -58,14 +58,22 @@ struct DeviceAttributeReader {
 
     /// An optional hex attribute; nil, with the reason noted, when it is malformed.
     private mutating func optionalHex(_ name: String, maxDigits: Int) -> UInt32? {
+        attribute(name, expected: "not 0x-prefixed hex as the kernel writes it; ignored") {
+            kernelHex($0, maxDigits: maxDigits)
+        }
+    }
+
+    /// An optional attribute through `parse`: nil when absent, and nil with the reason noted when
+    /// it is unreadable or `parse` refuses it (`expected` says what it should hold).
+    private mutating func attribute<T>(_ name: String, expected: String, _ parse: (String) -> T?) -> T? {
         switch dir.read(name) {
         case .missing: return nil
         case .unreadable(let why):
-            problems.append("\(name) \(why); ignored")
+            problems.append("\(name) \(why)")
             return nil
         case .value(let text):
-            if let value = kernelHex(text, maxDigits: maxDigits) { return value }
-            problems.append("\(name) holds \"\(printable(text))\", not 0x-prefixed hex as the kernel writes it; ignored")
+            if let value = parse(text) { return value }
+            problems.append("\(name) holds \"\(printable(text))\", \(expected)")
             return nil
         }
     }
@@ -128,33 +136,21 @@ struct DeviceAttributeReader {
 
     /// `driver_override`, nil when unset (`(null)`).
     mutating func driverOverride() -> String? {
-        switch dir.read("driver_override") {
-        case .missing: return nil
-        case .unreadable(let why):
-            problems.append("driver_override \(why)")
-            return nil
-        case .value(let text):
-            if text.isEmpty || text == "(null)" { return nil }
-            if isDriverName(text) { return text }
-            problems.append("driver_override holds \"\(printable(text))\", not a driver name")
-            return nil
+        let value: String?? = attribute("driver_override", expected: "not a driver name") { text in
+            if text.isEmpty || text == "(null)" { return .some(nil) }  // unset: no problem
+            guard isDriverName(text) else { return nil }  // refused: a problem
+            return .some(text)
         }
+        return value ?? nil
     }
 
     /// `numa_node`, nil when absent or -1.
     mutating func numaNode() -> Int? {
-        switch dir.read("numa_node") {
-        case .missing: return nil
-        case .unreadable(let why):
-            problems.append("numa_node \(why)")
-            return nil
-        case .value(let text):
-            guard let node = Int(text), node >= -1, node < 1 << 16 else {
-                problems.append("numa_node holds \"\(printable(text))\", not a node number")
-                return nil
-            }
-            return node >= 0 ? node : nil
+        let value: Int?? = attribute("numa_node", expected: "not a node number") { text in
+            guard let node = Int(text), node >= -1, node < 1 << 16 else { return nil }
+            return .some(node >= 0 ? node : nil)
         }
+        return value ?? nil
     }
 
     /// The physical function behind the `physfn` link of a virtual function.
@@ -165,19 +161,9 @@ struct DeviceAttributeReader {
 
     /// The virtual functions behind `virtfn0…virtfn<sriov_numvfs - 1>`.
     mutating func virtualFunctions() -> [PCIAddress] {
-        let count: Int
-        switch dir.read("sriov_numvfs") {
-        case .missing: return []
-        case .unreadable(let why):
-            problems.append("sriov_numvfs \(why)")
-            return []
-        case .value(let text):
-            guard let n = Int(text), (0...65535).contains(n) else {
-                problems.append("sriov_numvfs holds \"\(printable(text))\", not a number of virtual functions")
-                return []
-            }
-            count = n
-        }
+        guard let count = attribute("sriov_numvfs", expected: "not a number of virtual functions", {
+            Int($0).flatMap { (0...65535).contains($0) ? $0 : nil }
+        }) else { return [] }
         var functions: [PCIAddress] = []
         for index in 0..<count {
             guard let target = dir.linkTarget("virtfn\(index)") else {
