@@ -79,6 +79,11 @@ public struct MigrationAdvisor: Sendable {
         } else {
             noVariant = "no VFIO variant driver with migration support is known for \(ids), and plain vfio-pci has none"
         }
+        let kernelAnswered: Bool
+        switch probe {
+        case .supported?, .unsupported?: kernelAnswered = true
+        case .failed?, nil: kernelAnswered = false
+        }
         switch driver {
         case nil:
             if let usable {
@@ -103,7 +108,7 @@ public struct MigrationAdvisor: Sendable {
                     reasons.append("bound to \(driver), which has no migration support")
                     reasons.append(noVariant)
                 }
-            } else if probe == nil {
+            } else if !kernelAnswered {
                 reasons.append("bound to \(driver), a VFIO driver whose migration support devprobe does not know; run devprobe --probe as root to ask the kernel")
             }
         case let driver?:
