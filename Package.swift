@@ -17,6 +17,8 @@ let package = Package(
         // Vendor modules.
         .library(name: "VFIOPCIHandler", targets: ["VFIOPCIHandler"]),
         .library(name: "MLX5Handler", targets: ["MLX5Handler"]),
+        // The conformance suite every vendor module runs in its own tests.
+        .library(name: "MigrationTestKit", targets: ["MigrationTestKit"]),
         // A small example VM (guest RAM with a dirtying workload) for demos, tests and benchmarks.
         .library(name: "ExampleVM", targets: ["ExampleVM"]),
         // Device discovery through libpci and the migratability verdict.
@@ -61,6 +63,10 @@ let package = Package(
             dependencies: ["VFIOPCIHandler", "MigrationCore", "MigrationStream", "VFIO", "DeviceMatch"],
             plugins: ["MatchTablePlugin"]
         ),
+        .target(
+            name: "MigrationTestKit",
+            dependencies: ["MigrationCore", "MigrationStream", "VFIO", "VFIOPCIHandler"]
+        ),
         .systemLibrary(
             name: "CLibPCI",
             pkgConfig: "libpci",
@@ -95,9 +101,9 @@ let package = Package(
         .testTarget(name: "PCIDiscoveryTests", dependencies: ["PCIDiscovery", "DeviceMatch"]),
         .testTarget(
             name: "VendorHandlerTests",
-            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "VFIO"]
+            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM"]
         ),
-        .testTarget(name: "CLITests", dependencies: []),
+        .testTarget(name: "CLITests", dependencies: ["switchover", "match-table-compiler"]),
     ],
     swiftLanguageModes: [.v6]
 )

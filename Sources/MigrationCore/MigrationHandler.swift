@@ -49,11 +49,15 @@ public protocol LoadContext: AnyObject, Sendable {
     var switchoverAckEnabled: Bool { get }
     var multifdTransfer: Bool { get }
     /// Acknowledges this handler for the switchover (its initial data is loaded): QEMU's
-    /// `qemu_loadvm_approve_switchover`. Throws when switchover-ack is off or the handler did
-    /// not say it needs an acknowledgement.
+    /// `qemu_loadvm_approve_switchover`. Throws when switchover-ack is off, the handler did
+    /// not say it needs an acknowledgement, or it is already acknowledged. Usually called from
+    /// ``MigrationHandler/loadState(from:header:context:)``; safe to call from any thread.
     func approveSwitchover() throws
     /// Withdraws this handler's acknowledgement because new initial data appeared (the 2026
     /// `VFIO_PRECOPY_INFO_REINIT`); the source will not switch over until it is given again.
+    /// Only a Switchover source hears of a revocation that follows the one QEMU-compatible
+    /// SWITCHOVER_ACK (through ACK_STATE); a QEMU source has already been told it may switch
+    /// over. Throws when the handler is not acknowledged. Safe to call from any thread.
     func revokeSwitchover() throws
 }
 
@@ -87,6 +91,12 @@ public protocol MigrationHandler: AnyObject, Sendable {
     /// Whether the handler sends a FULL section at completion. Default: true for non-live
     /// handlers, false for live ones.
     var hasFullState: Bool { get }
+
+    /// What the device behind the handler is, for the pre-flight check (e.g. vendor and
+    /// device ids, firmware and driver versions), or nil when the handler has nothing to
+    /// compare. Asked once per migration on both sides, on the migration thread, before any
+    /// section; when both sides give a string they must be equal. Default: nil.
+    var preflightIdentity: String? { get }
 
     /// Early veto before any byte is sent (QEMU `save_prepare`). Default: nothing.
     func savePrepare(context: SaveContext) throws
@@ -183,6 +193,7 @@ extension MigrationHandler {
     public var isActive: Bool { true }
     public var isLive: Bool { false }
     public var hasFullState: Bool { !isLive }
+    public var preflightIdentity: String? { nil }
     public func savePrepare(context: SaveContext) throws {}
     public func saveSetup(to writer: StreamWriter, context: SaveContext) throws {}
     public func isActiveIterate(context: SaveContext) -> Bool { true }

@@ -26,6 +26,7 @@ public struct ByteIOError: Error, Sendable, Equatable, CustomStringConvertible {
 /// A byte source over a file descriptor (a file, a pipe, a socket), read with `read(2)`.
 /// It does not own the descriptor unless `closeOnDeinit` is set.
 public final class FileDescriptorByteSource: ByteSource {
+    /// The descriptor read from.
     public let fd: Int32
     private let closeOnDeinit: Bool
 

@@ -47,7 +47,8 @@ public final class MemoryByteSink: ByteSink {
     public init() {}
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        self.bytes.append(contentsOf: bytes)
+        // A typed buffer appends with one copy; a raw one would be appended byte by byte.
+        self.bytes.append(contentsOf: bytes.assumingMemoryBound(to: UInt8.self))
     }
 
     public func removeAll() { bytes.removeAll(keepingCapacity: true) }

@@ -8,12 +8,29 @@ public enum MultiFDFormat {
     public static let flagDeviceState: UInt32 = 0x40
     /// Our default bound on one device-state buffer (QEMU's VFIO buffers are at most 1 MiB).
     public static let defaultMaxPacketSize = 64 << 20
+
+    /// Checks that `bytes` is a whole header of `length` bytes opening with the multifd magic
+    /// and version, as channel headers and packets both do.
+    static func checkPrefix(_ bytes: [UInt8], length: Int, offset: Int, _ what: String) throws {
+        guard bytes.count == length else {
+            throw StreamError.truncated(offset: offset + min(bytes.count, length), expected: what)
+        }
+        let magic = readBigEndian(bytes[0..<4], as: UInt32.self)
+        guard magic == Self.magic else {
+            throw StreamError.invalidField(offset: offset, field: "multifd magic", reason: "0x\(String(magic, radix: 16)), expected 0x11223344")
+        }
+        let found = readBigEndian(bytes[4..<8], as: UInt32.self)
+        guard found == Self.version else {
+            throw StreamError.invalidField(offset: offset + 4, field: "multifd version", reason: "\(found), expected 1")
+        }
+    }
 }
 
 /// The 64-byte header that opens every multifd channel (`MultiFDInit_t`): be32 magic,
 /// be32 version 1, the 16-byte VM uuid, u8 channel id, 39 reserved bytes (written as zero,
 /// ignored on read).
 public struct MultiFDInit: Sendable, Hashable {
+    /// Bytes on the wire.
     public static let encodedLength = 64
 
     /// The VM uuid; the destination refuses a channel whose uuid differs from its own.
@@ -38,17 +55,7 @@ public struct MultiFDInit: Sendable, Hashable {
 
     /// Decodes the 64 header bytes; `offset` is where they start in the stream (for errors).
     public static func decode(_ bytes: [UInt8], offset: Int = 0) throws -> MultiFDInit {
-        guard bytes.count == encodedLength else {
-            throw StreamError.truncated(offset: offset + min(bytes.count, encodedLength), expected: "a 64-byte multifd channel header")
-        }
-        let magic = readBigEndian(bytes[0..<4], as: UInt32.self)
-        guard magic == MultiFDFormat.magic else {
-            throw StreamError.invalidField(offset: offset, field: "multifd magic", reason: "0x\(String(magic, radix: 16)), expected 0x11223344")
-        }
-        let version = readBigEndian(bytes[4..<8], as: UInt32.self)
-        guard version == MultiFDFormat.version else {
-            throw StreamError.invalidField(offset: offset + 4, field: "multifd version", reason: "\(version), expected 1")
-        }
+        try MultiFDFormat.checkPrefix(bytes, length: encodedLength, offset: offset, "a 64-byte multifd channel header")
         return MultiFDInit(uuid: Array(bytes[8..<24]), channelID: bytes[24])
     }
 }
@@ -57,11 +64,13 @@ public struct MultiFDInit: Sendable, Hashable {
 /// be32 magic, be32 version 1, be32 flags 0x40, idstr[256] (NUL-terminated, zero padded),
 /// be32 instance id, be32 size of the buffer that follows.
 public struct MultiFDDeviceStatePacketHeader: Sendable, Hashable {
+    /// Bytes on the wire, without the buffer.
     public static let encodedLength = 276
     static let idstrField = 256
 
     /// The idstr of the handler the buffer belongs to (at most 255 bytes, no NUL).
     public var idstr: String
+    /// The handler's instance id.
     public var instanceID: UInt32
     /// The size of the device-state buffer that follows the header.
     public var nextPacketSize: UInt32
@@ -88,17 +97,7 @@ public struct MultiFDDeviceStatePacketHeader: Sendable, Hashable {
     /// Decodes the 276 header bytes, refusing a buffer size over `maxPacketSize`.
     /// `offset` is where the header starts in the channel (for errors).
     public static func decode(_ bytes: [UInt8], offset: Int = 0, maxPacketSize: Int = MultiFDFormat.defaultMaxPacketSize) throws -> MultiFDDeviceStatePacketHeader {
-        guard bytes.count == encodedLength else {
-            throw StreamError.truncated(offset: offset + min(bytes.count, encodedLength), expected: "a 276-byte multifd device-state packet header")
-        }
-        let magic = readBigEndian(bytes[0..<4], as: UInt32.self)
-        guard magic == MultiFDFormat.magic else {
-            throw StreamError.invalidField(offset: offset, field: "multifd magic", reason: "0x\(String(magic, radix: 16)), expected 0x11223344")
-        }
-        let version = readBigEndian(bytes[4..<8], as: UInt32.self)
-        guard version == MultiFDFormat.version else {
-            throw StreamError.invalidField(offset: offset + 4, field: "multifd version", reason: "\(version), expected 1")
-        }
+        try MultiFDFormat.checkPrefix(bytes, length: encodedLength, offset: offset, "a 276-byte multifd device-state packet header")
         let flags = readBigEndian(bytes[8..<12], as: UInt32.self)
         guard flags == MultiFDFormat.flagDeviceState else {
             throw StreamError.invalidField(offset: offset + 8, field: "multifd packet flags",
@@ -124,6 +123,7 @@ public struct MultiFDDeviceStatePacketHeader: Sendable, Hashable {
 /// The 12-byte header QEMU's VFIO puts at the start of each device-state buffer
 /// (`VFIODeviceStatePacket`): be32 version 0, be32 idx, be32 flags; the device data follows.
 public struct VFIODeviceStatePacketHeader: Sendable, Hashable {
+    /// Bytes on the wire, before the device data.
     public static let encodedLength = 12
     /// `VFIO_DEVICE_STATE_PACKET_VER_CURRENT`.
     public static let currentVersion: UInt32 = 0
@@ -133,6 +133,7 @@ public struct VFIODeviceStatePacketHeader: Sendable, Hashable {
 
     /// The buffer's place in the device's sequence, from 0; the destination writes in idx order.
     public var index: UInt32
+    /// Bit 0: ``flagConfigState``; no other bit is defined.
     public var flags: UInt32
 
     public init(index: UInt32, flags: UInt32 = 0) {
@@ -140,8 +141,10 @@ public struct VFIODeviceStatePacketHeader: Sendable, Hashable {
         self.flags = flags
     }
 
+    /// True for the last buffer, which carries the config state.
     public var isConfigState: Bool { flags & Self.flagConfigState != 0 }
 
+    /// The 12 header bytes.
     public func encoded() -> [UInt8] {
         bigEndianBytes(Self.currentVersion) + bigEndianBytes(index) + bigEndianBytes(flags)
     }

@@ -29,7 +29,9 @@ public struct RAMSaveFlags: OptionSet, Sendable, Hashable {
 
 /// A RAM block as the START section's block list names it.
 public struct RAMBlockInfo: Sendable, Hashable {
+    /// The block name, e.g. "pc.ram".
     public var name: String
+    /// The bytes of the block in use (its migrated size).
     public var usedLength: UInt64
 
     public init(name: String, usedLength: UInt64) {
@@ -40,6 +42,7 @@ public struct RAMBlockInfo: Sendable, Hashable {
 
 /// Page counts for one RAM block within one section body.
 public struct RAMPageCount: Sendable, Hashable {
+    /// The block name.
     public var block: String
     /// Pages sent with their bytes.
     public var pages: Int
@@ -90,11 +93,13 @@ public final class RAMBodyParser: SectionBodyParser {
     /// The most blocks a MEM_SIZE list may name (QEMU machines have a handful).
     public static let maxBlocks = 4096
 
+    /// A parser for a target page size of `pageSize` bytes; `ignoreShared` when the stream has capability x-ignore-shared.
     public init(pageSize: Int = 4096, ignoreShared: Bool = false) {
         self.pageSize = pageSize
         self.ignoreShared = ignoreShared
     }
 
+    /// The section with idstr "ram".
     public func owns(_ binding: SectionBinding) -> Bool { binding.idstr == "ram" }
 
     public func parseBody(_ body: SectionBodyReader) throws -> SectionBodySummary {

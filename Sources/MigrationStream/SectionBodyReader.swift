@@ -34,6 +34,7 @@ public final class SectionBodyReader {
         .badSectionBody(offset: offset ?? reader.offset, idstr: header.binding.idstr, reason: reason)
     }
 
+    /// Reads one body byte; `what` names it in a truncation error.
     public func readU8(_ what: @autoclosure () -> String = "a byte") throws -> UInt8 {
         let v = try reader.readU8(what())
         try mirror?.writeU8(v)
@@ -41,6 +42,7 @@ public final class SectionBodyReader {
         return v
     }
 
+    /// Reads a big-endian 16-bit body field.
     public func readBE16(_ what: @autoclosure () -> String = "a be16") throws -> UInt16 {
         let v = try reader.readBE16(what())
         try mirror?.writeBE16(v)
@@ -48,6 +50,7 @@ public final class SectionBodyReader {
         return v
     }
 
+    /// Reads a big-endian 32-bit body field.
     public func readBE32(_ what: @autoclosure () -> String = "a be32") throws -> UInt32 {
         let v = try reader.readBE32(what())
         try mirror?.writeBE32(v)
@@ -55,6 +58,7 @@ public final class SectionBodyReader {
         return v
     }
 
+    /// Reads a big-endian 64-bit body field.
     public func readBE64(_ what: @autoclosure () -> String = "a be64") throws -> UInt64 {
         let v = try reader.readBE64(what())
         try mirror?.writeBE64(v)

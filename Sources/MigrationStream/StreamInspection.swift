@@ -1,6 +1,8 @@
 /// A whole stream file, walked: its machine and every record (what `switchover inspect` shows).
 public struct StreamInspection: Sendable, Hashable {
+    /// The configuration section (machine type and subsections).
     public var configuration: MachineConfiguration
+    /// Every record after the configuration, in stream order.
     public var records: [InspectedRecord]
 
     public init(configuration: MachineConfiguration, records: [InspectedRecord]) {
@@ -13,7 +15,8 @@ public struct StreamInspection: Sendable, Hashable {
     /// there through ``StreamWriter`` as it is read. `visit` sees each record as it is found.
     public static func inspect(fileAt path: String, rewritingTo rewritePath: String? = nil,
                                visit: (InspectedRecord) throws -> Void = { _ in }) throws -> StreamInspection {
-        let trailer = try VMDescriptionTrailer.locate(inFileAt: path)
+        // A pipe or a device cannot be read from its end: it is then walked without a trailer.
+        let trailer = (try? VMDescriptionTrailer.locate(inFileAt: path)) ?? nil
         let source = try FileDescriptorByteSource(path: path)
         let sink = try rewritePath.map { try FileDescriptorByteSink(creating: $0) }
         let writer = sink.map { StreamWriter(sink: $0, bufferSize: 256 << 10) }

@@ -7,10 +7,15 @@ public struct InspectedRecord: Sendable, Hashable {
 
     /// Where the record's first byte is.
     public var offset: Int
+    /// Which record it is.
     public var kind: Kind
+    /// Sections: the section id.
     public var sectionID: UInt32?
+    /// Sections: the idstr (for PART/END, from the START or FULL that bound the id).
     public var idstr: String?
+    /// Sections: the instance id.
     public var instanceID: UInt32?
+    /// Sections: the version id.
     public var versionID: UInt32?
     /// Section body bytes (between header and footer); a command's payload, plus for PACKAGED
     /// the nested stream that follows it; the VMDESCRIPTION JSON's length.
@@ -184,11 +189,8 @@ public final class StreamWalker {
     }
 
     private func readBody(_ header: SectionHeader) throws -> SectionBodySummary {
-        if let parser = customParsers.first(where: { $0.owns(header.binding) }) {
-            return try parser.parseBody(body)
-        }
-        // A FULL body that the trailer describes is consumed by the trailer's count (even for
-        // an owner below), so the description list stays in step with the stream.
+        // Every described FULL section takes its entry, whoever reads its body, so the
+        // description list stays in step with the stream.
         var describedLength: Int?
         if header.kind == .full {
             let key = SectionKey(idstr: header.binding.idstr, instanceID: header.binding.instanceID)
@@ -196,6 +198,9 @@ public final class StreamWalker {
                 describedLength = queue.removeFirst()
                 described[key] = queue
             }
+        }
+        if let parser = customParsers.first(where: { $0.owns(header.binding) }) {
+            return try parser.parseBody(body)
         }
         if ram.owns(header.binding) { return try ram.parseBody(body) }
         if vfio.owns(header.binding) { return try vfio.parseBody(body) }

@@ -85,6 +85,7 @@ public struct VFIOBodySummary: Sendable, Hashable {
         }
     }
 
+    /// The tags, chunks and config blocks, in stream order.
     public var items: [Item]
 
     public init(items: [Item]) { self.items = items }
@@ -100,10 +101,12 @@ public struct VFIOBodySummary: Sendable, Hashable {
 public final class VFIOBodyParser: SectionBodyParser {
     /// The largest DATA chunk accepted (QEMU sends at most 1 MiB per chunk by default).
     public let maxChunkSize: UInt64
+    /// A parser refusing DATA chunks over `maxChunkSize` bytes (1 GiB by default).
     public init(maxChunkSize: UInt64 = 1 << 30) {
         self.maxChunkSize = maxChunkSize
     }
 
+    /// Sections whose idstr ends in "/vfio", as QEMU registers its VFIO devices.
     public func owns(_ binding: SectionBinding) -> Bool {
         binding.idstr.hasSuffix(VFIOSectionTag.idstrSuffix)
     }

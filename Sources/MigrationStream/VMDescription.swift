@@ -11,6 +11,7 @@ import Foundation
 public struct VMDescription: Sendable, Hashable {
     /// One described FULL section.
     public struct Device: Sendable, Hashable {
+        /// The section idstr.
         public var name: String
         public var instanceID: UInt32
         /// The vmstate version, when given.
@@ -28,6 +29,7 @@ public struct VMDescription: Sendable, Hashable {
 
     /// `page_size`, when given.
     public var pageSize: Int?
+    /// The FULL sections described, in the order they were sent.
     public var devices: [Device]
 
     public init(pageSize: Int?, devices: [Device]) {

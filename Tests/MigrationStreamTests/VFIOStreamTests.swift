@@ -113,10 +113,32 @@ import Testing
     }
 
     @Test func aSectionsOwnerReadsItsBody() throws {
-        let (bytes, _) = try Synthetic.stream(withTrailer: false)
-        let result = try walk(bytes, parsers: [CountingParser()])
-        let global = try #require(result.records.first { $0.idstr == "globalstate" })
-        #expect(global.body == .other("runstate of 8 bytes"))
-        #expect(global.bodyLength == 12)
+        let (bytes, eof) = try Synthetic.stream()
+        for trailer in [nil, VMDescriptionTrailer(eofOffset: eof, json: Array(Synthetic.description.utf8))] {
+            let result = try walk(bytes, trailer: trailer, parsers: [CountingParser()])
+            let global = try #require(result.records.first { $0.idstr == "globalstate" })
+            #expect(global.body == .other("runstate of 8 bytes"))
+            #expect(global.bodyLength == 12)
+        }
+    }
+
+    @Test func unknownLiveSectionsAreFoundByTheirFooters() throws {
+        let bitmap = SectionHeader(kind: .start, sectionID: 5, idstr: "dirty-bitmap", instanceID: 0, versionID: 1)
+        let bytes = stream { w in
+            for kind in [SectionKind.start, .part, .end] {
+                var h = bitmap
+                h.kind = kind
+                try Synthetic.section(w, h) {
+                    // Decoys: a footer for id 5 followed by a byte that starts no record, and
+                    // one followed by a PART for an id nothing bound.
+                    try w.writeBytes([0x7E, 0, 0, 0, 5, 0x42, 0x7E, 0, 0, 0, 5, 0x02, 0, 0, 0, 9, 0x33])
+                }
+            }
+            try w.writeCommand(.switchoverStart)
+            try w.writeEOF()
+        }
+        let result = try walk(bytes, pieceSizes: [1])
+        #expect(result.records.map(\.kind) == [.start, .part, .end, .command, .eof])
+        #expect(result.records.prefix(3).allSatisfy { $0.bodyLength == 17 && $0.body == .scanned && $0.idstr == "dirty-bitmap" })
     }
 }

@@ -1,0 +1,32 @@
+// swift-tools-version:6.1
+// Switchover's benchmarks: a package of its own, so the main build stays light.
+// Run with `make bench` (or `swift package --allow-writing-to-package-directory benchmark` here).
+import Foundation
+import PackageDescription
+
+// A path dependency's identity is its folder's name, which differs between checkouts
+// (a worktree, the main clone, CI's clone), so it is computed rather than spelled.
+let root = URL(fileURLWithPath: Context.packageDirectory).deletingLastPathComponent().lastPathComponent.lowercased()
+
+let package = Package(
+    name: "SwitchoverBenchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        // Wire-format throughput: VFIO-style 1 MiB DATA chunks in memory and over a Unix
+        // socket, beside a raw read/write loop over the same socket.
+        .executableTarget(
+            name: "StreamBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "MigrationStream", package: root),
+            ],
+            path: "Benchmarks/StreamBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

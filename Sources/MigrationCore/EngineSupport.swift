@@ -1,0 +1,207 @@
+import Foundation
+import Logging
+import MigrationStream
+
+/// (idstr, instance id): how both ends match handlers.
+struct HandlerKey: Hashable, Sendable, CustomStringConvertible {
+    var idstr: String
+    var instanceID: UInt32
+
+    init(_ idstr: String, _ instanceID: UInt32) {
+        self.idstr = idstr
+        self.instanceID = instanceID
+    }
+
+    init(_ identity: HandlerIdentity) { self.init(identity.idstr, identity.instanceID) }
+
+    var description: String { "\"\(idstr)\" instance \(instanceID)" }
+}
+
+/// Cancellation and the resources a cancel must unblock, shared by the public engine object,
+/// its migration thread and whoever calls `cancel()`.
+final class EngineControl: Sendable {
+    private struct State {
+        var started = false
+        var cancelled = false
+        /// False once the source has written its whole stream: from then on the destination
+        /// may already run the guest, so a cancel must not cut the connection.
+        var cancellable = true
+        var connection: (any MigrationConnection)?
+        var listener: (any MigrationListener)?
+    }
+
+    private let state = Monitor(State())
+
+    /// Marks the engine started; an engine runs once.
+    func begin() throws {
+        try state.withLock { s in
+            guard !s.started else { throw MigrationError.invalidParameters("an engine runs one migration; create a new one") }
+            s.started = true
+        }
+    }
+
+    /// Records the connection so `cancel()` can shut it down; shuts it down at once if the
+    /// engine was already cancelled.
+    func attach(_ connection: any MigrationConnection) {
+        let cancelled = state.withLock { s -> Bool in
+            s.connection = connection
+            return s.cancelled
+        }
+        if cancelled { connection.shutdown() }
+    }
+
+    func attach(_ listener: any MigrationListener) {
+        let cancelled = state.withLock { s -> Bool in
+            s.listener = listener
+            return s.cancelled
+        }
+        if cancelled { listener.close() }
+    }
+
+    var isCancelled: Bool { state.withLock { $0.cancelled } }
+
+    func setUncancellable() { state.withLock { $0.cancellable = false } }
+
+    /// Returns false when the cancel came too late to take effect.
+    @discardableResult
+    func cancel() -> Bool {
+        let (ok, connection, listener) = state.withLock { s -> (Bool, (any MigrationConnection)?, (any MigrationListener)?) in
+            guard s.cancellable else { return (false, nil, nil) }
+            s.cancelled = true
+            return (true, s.connection, s.listener)
+        }
+        connection?.shutdown()
+        listener?.close()
+        return ok
+    }
+}
+
+/// Runs `body` on a dedicated thread (never the cooperative pool) and awaits its result.
+func runOnDedicatedThread<T: Sendable>(name: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+        let thread = Thread {
+            do {
+                continuation.resume(returning: try body())
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+        thread.name = name
+        thread.stackSize = 4 << 20
+        thread.start()
+    }
+}
+
+/// Starts a plain thread for a loop that the caller joins through shared state.
+func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
+    let thread = Thread(block: body)
+    thread.name = name
+    thread.stackSize = 1 << 20
+    thread.start()
+}
+
+/// A flag shared between the migration thread and handler contexts.
+final class SharedFlag: Sendable {
+    private let value: Monitor<Bool>
+    init(_ initial: Bool) { value = Monitor(initial) }
+    var get: Bool { value.withLock { $0 } }
+    func set(_ v: Bool) { value.withLock { $0 = v } }
+}
+
+/// The ``SaveContext`` the source hands to each handler.
+final class EngineSaveContext: SaveContext {
+    let identity: HandlerIdentity
+    let switchoverAckEnabled: Bool
+    let multifdTransfer = false
+    private let running: SharedFlag
+
+    init(identity: HandlerIdentity, switchoverAckEnabled: Bool, running: SharedFlag) {
+        self.identity = identity
+        self.switchoverAckEnabled = switchoverAckEnabled
+        self.running = running
+    }
+
+    var vmRunning: Bool { running.get }
+}
+
+/// Why a ``LoadContext`` call was refused.
+public enum SwitchoverAckError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Switchover-ack is off for this migration.
+    case disabled(HandlerIdentity)
+    /// The handler said it does not need an acknowledgement.
+    case notNeeded(HandlerIdentity)
+    /// Approved twice without a revocation between.
+    case alreadyAcknowledged(HandlerIdentity)
+    /// Revoked while not acknowledged.
+    case notAcknowledged(HandlerIdentity)
+
+    public var description: String {
+        switch self {
+        case .disabled(let id): "\(id): switchover-ack is not used in this migration"
+        case .notNeeded(let id): "\(id): the handler did not ask for a switchover acknowledgement"
+        case .alreadyAcknowledged(let id): "\(id): the switchover is already acknowledged"
+        case .notAcknowledged(let id): "\(id): the switchover was not acknowledged, there is nothing to revoke"
+        }
+    }
+}
+
+/// The ``LoadContext`` the destination hands to each handler.
+final class EngineLoadContext: LoadContext {
+    let identity: HandlerIdentity
+    let switchoverAckEnabled: Bool
+    let multifdTransfer = false
+    private let acks: DestinationAcks
+
+    init(identity: HandlerIdentity, switchoverAckEnabled: Bool, acks: DestinationAcks) {
+        self.identity = identity
+        self.switchoverAckEnabled = switchoverAckEnabled
+        self.acks = acks
+    }
+
+    func approveSwitchover() throws { try acks.approve(identity) }
+    func revokeSwitchover() throws { try acks.revoke(identity) }
+}
+
+/// The default logger: quiet.
+func quietLogger() -> Logger {
+    Logger(label: "switchover.migration", factory: { _ in SwiftLogNoOpLogHandler() })
+}
+
+/// Classifies an error thrown on a migration thread into a ``MigrationError``.
+func classify(_ error: any Error, phase: MigrationPhase, cancelled: Bool, handler: HandlerIdentity? = nil,
+              section: SectionHeader? = nil, offset: Int? = nil, message: String? = nil) -> MigrationError {
+    if let e = error as? MigrationError {
+        if cancelled, case .cancelled = e { return e }
+        if cancelled, case .invalidParameters = e { return e }
+        if cancelled { return .cancelled(MigrationFailure(phase: e.phase, message: "cancelled", underlying: e)) }
+        return e
+    }
+    let failure = MigrationFailure(phase: phase, handler: handler, section: section, offset: offset,
+                                   message: message ?? defaultMessage(phase), underlying: error)
+    if cancelled { return .cancelled(MigrationFailure(phase: phase, handler: handler, section: section, offset: offset,
+                                                       message: "cancelled", underlying: error)) }
+    if let t = error as? TransportError, case .timedOut = t { return .timeout(.stall, failure) }
+    switch phase {
+    case .idle, .connecting: return .transport(failure)
+    case .header, .setup: return .setup(failure)
+    case .preflight: return .preflight(failure)
+    case .iterating: return .iterate(failure)
+    case .completing, .finishing, .resuming, .completed, .failed, .cancelled: return .complete(failure)
+    case .loading: return .load(failure)
+    }
+}
+
+private func defaultMessage(_ phase: MigrationPhase) -> String {
+    switch phase {
+    case .idle, .connecting: "could not connect"
+    case .header: "the stream header could not be exchanged"
+    case .setup: "setup failed"
+    case .preflight: "the pre-flight check failed"
+    case .iterating: "the live phase failed"
+    case .completing: "the completion failed"
+    case .finishing: "the destination's verdict did not arrive"
+    case .loading: "the incoming stream could not be loaded"
+    case .resuming: "the guest could not be resumed"
+    case .completed, .failed, .cancelled: "failed"
+    }
+}

@@ -1,0 +1,58 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The time source of a migration engine: every timing decision (the 100 ms rate-limit
+/// windows, bandwidth, the switchover and stall timeouts the engine checks itself) reads it,
+/// so tests can run the engine on virtual time.
+///
+/// Instants are durations since an arbitrary origin. Blocking waits on other threads (the
+/// transport's per-operation timeouts, waiting for a return-path answer) use real time.
+public protocol MigrationClock: Sendable {
+    /// The current instant; never goes backwards.
+    var now: Duration { get }
+    /// Blocks the calling thread until ``now`` has reached `deadline` (returns at once if it has).
+    func sleep(until deadline: Duration)
+}
+
+/// The real monotonic clock (`CLOCK_MONOTONIC`), the default.
+public struct MonotonicClock: MigrationClock {
+    public init() {}
+
+    public var now: Duration {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return .seconds(Int64(ts.tv_sec)) + .nanoseconds(Int64(ts.tv_nsec))
+    }
+
+    public func sleep(until deadline: Duration) {
+        while true {
+            let left = deadline - now
+            if left <= .zero { return }
+            let (s, atto) = left.components
+            var ts = timespec(tv_sec: Int(s), tv_nsec: Int(atto / 1_000_000_000))
+            _ = nanosleep(&ts, nil)
+        }
+    }
+}
+
+extension Duration {
+    /// The duration in (fractional) milliseconds.
+    var milliseconds: Double {
+        let (s, atto) = components
+        return Double(s) * 1000 + Double(atto) / 1e15
+    }
+
+    /// The duration in whole microseconds (0 when negative).
+    var wholeMicroseconds: UInt64 {
+        let (s, atto) = components
+        let us = s * 1_000_000 + atto / 1_000_000_000_000
+        return us > 0 ? UInt64(us) : 0
+    }
+
+    static func fromMilliseconds(_ ms: Double) -> Duration {
+        .nanoseconds(Int64((ms * 1e6).rounded()))
+    }
+}

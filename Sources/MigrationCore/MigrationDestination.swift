@@ -1,0 +1,456 @@
+import Logging
+import MigrationStream
+
+/// The incoming side of a migration.
+///
+/// ```swift
+/// let destination = MigrationDestination(registry: registry, vm: vmm,
+///                                        configuration: MachineConfiguration(machineType: "pc-q35-7.2"))
+/// let stats = try await destination.run(from: MigrationAddress(parsing: "tcp:[::]:4444").transport)
+/// ```
+///
+/// It checks the header and configuration, runs every handler's `loadSetup`, dispatches each
+/// section to the handler registered under its (idstr, instance id), checks every footer,
+/// answers the return-path commands, resumes the guest after EOF and reports the result to
+/// the source (SHUT). On failure or cancel every handler's `loadCleanup(succeeded: false)`
+/// runs. The load loop runs on a dedicated thread. One instance runs one migration.
+public final class MigrationDestination: Sendable {
+    /// The handlers sections are dispatched to (snapshot taken when `run` starts).
+    public let registry: HandlerRegistry
+    /// Resumes the guest after a successful stream.
+    public let vm: any VMController
+    /// The local machine configuration the stream's must match.
+    public let configuration: MachineConfiguration
+    public let parameters: MigrationParameters
+    let clock: any MigrationClock
+    let logger: Logger
+    let control = EngineControl()
+
+    /// Progress events: at each phase change and at most every 100 ms while loading.
+    public let progress: AsyncStream<MigrationProgress>
+    let progressContinuation: AsyncStream<MigrationProgress>.Continuation
+
+    /// - Parameters:
+    ///   - configuration: this destination's machine; the stream's machine type must equal it.
+    ///   - clock: the engine's time source (a virtual one in tests).
+    ///   - logger: defaults to a silent logger labelled "switchover.migration".
+    public init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
+                parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
+                logger: Logger? = nil) {
+        self.registry = registry
+        self.vm = vm
+        self.configuration = configuration
+        self.parameters = parameters
+        self.clock = clock
+        self.logger = logger ?? quietLogger()
+        (progress, progressContinuation) = AsyncStream.makeStream(of: MigrationProgress.self, bufferingPolicy: .bufferingNewest(256))
+    }
+
+    /// Listens on `transport`, accepts one migration and loads it.
+    public func run(from transport: any MigrationTransport) async throws -> IncomingStatistics {
+        let listener: any MigrationListener
+        do {
+            listener = try transport.listen()
+        } catch {
+            throw MigrationError.transport(MigrationFailure(phase: .connecting, message: "could not listen", underlying: error))
+        }
+        return try await run(accepting: listener)
+    }
+
+    /// Accepts one migration from `listener` (e.g. a ``TCPListener`` on port 0) and loads it.
+    public func run(accepting listener: any MigrationListener) async throws -> IncomingStatistics {
+        try control.begin()
+        control.attach(listener)
+        return try await withTaskCancellationHandler {
+            try await runOnDedicatedThread(name: "switchover-destination") { [self] in
+                let connection: any MigrationConnection
+                do {
+                    defer { listener.close() }
+                    if control.isCancelled { throw TransportError.shutDown }
+                    connection = try listener.accept()
+                } catch {
+                    for e in registry.entries { e.handler.loadCleanup(succeeded: false) }
+                    progressContinuation.finish()
+                    throw classify(error, phase: .connecting, cancelled: control.isCancelled, message: "no incoming connection")
+                }
+                return try DestinationRun(owner: self, connection: connection).run()
+            }
+        } onCancel: {
+            self.cancel()
+        }
+    }
+
+    /// Loads a migration from an already connected channel. The engine closes it at the end.
+    public func run(over connection: any MigrationConnection) async throws -> IncomingStatistics {
+        try control.begin()
+        return try await withTaskCancellationHandler {
+            try await runOnDedicatedThread(name: "switchover-destination") { [self] in
+                try DestinationRun(owner: self, connection: connection).run()
+            }
+        } onCancel: {
+            self.cancel()
+        }
+    }
+
+    /// Cancels the incoming migration: handlers reset what they loaded, the source is told.
+    public func cancel() { control.cancel() }
+}
+
+/// One incoming migration, on its load thread.
+final class DestinationRun {
+    private let owner: MigrationDestination
+    private let params: MigrationParameters
+    private let clock: any MigrationClock
+    private let logger: Logger
+    private let connection: any MigrationConnection
+    private let reader: StreamReader
+    private let entries: [RegisteredHandler]
+    private let index: [HandlerKey: Int]
+    private let rp: ReturnPathWriter
+    private let acks: DestinationAcks
+    private let contexts: [EngineLoadContext]
+
+    private var phase: MigrationPhase = .idle
+    private let startTime: Duration
+    private var extensionsActive = false
+    private var sourceMachine = ""
+    private var resumeTime: Duration = .zero
+    private var lastProgress: Duration = .zero
+
+    private var bytes: [UInt64]
+    private var loadTime: [Duration]
+    private var sections: [Int]
+    private var lastReport: [Duration?]
+    private var sectionsSinceReport: [Int]
+
+    init(owner: MigrationDestination, connection: any MigrationConnection) {
+        self.owner = owner
+        self.params = owner.parameters
+        self.clock = owner.clock
+        self.logger = owner.logger
+        self.connection = connection
+        self.reader = StreamReader(source: connection)
+        let entries = owner.registry.entries
+        self.entries = entries
+        var index: [HandlerKey: Int] = [:]
+        for (i, e) in entries.enumerated() { index[HandlerKey(e.identity)] = i }
+        self.index = index
+        let rp = ReturnPathWriter(connection: connection)
+        self.rp = rp
+        let acks = DestinationAcks(rp: rp, logger: owner.logger)
+        self.acks = acks
+        self.contexts = entries.map {
+            EngineLoadContext(identity: $0.identity, switchoverAckEnabled: owner.parameters.switchoverAck, acks: acks)
+        }
+        self.startTime = owner.clock.now
+        self.bytes = Array(repeating: 0, count: entries.count)
+        self.loadTime = Array(repeating: .zero, count: entries.count)
+        self.sections = Array(repeating: 0, count: entries.count)
+        self.lastReport = Array(repeating: nil, count: entries.count)
+        self.sectionsSinceReport = Array(repeating: 0, count: entries.count)
+        owner.control.attach(connection)
+    }
+
+    func run() throws -> IncomingStatistics {
+        defer { owner.progressContinuation.finish() }
+        do {
+            try header()
+            try setup()
+            try load()
+            try finish()
+        } catch {
+            throw fail(error)
+        }
+        return statistics()
+    }
+
+    private func enter(_ next: MigrationPhase) {
+        phase = next
+        logger.debug("destination phase \(next)")
+        emitProgress()
+    }
+
+    private func wrap(_ error: any Error, handler: HandlerIdentity? = nil, section: SectionHeader? = nil,
+                      offset: Int? = nil, message: String? = nil) -> MigrationError {
+        classify(error, phase: phase, cancelled: owner.control.isCancelled, handler: handler, section: section,
+                 offset: offset ?? reader.offset, message: message)
+    }
+
+    // MARK: Header and configuration
+
+    private func header() throws {
+        enter(.header)
+        connection.setTimeouts(read: params.stallTimeout, write: params.stallTimeout)
+        let config: MachineConfiguration
+        do {
+            try reader.readFileHeader()
+            config = try reader.readConfiguration()
+        } catch {
+            throw wrap(error, message: "the stream header or configuration could not be read")
+        }
+        sourceMachine = config.machineType
+        let local = owner.configuration
+        func refuse(_ text: String) -> MigrationError {
+            .setup(MigrationFailure(phase: phase, offset: reader.offset, message: text))
+        }
+        guard config.machineType == local.machineType else {
+            throw refuse("machine type mismatch: the stream is for \"\(config.machineType)\", this destination runs \"\(local.machineType)\"")
+        }
+        if let theirs = config.targetPageBits, let ours = local.targetPageBits, theirs != ours {
+            throw refuse("target page bits mismatch: the stream has \(theirs), this destination \(ours)")
+        }
+        if Set(config.capabilities ?? []) != Set(local.capabilities ?? []) {
+            throw refuse("validated capabilities differ: the stream has \(config.capabilities ?? []), this destination \(local.capabilities ?? [])")
+        }
+        if let theirs = config.uuid, let ours = local.uuid, theirs != ours {
+            throw refuse("VM UUID mismatch")
+        }
+    }
+
+    // MARK: Setup
+
+    private func setup() throws {
+        enter(.setup)
+        for (i, e) in entries.enumerated() where e.handler.isActive {
+            do {
+                try e.handler.loadSetup(context: contexts[i])
+            } catch {
+                throw MigrationError.setup(MigrationFailure(phase: phase, handler: e.identity, message: "loadSetup failed", underlying: error))
+            }
+        }
+        var needed: Set<HandlerKey> = []
+        if params.switchoverAck {
+            for (i, e) in entries.enumerated() where e.handler.isActive && e.handler.switchoverAckNeeded(context: contexts[i]) {
+                needed.insert(HandlerKey(e.identity))
+            }
+        }
+        acks.configure(enabled: params.switchoverAck, needed: needed)
+    }
+
+    // MARK: The load loop
+
+    private func load() throws {
+        enter(.loading)
+        // Between records the source may legitimately be idle (waiting for an acknowledgement
+        // or for data); inside a record, the stall timeout applies.
+        let betweenRecords: Duration? = params.stallTimeout.flatMap { stall in params.switchoverTimeout.map { stall + $0 } }
+        while true {
+            if owner.control.isCancelled { throw TransportError.shutDown }
+            connection.setTimeouts(read: betweenRecords, write: params.stallTimeout)
+            let at = reader.offset
+            let record: StreamRecord
+            do {
+                record = try reader.readRecord()
+            } catch {
+                throw wrap(error, offset: at, message: "could not read the next record")
+            }
+            connection.setTimeouts(read: params.stallTimeout, write: params.stallTimeout)
+            switch record {
+            case .section(let header):
+                try loadSection(header, at: at)
+            case .command(let command):
+                try process(command, at: at)
+            case .eof:
+                return
+            }
+            let now = clock.now
+            if now - lastProgress >= MigrationParameters.rateLimitWindow {
+                lastProgress = now
+                emitProgress()
+            }
+        }
+    }
+
+    private func loadSection(_ header: SectionHeader, at: Int) throws {
+        let key = HandlerKey(header.binding.idstr, header.binding.instanceID)
+        guard let i = index[key] else {
+            throw MigrationError.load(MigrationFailure(phase: phase, section: header, offset: at,
+                message: "Unknown section or instance: \(key) (section id \(header.sectionID)) has no handler on this destination"))
+        }
+        let e = entries[i]
+        if header.binding.versionID > e.identity.versionID {
+            throw MigrationError.load(MigrationFailure(phase: phase, handler: e.identity, section: header, offset: at,
+                message: "\(key): the stream's section version \(header.binding.versionID) is newer than this destination's \(e.identity.versionID)"))
+        }
+        let bodyStart = reader.offset
+        let t0 = clock.now
+        do {
+            try e.handler.loadState(from: reader, header: header, context: contexts[i])
+        } catch {
+            throw wrap(error, handler: e.identity, section: header, offset: reader.offset,
+                       message: "loading the \(header.kind) section of \(e.identity) failed")
+        }
+        loadTime[i] += clock.now - t0
+        bytes[i] += UInt64(reader.offset - bodyStart)
+        sections[i] += 1
+        do {
+            try reader.readFooter(sectionID: header.sectionID)
+        } catch {
+            throw wrap(error, handler: e.identity, section: header, offset: reader.offset,
+                       message: "after the \(header.kind) section of \(e.identity): its handler did not consume exactly its body")
+        }
+        try reportLoad(i)
+    }
+
+    /// LOAD_REPORT (extensions): a handler's load figures, at most every 100 ms or 64 sections.
+    private func reportLoad(_ i: Int) throws {
+        guard extensionsActive else { return }
+        let now = clock.now
+        sectionsSinceReport[i] += 1
+        if let last = lastReport[i], now - last < MigrationParameters.rateLimitWindow, sectionsSinceReport[i] < 64 { return }
+        lastReport[i] = now
+        sectionsSinceReport[i] = 0
+        let e = entries[i]
+        let report = LoadReport(idstr: e.identity.idstr, instanceID: e.identity.instanceID, bytesLoaded: bytes[i],
+                                loadMicros: loadTime[i].wholeMicroseconds,
+                                fixedCostMicros: e.handler.expectedFinalLoadCostMicros(context: contexts[i]))
+        do {
+            try rp.send(.loadReport(report))
+        } catch {
+            throw wrap(error, handler: e.identity, message: "sending a load report failed")
+        }
+    }
+
+    private func process(_ command: MigrationCommand, at: Int) throws {
+        func refuse(_ text: String) -> MigrationError {
+            .load(MigrationFailure(phase: phase, offset: at, message: text))
+        }
+        do {
+            switch command {
+            case .openReturnPath:
+                guard connection.supportsReturnPath else { throw refuse("OPEN_RETURN_PATH on \(connection), which has no reverse direction") }
+                rp.open()
+                try acks.returnPathOpened()
+            case .ping(let value):
+                guard rp.isOpen else { throw refuse("PING \(value) before OPEN_RETURN_PATH") }
+                try rp.send(.pong(value))
+            case .switchoverHello(let version, _):
+                guard params.extensions else {
+                    throw refuse("the source uses Switchover's extensions (SWITCHOVER_HELLO), which are off on this destination")
+                }
+                guard rp.isOpen else { throw refuse("SWITCHOVER_HELLO before OPEN_RETURN_PATH") }
+                logger.debug("source speaks extensions version \(version)")
+                extensionsActive = true
+                try acks.helloReceived()
+            case .preflight(let payload):
+                guard extensionsActive else { throw refuse("PREFLIGHT without SWITCHOVER_HELLO") }
+                try preflight(payload, at: at)
+            case .switchoverStart:
+                for (i, e) in entries.enumerated() where e.handler.isActive {
+                    do {
+                        try e.handler.switchoverStart(context: contexts[i])
+                    } catch {
+                        throw MigrationError.load(MigrationFailure(phase: phase, handler: e.identity, offset: at,
+                                                                   message: "switchoverStart failed", underlying: error))
+                    }
+                }
+            default:
+                throw refuse("command \(command.name) is not supported (postcopy, COLO and packaged streams are not)")
+            }
+        } catch let error as MigrationError {
+            throw error
+        } catch {
+            throw wrap(error, offset: at, message: "processing \(command.name) failed")
+        }
+    }
+
+    private func preflight(_ payload: [UInt8], at: Int) throws {
+        let differences: [String]
+        do {
+            let inventory = try PreflightInventory.decode(payload)
+            differences = preflightDifferences(inventory, localMachine: owner.configuration.machineType, local: entries)
+        } catch {
+            differences = ["the pre-flight inventory could not be decoded: \(error)"]
+        }
+        let text = differences.joined(separator: "; ")
+        try rp.send(.preflightResult(accepted: differences.isEmpty, message: text))
+        guard differences.isEmpty else {
+            throw MigrationError.preflight(MigrationFailure(phase: phase, offset: at, message: "the source's devices do not match: \(text)"))
+        }
+    }
+
+    // MARK: Endings
+
+    private func finish() throws {
+        if params.vmDescription {
+            do {
+                guard try reader.readVMDescription() != nil else {
+                    throw MigrationError.load(MigrationFailure(phase: phase, offset: reader.offset,
+                        message: "the stream ended after EOF without its VMDESCRIPTION trailer"))
+                }
+            } catch let error as MigrationError {
+                throw error
+            } catch {
+                throw wrap(error, message: "the VMDESCRIPTION trailer could not be read")
+            }
+        }
+        // Each handler commits what it loaded (a VFIO device leaves RESUMING) before the guest
+        // resumes; a refusal here fails the migration and the source keeps its VM.
+        for (i, e) in entries.enumerated() where e.handler.isActive {
+            do {
+                try e.handler.loadComplete(context: contexts[i])
+            } catch {
+                throw MigrationError.load(MigrationFailure(phase: phase, handler: e.identity, offset: reader.offset,
+                    message: "\(e.identity) could not complete its load", underlying: error))
+            }
+        }
+        enter(.resuming)
+        let t0 = clock.now
+        if params.resumeOnCompletion {
+            do {
+                try owner.vm.resumeVM()
+            } catch {
+                throw MigrationError.complete(MigrationFailure(phase: phase, message: "the VMM could not resume the guest", underlying: error))
+            }
+        }
+        resumeTime = clock.now - t0
+        for e in entries { e.handler.loadCleanup(succeeded: true) }
+        do {
+            try rp.send(.shut(0))
+        } catch {
+            logger.error("the guest runs here, but SHUT(0) could not be sent: \(error)")
+        }
+        connection.close()
+        enter(.completed)
+    }
+
+    private func fail(_ error: any Error) -> MigrationError {
+        let cancelled = owner.control.isCancelled
+        let result = classify(error, phase: phase, cancelled: cancelled, offset: reader.offset)
+        logger.info("destination failed: \(result)")
+        for e in entries { e.handler.loadCleanup(succeeded: false) }
+        do {
+            try rp.send(.shut(1))
+        } catch {
+            logger.debug("SHUT(1) could not be sent: \(error)")
+        }
+        connection.shutdown()
+        connection.close()
+        enter(cancelled ? .cancelled : .failed)
+        return result
+    }
+
+    private func emitProgress() {
+        let event = MigrationProgress(
+            phase: phase, elapsed: clock.now - startTime, bytesTransferred: UInt64(reader.offset), iterations: 0,
+            pendingBytes: 0, bandwidth: 0, thresholdBytes: 0, predictedDowntimeQEMU: nil, predictedDowntime: nil,
+            switchoverAcknowledged: acks.allAcknowledged,
+            handlers: entries.indices.map {
+                HandlerProgress(identity: entries[$0].identity, bytes: bytes[$0], pending: 0,
+                                ackState: acks.ackState(HandlerKey(entries[$0].identity)))
+            })
+        owner.progressContinuation.yield(event)
+    }
+
+    private func statistics() -> IncomingStatistics {
+        IncomingStatistics(
+            totalTime: clock.now - startTime, bytesTransferred: UInt64(reader.offset),
+            configuration: MachineConfigurationSummary(machineType: sourceMachine), usedExtensions: extensionsActive,
+            returnPathOpened: rp.isOpen, resumeTime: resumeTime,
+            handlers: entries.indices.map {
+                HandlerStatistics(identity: entries[$0].identity, bytes: bytes[$0], sections: sections[$0],
+                                  loadTime: loadTime[$0], bytesLoaded: bytes[$0],
+                                  ackState: acks.ackState(HandlerKey(entries[$0].identity)))
+            })
+    }
+}

@@ -1,0 +1,61 @@
+/// The knobs of one migration. Defaults follow QEMU where QEMU has the knob; the same
+/// struct configures a source and a destination (each reads the fields that concern it).
+public struct MigrationParameters: Sendable, Hashable {
+    /// The longest the guest may stay stopped (QEMU `downtime-limit`, default 300 ms).
+    public var downtimeLimit: Duration = .milliseconds(300)
+
+    /// Bandwidth cap in bytes per second for the live phase, enforced per 100 ms window
+    /// (cap / 10 bytes each); nil = no cap. QEMU's `max-bandwidth` defaults to 128 MiB/s;
+    /// Switchover leaves it to the VMM. The completion is never limited.
+    public var maxBandwidth: UInt64? = nil
+
+    /// Bandwidth in bytes per second to assume for the switchover decision instead of the
+    /// measured one (QEMU `avail-switchover-bandwidth`); nil = measure.
+    public var switchoverBandwidth: UInt64? = nil
+
+    /// Switchover-ack (QEMU capability `switchover-ack`): the source waits for the
+    /// destination's acknowledgement before stopping the guest. Needs ``returnPath``. Both
+    /// ends must agree: nothing on the wire checks it.
+    public var switchoverAck = false
+
+    /// Open the return path (QEMU capability `return-path`). Source only; ignored (off) on
+    /// transports without a reverse direction (`file:`).
+    public var returnPath = true
+
+    /// Switchover's wire extensions (SWITCHOVER_HELLO, PREFLIGHT, LOAD_REPORT, ACK_STATE; see
+    /// docs/wire-format.md). On a source: send them (the peer must be Switchover; turn this
+    /// off to migrate to QEMU). On a destination: answer them when the source says hello.
+    /// Needs the return path.
+    public var extensions = true
+
+    /// Add the destination's reported load time to the downtime prediction used for the
+    /// switchover decision (our addition; QEMU assumes loading is free). Only when the
+    /// destination sends load reports. Source only.
+    public var countDestinationLoadTime = true
+
+    /// Send QEMU 10's SWITCHOVER_START command before the END sections. Off by default: a
+    /// QEMU 7.2–9.2 destination (and machine types ≤ 9.2) refuse it. Source only.
+    public var sendSwitchoverStart = false
+
+    /// Source: append the VMDESCRIPTION JSON after EOF (QEMU: unless `suppress-vmdesc`).
+    /// Destination: expect and drain it after EOF. Both ends must agree.
+    public var vmDescription = true
+
+    /// No progress for this long is an error: a blocked read or write on the transport, the
+    /// source sending nothing while not waiting for an acknowledgement, or an answer (PONG,
+    /// pre-flight result, the destination's final SHUT) that does not come. nil = wait forever.
+    public var stallTimeout: Duration? = .seconds(30)
+
+    /// How long the source keeps iterating, with data small enough to switch over, while the
+    /// switchover acknowledgement does not come (QEMU waits forever). nil = wait forever.
+    /// Also lengthens the destination's wait between records (see docs/engine.md).
+    public var switchoverTimeout: Duration? = .seconds(60)
+
+    /// Destination: start the guest after a successful stream (QEMU's autostart).
+    public var resumeOnCompletion = true
+
+    public init() {}
+
+    /// Length of a rate-limit window (QEMU `BUFFER_DELAY`).
+    public static let rateLimitWindow: Duration = .milliseconds(100)
+}

@@ -1,0 +1,133 @@
+/// One handler's switchover-acknowledgement state as an engine knows it.
+public enum AckState: String, Sendable, Hashable {
+    /// Switchover-ack is off, or the handler does not need an acknowledgement.
+    case notNeeded
+    /// The source does not know (a QEMU destination tells only the total).
+    case unknown
+    /// Waiting for the handler's initial data to be loaded.
+    case pending
+    /// Acknowledged.
+    case acknowledged
+    /// Acknowledged, then withdrawn (new initial data); waiting again.
+    case revoked
+}
+
+/// One handler in a progress event.
+public struct HandlerProgress: Sendable, Hashable {
+    /// Which handler.
+    public var identity: HandlerIdentity
+    /// Source: bytes written for the handler (headers, bodies, footers). Destination: section
+    /// body bytes loaded.
+    public var bytes: UInt64
+    /// Source: the handler's last pending estimate (or exact figure when one was taken).
+    public var pending: UInt64
+    /// Its switchover acknowledgement.
+    public var ackState: AckState
+}
+
+/// A progress event (``MigrationSource/progress``, ``MigrationDestination/progress``).
+public struct MigrationProgress: Sendable, Hashable {
+    /// Where the migration is.
+    public var phase: MigrationPhase
+    /// Time since `run` started, on the engine's clock.
+    public var elapsed: Duration
+    /// Source: bytes written so far. Destination: bytes read.
+    public var bytesTransferred: UInt64
+    /// Source: completed iteration passes.
+    public var iterations: Int
+    /// Source: the sum of the handlers' pending figures.
+    public var pendingBytes: UInt64
+    /// Source: measured bandwidth (or ``MigrationParameters/switchoverBandwidth``), bytes/s.
+    public var bandwidth: Double
+    /// Source: bytes that may be left for the switchover: bandwidth × downtime limit.
+    public var thresholdBytes: UInt64
+    /// Source: QEMU's prediction: pending / bandwidth.
+    public var predictedDowntimeQEMU: Duration?
+    /// Source: ours: QEMU's plus the destination's reported load time for the pending data.
+    public var predictedDowntime: Duration?
+    /// Whether switchover-ack is on and the acknowledgement is currently given (true when off).
+    public var switchoverAcknowledged: Bool
+    /// Each handler, in registry order.
+    public var handlers: [HandlerProgress]
+}
+
+/// One handler in the final statistics.
+public struct HandlerStatistics: Sendable, Hashable {
+    /// Which handler.
+    public var identity: HandlerIdentity
+    /// Source: bytes written for the handler, by section kind. Destination: body bytes loaded.
+    public var bytes: UInt64
+    /// Sections written (source) or loaded (destination).
+    public var sections: Int
+    /// Time the destination spent in the handler's `loadState` (reported by it over the return
+    /// path with extensions on; measured directly on the destination).
+    public var loadTime: Duration?
+    /// Bytes the destination reports having loaded for the handler.
+    public var bytesLoaded: UInt64?
+    /// The handler's acknowledgement state at the end.
+    public var ackState: AckState
+}
+
+/// What the source measured and predicted at its switchover decision.
+public struct SwitchoverDecision: Sendable, Hashable {
+    /// Pending bytes at the decision (the exact figure when it was taken).
+    public var pendingBytes: UInt64
+    /// bandwidth × downtime limit.
+    public var thresholdBytes: UInt64
+    /// Bytes per second used for the decision.
+    public var bandwidth: Double
+    public var predictedDowntimeQEMU: Duration?
+    public var predictedDowntime: Duration?
+    /// Whether the prediction with the destination's load time took part in the decision.
+    public var countedDestinationLoadTime: Bool
+}
+
+/// Where the source stopped its downtime clock.
+public enum DowntimeEnd: String, Sendable, Hashable {
+    /// At the destination's SHUT(0) (return path on): includes its load and resume.
+    case destinationShut
+    /// When EOF was written and flushed (no return path): excludes the destination.
+    case eofWritten
+}
+
+/// The final statistics of a source migration.
+public struct MigrationStatistics: Sendable, Hashable {
+    public var totalTime: Duration
+    /// From the start to the end of the START sections.
+    public var setupTime: Duration
+    /// From `stopVM` to ``downtimeEnd``; nil when the guest was not running.
+    public var downtime: Duration?
+    public var downtimeEnd: DowntimeEnd
+    /// The decision that ended the live phase.
+    public var decision: SwitchoverDecision?
+    public var bytesTransferred: UInt64
+    /// Iteration passes (each gives every eligible handler at most one PART section).
+    public var iterations: Int
+    /// Times a pass stopped because the window's budget was spent, then slept.
+    public var rateLimitWaits: Int
+    /// Times the exact pending figure was queried.
+    public var exactQueries: Int
+    /// Whether the destination spoke Switchover's extensions.
+    public var usedExtensions: Bool
+    public var handlers: [HandlerStatistics]
+}
+
+/// The final statistics of an incoming migration.
+public struct IncomingStatistics: Sendable, Hashable {
+    public var totalTime: Duration
+    public var bytesTransferred: UInt64
+    /// The source's machine configuration.
+    public var configuration: MachineConfigurationSummary
+    /// Whether the source said hello (Switchover's extensions).
+    public var usedExtensions: Bool
+    /// Whether a return path was opened.
+    public var returnPathOpened: Bool
+    /// Time from EOF to the guest resumed.
+    public var resumeTime: Duration
+    public var handlers: [HandlerStatistics]
+}
+
+/// The source's machine type as it arrived.
+public struct MachineConfigurationSummary: Sendable, Hashable {
+    public var machineType: String
+}

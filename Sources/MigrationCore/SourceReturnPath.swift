@@ -1,0 +1,116 @@
+import Logging
+import MigrationStream
+
+/// The source's return-path reader: a thread that reads the destination's messages and
+/// publishes them to the migration thread (QEMU `source_return_path_thread`).
+final class SourceReturnPath: Sendable {
+    struct State {
+        var pongs: [UInt32] = []
+        /// The destination's SHUT value, once it came.
+        var shut: UInt32?
+        /// Why the return path failed (not a SHUT): closed, malformed, unexpected message.
+        var failure: (any Error)?
+        var ended = false
+        /// The QEMU-compatible single SWITCHOVER_ACK.
+        var switchoverAcked = false
+        /// ACK_STATE per handler (extensions): true = acknowledged now.
+        var ackStates: [HandlerKey: Bool] = [:]
+        var everAcked: Set<HandlerKey> = []
+        var loadReports: [HandlerKey: LoadReport] = [:]
+        var preflightResult: (accepted: Bool, message: String)?
+        /// The engine is tearing down: a read error is expected, not a failure.
+        var stopping = false
+    }
+
+    let state = Monitor(State())
+    private let extensions: Bool
+    private let logger: Logger
+
+    init(extensions: Bool, logger: Logger) {
+        self.extensions = extensions
+        self.logger = logger
+    }
+
+    func start(reading connection: any MigrationConnection) {
+        startThread(name: "switchover-return-path") { [self] in
+            let reader = StreamReader(source: connection, bufferSize: 4096)
+            while true {
+                do {
+                    let message = try reader.readReturnPathMessage()
+                    if try handle(message) { break }
+                } catch {
+                    state.update { s in
+                        if !s.stopping && s.shut == nil && s.failure == nil { s.failure = error }
+                    }
+                    break
+                }
+            }
+            state.update { $0.ended = true }
+        }
+    }
+
+    /// Applies one message; true when the reader should stop (SHUT).
+    private func handle(_ message: ReturnPathMessage) throws -> Bool {
+        logger.trace("return path: \(message)")
+        switch message {
+        case .shut(let value):
+            state.update { $0.shut = value }
+            return true
+        case .pong(let value):
+            state.update { $0.pongs.append(value) }
+        case .switchoverAck:
+            state.update { $0.switchoverAcked = true }
+        case .loadReport(let report) where extensions:
+            state.update { $0.loadReports[HandlerKey(report.idstr, report.instanceID)] = report }
+        case .ackState(let idstr, let instance, let acknowledged) where extensions:
+            state.update { s in
+                let key = HandlerKey(idstr, instance)
+                s.ackStates[key] = acknowledged
+                if acknowledged { s.everAcked.insert(key) }
+            }
+        case .preflightResult(let accepted, let text) where extensions:
+            state.update { $0.preflightResult = (accepted, text) }
+        default:
+            throw ReturnPathError.unexpected(ReturnPathMessage.name(of: message.type))
+        }
+        return false
+    }
+
+    /// Whether the source may switch over as far as the acknowledgement goes: QEMU's single
+    /// ACK, and (extensions) no handler whose acknowledgement is currently withdrawn.
+    var acknowledged: Bool {
+        state.withLock { s in s.switchoverAcked && !s.ackStates.values.contains(false) }
+    }
+
+    func ackState(of key: HandlerKey, ackEnabled: Bool) -> AckState {
+        guard ackEnabled else { return .notNeeded }
+        return state.withLock { s in
+            guard extensions else { return .unknown }
+            guard let acked = s.ackStates[key] else { return .notNeeded }
+            if acked { return .acknowledged }
+            return s.everAcked.contains(key) ? .revoked : .pending
+        }
+    }
+
+    /// Stops treating read errors as failures (before shutting the connection down).
+    func stop() { state.update { $0.stopping = true } }
+
+    /// Waits (real time) for the reader thread to end; false on timeout.
+    @discardableResult
+    func join(timeout: Duration?) -> Bool {
+        state.wait(timeout: timeout) { $0.ended ? true : nil } ?? false
+    }
+}
+
+/// A return-path problem seen by the source.
+enum ReturnPathError: Error, Sendable, CustomStringConvertible {
+    case unexpected(String)
+    case closed
+
+    var description: String {
+        switch self {
+        case .unexpected(let name): "unexpected return-path message \(name) (postcopy and resume are not supported)"
+        case .closed: "the return path closed before the destination's verdict"
+        }
+    }
+}

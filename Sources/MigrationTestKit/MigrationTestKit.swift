@@ -1,0 +1,1 @@
+// MigrationTestKit: the conformance suite for vendor modules.

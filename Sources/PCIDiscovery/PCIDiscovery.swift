@@ -1,1 +1,0 @@
-// PCIDiscovery: see README.md for this module's job.

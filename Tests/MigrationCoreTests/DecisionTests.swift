@@ -1,0 +1,133 @@
+import Foundation
+import MigrationCore
+import MigrationStream
+import Testing
+
+/// The switchover decision and the rate limit, checked through counts, decisions and virtual
+/// time, never wall time.
+@Suite struct DecisionTests {
+    static let cap: UInt64 = 1 << 20
+
+    /// Cancels `source` once the RAM handler has run `passes` iteration passes.
+    static func cancel(_ source: MigrationSource, after passes: Int, of ram: RAMHandler) -> Task<Void, Never> {
+        Task {
+            while ram.iterateCalls < passes { try? await Task.sleep(for: .milliseconds(2)) }
+            source.cancel()
+        }
+    }
+
+    @Test func theBandwidthCapHoldsInEvery100msWindow() async throws {
+        let clock = VirtualClock()
+        let s = try Scenario(ram: { RAMHandler(pages: 256, chunkPages: 4, clock: clock) })
+        var p = MigrationParameters()
+        p.maxBandwidth = Self.cap
+        let (result, incoming) = try await s.migrate(p, clock: clock)
+        let stats = try result.get()
+        _ = try incoming.get()
+        s.expectIdenticalState()
+
+        let budget = Int(Self.cap / 10)
+        let ledger = s.sourceRAM.partLedger.withLock { $0 }
+        let largest = try #require(ledger.map(\.1).max())
+        // Virtual time moves only at the window's end, so a window is one timestamp.
+        let perWindow = Dictionary(grouping: ledger, by: \.0).mapValues { $0.reduce(0) { $0 + $1.1 } }
+        #expect(perWindow.values.allSatisfy { $0 <= budget + largest }, "\(perWindow.values.sorted())")
+        #expect(perWindow.count >= 5, "1 MiB at 1 MiB/s needs several windows: \(perWindow.count)")
+        #expect(stats.rateLimitWaits >= perWindow.count - 1)
+        let decision = try #require(stats.decision)
+        #expect(decision.bandwidth > Double(Self.cap) * 0.5 && decision.bandwidth < Double(Self.cap) * 2)
+        // The exact figure is asked only when the estimate is under the threshold.
+        #expect(stats.exactQueries > 0 && stats.exactQueries < stats.iterations)
+        #expect(s.sourceRAM.exactCalls == stats.exactQueries)
+        // Predicted and measured downtime side by side.
+        #expect(decision.predictedDowntimeQEMU != nil && stats.downtime != nil)
+    }
+
+    @Test func theSourceSwitchesOverOnlyWhenPendingFitsTheDowntimeLimit() async throws {
+        let clock = VirtualClock()
+        let s = try Scenario(ram: { RAMHandler(pages: 128, chunkPages: 8, dirtyPerIterate: 2) })
+        var p = MigrationParameters()
+        p.maxBandwidth = Self.cap
+        let (result, incoming) = try await s.migrate(p, clock: clock)
+        let stats = try result.get()
+        _ = try incoming.get()
+        s.expectIdenticalState()
+        let decision = try #require(stats.decision)
+        #expect(decision.pendingBytes <= decision.thresholdBytes)
+        let expected = decision.bandwidth / 1000 * 300  // bytes/ms × the 300 ms default limit
+        #expect(abs(Double(decision.thresholdBytes) - expected) <= 1)
+    }
+
+    @Test func aTooSmallDowntimeLimitNeverSwitchesOver() async throws {
+        let clock = VirtualClock()
+        // Steady state: 2 dirty pages (8 KiB) after every pass; 1 ms at ~1 MiB/s is ~1 kB.
+        let s = try Scenario(ram: { RAMHandler(pages: 128, chunkPages: 8, dirtyPerIterate: 2) })
+        var p = MigrationParameters()
+        p.maxBandwidth = Self.cap
+        p.downtimeLimit = .milliseconds(1)
+        let source = s.source(p, clock: clock)
+        let canceller = Self.cancel(source, after: 200, of: s.sourceRAM)
+        let (a, b) = try DescriptorConnection.socketPair()
+        let (result, incoming) = await runBoth(source: source, over: a, destination: s.destination(p, clock: clock), over: b)
+        await canceller.value
+        let error = try #require(result.error as? MigrationError)
+        guard case .cancelled(let failure) = error else {
+            Issue.record("expected cancelled, got \(error)")
+            return
+        }
+        #expect(failure.phase == .iterating)
+        #expect(s.sourceVM.stops == 0)
+        s.expectSourceIntact()
+        #expect(incoming.error is MigrationError)
+        s.expectDestinationCleanedUp()
+    }
+
+    @Test func theDestinationsLoadTimeIsAddedToThePrediction() async throws {
+        // The ack makes the first LOAD_REPORT arrive before any decision can be taken.
+        let config = DeviceHandler.Config(fixedCostMicros: 50_000)
+        let s = try Scenario(device: config)
+        var p = MigrationParameters()
+        p.switchoverAck = true
+        p.switchoverBandwidth = 1_000_000
+        let (result, incoming) = try await s.migrate(p)
+        let stats = try result.get()
+        _ = try incoming.get()
+        let decision = try #require(stats.decision)
+        #expect(decision.countedDestinationLoadTime)
+        let qemu = try #require(decision.predictedDowntimeQEMU)
+        let ours = try #require(decision.predictedDowntime)
+        #expect(ours - qemu >= .milliseconds(50))
+        #expect(ours <= p.downtimeLimit)
+        let device = try #require(stats.handlers.first { $0.identity.idstr == deviceID })
+        #expect(device.loadTime != nil && (device.bytesLoaded ?? 0) > 0)
+        s.expectIdenticalState()
+    }
+
+    @Test func aDestinationLoadTimeOverTheLimitHoldsTheSwitchoverUnlessDisabled() async throws {
+        let config = DeviceHandler.Config(fixedCostMicros: 400_000)  // 400 ms > 300 ms
+        var p = MigrationParameters()
+        p.switchoverAck = true
+        p.switchoverBandwidth = 1_000_000
+
+        let held = try Scenario(device: config)
+        let source = held.source(p)
+        let canceller = Self.cancel(source, after: 30, of: held.sourceRAM)
+        let (a, b) = try DescriptorConnection.socketPair()
+        let (result, _) = await runBoth(source: source, over: a, destination: held.destination(p), over: b)
+        await canceller.value
+        guard case .cancelled = try #require(result.error as? MigrationError) else {
+            Issue.record("expected the switchover to be held, got \(String(describing: result))")
+            return
+        }
+        #expect(held.sourceVM.stops == 0)
+        held.expectSourceIntact()
+
+        p.countDestinationLoadTime = false
+        let qemuLike = try Scenario(device: config)
+        let (ok, incoming) = try await qemuLike.migrate(p)
+        let decision = try #require(try ok.get().decision)
+        #expect(!decision.countedDestinationLoadTime)
+        #expect(try #require(decision.predictedDowntime) > p.downtimeLimit, "ours is still reported")
+        _ = try incoming.get()
+    }
+}

@@ -1,0 +1,167 @@
+import DeviceMatch
+import PCIDiscovery
+import Testing
+
+@Suite("Migratability verdicts")
+struct MigrationVerdictTests {
+    let advisor = MigrationAdvisor(handlers: shippedModules)
+
+    func verdict(_ bdf: String, probe: VFIOProbeOutcome? = nil) throws -> MigrationVerdict {
+        advisor.verdict(for: try scan(FakeSysfs.standard()).device(bdf), probe: probe)
+    }
+
+    @Test("a ConnectX-7 VF on mlx5_vfio_pci is migratable by the mlx5 module")
+    func mlx5Migratable() throws {
+        let v = try verdict("0000:3b:00.1")
+        #expect(v.isMigratable)
+        #expect(v.handler == "mlx5")
+        #expect(v.reasons.isEmpty)
+        #expect(v.notes.isEmpty)
+        #expect(v.flags == [.stopCopy, .p2p, .preCopy])
+        #expect(v.flagsSource == .driverTable)
+        #expect(v.variantDriver == "mlx5_vfio_pci")
+    }
+
+    @Test("a ConnectX-7 VF on plain vfio-pci: names the variant driver and the command")
+    func mlx5OnPlainVFIO() throws {
+        let v = try verdict("0000:3b:00.2")
+        #expect(!v.isMigratable)
+        #expect(v.handler == nil)
+        #expect(v.reasons == [
+            "bound to vfio-pci, which has no migration support; the variant driver mlx5_vfio_pci serves 15b3:101e: "
+                + "echo mlx5_vfio_pci > /sys/bus/pci/devices/0000:3b:00.2/driver_override; "
+                + "echo 0000:3b:00.2 > /sys/bus/pci/devices/0000:3b:00.2/driver/unbind; "
+                + "echo 0000:3b:00.2 > /sys/bus/pci/drivers_probe",
+        ])
+    }
+
+    @Test("an Intel VF on vfio-pci: no variant driver exists")
+    func intelOnPlainVFIO() throws {
+        let v = try verdict("0000:5e:01.0")
+        #expect(!v.isMigratable)
+        #expect(v.reasons == [
+            "bound to vfio-pci, which has no migration support",
+            "no VFIO variant driver with migration support is known for 8086:1889, and plain vfio-pci has none",
+        ])
+    }
+
+    @Test("a NIC on its own driver, and an SR-IOV PF pointing at its VFs")
+    func hostDrivers() throws {
+        let nic = try verdict("0000:af:00.0")
+        #expect(!nic.isMigratable)
+        #expect(nic.reasons.first == "bound to i40e, not to a VFIO driver")
+        let pf = try verdict("0000:3b:00.0")
+        #expect(!pf.isMigratable)
+        #expect(pf.reasons.first == "bound to mlx5_core, not to a VFIO driver")
+        #expect(pf.notes == ["an SR-IOV physical function with 2 virtual functions (0000:3b:00.1, 0000:3b:00.2): pass through and migrate those"])
+    }
+
+    @Test("an unbound device without an IOMMU group")
+    func unbound() throws {
+        let v = try verdict("0000:d8:00.0")
+        #expect(!v.isMigratable)
+        #expect(v.reasons.contains("not bound to any driver"))
+        #expect(v.reasons.contains("virtio_vfio_pci migrates 1af4:1041 only as an SR-IOV virtual function, and 0000:d8:00.0 is not one"))
+        #expect(v.reasons.last?.hasPrefix("no IOMMU group: ") == true)
+    }
+
+    @Test("an unbound ConnectX VF is told which driver to bind")
+    func unboundVariantCandidate() throws {
+        let tree = try FakeSysfs()
+        try tree.add(.init(address: "0000:3b:00.3", vendor: 0x15b3, device: 0x101e, classCode: 0x020000,
+                           iommuGroup: 44, physfn: "0000:3b:00.0"))
+        let v = advisor.verdict(for: try scan(tree).device("0000:3b:00.3"))
+        #expect(v.reasons == [
+            "not bound to any driver; the variant driver mlx5_vfio_pci serves 15b3:101e: "
+                + "echo mlx5_vfio_pci > /sys/bus/pci/devices/0000:3b:00.3/driver_override; "
+                + "echo 0000:3b:00.3 > /sys/bus/pci/drivers_probe",
+        ])
+    }
+
+    @Test("hisi_acc_vfio_pci has no P2P: migratable, with a note")
+    func hisiWithoutP2P() throws {
+        let v = try verdict("0000:7d:00.1")
+        #expect(v.isMigratable)
+        #expect(v.handler == "vfio-pci")
+        #expect(v.flags == [.stopCopy, .preCopy])
+        #expect(v.notes.count == 1)
+        #expect(v.notes.first?.hasPrefix("no P2P: hisi_acc_vfio_pci") == true)
+    }
+
+    @Test("pds_vfio_pci has no PRE_COPY: not migratable until --probe confirms the flags")
+    func pdsWithoutPreCopy() throws {
+        let v = try verdict("0000:81:00.1")
+        #expect(!v.isMigratable)
+        #expect(v.reasons.count == 1)
+        #expect(v.reasons.first?.hasPrefix("pds_vfio_pci has no PRE_COPY") == true)
+        let probed = try verdict("0000:81:00.1", probe: .supported([.stopCopy, .p2p]))
+        #expect(probed.isMigratable)
+        #expect(probed.handler == "vfio-pci")
+        #expect(probed.flagsSource == .probe)
+        #expect(probed.notes.contains { $0.hasPrefix("no PRE_COPY") })
+    }
+
+    @Test("the kernel's answer wins over the driver table")
+    func probeOutcomes() throws {
+        let refused = try verdict("0000:3b:00.1", probe: .unsupported(errno: 25))
+        #expect(!refused.isMigratable)
+        #expect(refused.reasons.first?.contains("VFIO_DEVICE_FEATURE MIGRATION: ENOTTY") == true)
+        let noStopCopy = try verdict("0000:3b:00.1", probe: .supported([.p2p]))
+        #expect(!noStopCopy.isMigratable)
+        let failed = try verdict("0000:3b:00.1", probe: .failed(reason: "open /dev/vfio/42: Device or resource busy"))
+        #expect(failed.isMigratable)
+        #expect(failed.notes == ["--probe could not read the migration flags: open /dev/vfio/42: Device or resource busy"])
+    }
+
+    @Test("an unknown VFIO variant driver needs --probe")
+    func unknownVariant() throws {
+        let tree = try FakeSysfs()
+        try tree.add(.init(address: "0000:01:00.0", vendor: 0x1234, device: 0x5678, classCode: 0x030000,
+                           driver: "acme_vfio_pci", iommuGroup: 5))
+        let device = try scan(tree).device("0000:01:00.0")
+        #expect(device.vfioDeviceNode == "/dev/vfio/5")
+        let v = advisor.verdict(for: device)
+        #expect(!v.isMigratable)
+        #expect(v.reasons == ["bound to acme_vfio_pci, a VFIO driver whose migration support devprobe does not know; run devprobe --probe as root to ask the kernel"])
+        let unprobed = advisor.verdict(for: device, probe: .failed(reason: "open /dev/vfio/5: Permission denied"))
+        #expect(unprobed.reasons == v.reasons)
+        #expect(unprobed.notes == ["--probe could not read the migration flags: open /dev/vfio/5: Permission denied"])
+        let confirmed = advisor.verdict(for: device, probe: .supported([.stopCopy, .p2p, .preCopy]))
+        #expect(confirmed.isMigratable)
+        #expect(confirmed.handler == "vfio-pci")
+    }
+
+    @Test("no handler module: a table without the generic fallback")
+    func noHandler() throws {
+        let mlx5Only = MigrationAdvisor(handlers: PCIMatchTable([shippedModules.modules[0]]))
+        let v = mlx5Only.verdict(for: try scan(FakeSysfs.standard()).device("0000:7d:00.1"))
+        #expect(!v.isMigratable)
+        #expect(v.reasons == ["no handler module serves 19e5:a256 on hisi_acc_vfio_pci: add a vendor module for it"])
+    }
+
+    @Test("no IOMMU group blocks an otherwise migratable device")
+    func noIOMMUGroup() throws {
+        let tree = try FakeSysfs()
+        try tree.add(.init(address: "0000:3b:00.1", vendor: 0x15b3, device: 0x101e, classCode: 0x020000,
+                           driver: "mlx5_vfio_pci", physfn: "0000:3b:00.0"))
+        let v = advisor.verdict(for: try scan(tree).device("0000:3b:00.1"))
+        #expect(!v.isMigratable)
+        #expect(v.handler == "mlx5")
+        #expect(v.reasons.count == 1)
+        #expect(v.reasons.first?.hasPrefix("no IOMMU group: ") == true)
+    }
+
+    @Test("virtio_vfio_pci migrates only virtual functions")
+    func virtioPhysicalFunction() throws {
+        let tree = try FakeSysfs()
+        try tree.add(.init(address: "0000:01:00.0", vendor: 0x1af4, device: 0x1041, classCode: 0x020000,
+                           driver: "virtio_vfio_pci", iommuGroup: 3))
+        try tree.add(.init(address: "0000:02:00.1", vendor: 0x1af4, device: 0x1041, classCode: 0x020000,
+                           driver: "virtio_vfio_pci", iommuGroup: 4, physfn: "0000:02:00.0"))
+        let result = try scan(tree)
+        let pf = advisor.verdict(for: try result.device("0000:01:00.0"))
+        #expect(!pf.isMigratable)
+        #expect(pf.reasons == ["virtio_vfio_pci migrates 1af4:1041 only as an SR-IOV virtual function, and 0000:01:00.0 is not one"])
+        #expect(advisor.verdict(for: try result.device("0000:02:00.1")).isMigratable)
+    }
+}
