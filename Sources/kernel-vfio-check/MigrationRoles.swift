@@ -1,7 +1,8 @@
 // The two child processes of the migration check: `--role source` and `--role destination`. Each opens
-// its mtty mdev through the group path, wraps it in the generic VFIO-PCI handler, runs its side of the
-// migration over the Unix socket (StandInEngine.swift), reads its device's state back out through
-// STOP_COPY, and writes its PASS/FAIL lines and that state to a report file the parent reads.
+// its mtty mdev through the group path, wraps it in the generic VFIO-PCI handler, registers it under the
+// same idstr, runs MigrationCore's engine for its side over the Unix socket (switchover-ack on), reads
+// its device's state back out through STOP_COPY, and writes its PASS/FAIL lines and that state to a
+// report file the parent reads.
 //
 // Usage: kernel-vfio-check --role source SRC_UUID SOCKET REPORT
 //        kernel-vfio-check --role destination DST_UUID SOCKET REPORT SRC_UUID
@@ -41,13 +42,10 @@ enum MigrationRole {
             c.expectEqual(try device?.deviceState(), .running, "state after open")
         }
         if let device {
-            let configuration = StandInEngine.Configuration(idstr: idstr)
             if role == "source" {
-                runSource(device, socketPath: socketPath, configuration: configuration, report: &report, lines: lines)
+                runSource(device, socketPath: socketPath, report: &report, lines: lines)
             } else {
-                runDestination(
-                    device, sourceUUID: arguments[4], socketPath: socketPath, configuration: configuration, report: &report,
-                    lines: lines)
+                runDestination(device, sourceUUID: arguments[4], socketPath: socketPath, report: &report, lines: lines)
             }
         }
         guard lines.write(to: reportPath) else {
@@ -58,22 +56,28 @@ enum MigrationRole {
     }
 
     private static func runSource(
-        _ device: KernelVFIODevice, socketPath: String, configuration: StandInEngine.Configuration,
-        report: inout VFIOCheckReport, lines: LineCollector
+        _ device: KernelVFIODevice, socketPath: String, report: inout VFIOCheckReport, lines: LineCollector
     ) {
         let handler = ObservingHandler(VFIOPCIHandler(device: device))
+        let guest = FlagGuest(running: true)
         report.run("migration-source") { c in
+            let registry = HandlerRegistry()
+            let identity = try registry.register(handler, idstr: idstr, versionID: VFIOPCIHandler.sectionVersion)
+            let source = MigrationSource(
+                registry: registry, vm: guest, configuration: EngineSupport.configuration, parameters: EngineSupport.parameters)
             do {
-                let outcome = try StandInEngine.migrateOut(handler, socketPath: socketPath, configuration: configuration)
-                c.expect(outcome.ackAfterParts != nil, "no SWITCHOVER_ACK before the switchover")
-                c.expect(outcome.parts >= 1, "no PART section")
-                c.expectEqual(outcome.shutStatus, 0, "the destination's SHUT status")
-                c.note("\(outcome.parts) PART sections, SWITCHOVER_ACK after \(outcome.ackAfterParts.map(String.init) ?? "none"), "
-                    + "pending estimates \(outcome.pendingEstimates.map { String($0.total) }.joined(separator: ",")), "
-                    + "exact \(outcome.pendingExact.map { String($0.total) } ?? "-"), \(outcome.bytesSent) bytes sent")
+                let statistics = try EngineSupport.wait { try await source.run(to: PatientUnixSocketTransport(path: socketPath)) }
+                let entry = statistics.handlers.first { $0.identity == identity }
+                c.expectEqual(entry?.ackState, .acknowledged, "the handler's switchover acknowledgement")
+                c.expect(source.acknowledgement.acknowledged, "the switchover was not acknowledged")
+                c.expectEqual(statistics.downtimeEnd, .destinationShut, "downtime measured to the destination's SHUT")
+                c.note("\(entry?.sections ?? 0) sections, \(entry?.bytes ?? 0) handler bytes, \(statistics.bytesTransferred) bytes in all, "
+                    + "\(statistics.iterations) iterations, extensions \(statistics.usedExtensions), "
+                    + "downtime \(statistics.downtime.map { "\($0)" } ?? "-")")
             } catch {
                 c.expect(false, "the migration failed: \(error)")
             }
+            c.expectEqual(guest.calls, ["stop"], "the guest stopped once, at the switchover, and not resumed")
             c.note("hooks: " + handler.observations.map { "\($0.hook)→\($0.state)" }.joined(separator: " "))
             c.expectEqual(handler.state(after: "saveSetup"), "PRE_COPY", "state after save setup")
             c.expectEqual(handler.state(after: "saveComplete"), "STOP_COPY", "state after save complete (the switchover)")
@@ -93,25 +97,33 @@ enum MigrationRole {
     }
 
     private static func runDestination(
-        _ device: KernelVFIODevice, sourceUUID: String, socketPath: String, configuration: StandInEngine.Configuration,
-        report: inout VFIOCheckReport, lines: LineCollector
+        _ device: KernelVFIODevice, sourceUUID: String, socketPath: String, report: inout VFIOCheckReport,
+        lines: LineCollector
     ) {
         let config = PCIConfigSnapshot(simulatedFor: device.name)
         let handler = ObservingHandler(VFIOPCIHandler(device: device, config: config))
+        let guest = FlagGuest(running: false)
         report.run("migration-destination") { c in
+            let registry = HandlerRegistry()
+            let identity = try registry.register(handler, idstr: idstr, versionID: VFIOPCIHandler.sectionVersion)
+            let destination = MigrationDestination(
+                registry: registry, vm: guest, configuration: EngineSupport.configuration, parameters: EngineSupport.parameters)
             do {
-                let outcome = try StandInEngine.migrateIn(handler, socketPath: socketPath, configuration: configuration)
-                c.expect(outcome.returnPathOpened, "the source did not open the return path")
-                c.expect(outcome.ackNeeded, "the handler did not ask to acknowledge the switchover")
-                c.expect(outcome.ackSent, "no SWITCHOVER_ACK sent")
-                c.expectEqual(outcome.sections.first, .start, "first section")
-                c.expectEqual(Array(outcome.sections.suffix(2)), [.end, .full], "last sections")
-                c.expect(outcome.sections.dropFirst().dropLast(2).allSatisfy { $0 == .part }, "sections \(outcome.sections)")
-                c.note("sections \(outcome.sections.map(\.description).joined(separator: ",")), \(outcome.bytesReceived) bytes received")
+                let statistics = try EngineSupport.wait { try await destination.run(from: UnixSocketTransport(path: socketPath)) }
+                let entry = statistics.handlers.first { $0.identity == identity }
+                c.expect(statistics.returnPathOpened, "the source did not open the return path")
+                c.expectEqual(entry?.ackState, .acknowledged, "the handler's switchover acknowledgement")
+                c.note("\(entry?.sections ?? 0) sections, \(entry?.bytes ?? 0) handler bytes, \(statistics.bytesTransferred) bytes in all, "
+                    + "extensions \(statistics.usedExtensions)")
             } catch {
                 c.expect(false, "the migration failed: \(error)")
             }
+            c.expectEqual(guest.calls, ["resume"], "the guest resumed once, after loading")
             c.note("hooks: " + handler.observations.map { "\($0.hook)→\($0.state)" }.joined(separator: " "))
+            let sections = handler.observations.map(\.hook).filter { $0.hasPrefix("loadState(") }
+            c.expectEqual(sections.first, "loadState(start)", "first section")
+            c.expectEqual(Array(sections.suffix(2)), ["loadState(end)", "loadState(full)"], "last sections")
+            c.expect(sections.dropFirst().dropLast(2).allSatisfy { $0 == "loadState(part)" } && sections.count >= 4, "sections \(sections)")
             c.expectEqual(handler.state(after: "loadSetup"), "RESUMING", "state after load setup")
             c.expectEqual(handler.state(after: "loadState(end)"), "RESUMING", "state after the END section")
             c.expectEqual(handler.state(after: "loadComplete"), "RUNNING", "state after load complete")

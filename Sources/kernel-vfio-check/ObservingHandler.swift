@@ -1,6 +1,6 @@
 // A MigrationHandler that forwards every hook to the VFIO-PCI handler and records the device's
-// migration state after each one, so the migration checks see the arcs the real device took whatever
-// engine drives the hooks (the stand-in today, MigrationCore's engine later).
+// migration state after each one, so the migration checks see the arcs the real device took as
+// MigrationCore's engine drives the hooks.
 
 #if os(Linux)
 import MigrationCore
@@ -35,6 +35,7 @@ final class ObservingHandler: MigrationHandler {
     var isLive: Bool { inner.isLive }
     var hasFullState: Bool { inner.hasFullState }
     var supportsMultifdTransfer: Bool { inner.supportsMultifdTransfer }
+    var preflightIdentity: String? { inner.preflightIdentity }
 
     func savePrepare(context: SaveContext) throws { try observe("savePrepare") { try inner.savePrepare(context: context) } }
     func saveSetup(to writer: StreamWriter, context: SaveContext) throws {
