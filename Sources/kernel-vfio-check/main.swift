@@ -3,9 +3,9 @@
 //
 //  1. opens both devices with KernelVFIODevice (group path);
 //  2. runs VFIOBehaviourChecks, the suite VFIOTests also runs against the simulator;
-//  3. migrates the source into the destination with the generic VFIO-PCI handler on both ends, in two
-//     processes over a Unix socket, switchover-ack on, and compares the destination's state read back
-//     out with the source's.
+//  3. migrates the source into the destination with the generic VFIO-PCI handler on both ends, through
+//     MigrationCore's source and destination engines in two processes over a Unix socket, switchover-ack
+//     on, and compares the destination's state read back out with the source's.
 //
 // Prints `PASS name` / `FAIL name: detail` per check and closes with `kernel-vfio: N passed, M failed`;
 // exits non-zero on any failure.
