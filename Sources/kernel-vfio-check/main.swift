@@ -32,7 +32,7 @@ func runChecks(_ arguments: [String]) -> Int32 {
             do {
                 devices.append(try KernelEnvironment.open(mdev.uuid))
             } catch {
-                throw VFIOCheckAbort("\(mdev.uuid): \(error)")
+                throw VFIOCheckAbort("\(error)")
             }
         }
     }
