@@ -1,4 +1,5 @@
 import DeviceMatch
+import VFIO
 
 /// Whether a device can be live-migrated with Switchover, and if not, why, in sentences a person
 /// can act on.
@@ -135,7 +136,8 @@ public struct MigrationAdvisor: Sendable {
                     flags = reported
                     source = .probe
                 } else {
-                    reasons.append("the kernel reports migration flags \(reported) without STOP_COPY")
+                    let names = reported.names.isEmpty ? "none" : reported.names.joined(separator: "|")
+                    reasons.append("the kernel reports migration flags \(names) without STOP_COPY")
                     flags = nil
                     source = nil
                 }
