@@ -100,7 +100,7 @@ let package = Package(
         .testTarget(name: "ExampleVMTests", dependencies: ["ExampleVM", "MigrationCore", "MigrationStream"]),
         .testTarget(
             name: "PCIDiscoveryTests",
-            dependencies: ["PCIDiscovery", "DeviceMatch", "VFIO"]
+            dependencies: ["PCIDiscovery", "DeviceMatch", "VFIO", "VFIOPCIHandler", "MLX5Handler"]
         ),
         .testTarget(
             name: "VendorHandlerTests",
