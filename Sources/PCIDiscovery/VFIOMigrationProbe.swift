@@ -65,7 +65,7 @@ public struct VFIOMigrationProbe: Sendable {
             let why = errnoText(errno.rawValue)
             switch operation {
             case .open(let path):
-                let hint = errno == .resourceBusy ? " (in use, e.g. by a running VM)" : ""
+                let hint = errno.rawValue == EBUSY ? " (in use, e.g. by a running VM)" : ""
                 return "open \(path): \(why)\(hint)"
             case .probeMigration: return "VFIO_DEVICE_FEATURE(MIGRATION): \(why)"
             case .getDeviceFD: return "\(operation)(\(device)): \(why)"
