@@ -123,6 +123,9 @@ public final class KernelVFIODevice: VFIOMigrationDevice {
         }
     }
 
+    /// What ``migrationFlags()`` answers, keeping the errno (ENOTTY or EINVAL) when it is "unsupported".
+    public func migrationSupport() throws(VFIOError) -> VFIOMigrationSupport { try client.migrationSupport() }
+
     // MARK: VFIOMigrationDevice
 
     public func migrationFlags() throws(VFIOError) -> VFIOMigrationFlags? { try client.migrationFlags() }
