@@ -101,7 +101,7 @@ let package = Package(
         .testTarget(name: "PCIDiscoveryTests", dependencies: ["PCIDiscovery", "DeviceMatch"]),
         .testTarget(
             name: "VendorHandlerTests",
-            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM"]
+            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM", "DeviceMatch"]
         ),
         .testTarget(name: "CLITests", dependencies: ["switchover", "match-table-compiler"]),
     ],
