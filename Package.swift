@@ -104,7 +104,7 @@ let package = Package(
         ),
         .testTarget(
             name: "VendorHandlerTests",
-            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM"]
+            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM", "DeviceMatch"]
         ),
         .testTarget(name: "CLITests", dependencies: ["switchover", "match-table-compiler"]),
     ],

@@ -145,6 +145,9 @@ final class SourceRun {
     private var windowStartBytes = 0
     private var idleInWindow: Duration = .zero
     private var bandwidthPerMs: Double = 0
+    private var bandwidthMeasured = false
+    /// The least a window must move for its rate to count as a measurement of the link.
+    static let minimumMeasuredWindow = 64 << 10
     private var threshold: UInt64 = 0
     private var lastMovement: Duration = .zero
     private var ackWaitStart: Duration?
@@ -440,7 +443,17 @@ final class SourceRun {
         let busy = elapsed - idleInWindow
         let transferred = writer.bytesWritten - windowStartBytes
         if busy >= .milliseconds(1) && transferred > 0 {
-            bandwidthPerMs = Double(transferred) / busy.milliseconds
+            // A window that moved little says how little the handlers had to send, not what
+            // the link carries: once a window has moved enough to measure, only such windows
+            // update the estimate. Before that, the best rate seen stands in, so a tiny device
+            // state (mtty: 96 bytes) can still switch over.
+            let rate = Double(transferred) / busy.milliseconds
+            if transferred >= Self.minimumMeasuredWindow {
+                bandwidthPerMs = rate
+                bandwidthMeasured = true
+            } else if !bandwidthMeasured {
+                bandwidthPerMs = max(bandwidthPerMs, rate)
+            }
         }
         windowStart = now
         windowStartBytes = writer.bytesWritten
