@@ -174,18 +174,26 @@ public protocol MigrationHandler: AnyObject, Sendable {
     var supportsMultifdTransfer: Bool { get }
 
     /// Sends the stop-copy data as device-state packets (QEMU `save_complete_precopy_thread`).
-    /// Runs on a thread of its own, concurrently with the END pass of the main channel.
+    /// Runs on a thread of its own, concurrently with the END pass of the main channel — and,
+    /// as in QEMU, with this handler's own ``saveComplete(to:context:)``, which then sees
+    /// `context.multifdTransfer` and must write only its dummy body without touching the device.
+    /// The last buffer sent must have `isConfigState` (the engine refuses a return without one).
+    /// Called only when the handler's multifd transfer resolves to on (docs/multifd.md).
     func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws
 
     /// Consumes one device-state buffer, in index order (QEMU `load_state_buffer` as fed by
-    /// VFIO's load thread). Runs on this handler's own load thread. `isConfigState` marks
-    /// the last buffer.
+    /// VFIO's load thread). Runs on this handler's own load thread, started at SWITCHOVER_START,
+    /// concurrently with the main channel's sections (this handler's END and FULL bodies are
+    /// then dummies). `isConfigState` marks the last buffer. Every call returns before
+    /// ``loadComplete(context:)`` or ``loadCleanup(succeeded:)``.
     func loadStateBuffer(_ buffer: UnsafeRawBufferPointer, index: UInt32, isConfigState: Bool, context: LoadContext) throws
 }
 
 /// Sends one handler's device-state packets over the multifd channels.
 public protocol DeviceStateSender: AnyObject, Sendable {
-    /// Queues one buffer; the engine assigns it the next index and a channel.
+    /// Queues one buffer; the engine assigns it the next index and a channel. The bytes are
+    /// copied: the caller may reuse its buffer at once. Blocks while the channels' queues are
+    /// full; throws when the transfer failed (a channel lost) so the handler stops.
     func send(_ buffer: UnsafeRawBufferPointer, isConfigState: Bool) throws
 }
 
