@@ -280,7 +280,16 @@ final class DestinationRun {
                 known: entries.map(\.identity), parameters: params, logger: logger)
             multifd = session
             session.startReceiving()
+            // Pre-copy over the channels: the load threads run from now on.
+            if params.multifdPrecopy { startMultifdLoads() }
         }
+    }
+
+    private func startMultifdLoads() {
+        guard let multifd, multifd.hasDevices else { return }
+        var handlers: [Int: (any MigrationHandler, LoadContext)] = [:]
+        for i in entries.indices where multifdPlan.enabled[i] { handlers[i] = (entries[i].handler, contexts[i]) }
+        multifd.startLoading(handlers: handlers, clock: clock)
     }
 
     // MARK: The load loop
@@ -402,11 +411,7 @@ final class DestinationRun {
                     }
                 }
                 // Multifd: each device's load thread starts here (QEMU's switchover_start).
-                if let multifd, multifd.hasDevices {
-                    var handlers: [Int: (any MigrationHandler, LoadContext)] = [:]
-                    for i in entries.indices where multifdPlan.enabled[i] { handlers[i] = (entries[i].handler, contexts[i]) }
-                    multifd.startLoading(handlers: handlers, clock: clock)
-                }
+                startMultifdLoads()
             default:
                 throw refuse("command \(command.name) is not supported (postcopy, COLO and packaged streams are not)")
             }

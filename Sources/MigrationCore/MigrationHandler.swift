@@ -189,6 +189,23 @@ public protocol MigrationHandler: AnyObject, Sendable {
     func loadStateBuffer(_ buffer: UnsafeRawBufferPointer, index: UInt32, isConfigState: Bool, context: LoadContext) throws
 }
 
+// MARK: Multifd pre-copy (beyond QEMU 10.0)
+
+/// Pre-copy device data over the multifd channels (``MigrationParameters/multifdPrecopy``,
+/// Switchover peers only). A handler opts in; the engine then gives it no PART sections and
+/// calls ``saveIterateMultifd(to:budget:context:)`` on a thread of its own during the live
+/// phase instead. Its buffers take the first indices; the stop-copy buffers continue the same
+/// sequence, so the destination's load thread (started at load setup in this mode) feeds them
+/// all in order.
+public protocol MultifdPrecopyHandler: MigrationHandler {
+    /// Sends pre-copy data as device-state buffers: about `budget` bytes at most (one bounded
+    /// buffer is the usual answer). Runs on the handler's pre-copy thread, concurrently with
+    /// the main thread's `pendingEstimate`/`pendingExact` of this handler (and hooks of the
+    /// others), never with its own ``MigrationHandler/saveCompleteMultifd(to:context:)``.
+    /// `.done`: nothing to send right now.
+    func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult
+}
+
 /// Sends one handler's device-state packets over the multifd channels.
 public protocol DeviceStateSender: AnyObject, Sendable {
     /// Queues one buffer; the engine assigns it the next index and a channel. The bytes are

@@ -167,6 +167,8 @@ final class SourceRun {
     private let channelSource: ChannelSource
     private let multifdPlan: MultifdPlan
     private var multifd: MultifdSourceSession?
+    /// Entries whose pre-copy data goes over the channels (multifdPrecopy): no PART sections.
+    private let precopyOverChannels: Set<Int>
 
     init(owner: MigrationSource, connection: any MigrationConnection, channels: ChannelSource) {
         self.owner = owner
@@ -182,6 +184,8 @@ final class SourceRun {
         let plan = MultifdPlan(entries: entries, parameters: owner.parameters)
         self.multifdPlan = plan
         self.channelSource = channels
+        self.precopyOverChannels = owner.parameters.multifdPrecopy
+            ? Set(entries.indices.filter { plan.enabled[$0] && entries[$0].handler is any MultifdPrecopyHandler }) : []
         self.contexts = entries.indices.map {
             EngineSaveContext(identity: entries[$0].identity, switchoverAckEnabled: owner.parameters.switchoverAck,
                               multifdTransfer: plan.enabled[$0], running: running)
@@ -406,9 +410,19 @@ final class SourceRun {
         windowStartBytes = writer.bytesWritten
         lastMovement = windowStart
         updateThreshold()
-        let live = liveIndices
+        let live = liveIndices.filter { !precopyOverChannels.contains($0) }
+        if let multifd, !precopyOverChannels.isEmpty {
+            multifd.startPrecopy(precopyOverChannels.sorted().compactMap { i in
+                (entries[i].handler as? any MultifdPrecopyHandler).map { (i, entries[i].identity, $0, contexts[i] as SaveContext) }
+            }, windowBudget: params.maxBandwidth.map { Int($0 / 10) }, clock: clock)
+        }
+        var multifdSent = multifd?.bytesSentSoFar ?? 0
         while true {
             try checkAbort()
+            if let (identity, error) = multifd?.precopyFailure {
+                throw MigrationError.iterate(MigrationFailure(phase: phase, handler: identity,
+                    message: "the pre-copy over the multifd channels failed", underlying: multifd?.sender.failure ?? error))
+            }
             let now = clock.now
             updateCounters(now)
 
@@ -470,6 +484,7 @@ final class SourceRun {
             emitProgressIfAckChanged()
             try flush()
             iterations += 1
+            if let sent = multifd?.bytesSentSoFar, sent != multifdSent { multifdSent = sent; moved = true }
             if moved || anyMore { lastMovement = clock.now }
             if !waitingForAck, let stall = params.stallTimeout, clock.now - lastMovement >= stall {
                 throw MigrationError.timeout(.stall, MigrationFailure(phase: phase, offset: writer.bytesWritten,
@@ -536,6 +551,7 @@ final class SourceRun {
     // MARK: Completion
 
     private func complete() throws {
+        multifd?.stopPrecopy()
         enter(.completing)
         downtimeStart = clock.now
         if owner.vm.isRunning {

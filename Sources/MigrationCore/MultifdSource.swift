@@ -193,15 +193,86 @@ final class MultifdSourceSession: Sendable {
 
     let sender: MultifdSender
     private let devices = Monitor<[Device]>([])
+    /// One sender per device for the whole migration: pre-copy and stop-copy buffers share
+    /// one index sequence.
+    private let deviceSenders = Monitor<[Int: MultifdDeviceSender]>([:])
+    private let precopy = Monitor(PrecopyState())
+
+    private struct PrecopyState {
+        var stop = false
+        var running = 0
+        var failure: (identity: HandlerIdentity, error: any Error)?
+    }
 
     init(connections: [any MigrationConnection], queueDepth: Int) {
         sender = MultifdSender(connections: connections, queueDepth: queueDepth)
     }
 
+    private func deviceSender(_ entry: Int, _ identity: HandlerIdentity) -> MultifdDeviceSender {
+        deviceSenders.withLock { m in
+            if let s = m[entry] { return s }
+            let s = MultifdDeviceSender(identity: identity, sender: sender)
+            m[entry] = s
+            return s
+        }
+    }
+
+    // MARK: Pre-copy over the channels (multifdPrecopy)
+
+    /// Starts a pre-copy thread per device. With a bandwidth cap, each device gets an equal
+    /// share of `windowBudget` bytes per 100 ms window (the channels' own budget, beside the
+    /// main channel's).
+    func startPrecopy(_ list: [(entry: Int, identity: HandlerIdentity, handler: any MultifdPrecopyHandler, context: SaveContext)],
+                      windowBudget: Int?, clock: any MigrationClock) {
+        guard !list.isEmpty else { return }
+        let share = windowBudget.map { max(1, $0 / list.count) }
+        precopy.withLock { $0.running = list.count }
+        for (n, item) in list.enumerated() {
+            let ds = deviceSender(item.entry, item.identity)
+            let handler = item.handler, context = item.context, identity = item.identity
+            startThread(name: "switchover-multifd-precopy-\(n)") { [precopy] in
+                let window = MigrationParameters.rateLimitWindow
+                var windowStart = clock.now
+                var spent = 0
+                do {
+                    while !precopy.withLock({ $0.stop }) {
+                        let now = clock.now
+                        if now - windowStart >= window { windowStart = now; spent = 0 }
+                        if let share, spent >= share {
+                            clock.sleep(until: windowStart + window)
+                            continue
+                        }
+                        let before = ds.bytesSent
+                        let result = try handler.saveIterateMultifd(to: ds, budget: share.map { $0 - spent } ?? Int.max, context: context)
+                        spent += Int(ds.bytesSent - before)
+                        if result == .done { clock.sleep(until: min(windowStart + window, clock.now + .milliseconds(5))) }
+                    }
+                } catch {
+                    precopy.update { s in if s.failure == nil { s.failure = (identity, error) } }
+                }
+                precopy.update { $0.running -= 1 }
+            }
+        }
+    }
+
+    /// A pre-copy thread's failure, if any.
+    var precopyFailure: (identity: HandlerIdentity, error: any Error)? { precopy.withLock { $0.failure } }
+
+    /// Device-state bytes sent so far (pre-copy progress for the stall check).
+    var bytesSentSoFar: UInt64 { sender.bytesWritten }
+
+    /// Stops the pre-copy threads and waits for them (before the guest stops).
+    func stopPrecopy() {
+        precopy.update { $0.stop = true }
+        _ = precopy.wait(timeout: nil) { s -> Bool? in s.running == 0 ? true : nil }
+    }
+
+    // MARK: Stop-copy
+
     /// Starts `saveCompleteMultifd` of each handler on a thread of its own.
     func startSaves(_ list: [(entry: Int, identity: HandlerIdentity, handler: any MigrationHandler, context: SaveContext)]) {
         for item in list {
-            let ds = MultifdDeviceSender(identity: item.identity, sender: sender)
+            let ds = deviceSender(item.entry, item.identity)
             let slot = devices.withLock { d -> Int in
                 d.append(Device(entry: item.entry, sender: ds))
                 return d.count - 1
@@ -242,15 +313,17 @@ final class MultifdSourceSession: Sendable {
         try sender.finish()
     }
 
-    /// After a failure elsewhere: stops the channels and joins the save threads.
+    /// After a failure elsewhere: stops the channels and joins the pre-copy and save threads.
     func abort() {
+        precopy.update { $0.stop = true }
         sender.abort()
+        _ = precopy.wait(timeout: nil) { s -> Bool? in s.running == 0 ? true : nil }
         _ = devices.wait(timeout: nil) { d -> Bool? in d.contains(where: \.running) ? nil : true }
     }
 
     /// Device-state bytes sent per registry entry (packet buffers, without the 276-byte headers).
     var bytesPerEntry: [Int: UInt64] {
-        devices.withLock { d in Dictionary(d.map { ($0.entry, $0.sender.bytesSent) }, uniquingKeysWith: +) }
+        deviceSenders.withLock { m in m.mapValues(\.bytesSent) }
     }
 
     /// The identity of the first failed device, for the error report.

@@ -45,6 +45,14 @@ extension VFIOPCIHandler {
             try loadMultifdConfig(buffer, index: index)
             return
         }
+        if buffer.isEmpty {
+            // Pre-copy over the channels: the empty buffer marks the initial data as sent
+            // (INIT_DATA_SENT); every buffer before it is loaded now.
+            guard context.switchoverAckEnabled, lock.withLock({ flags.contains(.preCopy) && !counters.acknowledged }) else { return }
+            try context.approveSwitchover()
+            lock.withLock { counters.acknowledged = true }
+            return
+        }
         let fd = lock.withLock { dataFD }
         guard let fd else {
             throw VFIOPCIHandlerError.badSection(device: device.name, offset: 0, reason: "multifd buffer \(index) before load setup")
@@ -71,5 +79,44 @@ extension VFIOPCIHandler {
             throw VFIOPCIHandlerError.configStateMismatch(device: device.name, offset: 8, expected: count)
         }
         try config.load(Array(bytes[8..<(8 + count)]))
+    }
+}
+
+// Pre-copy over the channels (MigrationParameters.multifdPrecopy, beyond QEMU 10.0): each call
+// reads at most one buffer in PRE_COPY and sends it as a packet; once the initial bytes are
+// all read and switchover-ack is on, an empty buffer tells the destination to approve (the
+// INIT_DATA_SENT of the classic PART section). Switchover peers only.
+extension VFIOPCIHandler: MultifdPrecopyHandler {
+    public func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult {
+        let (fd, buffer) = lock.withLock { (inPreCopy ? self.dataFD : nil, self.buffer) }
+        guard let fd, let buffer else { return .done }
+        let want = min(buffer.count, max(budget, 4096))
+        let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[..<want])
+        let result = try vfio("save iterate (multifd): read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: piece) }
+        switch result {
+        case .bytes(let n):
+            try sender.send(UnsafeRawBufferPointer(rebasing: piece[..<n]), isConfigState: false)
+            lock.withLock {
+                let fromInitial = min(UInt64(n), initialBytes)
+                initialBytes -= fromInitial
+                dirtyBytes -= min(UInt64(n) - fromInitial, dirtyBytes)
+                counters.preCopyBytes += UInt64(n)
+                counters.chunks += 1
+            }
+        case .drainedForNow, .endOfStream:
+            let fresh = try tuning.preCopyDrained(dataFD: fd)
+            lock.withLock {
+                initialBytes = fresh?.initialBytes ?? 0
+                dirtyBytes = fresh?.dirtyBytes ?? 0
+            }
+        }
+        let marker = lock.withLock { () -> Bool in
+            guard context.switchoverAckEnabled, !initialDataSent, initialBytes == 0 else { return false }
+            initialDataSent = true
+            counters.initDataSent = true
+            return true
+        }
+        if marker { try sender.send(UnsafeRawBufferPointer(start: nil, count: 0), isConfigState: false) }
+        return lock.withLock { initialBytes == 0 && dirtyBytes == 0 } ? .done : .more
     }
 }

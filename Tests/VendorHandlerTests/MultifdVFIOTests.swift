@@ -151,6 +151,23 @@ func multifdErrorIn<T>(_ result: Result<T, any Error>) -> MultifdError? {
         s.expectIdentical("mlx5 tuning")
     }
 
+    @Test(arguments: [nil, 32 << 20] as [UInt64?])
+    func precopyOverTheChannelsIsByteIdenticalAndAcknowledged(cap: UInt64?) async throws {
+        let s = try MultifdVFIOScenario(devices: 3)
+        var p = MultifdVFIOScenario.parameters(channels: 2)
+        p.multifdPrecopy = true
+        p.switchoverAck = true
+        p.maxBandwidth = cap
+        let (source, destination) = await s.migrate(p)
+        let stats = try source.get()
+        _ = try destination.get()
+        s.expectIdentical("pre-copy over the channels")
+        for h in s.sourceHandlers { #expect(h.statistics.preCopyBytes > 0 && h.statistics.initDataSent) }
+        for h in s.destinationHandlers { #expect(h.statistics.acknowledged) }
+        // No PART sections on the main channel for them: START, END, FULL only.
+        for h in stats.handlers { #expect(h.sections == 3, "\(h.identity)") }
+    }
+
     @Test func withoutChannelsTheClassicSectionsStillWork() async throws {
         let s = try MultifdVFIOScenario(devices: 2)
         let (source, destination) = await s.migrate(MultifdVFIOScenario.parameters(channels: 0))
