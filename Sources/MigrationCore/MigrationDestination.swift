@@ -455,7 +455,7 @@ final class DestinationRun {
         // Every multifd device loads its last buffer, every channel ends.
         if let multifd {
             do {
-                try multifd.finish()
+                try multifd.finish { owner.control.isCancelled }
             } catch let error as MultifdError {
                 throw multifdFailure(error)
             }
@@ -499,6 +499,7 @@ final class DestinationRun {
         // A multifd failure shuts the channels, so the source fails and cuts the main stream:
         // report the multifd cause rather than the cut.
         if let multifd {
+            if !cancelled, multifd.failure == nil, Self.isStreamLoss(error) { multifd.waitForFailure(timeout: .milliseconds(500)) }
             let failure = multifd.failure
             multifd.abort()
             if !cancelled, let failure, !(result.failure?.underlying is MultifdError) { result = multifdFailure(failure) }
@@ -516,6 +517,17 @@ final class DestinationRun {
         connection.close()
         enter(cancelled ? .cancelled : .failed)
         return result
+    }
+
+    /// The main stream ended or broke (rather than carrying something wrong).
+    private static func isStreamLoss(_ error: any Error) -> Bool {
+        var next: (any Error)? = error
+        while let e = next {
+            if e is TransportError { return true }
+            if case .truncated? = e as? StreamError { return true }
+            next = (e as? MigrationError)?.failure?.underlying
+        }
+        return false
     }
 
     private func multifdFailure(_ error: MultifdError) -> MigrationError {

@@ -71,7 +71,9 @@ public struct MigrationParameters: Sendable, Hashable {
     public var multifdTransferDefault: MultifdTransferSetting = .auto
 
     /// Destination: the most device-state buffers one device may have received and not yet
-    /// loaded; one more fails the migration with ``MultifdError/queueLimitExceeded(channel:device:limit:)``.
+    /// loaded. Beyond it a receive thread waits while the device's next buffer is queued (its
+    /// load thread drains them), else the migration fails with
+    /// ``MultifdError/queueLimitExceeded(channel:device:limit:)`` (a flood, a lost packet).
     /// Memory is bounded by this × ``multifdMaxPacketSize`` per device.
     public var multifdMaxQueuedBuffers = 256
 

@@ -578,7 +578,7 @@ final class SourceRun {
         if let multifd {
             try flush()
             do {
-                try multifd.finish()
+                try multifd.finish { owner.control.isCancelled }
             } catch {
                 throw MigrationError.complete(MigrationFailure(phase: phase, handler: multifd.failedDevice, offset: writer.bytesWritten,
                     message: "the multifd transfer failed", underlying: error))

@@ -117,10 +117,13 @@ final class MultifdDestinationSession: Sendable {
         }
     }
 
-    /// Files one buffer in its device's reorder buffer.
+    /// Files one buffer in its device's reorder buffer. When the device's queue is full but
+    /// its next buffer is there, the load thread is draining it: wait (backpressure through
+    /// the channel). Full with the next index missing is a flood: refuse.
     private func file(_ data: [UInt8], _ header: VFIODeviceStatePacketHeader, key: HandlerKey, channel: Int) throws {
-        try state.update { s in
-            guard var d = s.devices[key] else { return }
+        _ = try state.wait(timeout: nil) { s -> Bool? in
+            if s.aborted || s.failure != nil { throw MultifdError.aborted }
+            guard var d = s.devices[key] else { return true }
             let index = header.index
             if index < d.next || d.buffers[index] != nil || d.configIndex == index {
                 throw MultifdError.duplicateIndex(channel: channel, device: d.identity, index: index)
@@ -131,14 +134,17 @@ final class MultifdDestinationSession: Sendable {
             if header.isConfigState, let highest = d.buffers.keys.max(), highest > index {
                 throw MultifdError.afterConfigState(channel: channel, device: d.identity, index: highest, configIndex: index)
             }
-            guard d.buffers.count < maxQueued else {
+            if d.buffers.count >= maxQueued {
+                if d.buffers[d.next] != nil { return nil }
                 throw MultifdError.queueLimitExceeded(channel: channel, device: d.identity, limit: maxQueued)
             }
             if header.isConfigState { d.configIndex = index }
             d.buffers[index] = data
             d.bytes += UInt64(data.count + VFIODeviceStatePacketHeader.encodedLength)
             s.devices[key] = d
+            return true
         }
+        state.update { _ in }  // wake the load thread
     }
 
     /// SWITCHOVER_START: one load thread per device.
@@ -199,12 +205,12 @@ final class MultifdDestinationSession: Sendable {
 
     /// At EOF: waits until every device has loaded its config-state buffer and every channel
     /// has ended. Throws the first failure.
-    func finish() throws {
+    func finish(isCancelled: () -> Bool) throws {
         if let missing = state.withLock({ s in s.loadStarted ? nil : s.devices.values.map(\.identity).first }) {
             throw MultifdError.switchoverStartMissing(device: missing)
         }
-        _ = state.wait(timeout: nil) { s -> Bool? in
-            s.failure != nil || s.loadersRunning == 0 ? true : nil
+        while state.wait(timeout: .milliseconds(100), { s -> Bool? in s.failure != nil || s.loadersRunning == 0 ? true : nil }) == nil {
+            if isCancelled() { throw MultifdError.aborted }
         }
         if let failure { throw failure }
         // Every device is loaded; the source closed its channels before its EOF, so they end now.
@@ -215,6 +221,13 @@ final class MultifdDestinationSession: Sendable {
         guard ended != nil else {
             throw MultifdError.channelSetup("a multifd channel is still open after the main stream's EOF")
         }
+    }
+
+    /// Waits up to `timeout` for a failure to be recorded or every receive thread to end (the
+    /// main stream broke because the source failed: its channels end too, and one that ended
+    /// mid-packet names the cause).
+    func waitForFailure(timeout: Duration) {
+        _ = state.wait(timeout: timeout) { s -> Bool? in s.failure != nil || s.receiversRunning == 0 ? true : nil }
     }
 
     /// After a failure: stops the receive and load threads and joins them (a load thread

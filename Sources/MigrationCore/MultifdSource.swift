@@ -298,10 +298,18 @@ final class MultifdSourceSession: Sendable {
 
     /// Waits for every save thread, then for the channels to drain, and closes them.
     /// Throws the root cause: a channel's failure first, else the first device's.
-    func finish() throws {
-        let errors = devices.wait(timeout: nil) { d -> [MultifdError]? in
-            d.contains(where: \.running) ? nil : d.compactMap(\.error)
-        } ?? []
+    func finish(isCancelled: () -> Bool) throws {
+        var errors: [MultifdError] = []
+        while true {
+            if let done = devices.wait(timeout: .milliseconds(100), { d -> [MultifdError]? in
+                d.contains(where: \.running) ? nil : d.compactMap(\.error)
+            }) {
+                errors = done
+                break
+            }
+            // A cancel shuts only the main connection; stop the save threads too.
+            if isCancelled() { throw MultifdError.aborted }
+        }
         if let channel = sender.failure {
             sender.abort()
             throw channel

@@ -136,6 +136,18 @@ import Testing
         #expect(s.sourceIntact && s.destinationCleanedUp)
     }
 
+    @Test func aFullQueueWhoseNextBufferIsThereWaitsInsteadOfFailing() async throws {
+        // One channel keeps packets in order, so the queue always holds the next buffer: the
+        // receive thread waits for the load thread (backpressure), it does not fail.
+        let s = try MultifdScenario(devices: 2)
+        var p = MultifdScenario.parameters(channels: 1)
+        p.multifdMaxQueuedBuffers = 1
+        let (source, destination) = await s.migrate(p)
+        _ = try source.get()
+        _ = try destination.get()
+        #expect(s.expectIdentical())
+    }
+
     @Test(arguments: [1, 2])
     func aChannelCutMidTransferFailsBothSidesAndTheSourceResumes(channels: Int) async throws {
         let s = try MultifdScenario(devices: 2)
