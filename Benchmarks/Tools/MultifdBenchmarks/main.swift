@@ -6,7 +6,10 @@
 // migration, compared across configurations, not a throughput loop.
 //
 //   cd Benchmarks && swift run -c release MultifdBenchmarks [--runs 5] [--state-mib 48]
-//       [--read-ms-per-mib 3] [--load-ms 150] [--channels 0,2,4,6] [--precopy]
+//       [--read-ms-per-mib 3] [--load-ms 150] [--channels 0,2,4,6] [--precopy] [--bandwidth-mib N]
+//
+// --precopy adds rows with MigrationParameters.multifdPrecopy (pre-copy data over the channels
+// too); --bandwidth-mib caps every row's live phase (the fair share per device applies then).
 //
 // Each device: PRE_COPY initial image, then a stop-copy image of --state-mib MiB read at
 // --read-ms-per-mib (the device's save speed) and loaded with a --load-ms firmware cost on the
@@ -28,7 +31,8 @@ struct Options {
     var devices = 4
     var channels = [0, 2, 4, 6]
     var precopy = false
-    var precopyBandwidthMiB: UInt64 = 256
+    /// A bandwidth cap for every row (MiB/s); nil = none.
+    var bandwidthMiB: UInt64?
 
     init(_ args: [String]) throws {
         var i = 0
@@ -47,7 +51,7 @@ struct Options {
             case "--devices": devices = Int(try value()) ?? devices
             case "--channels": channels = try value().split(separator: ",").compactMap { Int($0) }
             case "--precopy": precopy = true
-            case "--precopy-bandwidth-mib": precopyBandwidthMiB = UInt64(try value()) ?? precopyBandwidthMiB
+            case "--bandwidth-mib": bandwidthMiB = UInt64(try value())
             default: throw BenchError.usage("unknown option \(args[i])")
             }
             i += 1
@@ -105,7 +109,7 @@ func migrate(_ o: Options, channels: Int, precopyOverChannels: Bool) async throw
     p.switchoverAck = true
     p.switchoverBandwidth = 100 << 30
     p.countDestinationLoadTime = false
-    if precopyOverChannels { p.maxBandwidth = o.precopyBandwidthMiB << 20 }
+    p.maxBandwidth = o.bandwidthMiB.map { $0 << 20 }
     let machine = MachineConfiguration(machineType: "pc-q35-10.0")
     let transport = SocketPairTransport()
     let source = MigrationSource(registry: sourceRegistry, vm: BenchVM(running: true), configuration: machine, parameters: p)
@@ -140,7 +144,8 @@ do {
 
 print("Multifd downtime: \(options.devices) simulated mlx5 VFs, \(options.stateMiB) MiB stop-copy each "
     + "(+\(options.initialMiB) MiB pre-copy image), read \(options.readMsPerMiB) ms/MiB, load \(options.loadMs) ms; "
-    + "\(options.runs) runs per row, p25 and median in ms")
+    + "\(options.runs) runs per row, p25 and median in ms"
+    + (options.bandwidthMiB.map { ", live phase capped at \($0) MiB/s" } ?? ""))
 var rows: [(label: String, p25: Double, median: Double, total: Double)] = []
 var configurations: [(String, Int, Bool)] = options.channels.map { ($0 == 0 ? "0 (main only)" : "\($0)", $0, false) }
 if options.precopy {
