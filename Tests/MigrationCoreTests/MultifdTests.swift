@@ -241,6 +241,33 @@ import Testing
         #expect(source.error != nil && s.sourceIntact)
     }
 
+    @Test func channelsOverTCPAndUnixSockets() async throws {
+        for kind in ["tcp", "unix"] {
+            let s = try MultifdScenario(devices: 3)
+            let p = MultifdScenario.parameters(channels: 8)
+            let listener: any MigrationListener
+            let transport: any MigrationTransport
+            if kind == "tcp" {
+                let tcp = try TCPListener(host: "127.0.0.1", port: 0)
+                listener = tcp
+                transport = TCPTransport(host: "127.0.0.1", port: tcp.port)
+            } else {
+                let path = NSTemporaryDirectory() + "switchover-multifd-\(getpid()).sock"
+                listener = try UnixSocketListener(path: path)
+                transport = UnixSocketTransport(path: path)
+            }
+            let source = MigrationSource(registry: s.sourceRegistry, vm: s.sourceVM, configuration: machine, parameters: p)
+            let destination = MigrationDestination(registry: s.destinationRegistry, vm: s.destinationVM, configuration: machine, parameters: p)
+            async let r2 = capture { try await destination.run(accepting: listener) }
+            async let r1 = capture { try await source.run(to: transport) }
+            let (a, b) = await (r1, r2)
+            _ = try a.get()
+            let incoming = try b.get()
+            #expect(incoming.multifdChannels == 8, "\(kind)")
+            #expect(s.expectIdentical(), "\(kind)")
+        }
+    }
+
     @Test func channelsOverConnectedSocketpairs() async throws {
         let s = try MultifdScenario(devices: 3)
         let p = MultifdScenario.parameters(channels: 3)
