@@ -172,7 +172,9 @@ final class MultifdDestinationSession: Sendable {
                 if s.aborted || s.failure != nil { return .some(nil) }
                 guard var d = s.devices[key] else { return .some(nil) }
                 if let data = d.buffers.removeValue(forKey: d.next) {
+                    // Taken is as good as loaded: the next index is the one after.
                     let item = (d.next, data, d.configIndex == d.next, d.identity)
+                    d.next = d.next &+ 1
                     s.devices[key] = d
                     return .some(item)
                 }
@@ -194,7 +196,6 @@ final class MultifdDestinationSession: Sendable {
             let finished = state.update { s -> Bool in
                 guard var d = s.devices[key] else { return true }
                 d.loadTime += spent
-                d.next = index &+ 1
                 if isConfig { d.done = true }
                 s.devices[key] = d
                 return isConfig
