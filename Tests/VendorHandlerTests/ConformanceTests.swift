@@ -5,7 +5,7 @@ import VFIO
 import VFIOPCIHandler
 
 /// The generic module passes the conformance kit with a hisi/qat-style fixed-blob device.
-@Suite struct GenericModuleConformance {
+@Suite(.timeLimit(.minutes(3))) struct GenericModuleConformance {
     let kit = VendorConformance(
         module: VFIOPCIHandler.module,
         device: .opaque(name: "0000:5e:00.1", size: 3 << 20, initialBytes: 256 << 10, seed: 11))
@@ -29,7 +29,7 @@ import VFIOPCIHandler
 }
 
 /// The mlx5 module passes the conformance kit with a simulated ConnectX VF.
-@Suite struct MLX5ModuleConformance {
+@Suite(.timeLimit(.minutes(3))) struct MLX5ModuleConformance {
     let kit = VendorConformance(
         module: MLX5Module.module,
         device: .mlx5(name: "0000:3b:00.2", imageSize: 2 << 20, finalImageSize: 512 << 10, seed: 21))
