@@ -92,29 +92,8 @@ extension VFIOPCIHandler: MultifdPrecopyHandler {
         guard let fd, let buffer else { return .done }
         let want = min(buffer.count, max(budget, 4096))
         let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[..<want])
-        let result = try vfio("save iterate (multifd): read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: piece) }
-        switch result {
-        case .bytes(let n):
-            try sender.send(UnsafeRawBufferPointer(rebasing: piece[..<n]), isConfigState: false)
-            lock.withLock {
-                let fromInitial = min(UInt64(n), initialBytes)
-                initialBytes -= fromInitial
-                dirtyBytes -= min(UInt64(n) - fromInitial, dirtyBytes)
-                counters.preCopyBytes += UInt64(n)
-                counters.chunks += 1
-            }
-        case .drainedForNow, .endOfStream:
-            let fresh = try tuning.preCopyDrained(dataFD: fd)
-            lock.withLock {
-                initialBytes = fresh?.initialBytes ?? 0
-                dirtyBytes = fresh?.dirtyBytes ?? 0
-            }
-        }
-        let marker = lock.withLock { () -> Bool in
-            guard context.switchoverAckEnabled, !initialDataSent, initialBytes == 0 else { return false }
-            initialDataSent = true
-            counters.initDataSent = true
-            return true
+        let marker = try preCopyStep(fd: fd, buffer: piece, phase: "save iterate (multifd): read", context: context) {
+            try sender.send($0, isConfigState: false)
         }
         if marker { try sender.send(UnsafeRawBufferPointer(start: nil, count: 0), isConfigState: false) }
         return lock.withLock { initialBytes == 0 && dirtyBytes == 0 } ? .done : .more

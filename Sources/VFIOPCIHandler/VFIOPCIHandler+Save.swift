@@ -42,30 +42,8 @@ extension VFIOPCIHandler {
             try writer.writeVFIOTag(.endOfState)
             return .done
         }
-        let result = try vfio("save iterate: read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: buffer) }
-        switch result {
-        case .bytes(let n):
-            try writer.writeVFIODataChunk(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
-            lock.withLock {
-                // As QEMU: what was read counts against the initial bytes first, then the dirty ones.
-                let fromInitial = min(UInt64(n), initialBytes)
-                initialBytes -= fromInitial
-                dirtyBytes -= min(UInt64(n) - fromInitial, dirtyBytes)
-                counters.preCopyBytes += UInt64(n)
-                counters.chunks += 1
-            }
-        case .drainedForNow, .endOfStream:
-            let fresh = try tuning.preCopyDrained(dataFD: fd)
-            lock.withLock {
-                initialBytes = fresh?.initialBytes ?? 0
-                dirtyBytes = fresh?.dirtyBytes ?? 0
-            }
-        }
-        let sendInitDataSent = lock.withLock { () -> Bool in
-            guard context.switchoverAckEnabled, !initialDataSent, initialBytes == 0 else { return false }
-            initialDataSent = true
-            counters.initDataSent = true
-            return true
+        let sendInitDataSent = try preCopyStep(fd: fd, buffer: buffer, phase: "save iterate: read", context: context) {
+            try writer.writeVFIODataChunk($0)
         }
         try writer.writeVFIOTag(sendInitDataSent ? .initDataSent : .endOfState)
         return lock.withLock { initialBytes == 0 && dirtyBytes == 0 } ? .done : .more
@@ -132,6 +110,41 @@ extension VFIOPCIHandler {
             if try device.deviceState() != target { try device.setState(target) }
         } catch {
             try? device.reset()
+        }
+    }
+}
+
+extension VFIOPCIHandler {
+    /// One pre-copy step, shared by the main-channel and multifd paths: reads at most one
+    /// chunk into `buffer` and hands it to `emit`, accounts it against the initial bytes first
+    /// and then the dirty ones (as QEMU does), refreshes the sizes through the tuning when the
+    /// device has nothing for now, and says whether INIT_DATA_SENT is due (once, when the
+    /// initial bytes reach zero and switchover-ack is on).
+    func preCopyStep(fd: VFIOMigrationDataFD, buffer: UnsafeMutableRawBufferPointer, phase: String, context: SaveContext,
+                     emit: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
+        let result = try vfio(phase) { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: buffer) }
+        switch result {
+        case .bytes(let n):
+            try emit(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+            lock.withLock {
+                let fromInitial = min(UInt64(n), initialBytes)
+                initialBytes -= fromInitial
+                dirtyBytes -= min(UInt64(n) - fromInitial, dirtyBytes)
+                counters.preCopyBytes += UInt64(n)
+                counters.chunks += 1
+            }
+        case .drainedForNow, .endOfStream:
+            let fresh = try tuning.preCopyDrained(dataFD: fd)
+            lock.withLock {
+                initialBytes = fresh?.initialBytes ?? 0
+                dirtyBytes = fresh?.dirtyBytes ?? 0
+            }
+        }
+        return lock.withLock { () -> Bool in
+            guard context.switchoverAckEnabled, !initialDataSent, initialBytes == 0 else { return false }
+            initialDataSent = true
+            counters.initDataSent = true
+            return true
         }
     }
 }
