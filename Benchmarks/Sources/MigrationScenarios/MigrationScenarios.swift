@@ -96,7 +96,7 @@ public enum MigrationScenarios {
     public static func peakMemory(stateBytes: UInt64) async throws -> MemorySample {
         var p = parameters(switchoverAck: false)
         // The stop-copy part is 3/4 of the state: let the guest stop for it.
-        p.downtimeLimit = .seconds(3600)
+        p.downtimeLimit = .seconds(600)
         let wasReset = ProcessMemory.resetPeak()
         let baseline = ProcessMemory.residentBytes
         let start = ContinuousClock.now
@@ -144,7 +144,8 @@ public enum ProcessMemory {
     private static func field(_ name: String) -> UInt64 {
         guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
         for line in text.split(separator: "\n") where line.hasPrefix(name) {
-            let kB = line.dropFirst(name.count).split(separator: " ").first.flatMap { UInt64($0) } ?? 0
+            // "VmHWM:\t   4336 kB": a tab, padding, the number, the unit.
+            let kB = line.dropFirst(name.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { UInt64($0) } ?? 0
             return kB * 1024
         }
         return 0
