@@ -1,6 +1,9 @@
 import ArgumentParser
 import ExampleVM
 import MigrationCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `switchover demo`: both ends in this process over TCP loopback, the same VM and devices
 /// migrated with switchover-ack off and on (and multifd off and on once the engine has it),
@@ -21,7 +24,7 @@ struct Demo: AsyncParsableCommand {
             """
     )
 
-    static let defaultDevices = ["mlx5:state=34MiB,initial=32MiB,load=200ms", "vfio-pci:state=2MiB,initial=1MiB"]
+    static let defaultDevices = ExampleMachineConfiguration.demo().devices.map(\.description)
     static let quickDevices = ["mlx5:state=2MiB,initial=1MiB,load=50ms"]
 
     @Option(name: .customLong("device"), help: ArgumentHelp(
@@ -113,12 +116,11 @@ struct Demo: AsyncParsableCommand {
     func run() async throws {
         let configuration = machineConfiguration
         let repeats = quick ? 1 : repeatCount
-        var standardError = StandardError()
         if !json {
-            print("switchover demo: both ends on TCP loopback, \(HostInfo.summary)", to: &standardError)
+            say("switchover demo: both ends on TCP loopback, \(HostInfo.summary)")
             let rate = Units.bytes(UInt64(configuration.dirtyPagesPerSecond * GuestRAM.pageSize)) + "/s"
-            print("  VM: \(Units.bytes(UInt64(configuration.memoryBytes))) RAM dirtied at \(rate); devices: "
-                  + configuration.devices.map(\.description).joined(separator: ", "), to: &standardError)
+            say("  VM: \(Units.bytes(UInt64(configuration.memoryBytes))) RAM dirtied at \(rate); devices: "
+                + configuration.devices.map(\.description).joined(separator: ", "))
         }
         var outcomes = Self.scenarios.map { Outcome(scenario: $0) }
         for round in 1...repeats {
@@ -137,19 +139,26 @@ struct Demo: AsyncParsableCommand {
                 outcomes[index].results.append(result)
                 if !json {
                     let downtime = result.statistics.downtime.map(Units.duration) ?? "-"
-                    print("  run \(round)/\(repeats) \(scenario.name): downtime \(downtime), total \(Units.duration(result.statistics.totalTime)), "
-                          + (result.verification.verified ? "byte-identical" : "MISMATCH"), to: &standardError)
+                    say("  run \(round)/\(repeats) \(scenario.name): downtime \(downtime), total \(Units.duration(result.statistics.totalTime)), "
+                        + (result.verification.verified ? "byte-identical" : "MISMATCH"))
                 }
             }
         }
         if json {
             print(Self.json(outcomes, repeats: repeats).text)
         } else {
-            print(Self.table(outcomes, repeats: repeats, configuration: configuration))
+            say("")
+            say(Self.table(outcomes, repeats: repeats, configuration: configuration))
         }
         if !outcomes.allSatisfy(\.verified) {
             Migrate.fail("demo", "a destination's state differs from its source's (see the IDENTICAL column)")
         }
+    }
+
+    /// A line on standard output, flushed at once (the runs take seconds each).
+    private func say(_ line: String) {
+        print(line)
+        fflush(nil)
     }
 
     static func ms(_ value: Double?) -> String {
@@ -172,6 +181,10 @@ struct Demo: AsyncParsableCommand {
         lines.append("Medians of \(repeats) run\(repeats == 1 ? "" : "s") per row. DOWNTIME: guest stopped on the source until the destination's SHUT;")
         lines.append("PREDICTED: at the switchover decision, with the destination's reported load time; QEMU'S FORMULA: pending / bandwidth.")
         lines.append(contentsOf: interpretation(outcomes, configuration: configuration))
+        #if DEBUG
+        lines.append("(A debug build: the simulated devices' byte generation and hashing are slow here and lengthen every")
+        lines.append("downtime; `swift run -c release switchover demo` shows the time the engine itself takes.)")
+        #endif
         return lines.joined(separator: "\n")
     }
 

@@ -25,7 +25,7 @@ let benchmarks: @Sendable () -> Void = {
     let offOverOn = BenchmarkMetric.custom("ack off / on (%)", polarity: .prefersLarger, useScalingFactor: false)
 
     for load in MigrationScenarios.loadCosts {
-        Benchmark("Downtime: mlx5 VF, 32 MiB initial data loaded in \(load) ms, switchover-ack off vs on",
+        Benchmark("Downtime: the demo VM, mlx5 initial data loaded in \(load) ms, switchover-ack off vs on",
                   configuration: .init(metrics: [ackOff, ackOn, offOverOn])) { benchmark in
             let machine = MigrationScenarios.loadCostMachine(loadMs: load)
             for i in benchmark.scaledIterations {

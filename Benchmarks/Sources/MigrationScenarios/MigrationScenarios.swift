@@ -22,12 +22,11 @@ public enum MigrationScenarios {
 
     // MARK: The machines
 
-    /// The demo's VM: 16 MiB of RAM, one mlx5 VF with 32 MiB of initial data (loaded in `loadMs`)
-    /// and a 2 MiB final image.
+    /// The demo's VM (``ExampleMachineConfiguration/demo(initialLoad:)``): 16 MiB of RAM, an
+    /// mlx5 VF with 16 MiB of initial data loaded in `loadMs` and a 2 MiB final image, a 2 MiB
+    /// generic device.
     public static func loadCostMachine(loadMs: Int) -> ExampleMachineConfiguration {
-        ExampleMachineConfiguration(memoryBytes: 16 << 20, dirtyPagesPerSecond: 256, devices: [
-            DeviceSpec(kind: .mlx5, stateBytes: 34 << 20, initialBytes: 32 << 20, loadCost: .milliseconds(loadMs)),
-        ])
+        .demo(initialLoad: .milliseconds(loadMs))
     }
 
     /// `count` mlx5 VFs of 17 MiB each: 16 MiB of initial data that takes the destination 100 ms

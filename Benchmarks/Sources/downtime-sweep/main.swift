@@ -98,7 +98,8 @@ do {
         "date": ISO8601DateFormatter().string(from: Date()),
         "repeats": repeats,
         "loadCost": [
-            "vm": "16 MiB RAM; " + MigrationScenarios.loadCostMachine(loadMs: 0).devices.map(\.description).joined(separator: ", ") + ",load=X",
+            "vm": "16 MiB RAM; " + MigrationScenarios.loadCostMachine(loadMs: 0).devices.map(\.description).joined(separator: ", ")
+                .replacingOccurrences(of: "initial=16MiB", with: "initial=16MiB,load=X"),
             "points": loadPoints,
         ],
         "deviceCount": [
