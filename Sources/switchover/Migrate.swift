@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dispatch
+import Foundation
 import ExampleVM
 import MigrationCore
 #if canImport(Glibc)
@@ -35,6 +36,11 @@ struct Migrate: AsyncParsableCommand {
         "Keep trying to connect this long while the destination is not listening yet.", valueName: "duration"))
     var connectTimeout = DurationArgument("10s", .seconds(10))
 
+    @Option(help: ArgumentHelp(
+        "Cancel the migration if it has not completed by then (the guest keeps running here). Default: no limit, as QEMU.",
+        valueName: "duration"))
+    var timeout: DurationArgument?
+
     @Flag(help: "Print the final statistics as one JSON object.")
     var json = false
 
@@ -43,6 +49,7 @@ struct Migrate: AsyncParsableCommand {
 
     func validate() throws {
         do { _ = try MigrationAddress(parsing: address) } catch { throw ValidationError("--to \(error)") }
+        if let timeout, timeout.duration <= .zero { throw ValidationError("--timeout must be more than 0") }
     }
 
     func run() async throws {
@@ -52,22 +59,40 @@ struct Migrate: AsyncParsableCommand {
         let vm = try Self.build(machine.machineConfiguration, role: .source, command: "migrate")
         let source = MigrationSource(registry: vm.registry, vm: vm, configuration: vm.machine, parameters: parameters)
         let showProgress = !noProgress
+        let last = LastEvent()
         let watcher = Task {
             let display = ProgressDisplay(enabled: showProgress, role: .source, switchoverAck: parameters.switchoverAck)
-            for await event in source.progress { display.show(event) }
+            for await event in source.progress {
+                last.event = event
+                display.show(event)
+            }
             display.finish()
         }
         let interrupt = CancelOnInterrupt { source.cancel() }
+        let deadline = timeout.map { limit in
+            Task {
+                try await Task.sleep(for: limit.duration)
+                last.timedOut = true
+                source.cancel()
+            }
+        }
         vm.start()
         let statistics: MigrationStatistics
         do {
             statistics = try await source.run(to: RetryingTransport(base: target.transport, deadline: connectTimeout.duration))
         } catch {
+            deadline?.cancel()
             await watcher.value
             interrupt.stop()
             vm.shutdown()
+            if last.timedOut, let timeout {
+                let p = last.event
+                let state = p.map { "\($0.phase), \(Units.bytes($0.pendingBytes)) pending at \(Units.rate($0.bandwidth))" } ?? "not started"
+                Self.fail("migrate", "not completed within --timeout \(timeout.text) (\(state)); cancelled, the guest runs here")
+            }
             Self.fail("migrate", "\(error)")
         }
+        deadline?.cancel()
         await watcher.value
         interrupt.stop()
         let digests = vm.digests
@@ -93,6 +118,24 @@ struct Migrate: AsyncParsableCommand {
         var standardError = StandardError()
         print("switchover \(command): \(message)", to: &standardError)
         Migrate.exit(withError: ExitCode(1))
+    }
+}
+
+/// The last progress event and whether the timeout fired, shared by the tasks of `migrate`.
+final class LastEvent: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storedEvent: MigrationProgress?
+    private var fired = false
+
+    /// The last event before the timeout fired (the cancel's own event is not kept).
+    var event: MigrationProgress? {
+        get { lock.withLock { storedEvent } }
+        set { lock.withLock { if !fired { storedEvent = newValue } } }
+    }
+
+    var timedOut: Bool {
+        get { lock.withLock { fired } }
+        set { lock.withLock { fired = newValue } }
     }
 }
 

@@ -118,6 +118,11 @@ struct MigrationOptions: ParsableArguments {
         "Cap on the live phase's bandwidth, e.g. 1GiB/s (default: no cap; the switchover is never capped).", valueName: "rate"))
     var maxBandwidth: ByteRate?
 
+    @Option(name: .customLong("switchover-bandwidth"), help: ArgumentHelp(
+        "Bandwidth to assume for the switchover decision instead of the measured one, e.g. 10GB/s (QEMU avail-switchover-bandwidth).",
+        valueName: "rate"))
+    var switchoverBandwidth: ByteRate?
+
     @Flag(name: .customLong("switchover-ack"), help: ArgumentHelp(
         "Wait for the destination to acknowledge each device's initial data before stopping the guest."))
     var switchoverAck = false
@@ -146,6 +151,9 @@ struct MigrationOptions: ParsableArguments {
         if let maxBandwidth, maxBandwidth.bytesPerSecond < 10 {
             throw ValidationError("--max-bandwidth \(maxBandwidth.text): at least 10 bytes/s (the cap is enforced per 100 ms)")
         }
+        if let switchoverBandwidth, switchoverBandwidth.bytesPerSecond == 0 {
+            throw ValidationError("--switchover-bandwidth must be more than 0")
+        }
         guard multifdChannels >= 0 else { throw ValidationError("--multifd-channels must be 0 or more") }
         if multifdChannels > 0, !Self.multifdAvailable {
             throw ValidationError("--multifd-channels \(multifdChannels): multifd is not available in this build yet (use 0)")
@@ -164,6 +172,7 @@ struct MigrationOptions: ParsableArguments {
     func apply(to p: inout MigrationParameters) {
         p.downtimeLimit = downtimeLimit.duration
         p.maxBandwidth = maxBandwidth?.bytesPerSecond
+        p.switchoverBandwidth = switchoverBandwidth?.bytesPerSecond
         p.switchoverAck = switchoverAck
         p.countDestinationLoadTime = !qemuDecision
         p.extensions = !noExtensions

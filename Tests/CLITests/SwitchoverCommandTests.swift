@@ -24,9 +24,13 @@ final class RunningProduct: @unchecked Sendable {
         }
     }
 
-    /// Waits for the exit and both pipes' end.
-    func finish() -> BuiltProduct.Result {
-        group.wait()
+    /// Waits for the exit and both pipes' end; a process still running after `limit` is
+    /// terminated (a hung migration fails the test instead of hanging it).
+    func finish(limit: Double = 120) -> BuiltProduct.Result {
+        if group.wait(timeout: .now() + limit) == .timedOut {
+            process.terminate()
+            group.wait()
+        }
         process.waitUntilExit()
         return BuiltProduct.Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
                                    stderr: String(decoding: errData, as: UTF8.self))
@@ -37,7 +41,9 @@ final class RunningProduct: @unchecked Sendable {
 @Suite struct SwitchoverCommandTests {
     static let devices = ["--device", "mlx5:state=2MiB,initial=1MiB,load=20ms", "--device", "vfio-pci:state=256KiB,initial=64KiB",
                           "--device", "mtty:ports=2"]
-    static let machine = ["--memory", "4MiB", "--dirty-rate", "1MiB/s"] + devices
+    /// A generous downtime limit: on a loaded machine a debug build's measured bandwidth can be
+    /// low enough that 300 ms never fits the final data, and the migration would iterate on.
+    static let machine = ["--memory", "4MiB", "--dirty-rate", "1MiB/s", "--downtime-limit", "2s"] + devices
 
     static func socketPath() -> String {
         // Short: a Unix socket path has at most 107 bytes.
@@ -131,6 +137,20 @@ final class RunningProduct: @unchecked Sendable {
         #expect(d.stderr.contains("switchover incoming: "))
     }
 
+    @Test func aMigrationThatCannotCompleteInTimeIsCancelled() throws {
+        let path = Self.socketPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // 8 MiB of stop-copy data cannot fit a 1 ms downtime at 1 MiB/s (QEMU's avail-switchover-bandwidth).
+        let options = ["--memory", "1MiB", "--device", "vfio-pci:state=8MiB,initial=0", "--downtime-limit", "1ms", "--no-progress"]
+        let source = try RunningProduct("switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s", "--timeout", "1s",
+                                                       "--switchover-bandwidth", "1MiB/s"] + options)
+        let destination = try RunningProduct("switchover", ["incoming", "--listen", "unix:\(path)"] + options)
+        let s = source.finish(), d = destination.finish()
+        #expect(s.status == 1)
+        #expect(s.stderr.hasPrefix("switchover migrate: not completed within --timeout 1s (iterating, "))
+        #expect(d.status == 1)
+    }
+
     @Test func nothingListeningIsStatusOneWithOneErrorLine() throws {
         let run = try BuiltProduct.run("switchover", ["migrate", "--to", "unix:\(Self.socketPath())", "--connect-timeout", "200ms",
                                                       "--no-progress", "--memory", "1MiB"])
@@ -166,7 +186,7 @@ final class RunningProduct: @unchecked Sendable {
     }
 
     @Test func demoJSONHasOneEntryPerScenario() throws {
-        let run = try BuiltProduct.run("switchover", ["demo", "--quick", "--json"])
+        let run = try BuiltProduct.run("switchover", ["demo", "--quick", "--json", "--downtime-limit", "2s"])
         try #require(run.status == 0, "\(run.stderr)")
         let object = try Self.object(run.stdout)
         let runs = try #require(object["runs"] as? [[String: Any]])
@@ -186,7 +206,7 @@ final class RunningProduct: @unchecked Sendable {
     }
 
     @Test func demoTableReportsEachScenarioAndTheAnchor() throws {
-        let run = try BuiltProduct.run("switchover", ["demo", "--quick"])
+        let run = try BuiltProduct.run("switchover", ["demo", "--quick", "--downtime-limit", "2s"])
         try #require(run.status == 0, "\(run.stderr)")
         let lines = run.stdout.split(separator: "\n")
         #expect(lines.first?.hasPrefix("switchover demo: both ends on TCP loopback") == true)
