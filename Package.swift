@@ -98,10 +98,13 @@ let package = Package(
         .testTarget(name: "VFIOTests", dependencies: ["VFIO"]),
         .testTarget(name: "DeviceMatchTests", dependencies: ["DeviceMatch"]),
         .testTarget(name: "ExampleVMTests", dependencies: ["ExampleVM", "MigrationCore", "MigrationStream"]),
-        .testTarget(name: "PCIDiscoveryTests", dependencies: ["PCIDiscovery", "DeviceMatch"]),
+        .testTarget(
+            name: "PCIDiscoveryTests",
+            dependencies: ["PCIDiscovery", "DeviceMatch", "VFIO", "VFIOPCIHandler", "MLX5Handler"]
+        ),
         .testTarget(
             name: "VendorHandlerTests",
-            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM"]
+            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM", "DeviceMatch"]
         ),
         .testTarget(name: "CLITests", dependencies: ["switchover", "match-table-compiler"]),
     ],

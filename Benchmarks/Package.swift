@@ -56,6 +56,20 @@ let package = Package(
             dependencies: ["MigrationScenarios", .product(name: "ExampleVM", package: root)],
             path: "Sources/downtime-sweep"
         ),
+        // Multifd downtime with 4 simulated mlx5 VFs over 0, 2, 4 and 6 channels, printed as a
+        // table: a plain executable (one figure per migration), outside Benchmarks/ so the
+        // benchmark plugin leaves it alone. `swift run -c release MultifdBenchmarks` here.
+        .executableTarget(
+            name: "MultifdBenchmarks",
+            dependencies: [
+                .product(name: "MigrationCore", package: root),
+                .product(name: "MigrationStream", package: root),
+                .product(name: "VFIO", package: root),
+                .product(name: "VFIOPCIHandler", package: root),
+                .product(name: "MLX5Handler", package: root),
+            ],
+            path: "Tools/MultifdBenchmarks"
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

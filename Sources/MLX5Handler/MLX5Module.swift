@@ -1,4 +1,5 @@
 import DeviceMatch
+import MigrationCore
 import VFIO
 import VFIOPCIHandler
 
@@ -6,6 +7,11 @@ import VFIOPCIHandler
 public enum MLX5Module {
     /// What the module declares for discovery and registration (from devices.matchtable).
     public static let descriptor = VendorModuleDescriptor(name: "mlx5", rules: DevicesMatchTable.rules)
+
+    /// The module to add to a VMM's `VFIOVendorRegistry`.
+    public static let module = VFIOVendorModule(descriptor: descriptor) { device, config in
+        makeHandler(device: device, config: config)
+    }
 
     /// A handler for one mlx5 device.
     public static func makeHandler(device: VFIOMigrationDevice, config: VFIOPCIConfigState? = nil,

@@ -112,12 +112,13 @@ final class SharedFlag: Sendable {
 final class EngineSaveContext: SaveContext {
     let identity: HandlerIdentity
     let switchoverAckEnabled: Bool
-    let multifdTransfer = false
+    let multifdTransfer: Bool
     private let running: SharedFlag
 
-    init(identity: HandlerIdentity, switchoverAckEnabled: Bool, running: SharedFlag) {
+    init(identity: HandlerIdentity, switchoverAckEnabled: Bool, multifdTransfer: Bool = false, running: SharedFlag) {
         self.identity = identity
         self.switchoverAckEnabled = switchoverAckEnabled
+        self.multifdTransfer = multifdTransfer
         self.running = running
     }
 
@@ -149,12 +150,13 @@ public enum SwitchoverAckError: Error, Sendable, Equatable, CustomStringConverti
 final class EngineLoadContext: LoadContext {
     let identity: HandlerIdentity
     let switchoverAckEnabled: Bool
-    let multifdTransfer = false
+    let multifdTransfer: Bool
     private let acks: DestinationAcks
 
-    init(identity: HandlerIdentity, switchoverAckEnabled: Bool, acks: DestinationAcks) {
+    init(identity: HandlerIdentity, switchoverAckEnabled: Bool, multifdTransfer: Bool = false, acks: DestinationAcks) {
         self.identity = identity
         self.switchoverAckEnabled = switchoverAckEnabled
+        self.multifdTransfer = multifdTransfer
         self.acks = acks
     }
 

@@ -64,16 +64,26 @@ public final class MigrationDestination: Sendable {
         return try await withTaskCancellationHandler {
             try await runOnDedicatedThread(name: "switchover-destination") { [self] in
                 let connection: any MigrationConnection
+                var channels: [AcceptedChannel] = []
                 do {
                     defer { listener.close() }
                     if control.isCancelled { throw TransportError.shutDown }
-                    connection = try listener.accept()
+                    try MultifdPlan.validate(parameters)
+                    if parameters.multifdChannels > 0 {
+                        // Main + N connections in any order, told apart by their first bytes.
+                        (connection, channels) = try MultifdChannels.accept(from: listener, count: parameters.multifdChannels,
+                                                                            timeout: parameters.stallTimeout, readTimeout: parameters.stallTimeout)
+                    } else {
+                        connection = try listener.accept()
+                    }
                 } catch {
                     for e in registry.entries { e.handler.loadCleanup(succeeded: false) }
                     progressContinuation.finish()
-                    throw classify(error, phase: .connecting, cancelled: control.isCancelled, message: "no incoming connection")
+                    if error is MigrationError { throw error }
+                    throw classify(error, phase: .connecting, cancelled: control.isCancelled,
+                                   message: parameters.multifdChannels > 0 ? "the incoming connections could not be set up" : "no incoming connection")
                 }
-                return try DestinationRun(owner: self, connection: connection).run()
+                return try DestinationRun(owner: self, connection: connection, channels: channels).run()
             }
         } onCancel: {
             self.cancel()
@@ -82,10 +92,32 @@ public final class MigrationDestination: Sendable {
 
     /// Loads a migration from an already connected channel. The engine closes it at the end.
     public func run(over connection: any MigrationConnection) async throws -> IncomingStatistics {
+        try await run(over: connection, multifdChannels: [])
+    }
+
+    /// Loads a migration from already connected channels: the main one and exactly
+    /// ``MigrationParameters/multifdChannels`` multifd channels, in any order (each is
+    /// classified by its first bytes, as accepted ones are). The engine closes them at the end.
+    public func run(over connection: any MigrationConnection, multifdChannels: [any MigrationConnection]) async throws -> IncomingStatistics {
         try control.begin()
         return try await withTaskCancellationHandler {
             try await runOnDedicatedThread(name: "switchover-destination") { [self] in
-                try DestinationRun(owner: self, connection: connection).run()
+                var main: any MigrationConnection = connection
+                var channels: [AcceptedChannel] = []
+                if !multifdChannels.isEmpty || parameters.multifdChannels > 0 {
+                    do {
+                        try MultifdPlan.validate(parameters)
+                        (main, channels) = try MultifdChannels.classify([connection] + multifdChannels, count: parameters.multifdChannels,
+                                                                        readTimeout: parameters.stallTimeout)
+                    } catch {
+                        for c in [connection] + multifdChannels { c.shutdown(); c.close() }
+                        for e in registry.entries { e.handler.loadCleanup(succeeded: false) }
+                        progressContinuation.finish()
+                        if error is MigrationError { throw error }
+                        throw classify(error, phase: .connecting, cancelled: control.isCancelled, message: "the incoming connections could not be set up")
+                    }
+                }
+                return try DestinationRun(owner: self, connection: main, channels: channels).run()
             }
         } onCancel: {
             self.cancel()
@@ -123,7 +155,12 @@ final class DestinationRun {
     private var lastReport: [Duration?]
     private var sectionsSinceReport: [Int]
 
-    init(owner: MigrationDestination, connection: any MigrationConnection) {
+    // Multifd (MultifdDestination.swift).
+    private let channels: [AcceptedChannel]
+    private let multifdPlan: MultifdPlan
+    private var multifd: MultifdDestinationSession?
+
+    init(owner: MigrationDestination, connection: any MigrationConnection, channels: [AcceptedChannel]) {
         self.owner = owner
         self.params = owner.parameters
         self.clock = owner.clock
@@ -139,8 +176,12 @@ final class DestinationRun {
         self.rp = rp
         let acks = DestinationAcks(rp: rp, logger: owner.logger)
         self.acks = acks
-        self.contexts = entries.map {
-            EngineLoadContext(identity: $0.identity, switchoverAckEnabled: owner.parameters.switchoverAck, acks: acks)
+        let plan = MultifdPlan(entries: entries, parameters: owner.parameters)
+        self.multifdPlan = plan
+        self.channels = channels
+        self.contexts = entries.indices.map {
+            EngineLoadContext(identity: entries[$0].identity, switchoverAckEnabled: owner.parameters.switchoverAck,
+                              multifdTransfer: plan.enabled[$0], acks: acks)
         }
         self.startTime = owner.clock.now
         self.bytes = Array(repeating: 0, count: entries.count)
@@ -154,6 +195,7 @@ final class DestinationRun {
     func run() throws -> IncomingStatistics {
         defer { owner.progressContinuation.finish() }
         do {
+            if let refusal = multifdPlan.refusal { throw MigrationError.invalidParameters(refusal) }
             try header()
             try setup()
             try load()
@@ -205,6 +247,13 @@ final class DestinationRun {
         if let theirs = config.uuid, let ours = local.uuid, theirs != ours {
             throw refuse("VM UUID mismatch")
         }
+        // Every multifd channel carries the migration's uuid (the VM's, zeros without one).
+        let uuid = multifdUUID(config)
+        for c in channels where c.uuid != uuid {
+            throw MigrationError.setup(MigrationFailure(phase: phase, offset: reader.offset,
+                message: "multifd channel \(c.id) belongs to another migration (its uuid differs from the stream's)",
+                underlying: MultifdError.channelSetup("uuid mismatch on channel \(c.id)")))
+        }
     }
 
     // MARK: Setup
@@ -225,6 +274,22 @@ final class DestinationRun {
             }
         }
         acks.configure(enabled: params.switchoverAck, needed: needed)
+        if !channels.isEmpty {
+            let session = MultifdDestinationSession(
+                channels: channels, devices: entries.indices.filter { multifdPlan.enabled[$0] }.map { ($0, entries[$0].identity) },
+                known: entries.map(\.identity), parameters: params, logger: logger)
+            multifd = session
+            session.startReceiving()
+            // Pre-copy over the channels: the load threads run from now on.
+            if params.multifdPrecopy { startMultifdLoads() }
+        }
+    }
+
+    private func startMultifdLoads() {
+        guard let multifd, multifd.hasDevices else { return }
+        var handlers: [Int: (any MigrationHandler, LoadContext)] = [:]
+        for i in entries.indices where multifdPlan.enabled[i] { handlers[i] = (entries[i].handler, contexts[i]) }
+        multifd.startLoading(handlers: handlers, clock: clock)
     }
 
     // MARK: The load loop
@@ -236,6 +301,7 @@ final class DestinationRun {
         let betweenRecords: Duration? = params.stallTimeout.flatMap { stall in params.switchoverTimeout.map { stall + $0 } }
         while true {
             if owner.control.isCancelled { throw TransportError.shutDown }
+            if let failure = multifd?.failure { throw multifdFailure(failure) }
             connection.setTimeouts(read: betweenRecords, write: params.stallTimeout)
             let at = reader.offset
             let record: StreamRecord
@@ -344,6 +410,8 @@ final class DestinationRun {
                                                                    message: "switchoverStart failed", underlying: error))
                     }
                 }
+                // Multifd: each device's load thread starts here (QEMU's switchover_start).
+                startMultifdLoads()
             default:
                 throw refuse("command \(command.name) is not supported (postcopy, COLO and packaged streams are not)")
             }
@@ -384,6 +452,16 @@ final class DestinationRun {
                 throw wrap(error, message: "the VMDESCRIPTION trailer could not be read")
             }
         }
+        // Every multifd device loads its last buffer, every channel ends.
+        if let multifd {
+            do {
+                try multifd.finish { owner.control.isCancelled }
+            } catch let error as MultifdError {
+                throw multifdFailure(error)
+            }
+        } else if let i = entries.indices.first(where: { multifdPlan.enabled[$0] }) {
+            throw multifdFailure(.switchoverStartMissing(device: entries[i].identity))
+        }
         // Each handler commits what it loaded (a VFIO device leaves RESUMING) before the guest
         // resumes; a refusal here fails the migration and the source keeps its VM.
         for (i, e) in entries.enumerated() where e.handler.isActive {
@@ -404,6 +482,7 @@ final class DestinationRun {
             }
         }
         resumeTime = clock.now - t0
+        multifd?.close()
         for e in entries { e.handler.loadCleanup(succeeded: true) }
         do {
             try rp.send(.shut(0))
@@ -416,7 +495,17 @@ final class DestinationRun {
 
     private func fail(_ error: any Error) -> MigrationError {
         let cancelled = owner.control.isCancelled
-        let result = classify(error, phase: phase, cancelled: cancelled, offset: reader.offset)
+        var result = classify(error, phase: phase, cancelled: cancelled, offset: reader.offset)
+        // A multifd failure shuts the channels, so the source fails and cuts the main stream:
+        // report the multifd cause rather than the cut.
+        if let multifd {
+            if !cancelled, multifd.failure == nil, Self.isStreamLoss(error) { multifd.waitForFailure(timeout: .milliseconds(500)) }
+            let failure = multifd.failure
+            multifd.abort()
+            if !cancelled, let failure, !(result.failure?.underlying is MultifdError) { result = multifdFailure(failure) }
+        } else {
+            for c in channels { c.connection.shutdown(); c.connection.close() }
+        }
         logger.info("destination failed: \(result)")
         for e in entries { e.handler.loadCleanup(succeeded: false) }
         do {
@@ -428,6 +517,23 @@ final class DestinationRun {
         connection.close()
         enter(cancelled ? .cancelled : .failed)
         return result
+    }
+
+    /// The main stream ended or broke (rather than carrying something wrong).
+    private static func isStreamLoss(_ error: any Error) -> Bool {
+        var next: (any Error)? = error
+        while let e = next {
+            if e is TransportError { return true }
+            if case .truncated? = e as? StreamError { return true }
+            next = (e as? MigrationError)?.failure?.underlying
+        }
+        return false
+    }
+
+    private func multifdFailure(_ error: MultifdError) -> MigrationError {
+        .load(MigrationFailure(phase: phase, handler: MultifdDestinationSession.device(of: error),
+                               message: error.channel.map { "multifd channel \($0) failed" } ?? "the multifd transfer failed",
+                               underlying: error))
     }
 
     private func emitProgress() {
@@ -443,13 +549,15 @@ final class DestinationRun {
     }
 
     private func statistics() -> IncomingStatistics {
-        IncomingStatistics(
+        let extra = multifd?.statisticsPerEntry ?? [:]
+        return IncomingStatistics(
             totalTime: clock.now - startTime, bytesTransferred: UInt64(reader.offset),
             configuration: MachineConfigurationSummary(machineType: sourceMachine), usedExtensions: extensionsActive,
-            returnPathOpened: rp.isOpen, resumeTime: resumeTime,
+            returnPathOpened: rp.isOpen, resumeTime: resumeTime, multifdChannels: channels.count,
             handlers: entries.indices.map {
-                HandlerStatistics(identity: entries[$0].identity, bytes: bytes[$0], sections: sections[$0],
-                                  loadTime: loadTime[$0], bytesLoaded: bytes[$0],
+                let m = extra[$0]
+                return HandlerStatistics(identity: entries[$0].identity, bytes: bytes[$0] + (m?.bytes ?? 0), sections: sections[$0],
+                                  loadTime: loadTime[$0] + (m?.loadTime ?? .zero), bytesLoaded: bytes[$0] + (m?.bytes ?? 0),
                                   ackState: acks.ackState(HandlerKey(entries[$0].identity)))
             })
     }

@@ -174,18 +174,43 @@ public protocol MigrationHandler: AnyObject, Sendable {
     var supportsMultifdTransfer: Bool { get }
 
     /// Sends the stop-copy data as device-state packets (QEMU `save_complete_precopy_thread`).
-    /// Runs on a thread of its own, concurrently with the END pass of the main channel.
+    /// Runs on a thread of its own, concurrently with the END pass of the main channel — and,
+    /// as in QEMU, with this handler's own ``saveComplete(to:context:)``, which then sees
+    /// `context.multifdTransfer` and must write only its dummy body without touching the device.
+    /// The last buffer sent must have `isConfigState` (the engine refuses a return without one).
+    /// Called only when the handler's multifd transfer resolves to on (docs/multifd.md).
     func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws
 
     /// Consumes one device-state buffer, in index order (QEMU `load_state_buffer` as fed by
-    /// VFIO's load thread). Runs on this handler's own load thread. `isConfigState` marks
-    /// the last buffer.
+    /// VFIO's load thread). Runs on this handler's own load thread, started at SWITCHOVER_START,
+    /// concurrently with the main channel's sections (this handler's END and FULL bodies are
+    /// then dummies). `isConfigState` marks the last buffer. Every call returns before
+    /// ``loadComplete(context:)`` or ``loadCleanup(succeeded:)``.
     func loadStateBuffer(_ buffer: UnsafeRawBufferPointer, index: UInt32, isConfigState: Bool, context: LoadContext) throws
+}
+
+// MARK: Multifd pre-copy (beyond QEMU 10.0)
+
+/// Pre-copy device data over the multifd channels (``MigrationParameters/multifdPrecopy``,
+/// Switchover peers only). A handler opts in; the engine then gives it no PART sections and
+/// calls ``saveIterateMultifd(to:budget:context:)`` on a thread of its own during the live
+/// phase instead. Its buffers take the first indices; the stop-copy buffers continue the same
+/// sequence, so the destination's load thread (started at load setup in this mode) feeds them
+/// all in order.
+public protocol MultifdPrecopyHandler: MigrationHandler {
+    /// Sends pre-copy data as device-state buffers: about `budget` bytes at most (one bounded
+    /// buffer is the usual answer). Runs on the handler's pre-copy thread, concurrently with
+    /// the main thread's `pendingEstimate`/`pendingExact` of this handler (and hooks of the
+    /// others), never with its own ``MigrationHandler/saveCompleteMultifd(to:context:)``.
+    /// `.done`: nothing to send right now.
+    func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult
 }
 
 /// Sends one handler's device-state packets over the multifd channels.
 public protocol DeviceStateSender: AnyObject, Sendable {
-    /// Queues one buffer; the engine assigns it the next index and a channel.
+    /// Queues one buffer; the engine assigns it the next index and a channel. The bytes are
+    /// copied: the caller may reuse its buffer at once. Blocks while the channels' queues are
+    /// full; throws when the transfer failed (a channel lost) so the handler stops.
     func send(_ buffer: UnsafeRawBufferPointer, isConfigState: Bool) throws
 }
 

@@ -1,3 +1,5 @@
+import MigrationStream
+
 /// The knobs of one migration. Defaults follow QEMU where QEMU has the knob; the same
 /// struct configures a source and a destination (each reads the fields that concern it).
 public struct MigrationParameters: Sendable, Hashable {
@@ -53,6 +55,41 @@ public struct MigrationParameters: Sendable, Hashable {
 
     /// Destination: start the guest after a successful stream (QEMU's autostart).
     public var resumeOnCompletion = true
+
+    // MARK: Multifd (docs/multifd.md)
+
+    /// Extra channels beside the main one for device state (QEMU `multifd-channels`, but
+    /// Switchover's default is 0: none). Both ends must agree: the destination waits for this
+    /// many channel connections besides the main one. 0 to 255.
+    public var multifdChannels = 0
+
+    /// Per-device `x-migration-multifd-transfer`, keyed by (idstr, instance id); devices not
+    /// listed use ``multifdTransferDefault``. Both ends must resolve each device alike.
+    public var multifdTransfer: [HandlerID: MultifdTransferSetting] = [:]
+
+    /// The setting of devices not in ``multifdTransfer`` (QEMU: AUTO).
+    public var multifdTransferDefault: MultifdTransferSetting = .auto
+
+    /// Destination: the most device-state buffers one device may have received and not yet
+    /// loaded. Beyond it a receive thread waits while the device's next buffer is queued (its
+    /// load thread drains them), else the migration fails with
+    /// ``MultifdError/queueLimitExceeded(channel:device:limit:)`` (a flood, a lost packet).
+    /// Memory is bounded by this × ``multifdMaxPacketSize`` per device.
+    public var multifdMaxQueuedBuffers = 256
+
+    /// Destination: the largest device-state packet accepted (`next_packet_size`), checked
+    /// before anything is allocated.
+    public var multifdMaxPacketSize = MultiFDFormat.defaultMaxPacketSize
+
+    /// Source: packets queued per channel before a device's save thread waits (backpressure:
+    /// memory is bounded by channels × depth × packet size, never by the state size).
+    public var multifdSendQueueDepth = 2
+
+    /// Beyond QEMU 10.0 (Switchover peers only, both ends must agree): devices with multifd
+    /// transfer also send their pre-copy data as packets over the channels, on a thread per
+    /// device with a fair share of the bandwidth cap per 100 ms window; the PART sections then
+    /// carry nothing for them. Handlers opt in by conforming to ``MultifdPrecopyHandler``.
+    public var multifdPrecopy = false
 
     public init() {}
 

@@ -109,6 +109,11 @@ public struct MigrationStatistics: Sendable, Hashable {
     public var exactQueries: Int
     /// Whether the destination spoke Switchover's extensions.
     public var usedExtensions: Bool
+    /// Multifd channels used besides the main one.
+    public var multifdChannels: Int = 0
+    /// Bytes written on the multifd channels (packets with their headers); not in ``bytesTransferred``.
+    public var multifdBytes: UInt64 = 0
+    /// Per handler; a multifd device's ``HandlerStatistics/bytes`` include its packet buffers.
     public var handlers: [HandlerStatistics]
 }
 
@@ -124,6 +129,9 @@ public struct IncomingStatistics: Sendable, Hashable {
     public var returnPathOpened: Bool
     /// Time from EOF to the guest resumed.
     public var resumeTime: Duration
+    /// Multifd channels accepted besides the main one.
+    public var multifdChannels: Int = 0
+    /// Per handler; a multifd device's bytes and load time include its packet buffers.
     public var handlers: [HandlerStatistics]
 }
 

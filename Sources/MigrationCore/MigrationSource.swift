@@ -67,7 +67,7 @@ public final class MigrationSource: Sendable {
                     progressContinuation.finish()
                     throw classify(error, phase: .connecting, cancelled: control.isCancelled, message: "could not connect")
                 }
-                return try SourceRun(owner: self, connection: connection).run()
+                return try SourceRun(owner: self, connection: connection, channels: .transport(transport)).run()
             }
         } onCancel: {
             self.cancel()
@@ -77,10 +77,17 @@ public final class MigrationSource: Sendable {
     /// Migrates over an already connected channel (e.g. one end of
     /// ``DescriptorConnection/socketPair()``). The engine closes it at the end.
     public func run(over connection: any MigrationConnection) async throws -> MigrationStatistics {
+        try await run(over: connection, multifdChannels: [])
+    }
+
+    /// Migrates over already connected channels: the main one and exactly
+    /// ``MigrationParameters/multifdChannels`` multifd channels (channel id = array index).
+    /// The engine closes them at the end.
+    public func run(over connection: any MigrationConnection, multifdChannels: [any MigrationConnection]) async throws -> MigrationStatistics {
         try control.begin()
         return try await withTaskCancellationHandler {
             try await runOnDedicatedThread(name: "switchover-source") { [self] in
-                try SourceRun(owner: self, connection: connection).run()
+                try SourceRun(owner: self, connection: connection, channels: .given(multifdChannels)).run()
             }
         } onCancel: {
             self.cancel()
@@ -145,6 +152,9 @@ final class SourceRun {
     private var windowStartBytes = 0
     private var idleInWindow: Duration = .zero
     private var bandwidthPerMs: Double = 0
+    private var bandwidthMeasured = false
+    /// The least a window must move for its rate to count as a measurement of the link.
+    static let minimumMeasuredWindow = 64 << 10
     private var threshold: UInt64 = 0
     private var lastMovement: Duration = .zero
     private var ackWaitStart: Duration?
@@ -152,18 +162,36 @@ final class SourceRun {
     private var lastPrediction: (qemu: Duration?, ours: Duration?) = (nil, nil)
     private var lastAckStates: [AckState] = []
 
-    init(owner: MigrationSource, connection: any MigrationConnection) {
+    // Multifd (MultifdSource.swift).
+    enum ChannelSource {
+        case transport(any MigrationTransport)
+        case given([any MigrationConnection])
+    }
+    private let channelSource: ChannelSource
+    private let multifdPlan: MultifdPlan
+    private var multifd: MultifdSourceSession?
+    /// Entries whose pre-copy data goes over the channels (multifdPrecopy): no PART sections.
+    private let precopyOverChannels: Set<Int>
+
+    init(owner: MigrationSource, connection: any MigrationConnection, channels: ChannelSource) {
         self.owner = owner
         self.params = owner.parameters
         self.clock = owner.clock
         self.logger = owner.logger
         self.connection = connection
         self.writer = StreamWriter(sink: connection)
-        self.entries = owner.registry.entries
+        let entries = owner.registry.entries
+        self.entries = entries
         let running = SharedFlag(owner.vm.isRunning)
         self.vmRunning = running
-        self.contexts = entries.map {
-            EngineSaveContext(identity: $0.identity, switchoverAckEnabled: owner.parameters.switchoverAck, running: running)
+        let plan = MultifdPlan(entries: entries, parameters: owner.parameters)
+        self.multifdPlan = plan
+        self.channelSource = channels
+        self.precopyOverChannels = owner.parameters.multifdPrecopy
+            ? Set(entries.indices.filter { plan.enabled[$0] && entries[$0].handler is any MultifdPrecopyHandler }) : []
+        self.contexts = entries.indices.map {
+            EngineSaveContext(identity: entries[$0].identity, switchoverAckEnabled: owner.parameters.switchoverAck,
+                              multifdTransfer: plan.enabled[$0], running: running)
         }
         self.returnPathOn = owner.parameters.returnPath && connection.supportsReturnPath
         self.extensionsOn = owner.parameters.extensions && owner.parameters.returnPath && connection.supportsReturnPath
@@ -206,6 +234,49 @@ final class SourceRun {
         if let cap = params.maxBandwidth, cap < 10 {
             throw MigrationError.invalidParameters("a bandwidth cap of \(cap) B/s leaves nothing per 100 ms window")
         }
+        try validateMultifd()
+    }
+
+    private func validateMultifd() throws {
+        try MultifdPlan.validate(params)
+        if let refusal = multifdPlan.refusal { throw MigrationError.invalidParameters(refusal) }
+        guard params.multifdChannels > 0 else { return }
+        switch channelSource {
+        case .transport(let t):
+            if t is FileTransport || t is DescriptorTransport {
+                throw MigrationError.invalidParameters("multifd channels need a transport that can open more connections (tcp:, unix:), not \(t)")
+            }
+        case .given(let list):
+            guard list.count == params.multifdChannels else {
+                throw MigrationError.invalidParameters("\(list.count) multifd channel connections given, multifdChannels is \(params.multifdChannels)")
+            }
+        }
+    }
+
+    /// Opens the multifd channels (each starts with its MultiFDInit) before the main header.
+    private func openMultifdChannels() throws {
+        let count = params.multifdChannels
+        guard count > 0 else { return }
+        let connections: [any MigrationConnection]
+        do {
+            switch channelSource {
+            case .transport(let t):
+                connections = try MultifdChannels.open(count: count, uuid: multifdUUID(owner.configuration), writeTimeout: params.stallTimeout) {
+                    if owner.control.isCancelled { throw TransportError.shutDown }
+                    return try t.connect()
+                }
+            case .given(let list):
+                var iterator = list.makeIterator()
+                connections = try MultifdChannels.open(count: count, uuid: multifdUUID(owner.configuration), writeTimeout: params.stallTimeout) {
+                    guard let next = iterator.next() else { throw MultifdError.channelSetup("too few channel connections") }
+                    return next
+                }
+            }
+        } catch {
+            if case .given(let list) = channelSource { for c in list { c.close() } }
+            throw MigrationError.setup(MigrationFailure(phase: phase, message: "could not open the multifd channels", underlying: error))
+        }
+        multifd = MultifdSourceSession(connections: connections, queueDepth: params.multifdSendQueueDepth)
     }
 
     private func enter(_ next: MigrationPhase) {
@@ -239,6 +310,7 @@ final class SourceRun {
     private func header() throws {
         enter(.header)
         connection.setTimeouts(read: nil, write: params.stallTimeout)
+        try openMultifdChannels()
         for (i, e) in entries.enumerated() where e.handler.isActive {
             do {
                 try e.handler.savePrepare(context: contexts[i])
@@ -341,9 +413,19 @@ final class SourceRun {
         windowStartBytes = writer.bytesWritten
         lastMovement = windowStart
         updateThreshold()
-        let live = liveIndices
+        let live = liveIndices.filter { !precopyOverChannels.contains($0) }
+        if let multifd, !precopyOverChannels.isEmpty {
+            multifd.startPrecopy(precopyOverChannels.sorted().compactMap { i in
+                (entries[i].handler as? any MultifdPrecopyHandler).map { (i, entries[i].identity, $0, contexts[i] as SaveContext) }
+            }, windowBudget: params.maxBandwidth.map { Int($0 / 10) }, clock: clock)
+        }
+        var multifdSent = multifd?.bytesSentSoFar ?? 0
         while true {
             try checkAbort()
+            if let (identity, error) = multifd?.precopyFailure {
+                throw MigrationError.iterate(MigrationFailure(phase: phase, handler: identity,
+                    message: "the pre-copy over the multifd channels failed", underlying: multifd?.sender.failure ?? error))
+            }
             let now = clock.now
             updateCounters(now)
 
@@ -405,6 +487,7 @@ final class SourceRun {
             emitProgressIfAckChanged()
             try flush()
             iterations += 1
+            if let sent = multifd?.bytesSentSoFar, sent != multifdSent { multifdSent = sent; moved = true }
             if moved || anyMore { lastMovement = clock.now }
             if !waitingForAck, let stall = params.stallTimeout, clock.now - lastMovement >= stall {
                 throw MigrationError.timeout(.stall, MigrationFailure(phase: phase, offset: writer.bytesWritten,
@@ -440,7 +523,17 @@ final class SourceRun {
         let busy = elapsed - idleInWindow
         let transferred = writer.bytesWritten - windowStartBytes
         if busy >= .milliseconds(1) && transferred > 0 {
-            bandwidthPerMs = Double(transferred) / busy.milliseconds
+            // A window that moved little says how little the handlers had to send, not what
+            // the link carries: once a window has moved enough to measure, only such windows
+            // update the estimate. Before that, the best rate seen stands in, so a tiny device
+            // state (mtty: 96 bytes) can still switch over.
+            let rate = Double(transferred) / busy.milliseconds
+            if transferred >= Self.minimumMeasuredWindow {
+                bandwidthPerMs = rate
+                bandwidthMeasured = true
+            } else if !bandwidthMeasured {
+                bandwidthPerMs = max(bandwidthPerMs, rate)
+            }
         }
         windowStart = now
         windowStartBytes = writer.bytesWritten
@@ -471,6 +564,7 @@ final class SourceRun {
     // MARK: Completion
 
     private func complete() throws {
+        multifd?.stopPrecopy()
         enter(.completing)
         downtimeStart = clock.now
         if owner.vm.isRunning {
@@ -482,9 +576,26 @@ final class SourceRun {
             weStoppedVM = true
         }
         vmRunning.set(false)
-        if params.sendSwitchoverStart { try writer.writeCommand(.switchoverStart) }
+        // Multifd: each device's stop-copy data leaves on its own thread while the main
+        // channel carries SWITCHOVER_START (always, then) and the END pass, whose bodies are
+        // the handlers' dummies (docs/multifd.md).
+        if let multifd {
+            multifd.startSaves(entries.indices.filter { multifdPlan.enabled[$0] }.map {
+                ($0, entries[$0].identity, entries[$0].handler, contexts[$0] as SaveContext)
+            })
+        }
+        if params.sendSwitchoverStart || multifdPlan.any { try writer.writeCommand(.switchoverStart) }
         for i in liveIndices {
             try writeSection(.end, i) { h, w, c in try h.saveComplete(to: w, context: c) }
+        }
+        if let multifd {
+            try flush()
+            do {
+                try multifd.finish { owner.control.isCancelled }
+            } catch {
+                throw MigrationError.complete(MigrationFailure(phase: phase, handler: multifd.failedDevice, offset: writer.bytesWritten,
+                    message: "the multifd transfer failed", underlying: error))
+            }
         }
         var described: [(identity: HandlerIdentity, size: Int)] = []
         for i in entries.indices where entries[i].handler.isActive && entries[i].handler.hasFullState {
@@ -537,6 +648,21 @@ final class SourceRun {
     private func fail(_ error: any Error) -> MigrationError {
         let cancelled = owner.control.isCancelled
         var result = classify(error, phase: phase, cancelled: cancelled, offset: writer.bytesWritten)
+        if let multifd {
+            // A lost channel is the root cause even when the main stream failed first (the
+            // destination saw the channel end and gave up): name it.
+            if !cancelled, multifd.sender.failure == nil, isConnectionLoss(result) {
+                multifd.sender.waitForFailure(timeout: .milliseconds(500))
+            }
+            let channelFailure = multifd.sender.failure
+            multifd.abort()
+            if !cancelled, let channelFailure, let channel = channelFailure.channel, !(result.failure?.underlying is MultifdError) {
+                result = .complete(MigrationFailure(phase: result.phase, offset: writer.bytesWritten,
+                                                    message: "multifd channel \(channel) failed", underlying: channelFailure))
+            }
+        } else if case .given(let list) = channelSource {
+            for c in list { c.shutdown(); c.close() }
+        }
         if let rp {
             // A write that failed because the destination gave up and closed: prefer its verdict.
             if !cancelled, isConnectionLoss(result) {
@@ -575,6 +701,7 @@ final class SourceRun {
                 }
             }
             if case .returnPath = u as? MigrationError { return true }
+            if case .channelFailed(_, _, let cause) = u as? MultifdError { underlying = cause; continue }
             underlying = (u as? MigrationError)?.failure?.underlying
         }
         if case .returnPath = error { return true }
@@ -612,14 +739,16 @@ final class SourceRun {
 
     private func statistics(total: Duration, downtime: Duration?) -> MigrationStatistics {
         let reports = rp?.state.withLock { $0.loadReports } ?? [:]
+        let multifdBytes = multifd?.bytesPerEntry ?? [:]
         return MigrationStatistics(
             totalTime: total, setupTime: setupTime, downtime: downtime,
             downtimeEnd: rp == nil ? .eofWritten : .destinationShut, decision: decision,
             bytesTransferred: UInt64(writer.bytesWritten), iterations: iterations, rateLimitWaits: rateLimitWaits,
             exactQueries: exactQueries, usedExtensions: extensionsOn,
+            multifdChannels: multifd?.sender.channelCount ?? 0, multifdBytes: multifd?.sender.bytesWritten ?? 0,
             handlers: entries.indices.map { i in
                 let report = reports[HandlerKey(entries[i].identity)]
-                return HandlerStatistics(identity: entries[i].identity, bytes: bytes[i], sections: sections[i],
+                return HandlerStatistics(identity: entries[i].identity, bytes: bytes[i] + (multifdBytes[i] ?? 0), sections: sections[i],
                                          loadTime: report.map { .microseconds(Int64($0.loadMicros)) },
                                          bytesLoaded: report?.bytesLoaded, ackState: handlerAckState(i))
             })

@@ -1,4 +1,5 @@
 import DeviceMatch
+import VFIO
 
 /// Whether a device can be live-migrated with Switchover, and if not, why, in sentences a person
 /// can act on.
@@ -45,7 +46,9 @@ public struct MigrationVerdict: Sendable, Hashable {
 /// A device is migratable when it is bound to a VFIO driver, has an IOMMU group, a vendor module
 /// serves it, and either its driver is a known migration variant with PRE_COPY or the probe
 /// confirmed STOP_COPY. A generic fallback module (``VendorModuleDescriptor/isGenericFallback``)
-/// serves only devices whose migration support is established that way.
+/// serves every device whose migration support is established that way, whether or not one of
+/// its rules names the device's driver: its rules list the variant drivers known to migrate, and
+/// flags confirmed by the kernel are worth as much.
 public struct MigrationAdvisor: Sendable {
     /// The vendor modules that can migrate devices.
     public var handlers: PCIMatchTable
@@ -135,7 +138,8 @@ public struct MigrationAdvisor: Sendable {
                     flags = reported
                     source = .probe
                 } else {
-                    reasons.append("the kernel reports migration flags \(reported) without STOP_COPY")
+                    let names = reported.names.isEmpty ? "none" : reported.names.joined(separator: "|")
+                    reasons.append("the kernel reports migration flags \(names) without STOP_COPY")
                     flags = nil
                     source = nil
                 }
@@ -169,6 +173,8 @@ public struct MigrationAdvisor: Sendable {
         if established {
             if let match = handlers.bestMatch(for: device.identity) {
                 handler = match.module.name
+            } else if let generic = handlers.modules.first(where: \.isGenericFallback) {
+                handler = generic.name
             } else {
                 reasons.append("no handler module serves \(ids) on \(driver ?? "no driver"): add a vendor module for it")
             }

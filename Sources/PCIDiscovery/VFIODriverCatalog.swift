@@ -1,4 +1,5 @@
 import DeviceMatch
+import VFIO
 
 /// A kernel VFIO variant driver with migration support: which devices it binds and which
 /// migration flags it offers (vfio-uapi-spec §4).

@@ -130,7 +130,8 @@ struct VFIODeviceOpener {
             throw fail(.groupStatus, errno, closing: fds)
         }
         let flags = VFIOGroupStatus(bytes: status)?.flags ?? 0
-        // Emulated (mdev) groups report 0 before SET_CONTAINER yet work: do not fail on !VIABLE here.
+        // Emulated (mdev) groups may report 0 before SET_CONTAINER (Debian's 6.12 says VIABLE) yet work:
+        // do not fail on !VIABLE here.
         var containerArgument: [UInt8] = []
         LittleEndianBytes.append(container, to: &containerArgument)
         if flags & VFIOUAPI.groupFlagContainerSet == 0,
@@ -162,7 +163,7 @@ struct VFIODeviceOpener {
         case .success(let deviceFD):
             return KernelVFIODevice(
                 name: name, openPath: .group(number: group, noIOMMU: noIOMMU), deviceFD: deviceFD, supportFDs: fds,
-                system: system)
+                system: system, groupStatusBeforeContainer: flags)
         case .failure(let errno):
             throw fail(.getDeviceFD, errno, closing: fds)
         }

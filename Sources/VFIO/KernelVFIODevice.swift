@@ -70,10 +70,17 @@ public final class KernelVFIODevice: VFIOMigrationDevice {
     /// Container and group fds, or the iommufd fd, closed after the device fd.
     private let supportFDs: Mutex<[Int32]>
     private let system: any VFIOSyscalls
+    /// The `VFIO_GROUP_GET_STATUS` flags read before `VFIO_GROUP_SET_CONTAINER` (group path only).
+    /// Emulated mdev groups have been seen reporting VIABLE (Debian 6.12) and 0 (elsewhere).
+    package let groupStatusBeforeContainer: UInt32?
 
-    init(name: String, openPath: VFIODeviceOpenPath, deviceFD: Int32, supportFDs: [Int32], system: any VFIOSyscalls) {
+    init(
+        name: String, openPath: VFIODeviceOpenPath, deviceFD: Int32, supportFDs: [Int32], system: any VFIOSyscalls,
+        groupStatusBeforeContainer: UInt32? = nil
+    ) {
         self.name = name
         self.openPath = openPath
+        self.groupStatusBeforeContainer = groupStatusBeforeContainer
         self.client = VFIODeviceClient(deviceFD: deviceFD, name: name, system: system)
         self.supportFDs = Mutex(supportFDs)
         self.system = system
@@ -115,6 +122,9 @@ public final class KernelVFIODevice: VFIOMigrationDevice {
             }
         }
     }
+
+    /// What ``migrationFlags()`` answers, keeping the errno (ENOTTY or EINVAL) when it is "unsupported".
+    public func migrationSupport() throws(VFIOError) -> VFIOMigrationSupport { try client.migrationSupport() }
 
     // MARK: VFIOMigrationDevice
 

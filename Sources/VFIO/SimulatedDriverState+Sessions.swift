@@ -245,6 +245,12 @@ extension SimulatedDriverState {
     mutating func write(
         _ ref: SimulatedSessionRef, from buffer: UnsafeRawBufferPointer, configuration: SimulatedVFIOConfiguration
     ) -> (Result<Int, Errno>, Duration) {
+        if case .mtty(let ports) = configuration.payload {
+            // mtty checks position + length against the state size before it looks at the session, and
+            // ending a session rewinds the file: an ended fd says ENOMEM to an oversized write.
+            let position = resume?.id == ref.id ? resume?.received ?? 0 : 0
+            if position + UInt64(buffer.count) > 24 + 36 * UInt64(ports) { return (.failure(.noMemory), .zero) }
+        }
         guard var session = resume, session.id == ref.id, !session.poisoned else {
             return (.failure(.operationNotSupportedByDevice), .zero)
         }
@@ -252,16 +258,22 @@ extension SimulatedDriverState {
         let before = session.received
         let after = before + count
         var cost = Duration.zero
+        /// mtty: the write completed a header that does not match this device. As the kernel, the bytes
+        /// still count (the next write continues after them) but the write fails EFAULT.
+        var badHeader = false
         switch (session.parser, configuration.payload) {
         case (.mtty, .mtty(let ports)):
             let total = 24 + 36 * UInt64(ports)
             guard after <= total else { return (.failure(.noMemory), .zero) }
             if before < 24, after >= 24 {
                 let header = Array((session.retained ?? [])[0..<Int(before)]) + Array(buffer[0..<Int(24 - before)])
-                guard header == Self.mttyHeader(ports: ports) else { return (.failure(.badAddress), .zero) }
-                cost += configuration.loadCost.initial
+                if header == Self.mttyHeader(ports: ports) {
+                    cost += configuration.loadCost.initial
+                } else {
+                    badHeader = true
+                }
             }
-            if after == total, before < total { cost += configuration.loadCost.final }
+            if after == total, before < total, !badHeader { cost += configuration.loadCost.final }
         case (.opaque, .opaque(let size, let initialBytes)):
             guard after <= size else { return (.failure(.noMemory), .zero) }
             if initialBytes > 0, before < initialBytes, after >= initialBytes { cost += configuration.loadCost.initial }
@@ -290,6 +302,7 @@ extension SimulatedDriverState {
             }
         }
         resume = session
+        if badHeader { return (.failure(.badAddress), .zero) }
         return (.success(buffer.count), cost)
     }
 

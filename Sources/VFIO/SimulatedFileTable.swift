@@ -18,22 +18,32 @@ package protocol SimulatedFile: AnyObject, Sendable {
 /// fd's creation until it is closed through the seam.
 package final class SimulatedFileTable: Sendable {
     package static let shared = SimulatedFileTable()
-    private let files = Mutex<[Int32: any SimulatedFile]>([:])
 
-    /// Creates a real fd (see `VFIOSystem.createSimulatedFD`) served by `file`.
-    package func open(_ file: any SimulatedFile) -> Result<Int32, Errno> {
-        VFIOSystem.createSimulatedFD().map { fd in
-            files.withLock { $0[fd] = file }
-            return fd
+    private struct Entry {
+        var file: any SimulatedFile
+        /// The hidden other end of a write-only fd's pipe, closed with the fd.
+        var companion: Int32?
+    }
+
+    private let files = Mutex<[Int32: Entry]>([:])
+
+    /// Creates a real fd (see `VFIOSystem.createSimulatedFD(writeOnly:)`) served by `file`: read-only
+    /// unless `writeOnly` (the kernel's resume files are O_WRONLY).
+    package func open(_ file: any SimulatedFile, writeOnly: Bool = false) -> Result<Int32, Errno> {
+        VFIOSystem.createSimulatedFD(writeOnly: writeOnly).map { created in
+            files.withLock { $0[created.fd] = Entry(file: file, companion: created.companion) }
+            return created.fd
         }
     }
 
     package func file(for fd: Int32) -> (any SimulatedFile)? {
-        files.withLock { $0[fd] }
+        files.withLock { $0[fd]?.file }
     }
 
     package func unregister(_ fd: Int32) -> (any SimulatedFile)? {
-        files.withLock { $0.removeValue(forKey: fd) }
+        guard let entry = files.withLock({ $0.removeValue(forKey: fd) }) else { return nil }
+        if let companion = entry.companion { VFIOSystem.closeCompanion(companion) }
+        return entry.file
     }
 
     /// Whether `fd` is a simulated file.

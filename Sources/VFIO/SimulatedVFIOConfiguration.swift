@@ -115,6 +115,10 @@ public struct SimulatedVFIOConfiguration: Sendable, Equatable {
     public var preCopyEndOfData: PreCopyEndOfData
     /// Destination load time.
     public var loadCost: LoadCost
+    /// Source read time: each read of the save fd spends this much per MiB it returns (a
+    /// device's save speed: mlx5 firmware SAVE, a DMA engine), outside the device lock, so
+    /// several devices read in parallel. Default zero.
+    public var readTimePerMiB: Duration = .zero
     /// Failures armed at start.
     public var failures: [ArcFailure]
     /// How ERROR answers SETs.

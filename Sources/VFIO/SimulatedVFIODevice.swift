@@ -119,9 +119,6 @@ public final class SimulatedVFIODevice: VFIOMigrationDevice {
     /// Performs a raw `VFIO_DEVICE_FEATURE` with the given header flags and payload bytes, returning the
     /// result and the bytes after the call. For tests of the feature front-end.
     public func rawFeature(argsz: UInt32? = nil, flags: UInt32, payload: [UInt8]) -> (result: Result<Int32, Errno>, bytes: [UInt8]) {
-        guard let fd = client.deviceFD else { return (.failure(.badFileDescriptor), []) }
-        var bytes = VFIODeviceFeatureHeader(argsz: argsz ?? UInt32(8 + payload.count), flags: flags).bytes + payload
-        let result = bytes.withUnsafeMutableBytes { client.system.ioctl(fd, VFIOUAPI.deviceFeature, .buffer($0)) }
-        return (result, bytes)
+        client.rawFeature(argsz: argsz, flags: flags, payload: payload)
     }
 }

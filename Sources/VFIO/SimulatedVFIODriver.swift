@@ -166,7 +166,8 @@ package final class SimulatedVFIODriver: Sendable {
             return .success(-1)
         case .done(let session?):
             let file = SimulatedDataFile(driver: self, session: session)
-            switch SimulatedFileTable.shared.open(file) {
+            // As the kernel's anon-inode files: save fds O_RDONLY, resume fds O_WRONLY.
+            switch SimulatedFileTable.shared.open(file, writeOnly: session.direction == .resume) {
             case .success(let fd): return .success(fd)
             case .failure(let errno):
                 // The kernel cannot install the fd: the session is unusable.
@@ -180,10 +181,15 @@ package final class SimulatedVFIODriver: Sendable {
 
     func read(_ session: SimulatedSessionRef, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> {
         guard session.direction == .save else { return .failure(.badFileDescriptor) }
-        return state.withLock { state in
+        let result = state.withLock { state in
             state.tick(configuration: configuration, now: clock.now())
             return state.read(session, into: buffer, configuration: configuration)
         }
+        // The device's save speed, outside the device lock (as the load cost of write).
+        if configuration.readTimePerMiB > .zero, case .success(let n) = result, n > 0 {
+            clock.sleep(for: configuration.readTimePerMiB * (Double(n) / Double(1 << 20)))
+        }
+        return result
     }
 
     func write(_ session: SimulatedSessionRef, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> {

@@ -11,6 +11,8 @@ final class VFIODeviceClient: Sendable {
     private struct Probe {
         var done = false
         var flags: VFIOMigrationFlags?
+        /// ENOTTY or EINVAL, when that is how the kernel said there is no migration.
+        var unsupportedErrno: Errno?
     }
 
     /// Held across each device ioctl sequence, so a SET and its follow-up GET are not interleaved
@@ -73,18 +75,26 @@ final class VFIODeviceClient: Sendable {
 
     func migrationFlags() throws(VFIOError) -> VFIOMigrationFlags? {
         if let cached = probe.withLock({ $0.done ? Optional($0.flags) : nil }) { return cached }
+        var unsupportedErrno: Errno?
         let flags = try withDevice(.probeMigration) { (fd) throws(VFIOError) -> VFIOMigrationFlags? in
             switch feature(fd, .migration, VFIOUAPI.featureGet, payload: [UInt8](repeating: 0, count: 8)) {
             case .success(let payload):
                 return VFIOMigrationFlags(rawValue: LittleEndianBytes.load(UInt64.self, from: payload, at: 0))
-            case .failure(.inappropriateIOCTLForDevice), .failure(.invalidArgument):
+            case .failure(let errno) where errno == .inappropriateIOCTLForDevice || errno == .invalidArgument:
+                unsupportedErrno = errno
                 return nil
             case .failure(let errno):
                 throw VFIOError.syscallFailed(operation: .probeMigration, device: name, errno: errno)
             }
         }
-        probe.withLock { $0 = Probe(done: true, flags: flags) }
+        probe.withLock { $0 = Probe(done: true, flags: flags, unsupportedErrno: unsupportedErrno) }
         return flags
+    }
+
+    /// ``migrationFlags()`` with the errno that meant "unsupported" (cached with it).
+    func migrationSupport() throws(VFIOError) -> VFIOMigrationSupport {
+        if let flags = try migrationFlags() { return .supported(flags) }
+        return .unsupported(probe.withLock { $0.unsupportedErrno } ?? .inappropriateIOCTLForDevice)
     }
 
     // MARK: State

@@ -28,8 +28,8 @@ public final class VFIOMigrationDataFD: Sendable {
     /// The device this session belongs to, for errors.
     public let deviceName: String
 
-    private let system: any VFIOSyscalls
-    private let stateCache: VFIODeviceStateCache
+    let system: any VFIOSyscalls
+    let stateCache: VFIODeviceStateCache
     private let descriptor: Mutex<Int32?>
 
     /// Consecutive EAGAIN answers tolerated after poll reported the fd ready.

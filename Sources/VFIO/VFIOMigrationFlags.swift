@@ -1,3 +1,5 @@
+import SystemPackage
+
 /// `VFIO_DEVICE_FEATURE_MIGRATION` flags: which optional migration states a device offers.
 /// The defined sets are `[.stopCopy]`, `[.stopCopy, .p2p]`, `[.stopCopy, .preCopy]` and all three.
 public struct VFIOMigrationFlags: OptionSet, Sendable, Hashable, CustomStringConvertible {
@@ -24,13 +26,25 @@ public struct VFIOMigrationFlags: OptionSet, Sendable, Hashable, CustomStringCon
         VFIODeviceState.allCases.filter { $0.isSupported(by: self) }
     }
 
-    public var description: String {
+    /// The flag names in kernel order: `STOP_COPY`, `P2P`, `PRE_COPY`, then unknown bits in hex (`0x10`).
+    public var names: [String] {
         var names: [String] = []
         if contains(.stopCopy) { names.append("STOP_COPY") }
         if contains(.p2p) { names.append("P2P") }
         if contains(.preCopy) { names.append("PRE_COPY") }
         let unknown = rawValue & ~(Self.stopCopy.rawValue | Self.p2p.rawValue | Self.preCopy.rawValue)
         if unknown != 0 { names.append("0x" + String(unknown, radix: 16)) }
-        return names.isEmpty ? "[]" : names.joined(separator: "|")
+        return names
     }
+
+    public var description: String { names.isEmpty ? "[]" : names.joined(separator: "|") }
+}
+
+/// The kernel's whole answer to `VFIO_DEVICE_FEATURE` GET `MIGRATION`: the flags, or the errno
+/// (ENOTTY or EINVAL) by which it said the device has no migration.
+public enum VFIOMigrationSupport: Sendable, Hashable {
+    /// The device offers migration with these flags.
+    case supported(VFIOMigrationFlags)
+    /// The device has no migration: the probe failed with this errno (ENOTTY or EINVAL).
+    case unsupported(Errno)
 }

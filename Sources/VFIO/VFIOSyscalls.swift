@@ -57,6 +57,14 @@ package enum VFIOSystem {
     /// (pread/pwrite/lseek fail ESPIPE even without the seam), and a stray raw read returns 0 instead
     /// of blocking. This is the simulated kernel's side, like the anon inode the real kernel creates.
     package static func createSimulatedFD() -> Result<Int32, Errno> {
+        createSimulatedFD(writeOnly: false).map(\.fd)
+    }
+
+    /// As `createSimulatedFD()`, or, when `writeOnly`, the write end of such a pipe (O_WRONLY like the
+    /// kernel's resume files: a raw read fails EBADF, positional I/O ESPIPE). The read end of a write-only
+    /// fd is kept open as its `companion`, so a stray raw write fills the pipe (then EAGAIN) instead of
+    /// raising SIGPIPE; the caller closes the companion with the fd.
+    package static func createSimulatedFD(writeOnly: Bool) -> Result<(fd: Int32, companion: Int32?), Errno> {
         var fds: [Int32] = [-1, -1]
         if let pipe2 = LibcSymbols.pipe2 {
             guard fds.withUnsafeMutableBufferPointer({ pipe2($0.baseAddress, Int32(O_CLOEXEC) | Int32(O_NONBLOCK)) }) == 0 else {
@@ -64,11 +72,59 @@ package enum VFIOSystem {
             }
         } else {
             guard pipe(&fds) == 0 else { return .failure(Errno(rawValue: currentErrno())) }
-            _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-            _ = fcntl(fds[0], F_SETFL, O_NONBLOCK)
+            for fd in fds {
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+                _ = fcntl(fd, F_SETFL, O_NONBLOCK)
+            }
         }
+        if writeOnly { return .success((fds[1], fds[0])) }
         _ = systemClose(fds[1])
-        return .success(fds[0])
+        return .success((fds[0], nil))
+    }
+
+    /// Closes a simulated fd's companion (see `createSimulatedFD(writeOnly:)`).
+    package static func closeCompanion(_ fd: Int32) {
+        _ = systemClose(fd)
+    }
+
+    /// `fcntl(F_GETFD)` and `fcntl(F_GETFL)` of a real fd: whether it is close-on-exec and its access mode.
+    /// Simulated fds are real fds, so this answers for them too.
+    package static func descriptorFlags(_ fd: Int32) -> Result<VFIODescriptorFlags, Errno> {
+        let descriptor = fcntl(fd, F_GETFD)
+        guard descriptor >= 0 else { return .failure(Errno(rawValue: currentErrno())) }
+        let status = fcntl(fd, F_GETFL)
+        guard status >= 0 else { return .failure(Errno(rawValue: currentErrno())) }
+        let access: VFIODescriptorFlags.Access =
+            switch status & O_ACCMODE {
+            case O_RDONLY: .readOnly
+            case O_WRONLY: .writeOnly
+            default: .readWrite
+            }
+        return .success(VFIODescriptorFlags(closeOnExec: descriptor & FD_CLOEXEC != 0, access: access))
+    }
+}
+
+/// What `fcntl` says about an fd: close-on-exec and the access mode it was opened with.
+package struct VFIODescriptorFlags: Sendable, Equatable, CustomStringConvertible {
+    package enum Access: Sendable, Equatable {
+        case readOnly, writeOnly, readWrite
+    }
+
+    package var closeOnExec: Bool
+    package var access: Access
+
+    package init(closeOnExec: Bool, access: Access) {
+        self.closeOnExec = closeOnExec
+        self.access = access
+    }
+
+    package var description: String {
+        let mode = switch access {
+        case .readOnly: "O_RDONLY"
+        case .writeOnly: "O_WRONLY"
+        case .readWrite: "O_RDWR"
+        }
+        return closeOnExec ? mode + "|O_CLOEXEC" : mode
     }
 }
 

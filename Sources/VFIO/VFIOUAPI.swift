@@ -42,6 +42,8 @@ public enum VFIOUAPI {
 
     /// `VFIO_DEVICE_GET_INFO` (device), 0x3B6B.
     public static let deviceGetInfo: UInt = request(7)
+    /// `VFIO_DEVICE_GET_REGION_INFO` (device; `struct vfio_region_info`), 0x3B6C.
+    public static let deviceGetRegionInfo: UInt = request(8)
     /// `VFIO_DEVICE_RESET` (device, no argument), 0x3B6F.
     public static let deviceReset: UInt = request(11)
     /// `VFIO_DEVICE_FEATURE` (device; `struct vfio_device_feature` + payload), 0x3B75.

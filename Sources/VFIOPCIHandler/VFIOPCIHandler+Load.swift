@@ -36,6 +36,11 @@ extension VFIOPCIHandler {
                 try expectEnd(reader, idstr: idstr, after: "SETUP_STATE")
                 return
             case .dataState:
+                // Multifd: the stop-copy data comes as packets, never in the END section.
+                if context.multifdTransfer, header.kind == .end {
+                    throw VFIOPCIHandlerError.badSection(device: device.name, offset: at,
+                        reason: "DATA in the END section while multifd transfer is on (x-migration-multifd-transfer differs between the ends?)")
+                }
                 try loadChunk(from: reader, at: at)
             case .initDataSent:
                 guard context.switchoverAckEnabled, lock.withLock({ flags.contains(.preCopy) }) else {
@@ -45,6 +50,10 @@ extension VFIOPCIHandler {
                 lock.withLock { counters.acknowledged = true }
                 return
             case .configState:
+                if context.multifdTransfer {
+                    throw VFIOPCIHandlerError.badSection(device: device.name, offset: at,
+                        reason: "CONFIG_STATE on the main channel while multifd transfer is on (x-migration-multifd-transfer differs between the ends?)")
+                }
                 let count = config.byteCount
                 let bytes = try reader.readBytes(count, "the config state of \(idstr)")
                 // QEMU's config vmstate has no length: a wrong size shows as a missing END_OF_STATE.

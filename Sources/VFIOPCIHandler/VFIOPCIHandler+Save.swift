@@ -89,6 +89,8 @@ extension VFIOPCIHandler {
     }
 
     public func saveComplete(to writer: StreamWriter, context: SaveContext) throws {
+        // Multifd: the data leaves in saveCompleteMultifd (concurrently); END is a dummy.
+        if context.multifdTransfer { try writer.writeVFIOTag(.endOfState); return }
         // From PRE_COPY the save fd carries on (PRE_COPY_P2P, STOP_COPY); otherwise STOP_COPY opens one.
         let opened = try vfio("save complete: enter STOP_COPY") { () throws(VFIOError) in try device.setState(.stopCopy) }
         let fd = lock.withLock { () -> VFIOMigrationDataFD? in
@@ -113,6 +115,8 @@ extension VFIOPCIHandler {
     }
 
     public func saveState(to writer: StreamWriter, context: SaveContext) throws {
+        // Multifd: the config state is the last packet; FULL is a dummy (QEMU 10.0).
+        if context.multifdTransfer { try writer.writeVFIOTag(.endOfState); return }
         let bytes = try config.save()
         try writer.writeVFIOTag(.configState)
         try writer.writeBytes(bytes)

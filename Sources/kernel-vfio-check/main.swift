@@ -1,63 +1,92 @@
-// kernel-vfio-check: runs inside the QEMU guest of `make test-kernel` against two mtty-2 mdevs and
-// the real VFIO migration uAPI (Debian 6.12, group/container path). Prints `PASS name` /
-// `FAIL name: detail` per check and closes with `kernel-vfio: N passed, M failed`.
+// kernel-vfio-check: runs inside the QEMU guest of `make test-kernel` against two mtty-2 mdevs and the
+// real VFIO migration uAPI (Debian 6.12, group/container path), through the project's VFIO module:
+//
+//  1. opens both devices with KernelVFIODevice (group path);
+//  2. runs VFIOBehaviourChecks, the suite VFIOTests also runs against the simulator;
+//  3. migrates the source into the destination with the generic VFIO-PCI handler on both ends, through
+//     MigrationCore's source and destination engines in two processes over a Unix socket, switchover-ack
+//     on, and compares the destination's state read back out with the source's.
+//
+// Prints `PASS name` / `FAIL name: detail` per check and closes with `kernel-vfio: N passed, M failed`;
+// exits non-zero on any failure.
 //
 // Usage: kernel-vfio-check SRC_UUID SRC_GROUP DST_UUID DST_GROUP
-//        kernel-vfio-check SRC_UUID DST_UUID        (groups read from /sys/bus/mdev/devices/<uuid>/iommu_group)
+//        kernel-vfio-check SRC_UUID DST_UUID        (groups from /sys/bus/mdev/devices/<uuid>/iommu_group)
+//        kernel-vfio-check --role source|destination …   (the migration's child processes)
 
 #if os(Linux)
 import Glibc
+import VFIO
 
-/// The IOMMU group number of an mdev, from the sysfs link's last component.
-func iommuGroup(ofMdev uuid: String) -> Int? {
-    var buffer: [CChar] = Array(repeating: 0, count: 4096)
-    let n = readlink("/sys/bus/mdev/devices/\(uuid)/iommu_group", &buffer, buffer.count - 1)
-    guard n > 0 else { return nil }
-    let target = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    return target.split(separator: "/").last.flatMap { Int($0) }
-}
-
-func parseDevices(_ arguments: [String]) -> [(uuid: String, group: Int)]? {
-    switch arguments.count {
-    case 4:
-        guard let g0 = Int(arguments[1]), let g1 = Int(arguments[3]) else { return nil }
-        return [(arguments[0], g0), (arguments[2], g1)]
-    case 2:
-        guard let g0 = iommuGroup(ofMdev: arguments[0]), let g1 = iommuGroup(ofMdev: arguments[1]) else { return nil }
-        return [(arguments[0], g0), (arguments[1], g1)]
-    default:
-        return nil
-    }
-}
-
-func runMain() -> Int32 {
-    guard let devices = parseDevices(Array(CommandLine.arguments.dropFirst())) else {
-        print("usage: kernel-vfio-check SRC_UUID SRC_GROUP DST_UUID DST_GROUP | SRC_UUID DST_UUID")
-        print("FAIL arguments: no two mdevs with their IOMMU groups")
-        print("kernel-vfio: 0 passed, 1 failed")
+func runChecks(_ arguments: [String]) -> Int32 {
+    guard let mdevs = KernelEnvironment.parseDevices(arguments) else {
+        KernelEnvironment.printLine("usage: kernel-vfio-check SRC_UUID SRC_GROUP DST_UUID DST_GROUP | SRC_UUID DST_UUID")
+        KernelEnvironment.printLine("FAIL arguments: no two mdevs")
+        KernelEnvironment.printLine("kernel-vfio: 0 passed, 1 failed")
         return 2
     }
-    var opened: [KernelVFIODevice] = []
-    var report = Report()
+    var report = VFIOCheckReport(output: KernelEnvironment.printLine)
+    var devices: [KernelVFIODevice] = []
     report.run("open-devices") { _ in
-        for (uuid, group) in devices {
+        for mdev in mdevs {
             do {
-                opened.append(try KernelVFIODevice(name: uuid, group: group))
+                devices.append(try KernelEnvironment.open(mdev.uuid))
             } catch {
-                throw CheckFailure("\(uuid) (group \(group)): \(error)")
+                throw VFIOCheckAbort("\(error)")
             }
         }
     }
-    guard opened.count == 2 else {
-        print(report.summary)
+    guard devices.count == 2 else {
+        KernelEnvironment.printLine(report.summary())
         return 1
     }
-    let result = KernelChecks(source: opened[0], destination: opened[1], report: report).runAll()
-    print(result.summary)
-    return result.failed == 0 ? 0 : 1
+    let source = devices[0], destination = devices[1]
+    report.run("group-container-path") { c in
+        for (device, mdev) in zip(devices, mdevs) {
+            guard case .group(let number, let noIOMMU) = device.openPath else {
+                c.expect(false, "\(device.name) opened through \(device.openPath), not the group")
+                continue
+            }
+            c.expect(!noIOMMU, "\(device.name) opened through a no-IOMMU group")
+            if let group = mdev.group { c.expectEqual(number, group, "\(device.name) IOMMU group") }
+            let status = device.groupStatusBeforeContainer.map { String($0) } ?? "-"
+            c.note("\(device.name): group \(number), VFIO_GROUP_GET_STATUS flags before SET_CONTAINER \(status)")
+        }
+    }
+
+    var options = VFIOBehaviourChecks.Options()
+    options.prepareSource = { c in
+        for port: UInt32 in [0, 1] {
+            if case .success(let info) = source.regionInfo(port) {
+                c.note("source BAR\(port) size \(info.size) offset 0x\(String(info.offset, radix: 16))")
+            }
+        }
+        // Three bytes into port 0's loopback FIFO, a line-control value into port 1.
+        KernelEnvironment.guestWrite(source, port: 0, register: KernelEnvironment.UART.transmit, bytes: Array("Sw!".utf8), &c)
+        KernelEnvironment.guestWrite(source, port: 1, register: KernelEnvironment.UART.lineControl, bytes: [0x1B], &c)
+    }
+    options.guardedRequest = { KernelEnvironment.withDeadline(seconds: 20, $0) }
+    do {
+        let checks = try VFIOBehaviourChecks(source: source, destination: destination, options: options)
+        if checks.run(into: &report) == .stoppedByHang {
+            // The device's state mutex stays held by the child: nothing more can be asked of it.
+            KernelEnvironment.printLine(report.summary())
+            _exit(1)
+        }
+    } catch {
+        report.record(VFIOCheckResult(name: "behaviour-checks", problems: ["\(error)"]))
+    }
+
+    MigrationRun.run(source: source, destination: destination, report: &report)
+    KernelEnvironment.printLine(report.summary())
+    return report.failed == 0 ? 0 : 1
 }
 
-exit(runMain())
+let arguments = Array(CommandLine.arguments.dropFirst())
+if arguments.first == "--role" {
+    exit(MigrationRole.main(Array(arguments.dropFirst())))
+}
+exit(runChecks(arguments))
 #else
 print("kernel-vfio-check talks to the Linux VFIO uAPI: it runs on Linux only")
 #endif

@@ -113,6 +113,14 @@ struct MigrationVerdictTests {
         #expect(failed.notes == ["--probe could not read the migration flags: open /dev/vfio/42: Device or resource busy"])
     }
 
+    @Test("flags without STOP_COPY are named in the reason; no flags at all read 'none'")
+    func probedFlagsWithoutStopCopy() throws {
+        let p2pOnly = try verdict("0000:3b:00.1", probe: .supported([.p2p, .preCopy]))
+        #expect(p2pOnly.reasons == ["the kernel reports migration flags P2P|PRE_COPY without STOP_COPY"])
+        let none = try verdict("0000:3b:00.1", probe: .supported([]))
+        #expect(none.reasons == ["the kernel reports migration flags none without STOP_COPY"])
+    }
+
     @Test("an unknown VFIO variant driver needs --probe")
     func unknownVariant() throws {
         let tree = try FakeSysfs()
@@ -129,6 +137,19 @@ struct MigrationVerdictTests {
         let confirmed = advisor.verdict(for: device, probe: .supported([.stopCopy, .p2p, .preCopy]))
         #expect(confirmed.isMigratable)
         #expect(confirmed.handler == "vfio-pci")
+    }
+
+    @Test("plain vfio-pci with flags confirmed by --probe: the generic module is its handler, whatever its rules name")
+    func probedPlainVFIOGetsGenericHandler() throws {
+        let v = try verdict("0000:5e:01.0", probe: .supported([.stopCopy, .p2p, .preCopy]))
+        #expect(v.handler == "vfio-pci")
+        #expect(v.flags == [.stopCopy, .p2p, .preCopy])
+        #expect(v.flagsSource == .probe)
+        #expect(!v.isMigratable)
+        #expect(v.reasons == [
+            "bound to vfio-pci, which has no migration support",
+            "no VFIO variant driver with migration support is known for 8086:1889, and plain vfio-pci has none",
+        ])
     }
 
     @Test("no handler module: a table without the generic fallback")

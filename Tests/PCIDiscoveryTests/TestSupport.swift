@@ -1,12 +1,11 @@
 import DeviceMatch
+import MLX5Handler
 import PCIDiscovery
 import Testing
+import VFIOPCIHandler
 
-/// The vendor modules devprobe ships (a copy: devprobe's table is not a library).
-let shippedModules = PCIMatchTable([
-    VendorModuleDescriptor(name: "mlx5", rules: [PCIMatchRule(vendorID: 0x15b3, deviceID: 0x101e, driver: "mlx5_vfio_pci")]),
-    VendorModuleDescriptor(name: "vfio-pci", rules: [], isGenericFallback: true),
-])
+/// The vendor modules devprobe ships, from the descriptors they declare (as devprobe's VendorModules.table).
+let shippedModules = PCIMatchTable([MLX5Module.descriptor, VFIOPCIHandler.descriptor])
 
 /// Scans a fake tree with its own pci.ids and no cache or hwdb.
 func scan(_ tree: FakeSysfs) throws -> PCIScanResult {

@@ -1,67 +1,89 @@
 import Foundation
-@testable import PCIDiscovery
+import PCIDiscovery
+import SystemPackage
 import Testing
+import VFIO
 
-/// Records the probe's system calls and answers them from a script.
-final class FakeProbeSystem: VFIOProbeSystem, @unchecked Sendable {
-    private let lock = NSLock()
-    private var _calls: [String] = []
-    var calls: [String] { lock.withLock { _calls } }
-    /// Paths whose open fails with this errno.
-    var openErrors: [String: Int32] = [:]
-    var groupFlags: UInt32 = 1
-    var featureResult: Int32 = 0
-    var migrationFlags: UInt64 = 0b111
-    private var nextFD: Int32 = 10
-    private var names: [Int32: String] = [:]
+/// What the simulated host does not model, in front of it: an open that fails (a group a VM holds)
+/// and groups that are not viable (GET_STATUS without VIABLE; SET_CONTAINER fails EBUSY, as when a
+/// device of the group is bound to a host driver).
+struct HostFaults: VFIOSyscalls {
+    let base: any VFIOSyscalls
+    var openErrors: [String: Errno] = [:]
+    var groupsViable = true
 
-    private func record(_ call: String) { lock.withLock { _calls.append(call) } }
+    func open(_ path: String, _ flags: Int32) -> Result<Int32, Errno> {
+        openErrors[path].map { .failure($0) } ?? base.open(path, flags)
+    }
 
-    func open(_ path: String, _ flags: Int32) -> Int32 {
-        record("open \(path)")
-        if let err = openErrors[path] { return -err }
-        return lock.withLock {
-            nextFD += 1
-            names[nextFD] = path
-            return nextFD
+    func ioctl(_ fd: Int32, _ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        guard !groupsViable else { return base.ioctl(fd, request, argument) }
+        if request == VFIOUAPI.groupSetContainer { return .failure(.resourceBusy) }
+        let result = base.ioctl(fd, request, argument)
+        if request == VFIOUAPI.groupGetStatus, case .buffer(let status) = argument, status.count >= 8 {
+            status[4] &= ~UInt8(VFIOUAPI.groupFlagViable)
         }
+        return result
     }
 
-    func ioctl(_ fd: Int32, _ request: UInt, _ arg: UnsafeMutableRawPointer?) -> Int32 {
-        let name = lock.withLock { names[fd] ?? "?" }
-        record("ioctl \(name) 0x\(String(request, radix: 16))")
-        switch request {
-        case VFIOMigrationProbe.getAPIVersion: return 0
-        case VFIOMigrationProbe.groupGetStatus:
-            arg?.storeBytes(of: groupFlags, toByteOffset: 4, as: UInt32.self)
-            return 0
-        case VFIOMigrationProbe.groupGetDeviceFD:
-            let device = arg.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? ""
-            return self.open("device \(device)", 0)
-        case VFIOMigrationProbe.deviceFeature:
-            guard let arg else { return -EFAULT }
-            #expect(arg.load(fromByteOffset: 0, as: UInt32.self) == 16)
-            #expect(arg.load(fromByteOffset: 4, as: UInt32.self) == 0x10001)
-            if featureResult < 0 { return featureResult }
-            arg.storeBytes(of: migrationFlags, toByteOffset: 8, as: UInt64.self)
-            return 0
-        default: return 0
+    func close(_ fd: Int32) -> Result<Void, Errno> { base.close(fd) }
+    func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { base.read(fd, into: buffer) }
+    func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { base.write(fd, from: buffer) }
+    func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
+        base.pread(fd, into: buffer, offset: offset)
+    }
+    func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
+        base.pwrite(fd, from: buffer, offset: offset)
+    }
+    func lseek(_ fd: Int32, _ offset: Int64, _ whence: Int32) -> Result<Int64, Errno> { base.lseek(fd, offset, whence) }
+    func poll(_ fd: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
+        base.poll(fd, events: events, timeoutMilliseconds: timeoutMilliseconds)
+    }
+    func readlink(_ path: String) -> Result<String, Errno> { base.readlink(path) }
+    func listDirectory(_ path: String) -> Result<[String], Errno> { base.listDirectory(path) }
+}
+
+/// A simulated host with the device 0000:3b:00.1 in IOMMU group 42 (cdev vfio3), and the probe's
+/// calls recorded.
+struct ProbeFixture {
+    let host: SimulatedVFIOHost
+    let recorder: VFIOSyscallRecorder
+    let probe: VFIOMigrationProbe
+
+    init(cdev: Bool = false, devRoot: String = "/simulated/dev", migration: VFIOMigrationFlags? = [.stopCopy, .p2p, .preCopy],
+         faults: (any VFIOSyscalls) -> any VFIOSyscalls = { $0 }) {
+        host = SimulatedVFIOHost(paths: VFIOHostPaths(sysfsRoot: "/simulated/sys", devRoot: devRoot), cdevSupport: cdev)
+        var configuration = SimulatedVFIOConfiguration.mlx5()
+        configuration.migration = migration
+        host.addDevice(.pci("0000:3b:00.1"), group: 42, cdevIndex: 3, configuration: configuration, clock: ManualSimulationClock())
+        recorder = VFIOSyscallRecorder(base: faults(host))
+        probe = VFIOMigrationProbe(paths: host.paths, system: recorder)
+    }
+
+    /// The calls, with fds named by the node they were opened from (`device` for GET_DEVICE_FD's).
+    var trace: [String] {
+        var names: [Int32: String] = [:]
+        return recorder.records.map { record in
+            let name = record.fd.flatMap { names[$0] } ?? "?"
+            let failure = if case .failure(let errno) = record.result { " = \(errno.rawValue)" } else { "" }
+            switch record.call {
+            case .open(let path, _):
+                if case .success(let fd) = record.result { names[Int32(fd)] = path }
+                return "open \(path)\(failure)"
+            case .ioctl(let request, let argument):
+                if request == VFIOUAPI.groupGetDeviceFD, case .success(let fd) = record.result { names[Int32(fd)] = "device" }
+                let value = if case .value(let value) = argument { " \(value)" } else { "" }
+                return "ioctl \(name) 0x\(String(request, radix: 16))\(value)\(failure)"
+            case .close: return "close \(name)"
+            case .readlink(let path): return "readlink \(path)"
+            case .listDirectory(let path): return "list \(path)\(failure)"
+            default: return "\(record.call)"
+            }
         }
-    }
-
-    func ioctl(_ fd: Int32, _ request: UInt, value: Int) -> Int32 {
-        let name = lock.withLock { names[fd] ?? "?" }
-        record("ioctl \(name) 0x\(String(request, radix: 16)) \(value)")
-        return request == VFIOMigrationProbe.checkExtension ? 1 : 0
-    }
-
-    func close(_ fd: Int32) {
-        let name = lock.withLock { names[fd] ?? "?" }
-        record("close \(name)")
     }
 }
 
-@Suite("The --probe ioctl sequence, without /dev/vfio")
+@Suite("The --probe ioctl sequence, on the VFIO module's simulated host")
 struct VFIOMigrationProbeTests {
     func device(group: Int? = 42, cdev: String? = nil) throws -> PCIDevice {
         PCIDevice(address: try address("0000:3b:00.1"), vendorID: 0x15b3, deviceID: 0x101e, classCode: 0x020000,
@@ -70,24 +92,26 @@ struct VFIOMigrationProbeTests {
 
     @Test("group path: container, group, SET_CONTAINER, SET_IOMMU, GET_DEVICE_FD, FEATURE; all closed")
     func groupPath() throws {
-        let system = FakeProbeSystem()
-        let probe = VFIOMigrationProbe(system: system, devRoot: "/fake/dev")
-        #expect(probe.probe(try device()) == .supported([.stopCopy, .p2p, .preCopy]))
-        #expect(system.calls == [
-            "open /fake/dev/vfio/vfio",
-            "ioctl /fake/dev/vfio/vfio 0x3b64",
-            "ioctl /fake/dev/vfio/vfio 0x3b65 3",
-            "open /fake/dev/vfio/42",
-            "ioctl /fake/dev/vfio/42 0x3b67",
-            "ioctl /fake/dev/vfio/42 0x3b68",
-            "ioctl /fake/dev/vfio/vfio 0x3b66 3",
-            "ioctl /fake/dev/vfio/42 0x3b6a",
-            "open device 0000:3b:00.1",
-            "ioctl device 0000:3b:00.1 0x3b75",
-            "close device 0000:3b:00.1",
-            "close /fake/dev/vfio/42",
-            "close /fake/dev/vfio/vfio",
+        let fixture = ProbeFixture()
+        #expect(fixture.probe.probe(try device()) == .supported([.stopCopy, .p2p, .preCopy]))
+        #expect(fixture.trace == [
+            "readlink /simulated/sys/bus/pci/devices/0000:3b:00.1/iommu_group",
+            "open /simulated/dev/vfio/vfio",
+            "ioctl /simulated/dev/vfio/vfio 0x3b64",
+            "open /simulated/dev/vfio/42",
+            "ioctl /simulated/dev/vfio/42 0x3b67",
+            "ioctl /simulated/dev/vfio/42 0x3b68",
+            "ioctl /simulated/dev/vfio/vfio 0x3b65 3",
+            "ioctl /simulated/dev/vfio/vfio 0x3b66 3",
+            "ioctl /simulated/dev/vfio/42 0x3b6a",
+            "ioctl device 0x3b75",
+            "close device",
+            "close /simulated/dev/vfio/42",
+            "close /simulated/dev/vfio/vfio",
         ])
+        // struct vfio_device_feature { argsz 16; flags GET | MIGRATION } + u64 migration_flags.
+        let feature = try #require(fixture.recorder.ioctls.last)
+        #expect(feature.argumentBytes == [16, 0, 0, 0, 0x01, 0, 0x01, 0] + [UInt8](repeating: 0, count: 8))
     }
 
     @Test("ENOTTY and EINVAL mean unsupported; other errnos are failures", arguments: [
@@ -96,46 +120,66 @@ struct VFIOMigrationProbeTests {
         (EIO, VFIOProbeOutcome.failed(reason: "VFIO_DEVICE_FEATURE(MIGRATION): Input/output error")),
     ])
     func featureErrors(err: Int32, outcome: VFIOProbeOutcome) throws {
-        let system = FakeProbeSystem()
-        system.featureResult = -err
-        #expect(VFIOMigrationProbe(system: system, devRoot: "/fake/dev").probe(try device()) == outcome)
+        let fixture = ProbeFixture()
+        fixture.recorder.inject(Errno(rawValue: err), on: .ioctl, request: VFIOUAPI.deviceFeature)
+        #expect(fixture.probe.probe(try device()) == outcome)
+    }
+
+    @Test("a device without migration answers ENOTTY: unsupported")
+    func deviceWithoutMigration() throws {
+        let fixture = ProbeFixture(migration: nil)
+        #expect(fixture.probe.probe(try device()) == .unsupported(errno: ENOTTY))
     }
 
     @Test("a busy group and a group that is not viable are failures that say so")
     func groupFailures() throws {
-        let busy = FakeProbeSystem()
-        busy.openErrors["/fake/dev/vfio/42"] = EBUSY
-        #expect(VFIOMigrationProbe(system: busy, devRoot: "/fake/dev").probe(try device())
-            == .failed(reason: "open /fake/dev/vfio/42: Device or resource busy (in use, e.g. by a running VM)"))
-        #expect(busy.calls.last == "close /fake/dev/vfio/vfio")
-        let split = FakeProbeSystem()
-        split.groupFlags = 0
-        guard case .failed(let reason) = VFIOMigrationProbe(system: split, devRoot: "/fake/dev").probe(try device()) else {
+        let busy = ProbeFixture { HostFaults(base: $0, openErrors: ["/simulated/dev/vfio/42": .resourceBusy]) }
+        #expect(busy.probe.probe(try device())
+            == .failed(reason: "open /simulated/dev/vfio/42: Device or resource busy (in use, e.g. by a running VM)"))
+        #expect(busy.trace.last == "close /simulated/dev/vfio/vfio")
+        let split = ProbeFixture { HostFaults(base: $0, groupsViable: false) }
+        guard case .failed(let reason) = split.probe.probe(try device()) else {
             Issue.record("expected a failure")
             return
         }
         #expect(reason.hasPrefix("IOMMU group 42 is not viable"))
+        #expect(split.trace.suffix(2) == ["close /simulated/dev/vfio/42", "close /simulated/dev/vfio/vfio"])
     }
 
-    @Test("cdev path when there is no group node: iommufd, device, BIND_IOMMUFD, FEATURE")
+    @Test("cdev path when there is no group node: iommufd, IOAS, device, BIND_IOMMUFD, ATTACH, FEATURE")
     func cdevPath() throws {
-        let system = FakeProbeSystem()
-        let probe = VFIOMigrationProbe(system: system, devRoot: "/nonexistent-dev")
-        #expect(probe.probe(try device(cdev: "vfio3")) == .supported([.stopCopy, .p2p, .preCopy]))
-        #expect(system.calls == [
-            "open /nonexistent-dev/iommu",
-            "open /nonexistent-dev/vfio/devices/vfio3",
-            "ioctl /nonexistent-dev/vfio/devices/vfio3 0x3b76",
-            "ioctl /nonexistent-dev/vfio/devices/vfio3 0x3b75",
-            "close /nonexistent-dev/vfio/devices/vfio3",
-            "close /nonexistent-dev/iommu",
+        let fixture = ProbeFixture(cdev: true)
+        #expect(fixture.probe.probe(try device(cdev: "vfio3")) == .supported([.stopCopy, .p2p, .preCopy]))
+        #expect(fixture.trace == [
+            "list /simulated/sys/bus/pci/devices/0000:3b:00.1/vfio-dev",
+            "open /simulated/dev/iommu",
+            "ioctl /simulated/dev/iommu 0x3b81",
+            "open /simulated/dev/vfio/devices/vfio3",
+            "ioctl /simulated/dev/vfio/devices/vfio3 0x3b76",
+            "ioctl /simulated/dev/vfio/devices/vfio3 0x3b77",
+            "ioctl /simulated/dev/vfio/devices/vfio3 0x3b75",
+            "close /simulated/dev/vfio/devices/vfio3",
+            "close /simulated/dev/iommu",
         ])
+    }
+
+    @Test("with both a group node and a cdev, the group is used")
+    func groupNodePreferred() throws {
+        let devRoot = FileManager.default.temporaryDirectory.appendingPathComponent("probe-dev-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: devRoot) }
+        try FileManager.default.createDirectory(at: devRoot.appendingPathComponent("vfio"), withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: devRoot.appendingPathComponent("vfio/42").path, contents: nil))
+        let fixture = ProbeFixture(cdev: true, devRoot: devRoot.path)
+        #expect(fixture.probe.probe(try device(cdev: "vfio3")) == .supported([.stopCopy, .p2p, .preCopy]))
+        #expect(fixture.trace.contains("open \(devRoot.path)/vfio/42"))
+        #expect(!fixture.trace.contains { $0.hasPrefix("open \(devRoot.path)/iommu") })
     }
 
     @Test("without a group or a cdev there is nothing to open")
     func nothingToOpen() throws {
-        #expect(VFIOMigrationProbe(system: FakeProbeSystem(), devRoot: "/fake/dev").probe(try device(group: nil))
-            == .failed(reason: "no IOMMU group and no VFIO character device"))
+        let fixture = ProbeFixture()
+        #expect(fixture.probe.probe(try device(group: nil)) == .failed(reason: "no IOMMU group and no VFIO character device"))
+        #expect(fixture.recorder.records.isEmpty)
     }
 
     @Test("on this machine the real probe fails cleanly (no /dev/vfio)")
@@ -151,6 +195,7 @@ struct VFIOMigrationProbeTests {
     func flagNames() {
         #expect(VFIOMigrationFlags([.stopCopy, .p2p, .preCopy]).description == "STOP_COPY|P2P|PRE_COPY")
         #expect(VFIOMigrationFlags(rawValue: 0x11).names == ["STOP_COPY", "0x10"])
-        #expect(VFIOMigrationFlags().description == "none")
+        // No flags read "none" in devprobe's reasons: MigrationVerdictTests.probedFlagsWithoutStopCopy.
+        #expect(VFIOMigrationFlags().names.isEmpty)
     }
 }

@@ -1,1 +1,0 @@
-// MigrationTestKit: the conformance suite for vendor modules.

@@ -1,0 +1,122 @@
+import MigrationCore
+import MigrationStream
+import VFIO
+
+// Multifd device-state transfer (QEMU 10.0 hw/vfio/migration-multifd.c, reference §6).
+//
+// Source: `saveCompleteMultifd` runs on a thread of its own: the device enters STOP_COPY, each
+// read of the save fd becomes one buffer, and the last buffer (CONFIG_STATE flag) carries
+// exactly the classic FULL body: CONFIG_STATE, the config state, END_OF_STATE. Meanwhile the
+// END and FULL bodies on the main channel are a lone END_OF_STATE.
+//
+// Destination: the engine feeds `loadStateBuffer` in index order on the device's load thread;
+// data buffers go to the resume fd, the config buffer is parsed and loaded last.
+
+extension VFIOPCIHandler {
+    public var supportsMultifdTransfer: Bool { true }
+
+    public func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws {
+        // From PRE_COPY the save fd carries on; otherwise STOP_COPY opens one.
+        let opened = try vfio("save complete (multifd): enter STOP_COPY") { () throws(VFIOError) in try device.setState(.stopCopy) }
+        let fd = lock.withLock { () -> VFIOMigrationDataFD? in
+            if let opened { dataFD = opened }
+            inPreCopy = false
+            return dataFD
+        }
+        guard let fd else {
+            throw VFIOPCIHandlerError.badSection(device: device.name, offset: 0, reason: "STOP_COPY opened no data fd")
+        }
+        let buffer = lock.withLock { () -> UnsafeMutableRawBufferPointer in self.buffer ?? allocateBuffer(Self.defaultChunkSize) }
+        while true {
+            let result = try vfio("save complete (multifd): read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: buffer) }
+            guard case .bytes(let n) = result else { break }
+            try sender.send(UnsafeRawBufferPointer(rebasing: buffer[..<n]), isConfigState: false)
+            lock.withLock {
+                counters.stopCopyBytes += UInt64(n)
+                counters.chunks += 1
+            }
+        }
+        let body = VFIOSectionTag.configState.bytes + (try config.save()) + VFIOSectionTag.endOfState.bytes
+        try body.withUnsafeBytes { try sender.send($0, isConfigState: true) }
+    }
+
+    public func loadStateBuffer(_ buffer: UnsafeRawBufferPointer, index: UInt32, isConfigState: Bool, context: LoadContext) throws {
+        if isConfigState {
+            try loadMultifdConfig(buffer, index: index)
+            return
+        }
+        if buffer.isEmpty {
+            // Pre-copy over the channels: the empty buffer marks the initial data as sent
+            // (INIT_DATA_SENT); every buffer before it is loaded now.
+            guard context.switchoverAckEnabled, lock.withLock({ flags.contains(.preCopy) && !counters.acknowledged }) else { return }
+            try context.approveSwitchover()
+            lock.withLock { counters.acknowledged = true }
+            return
+        }
+        let fd = lock.withLock { dataFD }
+        guard let fd else {
+            throw VFIOPCIHandlerError.badSection(device: device.name, offset: 0, reason: "multifd buffer \(index) before load setup")
+        }
+        try tuning.observeResumeData(buffer)
+        try vfio("load (multifd): write device data") { () throws(VFIOError) -> Void in try fd.write(buffer) }
+        lock.withLock {
+            counters.loadedBytes += UInt64(buffer.count)
+            counters.chunks += 1
+        }
+    }
+
+    /// The config buffer: CONFIG_STATE, exactly ``VFIOPCIConfigState/byteCount`` bytes, END_OF_STATE.
+    private func loadMultifdConfig(_ buffer: UnsafeRawBufferPointer, index: UInt32) throws {
+        let count = config.byteCount
+        let bytes = Array(buffer)
+        func refuse(_ reason: String) -> VFIOPCIHandlerError {
+            .badSection(device: device.name, offset: 0, reason: "multifd config buffer \(index): \(reason)")
+        }
+        guard bytes.count >= 16, Array(bytes[0..<8]) == VFIOSectionTag.configState.bytes else {
+            throw refuse("it must start with CONFIG_STATE")
+        }
+        guard bytes.count == 16 + count, Array(bytes[(8 + count)...]) == VFIOSectionTag.endOfState.bytes else {
+            throw VFIOPCIHandlerError.configStateMismatch(device: device.name, offset: 8, expected: count)
+        }
+        try config.load(Array(bytes[8..<(8 + count)]))
+    }
+}
+
+// Pre-copy over the channels (MigrationParameters.multifdPrecopy, beyond QEMU 10.0): each call
+// reads at most one buffer in PRE_COPY and sends it as a packet; once the initial bytes are
+// all read and switchover-ack is on, an empty buffer tells the destination to approve (the
+// INIT_DATA_SENT of the classic PART section). Switchover peers only.
+extension VFIOPCIHandler: MultifdPrecopyHandler {
+    public func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult {
+        let (fd, buffer) = lock.withLock { (inPreCopy ? self.dataFD : nil, self.buffer) }
+        guard let fd, let buffer else { return .done }
+        let want = min(buffer.count, max(budget, 4096))
+        let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[..<want])
+        let result = try vfio("save iterate (multifd): read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: piece) }
+        switch result {
+        case .bytes(let n):
+            try sender.send(UnsafeRawBufferPointer(rebasing: piece[..<n]), isConfigState: false)
+            lock.withLock {
+                let fromInitial = min(UInt64(n), initialBytes)
+                initialBytes -= fromInitial
+                dirtyBytes -= min(UInt64(n) - fromInitial, dirtyBytes)
+                counters.preCopyBytes += UInt64(n)
+                counters.chunks += 1
+            }
+        case .drainedForNow, .endOfStream:
+            let fresh = try tuning.preCopyDrained(dataFD: fd)
+            lock.withLock {
+                initialBytes = fresh?.initialBytes ?? 0
+                dirtyBytes = fresh?.dirtyBytes ?? 0
+            }
+        }
+        let marker = lock.withLock { () -> Bool in
+            guard context.switchoverAckEnabled, !initialDataSent, initialBytes == 0 else { return false }
+            initialDataSent = true
+            counters.initDataSent = true
+            return true
+        }
+        if marker { try sender.send(UnsafeRawBufferPointer(start: nil, count: 0), isConfigState: false) }
+        return lock.withLock { initialBytes == 0 && dirtyBytes == 0 } ? .done : .more
+    }
+}

@@ -1,0 +1,110 @@
+// What only the guest has: the two mtty mdevs opened through the group/container path (Debian's 6.12
+// has no iommufd), guest writes to their BARs, and a child process with a deadline for the one request
+// that hangs kernels without the STOP_COPY→PRE_COPY fix.
+
+#if os(Linux)
+import Glibc
+import VFIO
+
+/// One mdev the guest created: its UUID and, when given on the command line, its IOMMU group.
+struct MdevArgument {
+    var uuid: String
+    var group: Int?
+}
+
+enum KernelEnvironment {
+    /// `SRC SRC_GROUP DST DST_GROUP` or `SRC DST` (groups then come from sysfs when the device is opened).
+    static func parseDevices(_ arguments: [String]) -> [MdevArgument]? {
+        switch arguments.count {
+        case 4:
+            guard let g0 = Int(arguments[1]), let g1 = Int(arguments[3]) else { return nil }
+            return [MdevArgument(uuid: arguments[0], group: g0), MdevArgument(uuid: arguments[2], group: g1)]
+        case 2:
+            return [MdevArgument(uuid: arguments[0]), MdevArgument(uuid: arguments[1])]
+        default:
+            return nil
+        }
+    }
+
+    /// Opens an mdev through /dev/vfio/vfio and /dev/vfio/<group>.
+    static func open(_ uuid: String) throws(VFIOError) -> KernelVFIODevice {
+        try KernelVFIODevice.open(.mdev(uuid), access: .group)
+    }
+
+    /// The mtty port registers a guest writes (16550 UART offsets inside an 8-byte I/O BAR per port).
+    enum UART {
+        static let transmit: UInt64 = 0
+        static let lineControl: UInt64 = 3
+    }
+
+    /// Writes bytes one at a time into a register of a port's BAR, as the guest's port I/O would.
+    static func guestWrite(_ device: KernelVFIODevice, port: UInt32, register: UInt64, bytes: [UInt8], _ c: inout VFIOCheck) {
+        for byte in bytes {
+            c.expectSuccess(device.writeRegion(port, offset: register, bytes: [byte]), "write 0x\(String(byte, radix: 16)) to BAR\(port)+\(register)")
+        }
+    }
+
+    /// RUNNING → STOP_COPY, everything read through the typed API, back to RUNNING.
+    static func readStateOut(_ device: any VFIOMigrationDevice) throws -> [UInt8] {
+        guard let fd = try device.setState(.stopCopy) else {
+            throw VFIOCheckAbort("\(device.name): STOP_COPY opened no data fd")
+        }
+        let bytes = try drain(fd)
+        try device.setState(.running)
+        return bytes
+    }
+
+    /// Reads a save fd to its end through the typed API.
+    static func drain(_ fd: VFIOMigrationDataFD) throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 8)
+        defer { buffer.deallocate() }
+        while case .bytes(let n) = try fd.read(into: buffer) { bytes += buffer[0..<n] }
+        return bytes
+    }
+
+    /// Runs `request` in a child process (it shares the device fds) and waits at most `seconds`: before
+    /// the FSM fix, STOP_COPY→PRE_COPY spins forever in the kernel with the device's state mutex held.
+    /// The child's errno comes back as its exit status.
+    static func withDeadline(seconds: Int, _ request: () -> VFIOErrno?) -> VFIOGuardedOutcome {
+        fflush(nil)
+        let pid = fork()
+        if pid == 0 {
+            _exit(request().map { $0.rawValue & 0x7F } ?? 0)
+        }
+        guard pid > 0 else { return .returned(VFIOErrno(rawValue: errno)) }
+        for _ in 0..<(seconds * 20) {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                let code = (status >> 8) & 0xFF
+                return .returned(code == 0 ? nil : VFIOErrno(rawValue: code))
+            }
+            usleep(50_000)
+        }
+        return .hung
+    }
+
+    /// The lines the checks print, flushed at once (the console is the only output).
+    static func printLine(_ line: String) {
+        print(line)
+        fflush(nil)
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
+
+    static func bytes(fromHex text: Substring) -> [UInt8]? {
+        let digits = Array(text.utf8)
+        guard digits.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        var index = 0
+        while index < digits.count {
+            guard let byte = UInt8(String(decoding: digits[index..<(index + 2)], as: UTF8.self), radix: 16) else { return nil }
+            out.append(byte)
+            index += 2
+        }
+        return out
+    }
+}
+#endif

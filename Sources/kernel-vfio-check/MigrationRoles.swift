@@ -1,0 +1,183 @@
+// The two child processes of the migration check: `--role source` and `--role destination`. Each opens
+// its mtty mdev through the group path, wraps it in the generic VFIO-PCI handler, registers it under the
+// same idstr, runs MigrationCore's engine for its side over the Unix socket (switchover-ack on), reads
+// its device's state back out through STOP_COPY, and writes its PASS/FAIL lines and that state to a
+// report file the parent reads.
+//
+// Usage: kernel-vfio-check --role source SRC_UUID SOCKET REPORT
+//        kernel-vfio-check --role destination DST_UUID SOCKET REPORT SRC_UUID
+
+#if os(Linux)
+import Glibc
+import MigrationCore
+import VFIO
+import VFIOPCIHandler
+
+enum MigrationRole {
+    /// Both ends register the device under the idstr QEMU would give it in the guest.
+    static let idstr = VFIOPCIHandler.idstr(for: "0000:00:05.0")
+    static let ports = 2
+    static let headerSize = 24
+    static var streamSize: Int { headerSize + 36 * ports }
+
+    static func main(_ arguments: [String]) -> Int32 {
+        // A peer that died must show as a write error, not kill this process.
+        signal(SIGPIPE, SIG_IGN)
+        guard arguments.count >= 4, arguments[0] == "source" || (arguments[0] == "destination" && arguments.count >= 5) else {
+            KernelEnvironment.printLine("usage: kernel-vfio-check --role source UUID SOCKET REPORT | --role destination UUID SOCKET REPORT SRC_UUID")
+            return 2
+        }
+        let role = arguments[0], uuid = arguments[1], socketPath = arguments[2], reportPath = arguments[3]
+        let lines = LineCollector()
+        var report = VFIOCheckReport { line in
+            if line.hasPrefix("  info: ") {
+                KernelEnvironment.printLine("  info: [\(role)] " + line.dropFirst(8))
+            } else {
+                lines.append(line)
+            }
+        }
+        var device: KernelVFIODevice?
+        report.run("migration-\(role)-open") { c in
+            device = try KernelEnvironment.open(uuid)
+            c.expectEqual(try device?.deviceState(), .running, "state after open")
+        }
+        if let device {
+            if role == "source" {
+                runSource(device, socketPath: socketPath, report: &report, lines: lines)
+            } else {
+                runDestination(device, sourceUUID: arguments[4], socketPath: socketPath, report: &report, lines: lines)
+            }
+        }
+        guard lines.write(to: reportPath) else {
+            KernelEnvironment.printLine("  info: [\(role)] cannot write \(reportPath): errno \(errno)")
+            return 1
+        }
+        return report.failed == 0 ? 0 : 1
+    }
+
+    private static func runSource(
+        _ device: KernelVFIODevice, socketPath: String, report: inout VFIOCheckReport, lines: LineCollector
+    ) {
+        let handler = ObservingHandler(VFIOPCIHandler(device: device))
+        let guest = FlagGuest(running: true)
+        report.run("migration-source") { c in
+            let registry = HandlerRegistry()
+            let identity = try registry.register(handler, idstr: idstr, versionID: VFIOPCIHandler.sectionVersion)
+            let source = MigrationSource(
+                registry: registry, vm: guest, configuration: EngineSupport.configuration, parameters: EngineSupport.parameters)
+            do {
+                let statistics = try EngineSupport.wait { try await source.run(to: PatientUnixSocketTransport(path: socketPath)) }
+                let entry = statistics.handlers.first { $0.identity == identity }
+                c.expectEqual(entry?.ackState, .acknowledged, "the handler's switchover acknowledgement")
+                c.expect(source.acknowledgement.acknowledged, "the switchover was not acknowledged")
+                c.expectEqual(statistics.downtimeEnd, .destinationShut, "downtime measured to the destination's SHUT")
+                c.note("\(entry?.sections ?? 0) sections, \(entry?.bytes ?? 0) handler bytes, \(statistics.bytesTransferred) bytes in all, "
+                    + "\(statistics.iterations) iterations, extensions \(statistics.usedExtensions), "
+                    + "downtime \(statistics.downtime.map { "\($0)" } ?? "-")")
+            } catch {
+                c.expect(false, "the migration failed: \(error)")
+            }
+            c.expectEqual(guest.calls, ["stop"], "the guest stopped once, at the switchover, and not resumed")
+            c.note("hooks: " + handler.observations.map { "\($0.hook)→\($0.state)" }.joined(separator: " "))
+            c.expectEqual(handler.state(after: "saveSetup"), "PRE_COPY", "state after save setup")
+            c.expectEqual(handler.state(after: "saveComplete"), "STOP_COPY", "state after save complete (the switchover)")
+            c.expectEqual(handler.state(after: "saveCleanup"), "STOP", "state after cleanup")
+            let statistics = handler.inner.statistics
+            c.expectEqual(statistics.preCopyBytes, UInt64(headerSize), "bytes sent in PRE_COPY")
+            c.expectEqual(statistics.stopCopyBytes, UInt64(streamSize - headerSize), "bytes sent in STOP_COPY")
+            c.expect(statistics.initDataSent, "INIT_DATA_SENT was not sent")
+        }
+        report.run("migration-source-readback") { c in
+            c.expectEqual(try device.deviceState(), .stop, "state after the migration")
+            // STOP → STOP_COPY opens a fresh fd with the whole state.
+            let bytes = try KernelEnvironment.readStateOut(device)
+            c.expectEqual(bytes.count, streamSize, "state size")
+            lines.append("state " + KernelEnvironment.hex(bytes))
+        }
+    }
+
+    private static func runDestination(
+        _ device: KernelVFIODevice, sourceUUID: String, socketPath: String, report: inout VFIOCheckReport,
+        lines: LineCollector
+    ) {
+        let config = PCIConfigSnapshot(simulatedFor: device.name)
+        let handler = ObservingHandler(VFIOPCIHandler(device: device, config: config))
+        let guest = FlagGuest(running: false)
+        report.run("migration-destination") { c in
+            let registry = HandlerRegistry()
+            let identity = try registry.register(handler, idstr: idstr, versionID: VFIOPCIHandler.sectionVersion)
+            let destination = MigrationDestination(
+                registry: registry, vm: guest, configuration: EngineSupport.configuration, parameters: EngineSupport.parameters)
+            do {
+                let statistics = try EngineSupport.wait { try await destination.run(from: UnixSocketTransport(path: socketPath)) }
+                let entry = statistics.handlers.first { $0.identity == identity }
+                c.expect(statistics.returnPathOpened, "the source did not open the return path")
+                c.expectEqual(entry?.ackState, .acknowledged, "the handler's switchover acknowledgement")
+                c.note("\(entry?.sections ?? 0) sections, \(entry?.bytes ?? 0) handler bytes, \(statistics.bytesTransferred) bytes in all, "
+                    + "extensions \(statistics.usedExtensions)")
+            } catch {
+                c.expect(false, "the migration failed: \(error)")
+            }
+            c.expectEqual(guest.calls, ["resume"], "the guest resumed once, after loading")
+            c.note("hooks: " + handler.observations.map { "\($0.hook)→\($0.state)" }.joined(separator: " "))
+            let sections = handler.observations.map(\.hook).filter { $0.hasPrefix("loadState(") }
+            c.expectEqual(sections.first, "loadState(start)", "first section")
+            c.expectEqual(Array(sections.suffix(2)), ["loadState(end)", "loadState(full)"], "last sections")
+            c.expect(sections.dropFirst().dropLast(2).allSatisfy { $0 == "loadState(part)" } && sections.count >= 4, "sections \(sections)")
+            c.expectEqual(handler.state(after: "loadSetup"), "RESUMING", "state after load setup")
+            c.expectEqual(handler.state(after: "loadState(end)"), "RESUMING", "state after the END section")
+            c.expectEqual(handler.state(after: "loadComplete"), "RUNNING", "state after load complete")
+            let statistics = handler.inner.statistics
+            c.expect(statistics.acknowledged, "the handler did not acknowledge the switchover")
+            c.expectEqual(statistics.loadedBytes, UInt64(streamSize), "bytes written to the resume fd")
+            c.expect(config.bytes == PCIConfigSnapshot(simulatedFor: sourceUUID).bytes, "the config state did not come from the source")
+        }
+        report.run("migration-destination-readback") { c in
+            c.expectEqual(try device.deviceState(), .running, "state after the migration")
+            let bytes = try KernelEnvironment.readStateOut(device)
+            c.expectEqual(bytes.count, streamSize, "state size")
+            lines.append("state " + KernelEnvironment.hex(bytes))
+        }
+    }
+}
+
+/// The lines a child hands to the parent.
+final class LineCollector {
+    private(set) var lines: [String] = []
+
+    func append(_ line: String) { lines.append(line) }
+
+    /// Writes every line to `path`; false when that fails.
+    func write(to path: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let bytes = Array(lines.map { $0 + "\n" }.joined().utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { return false }
+            offset += n
+        }
+        return true
+    }
+
+    /// The lines of a file another process wrote; nil when it cannot be read.
+    static func read(from path: String) -> [String]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            guard n >= 0 else { return nil }
+            if n == 0 { break }
+            bytes += buffer[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self).split(separator: "\n").map(String.init)
+    }
+}
+#endif

@@ -1,0 +1,75 @@
+// A MigrationHandler that forwards every hook to the VFIO-PCI handler and records the device's
+// migration state after each one, so the migration checks see the arcs the real device took as
+// MigrationCore's engine drives the hooks.
+
+#if os(Linux)
+import MigrationCore
+import MigrationStream
+import Synchronization
+import VFIO
+import VFIOPCIHandler
+
+final class ObservingHandler: MigrationHandler {
+    let inner: VFIOPCIHandler
+    /// (hook, the device state after it, or the error reading it).
+    private let log = Mutex<[(hook: String, state: String)]>([])
+
+    init(_ inner: VFIOPCIHandler) { self.inner = inner }
+
+    /// Every hook called so far, with the state the device was in after it.
+    var observations: [(hook: String, state: String)] { log.withLock { $0 } }
+
+    /// The state after the first call of `hook`.
+    func state(after hook: String) -> String? { observations.first { $0.hook == hook }?.state }
+
+    private func observe<T>(_ hook: String, _ body: () throws -> T) rethrows -> T {
+        defer {
+            let state: String
+            do { state = try inner.device.deviceState().description } catch { state = "unknown (\(error))" }
+            log.withLock { $0.append((hook, state)) }
+        }
+        return try body()
+    }
+
+    var isActive: Bool { inner.isActive }
+    var isLive: Bool { inner.isLive }
+    var hasFullState: Bool { inner.hasFullState }
+    var supportsMultifdTransfer: Bool { inner.supportsMultifdTransfer }
+    var preflightIdentity: String? { inner.preflightIdentity }
+
+    func savePrepare(context: SaveContext) throws { try observe("savePrepare") { try inner.savePrepare(context: context) } }
+    func saveSetup(to writer: StreamWriter, context: SaveContext) throws {
+        try observe("saveSetup") { try inner.saveSetup(to: writer, context: context) }
+    }
+    func isActiveIterate(context: SaveContext) -> Bool { inner.isActiveIterate(context: context) }
+    func saveIterate(to writer: StreamWriter, context: SaveContext) throws -> IterationResult {
+        try observe("saveIterate") { try inner.saveIterate(to: writer, context: context) }
+    }
+    func saveComplete(to writer: StreamWriter, context: SaveContext) throws {
+        try observe("saveComplete") { try inner.saveComplete(to: writer, context: context) }
+    }
+    func saveState(to writer: StreamWriter, context: SaveContext) throws {
+        try observe("saveState") { try inner.saveState(to: writer, context: context) }
+    }
+    func pendingEstimate(context: SaveContext) -> PendingBytes { inner.pendingEstimate(context: context) }
+    func pendingExact(context: SaveContext) throws -> PendingBytes { try inner.pendingExact(context: context) }
+    func saveCleanup(succeeded: Bool) { observe("saveCleanup") { inner.saveCleanup(succeeded: succeeded) } }
+
+    func loadSetup(context: LoadContext) throws { try observe("loadSetup") { try inner.loadSetup(context: context) } }
+    func switchoverAckNeeded(context: LoadContext) -> Bool { inner.switchoverAckNeeded(context: context) }
+    func loadState(from reader: StreamReader, header: SectionHeader, context: LoadContext) throws {
+        try observe("loadState(\(header.kind))") { try inner.loadState(from: reader, header: header, context: context) }
+    }
+    func switchoverStart(context: LoadContext) throws { try observe("switchoverStart") { try inner.switchoverStart(context: context) } }
+    func loadComplete(context: LoadContext) throws { try observe("loadComplete") { try inner.loadComplete(context: context) } }
+    func loadCleanup(succeeded: Bool) { observe("loadCleanup") { inner.loadCleanup(succeeded: succeeded) } }
+    func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64 { inner.expectedFinalLoadCostMicros(context: context) }
+
+    func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws {
+        try inner.saveCompleteMultifd(to: sender, context: context)
+    }
+    func loadStateBuffer(_ buffer: UnsafeRawBufferPointer, index: UInt32, isConfigState: Bool, context: LoadContext) throws {
+        try inner.loadStateBuffer(buffer, index: index, isConfigState: isConfigState, context: context)
+    }
+}
+#endif

@@ -1,0 +1,53 @@
+import MigrationTestKit
+import MLX5Handler
+import Testing
+import VFIO
+import VFIOPCIHandler
+
+/// The generic module passes the conformance kit with a hisi/qat-style fixed-blob device.
+@Suite(.timeLimit(.minutes(3))) struct GenericModuleConformance {
+    let kit = VendorConformance(
+        module: VFIOPCIHandler.module,
+        device: .opaque(name: "0000:5e:00.1", size: 3 << 20, initialBytes: 256 << 10, seed: 11))
+
+    @Test(arguments: VendorConformance.Scenario.allCases)
+    func migratesByteIdentically(_ scenario: VendorConformance.Scenario) async throws {
+        try await kit.checkMigration(scenario)
+    }
+
+    @Test func connectionLossAtEveryRecordLeavesTheSourceRunning() async throws {
+        try await kit.checkConnectionLoss()
+    }
+
+    @Test func cancelInEveryPhaseLeavesTheSourceRunning() async throws {
+        try await kit.checkCancel()
+    }
+
+    @Test func malformedBodiesAreRefused() throws {
+        try kit.checkMalformedBodies()
+    }
+}
+
+/// The mlx5 module passes the conformance kit with a simulated ConnectX VF.
+@Suite(.timeLimit(.minutes(3))) struct MLX5ModuleConformance {
+    let kit = VendorConformance(
+        module: MLX5Module.module,
+        device: .mlx5(name: "0000:3b:00.2", imageSize: 2 << 20, finalImageSize: 512 << 10, seed: 21))
+
+    @Test(arguments: VendorConformance.Scenario.allCases)
+    func migratesByteIdentically(_ scenario: VendorConformance.Scenario) async throws {
+        try await kit.checkMigration(scenario)
+    }
+
+    @Test func connectionLossAtEveryRecordLeavesTheSourceRunning() async throws {
+        try await kit.checkConnectionLoss()
+    }
+
+    @Test func cancelInEveryPhaseLeavesTheSourceRunning() async throws {
+        try await kit.checkCancel()
+    }
+
+    @Test func malformedBodiesAreRefused() throws {
+        try kit.checkMalformedBodies()
+    }
+}
