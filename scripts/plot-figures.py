@@ -64,13 +64,16 @@ def device_count(results, outdir):
     section = results["deviceCount"]
     points = section["points"]
     x = [p["devices"] for p in points]
-    medians, yerr = errors([p["ackOn"] for p in points])
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     fig.subplots_adjust(bottom=0.24)
-    ax.errorbar(x, medians, yerr=yerr, color="#2471a3", marker="s", capsize=4, linewidth=2,
-                label="Switchover, switchover-ack on (loopback)")
-    for xi, m in zip(x, medians):
-        ax.annotate("%.0f" % m, (xi, m), textcoords="offset points", xytext=(6, 4), fontsize=8, color="#2471a3")
+    lines = [("ackOn", "multifd off", "#c0392b", "o")]
+    if all("ackOnMultifd" in p for p in points):
+        lines.append(("ackOnMultifd", "multifd, %d channels" % points[0]["multifdChannels"], "#1e8449", "D"))
+    for key, label, color, marker in lines:
+        medians, yerr = errors([p[key] for p in points])
+        ax.errorbar(x, medians, yerr=yerr, color=color, marker=marker, capsize=4, linewidth=2, label=label + " (switchover-ack on)")
+        for xi, m in zip(x, medians):
+            ax.annotate("%.0f" % m, (xi, m), textcoords="offset points", xytext=(6, 4), fontsize=8, color=color)
     ax.set_xlabel("devices migrated")
     ax.set_ylabel("downtime (ms)")
     ax.set_xticks(x)
@@ -98,13 +101,15 @@ def channels(results, outdir):
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     fig.subplots_adjust(bottom=0.24)
     ax.errorbar(x, medians, yerr=yerr, color="#1e8449", marker="D", capsize=4, linewidth=2, label="4 devices, switchover-ack on")
+    for xi, m in zip(x, medians):
+        ax.annotate("%.0f" % m, (xi, m), textcoords="offset points", xytext=(6, 4), fontsize=8, color="#1e8449")
     ax.set_xlabel("multifd channels")
     ax.set_ylabel("downtime (ms)")
     ax.set_xticks(x)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
-    ax.set_title("Downtime vs multifd channels", fontsize=10)
+    ax.set_title("Downtime vs multifd channels (0 = off)\n%s" % section.get("vm", ""), fontsize=10)
     footer(fig, results, "Published (QEMU 10.0, 4 ConnectX-7 VFs): 1900 ms multifd off; 1095 / 1104 / 1125 ms "
                          "with 6 / 8 / 15 channels (flat past ~6).")
     path = os.path.join(outdir, "downtime-vs-channels.png")

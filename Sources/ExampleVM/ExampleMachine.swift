@@ -201,16 +201,17 @@ public struct MigrationVerification: Sendable, Hashable {
 extension ExampleMachineConfiguration {
     /// What `switchover demo` migrates, and the benchmarks' load-cost sweep: 16 MiB of RAM
     /// dirtied at 8 MiB/s; an mlx5 VF whose 16 MiB of initial data take the destination
-    /// `initialLoad` to load (firmware resource allocation) and whose final image is 2 MiB;
-    /// a generic VFIO device of 2 MiB.
+    /// `initialLoad` to load (firmware resource allocation) and whose 2 MiB final image takes it
+    /// `finalLoad`; a generic VFIO device of 2 MiB whose final data also takes `finalLoad`.
     ///
     /// The device's initial data is about as large as what the RAM sends, so the source is
     /// ready to switch over soon after it: without switchover-ack the destination may still be
-    /// loading then, and that load lands inside the downtime.
-    public static func demo(initialLoad: Duration = .milliseconds(200)) -> Self {
+    /// loading then, and that load lands inside the downtime. The final loads happen while the
+    /// guest is stopped: one device after the other on the main stream, in parallel with multifd.
+    public static func demo(initialLoad: Duration = .milliseconds(200), finalLoad: Duration = .milliseconds(40)) -> Self {
         ExampleMachineConfiguration(memoryBytes: 16 << 20, dirtyPagesPerSecond: (8 << 20) / GuestRAM.pageSize, devices: [
-            DeviceSpec(kind: .mlx5, stateBytes: 18 << 20, initialBytes: 16 << 20, loadCost: initialLoad),
-            DeviceSpec(kind: .vfioPCI, stateBytes: 2 << 20, initialBytes: 1 << 20),
+            DeviceSpec(kind: .mlx5, stateBytes: 18 << 20, initialBytes: 16 << 20, loadCost: initialLoad, finalLoadCost: finalLoad),
+            DeviceSpec(kind: .vfioPCI, stateBytes: 2 << 20, initialBytes: 1 << 20, finalLoadCost: finalLoad),
         ])
     }
 }

@@ -107,10 +107,6 @@ struct MachineOptions: ParsableArguments {
 /// The migration's parameters (``MigrationParameters``). Switchover-ack and multifd must be
 /// the same on both ends: nothing on the wire checks them.
 struct MigrationOptions: ParsableArguments {
-    /// Whether this build's engine drives multifd channels. When it does (MigrationParameters
-    /// gains `multifdChannels`), set this and the line in ``apply(to:)``.
-    static let multifdAvailable = false
-
     @Option(name: .customLong("downtime-limit"), help: ArgumentHelp("The longest the guest may stay stopped.", valueName: "duration"))
     var downtimeLimit = DurationArgument("300ms", .milliseconds(300))
 
@@ -128,7 +124,7 @@ struct MigrationOptions: ParsableArguments {
     var switchoverAck = false
 
     @Option(name: .customLong("multifd-channels"), help: ArgumentHelp(
-        "Parallel channels for the device state (0 = off). Not in this build yet: only 0 is accepted.", valueName: "n"))
+        "Extra connections carrying the devices' stop-copy state in parallel (0 = off; 0 to 255). Not with file: or fd:.", valueName: "n"))
     var multifdChannels = 0
 
     @Flag(name: .customLong("qemu-decision"), help: ArgumentHelp(
@@ -154,10 +150,7 @@ struct MigrationOptions: ParsableArguments {
         if let switchoverBandwidth, switchoverBandwidth.bytesPerSecond == 0 {
             throw ValidationError("--switchover-bandwidth must be more than 0")
         }
-        guard multifdChannels >= 0 else { throw ValidationError("--multifd-channels must be 0 or more") }
-        if multifdChannels > 0, !Self.multifdAvailable {
-            throw ValidationError("--multifd-channels \(multifdChannels): multifd is not available in this build yet (use 0)")
-        }
+        guard (0...255).contains(multifdChannels) else { throw ValidationError("--multifd-channels must be 0 to 255") }
         guard stallTimeout.duration > .zero, switchoverTimeout.duration > .zero else {
             throw ValidationError("--stall-timeout and --switchover-timeout must be more than 0")
         }
@@ -178,6 +171,6 @@ struct MigrationOptions: ParsableArguments {
         p.extensions = !noExtensions
         p.stallTimeout = stallTimeout.duration
         p.switchoverTimeout = switchoverTimeout.duration
-        // multifd: p.multifdChannels = multifdChannels
+        p.multifdChannels = multifdChannels
     }
 }

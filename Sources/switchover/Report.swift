@@ -21,7 +21,9 @@ enum Report {
             lines.append(field("predicted", predicted))
             lines.append(field("decision", "\(Units.bytes(decision.pendingBytes)) pending at \(Units.rate(decision.bandwidth)), threshold \(Units.bytes(decision.thresholdBytes))"))
         }
-        lines.append(field("transferred", "\(Units.bytes(s.bytesTransferred)) in \(s.iterations) passes; setup \(Units.duration(s.setupTime))"))
+        var transferred = "\(Units.bytes(s.bytesTransferred)) in \(s.iterations) passes; setup \(Units.duration(s.setupTime))"
+        if s.multifdChannels > 0 { transferred += "; \(Units.bytes(s.multifdBytes)) more over \(s.multifdChannels) multifd channels" }
+        lines.append(field("transferred", transferred))
         lines.append(field("switchover-ack", ackSummary(s.handlers, enabled: parameters.switchoverAck)))
         lines.append(field("extensions", s.usedExtensions ? "used (pre-flight, load reports, per-device acks)" : "not used"))
         lines.append("")
@@ -34,7 +36,8 @@ enum Report {
     static func incomingText(_ s: IncomingStatistics, address: String, digests: MachineDigests) -> String {
         var lines = ["received on \(address) in \(Units.duration(s.totalTime)); the guest runs here now"]
         lines.append(field("machine", s.configuration.machineType))
-        lines.append(field("transferred", Units.bytes(s.bytesTransferred)))
+        lines.append(field("transferred", Units.bytes(s.bytesTransferred)
+                           + (s.multifdChannels > 0 ? " (main stream), with \(s.multifdChannels) multifd channels" : "")))
         lines.append(field("resume", "\(Units.duration(s.resumeTime)) from EOF to the guest running"))
         lines.append(field("return path", s.returnPathOpened ? "opened" : "not opened"))
         lines.append(field("extensions", s.usedExtensions ? "used" : "not used"))
@@ -110,6 +113,8 @@ enum Report {
             ("iterations", .int(s.iterations)),
             ("rateLimitWaits", .int(s.rateLimitWaits)),
             ("usedExtensions", .bool(s.usedExtensions)),
+            ("multifdChannels", .int(s.multifdChannels)),
+            ("multifdBytes", .int(s.multifdBytes)),
             ("handlers", .array(s.handlers.map(handlerJSON))),
             ("digests", digestsJSON(digests)),
         ])
@@ -125,6 +130,7 @@ enum Report {
             ("bytes", .int(s.bytesTransferred)),
             ("returnPathOpened", .bool(s.returnPathOpened)),
             ("usedExtensions", .bool(s.usedExtensions)),
+            ("multifdChannels", .int(s.multifdChannels)),
             ("handlers", .array(s.handlers.map(handlerJSON))),
             ("digests", digestsJSON(digests)),
         ])

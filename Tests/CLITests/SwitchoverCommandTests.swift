@@ -64,7 +64,7 @@ final class RunningProduct: @unchecked Sendable {
         return (source.finish(), destination.finish())
     }
 
-    @Test(arguments: [[], ["--switchover-ack"]])
+    @Test(arguments: [[], ["--switchover-ack"], ["--switchover-ack", "--multifd-channels", "2"]])
     func migrateAndIncomingAgreeOnEveryDigest(extra: [String]) throws {
         let (source, destination) = try Self.migrate(extra: extra)
         try #require(source.status == 0, "source: \(source.stderr)")
@@ -83,6 +83,10 @@ final class RunningProduct: @unchecked Sendable {
         }
         #expect((sent["bytes"] as? Int ?? 0) > 1 << 20)
         #expect(sent["bytes"] as? Int == received["bytes"] as? Int)
+        let channels = extra.contains("--multifd-channels") ? 2 : 0
+        #expect(sent["multifdChannels"] as? Int == channels)
+        #expect(received["multifdChannels"] as? Int == channels)
+        #expect(((sent["multifdBytes"] as? Int) ?? 0 > 0) == (channels > 0))
         let handlers = try #require(sent["handlers"] as? [[String: Any]])
         #expect(handlers.compactMap { $0["idstr"] as? String } == ["ram", "0000:00:01.0/vfio", "0000:00:02.0/vfio", "0000:00:03.0/vfio"])
         let ack = extra.isEmpty ? "notNeeded" : "acknowledged"
@@ -166,7 +170,7 @@ final class RunningProduct: @unchecked Sendable {
         ["migrate", "--to", "smoke-signals:4444"],
         ["migrate", "--to", "tcp:localhost:4444", "--downtime-limit", "300"],
         ["migrate", "--to", "tcp:localhost:4444", "--memory", "lots"],
-        ["migrate", "--to", "tcp:localhost:4444", "--multifd-channels", "4"],
+        ["migrate", "--to", "tcp:localhost:4444", "--multifd-channels", "256"],
         ["migrate"],
         ["incoming", "--listen", "tcp:localhost", "--device", "mlx5"],
         ["demo", "--device", "mtty:state=1MiB"],
@@ -190,8 +194,9 @@ final class RunningProduct: @unchecked Sendable {
         try #require(run.status == 0, "\(run.stderr)")
         let object = try Self.object(run.stdout)
         let runs = try #require(object["runs"] as? [[String: Any]])
-        #expect(runs.count >= 2)
-        #expect(runs.map { $0["switchoverAck"] as? Bool } == [false, true] + Array(repeating: true, count: runs.count - 2))
+        #expect(runs.map { $0["switchoverAck"] as? Bool } == [false, false, true, true])
+        #expect(runs.map { $0["multifdChannels"] as? Int } == [0, 4, 0, 4])
+        #expect(runs.map { $0["name"] as? String } == ["ack off", "ack off, multifd", "ack on", "ack on, multifd"])
         for entry in runs {
             #expect(entry["name"] is String)
             #expect(entry["multifdChannels"] is Int)
@@ -215,7 +220,7 @@ final class RunningProduct: @unchecked Sendable {
         let table = lines.drop { !$0.hasPrefix("RUN ") }
         #expect(table.contains { $0.hasPrefix("ack off") && $0.hasSuffix("yes") })
         #expect(table.contains { $0.hasPrefix("ack on") && $0.hasSuffix("yes") })
-        #expect(table.contains { $0.hasPrefix("multifd on") })
+        #expect(table.contains { $0.hasPrefix("ack on, multifd") && $0.contains("4 ch") && $0.hasSuffix("yes") })
         #expect(run.stdout.contains("1900 ms"))
         #expect(run.stderr.isEmpty)
     }

@@ -12,10 +12,11 @@ import Testing
             DeviceSpec(kind: .mtty, ports: 3),
         ])
 
-    @Test(arguments: [false, true])
-    func everyDeviceArrivesByteIdentical(switchoverAck: Bool) async throws {
+    @Test(arguments: [(false, 0), (true, 0), (true, 3)])
+    func everyDeviceArrivesByteIdentical(switchoverAck: Bool, multifdChannels: Int) async throws {
         var parameters = MigrationParameters()
         parameters.switchoverAck = switchoverAck
+        parameters.multifdChannels = multifdChannels
         parameters.downtimeLimit = .seconds(2)
         let result = try await LoopbackMigration.run(Self.configuration, parameters: parameters, timeout: .seconds(60))
         #expect(result.verification.verified, "\(result.verification.checks.filter { !$0.matches })")
@@ -24,6 +25,8 @@ import Testing
         #expect(result.sourceDigests.devices.allSatisfy { $0.stream != nil })
         #expect(result.statistics.downtime != nil)
         #expect(result.statistics.handlers.map(\.identity.idstr) == ["ram", "0000:00:01.0/vfio", "0000:00:02.0/vfio", "0000:00:03.0/vfio"])
+        #expect(result.statistics.multifdChannels == multifdChannels)
+        #expect((result.statistics.multifdBytes > 0) == (multifdChannels > 0))
         let acks = result.statistics.handlers.dropFirst().map(\.ackState)
         #expect(acks.allSatisfy { $0 == (switchoverAck ? .acknowledged : .notNeeded) })
     }

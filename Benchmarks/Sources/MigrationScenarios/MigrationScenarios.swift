@@ -12,11 +12,10 @@ public enum MigrationScenarios {
     public static let loadCosts = [0, 100, 200, 400]
     /// Devices in the device-count sweep.
     public static let deviceCounts = [1, 2, 4]
-    /// Channel counts of the channel sweep: empty until the engine drives multifd channels.
-    /// Hook: when MigrationParameters gains `multifdChannels`, list e.g. [0, 2, 4, 8] here and
-    /// set it in ``parameters(switchoverAck:channels:)``; the benchmark, the sweep and the
-    /// plot pick it up.
-    public static let channelCounts: [Int] = []
+    /// Channel counts of the channel sweep (4 devices).
+    public static let channelCounts = [0, 1, 2, 4, 8]
+    /// Channels of the multifd line of the device-count sweep.
+    public static let deviceCountChannels = 4
     /// Device state migrated while the peak memory is measured.
     public static let stateSizes: [UInt64] = [1 << 30, 4 << 30]
 
@@ -30,11 +29,11 @@ public enum MigrationScenarios {
     }
 
     /// `count` mlx5 VFs of 17 MiB each: 16 MiB of initial data that takes the destination 100 ms
-    /// to load, a 1 MiB final image that takes it 10 ms.
+    /// to load, a 1 MiB final image that takes it 20 ms.
     public static func deviceCountMachine(_ count: Int) -> ExampleMachineConfiguration {
         ExampleMachineConfiguration(memoryBytes: 16 << 20, dirtyPagesPerSecond: 256, devices: (0..<count).map { _ in
             DeviceSpec(kind: .mlx5, stateBytes: 17 << 20, initialBytes: 16 << 20, loadCost: .milliseconds(100),
-                       finalLoadCost: .milliseconds(10))
+                       finalLoadCost: .milliseconds(20))
         })
     }
 
@@ -45,11 +44,12 @@ public enum MigrationScenarios {
         ])
     }
 
-    /// QEMU's defaults (300 ms downtime limit) with switchover-ack on or off.
+    /// QEMU's defaults (300 ms downtime limit) with switchover-ack on or off and `channels`
+    /// multifd channels.
     public static func parameters(switchoverAck: Bool, channels: Int = 0) -> MigrationParameters {
         var p = MigrationParameters()
         p.switchoverAck = switchoverAck
-        // multifd: p.multifdChannels = channels
+        p.multifdChannels = channels
         return p
     }
 

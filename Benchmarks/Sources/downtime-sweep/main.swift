@@ -65,17 +65,25 @@ do {
     }
 
     var countPoints: [[String: Any]] = []
-    print("\nDowntime vs device count, switchover-ack on (median of \(repeats)):")
+    let parallel = MigrationScenarios.deviceCountChannels
+    print("\nDowntime vs device count, switchover-ack on, multifd off and \(parallel) channels (median of \(repeats)):")
+    print("  DEVICES  MULTIFD OFF  MULTIFD \(parallel)   OFF/ON")
     var baseline: Double?
     for count in MigrationScenarios.deviceCounts {
-        var samples: [MigrationScenarios.Sample] = []
-        for _ in 0..<repeats {
-            samples.append(try await MigrationScenarios.run(MigrationScenarios.deviceCountMachine(count), switchoverAck: true))
+        let machine = MigrationScenarios.deviceCountMachine(count)
+        var off: [MigrationScenarios.Sample] = [], on: [MigrationScenarios.Sample] = []
+        for i in 0..<repeats {
+            for channels in i % 2 == 0 ? [0, parallel] : [parallel, 0] {
+                let sample = try await MigrationScenarios.run(machine, switchoverAck: true, channels: channels)
+                if channels == 0 { off.append(sample) } else { on.append(sample) }
+            }
         }
-        let m = MigrationScenarios.median(samples.map(\.downtimeMs))
-        baseline = baseline ?? m
-        print("  \(count) device\(count == 1 ? " " : "s")" + ms(m).leftPad(10) + "   \(Units.fixed(m / max(baseline ?? m, 0.001), digits: 2))x the 1-device downtime")
-        countPoints.append(["devices": count, "ackOn": summary(samples)])
+        let (a, b) = (MigrationScenarios.median(off.map(\.downtimeMs)), MigrationScenarios.median(on.map(\.downtimeMs)))
+        baseline = baseline ?? a
+        print("  \(count)".padding(toLength: 9, withPad: " ", startingAt: 0) + ms(a).leftPad(11) + ms(b).leftPad(11)
+              + (Units.fixed(a / max(b, 0.001), digits: 2) + "x").leftPad(9)
+              + "   (multifd off: \(Units.fixed(a / max(baseline ?? a, 0.001), digits: 2))x the 1-device downtime)")
+        countPoints.append(["devices": count, "ackOn": summary(off), "ackOnMultifd": summary(on), "multifdChannels": parallel])
     }
 
     var channelPoints: [[String: Any]] = []
@@ -106,7 +114,11 @@ do {
             "vm": "16 MiB RAM; N x " + (MigrationScenarios.deviceCountMachine(1).devices.first?.description ?? ""),
             "points": countPoints,
         ],
-        "channels": ["available": !MigrationScenarios.channelCounts.isEmpty, "points": channelPoints],
+        "channels": [
+            "available": !MigrationScenarios.channelCounts.isEmpty,
+            "vm": "16 MiB RAM; 4 x " + (MigrationScenarios.deviceCountMachine(1).devices.first?.description ?? ""),
+            "points": channelPoints,
+        ],
     ]
     let data = try JSONSerialization.data(withJSONObject: result, options: [.prettyPrinted, .sortedKeys])
     if let output {
