@@ -44,14 +44,16 @@ def load_cost(results, outdir):
         ax.errorbar(x, medians, yerr=yerr, label=label, color=color, marker=marker, capsize=4, linewidth=2)
         for xi, m in zip(x, medians):
             ax.annotate("%.0f" % m, (xi, m), textcoords="offset points", xytext=(6, 4), fontsize=8, color=color)
-    ax.plot(x, x, linestyle=":", color="#888888", label="downtime = load cost")
+    on_medians = [p["ackOn"]["medianMs"] for p in points]
+    ax.plot(x, [m + xi for m, xi in zip(on_medians, x)], linestyle=":", color="#888888",
+            label="ack-on downtime + the load cost")
     ax.set_xlabel("destination load cost of the device's initial data (ms)")
     ax.set_ylabel("downtime (ms)")
     ax.set_xticks(x)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
-    ax.set_title("Downtime vs destination load cost, switchover-ack off and on\n%s" % section["vm"], fontsize=10)
+    ax.set_title("Downtime vs destination load cost, switchover-ack off and on\n%s" % textwrap.fill(section["vm"], 95), fontsize=9)
     footer(fig, results, "Published (QEMU 8.1, one mlx5 VF, 300 MB of device data): 1900 ms off, 420 ms on (4.5x); "
                          "the 1480 ms difference is destination-side resource allocation.")
     path = os.path.join(outdir, "downtime-vs-load-cost.png")
@@ -80,7 +82,7 @@ def device_count(results, outdir):
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
-    ax.set_title("Downtime vs device count\n%s" % section["vm"], fontsize=10)
+    ax.set_title("Downtime vs device count\n%s" % textwrap.fill(section["vm"], 95), fontsize=9)
     footer(fig, results, "Published (QEMU 10.0, ConnectX-7 VFs, ~100 MiB each, 100 GbE, p25 of 70-100 runs): "
                          "multifd off 487 / 859 / 1900 ms, on 366 / 556 / 1095 ms for 1 / 2 / 4 VFs.")
     path = os.path.join(outdir, "downtime-vs-devices.png")
@@ -109,7 +111,7 @@ def channels(results, outdir):
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
-    ax.set_title("Downtime vs multifd channels (0 = off)\n%s" % section.get("vm", ""), fontsize=10)
+    ax.set_title("Downtime vs multifd channels (0 = off)\n%s" % textwrap.fill(section.get("vm", ""), 95), fontsize=9)
     footer(fig, results, "Published (QEMU 10.0, 4 ConnectX-7 VFs): 1900 ms multifd off; 1095 / 1104 / 1125 ms "
                          "with 6 / 8 / 15 channels (flat past ~6).")
     path = os.path.join(outdir, "downtime-vs-channels.png")
