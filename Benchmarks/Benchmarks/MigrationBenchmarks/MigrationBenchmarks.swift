@@ -64,7 +64,7 @@ let benchmarks: @Sendable () -> Void = {
     if let baseline = channels.first {
         let perChannels = channels.map { BenchmarkMetric.custom("\($0) channels (ms)", polarity: .prefersSmaller, useScalingFactor: false) }
         let bestOverBaseline = BenchmarkMetric.custom("best vs \(baseline) channels (%)", polarity: .prefersSmaller, useScalingFactor: false)
-        Benchmark("Downtime vs multifd channels: 4 mlx5 VFs of 17 MiB, switchover-ack on, multifd off",
+        Benchmark("Downtime vs multifd channels: 4 mlx5 VFs of 17 MiB, switchover-ack on",
                   configuration: .init(metrics: perChannels + [bestOverBaseline])) { benchmark in
             let machine = MigrationScenarios.deviceCountMachine(4)
             for _ in benchmark.scaledIterations {
