@@ -1,4 +1,5 @@
-# Switchover: `make demo` runs the main job, `make test` the tests, `make bench` the benchmarks.
+# Switchover: `make demo` runs the main job, `make test` the tests, `make bench` the benchmarks,
+# `make plots` the figures in docs/figures.
 # Each target installs what is missing (Debian packages) first.
 
 SWIFT      ?= swift
@@ -6,7 +7,7 @@ SWIFTFLAGS ?=
 APT_PKGS   := libpci-dev pci.ids pciutils xz-utils
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo bench clean
+.PHONY: all deps build test demo bench plots clean
 
 all: build
 
@@ -34,8 +35,26 @@ demo: build
 	$(SWIFT) run $(SWIFTFLAGS) devprobe
 	$(SWIFT) run $(SWIFTFLAGS) switchover demo
 
+# The ordo-one benchmarks in Benchmarks/ (stream throughput vs raw socket I/O; downtime vs the
+# destination's load cost with switchover-ack off and on, and vs device count; peak memory
+# migrating 1 GiB and 4 GiB of device state), then devprobe against lspci.
 bench: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
+	bash scripts/bench-devprobe.sh
+
+# Runs the downtime sweeps (a release build of Benchmarks/, then under a minute) and draws
+# docs/figures/*.png from their results with matplotlib: the first of python3 and
+# /usr/bin/python3 that has it, else Debian's python3-matplotlib is installed with apt-get.
+PLOT_PYTHON = $$(for p in python3 /usr/bin/python3; do $$p -c "import matplotlib" 2>/dev/null && { echo $$p; break; }; done)
+
+plots: deps
+	@[ -n "$(PLOT_PYTHON)" ] || { \
+	  echo "make plots: installing python3-matplotlib"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq -o DPkg::Lock::Timeout=300 python3-matplotlib; }
+	mkdir -p docs/figures
+	cd Benchmarks && $(SWIFT) run -c release $(SWIFTFLAGS) downtime-sweep --output ../docs/figures/downtime-results.json
+	$(PLOT_PYTHON) scripts/plot-figures.py docs/figures/downtime-results.json docs/figures
 
 clean:
 	rm -rf .build Benchmarks/.build

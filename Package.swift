@@ -50,7 +50,7 @@ let package = Package(
             dependencies: [.product(name: "SystemPackage", package: "swift-system")]
         ),
         .target(name: "DeviceMatch"),
-        .target(name: "ExampleVM", dependencies: ["MigrationCore", "MigrationStream"]),
+        .target(name: "ExampleVM", dependencies: ["MigrationCore", "MigrationStream", "VFIO", "VFIOPCIHandler", "MLX5Handler"]),
         .executableTarget(name: "match-table-compiler", dependencies: ["DeviceMatch"]),
         .plugin(name: "MatchTablePlugin", capability: .buildTool(), dependencies: ["match-table-compiler"]),
         .target(

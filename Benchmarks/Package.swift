@@ -27,6 +27,35 @@ let package = Package(
             path: "Benchmarks/StreamBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        // The migrations the benchmarks and `make plots` measure (loopback, simulated mlx5 VFs).
+        .target(
+            name: "MigrationScenarios",
+            dependencies: [
+                .product(name: "ExampleVM", package: root),
+                .product(name: "MigrationCore", package: root),
+            ],
+            path: "Sources/MigrationScenarios"
+        ),
+        // Downtime vs the destination's load cost (switchover-ack off and on) and vs device count.
+        .executableTarget(
+            name: "MigrationBenchmarks",
+            dependencies: [.product(name: "Benchmark", package: "benchmark"), "MigrationScenarios"],
+            path: "Benchmarks/MigrationBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // Peak RSS while migrating 1 GiB and 4 GiB of device state.
+        .executableTarget(
+            name: "MemoryBenchmarks",
+            dependencies: [.product(name: "Benchmark", package: "benchmark"), "MigrationScenarios"],
+            path: "Benchmarks/MemoryBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // `make plots`: runs the downtime sweeps and writes their results as JSON.
+        .executableTarget(
+            name: "downtime-sweep",
+            dependencies: ["MigrationScenarios", .product(name: "ExampleVM", package: root)],
+            path: "Sources/downtime-sweep"
+        ),
         // Multifd downtime with 4 simulated mlx5 VFs over 0, 2, 4 and 6 channels, printed as a
         // table: a plain executable (one figure per migration), outside Benchmarks/ so the
         // benchmark plugin leaves it alone. `swift run -c release MultifdBenchmarks` here.

@@ -1,0 +1,185 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import ExampleVM
+import MigrationCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `switchover migrate --to ADDRESS`: the source end. Hosts an example VM (RAM with a
+/// dirtying workload plus the simulated devices given with `--device`) and migrates it live.
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Migrate an example VM with simulated VFIO devices to a destination.",
+        discussion: """
+            Start `switchover incoming` with the same --device, --memory, --switchover-ack and \
+            --multifd-channels options first (or within --connect-timeout). The source shows a \
+            live progress line on standard error (plain lines when it is not a terminal) and \
+            prints the final statistics, with the digests of the RAM and of each device's state \
+            stream to compare with the destination's. Ctrl-C cancels: the guest keeps running here.
+
+            Example:
+              switchover migrate --to tcp:10.0.0.2:4444 --switchover-ack \\
+                --device mlx5:state=256MiB,initial=64MiB,load=300ms
+            """
+    )
+
+    @Option(name: .customLong("to"), help: ArgumentHelp(
+        "Where the destination listens: tcp:HOST:PORT, tcp:[V6]:PORT, unix:PATH, file:PATH or fd:N.", valueName: "address"))
+    var address: String
+
+    @OptionGroup(title: "Example VM") var machine: MachineOptions
+    @OptionGroup(title: "Migration") var migration: MigrationOptions
+
+    @Option(name: .customLong("connect-timeout"), help: ArgumentHelp(
+        "Keep trying to connect this long while the destination is not listening yet.", valueName: "duration"))
+    var connectTimeout = DurationArgument("10s", .seconds(10))
+
+    @Option(help: ArgumentHelp(
+        "Cancel the migration if it has not completed by then (the guest keeps running here). Default: no limit, as QEMU.",
+        valueName: "duration"))
+    var timeout: DurationArgument?
+
+    @Flag(help: "Print the final statistics as one JSON object.")
+    var json = false
+
+    @Flag(name: .customLong("no-progress"), help: "Do not show the progress line.")
+    var noProgress = false
+
+    func validate() throws {
+        do { _ = try MigrationAddress(parsing: address) } catch { throw ValidationError("--to \(error)") }
+        if let timeout, timeout.duration <= .zero { throw ValidationError("--timeout must be more than 0") }
+    }
+
+    func run() async throws {
+        let target: MigrationAddress
+        do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--to \(error)") }
+        let parameters = migration.parameters
+        let vm = try Self.build(machine.machineConfiguration, role: .source, command: "migrate")
+        let source = MigrationSource(registry: vm.registry, vm: vm, configuration: vm.machine, parameters: parameters)
+        let showProgress = !noProgress
+        let last = LastEvent()
+        let watcher = Task {
+            let display = ProgressDisplay(enabled: showProgress, role: .source, switchoverAck: parameters.switchoverAck)
+            for await event in source.progress {
+                last.event = event
+                display.show(event)
+            }
+            display.finish()
+        }
+        let interrupt = CancelOnInterrupt { source.cancel() }
+        let deadline = timeout.map { limit in
+            Task {
+                try await Task.sleep(for: limit.duration)
+                last.timedOut = true
+                source.cancel()
+            }
+        }
+        vm.start()
+        let statistics: MigrationStatistics
+        do {
+            statistics = try await source.run(to: RetryingTransport(base: target.transport, deadline: connectTimeout.duration))
+        } catch {
+            deadline?.cancel()
+            await watcher.value
+            interrupt.stop()
+            vm.shutdown()
+            if last.timedOut, let timeout {
+                let p = last.event
+                let state = p.map { "\($0.phase), \(Units.bytes($0.pendingBytes)) pending at \(Units.rate($0.bandwidth))" } ?? "not started"
+                Self.fail("migrate", "not completed within --timeout \(timeout.text) (\(state)); cancelled, the guest runs here")
+            }
+            Self.fail("migrate", "\(error)")
+        }
+        deadline?.cancel()
+        await watcher.value
+        interrupt.stop()
+        let digests = vm.digests
+        vm.shutdown()
+        if json {
+            print(Report.sourceJSON(statistics, address: target.description, parameters: parameters, digests: digests).text)
+        } else {
+            print(Report.sourceText(statistics, address: target.description, parameters: parameters, digests: digests))
+        }
+    }
+
+    /// Builds one side's machine; a failure is an error line and status 1.
+    static func build(_ configuration: ExampleMachineConfiguration, role: ExampleMachine.Role, command: String) throws -> ExampleMachine {
+        do {
+            return try ExampleMachine(configuration, role: role)
+        } catch {
+            fail(command, "cannot build the example VM: \(error)")
+        }
+    }
+
+    /// One error line on standard error, exit status 1.
+    static func fail(_ command: String, _ message: String) -> Never {
+        var standardError = StandardError()
+        print("switchover \(command): \(message)", to: &standardError)
+        Migrate.exit(withError: ExitCode(1))
+    }
+}
+
+/// The last progress event and whether the timeout fired, shared by the tasks of `migrate`.
+final class LastEvent: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storedEvent: MigrationProgress?
+    private var fired = false
+
+    /// The last event before the timeout fired (the cancel's own event is not kept).
+    var event: MigrationProgress? {
+        get { lock.withLock { storedEvent } }
+        set { lock.withLock { if !fired { storedEvent = newValue } } }
+    }
+
+    var timedOut: Bool {
+        get { lock.withLock { fired } }
+        set { lock.withLock { fired = newValue } }
+    }
+}
+
+/// Retries `connect()` while nothing listens yet (connection refused, no socket file), until
+/// the deadline; other errors are thrown at once.
+struct RetryingTransport: MigrationTransport {
+    var base: any MigrationTransport
+    var deadline: Duration
+
+    func connect() throws -> any MigrationConnection {
+        let clock = ContinuousClock()
+        let end = clock.now + deadline
+        while true {
+            do {
+                return try base.connect()
+            } catch TransportError.system(let operation, let code, let message) where code == ECONNREFUSED || code == ENOENT {
+                if clock.now >= end { throw TransportError.system(operation: operation, errno: code, message: message) }
+                usleep(100_000)
+            }
+        }
+    }
+
+    func listen() throws -> any MigrationListener { try base.listen() }
+}
+
+/// Calls `action` on the first SIGINT (Ctrl-C) instead of exiting; a second one exits.
+final class CancelOnInterrupt {
+    private let source: any DispatchSourceSignal
+
+    init(_ action: @escaping @Sendable () -> Void) {
+        signal(SIGINT, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        source.setEventHandler {
+            var standardError = StandardError()
+            print("\ninterrupted: cancelling (Ctrl-C again to quit at once)", to: &standardError)
+            signal(SIGINT, SIG_DFL)
+            action()
+        }
+        source.resume()
+        self.source = source
+    }
+
+    func stop() {
+        source.cancel()
+        signal(SIGINT, SIG_DFL)
+    }
+}

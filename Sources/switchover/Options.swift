@@ -1,0 +1,176 @@
+import ArgumentParser
+import ExampleVM
+import MigrationCore
+
+/// A byte count on the command line: `64MiB`, `4096`, `1GiB`.
+struct ByteSize: ExpressibleByArgument, Sendable {
+    var bytes: UInt64
+    var text: String
+
+    init(_ text: String, bytes: UInt64) {
+        self.text = text
+        self.bytes = bytes
+    }
+
+    init?(argument: String) {
+        guard let bytes = Units.parseBytes(argument) else { return nil }
+        self.init(argument, bytes: bytes)
+    }
+
+    var defaultValueDescription: String { text }
+}
+
+/// A rate in bytes per second: `8MiB`, `8MiB/s`, `1GB/s`.
+struct ByteRate: ExpressibleByArgument, Sendable {
+    var bytesPerSecond: UInt64
+    var text: String
+
+    init(_ text: String, bytesPerSecond: UInt64) {
+        self.text = text
+        self.bytesPerSecond = bytesPerSecond
+    }
+
+    init?(argument: String) {
+        let number = argument.hasSuffix("/s") ? String(argument.dropLast(2)) : argument
+        guard let bytes = Units.parseBytes(number) else { return nil }
+        self.init(argument, bytesPerSecond: bytes)
+    }
+
+    var defaultValueDescription: String { text }
+}
+
+/// A duration on the command line: `300ms`, `1.5s`, `2min`.
+struct DurationArgument: ExpressibleByArgument, Sendable {
+    var duration: Duration
+    var text: String
+
+    init(_ text: String, _ duration: Duration) {
+        self.text = text
+        self.duration = duration
+    }
+
+    init?(argument: String) {
+        guard let duration = Units.parseDuration(argument) else { return nil }
+        self.init(argument, duration)
+    }
+
+    var defaultValueDescription: String { text }
+}
+
+/// The example VM each end hosts: guest RAM with a dirtying workload and simulated devices.
+/// Source and destination must be given the same options.
+struct MachineOptions: ParsableArguments {
+    @Option(name: .customLong("device"), help: ArgumentHelp(
+        "A simulated device: KIND[:key=value,...], KIND mlx5, vfio-pci or mtty. Repeat for more.",
+        discussion: """
+            Keys: state=SIZE (total state), initial=SIZE (pre-copy initial bytes, default state/4), \
+            load=DURATION (destination load cost of the initial data), final-load=DURATION (of each \
+            later image), dirty=RATE (mlx5: bytes/s dirtied while running), ports=N (mtty), \
+            name=DDDD:BB:DD.F (default 0000:00:0N.0), seed=N. Example: \
+            mlx5:state=256MiB,initial=64MiB,load=300ms
+            """,
+        valueName: "spec"))
+    var deviceSpecs: [String] = []
+
+    @Option(help: ArgumentHelp("Guest RAM.", valueName: "size"))
+    var memory = ByteSize("64MiB", bytes: 64 << 20)
+
+    @Option(name: .customLong("dirty-rate"), help: ArgumentHelp(
+        "Guest memory the source's workload dirties per second while it runs.", valueName: "rate"))
+    var dirtyRate = ByteRate("8MiB/s", bytesPerSecond: 8 << 20)
+
+    @Option(name: .customLong("machine-type"), help: ArgumentHelp("The machine type written in the stream; both ends must agree.", valueName: "type"))
+    var machineType = "pc-q35-7.2"
+
+    /// The parsed `--device` specs (valid after `validate()`).
+    var devices: [DeviceSpec] {
+        deviceSpecs.compactMap { try? DeviceSpec(parsing: $0) }
+    }
+
+    func validate() throws {
+        for text in deviceSpecs {
+            do { _ = try DeviceSpec(parsing: text) } catch { throw ValidationError("--device \(error.spec): \(error.problem)") }
+        }
+        do { _ = try machineConfiguration.deviceNames() } catch { throw ValidationError("--device \(error.spec): \(error.problem)") }
+        guard memory.bytes >= 1 << 20, memory.bytes <= 64 << 30 else {
+            throw ValidationError("--memory \(memory.text): the example VM has 1 MiB to 64 GiB of RAM")
+        }
+    }
+
+    var machineConfiguration: ExampleMachineConfiguration {
+        ExampleMachineConfiguration(memoryBytes: Int(memory.bytes),
+                                    dirtyPagesPerSecond: Int(clamping: dirtyRate.bytesPerSecond / UInt64(GuestRAM.pageSize)),
+                                    devices: devices, machineType: machineType)
+    }
+}
+
+/// The migration's parameters (``MigrationParameters``). Switchover-ack and multifd must be
+/// the same on both ends: nothing on the wire checks them.
+struct MigrationOptions: ParsableArguments {
+    @Option(name: .customLong("downtime-limit"), help: ArgumentHelp("The longest the guest may stay stopped.", valueName: "duration"))
+    var downtimeLimit = DurationArgument("300ms", .milliseconds(300))
+
+    @Option(name: .customLong("max-bandwidth"), help: ArgumentHelp(
+        "Cap on the live phase's bandwidth, e.g. 1GiB/s (default: no cap; the switchover is never capped).", valueName: "rate"))
+    var maxBandwidth: ByteRate?
+
+    @Option(name: .customLong("switchover-bandwidth"), help: ArgumentHelp(
+        "Bandwidth to assume for the switchover decision instead of the measured one, e.g. 10GB/s (QEMU avail-switchover-bandwidth).",
+        valueName: "rate"))
+    var switchoverBandwidth: ByteRate?
+
+    @Flag(name: .customLong("switchover-ack"), help: ArgumentHelp(
+        "Wait for the destination to acknowledge each device's initial data before stopping the guest."))
+    var switchoverAck = false
+
+    @Option(name: .customLong("multifd-channels"), help: ArgumentHelp(
+        "Extra connections carrying the devices' stop-copy state in parallel (0 = off; 0 to 255). Not with file: or fd:.", valueName: "n"))
+    var multifdChannels = 0
+
+    @Flag(name: .customLong("qemu-decision"), help: ArgumentHelp(
+        "Decide the switchover as QEMU does (pending bytes / bandwidth), not counting the destination's reported load time."))
+    var qemuDecision = false
+
+    @Flag(name: .customLong("no-extensions"), help: ArgumentHelp(
+        "Do not use Switchover's wire extensions (pre-flight, load reports, per-device acks): needed to migrate to QEMU."))
+    var noExtensions = false
+
+    @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Fail when no progress is made for this long.", valueName: "duration"))
+    var stallTimeout = DurationArgument("30s", .seconds(30))
+
+    @Option(name: .customLong("switchover-timeout"), help: ArgumentHelp(
+        "Fail when the acknowledgement does not come for this long once the rest is ready.", valueName: "duration"))
+    var switchoverTimeout = DurationArgument("60s", .seconds(60))
+
+    func validate() throws {
+        guard downtimeLimit.duration > .zero else { throw ValidationError("--downtime-limit must be more than 0") }
+        if let maxBandwidth, maxBandwidth.bytesPerSecond < 10 {
+            throw ValidationError("--max-bandwidth \(maxBandwidth.text): at least 10 bytes/s (the cap is enforced per 100 ms)")
+        }
+        if let switchoverBandwidth, switchoverBandwidth.bytesPerSecond == 0 {
+            throw ValidationError("--switchover-bandwidth must be more than 0")
+        }
+        guard (0...255).contains(multifdChannels) else { throw ValidationError("--multifd-channels must be 0 to 255") }
+        guard stallTimeout.duration > .zero, switchoverTimeout.duration > .zero else {
+            throw ValidationError("--stall-timeout and --switchover-timeout must be more than 0")
+        }
+    }
+
+    var parameters: MigrationParameters {
+        var p = MigrationParameters()
+        apply(to: &p)
+        return p
+    }
+
+    func apply(to p: inout MigrationParameters) {
+        p.downtimeLimit = downtimeLimit.duration
+        p.maxBandwidth = maxBandwidth?.bytesPerSecond
+        p.switchoverBandwidth = switchoverBandwidth?.bytesPerSecond
+        p.switchoverAck = switchoverAck
+        p.countDestinationLoadTime = !qemuDecision
+        p.extensions = !noExtensions
+        p.stallTimeout = stallTimeout.duration
+        p.switchoverTimeout = switchoverTimeout.duration
+        p.multifdChannels = multifdChannels
+    }
+}

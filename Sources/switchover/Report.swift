@@ -1,0 +1,165 @@
+import ExampleVM
+import MigrationCore
+import VFIO
+
+/// The final statistics of `migrate` and `incoming`, as text or as one JSON object.
+enum Report {
+    // MARK: Text
+
+    static func sourceText(_ s: MigrationStatistics, address: String, parameters: MigrationParameters, digests: MachineDigests) -> String {
+        var lines = ["migrated to \(address) in \(Units.duration(s.totalTime))"]
+        if let downtime = s.downtime {
+            let end = s.downtimeEnd == .destinationShut ? "guest stop to the destination's SHUT" : "guest stop to EOF sent (no return path)"
+            lines.append(field("downtime", "\(Units.duration(downtime)) (\(end)); limit \(Units.duration(parameters.downtimeLimit))"))
+        } else {
+            lines.append(field("downtime", "none: the guest was not running"))
+        }
+        if let decision = s.decision {
+            var predicted = decision.predictedDowntime.map { Units.duration($0) } ?? "unknown"
+            predicted += decision.countedDestinationLoadTime ? " (counting the destination's load time)" : ""
+            if let qemu = decision.predictedDowntimeQEMU { predicted += "; QEMU's formula (pending / bandwidth) \(Units.duration(qemu))" }
+            lines.append(field("predicted", predicted))
+            lines.append(field("decision", "\(Units.bytes(decision.pendingBytes)) pending at \(Units.rate(decision.bandwidth)), threshold \(Units.bytes(decision.thresholdBytes))"))
+        }
+        var transferred = "\(Units.bytes(s.bytesTransferred)) in \(s.iterations) passes; setup \(Units.duration(s.setupTime))"
+        if s.multifdChannels > 0 { transferred += "; \(Units.bytes(s.multifdBytes)) more over \(s.multifdChannels) multifd channels" }
+        lines.append(field("transferred", transferred))
+        lines.append(field("switchover-ack", ackSummary(s.handlers, enabled: parameters.switchoverAck)))
+        lines.append(field("extensions", s.usedExtensions ? "used (pre-flight, load reports, per-device acks)" : "not used"))
+        lines.append("")
+        lines += handlerTable(s.handlers)
+        lines.append("")
+        lines += digestLines(digests, heading: "digests of what left (compare with the destination's):")
+        return lines.joined(separator: "\n")
+    }
+
+    static func incomingText(_ s: IncomingStatistics, address: String, digests: MachineDigests) -> String {
+        var lines = ["received on \(address) in \(Units.duration(s.totalTime)); the guest runs here now"]
+        lines.append(field("machine", s.configuration.machineType))
+        lines.append(field("transferred", Units.bytes(s.bytesTransferred)
+                           + (s.multifdChannels > 0 ? " (main stream), with \(s.multifdChannels) multifd channels" : "")))
+        lines.append(field("resume", "\(Units.duration(s.resumeTime)) from EOF to the guest running"))
+        lines.append(field("return path", s.returnPathOpened ? "opened" : "not opened"))
+        lines.append(field("extensions", s.usedExtensions ? "used" : "not used"))
+        lines.append("")
+        lines += handlerTable(s.handlers)
+        lines.append("")
+        lines += digestLines(digests, heading: "digests of what arrived (compare with the source's):")
+        return lines.joined(separator: "\n")
+    }
+
+    private static func field(_ name: String, _ value: String) -> String {
+        "  " + name + String(repeating: " ", count: max(1, 16 - name.count)) + value
+    }
+
+    private static func ackSummary(_ handlers: [HandlerStatistics], enabled: Bool) -> String {
+        guard enabled else { return "off" }
+        let needing = handlers.filter { $0.ackState != .notNeeded }
+        if needing.isEmpty { return "on; no device needed an acknowledgement" }
+        let states = needing.map { "\($0.identity.idstr) \($0.ackState.rawValue)" }
+        return "on; " + states.joined(separator: ", ")
+    }
+
+    private static func handlerTable(_ handlers: [HandlerStatistics]) -> [String] {
+        var rows = [["HANDLER", "BYTES", "SECTIONS", "LOADED", "LOAD TIME", "ACK"]]
+        for h in handlers {
+            rows.append([h.identity.idstr, Units.bytes(h.bytes), String(h.sections),
+                         h.bytesLoaded.map(Units.bytes) ?? "-", h.loadTime.map(Units.duration) ?? "-", h.ackState.rawValue])
+        }
+        return table(rows, rightAligned: [1, 2, 3, 4]).map { "  " + $0 }
+    }
+
+    private static func digestLines(_ digests: MachineDigests, heading: String) -> [String] {
+        var rows = [["ram", MachineDigests.hex(digests.ram)]]
+        for d in digests.devices { rows.append([d.name, d.stream?.description ?? "no session"]) }
+        return ["  " + heading] + table(rows, rightAligned: []).map { "    " + $0 }
+    }
+
+    /// Columns padded to their widest cell, two spaces apart.
+    static func table(_ rows: [[String]], rightAligned: Set<Int>) -> [String] {
+        let columns = rows.map(\.count).max() ?? 0
+        var widths = [Int](repeating: 0, count: columns)
+        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+        return rows.map { row in
+            var line = ""
+            for (i, cell) in row.enumerated() {
+                let fill = String(repeating: " ", count: widths[i] - cell.count)
+                line += (i == 0 ? "" : "  ") + (rightAligned.contains(i) ? fill + cell : cell + (i == row.count - 1 ? "" : fill))
+            }
+            return line
+        }
+    }
+
+    // MARK: JSON
+
+    static func ms(_ d: Duration?) -> JSONValue { .optional(d.map(Units.milliseconds)) }
+
+    static func sourceJSON(_ s: MigrationStatistics, address: String, parameters: MigrationParameters, digests: MachineDigests) -> JSONValue {
+        .object([
+            ("role", .string("source")),
+            ("address", .string(address)),
+            ("switchoverAck", .bool(parameters.switchoverAck)),
+            ("downtimeLimitMs", ms(parameters.downtimeLimit)),
+            ("totalMs", ms(s.totalTime)),
+            ("setupMs", ms(s.setupTime)),
+            ("downtimeMs", ms(s.downtime)),
+            ("downtimeEnd", .string(s.downtimeEnd.rawValue)),
+            ("predictedDowntimeMs", ms(s.decision?.predictedDowntime)),
+            ("predictedDowntimeQEMUMs", ms(s.decision?.predictedDowntimeQEMU)),
+            ("countedDestinationLoadTime", .bool(s.decision?.countedDestinationLoadTime ?? false)),
+            ("pendingAtDecision", s.decision.map { .int($0.pendingBytes) } ?? .null),
+            ("bandwidthAtDecision", .optional(s.decision?.bandwidth)),
+            ("bytes", .int(s.bytesTransferred)),
+            ("iterations", .int(s.iterations)),
+            ("rateLimitWaits", .int(s.rateLimitWaits)),
+            ("usedExtensions", .bool(s.usedExtensions)),
+            ("multifdChannels", .int(s.multifdChannels)),
+            ("multifdBytes", .int(s.multifdBytes)),
+            ("handlers", .array(s.handlers.map(handlerJSON))),
+            ("digests", digestsJSON(digests)),
+        ])
+    }
+
+    static func incomingJSON(_ s: IncomingStatistics, address: String, digests: MachineDigests) -> JSONValue {
+        .object([
+            ("role", .string("destination")),
+            ("address", .string(address)),
+            ("machineType", .string(s.configuration.machineType)),
+            ("totalMs", ms(s.totalTime)),
+            ("resumeMs", ms(s.resumeTime)),
+            ("bytes", .int(s.bytesTransferred)),
+            ("returnPathOpened", .bool(s.returnPathOpened)),
+            ("usedExtensions", .bool(s.usedExtensions)),
+            ("multifdChannels", .int(s.multifdChannels)),
+            ("handlers", .array(s.handlers.map(handlerJSON))),
+            ("digests", digestsJSON(digests)),
+        ])
+    }
+
+    static func handlerJSON(_ h: HandlerStatistics) -> JSONValue {
+        .object([
+            ("idstr", .string(h.identity.idstr)),
+            ("instanceID", .int(Int(h.identity.instanceID))),
+            ("versionID", .int(Int(h.identity.versionID))),
+            ("bytes", .int(h.bytes)),
+            ("sections", .int(h.sections)),
+            ("bytesLoaded", h.bytesLoaded.map { .int($0) } ?? .null),
+            ("loadMs", ms(h.loadTime)),
+            ("ack", .string(h.ackState.rawValue)),
+        ])
+    }
+
+    static func digestsJSON(_ d: MachineDigests) -> JSONValue {
+        .object([
+            ("ram", .string(MachineDigests.hex(d.ram))),
+            ("devices", .array(d.devices.map { device in
+                .object([
+                    ("name", .string(device.name)),
+                    ("kind", .string(device.kind.rawValue)),
+                    ("bytes", device.stream.map { .int($0.byteCount) } ?? .null),
+                    ("hash", device.stream.map { .string(MachineDigests.hex($0.hash)) } ?? .null),
+                ])
+            })),
+        ])
+    }
+}

@@ -1,0 +1,243 @@
+import Foundation
+import Testing
+
+/// A child process whose output is collected on background threads while it runs.
+final class RunningProduct: @unchecked Sendable {
+    let process = Process()
+    private let out = Pipe(), err = Pipe()
+    private let group = DispatchGroup()
+    private var outData = Data(), errData = Data()
+
+    init(_ name: String, _ arguments: [String]) throws {
+        process.executableURL = BuiltProduct.url(name)
+        process.arguments = arguments
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        for (pipe, isOut) in [(out, true), (err, false)] {
+            group.enter()
+            DispatchQueue.global().async {
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                if isOut { self.outData = data } else { self.errData = data }
+                self.group.leave()
+            }
+        }
+    }
+
+    /// Waits for the exit and both pipes' end; a process still running after `limit` is
+    /// terminated (a hung migration fails the test instead of hanging it).
+    func finish(limit: Double = 120) -> BuiltProduct.Result {
+        if group.wait(timeout: .now() + limit) == .timedOut {
+            process.terminate()
+            group.wait()
+        }
+        process.waitUntilExit()
+        return BuiltProduct.Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                                   stderr: String(decoding: errData, as: UTF8.self))
+    }
+}
+
+/// `switchover migrate`, `incoming` and `demo` run as the built binary.
+@Suite struct SwitchoverCommandTests {
+    static let devices = ["--device", "mlx5:state=2MiB,initial=1MiB,load=20ms", "--device", "vfio-pci:state=256KiB,initial=64KiB",
+                          "--device", "mtty:ports=2"]
+    /// A generous downtime limit: on a loaded machine a debug build's measured bandwidth can be
+    /// low enough that 300 ms never fits the final data, and the migration would iterate on.
+    static let machine = ["--memory", "4MiB", "--dirty-rate", "1MiB/s", "--downtime-limit", "2s"] + devices
+
+    static func socketPath() -> String {
+        // Short: a Unix socket path has at most 107 bytes.
+        "/tmp/switchover-test-\(UUID().uuidString.prefix(8)).sock"
+    }
+
+    static func object(_ text: String) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "not a JSON object: \(text)")
+    }
+
+    /// Both ends as two processes over a Unix socket; the source started first keeps trying.
+    static func migrate(extra: [String] = [], json: Bool = true) throws -> (source: BuiltProduct.Result, destination: BuiltProduct.Result) {
+        let path = socketPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let output = json ? ["--json"] : []
+        let source = try RunningProduct("switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s"] + machine + extra + output)
+        let destination = try RunningProduct("switchover", ["incoming", "--listen", "unix:\(path)"] + machine + extra + output)
+        return (source.finish(), destination.finish())
+    }
+
+    @Test(arguments: [[], ["--switchover-ack"], ["--switchover-ack", "--multifd-channels", "2"]])
+    func migrateAndIncomingAgreeOnEveryDigest(extra: [String]) throws {
+        let (source, destination) = try Self.migrate(extra: extra)
+        try #require(source.status == 0, "source: \(source.stderr)")
+        try #require(destination.status == 0, "destination: \(destination.stderr)")
+        let sent = try Self.object(source.stdout)
+        let received = try Self.object(destination.stdout)
+        #expect(sent["role"] as? String == "source")
+        #expect(received["role"] as? String == "destination")
+        #expect(sent["switchoverAck"] as? Bool == !extra.isEmpty)
+        for key in ["totalMs", "downtimeMs"] {
+            #expect(sent[key] is Double || sent[key] is Int, "\(key)")
+        }
+        // No prediction when the source switched over before its first bandwidth measurement.
+        for key in ["predictedDowntimeMs", "predictedDowntimeQEMUMs"] {
+            #expect(sent[key] is Double || sent[key] is Int || sent[key] is NSNull, "\(key)")
+        }
+        #expect((sent["bytes"] as? Int ?? 0) > 1 << 20)
+        #expect(sent["bytes"] as? Int == received["bytes"] as? Int)
+        let channels = extra.contains("--multifd-channels") ? 2 : 0
+        #expect(sent["multifdChannels"] as? Int == channels)
+        #expect(received["multifdChannels"] as? Int == channels)
+        #expect(((sent["multifdBytes"] as? Int) ?? 0 > 0) == (channels > 0))
+        let handlers = try #require(sent["handlers"] as? [[String: Any]])
+        #expect(handlers.compactMap { $0["idstr"] as? String } == ["ram", "0000:00:01.0/vfio", "0000:00:02.0/vfio", "0000:00:03.0/vfio"])
+        let ack = extra.isEmpty ? "notNeeded" : "acknowledged"
+        #expect(handlers.dropFirst().allSatisfy { $0["ack"] as? String == ack })
+        // Byte-identical: the destination's RAM and each device's loaded stream equal the source's.
+        let left = try #require(sent["digests"] as? [String: Any])
+        let arrived = try #require(received["digests"] as? [String: Any])
+        #expect(left["ram"] as? String != nil)
+        #expect(left["ram"] as? String == arrived["ram"] as? String)
+        let leftDevices = try #require(left["devices"] as? [[String: Any]])
+        let arrivedDevices = try #require(arrived["devices"] as? [[String: Any]])
+        #expect(leftDevices.count == 3)
+        for (a, b) in zip(leftDevices, arrivedDevices) {
+            #expect(a["name"] as? String == b["name"] as? String)
+            #expect(a["hash"] as? String != nil)
+            #expect(a["hash"] as? String == b["hash"] as? String)
+            #expect(a["bytes"] as? Int == b["bytes"] as? Int)
+        }
+        // Without a terminal the progress is plain lines on standard error.
+        #expect(source.stderr.contains("iterating"))
+        #expect(!source.stderr.contains("\r"))
+        #expect(destination.stderr.hasPrefix("listening on unix:"))
+    }
+
+    @Test func textReportShowsDowntimeHandlersAndDigests() throws {
+        let (source, destination) = try Self.migrate(extra: ["--switchover-ack", "--no-progress"], json: false)
+        try #require(source.status == 0 && destination.status == 0, "\(source.stderr)\n\(destination.stderr)")
+        #expect(source.stdout.hasPrefix("migrated to unix:"))
+        #expect(source.stdout.contains("  downtime "))
+        #expect(source.stdout.contains("0000:00:01.0/vfio"))
+        #expect(source.stdout.contains("acknowledged"))
+        #expect(source.stderr.isEmpty)
+        #expect(destination.stdout.hasPrefix("received on unix:"))
+        // The digest lines of both ends are the same lines.
+        func digestLines(_ text: String) -> [Substring] {
+            text.split(separator: "\n").drop { !$0.contains("digests of what") }.dropFirst().map { $0 }
+        }
+        #expect(digestLines(source.stdout).count == 4)
+        #expect(digestLines(source.stdout) == digestLines(destination.stdout))
+    }
+
+    @Test func aDestinationWithOtherDevicesFailsBothEndsWithStatusOne() throws {
+        let path = Self.socketPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let source = try RunningProduct("switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s", "--no-progress"] + Self.machine)
+        let destination = try RunningProduct("switchover", ["incoming", "--listen", "unix:\(path)", "--no-progress", "--memory", "4MiB",
+                                                            "--device", "mlx5:state=2MiB,initial=1MiB"])
+        let s = source.finish(), d = destination.finish()
+        #expect(s.status == 1)
+        #expect(d.status == 1)
+        #expect(s.stderr.hasPrefix("switchover migrate: "))
+        #expect(d.stderr.contains("switchover incoming: "))
+    }
+
+    @Test func aMigrationThatCannotCompleteInTimeIsCancelled() throws {
+        let path = Self.socketPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // 8 MiB of stop-copy data cannot fit a 1 ms downtime at 1 MiB/s (QEMU's avail-switchover-bandwidth).
+        let options = ["--memory", "1MiB", "--device", "vfio-pci:state=8MiB,initial=0", "--downtime-limit", "1ms", "--no-progress"]
+        let source = try RunningProduct("switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s", "--timeout", "1s",
+                                                       "--switchover-bandwidth", "1MiB/s"] + options)
+        let destination = try RunningProduct("switchover", ["incoming", "--listen", "unix:\(path)"] + options)
+        let s = source.finish(), d = destination.finish()
+        #expect(s.status == 1)
+        #expect(s.stderr.hasPrefix("switchover migrate: not completed within --timeout 1s (iterating, "))
+        #expect(d.status == 1)
+    }
+
+    @Test func nothingListeningIsStatusOneWithOneErrorLine() throws {
+        let run = try BuiltProduct.run("switchover", ["migrate", "--to", "unix:\(Self.socketPath())", "--connect-timeout", "200ms",
+                                                      "--no-progress", "--memory", "1MiB"])
+        #expect(run.status == 1)
+        #expect(run.stderr.hasPrefix("switchover migrate: "))
+        #expect(run.stderr.split(separator: "\n").count == 1)
+        #expect(run.stdout.isEmpty)
+    }
+
+    @Test(arguments: [
+        ["migrate", "--to", "tcp:localhost:4444", "--device", "nic:state=1MiB"],
+        ["migrate", "--to", "tcp:localhost:4444", "--device", "mlx5:state=1MiB,initial=2MiB"],
+        ["migrate", "--to", "smoke-signals:4444"],
+        ["migrate", "--to", "tcp:localhost:4444", "--downtime-limit", "300"],
+        ["migrate", "--to", "tcp:localhost:4444", "--memory", "lots"],
+        ["migrate", "--to", "tcp:localhost:4444", "--multifd-channels", "256"],
+        ["migrate"],
+        ["incoming", "--listen", "tcp:localhost", "--device", "mlx5"],
+        ["demo", "--device", "mtty:state=1MiB"],
+        ["demo", "--repeat", "0"],
+    ])
+    func badUsageIsStatusTwo(arguments: [String]) throws {
+        let run = try BuiltProduct.run("switchover", arguments)
+        #expect(run.status == 2, "\(run.stderr)")
+        #expect(run.stderr.hasPrefix("Error: "))
+        #expect(run.stdout.isEmpty)
+    }
+
+    @Test func badDeviceSpecNamesTheSpecAndTheProblem() throws {
+        let run = try BuiltProduct.run("switchover", ["incoming", "--listen", "tcp:0.0.0.0:0", "--device", "mlx5:state=64MiB,load=fast"])
+        #expect(run.status == 2)
+        #expect(run.stderr.hasPrefix("Error: --device mlx5:state=64MiB,load=fast: load=fast is not a duration"))
+    }
+
+    @Test func demoJSONHasOneEntryPerScenario() throws {
+        let run = try BuiltProduct.run("switchover", ["demo", "--quick", "--json", "--downtime-limit", "2s"])
+        try #require(run.status == 0, "\(run.stderr)")
+        let object = try Self.object(run.stdout)
+        let runs = try #require(object["runs"] as? [[String: Any]])
+        #expect(runs.map { $0["switchoverAck"] as? Bool } == [false, false, true, true])
+        #expect(runs.map { $0["multifdChannels"] as? Int } == [0, 4, 0, 4])
+        #expect(runs.map { $0["name"] as? String } == ["ack off", "ack off, multifd", "ack on", "ack on, multifd"])
+        for entry in runs {
+            #expect(entry["name"] is String)
+            #expect(entry["multifdChannels"] is Int)
+            #expect(entry["bytes"] is Int)
+            #expect(entry["verified"] as? Bool == true)
+            for key in ["downtimeMs", "totalMs"] {
+                #expect(entry[key] is Double || entry[key] is Int, "\(key)")
+            }
+            #expect(entry["predictedDowntimeMs"] is Double || entry["predictedDowntimeMs"] is Int || entry["predictedDowntimeMs"] is NSNull)
+        }
+        #expect(run.stderr.isEmpty)
+    }
+
+    @Test func demoTableReportsEachScenarioAndTheAnchor() throws {
+        let run = try BuiltProduct.run("switchover", ["demo", "--quick", "--downtime-limit", "2s"])
+        try #require(run.status == 0, "\(run.stderr)")
+        let lines = run.stdout.split(separator: "\n")
+        #expect(lines.first?.hasPrefix("switchover demo: both ends on TCP loopback") == true)
+        #expect(lines.contains("  run 1/1 ack on: ") == false)
+        #expect(lines.contains { $0.hasPrefix("  run 1/1 ack on: downtime ") && $0.hasSuffix("byte-identical") })
+        let table = lines.drop { !$0.hasPrefix("RUN ") }
+        #expect(table.contains { $0.hasPrefix("ack off") && $0.hasSuffix("yes") })
+        #expect(table.contains { $0.hasPrefix("ack on") && $0.hasSuffix("yes") })
+        #expect(table.contains { $0.hasPrefix("ack on, multifd") && $0.contains("4 ch") && $0.hasSuffix("yes") })
+        #expect(run.stdout.contains("1900 ms"))
+        #expect(run.stderr.isEmpty)
+    }
+
+    @Test(arguments: ["migrate", "incoming", "demo"])
+    func helpDescribesTheCommand(command: String) throws {
+        let run = try BuiltProduct.run("switchover", [command, "--help"])
+        #expect(run.status == 0)
+        #expect(run.stdout.contains("OVERVIEW: "))
+        #expect(run.stdout.contains("--device <spec>"))
+        #expect(run.stdout.contains("--json"))
+        if command != "demo" { #expect(run.stdout.contains("--switchover-ack") && run.stdout.contains("--multifd-channels")) }
+    }
+
+    @Test func rootHelpListsEverySubcommand() throws {
+        let run = try BuiltProduct.run("switchover", ["--help"])
+        #expect(run.status == 0)
+        for command in ["migrate", "incoming", "demo", "inspect"] { #expect(run.stdout.contains("  \(command) "), "\(command)") }
+    }
+}
