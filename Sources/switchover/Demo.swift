@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// `switchover demo`: both ends in this process over TCP loopback, the same VM and devices
-/// migrated with switchover-ack off and on (and multifd off and on once the engine has it),
+/// migrated with switchover-ack off and on, each without and with multifd,
 /// a table of downtimes, and whether every byte arrived.
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
