@@ -7,7 +7,7 @@ SWIFTFLAGS ?=
 APT_PKGS   := libpci-dev pci.ids pciutils xz-utils
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo bench plots clean
+.PHONY: all deps build test test-scaffold docs demo bench plots clean
 
 all: build
 
@@ -30,6 +30,29 @@ build: deps
 test: deps
 	$(SWIFT) build --build-tests $(SWIFTFLAGS)
 	$(SWIFT) test --skip-build $(SWIFTFLAGS)
+
+# The real `swift package scaffold-handler` in a vendor's package and in a copy of this one, then
+# swift build and swift test on what it generated (Tests/CLITests/ScaffoldPackageTests.swift).
+# Separate from `test`: its own builds take minutes the first time; they are kept in .build-scaffold/.
+test-scaffold: deps
+	$(SWIFT) build --build-tests $(SWIFTFLAGS)
+	SWITCHOVER_SCAFFOLD_TEST=1 SWIFT="$(SWIFT)" $(SWIFT) test --skip-build $(SWIFTFLAGS) --filter ScaffoldPackageTests
+
+# The DocC catalogs of the library products, as one combined archive in docs/.docc-build/
+# (swift-docc-plugin). Fails on any warning.
+DOCC_TARGETS := MigrationStream MigrationCore VFIO DeviceMatch VFIOPCIHandler MLX5Handler MigrationTestKit ExampleVM PCIDiscovery
+DOCS_OUT     := docs/.docc-build
+
+docs: deps
+	@rm -rf $(DOCS_OUT) && mkdir -p $(DOCS_OUT)
+	@status=0; \
+	$(SWIFT) package $(SWIFTFLAGS) --allow-writing-to-directory $(DOCS_OUT) generate-documentation \
+	  $(addprefix --target ,$(DOCC_TARGETS)) --enable-experimental-combined-documentation \
+	  --output-path $(DOCS_OUT)/Switchover.doccarchive > $(DOCS_OUT)/build.log 2>&1 || status=$$?; \
+	cat $(DOCS_OUT)/build.log; \
+	if [ $$status -ne 0 ]; then echo "make docs: failed"; exit $$status; fi; \
+	if grep -q "warning:" $(DOCS_OUT)/build.log; then echo "make docs: warnings (above)"; exit 1; fi; \
+	echo "make docs: $(DOCS_OUT)/Switchover.doccarchive, no warnings"
 
 demo: build
 	$(SWIFT) run $(SWIFTFLAGS) devprobe
@@ -57,7 +80,7 @@ plots: deps
 	$(PLOT_PYTHON) scripts/plot-figures.py docs/figures/downtime-results.json docs/figures
 
 clean:
-	rm -rf .build Benchmarks/.build
+	rm -rf .build Benchmarks/.build .build-scaffold docs/.docc-build
 
 # Runs kernel-vfio-check against the real VFIO migration uAPI: Debian's 6.12 kernel and the mtty
 # sample device under QEMU (TCG). Downloads what it needs with apt-get; prints SKIPPED when it cannot.

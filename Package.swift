@@ -17,6 +17,7 @@ let package = Package(
         // Vendor modules.
         .library(name: "VFIOPCIHandler", targets: ["VFIOPCIHandler"]),
         .library(name: "MLX5Handler", targets: ["MLX5Handler"]),
+        // scaffold-handler: new vendor products go above this line
         // The conformance suite every vendor module runs in its own tests.
         .library(name: "MigrationTestKit", targets: ["MigrationTestKit"]),
         // A small example VM (guest RAM with a dirtying workload) for demos, tests and benchmarks.
@@ -27,6 +28,8 @@ let package = Package(
         .executable(name: "switchover", targets: ["switchover"]),
         // Compiles a vendor module's devices.matchtable into Swift at build time.
         .plugin(name: "MatchTablePlugin", targets: ["MatchTablePlugin"]),
+        // `swift package scaffold-handler`: adds a vendor module (sources, match table, conformance tests).
+        .plugin(name: "ScaffoldHandler", targets: ["ScaffoldHandler"]),
     ],
     dependencies: [
         // Command-line parsing for devprobe and switchover.
@@ -35,6 +38,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         // Structured logging from the migration engine.
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // `swift package generate-documentation` for the DocC catalogs (make docs).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         .target(name: "MigrationStream"),
@@ -53,6 +58,17 @@ let package = Package(
         .target(name: "ExampleVM", dependencies: ["MigrationCore", "MigrationStream", "VFIO", "VFIOPCIHandler", "MLX5Handler"]),
         .executableTarget(name: "match-table-compiler", dependencies: ["DeviceMatch"]),
         .plugin(name: "MatchTablePlugin", capability: .buildTool(), dependencies: ["match-table-compiler"]),
+        // The vendor-module generator, its tool and the command plugin that runs it.
+        .target(name: "HandlerScaffold"),
+        .executableTarget(name: "scaffold-handler", dependencies: ["HandlerScaffold"]),
+        .plugin(
+            name: "ScaffoldHandler",
+            capability: .command(
+                intent: .custom(verb: "scaffold-handler", description: "Adds a vendor module: handler, match table, conformance tests"),
+                permissions: [.writeToPackageDirectory(reason: "It creates Sources/<Name>Handler and Tests/<Name>HandlerTests (and edits Package.swift with --edit-manifest)")]
+            ),
+            dependencies: ["scaffold-handler"]
+        ),
         .target(
             name: "VFIOPCIHandler",
             dependencies: ["MigrationCore", "MigrationStream", "VFIO", "DeviceMatch"],
@@ -106,7 +122,8 @@ let package = Package(
             name: "VendorHandlerTests",
             dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM", "DeviceMatch"]
         ),
-        .testTarget(name: "CLITests", dependencies: ["switchover", "match-table-compiler"]),
+        .testTarget(name: "CLITests", dependencies: ["switchover", "match-table-compiler", "scaffold-handler", "HandlerScaffold"]),
+        // scaffold-handler: new vendor modules go above this line
     ],
     swiftLanguageModes: [.v6]
 )

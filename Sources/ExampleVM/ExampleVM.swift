@@ -8,6 +8,7 @@ public final class ExampleVM: Sendable {
     /// - Parameters:
     ///   - memoryBytes: guest RAM, split into "pc.ram" and a 256 KiB "pc.bios" block as a PC has.
     ///   - dirtyPagesPerSecond: the workload's rate while running.
+    ///   - seed: the seed of the boot content and of the workload's page choices.
     public init(memoryBytes: Int, dirtyPagesPerSecond: Int, seed: UInt64 = 0x5EED) throws {
         let bios = 256 << 10
         let main = max(GuestRAM.pageSize, (memoryBytes - bios) / GuestRAM.pageSize * GuestRAM.pageSize)

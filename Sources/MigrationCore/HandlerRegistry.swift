@@ -66,6 +66,8 @@ public final class HandlerRegistry: Sendable {
     /// Registers `handler` under `idstr`.
     ///
     /// - Parameters:
+    ///   - handler: the handler; the registry keeps a strong reference to it.
+    ///   - idstr: QEMU's section name ("ram", "0000:00:05.0/vfio"): 1 to 255 bytes of UTF-8.
     ///   - instanceID: nil picks one as QEMU's `VMSTATE_INSTANCE_ID_ANY`: 1 + the largest
     ///     instance registered with the same idstr, 0 for the first.
     ///   - versionID: the newest section version the handler writes and reads.

@@ -31,7 +31,10 @@ public final class MigrationDestination: Sendable {
     let progressContinuation: AsyncStream<MigrationProgress>.Continuation
 
     /// - Parameters:
+    ///   - registry: the handlers to load sections into, registered as on the source.
+    ///   - vm: the guest to resume once everything is loaded.
     ///   - configuration: this destination's machine; the stream's machine type must equal it.
+    ///   - parameters: the migration's parameters; those both ends share must match the source's.
     ///   - clock: the engine's time source (a virtual one in tests).
     ///   - logger: defaults to a silent logger labelled "switchover.migration".
     public init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,

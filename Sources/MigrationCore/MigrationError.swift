@@ -13,7 +13,7 @@ public struct MigrationFailure: Sendable, CustomStringConvertible {
     public var offset: Int?
     /// What went wrong, in words.
     public var message: String
-    /// The error that caused it (a handler's, a ``StreamError``, a ``TransportError``…).
+    /// The error that caused it (a handler's, a ``/MigrationStream/StreamError``, a ``TransportError``…).
     public var underlying: (any Error)?
 
     public init(phase: MigrationPhase, handler: HandlerIdentity? = nil, section: SectionHeader? = nil,

@@ -34,8 +34,11 @@ public final class MigrationSource: Sendable {
     let progressContinuation: AsyncStream<MigrationProgress>.Continuation
 
     /// - Parameters:
+    ///   - registry: the handlers whose state moves, registered as on the destination.
+    ///   - vm: the guest, stopped for the switchover and resumed if the migration fails.
     ///   - configuration: the machine configuration written after the header; the destination
     ///     must run the same machine type.
+    ///   - parameters: the migration's parameters (downtime limit, bandwidth, switchover-ack…).
     ///   - clock: the engine's time source (a virtual one in tests).
     ///   - logger: defaults to a silent logger labelled "switchover.migration".
     public init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,

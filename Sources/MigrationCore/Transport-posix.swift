@@ -32,6 +32,7 @@ public final class DescriptorConnection: MigrationConnection, CustomStringConver
 
     /// Wraps `fd`.
     /// - Parameters:
+    ///   - fd: an open descriptor: a connected socket, a pipe or a file.
     ///   - supportsReturnPath: nil = true for sockets, false otherwise.
     ///   - ownsDescriptor: close `fd` in ``close()``.
     ///   - label: how the connection describes itself.

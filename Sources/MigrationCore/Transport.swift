@@ -2,8 +2,8 @@ import MigrationStream
 
 /// A connected migration channel.
 ///
-/// The source writes the main stream with ``ByteSink/write(_:)`` and reads the return path
-/// with ``ByteSource/read(into:)`` (on its return-path thread, concurrently with the writes);
+/// The source writes the main stream with ``/MigrationStream/ByteSink/write(_:)`` and reads the return path
+/// with ``/MigrationStream/ByteSource/read(into:)`` (on its return-path thread, concurrently with the writes);
 /// the destination does the opposite. A channel without a reverse direction (a file) says so
 /// with ``supportsReturnPath``.
 public protocol MigrationConnection: ByteSource, ByteSink, Sendable {

@@ -81,6 +81,7 @@ public struct VendorConformance: Sendable {
 
     /// Runs one migration through the engine over a socket pair.
     /// - Parameters:
+    ///   - scenario: the migration to run (PRE_COPY or not, switchover-ack or not).
     ///   - fault: a fault on the source's outgoing stream.
     ///   - cancelAt: cancel the source when it enters this phase.
     public func migrate(_ scenario: Scenario, fault: FaultInjectingConnection.Fault? = nil,

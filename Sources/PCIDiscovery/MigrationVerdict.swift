@@ -45,7 +45,7 @@ public struct MigrationVerdict: Sendable, Hashable {
 ///
 /// A device is migratable when it is bound to a VFIO driver, has an IOMMU group, a vendor module
 /// serves it, and either its driver is a known migration variant with PRE_COPY or the probe
-/// confirmed STOP_COPY. A generic fallback module (``VendorModuleDescriptor/isGenericFallback``)
+/// confirmed STOP_COPY. A generic fallback module (``/DeviceMatch/VendorModuleDescriptor/isGenericFallback``)
 /// serves every device whose migration support is established that way, whether or not one of
 /// its rules names the device's driver: its rules list the variant drivers known to migrate, and
 /// flags confirmed by the kernel are worth as much.

@@ -13,7 +13,7 @@ public enum VFIOProbeOutcome: Sendable, Hashable {
     case failed(reason: String)
 }
 
-/// Opens a VFIO device with ``KernelVFIODevice`` and reads its migration flags (`VFIO_DEVICE_FEATURE`,
+/// Opens a VFIO device with ``/VFIO/KernelVFIODevice`` and reads its migration flags (`VFIO_DEVICE_FEATURE`,
 /// GET, feature MIGRATION). The legacy group/container path is used when the group node exists, the
 /// character device with iommufd otherwise. Needs permission on the nodes and fails with EBUSY while
 /// a VMM holds the device. Nothing is changed on the device.
