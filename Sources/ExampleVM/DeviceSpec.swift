@@ -7,9 +7,9 @@ import VFIOPCIHandler
 ///
 /// | kind | device | handler |
 /// | --- | --- | --- |
-/// | `mlx5` | an mlx5 VF: the record stream, an initial image in PRE_COPY, incremental images for dirtied state, a final image | ``MLX5Module`` |
-/// | `vfio-pci` | a fixed blob whose first `initial` bytes are readable in PRE_COPY (hisi_acc, qat, pds style) | the generic ``VFIOPCIHandler`` |
-/// | `mtty` | the kernel's mtty sample device (24-byte header in PRE_COPY, 36 bytes per port after) | the generic ``VFIOPCIHandler`` |
+/// | `mlx5` | an mlx5 VF: the record stream, an initial image in PRE_COPY, incremental images for dirtied state, a final image | `MLX5Module` (MLX5Handler) |
+/// | `vfio-pci` | a fixed blob whose first `initial` bytes are readable in PRE_COPY (hisi_acc, qat, pds style) | the generic `VFIOPCIHandler` |
+/// | `mtty` | the kernel's mtty sample device (24-byte header in PRE_COPY, 36 bytes per port after) | the generic `VFIOPCIHandler` |
 ///
 /// | key | meaning | kinds | default |
 /// | --- | --- | --- | --- |

@@ -52,7 +52,7 @@ public struct ExampleDevice: Sendable {
 
 /// One side of an example migration: an ``ExampleVM`` (RAM with a workload) plus simulated
 /// VFIO devices, their handlers registered in the order a destination must mirror (RAM
-/// first, then the devices), and the ``VMController`` the engine stops and resumes.
+/// first, then the devices), and the `VMController` the engine stops and resumes.
 ///
 /// Both sides are built from the same ``ExampleMachineConfiguration``; the destination's RAM
 /// and device content start from other seeds, so a migration that arrives byte-identical

@@ -2,7 +2,7 @@ import Foundation
 import MigrationCore
 import MigrationStream
 
-/// The outcome of ``LoopbackMigration/run(_:parameters:progress:)``.
+/// The outcome of ``LoopbackMigration/run(_:parameters:timeout:progress:)``.
 public struct LoopbackResult: Sendable {
     /// The source's statistics (downtime, predictions, bytes, per handler).
     public var statistics: MigrationStatistics
@@ -50,6 +50,8 @@ public enum LoopbackMigration {
     /// Builds both machines from `configuration`, starts the source guest, migrates with the
     /// same `parameters` on both ends, compares the two sides and shuts both down.
     /// - Parameters:
+    ///   - configuration: the machines and devices both ends host.
+    ///   - parameters: the migration parameters, the same on both ends.
     ///   - timeout: cancels the migration when it has not completed by then (a source that
     ///     never converges keeps iterating, as QEMU's does).
     ///   - progress: called with every source progress event (on a task of its own).
