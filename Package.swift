@@ -55,7 +55,9 @@ let package = Package(
             dependencies: [.product(name: "SystemPackage", package: "swift-system")]
         ),
         .target(name: "DeviceMatch"),
-        .target(name: "ExampleVM", dependencies: ["MigrationCore", "MigrationStream", "VFIO", "VFIOPCIHandler", "MLX5Handler"]),
+        // What the command-line tools share: JSON output and locale-free number formatting.
+        .target(name: "CLISupport"),
+        .target(name: "ExampleVM", dependencies: ["CLISupport", "MigrationCore", "MigrationStream", "VFIO", "VFIOPCIHandler", "MLX5Handler"]),
         .executableTarget(name: "match-table-compiler", dependencies: ["DeviceMatch"]),
         .plugin(name: "MatchTablePlugin", capability: .buildTool(), dependencies: ["match-table-compiler"]),
         // The vendor-module generator, its tool and the command plugin that runs it.
@@ -93,14 +95,14 @@ let package = Package(
         .executableTarget(
             name: "devprobe",
             dependencies: [
-                "PCIDiscovery", "DeviceMatch", "VFIOPCIHandler", "MLX5Handler",
+                "PCIDiscovery", "DeviceMatch", "VFIOPCIHandler", "MLX5Handler", "CLISupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(
             name: "switchover",
             dependencies: [
-                "MigrationStream", "MigrationCore", "VFIO", "VFIOPCIHandler", "MLX5Handler", "ExampleVM",
+                "MigrationStream", "MigrationCore", "VFIO", "VFIOPCIHandler", "MLX5Handler", "ExampleVM", "CLISupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

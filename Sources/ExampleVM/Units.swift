@@ -1,3 +1,4 @@
+import CLISupport
 /// Sizes and durations as a person writes them on a command line ("256MiB", "300ms") and as
 /// the demo and benchmarks print them.
 public enum Units {
@@ -91,19 +92,5 @@ public enum Units {
     }
 
     /// `value` with `digits` decimals, without Foundation's locale-dependent formatting.
-    public static func fixed(_ value: Double, digits: Int) -> String {
-        guard value.isFinite else { return String(value) }
-        var scale = 1.0
-        for _ in 0..<digits { scale *= 10 }
-        let scaled = (abs(value) * scale).rounded()
-        guard scaled < 9e18 else { return String(value) }
-        let whole = UInt64(scaled)
-        let integer = whole / UInt64(scale)
-        var text = (value < 0 && whole > 0 ? "-" : "") + String(integer)
-        if digits > 0 {
-            let fraction = String(whole % UInt64(scale))
-            text += "." + String(repeating: "0", count: digits - fraction.count) + fraction
-        }
-        return text
-    }
+    public static func fixed(_ value: Double, digits: Int) -> String { fixedDecimal(value, digits: digits) }
 }

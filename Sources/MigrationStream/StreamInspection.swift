@@ -51,8 +51,8 @@ public struct StreamInspection: Sendable, Hashable {
     }
 }
 
-/// A JSON string literal.
-func jsonString(_ s: String) -> String {
+/// A JSON string literal (also used by MigrationCore for its pre-flight inventory).
+package func jsonString(_ s: String) -> String {
     var out = "\""
     for scalar in s.unicodeScalars {
         switch scalar {

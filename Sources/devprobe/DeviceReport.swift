@@ -1,3 +1,4 @@
+import CLISupport
 import PCIDiscovery
 
 /// A device with its verdict, and the ways devprobe prints it.

@@ -1,3 +1,4 @@
+import CLISupport
 import ExampleVM
 import MigrationCore
 import VFIO

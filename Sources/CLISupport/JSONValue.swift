@@ -1,7 +1,6 @@
-import ExampleVM
-
-/// A JSON value with ordered object keys, written without Foundation.
-enum JSONValue {
+/// A JSON value with ordered object keys, written without Foundation: what the command-line
+/// tools print with `--json`.
+public enum JSONValue: Sendable {
     case null
     case bool(Bool)
     case int(Int)
@@ -10,26 +9,28 @@ enum JSONValue {
     case array([JSONValue])
     case object([(String, JSONValue)])
 
-    static func optional(_ text: String?) -> JSONValue { text.map { .string($0) } ?? .null }
-    static func optional(_ number: Double?) -> JSONValue { number.map { .double($0) } ?? .null }
-    static func optional(_ number: Int?) -> JSONValue { number.map { .int($0) } ?? .null }
-    static func int(_ number: UInt64) -> JSONValue { .int(Int(clamping: number)) }
+    public static func optional(_ text: String?) -> JSONValue { text.map { .string($0) } ?? .null }
+    public static func optional(_ number: Double?) -> JSONValue { number.map { .double($0) } ?? .null }
+    public static func optional(_ number: Int?) -> JSONValue { number.map { .int($0) } ?? .null }
+    public static func int(_ number: UInt64) -> JSONValue { .int(Int(clamping: number)) }
+    public static func strings(_ items: [String]) -> JSONValue { .array(items.map { .string($0) }) }
 
     /// Pretty-printed with two-space indentation.
-    var text: String {
+    public var text: String {
         var out = ""
         write(into: &out, indent: 0)
         return out
     }
 
-    private func write(into out: inout String, indent: Int) {
+    /// Appends the pretty-printed value to `out`, nested `indent` spaces deep.
+    public func write(into out: inout String, indent: Int = 0) {
         switch self {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .int(let n): out += String(n)
         case .double(let d):
             // Three decimals are enough for milliseconds; JSON has no NaN or infinity.
-            out += d.isFinite ? trimmed(Units.fixed(d, digits: 3)) : "null"
+            out += d.isFinite ? trimmed(fixedDecimal(d, digits: 3)) : "null"
         case .string(let s): JSONValue.quote(s, into: &out)
         case .array(let items):
             if items.isEmpty { out += "[]"; return }
