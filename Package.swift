@@ -111,20 +111,22 @@ let package = Package(
             name: "kernel-vfio-check",
             dependencies: ["VFIO", "VFIOPCIHandler", "MigrationCore", "MigrationStream"]
         ),
+        // What several test targets share: a child-process runner that needs no run loop.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MigrationStreamTests", dependencies: ["MigrationStream"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "MigrationCoreTests", dependencies: ["MigrationCore", "MigrationStream"]),
+        .testTarget(name: "MigrationCoreTests", dependencies: ["MigrationCore", "MigrationStream", "TestSupport"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO"]),
         .testTarget(name: "DeviceMatchTests", dependencies: ["DeviceMatch"]),
         .testTarget(name: "ExampleVMTests", dependencies: ["ExampleVM", "MigrationCore", "MigrationStream"]),
         .testTarget(
             name: "PCIDiscoveryTests",
-            dependencies: ["PCIDiscovery", "DeviceMatch", "VFIO", "VFIOPCIHandler", "MLX5Handler"]
+            dependencies: ["PCIDiscovery", "DeviceMatch", "VFIO", "VFIOPCIHandler", "MLX5Handler", "TestSupport"]
         ),
         .testTarget(
             name: "VendorHandlerTests",
             dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM", "DeviceMatch"]
         ),
-        .testTarget(name: "CLITests", dependencies: ["switchover", "match-table-compiler", "scaffold-handler", "HandlerScaffold"]),
+        .testTarget(name: "CLITests", dependencies: ["switchover", "match-table-compiler", "scaffold-handler", "HandlerScaffold", "TestSupport"]),
         // scaffold-handler: new vendor modules go above this line
     ],
     swiftLanguageModes: [.v6]

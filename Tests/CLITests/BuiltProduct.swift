@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 
 /// Runs an executable the package built (it sits beside the test bundle in the build folder).
 enum BuiltProduct {
@@ -17,19 +18,7 @@ enum BuiltProduct {
     }
 
     static func run(_ name: String, _ arguments: [String]) throws -> Result {
-        let process = Process()
-        process.executableURL = url(name)
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Read both pipes before waiting, so a chatty child cannot fill a pipe and block.
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus,
-                      stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errData, as: UTF8.self))
+        let run = try ChildProcess.run(url(name).path, arguments)
+        return Result(status: run.status, stdout: run.stdout, stderr: run.stderr)
     }
 }

@@ -13,28 +13,9 @@ import Testing
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("MigrationStreamTests/Fixtures")
 
-    static func binary() throws -> URL {
-        var candidates = [Bundle.main.bundleURL.appendingPathComponent("switchover")]
-        for bundle in Bundle.allBundles {
-            candidates.append(bundle.bundleURL.deletingLastPathComponent().appendingPathComponent("switchover"))
-        }
-        let found = candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
-        return try #require(found, "the switchover binary is not built beside the tests")
-    }
-
     static func run(_ arguments: [String]) throws -> Run {
-        let process = Process()
-        process.executableURL = try binary()
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, standardOutput: String(decoding: outData, as: UTF8.self),
-                   standardError: String(decoding: errData, as: UTF8.self))
+        let run = try BuiltProduct.run("switchover", arguments)
+        return Run(status: run.status, standardOutput: run.stdout, standardError: run.stderr)
     }
 
     static func temporaryPath(_ name: String) -> String {

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import HandlerScaffold
 import Testing
 
@@ -169,20 +170,14 @@ struct SwiftPM {
     }
 
     func run(_ subcommand: String, _ arguments: [String]) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         let swift = ProcessInfo.processInfo.environment["SWIFT"] ?? "swift"
-        process.arguments = [swift, subcommand, "--package-path", package.path, "--scratch-path", scratch.path] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
         let start = ContinuousClock.now
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        let run = try ChildProcess.run(
+            "/usr/bin/env", [swift, subcommand, "--package-path", package.path, "--scratch-path", scratch.path] + arguments,
+            errorOutput: .merged, limit: .seconds(1800))
         let seconds = (ContinuousClock.now - start).components.seconds
         print("scaffold test: swift \(subcommand) \(arguments.prefix(3).joined(separator: " ")) in \(package.lastPathComponent): "
-              + "status \(process.terminationStatus), \(seconds) s")
-        return Result(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+              + "status \(run.status), \(seconds) s")
+        return Result(status: run.status, output: run.stdout)
     }
 }

@@ -1,39 +1,20 @@
 import Foundation
+import TestSupport
 import Testing
 
-/// A child process whose output is collected on background threads while it runs.
-final class RunningProduct: @unchecked Sendable {
-    let process = Process()
-    private let out = Pipe(), err = Pipe()
-    private let group = DispatchGroup()
-    private var outData = Data(), errData = Data()
+/// A child process whose output is collected on a thread of its own while it runs.
+final class RunningProduct: Sendable {
+    private let pending: ChildProcess.Pending
 
-    init(_ name: String, _ arguments: [String]) throws {
-        process.executableURL = BuiltProduct.url(name)
-        process.arguments = arguments
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        for (pipe, isOut) in [(out, true), (err, false)] {
-            group.enter()
-            DispatchQueue.global().async {
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                if isOut { self.outData = data } else { self.errData = data }
-                self.group.leave()
-            }
-        }
+    init(_ name: String, _ arguments: [String], limit: Duration = .seconds(120)) throws {
+        pending = try ChildProcess(BuiltProduct.url(name).path, arguments).collect(limit: limit)
     }
 
-    /// Waits for the exit and both pipes' end; a process still running after `limit` is
-    /// terminated (a hung migration fails the test instead of hanging it).
-    func finish(limit: Double = 120) -> BuiltProduct.Result {
-        if group.wait(timeout: .now() + limit) == .timedOut {
-            process.terminate()
-            group.wait()
-        }
-        process.waitUntilExit()
-        return BuiltProduct.Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                                   stderr: String(decoding: errData, as: UTF8.self))
+    /// Waits for the exit and both pipes' end; a process still running after the limit is
+    /// killed (a hung migration fails the test instead of hanging it).
+    func finish() -> BuiltProduct.Result {
+        let run = pending.wait()
+        return BuiltProduct.Result(status: run.status, stdout: run.stdout, stderr: run.stderr)
     }
 }
 

@@ -94,7 +94,7 @@ import Glibc
 
     @Test func migratesOverInheritedDescriptors() async throws {
         var fds: [Int32] = [-1, -1]
-        try #require(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        try #require(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
         let (sourceFD, destinationFD) = (fds[0], fds[1])
         let s = try Scenario()
         let destination = s.destination()

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import MigrationCore
 import MigrationStream
 import Testing
@@ -32,29 +33,18 @@ import Testing
         }
         try #require(FileManager.default.createFile(atPath: logFile.path, contents: nil))
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = ["--testing-library", "swift-testing", "--filter", "TwoProcessTests/sourceRole"]
         var env = Self.environment
         env["SWITCHOVER_TEST_ROLE"] = "source"
         env["SWITCHOVER_TEST_PORT"] = String(listener.port)
         env["SWITCHOVER_TEST_RESULT"] = resultFile.path
-        process.environment = env
-        let log = try FileHandle(forWritingTo: logFile)
-        process.standardOutput = log
-        process.standardError = log
-        let exited = AsyncStream<Int32>.makeStream()
-        process.terminationHandler = { p in
-            exited.continuation.yield(p.terminationStatus)
-            exited.continuation.finish()
-        }
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        let arguments = ["--testing-library", "swift-testing", "--filter", "TwoProcessTests/sourceRole"]
 
         let s = try Self.scenario()
         let destination = s.destination(Self.parameters())
         async let incoming = capture { try await destination.run(accepting: listener) }
-        try process.run()
-        var status: Int32 = -1
-        for await code in exited.stream { status = code }
+        let child = try ChildProcess(executable, arguments, environment: env, errorOutput: .merged, stdoutPath: logFile.path)
+        let status = await child.finished(limit: .seconds(300)).status
         let result = await incoming
         let childLog = (try? String(contentsOf: logFile, encoding: .utf8)) ?? ""
         try #require(status == 0, "the source process failed:\n\(childLog.suffix(3000))")

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 
 /// Runs a program and collects its output and exit status.
 struct ProcessResult {
@@ -8,20 +9,8 @@ struct ProcessResult {
 }
 
 func run(_ executable: String, _ arguments: [String]) throws -> ProcessResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    // Read before waiting: a full pipe would block the child.
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return ProcessResult(status: process.terminationStatus,
-                         stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self))
+    let run = try ChildProcess.run(executable, arguments)
+    return ProcessResult(status: run.status, stdout: run.stdout, stderr: run.stderr)
 }
 
 /// The first of `candidates` that is an executable file.
