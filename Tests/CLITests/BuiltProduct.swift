@@ -21,4 +21,10 @@ enum BuiltProduct {
         let run = try ChildProcess.run(url(name).path, arguments)
         return Result(status: run.status, stdout: run.stdout, stderr: run.stderr)
     }
+
+    /// As ``run(_:_:)``, without holding a cooperative thread while the child runs.
+    static func run(_ name: String, _ arguments: [String]) async throws -> Result {
+        let run = try await ChildProcess(url(name).path, arguments).finished()
+        return Result(status: run.status, stdout: run.stdout, stderr: run.stderr)
+    }
 }

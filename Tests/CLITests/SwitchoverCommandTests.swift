@@ -12,8 +12,8 @@ final class RunningProduct: Sendable {
 
     /// Waits for the exit and both pipes' end; a process still running after the limit is
     /// killed (a hung migration fails the test instead of hanging it).
-    func finish() -> BuiltProduct.Result {
-        let run = pending.wait()
+    func finish() async -> BuiltProduct.Result {
+        let run = await pending.value
         return BuiltProduct.Result(status: run.status, stdout: run.stdout, stderr: run.stderr)
     }
 }
@@ -36,18 +36,18 @@ final class RunningProduct: Sendable {
     }
 
     /// Both ends as two processes over a Unix socket; the source started first keeps trying.
-    static func migrate(extra: [String] = [], json: Bool = true) throws -> (source: BuiltProduct.Result, destination: BuiltProduct.Result) {
+    static func migrate(extra: [String] = [], json: Bool = true) async throws -> (source: BuiltProduct.Result, destination: BuiltProduct.Result) {
         let path = socketPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         let output = json ? ["--json"] : []
         let source = try RunningProduct("switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s"] + machine + extra + output)
         let destination = try RunningProduct("switchover", ["incoming", "--listen", "unix:\(path)"] + machine + extra + output)
-        return (source.finish(), destination.finish())
+        return (await source.finish(), await destination.finish())
     }
 
     @Test(arguments: [[], ["--switchover-ack"], ["--switchover-ack", "--multifd-channels", "2"]])
-    func migrateAndIncomingAgreeOnEveryDigest(extra: [String]) throws {
-        let (source, destination) = try Self.migrate(extra: extra)
+    func migrateAndIncomingAgreeOnEveryDigest(extra: [String]) async throws {
+        let (source, destination) = try await Self.migrate(extra: extra)
         try #require(source.status == 0, "source: \(source.stderr)")
         try #require(destination.status == 0, "destination: \(destination.stderr)")
         let sent = try Self.object(source.stdout)
@@ -92,8 +92,8 @@ final class RunningProduct: Sendable {
         #expect(destination.stderr.hasPrefix("listening on unix:"))
     }
 
-    @Test func textReportShowsDowntimeHandlersAndDigests() throws {
-        let (source, destination) = try Self.migrate(extra: ["--switchover-ack", "--no-progress"], json: false)
+    @Test func textReportShowsDowntimeHandlersAndDigests() async throws {
+        let (source, destination) = try await Self.migrate(extra: ["--switchover-ack", "--no-progress"], json: false)
         try #require(source.status == 0 && destination.status == 0, "\(source.stderr)\n\(destination.stderr)")
         #expect(source.stdout.hasPrefix("migrated to unix:"))
         #expect(source.stdout.contains("  downtime "))
@@ -109,20 +109,20 @@ final class RunningProduct: Sendable {
         #expect(digestLines(source.stdout) == digestLines(destination.stdout))
     }
 
-    @Test func aDestinationWithOtherDevicesFailsBothEndsWithStatusOne() throws {
+    @Test func aDestinationWithOtherDevicesFailsBothEndsWithStatusOne() async throws {
         let path = Self.socketPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         let source = try RunningProduct("switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s", "--no-progress"] + Self.machine)
         let destination = try RunningProduct("switchover", ["incoming", "--listen", "unix:\(path)", "--no-progress", "--memory", "4MiB",
                                                             "--device", "mlx5:state=2MiB,initial=1MiB"])
-        let s = source.finish(), d = destination.finish()
+        let s = await source.finish(), d = await destination.finish()
         #expect(s.status == 1)
         #expect(d.status == 1)
         #expect(s.stderr.hasPrefix("switchover migrate: "))
         #expect(d.stderr.contains("switchover incoming: "))
     }
 
-    @Test func aMigrationThatCannotCompleteInTimeIsCancelled() throws {
+    @Test func aMigrationThatCannotCompleteInTimeIsCancelled() async throws {
         let path = Self.socketPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         // 8 MiB of stop-copy data cannot fit a 1 ms downtime at 1 MiB/s (QEMU's avail-switchover-bandwidth).
@@ -130,14 +130,14 @@ final class RunningProduct: Sendable {
         let source = try RunningProduct("switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s", "--timeout", "1s",
                                                        "--switchover-bandwidth", "1MiB/s"] + options)
         let destination = try RunningProduct("switchover", ["incoming", "--listen", "unix:\(path)"] + options)
-        let s = source.finish(), d = destination.finish()
+        let s = await source.finish(), d = await destination.finish()
         #expect(s.status == 1)
         #expect(s.stderr.hasPrefix("switchover migrate: not completed within --timeout 1s (iterating, "))
         #expect(d.status == 1)
     }
 
-    @Test func nothingListeningIsStatusOneWithOneErrorLine() throws {
-        let run = try BuiltProduct.run("switchover", ["migrate", "--to", "unix:\(Self.socketPath())", "--connect-timeout", "200ms",
+    @Test func nothingListeningIsStatusOneWithOneErrorLine() async throws {
+        let run = try await BuiltProduct.run("switchover", ["migrate", "--to", "unix:\(Self.socketPath())", "--connect-timeout", "200ms",
                                                       "--no-progress", "--memory", "1MiB"])
         #expect(run.status == 1)
         #expect(run.stderr.hasPrefix("switchover migrate: "))
@@ -157,21 +157,21 @@ final class RunningProduct: Sendable {
         ["demo", "--device", "mtty:state=1MiB"],
         ["demo", "--repeat", "0"],
     ])
-    func badUsageIsStatusTwo(arguments: [String]) throws {
-        let run = try BuiltProduct.run("switchover", arguments)
+    func badUsageIsStatusTwo(arguments: [String]) async throws {
+        let run = try await BuiltProduct.run("switchover", arguments)
         #expect(run.status == 2, "\(run.stderr)")
         #expect(run.stderr.hasPrefix("Error: "))
         #expect(run.stdout.isEmpty)
     }
 
-    @Test func badDeviceSpecNamesTheSpecAndTheProblem() throws {
-        let run = try BuiltProduct.run("switchover", ["incoming", "--listen", "tcp:0.0.0.0:0", "--device", "mlx5:state=64MiB,load=fast"])
+    @Test func badDeviceSpecNamesTheSpecAndTheProblem() async throws {
+        let run = try await BuiltProduct.run("switchover", ["incoming", "--listen", "tcp:0.0.0.0:0", "--device", "mlx5:state=64MiB,load=fast"])
         #expect(run.status == 2)
         #expect(run.stderr.hasPrefix("Error: --device mlx5:state=64MiB,load=fast: load=fast is not a duration"))
     }
 
-    @Test func demoJSONHasOneEntryPerScenario() throws {
-        let run = try BuiltProduct.run("switchover", ["demo", "--quick", "--json", "--downtime-limit", "2s"])
+    @Test func demoJSONHasOneEntryPerScenario() async throws {
+        let run = try await BuiltProduct.run("switchover", ["demo", "--quick", "--json", "--downtime-limit", "2s"])
         try #require(run.status == 0, "\(run.stderr)")
         let object = try Self.object(run.stdout)
         let runs = try #require(object["runs"] as? [[String: Any]])
@@ -191,8 +191,8 @@ final class RunningProduct: Sendable {
         #expect(run.stderr.isEmpty)
     }
 
-    @Test func demoTableReportsEachScenarioAndTheAnchor() throws {
-        let run = try BuiltProduct.run("switchover", ["demo", "--quick", "--downtime-limit", "2s"])
+    @Test func demoTableReportsEachScenarioAndTheAnchor() async throws {
+        let run = try await BuiltProduct.run("switchover", ["demo", "--quick", "--downtime-limit", "2s"])
         try #require(run.status == 0, "\(run.stderr)")
         let lines = run.stdout.split(separator: "\n")
         #expect(lines.first?.hasPrefix("switchover demo: both ends on TCP loopback") == true)
@@ -207,8 +207,8 @@ final class RunningProduct: Sendable {
     }
 
     @Test(arguments: ["migrate", "incoming", "demo"])
-    func helpDescribesTheCommand(command: String) throws {
-        let run = try BuiltProduct.run("switchover", [command, "--help"])
+    func helpDescribesTheCommand(command: String) async throws {
+        let run = try await BuiltProduct.run("switchover", [command, "--help"])
         #expect(run.status == 0)
         #expect(run.stdout.contains("OVERVIEW: "))
         #expect(run.stdout.contains("--device <spec>"))
@@ -216,8 +216,8 @@ final class RunningProduct: Sendable {
         if command != "demo" { #expect(run.stdout.contains("--switchover-ack") && run.stdout.contains("--multifd-channels")) }
     }
 
-    @Test func rootHelpListsEverySubcommand() throws {
-        let run = try BuiltProduct.run("switchover", ["--help"])
+    @Test func rootHelpListsEverySubcommand() async throws {
+        let run = try await BuiltProduct.run("switchover", ["--help"])
         #expect(run.status == 0)
         for command in ["migrate", "incoming", "demo", "inspect"] { #expect(run.stdout.contains("  \(command) "), "\(command)") }
     }

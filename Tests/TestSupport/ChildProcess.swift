@@ -204,30 +204,55 @@ public final class ChildProcess: Sendable {
     }
 
     /// ``finish(limit:)`` on a thread of its own, so an async test does not hold one of the
-    /// few cooperative threads while the child runs.
+    /// few cooperative threads while the child runs (a blocked pool stalls every other test's
+    /// tasks: on 2 cores it has 2 threads).
     public func finished(limit: Duration = .seconds(120)) async -> Result {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Result, Never>) in
-            let thread = Thread { continuation.resume(returning: self.finish(limit: limit)) }
-            thread.name = "child \(pid)"
-            thread.start()
-        }
+        await collect(limit: limit).value
     }
 
     /// A result being collected on a thread of its own (see ``collect(limit:)``).
     public final class Pending: Sendable {
-        private let result = Mutex<Result?>(nil)
+        private enum State {
+            case running([CheckedContinuation<Result, Never>])
+            case done(Result)
+        }
+        private let state = Mutex<State>(.running([]))
         private let done = DispatchSemaphore(value: 0)
 
         fileprivate func deliver(_ value: Result) {
-            result.withLock { $0 = value }
+            let waiters = state.withLock { s -> [CheckedContinuation<Result, Never>] in
+                guard case .running(let waiting) = s else { return [] }
+                s = .done(value)
+                return waiting
+            }
             done.signal()
+            for waiter in waiters { waiter.resume(returning: value) }
         }
 
         /// Blocks until the child has finished.
         public func wait() -> Result {
             done.wait()
             done.signal()
-            return result.withLock { $0! }
+            guard case .done(let value) = state.withLock({ $0 }) else { preconditionFailure("signalled before done") }
+            return value
+        }
+
+        /// The result, once the child has finished, without blocking a thread.
+        public var value: Result {
+            get async {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Result, Never>) in
+                    let ready = state.withLock { s -> Result? in
+                        switch s {
+                        case .done(let value): return value
+                        case .running(var waiting):
+                            waiting.append(continuation)
+                            s = .running(waiting)
+                            return nil
+                        }
+                    }
+                    if let ready { continuation.resume(returning: ready) }
+                }
+            }
         }
     }
 
