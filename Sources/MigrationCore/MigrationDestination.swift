@@ -154,6 +154,9 @@ final class DestinationRun {
 
     private var bytes: [UInt64]
     private var loadTime: [Duration]
+    /// What was loaded once a handler's initial data was in: the final data's rate basis.
+    private var rateBytes: [UInt64]
+    private var rateTime: [Duration]
     private var sections: [Int]
     private var lastReport: [Duration?]
     private var sectionsSinceReport: [Int]
@@ -189,6 +192,8 @@ final class DestinationRun {
         self.startTime = owner.clock.now
         self.bytes = Array(repeating: 0, count: entries.count)
         self.loadTime = Array(repeating: .zero, count: entries.count)
+        self.rateBytes = Array(repeating: 0, count: entries.count)
+        self.rateTime = Array(repeating: .zero, count: entries.count)
         self.sections = Array(repeating: 0, count: entries.count)
         self.lastReport = Array(repeating: nil, count: entries.count)
         self.sectionsSinceReport = Array(repeating: 0, count: entries.count)
@@ -342,6 +347,9 @@ final class DestinationRun {
                 message: "\(key): the stream's section version \(header.binding.versionID) is newer than this destination's \(e.identity.versionID)"))
         }
         let bodyStart = reader.offset
+        // A section loaded while the handler's initial data is still coming may carry one-off
+        // work (the ack exists to hide it); only later sections predict the final data's rate.
+        let pastInitialData = [.notNeeded, .acknowledged].contains(acks.ackState(key))
         let t0 = clock.now
         do {
             try e.handler.loadState(from: reader, header: header, context: contexts[i])
@@ -349,8 +357,13 @@ final class DestinationRun {
             throw wrap(error, handler: e.identity, section: header, offset: reader.offset,
                        message: "loading the \(header.kind) section of \(e.identity) failed")
         }
-        loadTime[i] += clock.now - t0
-        bytes[i] += UInt64(reader.offset - bodyStart)
+        let spent = clock.now - t0, loaded = UInt64(reader.offset - bodyStart)
+        loadTime[i] += spent
+        bytes[i] += loaded
+        if pastInitialData {
+            rateTime[i] += spent
+            rateBytes[i] += loaded
+        }
         sections[i] += 1
         do {
             try reader.readFooter(sectionID: header.sectionID)
@@ -372,7 +385,8 @@ final class DestinationRun {
         let e = entries[i]
         let report = LoadReport(idstr: e.identity.idstr, instanceID: e.identity.instanceID, bytesLoaded: bytes[i],
                                 loadMicros: loadTime[i].wholeMicroseconds,
-                                fixedCostMicros: e.handler.expectedFinalLoadCostMicros(context: contexts[i]))
+                                fixedCostMicros: e.handler.expectedFinalLoadCostMicros(context: contexts[i]),
+                                rateBytes: rateBytes[i], rateMicros: rateTime[i].wholeMicroseconds)
         do {
             try rp.send(.loadReport(report))
         } catch {

@@ -557,8 +557,9 @@ final class SourceRun {
         if let reports = rp?.state.withLock({ $0.loadReports }) {
             for (i, e) in entries.enumerated() {
                 guard let r = reports[HandlerKey(e.identity)] else { continue }
-                let perByte = r.bytesLoaded > 0 ? Double(r.loadMicros) / Double(r.bytesLoaded) : 0
-                loadMicros += perByte * Double(pending[i]) + Double(r.fixedCostMicros)
+                // The rate of what was loaded after the initial data, not the average: a
+                // one-off cost of the initial data would otherwise be charged to every final byte.
+                loadMicros += r.microsPerByte * Double(pending[i]) + Double(r.fixedCostMicros)
             }
         }
         return (qemu, qemu + .microseconds(Int64(loadMicros.rounded())))

@@ -86,6 +86,7 @@ public enum ReturnPathMessage: Sendable, Hashable {
         case .loadReport(let r):
             return counted(r.idstr) + bigEndianBytes(r.instanceID) + bigEndianBytes(r.bytesLoaded)
                 + bigEndianBytes(r.loadMicros) + bigEndianBytes(r.fixedCostMicros)
+                + bigEndianBytes(r.rateBytes) + bigEndianBytes(r.rateMicros)
         case .ackState(let idstr, let instance, let acked):
             return counted(idstr) + bigEndianBytes(instance) + [acked ? 1 : 0]
         case .preflightResult(let accepted, let message):
@@ -117,9 +118,13 @@ public enum ReturnPathMessage: Sendable, Hashable {
             message = .resumeAck(v)
         case 7: message = .switchoverAck
         case loadReportType:
-            message = .loadReport(LoadReport(
-                idstr: try cursor.counted(fail), instanceID: try cursor.be32(fail), bytesLoaded: try cursor.be64(fail),
-                loadMicros: try cursor.be64(fail), fixedCostMicros: try cursor.be64(fail)))
+            let idstr = try cursor.counted(fail), instance = try cursor.be32(fail)
+            let bytes = try cursor.be64(fail), micros = try cursor.be64(fail), fixed = try cursor.be64(fail)
+            // The two rate fields came later; a report without them rates the totals.
+            var rate: (bytes: UInt64, micros: UInt64)?
+            if !cursor.isAtEnd { rate = (try cursor.be64(fail), try cursor.be64(fail)) }
+            message = .loadReport(LoadReport(idstr: idstr, instanceID: instance, bytesLoaded: bytes, loadMicros: micros,
+                                             fixedCostMicros: fixed, rateBytes: rate?.bytes, rateMicros: rate?.micros))
         case ackStateType:
             let idstr = try cursor.counted(fail)
             let instance = try cursor.be32(fail)
@@ -151,13 +156,29 @@ public struct LoadReport: Sendable, Hashable {
     /// The handler's estimate of the fixed cost of loading its final data (e.g. resource
     /// allocation not yet done), in microseconds.
     public var fixedCostMicros: UInt64
+    /// The bytes and load time (µs) counted once the handler's initial data was in (its
+    /// switchover acknowledgement; from the start for a handler that needs none): the basis of
+    /// the per-byte rate the source applies to the final data. Loading the initial data can
+    /// carry a one-off cost (mlx5 allocates firmware resources for the first image) that the
+    /// final data does not pay again.
+    public var rateBytes: UInt64
+    public var rateMicros: UInt64
 
-    public init(idstr: String, instanceID: UInt32, bytesLoaded: UInt64, loadMicros: UInt64, fixedCostMicros: UInt64) {
+    /// A report; `rateBytes` and `rateMicros` default to the totals (no initial data set apart).
+    public init(idstr: String, instanceID: UInt32, bytesLoaded: UInt64, loadMicros: UInt64, fixedCostMicros: UInt64,
+                rateBytes: UInt64? = nil, rateMicros: UInt64? = nil) {
         self.idstr = idstr
         self.instanceID = instanceID
         self.bytesLoaded = bytesLoaded
         self.loadMicros = loadMicros
         self.fixedCostMicros = fixedCostMicros
+        self.rateBytes = rateBytes ?? bytesLoaded
+        self.rateMicros = rateMicros ?? loadMicros
+    }
+
+    /// The load time per byte to expect of the final data, in microseconds (0 without data).
+    public var microsPerByte: Double {
+        rateBytes > 0 ? Double(rateMicros) / Double(rateBytes) : 0
     }
 }
 

@@ -40,6 +40,8 @@ import Testing
         let messages: [ReturnPathMessage] = [
             .shut(0), .pong(1), .switchoverAck, .requestPages(start: 4096, length: 8192),
             .loadReport(LoadReport(idstr: "0000:00:05.0/vfio", instanceID: 0, bytesLoaded: 1 << 20, loadMicros: 1500, fixedCostMicros: 200_000)),
+            .loadReport(LoadReport(idstr: "mlx5", instanceID: 2, bytesLoaded: 3 << 20, loadMicros: 310_000, fixedCostMicros: 0,
+                                   rateBytes: 1 << 20, rateMicros: 9_000)),
             .ackState(idstr: "dev", instanceID: 1, acknowledged: false),
             .preflightResult(accepted: false, message: "vendor id differs"),
         ]
@@ -50,5 +52,28 @@ import Testing
         let reader = StreamReader(source: MemoryByteSource(sink.bytes, pieceSizes: [3, 1, 7]))
         for m in messages { #expect(try reader.readReturnPathMessage() == m) }
         #expect(try reader.isAtEnd())
+    }
+
+    /// LOAD_REPORT's payload: the three figures, then the two rate fields; a report without
+    /// the rate fields rates the totals; anything else is refused.
+    @Test func loadReportRateFields() throws {
+        func be64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) } }
+        let head: [UInt8] = [3] + Array("dev".utf8) + [0, 0, 0, 1] + be64(4096) + be64(800) + be64(50)
+        let full = try ReturnPathMessage.decode(type: ReturnPathMessage.loadReportType, payload: head + be64(1024) + be64(10), offset: 0)
+        guard case .loadReport(let r) = full else { Issue.record("\(full)"); return }
+        #expect(r.bytesLoaded == 4096 && r.loadMicros == 800 && r.fixedCostMicros == 50)
+        #expect(r.rateBytes == 1024 && r.rateMicros == 10)
+        #expect(abs(r.microsPerByte - 10.0 / 1024) < 1e-12)
+        #expect(ReturnPathMessage.loadReport(r).payload == head + be64(1024) + be64(10))
+
+        let short = try ReturnPathMessage.decode(type: ReturnPathMessage.loadReportType, payload: head, offset: 0)
+        guard case .loadReport(let old) = short else { Issue.record("\(short)"); return }
+        #expect(old.rateBytes == 4096 && old.rateMicros == 800)
+
+        #expect(throws: StreamError.self) {
+            try ReturnPathMessage.decode(type: ReturnPathMessage.loadReportType, payload: head + be64(1024), offset: 0)
+        }
+        let noData = LoadReport(idstr: "d", instanceID: 0, bytesLoaded: 10, loadMicros: 5, fixedCostMicros: 0, rateBytes: 0, rateMicros: 0)
+        #expect(noData.microsPerByte == 0)
     }
 }
