@@ -39,7 +39,17 @@ final class MultifdSender: Sendable {
     var bytesWritten: UInt64 { state.withLock { $0.bytes } }
     var packetsWritten: Int { state.withLock { $0.packets } }
 
-    /// The first channel failure, if any.
+    /// Whether `failure` is a channel seeing the peer close or the engine shut it down: what
+    /// every channel sees once another one failed.
+    static func isConsequence(_ failure: MultifdError) -> Bool {
+        guard case .channelFailed(_, _, let underlying) = failure, let transport = underlying as? TransportError else { return false }
+        switch transport {
+        case .connectionClosed, .shutDown: return true
+        default: return false
+        }
+    }
+
+    /// The first channel failure, if any (see ``isConsequence(_:)``).
     var failure: MultifdError? { state.withLock { $0.failure } }
 
     /// Waits up to `timeout` for a channel failure to be recorded (or every writer to stop).
@@ -88,7 +98,13 @@ final class MultifdSender: Sendable {
             } catch {
                 state.update { s in
                     // After abort() the failure is our own shutdown, not the channel's.
-                    if s.failure == nil, !s.aborted { s.failure = .channelFailed(channel: id, offset: s.offsets[id], underlying: error) }
+                    // The first failure wins, unless it was only the peer closing or our own
+                    // shutdown (the consequence of another channel's failure, which a busy
+                    // writer may record later): then the cause replaces it.
+                    let failure = MultifdError.channelFailed(channel: id, offset: s.offsets[id], underlying: error)
+                    if !s.aborted, s.failure.map({ Self.isConsequence($0) && !Self.isConsequence(failure) }) ?? true {
+                        s.failure = failure
+                    }
                 }
                 // The other channels stop too; the migration fails.
                 for c in connections { c.shutdown() }
