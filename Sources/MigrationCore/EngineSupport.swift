@@ -207,3 +207,24 @@ private func defaultMessage(_ phase: MigrationPhase) -> String {
     case .completed, .failed, .cancelled: "failed"
     }
 }
+
+/// A byte source that adds up the time its reads block (on the engine's clock): the
+/// destination's load time leaves out the time a handler waited for its section's bytes.
+/// Used by one thread at a time.
+final class TimedByteSource: ByteSource {
+    private let base: any ByteSource
+    private let clock: any MigrationClock
+    /// Time spent inside `read` so far.
+    private(set) var waited: Duration = .zero
+
+    init(_ base: any ByteSource, clock: any MigrationClock) {
+        self.base = base
+        self.clock = clock
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let start = clock.now
+        defer { waited += clock.now - start }
+        return try base.read(into: buffer)
+    }
+}

@@ -139,6 +139,8 @@ final class DestinationRun {
     private let logger: Logger
     private let connection: any MigrationConnection
     private let reader: StreamReader
+    /// The main channel as the reader sees it, counting the time reads block.
+    private let timedSource: TimedByteSource
     private let entries: [RegisteredHandler]
     private let index: [HandlerKey: Int]
     private let rp: ReturnPathWriter
@@ -172,7 +174,9 @@ final class DestinationRun {
         self.clock = owner.clock
         self.logger = owner.logger
         self.connection = connection
-        self.reader = StreamReader(source: connection)
+        let timedSource = TimedByteSource(connection, clock: owner.clock)
+        self.timedSource = timedSource
+        self.reader = StreamReader(source: timedSource)
         let entries = owner.registry.entries
         self.entries = entries
         var index: [HandlerKey: Int] = [:]
@@ -350,14 +354,16 @@ final class DestinationRun {
         // A section loaded while the handler's initial data is still coming may carry one-off
         // work (the ack exists to hide it); only later sections predict the final data's rate.
         let pastInitialData = [.notNeeded, .acknowledged].contains(acks.ackState(key))
-        let t0 = clock.now
+        let t0 = clock.now, waited0 = timedSource.waited
         do {
             try e.handler.loadState(from: reader, header: header, context: contexts[i])
         } catch {
             throw wrap(error, handler: e.identity, section: header, offset: reader.offset,
                        message: "loading the \(header.kind) section of \(e.identity) failed")
         }
-        let spent = clock.now - t0, loaded = UInt64(reader.offset - bodyStart)
+        // Load time is the handler's work: the time its reads waited for the stream (the
+        // source still producing the section, the link) is not the destination's cost.
+        let spent = max(.zero, (clock.now - t0) - (timedSource.waited - waited0)), loaded = UInt64(reader.offset - bodyStart)
         loadTime[i] += spent
         bytes[i] += loaded
         if pastInitialData {

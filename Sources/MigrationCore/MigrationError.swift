@@ -71,6 +71,9 @@ public enum MigrationError: Error, Sendable, CustomStringConvertible {
     case destinationFailed(MigrationFailure)
     /// A timeout of ``MigrationParameters`` expired.
     case timeout(MigrationTimeout, MigrationFailure)
+    /// Source, with ``MigrationParameters/abortWhenNotConverging``: the pending data stopped
+    /// shrinking for ``MigrationParameters/convergenceWindow``. The guest was never stopped.
+    case notConverging(MigrationFailure)
     /// ``MigrationSource/cancel()``/``MigrationDestination/cancel()`` or task cancellation.
     case cancelled(MigrationFailure)
 
@@ -79,7 +82,8 @@ public enum MigrationError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .invalidParameters: nil
         case .transport(let f), .setup(let f), .preflight(let f), .iterate(let f), .complete(let f),
-             .load(let f), .returnPath(let f), .destinationFailed(let f), .timeout(_, let f), .cancelled(let f):
+             .load(let f), .returnPath(let f), .destinationFailed(let f), .timeout(_, let f), .notConverging(let f),
+             .cancelled(let f):
             f
         }
     }
@@ -100,6 +104,7 @@ public enum MigrationError: Error, Sendable, CustomStringConvertible {
         case .returnPath: "return path"
         case .destinationFailed: "destination failed"
         case .timeout(let t, _): t == .stall ? "stall timeout" : "switchover timeout"
+        case .notConverging: "not converging"
         case .cancelled: "cancelled"
         }
     }

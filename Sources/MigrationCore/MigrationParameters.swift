@@ -53,6 +53,19 @@ public struct MigrationParameters: Sendable, Hashable {
     /// Also lengthens the destination's wait between records (see docs/engine.md).
     public var switchoverTimeout: Duration? = .seconds(60)
 
+    /// Source: how long the pending data may go without a new low (1 % under the lowest seen)
+    /// before the migration counts as not converging — the guest dirties memory as fast as the
+    /// link carries it, or the destination's predicted load time keeps the switchover out of
+    /// reach. Time spent waiting for the switchover acknowledgement does not count. Reported
+    /// in progress events (``MigrationProgress/converging``) and logged once; QEMU reports
+    /// nothing of the kind. nil = never judged.
+    public var convergenceWindow: Duration? = .seconds(10)
+
+    /// Source: fail with ``MigrationError/notConverging(_:)`` once the migration is judged not
+    /// converging, instead of iterating until cancelled (QEMU's behaviour and the default).
+    /// The guest keeps running on the source.
+    public var abortWhenNotConverging = false
+
     /// Destination: start the guest after a successful stream (QEMU's autostart).
     public var resumeOnCompletion = true
 

@@ -49,6 +49,9 @@ public struct MigrationProgress: Sendable, Hashable {
     public var switchoverAcknowledged: Bool
     /// Each handler, in registry order.
     public var handlers: [HandlerProgress]
+    /// Source: false while the pending data has not reached a new low for
+    /// ``MigrationParameters/convergenceWindow`` (see there); true otherwise and on a destination.
+    public var converging = true
 }
 
 /// One handler in the final statistics.

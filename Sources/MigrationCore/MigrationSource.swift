@@ -160,6 +160,11 @@ final class SourceRun {
     static let minimumMeasuredWindow = 64 << 10
     private var threshold: UInt64 = 0
     private var lastMovement: Duration = .zero
+    /// Convergence: the lowest pending figure seen, when it was reached, and the verdict.
+    private var lowestPending = UInt64.max
+    private var lowestPendingAt: Duration = .zero
+    private var lowestPendingIsExact = false
+    private var converging = true
     private var ackWaitStart: Duration?
     private var decision: SwitchoverDecision?
     private var lastPrediction: (qemu: Duration?, ours: Duration?) = (nil, nil)
@@ -415,6 +420,7 @@ final class SourceRun {
         windowStart = clock.now
         windowStartBytes = writer.bytesWritten
         lastMovement = windowStart
+        lowestPendingAt = windowStart
         updateThreshold()
         let live = liveIndices.filter { !precopyOverChannels.contains($0) }
         if let multifd, !precopyOverChannels.isEmpty {
@@ -438,7 +444,8 @@ final class SourceRun {
                 pending[i] = entries[i].handler.pendingEstimate(context: contexts[i]).total
             }
             var total = pending.reduce(0, &+)
-            if total < threshold {
+            let tookExact = total < threshold
+            if tookExact {
                 exactQueries += 1
                 for i in entries.indices where entries[i].handler.isActive {
                     do {
@@ -474,6 +481,7 @@ final class SourceRun {
                         message: "the destination did not acknowledge the switchover within \(limit) of the data allowing it"))
                 }
             }
+            try judgeConvergence(total: total, now: now, waitingForAck: waitingForAck, exact: tookExact)
 
             // One pass: a PART section per eligible handler until the window's budget is spent.
             let budget = params.maxBandwidth.map { Int($0 / 10) }
@@ -507,6 +515,41 @@ final class SourceRun {
                 clock.sleep(until: min(windowStart + MigrationParameters.rateLimitWindow, t0 + .milliseconds(5)))
                 idleInWindow += clock.now - t0
             }
+        }
+    }
+
+    /// A new low is 1 % under the lowest pending figure seen; none for `convergenceWindow`
+    /// (not counting a wait for the acknowledgement) means the migration is not converging.
+    private func judgeConvergence(total: UInt64, now: Duration, waitingForAck: Bool, exact: Bool) throws {
+        // The estimate and the exact figure measure different things (mlx5's estimate leaves
+        // out the stop-copy size): when the kind changes, the low starts again from here,
+        // and the clock goes on.
+        if exact != lowestPendingIsExact {
+            lowestPendingIsExact = exact
+            lowestPending = total
+        }
+        if waitingForAck || total < lowestPending - lowestPending / 100 {
+            lowestPending = min(lowestPending, total)
+            lowestPendingAt = now
+            if !converging {
+                converging = true
+                logger.info("converging again: \(total) bytes pending")
+                emitProgress()
+            }
+            return
+        }
+        guard converging, let window = params.convergenceWindow, now - lowestPendingAt >= window else { return }
+        converging = false
+        var why = "\(total) bytes pending have not gone 1 % below the lowest figure, \(lowestPending), for \(window)"
+        if total <= threshold, let ours = lastPrediction.ours {
+            why += "; they fit the threshold of \(threshold) bytes, but the predicted downtime with the destination's load time, \(ours), exceeds the limit of \(params.downtimeLimit)"
+        } else {
+            why += "; the threshold is \(threshold) bytes (bandwidth × downtime limit): the guest dirties data as fast as the link carries it"
+        }
+        logger.warning("not converging: \(why)")
+        emitProgress()
+        if params.abortWhenNotConverging {
+            throw MigrationError.notConverging(MigrationFailure(phase: phase, offset: writer.bytesWritten, message: why))
         }
     }
 
@@ -737,7 +780,8 @@ final class SourceRun {
             switchoverAcknowledged: !params.switchoverAck || (rp?.acknowledged ?? false),
             handlers: entries.indices.map {
                 HandlerProgress(identity: entries[$0].identity, bytes: bytes[$0], pending: pending[$0], ackState: handlerAckState($0))
-            })
+            },
+            converging: converging)
         owner.progressContinuation.yield(event)
     }
 

@@ -151,7 +151,8 @@ public struct LoadReport: Sendable, Hashable {
     public var instanceID: UInt32
     /// Bytes of section bodies the handler has consumed so far.
     public var bytesLoaded: UInt64
-    /// Time the handler spent in `loadState` so far, in microseconds.
+    /// Time the handler spent in `loadState` so far, in microseconds, not counting the time its
+    /// reads waited for the stream.
     public var loadMicros: UInt64
     /// The handler's estimate of the fixed cost of loading its final data (e.g. resource
     /// allocation not yet done), in microseconds.
@@ -176,9 +177,15 @@ public struct LoadReport: Sendable, Hashable {
         self.rateMicros = rateMicros ?? loadMicros
     }
 
-    /// The load time per byte to expect of the final data, in microseconds (0 without data).
+    /// The fewest rate bytes that give a per-byte rate: below it a section's fixed overhead
+    /// (tens of µs for a 56-byte section, seen here) would be extrapolated to every final byte.
+    public static let minimumRateSample: UInt64 = 1 << 20
+
+    /// The load time per byte to expect of the final data, in microseconds: 0 (unknown) with
+    /// fewer than ``minimumRateSample`` rate bytes, when the final data's load time is the
+    /// handler's fixed cost alone, as QEMU assumes for every device.
     public var microsPerByte: Double {
-        rateBytes > 0 ? Double(rateMicros) / Double(rateBytes) : 0
+        rateBytes >= Self.minimumRateSample ? Double(rateMicros) / Double(rateBytes) : 0
     }
 }
 

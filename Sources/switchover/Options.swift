@@ -142,6 +142,15 @@ struct MigrationOptions: ParsableArguments {
         "Fail when the acknowledgement does not come for this long once the rest is ready.", valueName: "duration"))
     var switchoverTimeout = DurationArgument("60s", .seconds(60))
 
+    @Option(name: .customLong("convergence-window"), help: ArgumentHelp(
+        "Report the migration as not converging when the pending data has not reached a new low (1 % under the lowest) for this long.",
+        valueName: "duration"))
+    var convergenceWindow = DurationArgument("10s", .seconds(10))
+
+    @Flag(name: .customLong("abort-if-not-converging"), help: ArgumentHelp(
+        "Fail (status 1, the guest keeps running) once the migration is not converging, instead of iterating until --timeout or Ctrl-C."))
+    var abortIfNotConverging = false
+
     func validate() throws {
         guard downtimeLimit.duration > .zero else { throw ValidationError("--downtime-limit must be more than 0") }
         if let maxBandwidth, maxBandwidth.bytesPerSecond < 10 {
@@ -154,6 +163,7 @@ struct MigrationOptions: ParsableArguments {
         guard stallTimeout.duration > .zero, switchoverTimeout.duration > .zero else {
             throw ValidationError("--stall-timeout and --switchover-timeout must be more than 0")
         }
+        guard convergenceWindow.duration > .zero else { throw ValidationError("--convergence-window must be more than 0") }
     }
 
     var parameters: MigrationParameters {
@@ -172,5 +182,7 @@ struct MigrationOptions: ParsableArguments {
         p.stallTimeout = stallTimeout.duration
         p.switchoverTimeout = switchoverTimeout.duration
         p.multifdChannels = multifdChannels
+        p.convergenceWindow = convergenceWindow.duration
+        p.abortWhenNotConverging = abortIfNotConverging
     }
 }

@@ -66,6 +66,7 @@ final class ProgressDisplay {
             parts.append(predicted)
         }
         parts.append(ackText(p))
+        if !p.converging { parts.append("NOT CONVERGING") }
         return parts.joined(separator: "  ")
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import MigrationCore
 import MigrationStream
+import Synchronization
 import Testing
 
 /// The switchover decision and the rate limit, checked through counts, decisions and virtual
@@ -163,5 +164,64 @@ import Testing
         #expect(try #require(decision.predictedDowntime) <= p.downtimeLimit)
         let device = try #require(stats.handlers.first { $0.identity.idstr == deviceID })
         #expect(try #require(device.loadTime) >= .milliseconds(200), "the one-off time is measured and reported")
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aMigrationThatStopsConvergingIsReportedAndCanBeAborted() async throws {
+        // As aTooSmallDowntimeLimitNeverSwitchesOver: the pending data levels off above a
+        // threshold it can never meet, on a virtual clock.
+        let clock = VirtualClock()
+        let s = try Scenario(ram: { RAMHandler(pages: 128, chunkPages: 8, dirtyPerIterate: 2) })
+        var p = MigrationParameters()
+        p.maxBandwidth = Self.cap
+        p.downtimeLimit = .milliseconds(1)
+        p.convergenceWindow = .seconds(2)
+        p.abortWhenNotConverging = true
+        let source = s.source(p, clock: clock)
+        let verdicts = Mutex<[Bool]>([])
+        let watcher = Task {
+            for await event in source.progress where event.phase == .iterating {
+                verdicts.withLock { $0.append(event.converging) }
+            }
+        }
+        let (a, b) = try DescriptorConnection.socketPair()
+        let (result, incoming) = await runBoth(source: source, over: a, destination: s.destination(p, clock: clock), over: b)
+        await watcher.value
+        let error = try #require(result.error as? MigrationError)
+        guard case .notConverging(let failure) = error else {
+            Issue.record("expected not converging, got \(error)")
+            return
+        }
+        #expect(failure.phase == .iterating)
+        #expect(failure.message.contains("have not gone 1 % below"))
+        #expect(error.kind == "not converging")
+        let seen = verdicts.withLock { $0 }
+        #expect(seen.first == true && seen.last == false, "progress reported converging, then not: \(seen)")
+        #expect(s.sourceVM.stops == 0)
+        s.expectSourceIntact()
+        #expect(incoming.error is MigrationError)
+        s.expectDestinationCleanedUp()
+    }
+
+    @Test func aConvergingMigrationIsNeverReportedOtherwise() async throws {
+        let clock = VirtualClock()
+        let s = try Scenario(ram: { RAMHandler(pages: 256, chunkPages: 4, clock: clock) })
+        var p = MigrationParameters()
+        p.maxBandwidth = Self.cap
+        p.convergenceWindow = .seconds(1)
+        p.abortWhenNotConverging = true
+        let source = s.source(p, clock: clock)
+        let verdicts = Mutex<[Bool]>([])
+        let watcher = Task {
+            for await event in source.progress { verdicts.withLock { $0.append(event.converging) } }
+        }
+        let (a, b) = try DescriptorConnection.socketPair()
+        let (result, incoming) = await runBoth(source: source, over: a, destination: s.destination(p, clock: clock), over: b)
+        await watcher.value
+        _ = try result.get()
+        _ = try incoming.get()
+        s.expectIdenticalState()
+        let seen = verdicts.withLock { $0 }
+        #expect(!seen.isEmpty && seen.allSatisfy { $0 })
     }
 }

@@ -59,12 +59,12 @@ import Testing
     @Test func loadReportRateFields() throws {
         func be64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) } }
         let head: [UInt8] = [3] + Array("dev".utf8) + [0, 0, 0, 1] + be64(4096) + be64(800) + be64(50)
-        let full = try ReturnPathMessage.decode(type: ReturnPathMessage.loadReportType, payload: head + be64(1024) + be64(10), offset: 0)
+        let full = try ReturnPathMessage.decode(type: ReturnPathMessage.loadReportType, payload: head + be64(2 << 20) + be64(10), offset: 0)
         guard case .loadReport(let r) = full else { Issue.record("\(full)"); return }
         #expect(r.bytesLoaded == 4096 && r.loadMicros == 800 && r.fixedCostMicros == 50)
-        #expect(r.rateBytes == 1024 && r.rateMicros == 10)
-        #expect(abs(r.microsPerByte - 10.0 / 1024) < 1e-12)
-        #expect(ReturnPathMessage.loadReport(r).payload == head + be64(1024) + be64(10))
+        #expect(r.rateBytes == 2 << 20 && r.rateMicros == 10)
+        #expect(abs(r.microsPerByte - 10.0 / Double(2 << 20)) < 1e-15)
+        #expect(ReturnPathMessage.loadReport(r).payload == head + be64(2 << 20) + be64(10))
 
         let short = try ReturnPathMessage.decode(type: ReturnPathMessage.loadReportType, payload: head, offset: 0)
         guard case .loadReport(let old) = short else { Issue.record("\(short)"); return }
@@ -75,5 +75,8 @@ import Testing
         }
         let noData = LoadReport(idstr: "d", instanceID: 0, bytesLoaded: 10, loadMicros: 5, fixedCostMicros: 0, rateBytes: 0, rateMicros: 0)
         #expect(noData.microsPerByte == 0)
+        // One small section's overhead is no per-byte rate.
+        let tiny = LoadReport(idstr: "d", instanceID: 0, bytesLoaded: 16 << 20, loadMicros: 400_000, fixedCostMicros: 0, rateBytes: 56, rateMicros: 19)
+        #expect(tiny.microsPerByte == 0)
     }
 }
