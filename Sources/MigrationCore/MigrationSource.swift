@@ -544,7 +544,8 @@ final class SourceRun {
         if total <= threshold, let ours = lastPrediction.ours {
             why += "; they fit the threshold of \(threshold) bytes, but the predicted downtime with the destination's load time, \(ours), exceeds the limit of \(params.downtimeLimit)"
         } else {
-            why += "; the threshold is \(threshold) bytes (bandwidth × downtime limit): the guest dirties data as fast as the link carries it"
+            why += "; the threshold is \(threshold) bytes (bandwidth × downtime limit): what remains cannot move within the limit "
+                + "(state that leaves only once the guest stops, or data dirtied as fast as it is sent)"
         }
         logger.warning("not converging: \(why)")
         emitProgress()

@@ -62,7 +62,9 @@ final class ProgressDisplay {
         parts.append(Units.rate(p.bandwidth))
         if let ours = p.predictedDowntime {
             var predicted = "downtime ~" + Units.duration(ours)
-            if let qemu = p.predictedDowntimeQEMU, qemu != ours { predicted += " (QEMU's formula " + Units.duration(qemu) + ")" }
+            if let qemu = p.predictedDowntimeQEMU, Units.duration(qemu) != Units.duration(ours) {
+                predicted += " (QEMU's formula " + Units.duration(qemu) + ")"
+            }
             parts.append(predicted)
         }
         parts.append(ackText(p))
