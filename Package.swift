@@ -112,7 +112,7 @@ let package = Package(
             dependencies: ["VFIO", "VFIOPCIHandler", "MigrationCore", "MigrationStream"]
         ),
         // What several test targets share: a child-process runner that needs no run loop.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["MigrationCore"], path: "Tests/TestSupport"),
         .testTarget(name: "MigrationStreamTests", dependencies: ["MigrationStream"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MigrationCoreTests", dependencies: ["MigrationCore", "MigrationStream", "TestSupport"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO"]),
@@ -124,7 +124,7 @@ let package = Package(
         ),
         .testTarget(
             name: "VendorHandlerTests",
-            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM", "DeviceMatch"]
+            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM", "DeviceMatch", "TestSupport"]
         ),
         .testTarget(name: "CLITests", dependencies: ["switchover", "match-table-compiler", "scaffold-handler", "HandlerScaffold", "TestSupport"]),
         // scaffold-handler: new vendor modules go above this line

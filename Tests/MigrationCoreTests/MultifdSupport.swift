@@ -2,6 +2,7 @@ import Foundation
 import MigrationCore
 import MigrationStream
 import Synchronization
+import TestSupport
 
 /// A live device with multifd support: `stopCopyBytes` of deterministic data sent in
 /// `chunk`-byte buffers and `configBytes` of config, either over the channels (multifd on)
@@ -110,27 +111,18 @@ final class MultifdScenario: Sendable {
         }
     }
 
-    static func parameters(channels: Int) -> MigrationParameters {
-        var p = MigrationParameters()
-        p.multifdChannels = channels
-        p.switchoverBandwidth = 1 << 30
-        p.countDestinationLoadTime = false
-        p.stallTimeout = .seconds(20)
-        return p
-    }
+    static func parameters(channels: Int) -> MigrationParameters { multifdTestParameters(channels: channels) }
 
     /// Migrates through a socketpair transport; `wrap` may wrap the source end of the
     /// `index`-th connection (0 = main, 1… = channels 0…).
     func migrate(_ parameters: MigrationParameters, destination: MigrationParameters? = nil,
                  wrap: (@Sendable (Int, DescriptorConnection) -> any MigrationConnection)? = nil)
         async -> (source: Result<MigrationStatistics, any Error>, destination: Result<IncomingStatistics, any Error>) {
-        let transport = SocketPairTransport(wrapSource: wrap)
-        let source = MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: machine, parameters: parameters)
-        let incoming = MigrationDestination(registry: destinationRegistry, vm: destinationVM, configuration: machine,
-                                            parameters: destination ?? parameters)
-        async let s = capture { try await source.run(to: transport) }
-        async let d = capture { try await incoming.run(from: transport) }
-        return await (s, d)
+        await migrateOverSocketPairs(
+            MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: machine, parameters: parameters),
+            MigrationDestination(registry: destinationRegistry, vm: destinationVM, configuration: machine,
+                                 parameters: destination ?? parameters),
+            wrap: wrap)
     }
 
     func expectIdentical() -> Bool {

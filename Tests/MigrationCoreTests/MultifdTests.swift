@@ -2,6 +2,7 @@ import Foundation
 import MigrationCore
 import MigrationStream
 import Testing
+import TestSupport
 
 /// Multifd device-state transfer in the engine, with generic test devices.
 @Suite struct MultifdTests {

@@ -2,6 +2,7 @@ import Foundation
 import MigrationCore
 import MigrationStream
 import Testing
+import TestSupport
 
 /// The destination refuses what it cannot load, clearly, and the source survives it.
 @Suite struct RefusalTests {

@@ -3,6 +3,7 @@ import MigrationCore
 import MigrationStream
 import Synchronization
 import Testing
+import TestSupport
 
 /// An ordered record of what happened on both sides, to check causality ("the source stopped
 /// the guest after the destination approved") without timing.
@@ -147,10 +148,6 @@ func runBoth(source: MigrationSource, over sourceConnection: any MigrationConnec
     async let s = capture { try await source.run(over: sourceConnection) }
     async let d = capture { try await destination.run(over: destinationConnection) }
     return await (s, d)
-}
-
-func capture<T: Sendable>(_ body: () async throws -> T) async -> Result<T, any Error> {
-    do { return .success(try await body()) } catch { return .failure(error) }
 }
 
 extension Result {

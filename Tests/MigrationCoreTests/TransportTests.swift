@@ -2,6 +2,7 @@ import Foundation
 import MigrationCore
 import MigrationStream
 import Testing
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif

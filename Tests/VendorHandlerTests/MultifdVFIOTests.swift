@@ -4,6 +4,7 @@ import MigrationCore
 import MigrationStream
 import Synchronization
 import Testing
+import TestSupport
 import VFIO
 import VFIOPCIHandler
 
@@ -73,25 +74,16 @@ final class MultifdVFIOScenario: Sendable {
         destinationConfigs = configs
     }
 
-    static func parameters(channels: Int) -> MigrationParameters {
-        var p = MigrationParameters()
-        p.multifdChannels = channels
-        p.switchoverBandwidth = 1 << 30
-        p.countDestinationLoadTime = false
-        p.stallTimeout = .seconds(20)
-        return p
-    }
+    static func parameters(channels: Int) -> MigrationParameters { multifdTestParameters(channels: channels) }
 
     func migrate(_ parameters: MigrationParameters, destination: MigrationParameters? = nil,
                  wrap: (@Sendable (Int, DescriptorConnection) -> any MigrationConnection)? = nil)
         async -> (source: Result<MigrationStatistics, any Error>, destination: Result<IncomingStatistics, any Error>) {
-        let transport = SocketPairTransport(wrapSource: wrap)
-        let source = MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: Self.machine, parameters: parameters)
-        let incoming = MigrationDestination(registry: destinationRegistry, vm: destinationVM, configuration: Self.machine,
-                                            parameters: destination ?? parameters)
-        async let s = multifdCapture { try await source.run(to: transport) }
-        async let d = multifdCapture { try await incoming.run(from: transport) }
-        return await (s, d)
+        await migrateOverSocketPairs(
+            MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: Self.machine, parameters: parameters),
+            MigrationDestination(registry: destinationRegistry, vm: destinationVM, configuration: Self.machine,
+                                 parameters: destination ?? parameters),
+            wrap: wrap)
     }
 
     /// Byte-identical device state: what each destination device absorbed is what its source
@@ -107,10 +99,6 @@ final class MultifdVFIOScenario: Sendable {
             #expect(sourceDevices[n].currentState == .stop, sourceLocation: sourceLocation)
         }
     }
-}
-
-func multifdCapture<T: Sendable>(_ body: () async throws -> T) async -> Result<T, any Error> {
-    do { return .success(try await body()) } catch { return .failure(error) }
 }
 
 func multifdFailureOf<T>(_ result: Result<T, any Error>) -> (any Error)? {
