@@ -191,9 +191,12 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The handler a VMM would pick for this device: the mlx5 module for mlx5, the generic
-    /// VFIO-PCI handler otherwise.
+    /// VFIO-PCI handler otherwise. Its tuning reports `finalLoadCost` as the final data's load
+    /// cost, as a vendor module reports its hardware's measured figure.
     public func makeHandler(device: VFIOMigrationDevice) -> VFIOPCIHandler {
-        kind == .mlx5 ? MLX5Module.makeHandler(device: device) : VFIOPCIHandler(device: device)
+        kind == .mlx5
+            ? MLX5Module.makeHandler(device: device, tuning: MLX5Tuning(finalLoadCost: finalLoadCost))
+            : VFIOPCIHandler(device: device, tuning: GenericVFIOPCITuning(finalLoadCost: finalLoadCost))
     }
 
     /// The spec as it would be written (every key, so it can be reused).

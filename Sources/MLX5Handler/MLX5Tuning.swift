@@ -1,4 +1,5 @@
 import Foundation
+import MigrationCore
 import VFIOPCIHandler
 import VFIO
 
@@ -23,13 +24,23 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
     private var parser: MLX5RecordParser
     private var finalImageBuffer: UnsafeMutableRawBufferPointer?
 
+    /// What loading the final image costs the device beyond streaming it (the last
+    /// LOAD_VHCA_STATE), reported to the source for its downtime prediction.
+    public let finalLoadCost: Duration
+
     /// - Parameters:
     ///   - recordLimit: the largest record accepted (the driver's is 2^32-1).
     ///   - maxPreallocation: the bound on the pre-allocated final-image buffer.
-    public init(recordLimit: UInt64 = MLX5RecordParser.defaultRecordLimit, maxPreallocation: Int = MLX5Tuning.defaultMaxPreallocation) {
+    ///   - finalLoadCost: the final image's load cost, measured on the hardware; zero (QEMU's
+    ///     assumption) when unknown. No measurement can tell it before the final image arrives.
+    public init(recordLimit: UInt64 = MLX5RecordParser.defaultRecordLimit, maxPreallocation: Int = MLX5Tuning.defaultMaxPreallocation,
+                finalLoadCost: Duration = .zero) {
         self.parser = MLX5RecordParser(recordLimit: recordLimit)
         self.maxPreallocation = max(4096, maxPreallocation)
+        self.finalLoadCost = max(.zero, finalLoadCost)
     }
+
+    public func expectedFinalLoadCostMicros() -> UInt64 { finalLoadCost.wholeMicroseconds }
 
     deinit { finalImageBuffer?.deallocate() }
 

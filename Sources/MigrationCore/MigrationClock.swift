@@ -45,8 +45,8 @@ extension Duration {
         return Double(s) * 1000 + Double(atto) / 1e15
     }
 
-    /// The duration in whole microseconds (0 when negative).
-    var wholeMicroseconds: UInt64 {
+    /// The duration in whole microseconds (0 when negative): what load reports carry.
+    public var wholeMicroseconds: UInt64 {
         let (s, atto) = components
         let us = s * 1_000_000 + atto / 1_000_000_000_000
         return us > 0 ? UInt64(us) : 0

@@ -1,3 +1,4 @@
+import MigrationCore
 import VFIO
 
 /// How a vendor module tunes the generic VFIO-PCI handler without copying it: buffer sizes,
@@ -44,6 +45,13 @@ extension VFIOPCITuning {
 
 /// The generic tuning: QEMU's defaults.
 public final class GenericVFIOPCITuning: VFIOPCITuning {
-    public init() {}
+    /// What loading the final data costs the device beyond streaming it.
+    public let finalLoadCost: Duration
+
+    /// - Parameter finalLoadCost: the device's final load cost, when the VMM knows it (reported
+    ///   to the source for its downtime prediction); zero, QEMU's assumption, otherwise.
+    public init(finalLoadCost: Duration = .zero) { self.finalLoadCost = max(.zero, finalLoadCost) }
     public var moduleName: String { "vfio-pci" }
+    public func expectedFinalLoadCostMicros() -> UInt64 { finalLoadCost.wholeMicroseconds }
 }
+
