@@ -55,8 +55,8 @@ let package = Package(
             dependencies: [.product(name: "SystemPackage", package: "swift-system")]
         ),
         .target(name: "DeviceMatch"),
-        // What the command-line tools share: JSON output and locale-free number formatting.
-        .target(name: "CLISupport"),
+        // What the command-line tools share: JSON output (with MigrationStream's string escaper) and locale-free number formatting.
+        .target(name: "CLISupport", dependencies: ["MigrationStream"]),
         .target(name: "ExampleVM", dependencies: ["CLISupport", "MigrationCore", "MigrationStream", "VFIO", "VFIOPCIHandler", "MLX5Handler"]),
         .executableTarget(name: "match-table-compiler", dependencies: ["DeviceMatch"]),
         .plugin(name: "MatchTablePlugin", capability: .buildTool(), dependencies: ["match-table-compiler"]),

@@ -1,3 +1,5 @@
+import MigrationStream
+
 /// A JSON value with ordered object keys, written without Foundation: what the command-line
 /// tools print with `--json`.
 public enum JSONValue: Sendable {
@@ -64,23 +66,6 @@ public enum JSONValue: Sendable {
     }
 
     private static func quote(_ s: String, into out: inout String) {
-        out += "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7f {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        out += "\""
+        out += jsonString(s)
     }
 }

@@ -594,9 +594,11 @@ final class SourceRun {
     /// QEMU's prediction (pending / bandwidth) and ours (plus the destination's load time).
     private func predict() -> (qemu: Duration?, ours: Duration?) {
         let bw = expectedBandwidthPerMs
-        guard bw > 0 else { return (nil, nil) }
         let total = pending.reduce(0, &+)
-        let qemu = Duration.fromMilliseconds(Double(total) / bw)
+        // Nothing pending needs no bandwidth figure: the switchover can come before the first
+        // measurement (a multifd migration whose devices' data all waits for the channels).
+        guard bw > 0 || total == 0 else { return (nil, nil) }
+        let qemu = total == 0 ? .zero : Duration.fromMilliseconds(Double(total) / bw)
         var loadMicros: Double = 0
         if let reports = rp?.state.withLock({ $0.loadReports }) {
             for (i, e) in entries.enumerated() {

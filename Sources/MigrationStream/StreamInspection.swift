@@ -51,7 +51,8 @@ public struct StreamInspection: Sendable, Hashable {
     }
 }
 
-/// A JSON string literal (also used by MigrationCore for its pre-flight inventory).
+/// A JSON string literal: quotes, backslashes and control characters (and DEL) escaped.
+/// Also what MigrationCore's pre-flight inventory and the command-line tools' JSON use.
 package func jsonString(_ s: String) -> String {
     var out = "\""
     for scalar in s.unicodeScalars {
@@ -61,7 +62,7 @@ package func jsonString(_ s: String) -> String {
         case "\n": out += "\\n"
         case "\r": out += "\\r"
         case "\t": out += "\\t"
-        case _ where scalar.value < 0x20:
+        case _ where scalar.value < 0x20 || scalar.value == 0x7f:
             let hex = String(scalar.value, radix: 16)
             out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
         default: out.unicodeScalars.append(scalar)
