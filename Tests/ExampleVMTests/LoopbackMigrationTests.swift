@@ -18,7 +18,10 @@ import Testing
         parameters.switchoverAck = switchoverAck
         parameters.multifdChannels = multifdChannels
         parameters.downtimeLimit = .seconds(2)
-        let result = try await LoopbackMigration.run(Self.configuration, parameters: parameters, timeout: .seconds(60))
+        // Both ends share this process's 2 cooperative threads with every other test: under
+        // load the destination's task can start long after the source began waiting for it.
+        parameters.stallTimeout = .seconds(120)
+        let result = try await LoopbackMigration.run(Self.configuration, parameters: parameters, timeout: .seconds(180))
         #expect(result.verification.verified, "\(result.verification.checks.filter { !$0.matches })")
         #expect(result.verification.checks.map(\.name) == ["ram", "0000:00:01.0", "0000:00:02.0", "0000:00:03.0"])
         // The destination's content started from other seeds: identical means the bytes moved.

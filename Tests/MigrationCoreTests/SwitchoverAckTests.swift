@@ -8,7 +8,7 @@ import Testing
     static var ackParameters: MigrationParameters {
         var p = MigrationParameters()
         p.switchoverAck = true
-        p.stallTimeout = .seconds(20)
+        p.stallTimeout = .seconds(120)
         return p
     }
 

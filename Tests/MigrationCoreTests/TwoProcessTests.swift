@@ -14,6 +14,7 @@ import Testing
     static func parameters() -> MigrationParameters {
         var p = MigrationParameters()
         p.switchoverAck = true
+        p.stallTimeout = .seconds(120)
         return p
     }
 

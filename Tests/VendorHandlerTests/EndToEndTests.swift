@@ -54,7 +54,7 @@ import VFIOPCIHandler
         // exceed. Otherwise the source rightly keeps iterating while the guest keeps RAM moving.
         parameters.downtimeLimit = .seconds(30)
         parameters.switchoverBandwidth = 1 << 30
-        parameters.stallTimeout = .seconds(20)
+        parameters.stallTimeout = .seconds(120)
         let machine = MachineConfiguration(machineType: "pc-q35-switchover")
         let source = MigrationSource(registry: sourceRegistry, vm: VMAdapter(sourceVM), configuration: machine, parameters: parameters)
         let destination = MigrationDestination(registry: destinationRegistry, vm: VMAdapter(destinationVM),
