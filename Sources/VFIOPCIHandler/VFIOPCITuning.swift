@@ -54,4 +54,3 @@ public final class GenericVFIOPCITuning: VFIOPCITuning {
     public var moduleName: String { "vfio-pci" }
     public func expectedFinalLoadCostMicros() -> UInt64 { finalLoadCost.wholeMicroseconds }
 }
-

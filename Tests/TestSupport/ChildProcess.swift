@@ -140,11 +140,6 @@ public final class ChildProcess: Sendable {
         }
     }
 
-    /// Sends `signal` to the child.
-    public func send(_ signal: Int32) {
-        _ = kill(pid, signal)
-    }
-
     /// Collects the output until both pipes close and the child exits, killing it (SIGKILL)
     /// once `limit` has passed. Blocks the calling thread; call it once.
     public func finish(limit: Duration = .seconds(120)) -> Result {
@@ -217,7 +212,6 @@ public final class ChildProcess: Sendable {
             case done(Result)
         }
         private let state = Mutex<State>(.running([]))
-        private let done = DispatchSemaphore(value: 0)
 
         fileprivate func deliver(_ value: Result) {
             let waiters = state.withLock { s -> [CheckedContinuation<Result, Never>] in
@@ -225,16 +219,7 @@ public final class ChildProcess: Sendable {
                 s = .done(value)
                 return waiting
             }
-            done.signal()
             for waiter in waiters { waiter.resume(returning: value) }
-        }
-
-        /// Blocks until the child has finished.
-        public func wait() -> Result {
-            done.wait()
-            done.signal()
-            guard case .done(let value) = state.withLock({ $0 }) else { preconditionFailure("signalled before done") }
-            return value
         }
 
         /// The result, once the child has finished, without blocking a thread.
