@@ -80,7 +80,9 @@ public final class ChildProcess: Sendable {
         sigemptyset(&empty)
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        // A process group of its own, so a timeout kills the child's children too.
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
 
         var toClose: [Int32] = []
         defer { for fd in toClose { _ = close(fd) } }
@@ -132,7 +134,7 @@ public final class ChildProcess: Sendable {
 
     deinit {
         if !finished.withLock({ $0 }) {
-            _ = kill(pid, SIGKILL)
+            _ = kill(-pid, SIGKILL)
             var status: Int32 = 0
             _ = waitpid(pid, &status, 0)
             if stdoutFD >= 0 { _ = close(stdoutFD) }
@@ -140,8 +142,9 @@ public final class ChildProcess: Sendable {
         }
     }
 
-    /// Collects the output until both pipes close and the child exits, killing it (SIGKILL)
-    /// once `limit` has passed. Blocks the calling thread; call it once.
+    /// Collects the output until both pipes close and the child exits, killing its process
+    /// group (SIGKILL) once `limit` has passed (and reading on at most 5 s more). Blocks the calling thread;
+    /// call it once.
     public func finish(limit: Duration = .seconds(120)) -> Result {
         precondition(!finished.withLock { $0 }, "finish() called twice")
         let clock = ContinuousClock()
@@ -155,12 +158,15 @@ public final class ChildProcess: Sendable {
         func checkDeadline() {
             if !timedOut && clock.now >= deadline {
                 timedOut = true
-                _ = kill(pid, SIGKILL)
+                _ = kill(-pid, SIGKILL)
             }
         }
 
         while !open.isEmpty {
             checkDeadline()
+            // A descendant that left the process group may still hold the pipes open: read on
+            // briefly for what it wrote, then stop instead of waiting for it.
+            if timedOut && clock.now >= deadline + .seconds(5) { break }
             var fds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             let ready = poll(&fds, nfds_t(fds.count), 100)
             if ready < 0 && errno != EINTR { break }
