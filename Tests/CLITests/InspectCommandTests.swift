@@ -4,18 +4,11 @@ import Testing
 /// `switchover inspect`, run as the built binary (`swift build --build-tests` builds it beside
 /// the test bundle).
 @Suite struct InspectCommandTests {
-    struct Run {
-        var status: Int32
-        var standardOutput: String
-        var standardError: String
-    }
-
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("MigrationStreamTests/Fixtures")
 
-    static func run(_ arguments: [String]) throws -> Run {
-        let run = try BuiltProduct.run("switchover", arguments)
-        return Run(status: run.status, standardOutput: run.stdout, standardError: run.stderr)
+    static func run(_ arguments: [String]) throws -> BuiltProduct.Result {
+        try BuiltProduct.run("switchover", arguments)
     }
 
     static func temporaryPath(_ name: String) -> String {
@@ -25,7 +18,7 @@ import Testing
     @Test func inspectPrintsEverySectionWithItsRAMSummary() throws {
         let run = try Self.run(["inspect", Self.fixtures.appendingPathComponent("qemu72-pc-i440fx-paused.mig").path])
         #expect(run.status == 0)
-        let lines = run.standardOutput.split(separator: "\n")
+        let lines = run.stdout.split(separator: "\n")
         #expect(lines.count == 1 + 35 + 1)
         #expect(lines.first?.hasPrefix("OFFSET") == true)
         #expect(lines[1].hasPrefix("0000001a  start             2  ram"))
@@ -37,7 +30,7 @@ import Testing
     @Test func inspectJSONIsOneObjectWithEveryRecord() throws {
         let run = try Self.run(["inspect", "--json", Self.fixtures.appendingPathComponent("qemu72-q35-booted.mig").path])
         #expect(run.status == 0)
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(run.standardOutput.utf8)) as? [String: Any])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
         #expect(object["version"] as? Int == 3)
         #expect(object["machine"] as? String == "pc-q35-7.2")
         let records = try #require(object["records"] as? [[String: Any]])
@@ -65,7 +58,7 @@ import Testing
         try bytes.prefix(1000).write(to: URL(fileURLWithPath: input))
         let run = try Self.run(["inspect", input])
         #expect(run.status == 1)
-        #expect(run.standardError == "switchover inspect: \(input): stream ends at byte 1000 (0x3e8): expected a ram record (be64 address and flags)\n")
+        #expect(run.stderr == "switchover inspect: \(input): stream ends at byte 1000 (0x3e8): expected a ram record (be64 address and flags)\n")
     }
 
     @Test func badMagicIsNamedWithItsOffset() throws {
@@ -74,7 +67,7 @@ import Testing
         try Data([0x51, 0x45, 0x56, 0x4E, 0, 0, 0, 3]).write(to: URL(fileURLWithPath: input))
         let run = try Self.run(["inspect", "--json", input])
         #expect(run.status == 1)
-        #expect(run.standardOutput.isEmpty)
-        #expect(run.standardError == "switchover inspect: \(input): bad magic at byte 0 (0x0): expected 0x5145564d (\"QEVM\"), found 0x5145564e\n")
+        #expect(run.stdout.isEmpty)
+        #expect(run.stderr == "switchover inspect: \(input): bad magic at byte 0 (0x0): expected 0x5145564d (\"QEVM\"), found 0x5145564e\n")
     }
 }

@@ -2,15 +2,10 @@ import Foundation
 import TestSupport
 
 /// Runs a program and collects its output and exit status.
-struct ProcessResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
+typealias ProcessResult = ChildProcess.Result
 
 func run(_ executable: String, _ arguments: [String]) throws -> ProcessResult {
-    let run = try ChildProcess.run(executable, arguments)
-    return ProcessResult(status: run.status, stdout: run.stdout, stderr: run.stderr)
+    try ChildProcess.run(executable, arguments)
 }
 
 /// The first of `candidates` that is an executable file.
