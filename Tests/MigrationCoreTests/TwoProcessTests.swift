@@ -27,12 +27,7 @@ import Testing
         let listener = try TCPListener(host: "127.0.0.1", port: 0)
         let dir = FileManager.default.temporaryDirectory
         let resultFile = dir.appendingPathComponent("switchover-source-ram-\(getpid()).bin")
-        let logFile = dir.appendingPathComponent("switchover-source-log-\(getpid()).txt")
-        defer {
-            try? FileManager.default.removeItem(at: resultFile)
-            try? FileManager.default.removeItem(at: logFile)
-        }
-        try #require(FileManager.default.createFile(atPath: logFile.path, contents: nil))
+        defer { try? FileManager.default.removeItem(at: resultFile) }
 
         var env = Self.environment
         env["SWITCHOVER_TEST_ROLE"] = "source"
@@ -44,11 +39,9 @@ import Testing
         let s = try Self.scenario()
         let destination = s.destination(Self.parameters())
         async let incoming = capture { try await destination.run(accepting: listener) }
-        let child = try ChildProcess(executable, arguments, environment: env, errorOutput: .merged, stdoutPath: logFile.path)
-        let status = await child.finished(limit: .seconds(300)).status
+        let child = try await ChildProcess(executable, arguments, environment: env, errorOutput: .merged).finished(limit: .seconds(300))
         let result = await incoming
-        let childLog = (try? String(contentsOf: logFile, encoding: .utf8)) ?? ""
-        try #require(status == 0, "the source process failed:\n\(childLog.suffix(3000))")
+        try #require(child.status == 0, "the source process failed:\n\(child.stdout.suffix(3000))")
         let stats = try result.get()
         #expect(stats.usedExtensions && stats.returnPathOpened)
         // Byte-identical: the source process wrote its final RAM.

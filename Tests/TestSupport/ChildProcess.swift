@@ -58,11 +58,9 @@ public final class ChildProcess: Sendable {
     /// Starts `executable` with `arguments` (argv[0] is the executable's path).
     /// - Parameters:
     ///   - environment: the child's whole environment; nil = this process's.
-    ///   - stdoutPath: write standard output (and a merged standard error) to this file instead
-    ///     of a pipe; ``Result/stdout`` is then empty.
     public init(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-        errorOutput: ErrorOutput = .separate, stdoutPath: String? = nil
+        errorOutput: ErrorOutput = .separate
     ) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -84,20 +82,17 @@ public final class ChildProcess: Sendable {
         posix_spawnattr_setpgroup(&attributes, 0)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
 
+        // The child's pipe ends are closed here once it has them; ours only if it never started.
         var toClose: [Int32] = []
-        defer { for fd in toClose { _ = close(fd) } }
+        var ours: [Int32] = []
+        var spawned = false
+        defer { for fd in toClose + (spawned ? [] : ours) { _ = close(fd) } }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
 
-        let outRead: Int32
-        if let stdoutPath {
-            posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-            outRead = -1
-        } else {
-            let out = try Self.makePipe()
-            toClose.append(out.write)
-            posix_spawn_file_actions_adddup2(&actions, out.write, 1)
-            outRead = out.read
-        }
+        let out = try Self.makePipe()
+        toClose.append(out.write)
+        ours.append(out.read)
+        posix_spawn_file_actions_adddup2(&actions, out.write, 1)
         var errRead: Int32?
         switch errorOutput {
         case .merged:
@@ -105,6 +100,7 @@ public final class ChildProcess: Sendable {
         case .separate:
             let err = try Self.makePipe()
             toClose.append(err.write)
+            ours.append(err.read)
             posix_spawn_file_actions_adddup2(&actions, err.write, 2)
             errRead = err.read
         }
@@ -122,13 +118,10 @@ public final class ChildProcess: Sendable {
             }
             return posix_spawn(&pid, executable, &actions, &attributes, argvBuffer.baseAddress!, environ)
         }
-        guard rc == 0 else {
-            if outRead >= 0 { _ = close(outRead) }
-            if let errRead { _ = close(errRead) }
-            throw SpawnError.system("posix_spawn \(executable)", rc)
-        }
+        guard rc == 0 else { throw SpawnError.system("posix_spawn \(executable)", rc) }
+        spawned = true
         self.pid = pid
-        self.stdoutFD = outRead
+        self.stdoutFD = out.read
         self.stderrFD = errRead
     }
 
@@ -137,7 +130,7 @@ public final class ChildProcess: Sendable {
             _ = kill(-pid, SIGKILL)
             var status: Int32 = 0
             _ = waitpid(pid, &status, 0)
-            if stdoutFD >= 0 { _ = close(stdoutFD) }
+            _ = close(stdoutFD)
             if let stderrFD { _ = close(stderrFD) }
         }
     }
@@ -152,7 +145,6 @@ public final class ChildProcess: Sendable {
         var timedOut = false
         var buffers: [Int32: [UInt8]] = [:]
         var open: [Int32] = [stdoutFD] + (stderrFD.map { [$0] } ?? [])
-        open.removeAll { $0 < 0 }
         var chunk = [UInt8](repeating: 0, count: 65536)
 
         func checkDeadline() {
