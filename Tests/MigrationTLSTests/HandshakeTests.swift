@@ -1,6 +1,7 @@
 import Foundation
 import MigrationCore
 import MigrationTLS
+import TestSupport
 import Testing
 
 /// Our TLS client against our TLS server on TCP loopback: mutual authentication, and every
@@ -166,7 +167,8 @@ struct HandshakeTests {
             try write("QEVM\u{0}\u{0}\u{0}\u{3}", c)
             return try readLine(c)
         }
-        #expect(await accepted.error as? TLSError == .plaintextPeer(firstByte: 0x51))
+        let refusal = await accepted.error
+        #expect(refusal as? TLSError == .plaintextPeer(firstByte: 0x51))
         // The plaintext end sees the connection end without an answer.
         switch plain {
         case .success(let text): #expect(text.isEmpty)

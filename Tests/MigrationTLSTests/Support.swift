@@ -1,6 +1,7 @@
 import Foundation
 import MigrationCore
 import MigrationTLS
+import TestSupport
 
 /// Runs blocking `body` on a thread of its own (never on the cooperative pool, which two
 /// blocked handshakes could fill).

@@ -2,21 +2,19 @@
 import Glibc
 #endif
 import Foundation
-import MigrationTLS
-import TestSupport
 
 /// Debian's `openssl` command, or nil when it is not installed.
-let opensslPath: String? = ["/usr/bin/openssl", "/usr/local/bin/openssl", "/bin/openssl"].first { access($0, X_OK) == 0 }
+public let opensslPath: String? = ["/usr/bin/openssl", "/usr/local/bin/openssl", "/bin/openssl"].first { access($0, X_OK) == 0 }
 
 /// Whether the tests that need the `openssl` command run: always under CI=true (a missing
 /// command must fail there, `make deps` installs it), else only when it is installed.
-let opensslAvailable = opensslPath != nil || ProcessInfo.processInfo.environment["CI"] == "true"
+public let opensslAvailable = opensslPath != nil || ProcessInfo.processInfo.environment["CI"] == "true"
 
-enum CertificateError: Error, CustomStringConvertible {
+public enum CertificateError: Error, CustomStringConvertible {
     case openssl([String], ChildProcess.Result)
     case missing
 
-    var description: String {
+    public var description: String {
         switch self {
         case .openssl(let args, let result): "openssl \(args.joined(separator: " ")) failed: \(result)"
         case .missing: "the openssl command is not installed (make deps installs it)"
@@ -28,14 +26,14 @@ enum CertificateError: Error, CustomStringConvertible {
 /// certificates (valid, expired, not yet valid, for other names), revokes them, and lays
 /// them out in QEMU's credential directories. Nothing here is committed: every key is made
 /// at test time.
-final class TestPKI: @unchecked Sendable {
+public final class TestPKI: @unchecked Sendable {
     // @unchecked: the tests use one instance from one task at a time.
-    let root: String
-    let name: String
+    public let root: String
+    public let name: String
     private var serial = 0
 
     /// A new CA called `name` (its certificate's CN).
-    init(name: String = "Switchover Test CA") throws {
+    public init(name: String = "Switchover Test CA") throws {
         guard opensslPath != nil else { throw CertificateError.missing }
         var template = Array((NSTemporaryDirectory() + "/switchover-tls-XXXXXX").utf8CString)
         guard let made = mkdtemp(&template) else { throw CertificateError.missing }
@@ -74,14 +72,14 @@ final class TestPKI: @unchecked Sendable {
 
     deinit { try? FileManager.default.removeItem(atPath: root) }
 
-    var caCertificate: String { root + "/ca-cert.pem" }
+    public var caCertificate: String { root + "/ca-cert.pem" }
 
     /// Issues a certificate; returns (certificate path, key path).
     /// - Parameters:
     ///   - server: a server certificate (serverAuth, with `names` as subjectAltNames), else a client one.
     ///   - validity: `openssl ca -startdate/-enddate` values (YYYYMMDDHHMMSSZ); nil = now for 30 days.
     @discardableResult
-    func issue(_ commonName: String, server: Bool, names: [String] = ["DNS:localhost", "IP:127.0.0.1", "IP:::1"],
+    public func issue(_ commonName: String, server: Bool, names: [String] = ["DNS:localhost", "IP:127.0.0.1", "IP:::1"],
                validity: (start: String, end: String)? = nil) throws -> (certificate: String, key: String) {
         serial += 1
         let base = root + "/\(server ? "server" : "client")-\(serial)"
@@ -99,14 +97,14 @@ final class TestPKI: @unchecked Sendable {
     }
 
     /// Revokes `certificate` and writes the CA's CRL to `crl`.
-    func revoke(_ certificate: String, crl: String) throws {
+    public func revoke(_ certificate: String, crl: String) throws {
         try openssl(["ca", "-config", root + "/ca.cnf", "-revoke", certificate])
         try openssl(["ca", "-config", root + "/ca.cnf", "-gencrl", "-out", crl])
     }
 
     /// A QEMU-layout credentials directory trusting `trust` (default: this CA), holding the given
     /// server and/or client identity and optionally a CRL.
-    func directory(_ label: String, trust: TestPKI? = nil, server: (certificate: String, key: String)? = nil,
+    public func directory(_ label: String, trust: TestPKI? = nil, server: (certificate: String, key: String)? = nil,
                    client: (certificate: String, key: String)? = nil, crl: String? = nil) throws -> String {
         let dir = root + "/creds-\(label)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -140,18 +138,18 @@ final class TestPKI: @unchecked Sendable {
 }
 
 /// A CA with a server and a client identity, and both ends' credential directories.
-struct TestCredentials {
-    let pki: TestPKI
-    let server: (certificate: String, key: String)
-    let client: (certificate: String, key: String)
+public struct TestCredentials: Sendable {
+    public let pki: TestPKI
+    public let server: (certificate: String, key: String)
+    public let client: (certificate: String, key: String)
     /// The destination's directory (ca-cert.pem, server-cert.pem, server-key.pem).
-    let destination: String
+    public let destination: String
     /// The source's directory (ca-cert.pem, client-cert.pem, client-key.pem).
-    let source: String
+    public let source: String
     /// The client certificate's subject as the destination sees it (RFC 2253).
-    let clientSubject = "CN=switchover-source,O=Switchover Tests"
+    public let clientSubject = "CN=switchover-source,O=Switchover Tests"
 
-    init() throws {
+    public init() throws {
         pki = try TestPKI()
         server = try pki.issue("switchover-destination", server: true)
         client = try pki.issue("switchover-source", server: false)
