@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import MigrationCore
 
 /// Debian's `openssl` command, or nil when it is not installed.
 public let opensslPath: String? = ["/usr/bin/openssl", "/usr/local/bin/openssl", "/bin/openssl"].first { access($0, X_OK) == 0 }
@@ -156,4 +157,11 @@ public struct TestCredentials: Sendable {
         destination = try pki.directory("destination", server: server)
         source = try pki.directory("source", client: client)
     }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on now (for a child process to listen on).
+public func freeLoopbackPort() throws -> UInt16 {
+    let probe = try TCPListener(host: "127.0.0.1", port: 0)
+    defer { probe.close() }
+    return probe.port
 }
