@@ -28,6 +28,7 @@ struct Incoming: AsyncParsableCommand {
 
     @OptionGroup(title: "Example VM") var machine: MachineOptions
     @OptionGroup(title: "Migration") var migration: MigrationOptions
+    @OptionGroup(title: "Limits on the source (docs/security.md)") var limits: DestinationLimitOptions
     @OptionGroup(title: "TLS") var tls: TLSOptions
 
     @Option(name: .customLong("tls-authz"), help: ArgumentHelp(
@@ -51,7 +52,8 @@ struct Incoming: AsyncParsableCommand {
     func run() async throws {
         let target: MigrationAddress
         do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--listen \(error)") }
-        let parameters = migration.parameters
+        var parameters = migration.parameters
+        limits.apply(to: &parameters)
         let secured = tls.configuration(authorized: tlsAuthz, handshakeTimeout: migration.stallTimeout.duration).map {
             TLSTransport(base: target.transport, configuration: $0)
         }
