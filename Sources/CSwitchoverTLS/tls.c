@@ -125,6 +125,9 @@ swo_tls_ctx *swo_tls_ctx_new(int server, int min_version, int max_version, char 
     SSL_CTX_set_cipher_list(ctx->ssl, "ECDHE+AESGCM:ECDHE+CHACHA20");
     SSL_CTX_set_options(ctx->ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(ctx->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    // Read several records per recv(2) instead of a header and a body each time.
+    SSL_CTX_set_read_ahead(ctx->ssl, 1);
+    SSL_CTX_set_default_read_buffer_len(ctx->ssl, 64 * 1024);
     if (server) {
         SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
         SSL_CTX_set_session_cache_mode(ctx->ssl, SSL_SESS_CACHE_OFF);

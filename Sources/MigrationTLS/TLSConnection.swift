@@ -168,13 +168,13 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
     }
 
     /// Waits until the socket is ready for `events`; a timeout is no progress for that long.
-    private func wait(_ events: Int16, timeout: Duration?, operation: String) throws {
+    private func wait(_ events: Int16, timeout: Duration?, operation: @autoclosure () -> String) throws {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         while true {
             var ms: Int32 = -1
             if let deadline, let timeout {
                 let left = deadline - ContinuousClock.now
-                if left <= .zero { throw TransportError.timedOut(operation: operation, after: timeout) }
+                if left <= .zero { throw TransportError.timedOut(operation: operation(), after: timeout) }
                 ms = Int32(min(Double(left.components.seconds) * 1000 + Double(left.components.attoseconds) / 1e15 + 1, 60_000))
             }
             var pfd = pollfd(fd: base.fd, events: events, revents: 0)
@@ -200,7 +200,6 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
         guard let pointer = buffer.baseAddress, buffer.count > 0 else { return 0 }
         let (timeout, shutDown) = state.withLock { ($0.readTimeout, $0.shutDown) }
         if shutDown { return 0 }
-        let operation = "TLS read on \(base)"
         while true {
             var done = 0
             let r = session.run { swo_tls_read($0, pointer, buffer.count, &done) }
@@ -209,10 +208,10 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
             case Int32(SWO_TLS_EOF): return 0
             case Int32(SWO_TLS_WANT_READ), Int32(SWO_TLS_WANT_WRITE):
                 if state.withLock({ $0.shutDown }) { return 0 }
-                try wait(r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT), timeout: timeout, operation: operation)
+                try wait(r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT), timeout: timeout, operation: "TLS read on \(base)")
             default:
                 if state.withLock({ $0.shutDown }) { return 0 }
-                throw dataFailure(operation: operation)
+                throw dataFailure(operation: "TLS read on \(base)")
             }
         }
     }
@@ -220,7 +219,6 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         guard let pointer = bytes.baseAddress, bytes.count > 0 else { return }
         let timeout = state.withLock { $0.writeTimeout }
-        let operation = "TLS write on \(base)"
         while true {
             if state.withLock({ $0.shutDown }) { throw TransportError.shutDown }
             var done = 0
@@ -228,10 +226,10 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
             switch r {
             case Int32(SWO_TLS_OK): return
             case Int32(SWO_TLS_WANT_READ), Int32(SWO_TLS_WANT_WRITE):
-                try wait(r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT), timeout: timeout, operation: operation)
+                try wait(r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT), timeout: timeout, operation: "TLS write on \(base)")
             default:
                 if state.withLock({ $0.shutDown }) { throw TransportError.shutDown }
-                throw dataFailure(operation: operation)
+                throw dataFailure(operation: "TLS write on \(base)")
             }
         }
     }
