@@ -55,7 +55,7 @@ struct TLSOptions: ParsableArguments {
         }
     }
 
-    /// The transport for `base`: TLS when --tls-creds is given.
+    /// The TLS configuration of this end, when --tls-creds is given.
     func configuration(hostname: String? = nil, authorized: [String] = [], handshakeTimeout: Duration,
                        awaitServerConfirmation: Bool = true) -> TLSConfiguration? {
         guard let credentials else { return nil }
