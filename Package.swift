@@ -127,6 +127,9 @@ let package = Package(
             dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM", "DeviceMatch", "TestSupport"]
         ),
         .testTarget(name: "CLITests", dependencies: ["switchover", "match-table-compiler", "scaffold-handler", "HandlerScaffold", "TestSupport"]),
+        // The make test-kernel harness itself: kernel-vfio-check's child processes, and the host's scripts
+        // (verdict, boot, skip) on fake consoles, a fake QEMU and a failing apt.
+        .testTarget(name: "KernelHarnessTests", dependencies: ["kernel-vfio-check", "VFIO", "TestSupport"]),
         // scaffold-handler: new vendor modules go above this line
     ],
     swiftLanguageModes: [.v6]

@@ -130,7 +130,15 @@ enum MigrationRole {
             let statistics = handler.inner.statistics
             c.expect(statistics.acknowledged, "the handler did not acknowledge the switchover")
             c.expectEqual(statistics.loadedBytes, UInt64(streamSize), "bytes written to the resume fd")
-            c.expect(config.bytes == PCIConfigSnapshot(simulatedFor: sourceUUID).bytes, "the config state did not come from the source")
+        }
+        // Evidence from our own code, not from the kernel: both ends' config state is a stand-in,
+        // PCIConfigSnapshot(simulatedFor:) (a hash of the mdev's UUID), until the VMM's real config space
+        // is carried. All this shows is that the FULL section carried the source's config bytes into the
+        // destination handler's config state.
+        report.run("migration-stand-in-config-relayed") { c in
+            let sent = PCIConfigSnapshot(simulatedFor: sourceUUID).bytes
+            c.expect(sent != PCIConfigSnapshot(simulatedFor: device.name).bytes, "the two stand-in config states are equal: nothing to tell apart")
+            c.expect(config.bytes == sent, "the destination's config state is not the source's stand-in bytes")
         }
         report.run("migration-destination-readback") { c in
             c.expectEqual(try device.deviceState(), .running, "state after the migration")

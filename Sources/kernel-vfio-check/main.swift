@@ -65,7 +65,15 @@ func runChecks(_ arguments: [String]) -> Int32 {
         KernelEnvironment.guestWrite(source, port: 0, register: KernelEnvironment.UART.transmit, bytes: Array("Sw!".utf8), &c)
         KernelEnvironment.guestWrite(source, port: 1, register: KernelEnvironment.UART.lineControl, bytes: [0x1B], &c)
     }
-    options.guardedRequest = { KernelEnvironment.withDeadline(seconds: 20, $0) }
+    options.guardedRequest = { request in
+        switch DeadlineChild.run(limit: KernelEnvironment.guardedRequestLimit, request) {
+        case .answered(let errno): return .returned(errno)
+        case .failed(let what): return .failed(what)
+        case .timedOut(let what):
+            KernelEnvironment.printLine("  info: \(what)")
+            return .hung
+        }
+    }
     do {
         let checks = try VFIOBehaviourChecks(source: source, destination: destination, options: options)
         if checks.run(into: &report) == .stoppedByHang {
