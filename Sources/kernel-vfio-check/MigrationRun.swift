@@ -16,7 +16,7 @@ enum MigrationRun {
     static func run(source: KernelVFIODevice, destination: KernelVFIODevice, report: inout VFIOCheckReport) {
         var sourceBefore: [UInt8] = []
         var destinationBefore: [UInt8] = []
-        report.run("migration-prepare") { c in
+        report.run(KernelCheck.migrationPrepare.name) { c in
             // Different registers from the behaviour checks' writes, whose state the destination now holds.
             KernelEnvironment.guestWrite(source, port: 1, register: KernelEnvironment.UART.transmit, bytes: Array("Go".utf8), &c)
             KernelEnvironment.guestWrite(source, port: 0, register: KernelEnvironment.UART.lineControl, bytes: [0x03], &c)
@@ -32,7 +32,7 @@ enum MigrationRun {
 
         var states: [String: [UInt8]] = [:]
         var childResults: [VFIOCheckResult] = []
-        report.run("migration-two-processes") { c in
+        report.run(KernelCheck.migrationTwoProcesses.name) { c in
             for role in ["source", "destination"] { unlink(reportPath(role)) }
             unlink(socketPath)
             let children = [
@@ -76,7 +76,7 @@ enum MigrationRun {
         }
         for result in childResults { report.record(result) }
 
-        report.run("migration-readback-matches-source") { c in
+        report.run(KernelCheck.migrationReadbackMatchesSource.name) { c in
             guard let sourceAfter = states["source"], let destinationAfter = states["destination"] else {
                 throw VFIOCheckAbort("no state read back from \(states["source"] == nil ? "the source" : "the destination")")
             }

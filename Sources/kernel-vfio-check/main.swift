@@ -27,7 +27,7 @@ func runChecks(_ arguments: [String]) -> Int32 {
     }
     var report = VFIOCheckReport(output: KernelEnvironment.printLine)
     var devices: [KernelVFIODevice] = []
-    report.run("open-devices") { _ in
+    report.run(KernelCheck.openDevices.name) { _ in
         for mdev in mdevs {
             do {
                 devices.append(try KernelEnvironment.open(mdev.uuid))
@@ -41,7 +41,7 @@ func runChecks(_ arguments: [String]) -> Int32 {
         return 1
     }
     let source = devices[0], destination = devices[1]
-    report.run("group-container-path") { c in
+    report.run(KernelCheck.groupContainerPath.name) { c in
         for (device, mdev) in zip(devices, mdevs) {
             guard case .group(let number, let noIOMMU) = device.openPath else {
                 c.expect(false, "\(device.name) opened through \(device.openPath), not the group")
