@@ -86,10 +86,19 @@ kt_download() {
     )
     kt_log "downloading ${pkgs[*]}"
     if ! (cd "$KT_DEBS" && apt-get download -q -o APT::Sandbox::User=root "${pkgs[@]}") >"$KT_CACHE/apt-download.log" 2>&1; then
-        kt_skip "apt-get download failed: $(grep -E '^(E|Err):' "$KT_CACHE/apt-download.log" | head -n 1)" \
+        kt_skip "apt-get download failed: $(kt_apt_error "$KT_CACHE/apt-download.log")" \
             "check that apt's mirror answers (apt's output: $KT_CACHE/apt-download.log), then run make test-kernel again"
     fi
     touch "$KT_DEBS/.complete"
+}
+
+# apt's first error in a log: an `Err:` line with the reason on the line after it, else the first `E:`
+# line, else the last line.
+kt_apt_error() {
+    awk '/^Err:/ && err == "" { err = $0; if ((getline next_line) > 0) { sub(/^ +/, "", next_line); err = err ": " next_line } }
+         /^E:/ && e == "" { e = $0 }
+         { last = $0 }
+         END { print (err != "" ? err : (e != "" ? e : last)) }' "$1"
 }
 
 # The one .deb of a package in the download folder.
