@@ -39,6 +39,28 @@ struct HostScriptTests {
         #expect(result.stdout == "kernel-vfio: 42 passed, 0 failed\nkernel-vfio: PASSED\n")
     }
 
+    /// The console of a real run (make test-kernel, Debian 6.12.117, 42 checks), as the host logged it.
+    static func realConsole() throws -> String {
+        let path = URL(filePath: #filePath).deletingLastPathComponent().appending(path: "Fixtures/console-debian-6.12.117.log").path
+        return try String(contentsOfFile: path, encoding: .utf8)
+    }
+
+    @Test("A real guest's console passes; without one of its PASS lines, or with its binary's exit 1, it fails")
+    func realConsole() throws {
+        let console = try Self.realConsole()
+        let result = try Self.verdict(console)
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdout == "kernel-vfio: 42 passed, 0 failed\nkernel-vfio: PASSED\n")
+
+        let dropped = try Self.verdict(console.replacingOccurrences(of: "PASS migration-destination\n", with: ""))
+        #expect(dropped.status == 1)
+        #expect(dropped.stdout.contains("but the console has 41 PASS and 0 FAIL lines"), "\(dropped)")
+
+        let exit1 = try Self.verdict(console.replacingOccurrences(of: "guest: kernel-vfio-check exit 0", with: "guest: kernel-vfio-check exit 1"))
+        #expect(exit1.status == 1)
+        #expect(exit1.stdout.contains("FAILED: kernel-vfio-check exited with status 1"), "\(exit1)")
+    }
+
     @Test("Carriage returns from the serial line do not matter")
     func carriageReturns() throws {
         let result = try Self.verdict(FakeConsole().text.replacingOccurrences(of: "\n", with: "\r\n"))
