@@ -85,6 +85,7 @@ import TestSupport
             return
         }
         #expect(failure.message.contains("minimumReceiveRate"))
+        #expect(error.kind == "too-slow peer")
         s.expectDestinationCleanedUp()
     }
 }
