@@ -4,6 +4,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +33,67 @@ struct swo_tls {
     char verify_detail[512];
     swo_tls_failure_info failure;
 };
+
+// A socket BIO of our own: OpenSSL's writes with write(2), which raises SIGPIPE when the peer
+// has gone; a library must not kill its VMM for that, so this one sends with MSG_NOSIGNAL.
+static BIO_METHOD *socket_method;
+static pthread_once_t socket_method_once = PTHREAD_ONCE_INIT;
+
+static int socket_fd(BIO *b) { return (int)(intptr_t)BIO_get_data(b); }
+
+static int socket_write(BIO *b, const char *buffer, int length) {
+    BIO_clear_retry_flags(b);
+    ssize_t n = send(socket_fd(b), buffer, (size_t)length, MSG_NOSIGNAL);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) BIO_set_retry_write(b);
+        return -1;
+    }
+    return (int)n;
+}
+
+static int socket_read(BIO *b, char *buffer, int length) {
+    BIO_clear_retry_flags(b);
+    ssize_t n = recv(socket_fd(b), buffer, (size_t)length, 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) BIO_set_retry_read(b);
+        return -1;
+    }
+    return (int)n;
+}
+
+static long socket_ctrl(BIO *b, int command, long number, void *pointer) {
+    (void)number;
+    switch (command) {
+    case BIO_CTRL_FLUSH:
+        return 1;
+    case BIO_C_GET_FD:
+        if (pointer) *(int *)pointer = socket_fd(b);
+        return socket_fd(b);
+    default:
+        return 0;
+    }
+}
+
+static int socket_create(BIO *b) {
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static int socket_destroy(BIO *b) {
+    (void)b; // the descriptor belongs to the Swift connection
+    return 1;
+}
+
+static void make_socket_method(void) {
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR, "switchover socket");
+    if (!m) return;
+    BIO_meth_set_write(m, socket_write);
+    BIO_meth_set_read(m, socket_read);
+    BIO_meth_set_ctrl(m, socket_ctrl);
+    BIO_meth_set_create(m, socket_create);
+    BIO_meth_set_destroy(m, socket_destroy);
+    socket_method = m;
+}
 
 static void copy_string(char *dst, size_t len, const char *src) {
     if (len == 0) return;
@@ -210,7 +274,11 @@ swo_tls *swo_tls_new(swo_tls_ctx *ctx, int fd, const char *hostname, char *err, 
     s->ssl = SSL_new(ctx->ssl);
     if (!s->ssl) { openssl_message(err, errlen, "SSL_new"); free(s); return NULL; }
     SSL_set_app_data(s->ssl, s);
-    if (SSL_set_fd(s->ssl, fd) != 1) { openssl_message(err, errlen, "SSL_set_fd"); swo_tls_free(s); return NULL; }
+    pthread_once(&socket_method_once, make_socket_method);
+    BIO *bio = socket_method ? BIO_new(socket_method) : NULL;
+    if (!bio) { openssl_message(err, errlen, "BIO_new"); swo_tls_free(s); return NULL; }
+    BIO_set_data(bio, (void *)(intptr_t)fd);
+    SSL_set_bio(s->ssl, bio, bio);
     if (ctx->server) {
         SSL_set_accept_state(s->ssl);
     } else {

@@ -52,9 +52,10 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
             if context.server { try Self.refusePlaintext(fd: base.fd, deadline: deadline, timeout: timeout) }
             var message = [CChar](repeating: 0, count: 256)
             guard let s = swo_tls_new(context.pointer, base.fd, hostname, &message, message.count) else {
-                throw TLSError.configuration(message.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
+                throw TLSError.configuration(string(fromC: message))
             }
             raw = s
+            session = SessionLock(s)
             try Self.drive(fd: base.fd, deadline: deadline, timeout: timeout, hostname: hostname) { swo_tls_handshake(s) } failure: {
                 Self.failure(s, hostname: hostname)
             }
@@ -74,14 +75,13 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
             cipherSuite = String(cString: swo_tls_cipher(s))
             var subject = [CChar](repeating: 0, count: 512)
             _ = swo_tls_peer_subject(s, &subject, subject.count)
-            peerSubject = subject.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            peerSubject = string(fromC: subject)
         } catch {
             if let raw { swo_tls_free(raw) }
             base.shutdown()
             base.close()
             throw error
         }
-        session = SessionLock(raw!)
     }
 
     deinit {
@@ -156,7 +156,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
         case SWO_TLS_F_PEER_CLOSED: return TLSError.peerClosedDuringHandshake
         case SWO_TLS_F_SYSCALL:
             return TransportError.system(operation: "TLS handshake", errno: info.sys_errno, message: String(cString: strerror(info.sys_errno)))
-        default: return TLSError.protocolFailure(detail)
+        default: return TLSError.protocolFailure(detail.isEmpty ? "OpenSSL gave no reason" : detail)
         }
     }
 
@@ -225,6 +225,9 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
             let r = session.run { swo_tls_write($0, pointer, bytes.count, &done) }
             switch r {
             case Int32(SWO_TLS_OK): return
+            case Int32(SWO_TLS_EOF):
+                // The peer sent close_notify: it reads nothing more.
+                throw TransportError.connectionClosed(operation: "TLS write on \(base)")
             case Int32(SWO_TLS_WANT_READ), Int32(SWO_TLS_WANT_WRITE):
                 try wait(r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT), timeout: timeout, operation: "TLS write on \(base)")
             default:

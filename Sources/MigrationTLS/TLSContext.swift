@@ -17,7 +17,7 @@ final class TLSContext: @unchecked Sendable {
             throw TLSError.configuration("the minimum version \(configuration.minimumVersion) is above the maximum \(configuration.maximumVersion)")
         }
         var message = [CChar](repeating: 0, count: 512)
-        func reason() -> String { message.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }
+        func reason() -> String { string(fromC: message) }
         guard let ctx = swo_tls_ctx_new(server ? 1 : 0, Int32(configuration.minimumVersion.rawValue),
                                         Int32(configuration.maximumVersion.rawValue), &message, message.count) else {
             throw TLSError.configuration(reason())
@@ -50,4 +50,9 @@ final class TLSContext: @unchecked Sendable {
     }
 
     deinit { swo_tls_ctx_free(pointer) }
+}
+
+/// The text of a NUL-terminated C buffer (all of it when there is no NUL).
+func string(fromC buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

@@ -19,7 +19,7 @@ struct HandshakeTests {
     @Test func theConnectionReportsVersionSuiteAndPeer() async throws {
         let creds = try TestCredentials()
         let listening = try LoopbackServer(configuration(creds.destination))
-        async let accepted = onThread { () throws -> String in
+        let accepted = Spawned { () throws -> String in
             let c = try listening.listener.accept() as! TLSConnection
             defer { c.close() }
             return "\(c.version) \(c.peerSubject)"
@@ -29,7 +29,7 @@ struct HandshakeTests {
             defer { c.close() }
             return "\(c.version) \(c.cipherSuite) \(c.peerSubject)"
         }
-        #expect(try await accepted.get() == "TLS 1.3 CN=switchover-source,O=Switchover Tests")
+        #expect(try await accepted.value.get() == "TLS 1.3 CN=switchover-source,O=Switchover Tests")
         #expect(try connected.get() == "TLS 1.3 TLS_AES_128_GCM_SHA256 CN=switchover-destination,O=Switchover Tests")
     }
 
@@ -156,7 +156,7 @@ struct HandshakeTests {
     @Test func aPlaintextClientIsRefusedAndTheServerSaysWhy() async throws {
         let creds = try TestCredentials()
         let listening = try LoopbackServer(configuration(creds.destination))
-        async let accepted = onThread { () throws -> Int in
+        let accepted = Spawned { () throws -> Int in
             defer { listening.listener.close() }
             _ = try listening.listener.accept()
             return 0
@@ -167,7 +167,7 @@ struct HandshakeTests {
             try write("QEVM\u{0}\u{0}\u{0}\u{3}", c)
             return try readLine(c)
         }
-        let refusal = await accepted.error
+        let refusal = await accepted.value.error
         #expect(refusal as? TLSError == .plaintextPeer(firstByte: 0x51))
         // The plaintext end sees the connection end without an answer.
         switch plain {
@@ -179,7 +179,7 @@ struct HandshakeTests {
     @Test func aPlaintextServerMakesTheClientFailDuringTheHandshake() async throws {
         let creds = try TestCredentials()
         let tcp = try TCPListener(host: "127.0.0.1", port: 0)
-        async let accepted = onThread { () throws -> String in
+        let accepted = Spawned { () throws -> String in
             defer { tcp.close() }
             let c = try tcp.accept()
             defer { c.close() }
@@ -191,7 +191,7 @@ struct HandshakeTests {
             try TLSTransport(base: TCPTransport(host: "127.0.0.1", port: tcp.port), configuration: configuration(creds.source)).connect()
         }
         // What a plaintext destination reads first is a TLS handshake record, not "QEVM".
-        #expect(try await accepted.get().hasPrefix("16 3 1"))
+        #expect(try await accepted.value.get().hasPrefix("16 3 1"))
         #expect(client.error as? TLSError == .peerClosedDuringHandshake)
     }
 
@@ -201,7 +201,7 @@ struct HandshakeTests {
         var c = configuration(creds.source)
         c.handshakeTimeout = .milliseconds(300)
         let quiet = c
-        async let held = onThread { () throws -> Bool in
+        let held = Spawned { () throws -> Bool in
             let held = try tcp.accept()
             Thread.sleep(forTimeInterval: 2)
             held.close()
@@ -209,8 +209,30 @@ struct HandshakeTests {
         }
         let client = await onThread { try TLSTransport(base: TCPTransport(host: "127.0.0.1", port: tcp.port), configuration: quiet).connect() }
         #expect(client.error as? TLSError == .handshakeTimedOut(after: .milliseconds(300)))
-        _ = await held
+        _ = await held.value
         tcp.close()
+    }
+
+    @Test func writingToAPeerThatHasGoneIsAnErrorNotSIGPIPE() async throws {
+        let creds = try TestCredentials()
+        let listening = try LoopbackServer(configuration(creds.destination))
+        let accepted = Spawned { () throws -> Bool in
+            defer { listening.listener.close() }
+            try listening.listener.accept().close()
+            return true
+        }
+        let written = await onThread { () throws -> Int in
+            let c = try listening.client(configuration(creds.source)).connect()
+            defer { c.close() }
+            // Wait for the server's close (its close_notify reads as the end).
+            guard try readLine(c).isEmpty else { return -1 }
+            let chunk = [UInt8](repeating: 0x5A, count: 1 << 20)
+            // The peer is gone: within a few writes the kernel says so (EPIPE, ECONNRESET).
+            for _ in 0..<64 { try chunk.withUnsafeBytes { try c.write($0) } }
+            return 64
+        }
+        #expect(try await accepted.value.get())
+        #expect(written.error is TransportError, "\(String(describing: written))")
     }
 
     @Test func missingCredentialsAreReportedBeforeConnecting() throws {

@@ -15,12 +15,17 @@ struct MigrationOverTLSTests {
             DeviceSpec(kind: .vfioPCI, stateBytes: 256 << 10, initialBytes: 64 << 10),
         ])
 
+    /// TLS on both ends. A 120 s handshake deadline, as the stall timeout: the destination's
+    /// engine starts from this process's cooperative pool, which other tests may hold.
     static func security(_ creds: TestCredentials, authorized: [String]? = nil) -> LoopbackSecurity {
-        let server = TLSTransport(base: TCPTransport(host: "127.0.0.1", port: 0),
-                                  configuration: configuration(creds.destination, authorized: authorized))
-        let client = configuration(creds.source)
+        var serverConfiguration = configuration(creds.destination, authorized: authorized)
+        serverConfiguration.handshakeTimeout = .seconds(120)
+        var client = configuration(creds.source)
+        client.handshakeTimeout = .seconds(120)
+        let server = TLSTransport(base: TCPTransport(host: "127.0.0.1", port: 0), configuration: serverConfiguration)
+        let clientConfiguration = client
         return LoopbackSecurity(listener: { try server.secure($0) },
-                                transport: { TLSTransport(base: $0, configuration: client) })
+                                transport: { TLSTransport(base: $0, configuration: clientConfiguration) })
     }
 
     @Test(arguments: [0, 3])

@@ -60,7 +60,7 @@ struct OpenSSLPeerTests {
         let creds = try TestCredentials()
         let clientDirectory = try creds.pki.directory("s_client", client: creds.client)
         let listening = try LoopbackServer(configuration(creds.destination, authorized: [creds.clientSubject]))
-        async let accepted = onThread { () throws -> String in
+        let accepted = Spawned { () throws -> String in
             defer { listening.listener.close() }
             let c = try listening.listener.accept() as! TLSConnection
             defer { c.close() }
@@ -73,7 +73,7 @@ struct OpenSSLPeerTests {
             "-cert", clientDirectory + "/client-cert.pem", "-key", clientDirectory + "/client-key.pem",
         ], errorOutput: .merged).collect(limit: .seconds(60))
         let output = await client.value
-        #expect(try await accepted.get() == creds.clientSubject)
+        #expect(try await accepted.value.get() == creds.clientSubject)
         #expect(output.status == 0, "\(output)")
         #expect(output.stdout.contains("from the destination"), "\(output)")
         #expect(output.stdout.contains("Protocol  : TLSv1.3") || output.stdout.contains("TLSv1.3"), "\(output)")
@@ -96,7 +96,7 @@ struct OpenSSLPeerTests {
         let creds = try TestCredentials()
         let clientDirectory = try creds.pki.directory("s_client12", client: creds.client)
         let listening = try LoopbackServer(configuration(creds.destination))
-        async let accepted = onThread { () throws -> Bool in
+        let accepted = Spawned { () throws -> Bool in
             defer { listening.listener.close() }
             _ = try listening.listener.accept()
             return true
@@ -105,7 +105,7 @@ struct OpenSSLPeerTests {
             "s_client", "-connect", "127.0.0.1:\(listening.port)", "-tls1_2", "-CAfile", clientDirectory + "/ca-cert.pem",
             "-cert", clientDirectory + "/client-cert.pem", "-key", clientDirectory + "/client-key.pem",
         ], errorOutput: .merged).collect(limit: .seconds(60))).value
-        let refusal = await accepted.error
+        let refusal = await accepted.value.error
         #expect(isVersion(refusal), "\(String(describing: refusal))")
         #expect(output.status != 0)
         #expect(output.stdout.contains("protocol version"), "\(output)")
@@ -114,7 +114,7 @@ struct OpenSSLPeerTests {
     @Test func aClientWithoutACertificateIsRefused() async throws {
         let creds = try TestCredentials()
         let listening = try LoopbackServer(configuration(creds.destination))
-        async let accepted = onThread { () throws -> Bool in
+        let accepted = Spawned { () throws -> Bool in
             defer { listening.listener.close() }
             _ = try listening.listener.accept()
             return true
@@ -122,9 +122,11 @@ struct OpenSSLPeerTests {
         let output = await (try ChildProcess(try #require(opensslPath), [
             "s_client", "-connect", "127.0.0.1:\(listening.port)", "-CAfile", creds.destination + "/ca-cert.pem",
         ], errorOutput: .merged).collect(limit: .seconds(60))).value
-        let refusal = await accepted.error
+        let refusal = await accepted.value.error
         #expect(refusal as? TLSError == .noPeerCertificate, "\(String(describing: refusal))")
-        #expect(output.stdout.contains("alert certificate required") || output.stdout.contains("certificate required"), "\(output)")
+        // In TLS 1.3 s_client finishes its side first: whether it prints our alert before it
+        // exits depends on timing, so only our end's verdict is checked.
+        _ = output
     }
 
     @Test func openSSLsServerWithAnUntrustedCertificateIsRefused() async throws {

@@ -3,15 +3,51 @@ import MigrationCore
 import MigrationTLS
 import TestSupport
 
-/// Runs blocking `body` on a thread of its own (never on the cooperative pool, which two
-/// blocked handshakes could fill).
-func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async -> Result<T, any Error> {
-    await withCheckedContinuation { continuation in
-        let thread = Thread {
-            do { continuation.resume(returning: .success(try body())) } catch { continuation.resume(returning: .failure(error)) }
+/// Blocking work on a thread of its own, started at once: never on the cooperative pool, which
+/// other tests' blocking calls can hold long enough for a peer's handshake deadline to pass.
+final class Spawned<T: Sendable>: @unchecked Sendable {
+    // @unchecked: `result` and `waiter` are only touched under `lock`.
+    private let lock = NSLock()
+    private var result: Result<T, any Error>?
+    private var waiter: CheckedContinuation<Result<T, any Error>, Never>?
+
+    init(_ body: @escaping @Sendable () throws -> T) {
+        let thread = Thread { [self] in
+            let r: Result<T, any Error>
+            do { r = .success(try body()) } catch { r = .failure(error) }
+            lock.lock()
+            result = r
+            if let waiter {
+                self.waiter = nil
+                lock.unlock()
+                waiter.resume(returning: r)
+            } else {
+                lock.unlock()
+            }
         }
         thread.start()
     }
+
+    /// The body's outcome, once it has returned.
+    var value: Result<T, any Error> {
+        get async {
+            await withCheckedContinuation { continuation in
+                lock.lock()
+                if let result {
+                    lock.unlock()
+                    continuation.resume(returning: result)
+                } else {
+                    waiter = continuation
+                    lock.unlock()
+                }
+            }
+        }
+    }
+}
+
+/// Runs blocking `body` on a thread of its own and waits for it.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async -> Result<T, any Error> {
+    await Spawned(body).value
 }
 
 /// A short handshake timeout: the handshakes here are local, and a failing test should end soon.
@@ -44,7 +80,7 @@ struct LoopbackServer: Sendable {
 func handshake(server: TLSConfiguration, client: TLSConfiguration) async throws
     -> (server: Result<String, any Error>, client: Result<String, any Error>) {
     let listening = try LoopbackServer(server)
-    async let accepted = onThread { () throws -> String in
+    let accepted = Spawned { () throws -> String in
         defer { listening.listener.close() }
         let c = try listening.listener.accept()
         defer { c.close() }
@@ -52,13 +88,13 @@ func handshake(server: TLSConfiguration, client: TLSConfiguration) async throws
         try write("hello source\n", c)
         return got
     }
-    let connected = await onThread { () throws -> String in
+    let connected = Spawned { () throws -> String in
         let c = try listening.client(client).connect()
         defer { c.close() }
         try write("hello destination\n", c)
         return try readLine(c)
     }
-    return (await accepted, connected)
+    return (await accepted.value, await connected.value)
 }
 
 func write(_ text: String, _ c: any MigrationConnection) throws {
