@@ -34,6 +34,14 @@ package final class SimulatedVFIODriver: Sendable {
         case VFIOUAPI.deviceReset:
             resetRecording()
             return .success(0)
+        case VFIOUAPI.deviceGetInfo:
+            // A PCI device with reset: 9 regions (BARs, ROM, config, VGA) and 5 IRQ types.
+            guard case .buffer(let buffer) = argument else { return .failure(.badAddress) }
+            guard let info = VFIODeviceInfo(bytes: UnsafeRawBufferPointer(buffer)) else { return .failure(.badAddress) }
+            guard info.argsz >= 16 else { return .failure(.invalidArgument) }
+            let reply = VFIODeviceInfo(argsz: info.argsz, flags: 0b11, numRegions: 9, numIRQs: 5).bytes
+            for (index, byte) in reply.enumerated() where index < min(buffer.count, Int(info.argsz)) { buffer[index] = byte }
+            return .success(0)
         default:
             return .failure(.inappropriateIOCTLForDevice)
         }

@@ -2,6 +2,7 @@ import Foundation
 import MigrationCore
 import MigrationStream
 import Synchronization
+import SystemPackage
 import Testing
 import TestSupport
 import VFIO
@@ -249,5 +250,61 @@ extension Array where Element == SimulatedVFIOTransition {
         try runState.start()
         #expect(scenario.sourceDevices.allSatisfy { $0.currentState == .running })
         #expect(scenario.sourceVM.isRunning)
+    }
+}
+
+/// A VMM's side of an adopted device: a simulated host whose cdev the "VMM" opened, bound to
+/// its iommufd and attached, with every later call recorded.
+struct AdoptedDeviceFixture {
+    let host: SimulatedVFIOHost
+    let recorder: VFIOSyscallRecorder
+    let driver: SimulatedVFIODriver
+    let device: KernelVFIODevice
+
+    init(seed: UInt64) throws {
+        let host = SimulatedVFIOHost(cdevSupport: true)
+        let driver = host.addDevice(.pci("0000:00:05.0"), group: 3, cdevIndex: 0, configuration: .mtty(seed: seed), clock: SystemSimulationClock())
+        let flags = O_RDWR | O_CLOEXEC
+        let iommufd = try host.open("/simulated/dev/iommu", flags).get()
+        var alloc = IOMMUIOASAlloc().bytes
+        _ = try alloc.withUnsafeMutableBytes { host.ioctl(iommufd, VFIOUAPI.iommuIOASAlloc, .buffer($0)) }.get()
+        let ioas = try #require(IOMMUIOASAlloc(bytes: alloc)).outIOASID
+        let fd = try host.open("/simulated/dev/vfio/devices/vfio0", flags).get()
+        var bind = VFIODeviceBindIOMMUFD(iommufd: iommufd).bytes
+        _ = try bind.withUnsafeMutableBytes { host.ioctl(fd, VFIOUAPI.deviceBindIOMMUFD, .buffer($0)) }.get()
+        var attach = VFIODeviceAttachIOMMUFDPT(ptID: ioas).bytes
+        _ = try attach.withUnsafeMutableBytes { host.ioctl(fd, VFIOUAPI.deviceAttachIOMMUFDPT, .buffer($0)) }.get()
+        let recorder = VFIOSyscallRecorder(base: host)
+        self.device = try KernelVFIODevice.adopting(deviceFD: FileDescriptor(rawValue: fd), name: "0000:00:05.0",
+                                                    iommu: .iommufd(FileDescriptor(rawValue: iommufd), ioasID: ioas),
+                                                    ownership: .transferred, system: recorder)
+        self.host = host
+        self.driver = driver
+        self.recorder = recorder
+    }
+}
+
+@Suite struct AdoptedDeviceMigrationTests {
+    @Test func aVMMsOpenDevicesMigrateWithoutASecondOpen() async throws {
+        let source = try AdoptedDeviceFixture(seed: 3), destination = try AdoptedDeviceFixture(seed: 9)
+        let sourceRegistry = HandlerRegistry(), destinationRegistry = HandlerRegistry()
+        let sh = VFIOPCIHandler(device: source.device), dh = VFIOPCIHandler(device: destination.device)
+        try sourceRegistry.register(sh, idstr: sh.identity.idstr, instanceID: 0, versionID: 1)
+        try destinationRegistry.register(dh, idstr: dh.identity.idstr, instanceID: 0, versionID: 1)
+        let parameters = lifecycleParameters(multifd: false)
+        let (s, d) = await migrateOverSocketPairs(
+            MigrationSource(registry: sourceRegistry, vm: SequencedVM(running: true), configuration: LifecycleScenario.machine, parameters: parameters),
+            MigrationDestination(registry: destinationRegistry, vm: SequencedVM(running: false), configuration: LifecycleScenario.machine,
+                                 parameters: parameters))
+        _ = try s.get()
+        _ = try d.get()
+        #expect(source.driver.currentState == .stop)
+        #expect(destination.driver.currentState == .running)
+        #expect(destination.driver.recordedArcs.contains(SimulatedVFIOArc(.resuming, .stop)))
+        for fixture in [source, destination] {
+            #expect(!fixture.recorder.records.contains { $0.kind == .open }, "\(fixture.recorder.records.filter { $0.kind == .open })")
+        }
+        #expect(sh.statistics.stopCopyBytes + sh.statistics.preCopyBytes == dh.statistics.loadedBytes)
+        #expect(dh.statistics.loadedBytes > 0)
     }
 }
