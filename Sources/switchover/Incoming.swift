@@ -41,7 +41,7 @@ struct Incoming: AsyncParsableCommand {
         do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--listen \(error)") }
         let parameters = migration.parameters
         let vm = try Migrate.build(machine.machineConfiguration, role: .destination, command: "incoming")
-        let destination = MigrationDestination(registry: vm.registry, vm: vm, configuration: vm.machine, parameters: parameters)
+        let destination = MigrationDestination(runState: vm.runState, configuration: vm.machine, parameters: parameters)
 
         let listener: any MigrationListener
         var bound = target
