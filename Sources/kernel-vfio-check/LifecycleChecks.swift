@@ -55,7 +55,7 @@ enum LifecycleChecks {
     }
 
     static func run(source: KernelVFIODevice, destination: KernelVFIODevice, report: inout VFIOCheckReport) {
-        report.run("p2p-barrier-order") { c in
+        report.run(KernelCheck.p2pBarrierOrder.name) { c in
             let devices = [source, destination]
             for device in devices where try device.deviceState() != .running {
                 c.note("\(device.name) was \(try device.deviceState()): set to RUNNING first")
@@ -94,7 +94,7 @@ enum LifecycleChecks {
             watched.withLock { $0.removeAll() }
         }
 
-        report.run("adopt-open-device-fd") { c in
+        report.run(KernelCheck.adoptOpenDeviceFD.name) { c in
             guard let fd = source.deviceFileDescriptor else { throw VFIOCheckAbort("the source device is closed") }
             let before = openFDCount()
             let adopted = try KernelVFIODevice.adopting(deviceFD: fd, name: source.name, iommu: source.iommu, ownership: .borrowed)
