@@ -91,6 +91,8 @@ final class LifecycleScenario: Sendable {
             destination)
     }
 
+    var sourceMarkerPasses: [UInt64] { marker.finalPasses }
+
     static func transitions(_ devices: [SimulatedVFIODevice]) -> [SimulatedVFIOTransition] {
         devices.flatMap(\.recordedTransitions).sorted { $0.sequence < $1.sequence }
     }
@@ -194,6 +196,23 @@ extension Array where Element == SimulatedVFIOTransition {
         #expect(scenario.sourceVM.isRunning)
         let vcpuStart = try #require(scenario.sourceVM.starts.last)
         #expect(running.allSatisfy { $0 < vcpuStart })
+    }
+
+    @Test func aDeviceThatCannotQuiesceFailsTheSwitchoverAndEveryDeviceRunsAgain() async throws {
+        let scenario = try LifecycleScenario(devices: 3)
+        // The first device told (the last registered: a stop goes in reverse order) passes the
+        // barrier, the second cannot.
+        scenario.sourceDevices[1].injectFailure(.init(from: .preCopy, to: .preCopyP2P))
+        let (s, d) = await scenario.migrate(lifecycleParameters(multifd: false))
+        let error = try #require(multifdFailureOf(s))
+        guard case .complete(let failure) = error as? MigrationError else { Issue.record("not a complete error: \(error)"); return }
+        #expect(failure.handler?.idstr == "0000:3b:00.2/vfio", "\(error)")
+        #expect(multifdFailureOf(d) != nil)
+        let source = LifecycleScenario.transitions(scenario.sourceDevices)
+        #expect(source.into([.stopCopy]).isEmpty, "a device stopped although the barrier failed: \(source)")
+        #expect(scenario.sourceMarkerPasses.isEmpty, "RAM's final pass ran")
+        #expect(scenario.sourceDevices.allSatisfy { $0.currentState == .running }, "\(source)")
+        #expect(scenario.sourceVM.isRunning)
     }
 
     @Test func aDeviceThatCannotRunAgainIsResetAndTheErrorSaysSo() async throws {
