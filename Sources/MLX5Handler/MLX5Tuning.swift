@@ -22,7 +22,9 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
     public let maxPreallocation: Int
     private let lock = NSLock()
     private var parser: MLX5RecordParser
-    private var finalImageBuffer: UnsafeMutableRawBufferPointer?
+    /// Replaced (never freed in place) when a larger STOP_COPY_SIZE arrives: a handler that is
+    /// receiving into the old one holds its reference until it is done with it.
+    private var finalImageBuffer: DeviceDataBuffer?
 
     /// What loading the final image costs the device beyond streaming it (the last
     /// LOAD_VHCA_STATE), reported to the source for its downtime prediction.
@@ -41,8 +43,6 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
     }
 
     public func expectedFinalLoadCostMicros() -> UInt64 { finalLoadCost.wholeMicroseconds }
-
-    deinit { finalImageBuffer?.deallocate() }
 
     public var moduleName: String { "mlx5" }
 
@@ -68,15 +68,12 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
     /// The bytes pre-allocated for the final image (0 until STOP_COPY_SIZE arrives).
     public var preallocatedBytes: Int { lock.withLock { finalImageBuffer?.count ?? 0 } }
 
-    public var preferredReceiveBuffer: UnsafeMutableRawBufferPointer? { lock.withLock { finalImageBuffer } }
+    public var preferredReceiveBuffer: DeviceDataBuffer? { lock.withLock { finalImageBuffer } }
 
     private func preallocate(_ announced: UInt64) {
         let size = Int(min(UInt64(maxPreallocation), max(announced, 4096)))
         if let existing = finalImageBuffer, existing.count >= size { return }
-        finalImageBuffer?.deallocate()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
-        // Touch every page now, so the page faults happen before the switchover.
-        buffer.initializeMemory(as: UInt8.self, repeating: 0)
-        finalImageBuffer = buffer
+        // Every page is touched now, so the page faults happen before the switchover.
+        finalImageBuffer = DeviceDataBuffer(byteCount: size, prefault: true)
     }
 }
