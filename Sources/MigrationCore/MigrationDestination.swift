@@ -169,6 +169,8 @@ final class DestinationRun {
     private let channels: [AcceptedChannel]
     private let multifdPlan: MultifdPlan
     private var multifd: MultifdDestinationSession?
+    /// LOAD_BACKLOG while the destination works (a source that asked for it).
+    private var backlogReporter: DestinationBacklogReporter?
 
     init(owner: MigrationDestination, connection: any MigrationConnection, channels: [AcceptedChannel]) {
         self.owner = owner
@@ -419,14 +421,19 @@ final class DestinationRun {
             case .ping(let value):
                 guard rp.isOpen else { throw refuse("PING \(value) before OPEN_RETURN_PATH") }
                 try rp.send(.pong(value))
-            case .switchoverHello(let version, _):
+            case .switchoverHello(let version, let features):
                 guard params.extensions else {
                     throw refuse("the source uses Switchover's extensions (SWITCHOVER_HELLO), which are off on this destination")
                 }
                 guard rp.isOpen else { throw refuse("SWITCHOVER_HELLO before OPEN_RETURN_PATH") }
-                logger.debug("source speaks extensions version \(version)")
+                logger.debug("source speaks extensions version \(version), features 0x\(String(features, radix: 16))")
                 extensionsActive = true
                 try acks.helloReceived()
+                if SwitchoverFeatures(rawValue: features).contains(.loadBacklog), backlogReporter == nil {
+                    backlogReporter = DestinationBacklogReporter(
+                        handlers: entries.indices.filter { entries[$0].handler.isActive }.map { (entries[$0].identity, entries[$0].handler, contexts[$0]) },
+                        returnPath: rp, logger: logger)
+                }
             case .preflight(let payload):
                 guard extensionsActive else { throw refuse("PREFLIGHT without SWITCHOVER_HELLO") }
                 try preflight(payload, at: at)
@@ -469,6 +476,8 @@ final class DestinationRun {
     // MARK: Endings
 
     private func finish() throws {
+        // After EOF the source waits for the SHUT, which is the last message.
+        backlogReporter?.stop()
         if params.vmDescription {
             do {
                 guard try reader.readVMDescription() != nil else {
@@ -536,6 +545,7 @@ final class DestinationRun {
             for c in channels { c.connection.shutdown(); c.connection.close() }
         }
         logger.info("destination failed: \(result)")
+        backlogReporter?.stop()
         for e in entries { e.handler.loadCleanup(succeeded: false) }
         do {
             try rp.send(.shut(1))
