@@ -361,7 +361,10 @@ final class DestinationRun {
         let bodyStart = reader.offset
         // A section loaded while the handler's initial data is still coming may carry one-off
         // work (the ack exists to hide it); only later sections predict the final data's rate.
-        let pastInitialData = [.notNeeded, .acknowledged].contains(acks.ackState(key))
+        // So may one loaded while the handler holds a backlog (an image the device loads once
+        // it is whole): that time is the backlog's, reported as such, not a per-byte rate.
+        var pastInitialData = [.notNeeded, .acknowledged].contains(acks.ackState(key))
+        if pastInitialData, e.handler.loadBacklog(context: contexts[i]) != .none { pastInitialData = false }
         let t0 = clock.now, waited0 = timedSource.waited
         do {
             try e.handler.loadState(from: reader, header: header, context: contexts[i])
@@ -374,6 +377,7 @@ final class DestinationRun {
         let spent = max(.zero, (clock.now - t0) - (timedSource.waited - waited0)), loaded = UInt64(reader.offset - bodyStart)
         loadTime[i] += spent
         bytes[i] += loaded
+        if pastInitialData, e.handler.loadBacklog(context: contexts[i]) != .none { pastInitialData = false }
         if pastInitialData {
             rateTime[i] += spent
             rateBytes[i] += loaded

@@ -64,9 +64,10 @@ public struct DowntimePrediction: Sendable, Hashable {
     /// The time until the destination has loaded what it already received (its LOAD_BACKLOG
     /// reports, as old as they are): it reads nothing new before that.
     public var destinationBacklog: Duration
-    /// Loading the final data on the destination beyond the transfer (its LOAD_REPORT rates
-    /// and fixed costs), on the longest path: devices whose final data goes over multifd
-    /// channels are saved, sent and loaded in parallel with each other and the main channel.
+    /// Loading the final data on the destination after its last byte arrives (its LOAD_REPORT
+    /// rates and fixed costs), on the longest path: the main channel's devices one after the
+    /// other, each device whose final data goes over multifd channels in parallel with them
+    /// and with each other.
     public var finalLoad: Duration
     /// The predicted downtime.
     public var total: Duration

@@ -117,6 +117,10 @@ struct SwitchoverStateMachine: Sendable {
     private var idleInWindow: Duration = .zero
     private var measuredBandwidthPerMs: Double = 0
     private var bandwidthMeasured = false
+    /// The rates of the last measured windows, newest last (at most ``recentWindows``).
+    private var recentRates: [Double] = []
+    /// How many measured windows the bandwidth figure looks back over.
+    static let recentWindows = 5
     /// bandwidth × downtime limit, in bytes.
     private(set) var threshold: UInt64 = 0
 
@@ -186,11 +190,16 @@ struct SwitchoverStateMachine: Sendable {
     /// `bytes` moved in `busy` time. A window that moved little says how little the handlers
     /// had to send, not what the link carries: once a window has moved enough to measure, only
     /// such windows count. Before that the best rate seen stands in, so a tiny device state
-    /// (mtty: 96 bytes) can still switch over.
+    /// (mtty: 96 bytes) can still switch over. The figure is the highest rate of the last
+    /// ``recentWindows`` measured windows: a window in which the destination was busy loading
+    /// (our writes blocked) measures the destination, not the link — and the destination's
+    /// backlog is counted apart.
     mutating func bandwidthSample(bytes: Int, busy: Duration) {
         let rate = Double(bytes) / busy.milliseconds
         if bytes >= Self.minimumMeasuredWindow {
-            measuredBandwidthPerMs = rate
+            recentRates.append(rate)
+            if recentRates.count > Self.recentWindows { recentRates.removeFirst(recentRates.count - Self.recentWindows) }
+            measuredBandwidthPerMs = recentRates.max() ?? rate
             bandwidthMeasured = true
         } else if !bandwidthMeasured {
             measuredBandwidthPerMs = max(measuredBandwidthPerMs, rate)
@@ -276,10 +285,11 @@ struct SwitchoverStateMachine: Sendable {
         guard bandwidthPerMs > 0 || total == 0 else { return (nil, nil) }
         func transfer(_ bytes: UInt64) -> Duration { bytes == 0 ? .zero : .fromMilliseconds(Double(bytes) / bandwidthPerMs) }
         let qemu = transfer(total)
-        // The main channel's devices load one after the other on the load thread; each
-        // multifd device loads on a thread of its own once its data is across.
+        // Every byte crosses the one link first; each device's final load waits for its last
+        // byte. The main channel's devices load one after the other on the load thread; each
+        // multifd device loads on a thread of its own, in parallel with the rest.
         var mainLoadMicros: Double = 0
-        var longestMultifd = Duration.zero
+        var longestMultifdMicros: Double = 0
         for i in pending.indices {
             let isMultifd = multifd.indices.contains(i) && multifd[i]
             // The rate of what was loaded after the initial data, not the average: a one-off
@@ -289,14 +299,13 @@ struct SwitchoverStateMachine: Sendable {
             let report = reports.indices.contains(i) ? reports[i] : nil
             let load = report.map { $0.microsPerByte * Double(pending[i]) + Double($0.fixedCostMicros) } ?? 0
             if isMultifd {
-                longestMultifd = max(longestMultifd, .predictionSum(transfer(pending[i]), .fromMicroseconds(load)))
+                longestMultifdMicros = max(longestMultifdMicros, load)
             } else {
                 mainLoadMicros += load
             }
         }
-        let main = Duration.predictionSum(qemu, .fromMicroseconds(mainLoadMicros))
-        let critical = max(main, longestMultifd)
-        return (qemu, DowntimePrediction(transfer: qemu, destinationBacklog: backlog, finalLoad: critical - qemu))
+        let critical = Duration.fromMicroseconds(max(mainLoadMicros, longestMultifdMicros))
+        return (qemu, DowntimePrediction(transfer: qemu, destinationBacklog: backlog, finalLoad: critical))
     }
 
     /// Decides on the figures given so far, at `now`. `guestRunning` false (the VMM stopped

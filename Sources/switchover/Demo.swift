@@ -115,6 +115,21 @@ struct Demo: AsyncParsableCommand {
         var downtime: Double? { median { $0.statistics.downtime.map(Units.milliseconds) } }
         var predicted: Double? { median { $0.statistics.decision?.predictedDowntime.map(Units.milliseconds) } }
         var predictedQEMU: Double? { median { $0.statistics.decision?.predictedDowntimeQEMU.map(Units.milliseconds) } }
+        /// The prediction's parts (their medians need not add up to the median prediction).
+        var predictedBacklog: Double? { median { $0.statistics.decision?.prediction.map { Units.milliseconds($0.destinationBacklog) } } }
+        var predictedTransfer: Double? { median { $0.statistics.decision?.prediction.map { Units.milliseconds($0.transfer) } } }
+        var predictedFinalLoad: Double? { median { $0.statistics.decision?.prediction.map { Units.milliseconds($0.finalLoad) } } }
+        /// The largest prediction error of the runs, as a fraction of the measured downtime.
+        var worstPredictionError: Double? {
+            let errors = results.compactMap { r -> Double? in
+                guard let measured = r.statistics.downtime.map(Units.milliseconds), measured > 0,
+                      let predicted = r.statistics.decision?.predictedDowntime.map(Units.milliseconds) else { return nil }
+                return abs(predicted - measured) / measured
+            }
+            return errors.max()
+        }
+        /// The longest downtime of the runs.
+        var worstDowntime: Double? { results.compactMap { $0.statistics.downtime.map(Units.milliseconds) }.max() }
         var total: Double? { median { Units.milliseconds($0.statistics.totalTime) } }
         /// The main stream and the multifd channels.
         var bytes: Double? { median { Double($0.statistics.bytesTransferred + $0.statistics.multifdBytes) } }
@@ -240,6 +255,20 @@ struct Demo: AsyncParsableCommand {
                     ("downtimeMs", .optional(o.downtime)),
                     ("predictedDowntimeMs", .optional(o.predicted)),
                     ("predictedDowntimeQEMUMs", .optional(o.predictedQEMU)),
+                    ("predictedTransferMs", .optional(o.predictedTransfer)),
+                    ("predictedBacklogMs", .optional(o.predictedBacklog)),
+                    ("predictedFinalLoadMs", .optional(o.predictedFinalLoad)),
+                    ("maxDowntimeMs", .optional(o.worstDowntime)),
+                    ("maxPredictionError", .optional(o.worstPredictionError)),
+                    ("perRun", .array(o.results.map { r in
+                        .object([
+                            ("downtimeMs", .optional(r.statistics.downtime.map(Units.milliseconds))),
+                            ("predictedDowntimeMs", .optional(r.statistics.decision?.predictedDowntime.map(Units.milliseconds))),
+                            ("predictedTransferMs", .optional(r.statistics.decision?.prediction.map { Units.milliseconds($0.transfer) })),
+                            ("predictedBacklogMs", .optional(r.statistics.decision?.prediction.map { Units.milliseconds($0.destinationBacklog) })),
+                            ("predictedFinalLoadMs", .optional(r.statistics.decision?.prediction.map { Units.milliseconds($0.finalLoad) })),
+                        ])
+                    })),
                     ("totalMs", .optional(o.total)),
                     ("bytes", o.bytes.map { .int(Int($0)) } ?? .null),
                     ("verified", .bool(o.verified)),
