@@ -189,17 +189,18 @@ struct Demo: AsyncParsableCommand {
     }
 
     static func table(_ outcomes: [Outcome], repeats: Int, configuration: ExampleMachineConfiguration) -> String {
-        var rows = [["RUN", "ACK", "MULTIFD", "DOWNTIME", "PREDICTED", "QEMU'S FORMULA", "TOTAL", "BYTES", "IDENTICAL"]]
+        var rows = [["RUN", "ACK", "MULTIFD", "DOWNTIME", "PREDICTED", "= TRANSFER", "+ BACKLOG", "+ FINAL LOAD", "TOTAL", "BYTES", "IDENTICAL"]]
         for o in outcomes {
             rows.append([o.scenario.name, o.scenario.switchoverAck ? "on" : "off",
                          o.scenario.multifdChannels == 0 ? "off" : "\(o.scenario.multifdChannels) ch",
-                         ms(o.downtime), ms(o.predicted), ms(o.predictedQEMU), ms(o.total),
+                         ms(o.downtime), ms(o.predicted), ms(o.predictedTransfer), ms(o.predictedBacklog), ms(o.predictedFinalLoad), ms(o.total),
                          o.bytes.map { Units.bytes(UInt64($0)) } ?? "-", o.verified ? "yes" : "NO"])
         }
-        var lines = Report.table(rows, rightAligned: [3, 4, 5, 6, 7])
+        var lines = Report.table(rows, rightAligned: [3, 4, 5, 6, 7, 8, 9])
         lines.append("")
         lines.append("Medians of \(repeats) run\(repeats == 1 ? "" : "s") per row. DOWNTIME: guest stopped on the source until the destination's SHUT;")
-        lines.append("PREDICTED: at the switchover decision, with the destination's reported load time; QEMU'S FORMULA: pending / bandwidth.")
+        lines.append("PREDICTED: at the switchover decision, in parts: TRANSFER, pending / bandwidth (QEMU's whole formula); BACKLOG, the time")
+        lines.append("the destination still needed for what it had received; FINAL LOAD, its load time for the final data (multifd devices in parallel).")
         lines.append(contentsOf: interpretation(outcomes, configuration: configuration))
         #if DEBUG
         lines.append("(A debug build: the simulated devices' byte generation and hashing are slow here and lengthen every")
@@ -246,6 +247,7 @@ struct Demo: AsyncParsableCommand {
     }
 
     static func json(_ outcomes: [Outcome], repeats: Int) -> JSONValue {
+        // Each row: medians, the worst run (downtime, prediction error), and every run.
         var members: [(String, JSONValue)] = [
             ("runs", .array(outcomes.map { o in
                 .object([
