@@ -171,6 +171,8 @@ final class DestinationRun {
     private var multifd: MultifdDestinationSession?
     /// LOAD_BACKLOG while the destination works (a source that asked for it).
     private var backlogReporter: DestinationBacklogReporter?
+    /// The main-stream offset through which every record is loaded (read by the reporter).
+    private let loadedThrough = Monitor<UInt64>(0)
 
     init(owner: MigrationDestination, connection: any MigrationConnection, channels: [AcceptedChannel]) {
         self.owner = owner
@@ -339,6 +341,8 @@ final class DestinationRun {
             case .eof:
                 return
             }
+            let through = UInt64(reader.offset)
+            loadedThrough.withLock { $0 = through }
             let now = clock.now
             if now - lastProgress >= MigrationParameters.rateLimitWindow {
                 lastProgress = now
@@ -434,9 +438,10 @@ final class DestinationRun {
                 extensionsActive = true
                 try acks.helloReceived()
                 if SwitchoverFeatures(rawValue: features).contains(.loadBacklog), backlogReporter == nil {
-                    backlogReporter = DestinationBacklogReporter(
+                    let position = loadedThrough
+                    backlogReporter = try DestinationBacklogReporter(
                         handlers: entries.indices.filter { entries[$0].handler.isActive }.map { (entries[$0].identity, entries[$0].handler, contexts[$0]) },
-                        returnPath: rp, logger: logger)
+                        returnPath: rp, position: { position.withLock { $0 } }, logger: logger)
                 }
             case .preflight(let payload):
                 guard extensionsActive else { throw refuse("PREFLIGHT without SWITCHOVER_HELLO") }

@@ -440,7 +440,7 @@ final class SourceRun {
             }
             feedReturnPath()
             emitProgressIfAckChanged()
-            switch machine.decide(now: now, guestRunning: vmRunning.get) {
+            switch machine.decide(now: now, guestRunning: vmRunning.get, bytesWritten: writer.bytesWritten) {
             case .switchOver(let decision):
                 logger.debug("switchover: pending \(decision.pendingBytes) ≤ threshold \(decision.thresholdBytes), predicted \(decision.predictedDowntime.map { "\($0)" } ?? "-")")
                 return

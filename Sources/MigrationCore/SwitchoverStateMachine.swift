@@ -130,6 +130,11 @@ struct SwitchoverStateMachine: Sendable {
     private(set) var acknowledged = false
     private var loadReports: [LoadReport?]
     private var backlogs: [Backlog?]
+    /// The main-stream offset through which the destination has loaded everything (its
+    /// LOAD_BACKLOG reports); nil when it does not report one.
+    private(set) var destinationLoadedThrough: UInt64?
+    /// The bytes written when the previous decision was taken.
+    private var writtenAtLastDecision: UInt64
 
     private struct Backlog: Sendable, Hashable {
         var expectedMicros: UInt64
@@ -142,6 +147,7 @@ struct SwitchoverStateMachine: Sendable {
     private var lowestPendingAt: Duration
     private var lowestPendingIsExact = false
     private var lowestBacklog: Duration?
+    private var lastLoadedThrough: UInt64 = 0
     private(set) var converging = true
     private var ackWaitStart: Duration?
     /// Waiting for the acknowledgement or the destination's backlog (no stall then).
@@ -159,6 +165,7 @@ struct SwitchoverStateMachine: Sendable {
         windowStartBytes = bytesWritten
         lastMovement = now
         lowestPendingAt = now
+        writtenAtLastDecision = UInt64(max(0, bytesWritten))
         pending = Array(repeating: 0, count: n)
         loadReports = Array(repeating: nil, count: n)
         backlogs = Array(repeating: nil, count: n)
@@ -252,6 +259,7 @@ struct SwitchoverStateMachine: Sendable {
     mutating func backlogReported(_ report: LoadBacklogReport, handler: Int, at: Duration) {
         guard backlogs.indices.contains(handler) else { return }
         backlogs[handler] = Backlog(expectedMicros: report.expectedMicros, at: at)
+        destinationLoadedThrough = max(destinationLoadedThrough ?? 0, report.loadedThrough)
     }
 
     /// The time until the destination is idle, as of `now`: the sum of its handlers' reported
@@ -308,18 +316,25 @@ struct SwitchoverStateMachine: Sendable {
         return (qemu, DowntimePrediction(transfer: qemu, destinationBacklog: backlog, finalLoad: critical))
     }
 
-    /// Decides on the figures given so far, at `now`. `guestRunning` false (the VMM stopped
-    /// it) needs no acknowledgement, as in QEMU.
-    mutating func decide(now: Duration, guestRunning: Bool) -> DecideAction {
+    /// Decides on the figures given so far, at `now`, with `bytesWritten` on the main stream.
+    /// `guestRunning` false (the VMM stopped it) needs no acknowledgement, as in QEMU.
+    ///
+    /// A destination that reports its backlog says how far it has loaded the stream: its
+    /// backlog is known only for what it has seen, so the source also waits until it has loaded
+    /// everything written up to the previous decision (what came since is one pass: small).
+    mutating func decide(now: Duration, guestRunning: Bool, bytesWritten: Int = 0) -> DecideAction {
         let c = configuration
         let total = pending.saturatingSum
         let backlog = destinationBacklog(now: now)
+        let written = UInt64(max(0, bytesWritten))
+        defer { writtenAtLastDecision = max(writtenAtLastDecision, written) }
+        let behind = c.extensions && c.countDestinationLoadTime && (destinationLoadedThrough.map { $0 < writtenAtLastDecision } ?? false)
         (predictionQEMU, prediction) = Self.predict(pending: pending, multifd: c.multifd, reports: loadReports, backlog: backlog,
                                                     bandwidthPerMs: bandwidthPerMs)
         let ackOK = !c.switchoverAck || !guestRunning || acknowledged
         let usesLoadTime = c.countDestinationLoadTime && c.extensions && hasDestinationFigures
         let fitsThreshold = total <= threshold
-        let heldByPrediction = fitsThreshold && usesLoadTime && (prediction.map { $0.total > c.downtimeLimit } ?? true)
+        let heldByPrediction = fitsThreshold && ((usesLoadTime && (prediction.map { $0.total > c.downtimeLimit } ?? true)) || behind)
         let small = fitsThreshold && !heldByPrediction
 
         if small && ackOK {
@@ -331,7 +346,7 @@ struct SwitchoverStateMachine: Sendable {
         }
         let waitingForAck = small && !ackOK
         // The destination still loads what it has: the source waits for it, as for an ack.
-        let waitingForDestination = heldByPrediction && backlog > .zero
+        let waitingForDestination = heldByPrediction && (backlog > .zero || behind)
         waiting = waitingForAck || waitingForDestination
         if waitingForAck {
             let since = ackWaitStart ?? now
@@ -346,6 +361,8 @@ struct SwitchoverStateMachine: Sendable {
         if waitingForDestination {
             // Progress while the backlog reaches new lows; a backlog that grows is none.
             if lowestBacklog.map({ backlog < $0 - $0 / 100 }) ?? true { backlogShrank = true }
+            if behind, let through = destinationLoadedThrough, through > lastLoadedThrough { backlogShrank = true }
+            lastLoadedThrough = destinationLoadedThrough ?? 0
             lowestBacklog = min(lowestBacklog ?? backlog, backlog)
         } else if backlog == .zero {
             lowestBacklog = nil

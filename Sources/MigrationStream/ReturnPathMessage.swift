@@ -101,6 +101,7 @@ public enum ReturnPathMessage: Sendable, Hashable {
             return [accepted ? 1 : 0] + bigEndianBytes(UInt32(text.count)).suffix(2) + text
         case .loadBacklog(let b):
             return counted(b.idstr) + bigEndianBytes(b.instanceID) + bigEndianBytes(b.bytes) + bigEndianBytes(b.expectedMicros)
+                + bigEndianBytes(b.loadedThrough)
         }
     }
 
@@ -148,8 +149,9 @@ public enum ReturnPathMessage: Sendable, Hashable {
             message = .preflightResult(accepted: flag == 1, message: String(decoding: text, as: UTF8.self))
         case loadBacklogType:
             let idstr = try cursor.counted(fail), instance = try cursor.be32(fail)
-            let bytes = try cursor.be64(fail), micros = try cursor.be64(fail)
-            message = .loadBacklog(LoadBacklogReport(idstr: idstr, instanceID: instance, bytes: bytes, expectedMicros: micros))
+            let bytes = try cursor.be64(fail), micros = try cursor.be64(fail), through = try cursor.be64(fail)
+            message = .loadBacklog(LoadBacklogReport(idstr: idstr, instanceID: instance, bytes: bytes, expectedMicros: micros,
+                                                     loadedThrough: through))
         default:
             throw fail("unknown message type")
         }
@@ -211,12 +213,16 @@ public struct LoadBacklogReport: Sendable, Hashable {
     public var bytes: UInt64
     /// The time (µs) the destination expects loading them to take, from when it sent this.
     public var expectedMicros: UInt64
+    /// The destination's, not the handler's: the main-stream offset up to which it has loaded
+    /// every record (what the source wrote before it is done, except what ``bytes`` counts).
+    public var loadedThrough: UInt64
 
-    public init(idstr: String, instanceID: UInt32, bytes: UInt64, expectedMicros: UInt64) {
+    public init(idstr: String, instanceID: UInt32, bytes: UInt64, expectedMicros: UInt64, loadedThrough: UInt64 = 0) {
         self.idstr = idstr
         self.instanceID = instanceID
         self.bytes = bytes
         self.expectedMicros = expectedMicros
+        self.loadedThrough = loadedThrough
     }
 }
 

@@ -209,6 +209,46 @@ import Testing
         #expect(m.destinationBacklog(now: .seconds(5)) == .zero)
     }
 
+    @Test func theSourceWaitsUntilTheDestinationHasLoadedWhatCameBeforeThePreviousDecision() {
+        var m = Self.measured()
+        _ = m.pendingEstimated([1000, 0])
+        // No position reported (an older Switchover destination): QEMU's rule and the figures.
+        #expect(Self.switched(m.decide(now: .milliseconds(100), guestRunning: true, bytesWritten: 5000)) != nil)
+
+        var r = Self.measured()
+        _ = r.pendingEstimated([1000, 0])
+        func report(through: UInt64, at ms: Int64) {
+            r.backlogReported(LoadBacklogReport(idstr: "h0", instanceID: 0, bytes: 0, expectedMicros: 0, loadedThrough: through),
+                              handler: 0, at: .milliseconds(ms))
+        }
+        report(through: 1000, at: 100)
+        // Iteration began at 0 bytes: loaded through 1000 covers it, and 5000 are written now.
+        var first = r
+        #expect(Self.switched(first.decide(now: .milliseconds(100), guestRunning: true, bytesWritten: 5000)) != nil)
+        // After a decision at 5000 written, the destination must reach 5000 first.
+        r = Self.measured()
+        _ = r.pendingEstimated([400_000, 0])  // over the threshold: iterate
+        #expect(r.decide(now: .milliseconds(100), guestRunning: true, bytesWritten: 5000) == .iterate(nil))
+        _ = r.pendingEstimated([1000, 0])
+        report(through: 4999, at: 110)
+        #expect(Self.switched(r.decide(now: .milliseconds(110), guestRunning: true, bytesWritten: 6000)) == nil)
+        // Waiting for the destination is no stall.
+        if case .fail = r.passCompleted(now: .seconds(100), bytesWritten: 6000, moved: false, anyMore: false) {
+            Issue.record("a stall while the destination loads")
+        }
+        report(through: 5000, at: 120)
+        #expect(Self.switched(r.decide(now: .milliseconds(120), guestRunning: true, bytesWritten: 6000)) == nil, "now 6000 came before")
+        report(through: 6000, at: 130)
+        #expect(Self.switched(r.decide(now: .milliseconds(130), guestRunning: true, bytesWritten: 6100)) != nil)
+        // A QEMU peer, or the load time not counted: no such wait.
+        var off = Self.measured { $0.countDestinationLoadTime = false }
+        _ = off.pendingEstimated([400_000, 0])
+        _ = off.decide(now: .milliseconds(100), guestRunning: true, bytesWritten: 5000)
+        off.backlogReported(LoadBacklogReport(idstr: "h0", instanceID: 0, bytes: 0, expectedMicros: 0, loadedThrough: 0), handler: 0, at: .zero)
+        _ = off.pendingEstimated([1000, 0])
+        #expect(Self.switched(off.decide(now: .milliseconds(110), guestRunning: true, bytesWritten: 6000)) != nil)
+    }
+
     @Test func aShrinkingBacklogIsProgressAndAGrowingOneIsNot() {
         // The pending data stays flat (nothing left to send before the stop), so convergence
         // depends on the backlog alone.
