@@ -27,11 +27,19 @@ struct Options {
             guard i < args.count else { Self.usage() }
             return args[i]
         }
+        func positive(_ text: String) -> Int {
+            guard let n = Int(text), n > 0 else { Self.usage() }
+            return n
+        }
         while i < args.count {
             switch args[i] {
-            case "--runs": runs = Int(value()).flatMap { $0 > 0 ? $0 : nil } ?? Self.usage()
-            case "--limit-ms": limitMs = Int(value()).flatMap { $0 > 0 ? $0 : nil } ?? Self.usage()
-            case "--loads": loads = value().split(separator: ",").map { Int($0) ?? Self.usage() }
+            case "--runs": runs = positive(value())
+            case "--limit-ms": limitMs = positive(value())
+            case "--loads":
+                loads = value().split(separator: ",").map { part in
+                    guard let n = Int(part), n >= 0 else { Self.usage() }
+                    return n
+                }
             default: Self.usage()
             }
             i += 1
