@@ -69,10 +69,12 @@ final class DestinationBacklogReporter: Sendable {
         sent.position = position
     }
 
-    /// Stops the thread and waits (real time, at most 1 s) until it has sent its last report:
-    /// nothing follows the SHUT.
-    func stop() {
+    /// Stops the thread; with `waiting`, waits (real time, at most 1 s) until it has ended —
+    /// before the connection closes, never inside the downtime (a busy machine may take a while
+    /// to schedule it). A report the thread is still making after SHUT is dropped by the writer.
+    func stop(waiting: Bool = true) {
         stopped.update { $0 = true }
+        guard waiting else { return }
         _ = ended.wait(timeout: .seconds(1)) { $0 ? true : nil }
     }
 }

@@ -486,7 +486,7 @@ final class DestinationRun {
 
     private func finish() throws {
         // After EOF the source waits for the SHUT, which is the last message.
-        backlogReporter?.stop()
+        backlogReporter?.stop(waiting: false)
         if params.vmDescription {
             do {
                 guard try reader.readVMDescription() != nil else {
@@ -536,6 +536,7 @@ final class DestinationRun {
         } catch {
             logger.error("the guest runs here, but SHUT(0) could not be sent: \(error)")
         }
+        backlogReporter?.stop()
         connection.close()
         enter(.completed)
     }

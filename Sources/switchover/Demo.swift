@@ -223,6 +223,10 @@ struct Demo: AsyncParsableCommand {
         } else if off - on >= loadMs / 2 {
             lines.append("Switchover-ack cut the downtime from \(ms(off)) to \(ms(on)) (\(Units.fixed(off / on, digits: 1))x): the destination's "
                          + "\(Units.duration(load)) load of the devices' initial data now runs while the guest still runs on the source.")
+        } else if outcomes.allSatisfy({ $0.results.allSatisfy(\.statistics.usedExtensions) }) {
+            lines.append("Switchover-ack made little difference here (\(ms(off)) without, \(ms(on)) with): without it, the destination's load "
+                         + "backlog reports held the source until the \(Units.duration(load)) initial load was done; a source without "
+                         + "Switchover's extensions (QEMU's rule) stops the guest during that load.")
         } else {
             lines.append("Switchover-ack made little difference here (\(ms(off)) without, \(ms(on)) with): the destination had finished its "
                          + "\(Units.duration(load)) initial load before the source was ready to switch over (the rest of the pre-copy took longer).")
