@@ -15,13 +15,16 @@ struct Demo: AsyncParsableCommand {
         discussion: """
             Each scenario runs --repeat times (interleaved) and the table shows the median: the \
             downtime measured (guest stopped on the source to the destination's SHUT), the \
-            downtime predicted at the switchover decision (with the destination's reported load \
-            time, and by QEMU's formula, pending / bandwidth), the total time, the bytes sent, \
-            and whether RAM and every device's state arrived byte-identical.
+            downtime predicted at the switchover decision and its parts (transfer: QEMU's formula, \
+            pending / bandwidth; the destination's backlog; its final load), the total time, the \
+            bytes sent, and whether RAM and every device's state arrived byte-identical. --json \
+            also gives every run's figures.
 
             The default device is an mlx5 VF whose initial data costs the destination 200 ms to \
-            load (firmware resource allocation): without switchover-ack that load can fall inside \
-            the downtime; with it, the source waits until it is done before stopping the guest.
+            load (firmware resource allocation): by QEMU's rule that load can fall inside the \
+            downtime without switchover-ack; with the ack, or with the destination's backlog \
+            reports (Switchover's extensions, on here), the source waits until it is done before \
+            stopping the guest.
             """
     )
 
