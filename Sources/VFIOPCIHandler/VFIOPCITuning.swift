@@ -35,9 +35,9 @@ public protocol VFIOPCITuning: AnyObject, Sendable {
     func expectedFinalLoadCostMicros() -> UInt64
 
     /// What the destination has written to the device and the device has not loaded yet, and
-    /// the time loading it is expected to take from now (``MigrationHandler/loadBacklog(context:)``).
+    /// the time loading it is expected to take from now (`MigrationHandler.loadBacklog(context:)`).
     /// Called from the destination's backlog-report thread while the load thread may be in
-    /// ``observeResumeData(_:)``: thread-safe, never blocking. Default: ``LoadBacklog/none``.
+    /// ``observeResumeData(_:)``: thread-safe, never blocking. Default: `LoadBacklog.none`.
     func loadBacklog() -> LoadBacklog
 }
 
