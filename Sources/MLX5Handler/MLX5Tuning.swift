@@ -29,20 +29,52 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
     /// What loading the final image costs the device beyond streaming it (the last
     /// LOAD_VHCA_STATE), reported to the source for its downtime prediction.
     public let finalLoadCost: Duration
+    /// What loading the first (initial) image costs the device: LOAD_VHCA_STATE allocates the
+    /// firmware's resources then. Reported as the destination's backlog while that image
+    /// arrives and loads; each later image costs ``finalLoadCost``.
+    public let initialLoadCost: Duration
+    /// The image the device is loading now (the write that completed its record has not
+    /// returned yet, as far as this tuning saw): its expected cost and when its load began.
+    private var loadingImage: (bytes: UInt64, cost: Duration, since: Duration)?
+    private let clock = MonotonicClock()
 
     /// - Parameters:
     ///   - recordLimit: the largest record accepted (the driver's is 2^32-1).
     ///   - maxPreallocation: the bound on the pre-allocated final-image buffer.
     ///   - finalLoadCost: the final image's load cost, measured on the hardware; zero (QEMU's
     ///     assumption) when unknown. No measurement can tell it before the final image arrives.
+    ///   - initialLoadCost: the first image's load cost, measured on the hardware; zero when
+    ///     unknown (the destination then reports no backlog for it).
     public init(recordLimit: UInt64 = MLX5RecordParser.defaultRecordLimit, maxPreallocation: Int = MLX5Tuning.defaultMaxPreallocation,
-                finalLoadCost: Duration = .zero) {
+                finalLoadCost: Duration = .zero, initialLoadCost: Duration = .zero) {
         self.parser = MLX5RecordParser(recordLimit: recordLimit)
         self.maxPreallocation = max(4096, maxPreallocation)
         self.finalLoadCost = max(.zero, finalLoadCost)
+        self.initialLoadCost = max(.zero, initialLoadCost)
     }
 
     public func expectedFinalLoadCostMicros() -> UInt64 { finalLoadCost.wholeMicroseconds }
+
+    /// The cost of loading image number `n` (1 = the initial image).
+    private func imageCost(_ n: Int) -> Duration { n <= 1 ? initialLoadCost : finalLoadCost }
+
+    /// The firmware-data record still arriving (the device loads it once it is whole) and the
+    /// image being loaded now, with what remains of its expected cost.
+    public func loadBacklog() -> LoadBacklog {
+        lock.withLock {
+            var bytes: UInt64 = 0
+            var cost = Duration.zero
+            if let (header, received) = parser.openRecord, header.tag == .firmwareData {
+                bytes = received
+                cost = imageCost(parser.recordCount[MLX5RecordTag.firmwareData.rawValue, default: 0] + 1)
+            }
+            if let loading = loadingImage {
+                bytes = bytes.addingReportingOverflow(loading.bytes).overflow ? .max : bytes + loading.bytes
+                cost += max(.zero, loading.cost - (clock.now - loading.since))
+            }
+            return LoadBacklog(bytes: bytes, expectedMicros: cost.wholeMicroseconds)
+        }
+    }
 
     public var moduleName: String { "mlx5" }
 
@@ -56,8 +88,19 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
 
     public func observeResumeData(_ bytes: UnsafeRawBufferPointer) throws {
         try lock.withLock {
+            // The handler writes each range after observing it: a new range means the write
+            // that completed the last image has returned.
+            loadingImage = nil
+            var size = parser.openRecord?.header.payloadSize ?? 0
             for event in try parser.consume(bytes) {
-                if case .stopCopySize(let size) = event { preallocate(size) }
+                switch event {
+                case .header(let header, _): size = header.payloadSize
+                case .stopCopySize(let announced): preallocate(announced)
+                case .recordEnd(.firmwareData, _):
+                    let n = parser.recordCount[MLX5RecordTag.firmwareData.rawValue, default: 0]
+                    loadingImage = (size, imageCost(n), clock.now)
+                default: break
+                }
             }
         }
     }
