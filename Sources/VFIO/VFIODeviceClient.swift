@@ -48,7 +48,7 @@ final class VFIODeviceClient: Sendable {
         }
     }
 
-    private func withDevice<T>(_ operation: VFIOOperation, _ body: (Int32) throws(VFIOError) -> T) throws(VFIOError) -> T {
+    func withDevice<T>(_ operation: VFIOOperation, _ body: (Int32) throws(VFIOError) -> T) throws(VFIOError) -> T {
         try device.withLock { (fd: inout Int32?) throws(VFIOError) -> T in
             guard let fd else { throw VFIOError.syscallFailed(operation: operation, device: name, errno: .badFileDescriptor) }
             return try body(fd)
@@ -57,7 +57,7 @@ final class VFIODeviceClient: Sendable {
 
     /// `VFIO_DEVICE_FEATURE` with `payload` after the header; returns the payload as the kernel left
     /// it. EINTR is retried when `retryInterrupted`.
-    private func feature(
+    func feature(
         _ fd: Int32, _ feature: VFIOFeature, _ operation: UInt32, payload: [UInt8], retryInterrupted: Bool = true
     ) -> Result<[UInt8], Errno> {
         while true {

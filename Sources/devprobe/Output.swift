@@ -9,6 +9,31 @@ struct Output {
 
     mutating func line(_ text: String = "") {
         buffer.append(contentsOf: text.utf8)
+        endLine()
+    }
+
+    /// Appends `text` without ending the line.
+    mutating func write(_ text: String) {
+        buffer.append(contentsOf: text.utf8)
+    }
+
+    /// Appends `value` as lower-case hex, zero-padded to `width` digits (at most 16).
+    mutating func hex<T: FixedWidthInteger & UnsignedInteger>(_ value: T, _ width: Int) {
+        var digits = 1
+        while digits < 16, UInt64(value) >> (4 * UInt64(digits)) != 0 { digits += 1 }
+        for shift in stride(from: 4 * (max(digits, width) - 1), through: 0, by: -4) {
+            let nibble = UInt8(truncatingIfNeeded: UInt64(value) >> UInt64(shift) & 0xf)
+            buffer.append(nibble < 10 ? 0x30 + nibble : 0x61 - 10 + nibble)
+        }
+    }
+
+    /// Appends `value` in decimal.
+    mutating func decimal(_ value: Int) {
+        write(String(value))
+    }
+
+    /// Ends the line, flushing every 64 KiB.
+    mutating func endLine() {
         buffer.append(0x0a)
         if buffer.count >= 1 << 16 { flush() }
     }
