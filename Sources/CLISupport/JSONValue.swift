@@ -26,35 +26,55 @@ public enum JSONValue: Sendable {
 
     /// Appends the pretty-printed value to `out`, nested `indent` spaces deep.
     public func write(into out: inout String, indent: Int = 0) {
+        var bytes: [UInt8] = []
+        write(into: &bytes, indent: indent)
+        out += String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Appends the pretty-printed value to `out` as UTF-8, nested `indent` spaces deep: the same
+    /// text as the `String` variant, without building a string (devprobe `--json` writes one
+    /// object per PCI device).
+    public func write(into out: inout [UInt8], indent: Int = 0) {
         switch self {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
-        case .int(let n): out += String(n)
+        case .null: Self.append("null", to: &out)
+        case .bool(let b): Self.append(b ? "true" : "false", to: &out)
+        case .int(let n): out += String(n).utf8
         case .double(let d):
             // Three decimals are enough for milliseconds; JSON has no NaN or infinity.
-            out += d.isFinite ? trimmed(fixedDecimal(d, digits: 3)) : "null"
-        case .string(let s): JSONValue.quote(s, into: &out)
+            out += (d.isFinite ? trimmed(fixedDecimal(d, digits: 3)) : "null").utf8
+        case .string(let s): appendJSONString(s, to: &out)
         case .array(let items):
-            if items.isEmpty { out += "[]"; return }
-            out += "[\n"
+            if items.isEmpty { Self.append("[]", to: &out); return }
+            Self.append("[\n", to: &out)
             for (i, item) in items.enumerated() {
-                out += String(repeating: " ", count: indent + 2)
+                Self.spaces(indent + 2, into: &out)
                 item.write(into: &out, indent: indent + 2)
-                out += i == items.count - 1 ? "\n" : ",\n"
+                Self.append(i == items.count - 1 ? "\n" : ",\n", to: &out)
             }
-            out += String(repeating: " ", count: indent) + "]"
+            Self.spaces(indent, into: &out)
+            out.append(UInt8(ascii: "]"))
         case .object(let members):
-            if members.isEmpty { out += "{}"; return }
-            out += "{\n"
+            if members.isEmpty { Self.append("{}", to: &out); return }
+            Self.append("{\n", to: &out)
             for (i, (key, value)) in members.enumerated() {
-                out += String(repeating: " ", count: indent + 2)
-                JSONValue.quote(key, into: &out)
-                out += ": "
+                Self.spaces(indent + 2, into: &out)
+                appendJSONString(key, to: &out)
+                Self.append(": ", to: &out)
                 value.write(into: &out, indent: indent + 2)
-                out += i == members.count - 1 ? "\n" : ",\n"
+                Self.append(i == members.count - 1 ? "\n" : ",\n", to: &out)
             }
-            out += String(repeating: " ", count: indent) + "}"
+            Self.spaces(indent, into: &out)
+            out.append(UInt8(ascii: "}"))
         }
+    }
+
+    /// Appends a literal's bytes with one copy (no walk of a `String.UTF8View`).
+    private static func append(_ literal: StaticString, to out: inout [UInt8]) {
+        out.append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+
+    private static func spaces(_ count: Int, into out: inout [UInt8]) {
+        out.append(contentsOf: repeatElement(UInt8(ascii: " "), count: count))
     }
 
     private func trimmed(_ number: String) -> String {
@@ -63,9 +83,5 @@ public enum JSONValue: Sendable {
         while s.last == "0" { s.removeLast() }
         if s.last == "." { s.removeLast() }
         return s
-    }
-
-    private static func quote(_ s: String, into out: inout String) {
-        out += jsonString(s)
     }
 }

@@ -106,9 +106,7 @@ struct DevProbe: ParsableCommand {
 
         var out = Output()
         if json {
-            var text = ""
-            JSONValue.array(reports.map(\.json)).write(into: &text)
-            out.line(text)
+            out.line(JSONValue.array(reports.map(\.json)))
         } else if table {
             printTable(reports, into: &out)
         } else {

@@ -1,3 +1,4 @@
+import CLISupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,13 +9,21 @@ struct Output {
     private var buffer: [UInt8] = []
 
     mutating func line(_ text: String = "") {
-        buffer.append(contentsOf: text.utf8)
+        write(text)
+        endLine()
+    }
+
+    /// Appends `value` pretty-printed, and ends the line.
+    mutating func line(_ value: JSONValue) {
+        value.write(into: &buffer)
         endLine()
     }
 
     /// Appends `text` without ending the line.
     mutating func write(_ text: String) {
-        buffer.append(contentsOf: text.utf8)
+        // One copy of the contiguous UTF-8, not a walk of the UTF8View.
+        var text = text
+        text.withUTF8 { buffer.append(contentsOf: $0) }
     }
 
     /// Appends `value` as lower-case hex, zero-padded to `width` digits (at most 16).
