@@ -91,7 +91,7 @@ struct VFIOMigrationProbeTests {
                   driver: "mlx5_vfio_pci", iommuGroup: group, vfioCdevName: cdev)
     }
 
-    @Test("group path: container, group, SET_CONTAINER, SET_IOMMU, GET_DEVICE_FD, FEATURE; all closed")
+    @Test("group path: container, group, SET_CONTAINER, SET_IOMMU, GET_DEVICE_FD, FEATURE ×2; all closed")
     func groupPath() throws {
         let fixture = ProbeFixture()
         #expect(fixture.probe.probe(try device()) == .supported([.stopCopy, .p2p, .preCopy]))
@@ -173,7 +173,7 @@ struct VFIOMigrationProbeTests {
         #expect(split.trace.suffix(2) == ["close /simulated/dev/vfio/42", "close /simulated/dev/vfio/vfio"])
     }
 
-    @Test("cdev path when there is no group node: iommufd, IOAS, device, BIND_IOMMUFD, ATTACH, FEATURE")
+    @Test("cdev path when there is no group node: iommufd, IOAS, device, BIND_IOMMUFD, ATTACH, FEATURE ×2")
     func cdevPath() throws {
         let fixture = ProbeFixture(cdev: true)
         #expect(fixture.probe.probe(try device(cdev: "vfio3")) == .supported([.stopCopy, .p2p, .preCopy]))
@@ -185,6 +185,7 @@ struct VFIOMigrationProbeTests {
             "ioctl /simulated/dev/vfio/devices/vfio3 0x3b76",
             "ioctl /simulated/dev/vfio/devices/vfio3 0x3b77",
             "ioctl /simulated/dev/vfio/devices/vfio3 0x3b75",
+            "ioctl /simulated/dev/vfio/devices/vfio3 0x3b75 = 25",
             "close /simulated/dev/vfio/devices/vfio3",
             "close /simulated/dev/iommu",
         ])
