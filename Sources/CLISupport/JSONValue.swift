@@ -44,15 +44,7 @@ public enum JSONValue: Sendable {
             out += (d.isFinite ? trimmed(fixedDecimal(d, digits: 3)) : "null").utf8
         case .string(let s): appendJSONString(s, to: &out)
         case .array(let items):
-            if items.isEmpty { Self.append("[]", to: &out); return }
-            Self.append("[\n", to: &out)
-            for (i, item) in items.enumerated() {
-                Self.spaces(indent + 2, into: &out)
-                item.write(into: &out, indent: indent + 2)
-                Self.append(i == items.count - 1 ? "\n" : ",\n", to: &out)
-            }
-            Self.spaces(indent, into: &out)
-            out.append(UInt8(ascii: "]"))
+            Self.writeArray(items, into: &out, indent: indent)
         case .object(let members):
             if members.isEmpty { Self.append("{}", to: &out); return }
             Self.append("{\n", to: &out)
@@ -68,13 +60,38 @@ public enum JSONValue: Sendable {
         }
     }
 
+    /// Appends `.array(items)` as ``write(into:indent:)`` would, taking the items one at a time:
+    /// a caller can make each item only when it is written (`items.lazy.map { … }`).
+    public static func writeArray(_ items: some Sequence<JSONValue>, into out: inout [UInt8], indent: Int = 0) {
+        var first = true
+        for item in items {
+            append(first ? "[\n" : ",\n", to: &out)
+            first = false
+            spaces(indent + 2, into: &out)
+            item.write(into: &out, indent: indent + 2)
+        }
+        if first {
+            append("[]", to: &out)
+            return
+        }
+        append("\n", to: &out)
+        spaces(indent, into: &out)
+        out.append(UInt8(ascii: "]"))
+    }
+
     /// Appends a literal's bytes with one copy (no walk of a `String.UTF8View`).
     private static func append(_ literal: StaticString, to out: inout [UInt8]) {
         out.append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
     }
 
     private static func spaces(_ count: Int, into out: inout [UInt8]) {
-        out.append(contentsOf: repeatElement(UInt8(ascii: " "), count: count))
+        let blanks: StaticString = "                                "
+        var left = count
+        while left > 0 {
+            let n = min(left, blanks.utf8CodeUnitCount)
+            out.append(contentsOf: UnsafeBufferPointer(start: blanks.utf8Start, count: n))
+            left -= n
+        }
     }
 
     private func trimmed(_ number: String) -> String {

@@ -106,7 +106,7 @@ struct DevProbe: ParsableCommand {
 
         var out = Output()
         if json {
-            out.line(JSONValue.array(reports.map(\.json)))
+            out.jsonArrayLine(reports.lazy.map(\.json))
         } else if table {
             printTable(reports, into: &out)
         } else {

@@ -13,9 +13,10 @@ struct Output {
         endLine()
     }
 
-    /// Appends `value` pretty-printed, and ends the line.
-    mutating func line(_ value: JSONValue) {
-        value.write(into: &buffer)
+    /// Appends a JSON array of `items`, pretty-printed, and ends the line. Each item is made
+    /// only when it is written, so the whole document never exists as values at once.
+    mutating func jsonArrayLine(_ items: some Sequence<JSONValue>) {
+        JSONValue.writeArray(items, into: &buffer)
         endLine()
     }
 
