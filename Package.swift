@@ -127,6 +127,10 @@ let package = Package(
             dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM", "DeviceMatch", "TestSupport"]
         ),
         .testTarget(name: "CLITests", dependencies: ["switchover", "match-table-compiler", "scaffold-handler", "HandlerScaffold", "TestSupport"]),
+        // The make test-kernel harness itself: kernel-vfio-check's child processes, and the host's scripts
+        // (verdict, boot, skip) on fake consoles, a fake QEMU and a failing apt.
+        // Fixtures/ is read from the source tree, as are the scripts and docs these tests check.
+        .testTarget(name: "KernelHarnessTests", dependencies: ["kernel-vfio-check", "VFIO", "TestSupport"], exclude: ["Fixtures"]),
         // scaffold-handler: new vendor modules go above this line
     ],
     swiftLanguageModes: [.v6]

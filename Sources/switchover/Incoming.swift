@@ -25,6 +25,7 @@ struct Incoming: AsyncParsableCommand {
 
     @OptionGroup(title: "Example VM") var machine: MachineOptions
     @OptionGroup(title: "Migration") var migration: MigrationOptions
+    @OptionGroup(title: "Limits on the source (docs/security.md)") var limits: DestinationLimitOptions
 
     @Flag(help: "Print the final statistics as one JSON object.")
     var json = false
@@ -39,7 +40,8 @@ struct Incoming: AsyncParsableCommand {
     func run() async throws {
         let target: MigrationAddress
         do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--listen \(error)") }
-        let parameters = migration.parameters
+        var parameters = migration.parameters
+        limits.apply(to: &parameters)
         let vm = try Migrate.build(machine.machineConfiguration, role: .destination, command: "incoming")
         let destination = MigrationDestination(registry: vm.registry, vm: vm, configuration: vm.machine, parameters: parameters)
 
