@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
     --devices) devices="$2"; shift 2 ;;
     --keep) keep="$2"; shift 2 ;;
     --generate) generate_only="$2"; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-devprobe: unknown argument $1" >&2; exit 2 ;;
   esac
 done
