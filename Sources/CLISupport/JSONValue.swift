@@ -61,14 +61,17 @@ public enum JSONValue: Sendable {
     }
 
     /// Appends `.array(items)` as ``write(into:indent:)`` would, taking the items one at a time:
-    /// a caller can make each item only when it is written (`items.lazy.map { … }`).
-    public static func writeArray(_ items: some Sequence<JSONValue>, into out: inout [UInt8], indent: Int = 0) {
+    /// a caller can make each item only when it is written (`items.lazy.map { … }`) and hand on
+    /// what is written so far after each one (`afterEach`, e.g. to write it out and empty `out`).
+    public static func writeArray(_ items: some Sequence<JSONValue>, into out: inout [UInt8], indent: Int = 0,
+                                  afterEach: (inout [UInt8]) -> Void = { _ in }) {
         var first = true
         for item in items {
             append(first ? "[\n" : ",\n", to: &out)
             first = false
             spaces(indent + 2, into: &out)
             item.write(into: &out, indent: indent + 2)
+            afterEach(&out)
         }
         if first {
             append("[]", to: &out)

@@ -6,9 +6,19 @@ struct DeviceReport {
     var device: PCIDevice
     var verdict: MigrationVerdict
 
-    private static func hex<T: BinaryInteger>(_ value: T, _ width: Int) -> String {
-        let digits = String(value, radix: 16)
-        return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+    /// Lower-case hex, zero-padded to `width` digits (at most 16), written into the string's own storage.
+    private static func hex<T: FixedWidthInteger & UnsignedInteger>(_ value: T, _ width: Int) -> String {
+        let v = UInt64(value)
+        var digits = 1
+        while digits < 16, v >> (4 * UInt64(digits)) != 0 { digits += 1 }
+        let count = max(digits, min(width, 16))
+        return String(unsafeUninitializedCapacity: count) { out in
+            for i in 0..<count {
+                let nibble = UInt8(truncatingIfNeeded: v >> (4 * UInt64(count - 1 - i)) & 0xf)
+                out[i] = nibble < 10 ? 0x30 + nibble : 0x61 - 10 + nibble
+            }
+            return count
+        }
     }
 
     /// `Mellanox Technologies ConnectX Family mlx5Gen Virtual Function`; unknown names read

@@ -16,7 +16,13 @@ struct Output {
     /// Appends a JSON array of `items`, pretty-printed, and ends the line. Each item is made
     /// only when it is written, so the whole document never exists as values at once.
     mutating func jsonArrayLine(_ items: some Sequence<JSONValue>) {
-        JSONValue.writeArray(items, into: &buffer)
+        // Written out every 64 KiB, as lines are: the buffer stays small.
+        JSONValue.writeArray(items, into: &buffer) { bytes in
+            if bytes.count >= 1 << 16 {
+                Output.write(bytes, to: 1)
+                bytes.removeAll(keepingCapacity: true)
+            }
+        }
         endLine()
     }
 
