@@ -166,6 +166,11 @@ extension ScaffoldRequest {
                 try kit.checkMalformedBodies()
             }
 
+            @Test(arguments: [1, 3], [false, true])
+            func devicesFollowTheRunStateBehindTheP2PBarrier(devices: Int, multifd: Bool) async throws {
+                try await kit.checkRunStateOrder(devices: devices, multifd: multifd)
+            }
+
             @Test func theRegistryGivesTheModuleItsDevices() {
                 let vendors = VFIOVendorRegistry([\(name)Module.module])
                 let identity = PCIIdentity(\(sampleIdentity))

@@ -17,8 +17,12 @@ import MigrationStream
 public final class MigrationDestination: Sendable {
     /// The handlers sections are dispatched to (snapshot taken when `run` starts).
     public let registry: HandlerRegistry
-    /// Resumes the guest after a successful stream.
+    /// The guest's vCPUs (``runState``'s).
     public let vm: any VMController
+    /// The VM's run state: started after a successful stream (every device RUNNING_P2P, then
+    /// every device RUNNING, then the vCPUs), or — with ``MigrationParameters/resumeOnCompletion``
+    /// off — left stopped, devices in STOP, until the VMM calls ``VMRunState/start(_:)``.
+    public let runState: VMRunState
     /// The local machine configuration the stream's must match.
     public let configuration: MachineConfiguration
     public let parameters: MigrationParameters
@@ -37,11 +41,27 @@ public final class MigrationDestination: Sendable {
     ///   - parameters: the migration's parameters; those both ends share must match the source's.
     ///   - clock: the engine's time source (a virtual one in tests).
     ///   - logger: defaults to a silent logger labelled "switchover.migration".
-    public init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
+    public convenience init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
+                            parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
+                            logger: Logger? = nil) {
+        self.init(runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
+                  clock: clock, logger: logger)
+    }
+
+    /// A destination on the VMM's own ``VMRunState``: the VMM later starts the guest through
+    /// the same object when ``MigrationParameters/resumeOnCompletion`` is off.
+    /// - Parameters:
+    ///   - runState: the guest and the handlers to load sections into (its registry).
+    ///   - configuration: this destination's machine; the stream's machine type must equal it.
+    ///   - parameters: the migration's parameters; those both ends share must match the source's.
+    ///   - clock: the engine's time source (a virtual one in tests).
+    ///   - logger: defaults to a silent logger labelled "switchover.migration".
+    public init(runState: VMRunState, configuration: MachineConfiguration,
                 parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
                 logger: Logger? = nil) {
-        self.registry = registry
-        self.vm = vm
+        self.runState = runState
+        self.registry = runState.registry
+        self.vm = runState.vcpus
         self.configuration = configuration
         self.parameters = parameters
         self.clock = clock
@@ -504,10 +524,13 @@ final class DestinationRun {
         enter(.resuming)
         let t0 = clock.now
         if params.resumeOnCompletion {
+            // Every device RUNNING_P2P, then every device RUNNING, then the vCPUs. Without
+            // autostart the devices stay in STOP until the VMM starts the guest.
             do {
-                try owner.vm.resumeVM()
+                try owner.runState.start(.incomingMigration)
             } catch {
-                throw MigrationError.complete(MigrationFailure(phase: phase, message: "the VMM could not resume the guest", underlying: error))
+                let handler = (error as? VMRunStateError)?.failures.first?.handler
+                throw MigrationError.complete(MigrationFailure(phase: phase, handler: handler, message: "the guest could not be started", underlying: error))
             }
         }
         resumeTime = clock.now - t0

@@ -17,8 +17,12 @@ import MigrationStream
 public final class MigrationSource: Sendable {
     /// The handlers to migrate (snapshot taken when `run` starts).
     public let registry: HandlerRegistry
-    /// Stops the guest at the switchover, resumes it on failure.
+    /// The guest's vCPUs (``runState``'s).
     public let vm: any VMController
+    /// The VM's run state: stopped at the switchover (vCPUs, then the P2P barrier across every
+    /// handler, then every handler, before any END section) and started again when the
+    /// migration fails after that.
+    public let runState: VMRunState
     /// Written after the file header.
     public let configuration: MachineConfiguration
     public let parameters: MigrationParameters
@@ -41,11 +45,27 @@ public final class MigrationSource: Sendable {
     ///   - parameters: the migration's parameters (downtime limit, bandwidth, switchover-ack…).
     ///   - clock: the engine's time source (a virtual one in tests).
     ///   - logger: defaults to a silent logger labelled "switchover.migration".
-    public init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
+    public convenience init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
+                            parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
+                            logger: Logger? = nil) {
+        self.init(runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
+                  clock: clock, logger: logger)
+    }
+
+    /// A source on the VMM's own ``VMRunState`` (the object it pauses and resumes the guest
+    /// through), so a migration and the VMM never change the run state at the same time.
+    /// - Parameters:
+    ///   - runState: the guest and the handlers whose state moves (its registry).
+    ///   - configuration: the machine configuration written after the header.
+    ///   - parameters: the migration's parameters.
+    ///   - clock: the engine's time source (a virtual one in tests).
+    ///   - logger: defaults to a silent logger labelled "switchover.migration".
+    public init(runState: VMRunState, configuration: MachineConfiguration,
                 parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
                 logger: Logger? = nil) {
-        self.registry = registry
-        self.vm = vm
+        self.runState = runState
+        self.registry = runState.registry
+        self.vm = runState.vcpus
         self.configuration = configuration
         self.parameters = parameters
         self.clock = clock
@@ -197,9 +217,11 @@ final class SourceRun {
         self.channelSource = channels
         self.precopyOverChannels = owner.parameters.multifdPrecopy
             ? Set(entries.indices.filter { plan.enabled[$0] && entries[$0].handler is any MultifdPrecopyHandler }) : []
+        let participants = entries.filter { $0.handler.isActive }.map(\.handler)
         self.contexts = entries.indices.map {
             EngineSaveContext(identity: entries[$0].identity, switchoverAckEnabled: owner.parameters.switchoverAck,
-                              multifdTransfer: plan.enabled[$0], running: running)
+                              multifdTransfer: plan.enabled[$0], running: running, parameters: owner.parameters,
+                              participants: participants)
         }
         self.returnPathOn = owner.parameters.returnPath && connection.supportsReturnPath
         self.extensionsOn = owner.parameters.extensions && owner.parameters.returnPath && connection.supportsReturnPath
@@ -619,13 +641,16 @@ final class SourceRun {
         multifd?.stopPrecopy()
         enter(.completing)
         downtimeStart = clock.now
-        if owner.vm.isRunning {
-            do {
-                try owner.vm.stopVM()
-            } catch {
-                throw MigrationError.complete(MigrationFailure(phase: phase, message: "the VMM could not stop the guest", underlying: error))
-            }
-            weStoppedVM = true
+        // The vCPUs stop, every device passes the P2P barrier, then every device stops (VFIO:
+        // STOP_COPY): before RAM's final pass and before any END section.
+        let wasRunning = owner.vm.isRunning
+        do {
+            weStoppedVM = try owner.runState.stop(.switchover)
+        } catch {
+            weStoppedVM = wasRunning && !owner.vm.isRunning
+            vmRunning.set(owner.vm.isRunning)
+            let handler = (error as? VMRunStateError)?.failures.first?.handler
+            throw MigrationError.complete(MigrationFailure(phase: phase, handler: handler, message: "the guest could not be stopped", underlying: error))
         }
         vmRunning.set(false)
         // Multifd: each device's stop-copy data leaves on its own thread while the main
@@ -729,14 +754,17 @@ final class SourceRun {
         connection.shutdown()
         rp?.join(timeout: .seconds(5))
         logger.info("source failed: \(result)")
-        for e in entries { e.handler.saveCleanup(succeeded: false) }
+        // The guest we stopped runs again, its devices first (RUNNING_P2P on all, then RUNNING
+        // on all); cleanup then finds them running. A guest that was paused before the
+        // migration stays paused, and cleanup puts its devices back.
         if weStoppedVM {
             do {
-                try owner.vm.resumeVM()
+                try owner.runState.start(.migrationFailed)
             } catch {
-                logger.error("the guest could not be resumed after the failed migration: \(error)")
+                logger.error("after the failed migration: \(error)")
             }
         }
+        for e in entries { e.handler.saveCleanup(succeeded: false) }
         vmRunning.set(owner.vm.isRunning)
         connection.close()
         enter(cancelled ? .cancelled : .failed)

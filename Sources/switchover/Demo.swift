@@ -17,7 +17,10 @@ struct Demo: AsyncParsableCommand {
             downtime measured (guest stopped on the source to the destination's SHUT), the \
             downtime predicted at the switchover decision (with the destination's reported load \
             time, and by QEMU's formula, pending / bandwidth), the total time, the bytes sent, \
-            and whether RAM and every device's state arrived byte-identical.
+            and whether RAM and every device's state arrived byte-identical. The first run also \
+            shows the run-state order at the switchover: the source's vCPUs stop, every device \
+            enters PRE_COPY_P2P before any enters STOP_COPY; on the destination every device \
+            reaches RUNNING_P2P before any runs, and the vCPUs start last.
 
             The default device is an mlx5 VF whose initial data costs the destination 200 ms to \
             load (firmware resource allocation): without switchover-ack that load can fall inside \
@@ -149,6 +152,11 @@ struct Demo: AsyncParsableCommand {
                     let downtime = result.statistics.downtime.map(Units.duration) ?? "-"
                     say("  run \(round)/\(repeats) \(scenario.name): downtime \(downtime), total \(Units.duration(result.statistics.totalTime)), "
                         + (result.verification.verified ? "byte-identical" : "MISMATCH"))
+                    if round == 1, index == 0 {
+                        say("    run state at the switchover (VMRunState: vCPUs, then every device behind the P2P barrier):")
+                        say("      source:      " + LifecycleEvent.line(result.sourceLifecycle))
+                        say("      destination: " + LifecycleEvent.line(result.destinationLifecycle))
+                    }
                 }
             }
         }
@@ -247,6 +255,12 @@ struct Demo: AsyncParsableCommand {
                 ])
             })),
         ]
+        if let first = outcomes.first?.results.first {
+            members.append(("runState", .object([
+                ("source", .array(first.sourceLifecycle.map { .string($0.description) })),
+                ("destination", .array(first.destinationLifecycle.map { .string($0.description) })),
+            ])))
+        }
         members.append(("machine", .string(HostInfo.summary)))
         return .object(members)
     }

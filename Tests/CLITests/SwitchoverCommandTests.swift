@@ -187,6 +187,9 @@ final class RunningProduct: Sendable {
             }
             #expect(entry["predictedDowntimeMs"] is Double || entry["predictedDowntimeMs"] is Int || entry["predictedDowntimeMs"] is NSNull)
         }
+        let runState = try #require(object["runState"] as? [String: Any])
+        #expect(runState["source"] as? [String] == ["vCPUs stop", "0000:00:01.0 PRE_COPY→PRE_COPY_P2P", "0000:00:01.0 PRE_COPY_P2P→STOP_COPY"])
+        #expect(runState["destination"] as? [String] == ["0000:00:01.0 STOP→RUNNING_P2P", "0000:00:01.0 RUNNING_P2P→RUNNING", "vCPUs start"])
         #expect(run.stderr.isEmpty)
     }
 
@@ -197,6 +200,8 @@ final class RunningProduct: Sendable {
         #expect(lines.first?.hasPrefix("switchover demo: both ends on TCP loopback") == true)
         #expect(lines.contains("  run 1/1 ack on: ") == false)
         #expect(lines.contains { $0.hasPrefix("  run 1/1 ack on: downtime ") && $0.hasSuffix("byte-identical") })
+        #expect(lines.contains("      source:      vCPUs stop, 0000:00:01.0 PRE_COPY→PRE_COPY_P2P, 0000:00:01.0 PRE_COPY_P2P→STOP_COPY"))
+        #expect(lines.contains("      destination: 0000:00:01.0 STOP→RUNNING_P2P, 0000:00:01.0 RUNNING_P2P→RUNNING, vCPUs start"))
         let table = lines.drop { !$0.hasPrefix("RUN ") }
         #expect(table.contains { $0.hasPrefix("ack off") && $0.hasSuffix("yes") })
         #expect(table.contains { $0.hasPrefix("ack on") && $0.hasSuffix("yes") })
