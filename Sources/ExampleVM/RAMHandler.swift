@@ -102,7 +102,10 @@ public final class RAMHandler: MigrationHandler, @unchecked Sendable {
             guard block >= 0 else {
                 throw ExampleVMError.badRAMSection(offset: at, reason: "CONTINUE before any block was named")
             }
-            guard addr + UInt64(GuestRAM.pageSize) <= UInt64(ram.layout[block].size) else {
+            // addr comes from the peer: compare without adding to it (0xFFFFFFFFFFFFF000 + a page
+            // would overflow).
+            let blockSize = UInt64(ram.layout[block].size)
+            guard addr < blockSize, blockSize - addr >= UInt64(GuestRAM.pageSize) else {
                 throw ExampleVMError.badRAMSection(offset: at, reason: "page 0x\(String(addr, radix: 16)) is outside block \"\(ram.layout[block].name)\"")
             }
             let page = Int(addr) / GuestRAM.pageSize
@@ -127,7 +130,7 @@ public final class RAMHandler: MigrationHandler, @unchecked Sendable {
             guard index < ram.layout.count, ram.layout[index].name == name, UInt64(ram.layout[index].size) == size else {
                 throw ExampleVMError.badRAMSection(offset: at, reason: "source block \"\(name)\" (\(size) bytes) does not match this VM's layout")
             }
-            seen += size
+            seen = [seen, size].saturatingSum
             index += 1
         }
         guard seen == total, index == ram.layout.count else {

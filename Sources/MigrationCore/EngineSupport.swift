@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MigrationStream
+import Synchronization
 
 /// (idstr, instance id): how both ends match handlers.
 struct HandlerKey: Hashable, Sendable, CustomStringConvertible {
@@ -214,17 +215,69 @@ private func defaultMessage(_ phase: MigrationPhase) -> String {
 final class TimedByteSource: ByteSource {
     private let base: any ByteSource
     private let clock: any MigrationClock
+    private let watchdog: ReceiveWatchdog?
     /// Time spent inside `read` so far.
     private(set) var waited: Duration = .zero
 
-    init(_ base: any ByteSource, clock: any MigrationClock) {
+    init(_ base: any ByteSource, clock: any MigrationClock, watchdog: ReceiveWatchdog? = nil) {
         self.base = base
         self.clock = clock
+        self.watchdog = watchdog
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         let start = clock.now
+        let realStart = ContinuousClock.now
         defer { waited += clock.now - start }
-        return try base.read(into: buffer)
+        let n = try base.read(into: buffer)
+        try watchdog?.received(n, waited: ContinuousClock.now - realStart)
+        return n
+    }
+}
+
+/// The destination's defence against a peer that trickles bytes to keep a connection alive:
+/// over each `window` of time spent waiting for the main stream (real time; the destination's
+/// own work is not charged to the peer), the main stream and the multifd channels together
+/// must have delivered `window` × `minimumRate` bytes. Multifd receive threads add their bytes
+/// through ``add(_:)``; the main stream's reader checks in ``received(_:waited:)``.
+final class ReceiveWatchdog: Sendable {
+    private let window: Duration
+    private let minimumBytes: UInt64
+    private let minimumRate: UInt64
+    private let state = Mutex(State())
+
+    private struct State {
+        var total: UInt64 = 0
+        var windowStartTotal: UInt64 = 0
+        var waitedInWindow: Duration = .zero
+    }
+
+    init(minimumRate: UInt64, window: Duration) {
+        self.window = window
+        self.minimumRate = minimumRate
+        let seconds = Double(window.components.seconds) + Double(window.components.attoseconds) / 1e18
+        self.minimumBytes = UInt64(clamping: Double(minimumRate) * seconds)
+    }
+
+    /// Bytes that arrived on a multifd channel.
+    func add(_ n: Int) {
+        state.withLock { $0.total = [$0.total, UInt64(max(0, n))].saturatingSum }
+    }
+
+    /// The main stream's read returned `n` bytes after waiting `waited`.
+    func received(_ n: Int, waited: Duration) throws {
+        try state.withLock { s throws(MigrationError) in
+            s.total = [s.total, UInt64(max(0, n))].saturatingSum
+            s.waitedInWindow += waited
+            guard s.waitedInWindow >= window else { return }
+            let delivered = s.total - s.windowStartTotal
+            guard delivered >= minimumBytes else {
+                throw MigrationError.timeout(.tooSlow, MigrationFailure(phase: .loading,
+                    message: "the source delivered \(delivered) bytes in \(s.waitedInWindow) of waiting, fewer than the minimum of "
+                        + "\(minimumRate) bytes per second (minimumReceiveRate): a peer that trickles bytes is cut off"))
+            }
+            s.windowStartTotal = s.total
+            s.waitedInWindow = .zero
+        }
     }
 }

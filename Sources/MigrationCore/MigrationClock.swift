@@ -48,11 +48,34 @@ extension Duration {
     /// The duration in whole microseconds (0 when negative): what load reports carry.
     public var wholeMicroseconds: UInt64 {
         let (s, atto) = components
-        let us = s * 1_000_000 + atto / 1_000_000_000_000
-        return us > 0 ? UInt64(us) : 0
+        guard s >= 0 else { return 0 }
+        let (us, overflow) = s.multipliedReportingOverflow(by: 1_000_000)
+        if overflow { return UInt64.max }
+        return UInt64(us) + UInt64(atto / 1_000_000_000_000)
     }
 
+    /// The longest duration a prediction can say: about 31 years. Figures from the peer (load
+    /// rates, fixed costs) and from devices (pending bytes) can make a prediction arbitrarily
+    /// large, infinite or NaN; it is clamped here instead of trapping on the conversion.
+    static let predictionCeiling = Duration.seconds(1_000_000_000)
+
+    /// `ms` milliseconds, clamped to 0...``predictionCeiling`` (NaN reads as the ceiling).
     static func fromMilliseconds(_ ms: Double) -> Duration {
-        .nanoseconds(Int64((ms * 1e6).rounded()))
+        fromMicroseconds(ms * 1000)
+    }
+
+    /// `us` microseconds, clamped to 0...``predictionCeiling`` (NaN reads as the ceiling).
+    static func fromMicroseconds(_ us: Double) -> Duration {
+        let ceiling = 1e15  // µs in predictionCeiling
+        guard us < ceiling else { return predictionCeiling }  // also +inf and NaN
+        guard us > 0 else { return .zero }
+        return .nanoseconds(Int64((us * 1000).rounded()))
+    }
+
+    /// `a + b`, at most ``predictionCeiling``; for predictions only (both are non-negative).
+    static func predictionSum(_ a: Duration, _ b: Duration) -> Duration {
+        let ceiling = predictionCeiling
+        guard a < ceiling, b < ceiling else { return ceiling }
+        return min(a + b, ceiling)
     }
 }

@@ -141,6 +141,8 @@ final class DestinationRun {
     private let reader: StreamReader
     /// The main channel as the reader sees it, counting the time reads block.
     private let timedSource: TimedByteSource
+    /// The minimum receive rate over the main stream and the multifd channels.
+    private let watchdog: ReceiveWatchdog?
     private let entries: [RegisteredHandler]
     private let index: [HandlerKey: Int]
     private let rp: ReturnPathWriter
@@ -174,7 +176,11 @@ final class DestinationRun {
         self.clock = owner.clock
         self.logger = owner.logger
         self.connection = connection
-        let timedSource = TimedByteSource(connection, clock: owner.clock)
+        let watchdog = owner.parameters.minimumReceiveRate.map {
+            ReceiveWatchdog(minimumRate: $0, window: owner.parameters.stallTimeout ?? .seconds(30))
+        }
+        self.watchdog = watchdog
+        let timedSource = TimedByteSource(connection, clock: owner.clock, watchdog: watchdog)
         self.timedSource = timedSource
         self.reader = StreamReader(source: timedSource)
         let entries = owner.registry.entries
@@ -289,7 +295,7 @@ final class DestinationRun {
         if !channels.isEmpty {
             let session = MultifdDestinationSession(
                 channels: channels, devices: entries.indices.filter { multifdPlan.enabled[$0] }.map { ($0, entries[$0].identity) },
-                known: entries.map(\.identity), parameters: params, logger: logger)
+                known: entries.map(\.identity), parameters: params, watchdog: watchdog, logger: logger)
             multifd = session
             session.startReceiving()
             // Pre-copy over the channels: the load threads run from now on.

@@ -43,6 +43,8 @@ public enum MigrationTimeout: String, Sendable, Hashable {
     case stall
     /// ``MigrationParameters/switchoverTimeout``: the acknowledgement never came.
     case switchoverAck
+    /// ``MigrationParameters/minimumReceiveRate``: the peer trickled bytes too slowly.
+    case tooSlow
 }
 
 /// Why a migration failed: one case per kind of failure, each carrying the phase and the

@@ -15,10 +15,12 @@ public struct PendingBytes: Sendable, Hashable {
 
     public static let zero = PendingBytes()
 
-    public var total: UInt64 { mustPrecopy &+ canPostcopy }
+    /// Both figures together; `UInt64.max` when they do not fit (the figures come from devices).
+    public var total: UInt64 { [mustPrecopy, canPostcopy].saturatingSum }
 
+    /// The sum of each figure, saturating at `UInt64.max`.
     public static func + (a: PendingBytes, b: PendingBytes) -> PendingBytes {
-        PendingBytes(mustPrecopy: a.mustPrecopy &+ b.mustPrecopy, canPostcopy: a.canPostcopy &+ b.canPostcopy)
+        PendingBytes(mustPrecopy: [a.mustPrecopy, b.mustPrecopy].saturatingSum, canPostcopy: [a.canPostcopy, b.canPostcopy].saturatingSum)
     }
 }
 

@@ -94,6 +94,26 @@ public struct MigrationParameters: Sendable, Hashable {
     /// before anything is allocated.
     public var multifdMaxPacketSize = MultiFDFormat.defaultMaxPacketSize
 
+    /// Destination: the bytes of multifd device state that all devices together may hold
+    /// received and not yet loaded, counting packets being read and buffers being loaded: what
+    /// a source can make this destination hold on the channels. A packet is admitted before its
+    /// data is read; over the budget its channel waits while buffers are loading, and fails the
+    /// migration with ``MultifdError/budgetExceeded(channel:device:packetSize:queued:budget:)``
+    /// when nothing is (before SWITCHOVER_START, or a missing packet). At least
+    /// ``multifdMaxPacketSize``. CLI: `incoming --multifd-queue-budget`.
+    public var multifdQueueBudget = 256 << 20
+
+    /// Destination: after the main stream's EOF, how long the remaining multifd data may take
+    /// to arrive and load in all (besides: no progress for ``stallTimeout`` fails it sooner).
+    /// nil waits as long as progress continues.
+    public var multifdDrainTimeout: Duration? = .seconds(300)
+
+    /// Destination: the fewest bytes per second a source must deliver (main stream and
+    /// multifd channels together) while the destination waits for them, judged over each
+    /// ``stallTimeout`` of waiting: a peer that trickles bytes to keep a connection alive is cut
+    /// off with a ``MigrationTimeout/tooSlow`` timeout. nil turns the check off.
+    public var minimumReceiveRate: UInt64? = 1024
+
     /// Source: packets queued per channel before a device's save thread waits (backpressure:
     /// memory is bounded by channels × depth × packet size, never by the state size).
     public var multifdSendQueueDepth = 2

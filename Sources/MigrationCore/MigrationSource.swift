@@ -329,7 +329,7 @@ final class SourceRun {
         try writer.writeFileHeader()
         try writer.writeConfiguration(owner.configuration)
         if returnPathOn {
-            let rp = SourceReturnPath(extensions: extensionsOn, logger: logger)
+            let rp = SourceReturnPath(extensions: extensionsOn, known: Set(entries.map { HandlerKey($0.identity) }), logger: logger)
             self.rp = rp
             owner.returnPathBox.withLock { $0 = rp }
             rp.start(reading: connection)
@@ -443,7 +443,7 @@ final class SourceRun {
             for i in entries.indices where entries[i].handler.isActive {
                 pending[i] = entries[i].handler.pendingEstimate(context: contexts[i]).total
             }
-            var total = pending.reduce(0, &+)
+            var total = pending.saturatingSum
             let tookExact = total < threshold
             if tookExact {
                 exactQueries += 1
@@ -455,7 +455,7 @@ final class SourceRun {
                             message: "pendingExact failed", underlying: error))
                     }
                 }
-                total = pending.reduce(0, &+)
+                total = pending.saturatingSum
             }
             lastPrediction = predict()
             emitProgressIfAckChanged()
@@ -560,7 +560,7 @@ final class SourceRun {
     }
 
     private func updateThreshold() {
-        threshold = UInt64(max(0, expectedBandwidthPerMs * params.downtimeLimit.milliseconds))
+        threshold = UInt64(clamping: expectedBandwidthPerMs * params.downtimeLimit.milliseconds)
     }
 
     /// QEMU `migration_update_counters`: once per ≥ 100 ms window.
@@ -594,7 +594,7 @@ final class SourceRun {
     /// QEMU's prediction (pending / bandwidth) and ours (plus the destination's load time).
     private func predict() -> (qemu: Duration?, ours: Duration?) {
         let bw = expectedBandwidthPerMs
-        let total = pending.reduce(0, &+)
+        let total = pending.saturatingSum
         // Nothing pending needs no bandwidth figure: the switchover can come before the first
         // measurement (a multifd migration whose devices' data all waits for the channels).
         guard bw > 0 || total == 0 else { return (nil, nil) }
@@ -605,10 +605,12 @@ final class SourceRun {
                 guard let r = reports[HandlerKey(e.identity)] else { continue }
                 // The rate of what was loaded after the initial data, not the average: a
                 // one-off cost of the initial data would otherwise be charged to every final byte.
+                // Every figure here is the peer's: the sum is a Double (inf at worst) and its
+                // conversion is clamped, never a trap.
                 loadMicros += r.microsPerByte * Double(pending[i]) + Double(r.fixedCostMicros)
             }
         }
-        return (qemu, qemu + .microseconds(Int64(loadMicros.rounded())))
+        return (qemu, Duration.predictionSum(qemu, .fromMicroseconds(loadMicros)))
     }
 
     // MARK: Completion
@@ -778,7 +780,7 @@ final class SourceRun {
     private func emitProgress() {
         let event = MigrationProgress(
             phase: phase, elapsed: clock.now - startTime, bytesTransferred: UInt64(writer.bytesWritten),
-            iterations: iterations, pendingBytes: pending.reduce(0, &+), bandwidth: expectedBandwidthPerMs * 1000,
+            iterations: iterations, pendingBytes: pending.saturatingSum, bandwidth: expectedBandwidthPerMs * 1000,
             thresholdBytes: threshold, predictedDowntimeQEMU: lastPrediction.qemu, predictedDowntime: lastPrediction.ours,
             switchoverAcknowledged: !params.switchoverAck || (rp?.acknowledged ?? false),
             handlers: entries.indices.map {

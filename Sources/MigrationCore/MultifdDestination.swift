@@ -20,6 +20,14 @@ final class MultifdDestinationSession: Sendable {
 
     private struct State {
         var devices: [HandlerKey: Device]
+        /// Bytes admitted and not yet loaded (packets being read, queued, being loaded).
+        var queuedBytes = 0
+        /// Buffers taken by a load thread and not yet loaded.
+        var loading = 0
+        /// Packets admitted whose data is still being read.
+        var reading = 0
+        /// Counts every packet filed and every buffer loaded: progress, for the drain deadline.
+        var progress: UInt64 = 0
         var channelsEnded = 0
         var receiversRunning: Int
         var loadersRunning = 0
@@ -34,12 +42,15 @@ final class MultifdDestinationSession: Sendable {
     private let known: [HandlerKey: HandlerIdentity]
     private let maxQueued: Int
     private let maxPacketSize: Int
+    private let budget: Int
     private let stallTimeout: Duration?
+    private let drainTimeout: Duration?
+    private let watchdog: ReceiveWatchdog?
     private let logger: Logger
 
     /// - Parameter devices: the registry entries whose multifd transfer is on here.
     init(channels: [AcceptedChannel], devices: [(entry: Int, identity: HandlerIdentity)], known: [HandlerIdentity],
-         parameters: MigrationParameters, logger: Logger) {
+         parameters: MigrationParameters, watchdog: ReceiveWatchdog? = nil, logger: Logger) {
         self.channels = channels
         var map: [HandlerKey: Device] = [:]
         for d in devices { map[HandlerKey(d.identity)] = Device(entry: d.entry, identity: d.identity) }
@@ -49,7 +60,10 @@ final class MultifdDestinationSession: Sendable {
         self.known = k
         self.maxQueued = parameters.multifdMaxQueuedBuffers
         self.maxPacketSize = parameters.multifdMaxPacketSize
+        self.budget = parameters.multifdQueueBudget
         self.stallTimeout = parameters.stallTimeout
+        self.drainTimeout = parameters.multifdDrainTimeout
+        self.watchdog = watchdog
         self.logger = logger
     }
 
@@ -81,7 +95,8 @@ final class MultifdDestinationSession: Sendable {
 
     private func receiveLoop(_ channel: AcceptedChannel) {
         let connection = channel.connection
-        let reader = StreamReader(source: connection, bufferSize: 64 << 10, startOffset: MultiFDInit.encodedLength)
+        let source: any ByteSource = watchdog.map { CountingByteSource(connection, into: $0) } ?? connection
+        let reader = StreamReader(source: source, bufferSize: 64 << 10, startOffset: MultiFDInit.encodedLength)
         defer { state.update { $0.receiversRunning -= 1 } }
         while true {
             if state.withLock({ $0.aborted || $0.failure != nil }) { return }
@@ -102,7 +117,8 @@ final class MultifdDestinationSession: Sendable {
                     throw MultifdError.unknownDevice(channel: channel.id, idstr: header.idstr, instanceID: header.instanceID)
                 }
                 let at = reader.offset
-                let size = Int(header.nextPacketSize)
+                let size = Int(header.nextPacketSize)  // at most maxPacketSize: checked by the reader
+                try admit(size, key: key, channel: channel.id)
                 let vfio = try VFIODeviceStatePacketHeader.decode(
                     try reader.readBytes(min(size, VFIODeviceStatePacketHeader.encodedLength), "a VFIO device-state packet header"), offset: at)
                 let data = try reader.readBytes(size - VFIODeviceStatePacketHeader.encodedLength, "a device-state buffer")
@@ -114,6 +130,32 @@ final class MultifdDestinationSession: Sendable {
                 record(.channelFailed(channel: channel.id, offset: reader.offset, underlying: error))
                 return
             }
+        }
+    }
+
+    /// Admits a packet of `size` bytes into the budget before its data is read. Over the
+    /// budget: wait while buffers are loading (they make room), else refuse: nothing would.
+    private func admit(_ size: Int, key: HandlerKey, channel: Int) throws {
+        let admitted = try state.wait(timeout: stallTimeout) { s -> Bool? in
+            if s.aborted || s.failure != nil { throw MultifdError.aborted }
+            if s.queuedBytes <= budget - size {
+                s.queuedBytes += size
+                s.reading += 1
+                return true
+            }
+            // Room can come from a load (running, or about to start at SWITCHOVER_START, which
+            // may still be on its way on the main channel) or from a packet being read that a
+            // load thread then takes. With none of these, nothing ever makes room.
+            let roomMayCome = s.loading > 0 || s.reading > 0 || !s.loadStarted
+                || s.devices.values.contains { $0.buffers[$0.next] != nil }
+            if roomMayCome { return nil }
+            let identity = s.devices[key]?.identity ?? HandlerIdentity(idstr: key.idstr, instanceID: key.instanceID, versionID: 0)
+            throw MultifdError.budgetExceeded(channel: channel, device: identity, packetSize: size, queued: s.queuedBytes, budget: budget)
+        }
+        guard admitted != nil else {
+            let identity = state.withLock { $0.devices[key]?.identity } ?? HandlerIdentity(idstr: key.idstr, instanceID: key.instanceID, versionID: 0)
+            let queued = state.withLock { $0.queuedBytes }
+            throw MultifdError.budgetExceeded(channel: channel, device: identity, packetSize: size, queued: queued, budget: budget)
         }
     }
 
@@ -142,6 +184,8 @@ final class MultifdDestinationSession: Sendable {
             d.buffers[index] = data
             d.bytes += UInt64(data.count + VFIODeviceStatePacketHeader.encodedLength)
             s.devices[key] = d
+            s.reading -= 1
+            s.progress &+= 1
             return true
         }
         state.update { _ in }  // wake the load thread
@@ -176,6 +220,7 @@ final class MultifdDestinationSession: Sendable {
                     let item = (d.next, data, d.configIndex == d.next, d.identity)
                     d.next = d.next &+ 1
                     s.devices[key] = d
+                    s.loading += 1
                     return .some(item)
                 }
                 if s.channelsEnded == channelCount {
@@ -194,6 +239,9 @@ final class MultifdDestinationSession: Sendable {
             }
             let spent = clock.now - t0
             let finished = state.update { s -> Bool in
+                s.loading -= 1
+                s.queuedBytes -= data.count + VFIODeviceStatePacketHeader.encodedLength
+                s.progress &+= 1
                 guard var d = s.devices[key] else { return true }
                 d.loadTime += spent
                 if isConfig { d.done = true }
@@ -210,8 +258,30 @@ final class MultifdDestinationSession: Sendable {
         if let missing = state.withLock({ s in s.loadStarted ? nil : s.devices.values.map(\.identity).first }) {
             throw MultifdError.switchoverStartMissing(device: missing)
         }
+        // The source sent all its multifd data before its EOF: what remains is in flight or
+        // loading. It must progress (a packet filed or loaded) within the stall timeout and end
+        // within the drain timeout; a source that keeps a channel open without sending its
+        // config-state packet is cut off here.
+        let start = ContinuousClock.now
+        var lastProgress = state.withLock { $0.progress }
+        var lastProgressAt = start
         while state.wait(timeout: .milliseconds(100), { s -> Bool? in s.failure != nil || s.loadersRunning == 0 ? true : nil }) == nil {
             if isCancelled() { throw MultifdError.aborted }
+            let now = ContinuousClock.now
+            let (progress, waitingFor) = state.withLock { s in
+                (s.progress, s.devices.values.first { !$0.done }.map(\.identity))
+            }
+            if progress != lastProgress {
+                lastProgress = progress
+                lastProgressAt = now
+            }
+            if let stall = stallTimeout, now - lastProgressAt >= stall {
+                throw MultifdError.drainTimedOut(device: waitingFor, after: now - start,
+                    reason: "nothing arrived or loaded for \(stall) (stallTimeout); a channel is open without its remaining packets")
+            }
+            if let limit = drainTimeout, now - start >= limit {
+                throw MultifdError.drainTimedOut(device: waitingFor, after: now - start, reason: "the drain timeout (multifdDrainTimeout) is \(limit)")
+            }
         }
         if let failure { throw failure }
         // Every device is loaded; the source closed its channels before its EOF, so they end now.
@@ -258,10 +328,28 @@ final class MultifdDestinationSession: Sendable {
     static func device(of error: MultifdError) -> HandlerIdentity? {
         switch error {
         case .transferOff(_, let d), .duplicateIndex(_, let d, _), .queueLimitExceeded(_, let d, _), .afterConfigState(_, let d, _, _),
+             .budgetExceeded(_, let d, _, _, _),
              .missingPacket(let d, _), .switchoverStartMissing(let d), .deviceSave(let d, _), .deviceLoad(let d, _, _):
             d
         default:
             nil
         }
+    }
+}
+
+/// A connection whose received bytes count toward the destination's minimum receive rate.
+private final class CountingByteSource: ByteSource {
+    private let base: any MigrationConnection
+    private let watchdog: ReceiveWatchdog
+
+    init(_ base: any MigrationConnection, into watchdog: ReceiveWatchdog) {
+        self.base = base
+        self.watchdog = watchdog
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let n = try base.read(into: buffer)
+        watchdog.add(n)
+        return n
     }
 }

@@ -46,6 +46,12 @@ public enum MultifdError: Error, Sendable, CustomStringConvertible {
     case duplicateIndex(channel: Int, device: HandlerIdentity, index: UInt32)
     /// A device has more received-but-not-loaded buffers than ``MigrationParameters/multifdMaxQueuedBuffers``.
     case queueLimitExceeded(channel: Int, device: HandlerIdentity, limit: Int)
+    /// Admitting a packet would make the received-but-not-loaded multifd data exceed
+    /// ``MigrationParameters/multifdQueueBudget`` while nothing is being loaded that could make room.
+    case budgetExceeded(channel: Int, device: HandlerIdentity, packetSize: Int, queued: Int, budget: Int)
+    /// After the main stream's EOF the remaining multifd data did not arrive and load in time:
+    /// no progress for the stall timeout, or not all within ``MigrationParameters/multifdDrainTimeout``.
+    case drainTimedOut(device: HandlerIdentity?, after: Duration, reason: String)
     /// A packet after the device's config-state packet, or a second config-state packet.
     case afterConfigState(channel: Int, device: HandlerIdentity, index: UInt32, configIndex: UInt32)
     /// Every channel ended and the device still misses the packet with this index.
@@ -74,6 +80,11 @@ public enum MultifdError: Error, Sendable, CustomStringConvertible {
             "multifd channel \(channel): \(device) sent packet index \(index) twice"
         case .queueLimitExceeded(let channel, let device, let limit):
             "multifd channel \(channel): \(device) has more than \(limit) buffers queued for loading (multifdMaxQueuedBuffers)"
+        case .budgetExceeded(let channel, let device, let size, let queued, let budget):
+            "multifd channel \(channel): a \(size)-byte packet of \(device) would take the multifd data received and not yet loaded "
+                + "from \(queued) bytes over the budget of \(budget) bytes (multifdQueueBudget), with nothing loading to make room"
+        case .drainTimedOut(let device, let after, let reason):
+            "after the main stream's EOF, \(device.map { "\($0)'s" } ?? "the") multifd data did not complete within \(after): \(reason)"
         case .afterConfigState(let channel, let device, let index, let configIndex):
             "multifd channel \(channel): \(device) sent packet index \(index) after its config-state packet \(configIndex)"
         case .missingPacket(let device, let index):
@@ -94,7 +105,7 @@ public enum MultifdError: Error, Sendable, CustomStringConvertible {
     public var channel: Int? {
         switch self {
         case .channelFailed(let c, _, _), .unknownDevice(let c, _, _), .transferOff(let c, _), .duplicateIndex(let c, _, _),
-             .queueLimitExceeded(let c, _, _), .afterConfigState(let c, _, _, _):
+             .queueLimitExceeded(let c, _, _), .afterConfigState(let c, _, _, _), .budgetExceeded(let c, _, _, _, _):
             c
         default:
             nil
@@ -149,6 +160,10 @@ struct MultifdPlan {
         }
         guard p.multifdMaxPacketSize >= VFIODeviceStatePacketHeader.encodedLength, p.multifdMaxPacketSize <= Int(UInt32.max) else {
             throw MigrationError.invalidParameters("multifdMaxPacketSize must be 12 to 2^32-1 bytes, not \(p.multifdMaxPacketSize)")
+        }
+        guard p.multifdQueueBudget >= p.multifdMaxPacketSize else {
+            throw MigrationError.invalidParameters(
+                "multifdQueueBudget (\(p.multifdQueueBudget) bytes) must be at least multifdMaxPacketSize (\(p.multifdMaxPacketSize) bytes)")
         }
         guard p.multifdSendQueueDepth >= 1 else {
             throw MigrationError.invalidParameters("multifdSendQueueDepth must be at least 1, not \(p.multifdSendQueueDepth)")

@@ -5,6 +5,7 @@ import MigrationStream
 /// publishes them to the migration thread (QEMU `source_return_path_thread`).
 final class SourceReturnPath: Sendable {
     struct State {
+        /// The last PONG values, at most ``SourceReturnPath/maxPongs`` (a peer may send any number).
         var pongs: [UInt32] = []
         /// The destination's SHUT value, once it came.
         var shut: UInt32?
@@ -22,12 +23,19 @@ final class SourceReturnPath: Sendable {
         var stopping = false
     }
 
+    /// The PONG values kept (the newest); the engine only ever asks whether one came.
+    static let maxPongs = 16
+
     let state = Monitor(State())
     private let extensions: Bool
+    /// The handlers this source migrates: a LOAD_REPORT or ACK_STATE may name only these, so
+    /// what the destination can make us hold is bounded by our own registry.
+    private let known: Set<HandlerKey>
     private let logger: Logger
 
-    init(extensions: Bool, logger: Logger) {
+    init(extensions: Bool, known: Set<HandlerKey>, logger: Logger) {
         self.extensions = extensions
+        self.known = known
         self.logger = logger
     }
 
@@ -57,14 +65,20 @@ final class SourceReturnPath: Sendable {
             state.update { $0.shut = value }
             return true
         case .pong(let value):
-            state.update { $0.pongs.append(value) }
+            state.update { s in
+                if s.pongs.count >= Self.maxPongs { s.pongs.removeFirst(s.pongs.count - Self.maxPongs + 1) }
+                s.pongs.append(value)
+            }
         case .switchoverAck:
             state.update { $0.switchoverAcked = true }
         case .loadReport(let report) where extensions:
-            state.update { $0.loadReports[HandlerKey(report.idstr, report.instanceID)] = report }
+            let key = HandlerKey(report.idstr, report.instanceID)
+            guard known.contains(key) else { throw ReturnPathError.unknownHandler("LOAD_REPORT", key.description) }
+            state.update { $0.loadReports[key] = report }
         case .ackState(let idstr, let instance, let acknowledged) where extensions:
+            let key = HandlerKey(idstr, instance)
+            guard known.contains(key) else { throw ReturnPathError.unknownHandler("ACK_STATE", key.description) }
             state.update { s in
-                let key = HandlerKey(idstr, instance)
                 s.ackStates[key] = acknowledged
                 if acknowledged { s.everAcked.insert(key) }
             }
@@ -106,11 +120,14 @@ final class SourceReturnPath: Sendable {
 enum ReturnPathError: Error, Sendable, CustomStringConvertible {
     case unexpected(String)
     case closed
+    /// A message about a handler this source does not migrate.
+    case unknownHandler(String, String)
 
     var description: String {
         switch self {
         case .unexpected(let name): "unexpected return-path message \(name) (postcopy and resume are not supported)"
         case .closed: "the return path closed before the destination's verdict"
+        case .unknownHandler(let message, let handler): "\(message) names \(handler), which this source does not migrate"
         }
     }
 }

@@ -118,10 +118,27 @@ public final class StreamReader {
         return v
     }
 
-    /// Reads exactly `count` bytes. The caller bounds `count` before calling.
+    /// What ``readBytes(_:_:)`` allocates ahead of the bytes it has read.
+    public static let readAheadAllocation = 1 << 20
+
+    /// Reads exactly `count` bytes. The caller bounds `count` before calling; memory grows
+    /// with the bytes that actually arrive (at most ``readAheadAllocation`` ahead of them), so
+    /// a peer that announces a large length and sends nothing makes us hold nothing.
     public func readBytes(_ count: Int, _ what: @autoclosure () -> String = "bytes") throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        try out.withUnsafeMutableBytes { try readExactly(into: $0, what()) }
+        precondition(count >= 0, "readBytes with a negative count")
+        if count <= Self.readAheadAllocation {
+            var out = [UInt8](repeating: 0, count: count)
+            try out.withUnsafeMutableBytes { try readExactly(into: $0, what()) }
+            return out
+        }
+        var out = [UInt8](repeating: 0, count: Self.readAheadAllocation)
+        var done = 0
+        while done < count {
+            if done == out.count { out.append(contentsOf: repeatElement(0, count: min(count - done, Self.readAheadAllocation))) }
+            let n = try out.withUnsafeMutableBytes { try read(into: UnsafeMutableRawBufferPointer(rebasing: $0[done...])) }
+            if n == 0 { throw StreamError.truncated(offset: offset, expected: "\(what()) (\(count - done) more bytes)") }
+            done += n
+        }
         return out
     }
 

@@ -73,12 +73,19 @@ public struct VMDescription: Sendable, Hashable {
             guard count >= 0 else { return nil }
             let (product, overflow) = size.multipliedReportingOverflow(by: count)
             guard !overflow else { return nil }
-            total += product
+            let (sum, sumOverflow) = total.addingReportingOverflow(product)
+            guard !sumOverflow else { return nil }
+            total = sum
         }
         for sub in desc["subsections"] as? [[String: Any]] ?? [] {
             guard let name = sub["vmsd_name"] as? String, name.utf8.count <= 255,
                   let inner = encodedLength(of: sub, depth: depth + 1) else { return nil }
-            total += 1 + 1 + name.utf8.count + 4 + inner
+            // The subsection header: 0x05, the counted name, be32 version; `inner` is the peer's.
+            let (sum, overflow) = total.addingReportingOverflow(1 + 1 + name.utf8.count + 4)
+            guard !overflow else { return nil }
+            let (withInner, innerOverflow) = sum.addingReportingOverflow(inner)
+            guard !innerOverflow else { return nil }
+            total = withInner
         }
         return total
     }

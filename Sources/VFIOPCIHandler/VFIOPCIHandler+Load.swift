@@ -85,17 +85,25 @@ extension VFIOPCIHandler {
             throw VFIOPCIHandlerError.badSection(device: device.name, offset: at,
                                                  reason: "DATA chunk of \(size) bytes exceeds the \(Self.maxIncomingChunk)-byte limit")
         }
-        let (fd, buffer) = lock.withLock { (self.dataFD, tuning.preferredReceiveBuffer ?? self.buffer) }
-        guard let fd, let buffer else {
+        let fd = lock.withLock { self.dataFD }
+        guard let fd else {
             throw VFIOPCIHandlerError.badSection(device: device.name, offset: at, reason: "DATA chunk before load setup")
         }
         var left = size
         while left > 0 {
-            let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(min(left, UInt64(buffer.count)))])
-            try reader.readExactly(into: piece, "VFIO device data")
-            try tuning.observeResumeData(UnsafeRawBufferPointer(piece))
-            try vfio("load: write device data") { () throws(VFIOError) -> Void in try fd.write(UnsafeRawBufferPointer(piece)) }
-            left -= UInt64(piece.count)
+            // The buffer is looked up for every piece and held while in use: observeResumeData
+            // may replace the tuning's buffer (mlx5 grows it for a larger STOP_COPY_SIZE), and
+            // the reference keeps the one being used alive until the piece is written.
+            guard let buffer = lock.withLock({ tuning.preferredReceiveBuffer ?? self.buffer }) else {
+                throw VFIOPCIHandlerError.badSection(device: device.name, offset: at, reason: "DATA chunk before load setup")
+            }
+            let written = try buffer.withBytes(upTo: Int(min(left, UInt64(buffer.count)))) { piece -> Int in
+                try reader.readExactly(into: piece, "VFIO device data")
+                try tuning.observeResumeData(UnsafeRawBufferPointer(piece))
+                try vfio("load: write device data") { () throws(VFIOError) -> Void in try fd.write(UnsafeRawBufferPointer(piece)) }
+                return piece.count
+            }
+            left -= UInt64(written)
         }
         lock.withLock {
             counters.loadedBytes += size

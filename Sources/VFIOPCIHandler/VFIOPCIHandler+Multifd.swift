@@ -26,11 +26,15 @@ extension VFIOPCIHandler {
         guard let fd else {
             throw VFIOPCIHandlerError.badSection(device: device.name, offset: 0, reason: "STOP_COPY opened no data fd")
         }
-        let buffer = lock.withLock { () -> UnsafeMutableRawBufferPointer in self.buffer ?? allocateBuffer(Self.defaultChunkSize) }
+        let buffer = lock.withLock { self.buffer ?? allocateBuffer(Self.defaultChunkSize) }
         while true {
-            let result = try vfio("save complete (multifd): read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: buffer) }
-            guard case .bytes(let n) = result else { break }
-            try sender.send(UnsafeRawBufferPointer(rebasing: buffer[..<n]), isConfigState: false)
+            let n = try buffer.withBytes(upTo: buffer.count) { bytes -> Int? in
+                let result = try vfio("save complete (multifd): read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: bytes) }
+                guard case .bytes(let n) = result else { return nil }
+                try sender.send(UnsafeRawBufferPointer(rebasing: bytes[..<n]), isConfigState: false)
+                return n
+            }
+            guard let n else { break }
             lock.withLock {
                 counters.stopCopyBytes += UInt64(n)
                 counters.chunks += 1
@@ -90,10 +94,10 @@ extension VFIOPCIHandler: MultifdPrecopyHandler {
     public func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult {
         let (fd, buffer) = lock.withLock { (inPreCopy ? self.dataFD : nil, self.buffer) }
         guard let fd, let buffer else { return .done }
-        let want = min(buffer.count, max(budget, 4096))
-        let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[..<want])
-        let marker = try preCopyStep(fd: fd, buffer: piece, phase: "save iterate (multifd): read", context: context) {
-            try sender.send($0, isConfigState: false)
+        let marker = try buffer.withBytes(upTo: max(budget, 4096)) { piece in
+            try preCopyStep(fd: fd, buffer: piece, phase: "save iterate (multifd): read", context: context) {
+                try sender.send($0, isConfigState: false)
+            }
         }
         if marker { try sender.send(UnsafeRawBufferPointer(start: nil, count: 0), isConfigState: false) }
         return lock.withLock { initialBytes == 0 && dirtyBytes == 0 } ? .done : .more

@@ -42,15 +42,17 @@ extension VFIOPCIHandler {
             try writer.writeVFIOTag(.endOfState)
             return .done
         }
-        let sendInitDataSent = try preCopyStep(fd: fd, buffer: buffer, phase: "save iterate: read", context: context) {
-            try writer.writeVFIODataChunk($0)
+        let sendInitDataSent = try buffer.withBytes(upTo: buffer.count) { bytes in
+            try preCopyStep(fd: fd, buffer: bytes, phase: "save iterate: read", context: context) {
+                try writer.writeVFIODataChunk($0)
+            }
         }
         try writer.writeVFIOTag(sendInitDataSent ? .initDataSent : .endOfState)
         return lock.withLock { initialBytes == 0 && dirtyBytes == 0 } ? .done : .more
     }
 
     public func pendingEstimate(context: SaveContext) -> PendingBytes {
-        lock.withLock { inPreCopy ? PendingBytes(mustPrecopy: initialBytes + dirtyBytes) : .zero }
+        lock.withLock { inPreCopy ? PendingBytes(mustPrecopy: [initialBytes, dirtyBytes].saturatingSum) : .zero }
     }
 
     public func pendingExact(context: SaveContext) throws -> PendingBytes {
@@ -79,11 +81,15 @@ extension VFIOPCIHandler {
         guard let fd else {
             throw VFIOPCIHandlerError.badSection(device: device.name, offset: writer.bytesWritten, reason: "STOP_COPY opened no data fd")
         }
-        let buffer = lock.withLock { () -> UnsafeMutableRawBufferPointer in self.buffer ?? allocateBuffer(Self.defaultChunkSize) }
+        let buffer = lock.withLock { self.buffer ?? allocateBuffer(Self.defaultChunkSize) }
         while true {
-            let result = try vfio("save complete: read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: buffer) }
-            guard case .bytes(let n) = result else { break }
-            try writer.writeVFIODataChunk(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+            let n = try buffer.withBytes(upTo: buffer.count) { bytes -> Int? in
+                let result = try vfio("save complete: read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: bytes) }
+                guard case .bytes(let n) = result else { return nil }
+                try writer.writeVFIODataChunk(UnsafeRawBufferPointer(rebasing: bytes[..<n]))
+                return n
+            }
+            guard let n else { break }
             lock.withLock {
                 counters.stopCopyBytes += UInt64(n)
                 counters.chunks += 1

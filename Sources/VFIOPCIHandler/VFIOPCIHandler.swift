@@ -44,7 +44,7 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
     var initialBytes: UInt64 = 0
     var dirtyBytes: UInt64 = 0
     var initialDataSent = false
-    var buffer: UnsafeMutableRawBufferPointer?
+    var buffer: DeviceDataBuffer?
     var counters = Counters()
 
     /// What the handler has moved, for statistics and tests.
@@ -66,8 +66,6 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
         self.config = config ?? PCIConfigSnapshot(simulatedFor: device.name)
         self.tuning = tuning
     }
-
-    deinit { buffer?.deallocate() }
 
     /// QEMU's idstr for a VFIO device at a PCI address: "0000:00:05.0/vfio".
     public static func idstr(for address: String) -> String { address + VFIOSectionTag.idstrSuffix }
@@ -100,10 +98,11 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
         do { return try body() } catch { throw VFIOPCIHandlerError.device(device: device.name, phase: phase, error) }
     }
 
-    func allocateBuffer(_ size: Int) -> UnsafeMutableRawBufferPointer {
+    /// The handler's buffer, replaced by a larger one when `size` needs it. Call under `lock`.
+    /// A caller that still uses the old buffer holds its reference, which keeps it alive.
+    func allocateBuffer(_ size: Int) -> DeviceDataBuffer {
         if let b = buffer, b.count >= size { return b }
-        buffer?.deallocate()
-        let b = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+        let b = DeviceDataBuffer(byteCount: size)
         buffer = b
         return b
     }

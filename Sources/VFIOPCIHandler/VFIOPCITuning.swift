@@ -25,8 +25,10 @@ public protocol VFIOPCITuning: AnyObject, Sendable {
     func observeResumeData(_ bytes: UnsafeRawBufferPointer) throws
 
     /// A buffer the destination should receive DATA chunks into instead of its default one
-    /// (mlx5 pre-allocates one for the final image). Default: nil.
-    var preferredReceiveBuffer: UnsafeMutableRawBufferPointer? { get }
+    /// (mlx5 pre-allocates one for the final image). The handler holds the reference while it
+    /// uses the buffer, so a tuning may replace it at any time (even from
+    /// ``observeResumeData(_:)``) without freeing memory in use. Default: nil.
+    var preferredReceiveBuffer: DeviceDataBuffer? { get }
 
     /// The destination's estimate of the fixed cost (µs) of loading the final data besides
     /// streaming it, reported to the source for its downtime prediction. Default: 0.
@@ -39,7 +41,7 @@ extension VFIOPCITuning {
     }
     public func preCopyDrained(dataFD: VFIOMigrationDataFD) throws -> VFIOPrecopyInfo? { nil }
     public func observeResumeData(_ bytes: UnsafeRawBufferPointer) throws {}
-    public var preferredReceiveBuffer: UnsafeMutableRawBufferPointer? { nil }
+    public var preferredReceiveBuffer: DeviceDataBuffer? { nil }
     public func expectedFinalLoadCostMicros() -> UInt64 { 0 }
 }
 
