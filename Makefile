@@ -41,8 +41,10 @@ test-scaffold: deps
 
 # The whole suite under AddressSanitizer (.build-asan/), then under ThreadSanitizer (.build-tsan/).
 # Any report fails the run: ASan and LeakSanitizer end the process at their report, TSan makes it
-# exit 66. scripts/tsan.supp holds the one suppression, with its reason (docs/security.md).
-SANITIZER_TEST_ENV := ASAN_OPTIONS=detect_leaks=1 TSAN_OPTIONS="suppressions=$(CURDIR)/scripts/tsan.supp"
+# exit 66. scripts/lsan.supp and scripts/tsan.supp hold the suppressions, each with its reason
+# (docs/security.md).
+SANITIZER_TEST_ENV := ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$(CURDIR)/scripts/lsan.supp" \
+	TSAN_OPTIONS="suppressions=$(CURDIR)/scripts/tsan.supp"
 
 test-sanitizers: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan $(SWIFTFLAGS)

@@ -14,7 +14,7 @@ let root = URL(fileURLWithPath: Context.packageDirectory).deletingLastPathCompon
 func fuzzTarget(_ name: String, _ products: [String]) -> Target {
     .executableTarget(
         name: name,
-        dependencies: ["FuzzSupport"] + products.map { .product(name: $0, package: root) },
+        dependencies: ["FuzzSupport", "LibFuzzerDriver"] + products.map { .product(name: $0, package: root) },
         path: "Targets/\(name)",
         // libFuzzer's main and runtime; the code under test is instrumented by the flags
         // scripts/fuzz.sh passes to every compile (-sanitize=address -sanitize-coverage=…).
@@ -27,7 +27,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [.package(path: "..")],
     targets: [
-        // What the targets share: libFuzzer's driver, input splitting, an in-memory connection.
+        // What the targets and the seed tool share: input splitting, an in-memory connection, the machine.
         .target(
             name: "FuzzSupport",
             dependencies: [
@@ -35,6 +35,8 @@ let package = Package(
                 .product(name: "ExampleVM", package: root),
             ]
         ),
+        // libFuzzer's driver entry point (linked into the fuzz targets only).
+        .target(name: "LibFuzzerDriver"),
         // `switchover inspect`: StreamInspection over a file holding the input (trailer lookup, walker, JSON).
         fuzzTarget("fuzz-stream-walker", ["MigrationStream"]),
         // The destination engine fed from bytes (main stream and, in multifd mode, two channels)

@@ -37,6 +37,7 @@ public enum FuzzMachine {
         p.stallTimeout = .seconds(5)
         p.switchoverTimeout = .seconds(5)
         p.convergenceWindow = nil
+        p.multifdDrainTimeout = .seconds(5)
         p.downtimeLimit = .seconds(1)
         return p
     }

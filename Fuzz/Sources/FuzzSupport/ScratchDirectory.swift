@@ -8,10 +8,12 @@ import Glibc
 public func makeScratchDirectory(_ label: String) -> String {
     let base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp"
     var template = Array("\(base)/switchover-fuzz-\(label)-XXXXXX".utf8CString)
-    guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress) }) else {
-        fatalError("cannot create a scratch directory under \(base): errno \(errno)")
+    let made = template.withUnsafeMutableBufferPointer { buffer -> String? in
+        guard let base = buffer.baseAddress, mkdtemp(base) != nil else { return nil }
+        return String(cString: base)
     }
-    return String(cString: made)
+    guard let made else { fatalError("cannot create a scratch directory under \(base): errno \(errno)") }
+    return made
 }
 
 /// Writes `bytes` to `path` (created or truncated).

@@ -1,5 +1,6 @@
 import ExampleVM
 import FuzzSupport
+import LibFuzzerDriver
 import MigrationCore
 
 // The destination engine fed from bytes, as `switchover incoming` runs it, with the shipped
@@ -29,3 +30,5 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     machine.shutdown()
     return 0
 }
+
+runLibFuzzer(fuzzOne)

@@ -1,5 +1,6 @@
 import DeviceMatch
 import FuzzSupport
+import LibFuzzerDriver
 
 // The match-table parser the build plugin's compiler runs on a vendor's devices.matchtable,
 // and the Swift source it generates from the rules it accepts.
@@ -11,3 +12,5 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     _ = PCIMatchTableFile.swiftSource(for: rules, typeName: "FuzzDevices", sourceName: "fuzz.matchtable")
     return 0
 }
+
+runLibFuzzer(fuzzOne)

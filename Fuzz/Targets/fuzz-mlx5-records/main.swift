@@ -1,4 +1,5 @@
 import FuzzSupport
+import LibFuzzerDriver
 import MLX5Handler
 
 // The mlx5 record stream parser (what the mlx5 handler runs over every byte of a device's
@@ -24,3 +25,5 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     _ = stream.withUnsafeBytes { try? small.consume($0) }
     return 0
 }
+
+runLibFuzzer(fuzzOne)

@@ -1,4 +1,5 @@
 import FuzzSupport
+import LibFuzzerDriver
 @testable import MigrationCore
 import MigrationStream
 
@@ -31,3 +32,5 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     }
     return 0
 }
+
+runLibFuzzer(fuzzOne)

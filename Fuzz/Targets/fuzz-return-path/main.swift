@@ -1,5 +1,6 @@
 import ExampleVM
 import FuzzSupport
+import LibFuzzerDriver
 @testable import MigrationCore
 import MigrationStream
 
@@ -8,6 +9,17 @@ import MigrationStream
 // what the migration thread asks of it; odd modes run a whole source migration of the example
 // machine whose main stream goes nowhere and whose return path is the input (the pre-flight
 // verdict, acks, load reports the downtime prediction and statistics use, SHUT).
+/// The handlers the example machine registers: the only ones a LOAD_REPORT or ACK_STATE may name.
+enum Known {
+    static let keys: Set<HandlerKey> = {
+        var keys: Set<HandlerKey> = [HandlerKey(RAMHandler.identity.idstr, RAMHandler.identity.instanceID)]
+        for name in (try? FuzzMachine.configuration.deviceNames()) ?? [] {
+            keys.insert(HandlerKey(name + VFIOSectionTag.idstrSuffix, 0))
+        }
+        return keys
+    }()
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let data = fuzzBytes(pointer, size)
@@ -15,7 +27,7 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let mode = FuzzMachine.Mode(input.byte() & ~0x0A)  // always a return path, no multifd
     let connection = MemoryConnection(input.rest(), pieceSize: mode.pieceSize)
     if mode.raw & 0x80 == 0 {
-        let reader = SourceReturnPath(extensions: mode.extensions, logger: quietLogger())
+        let reader = SourceReturnPath(extensions: mode.extensions, known: Known.keys, logger: quietLogger())
         reader.start(reading: connection)
         guard reader.join(timeout: .seconds(10)) else { fatalError("the return-path reader did not end at the end of its input") }
         let keys = reader.state.withLock { Array($0.ackStates.keys) + Array($0.loadReports.keys) }
@@ -38,3 +50,5 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     machine.shutdown()
     return 0
 }
+
+runLibFuzzer(fuzzOne)

@@ -1,4 +1,5 @@
 import FuzzSupport
+import LibFuzzerDriver
 import MigrationStream
 
 // What `switchover inspect FILE [--json] [--rewrite OUT]` runs, on a file holding the input:
@@ -25,3 +26,5 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     }
     return 0
 }
+
+runLibFuzzer(fuzzOne)

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import FuzzSupport
+import LibFuzzerDriver
 @testable import PCIDiscovery
 
 // PCIDiscovery's sysfs readers (what devprobe runs on every device of a tree it is given with
@@ -95,3 +96,5 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     }
     return 0
 }
+
+runLibFuzzer(fuzzOne)

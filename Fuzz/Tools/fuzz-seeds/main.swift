@@ -18,13 +18,14 @@ guard arguments.count == 3 else {
 }
 let out = URL(fileURLWithPath: arguments[1])
 let repo = URL(fileURLWithPath: arguments[2])
-var written = 0
+/// How many seeds were written.
+let written = Mutex(0)
 
 func seed(_ target: String, _ name: String, _ bytes: [UInt8]) throws {
     let dir = out.appendingPathComponent(target)
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     try Data(bytes).write(to: dir.appendingPathComponent(name))
-    written += 1
+    written.withLock { $0 += 1 }
 }
 
 /// The source's end of a connection, keeping what it writes (stream or channel) and what it
@@ -134,12 +135,12 @@ func run() async throws {
         + entry(2, "../../../kernel/iommu_groups/7") + entry(0, "") + entry(2, "../0000:00:01.1") + entry(2, "../0000:00:01.2")
         + entry(0, "") + entry(3, "vfio0/vfio12") + entry(0, "")
     try seed("fuzz-sysfs", "pf", pf)
-    print("fuzz-seeds: \(written) seeds in \(out.path)")
+    print("fuzz-seeds: \(written.withLock { $0 }) seeds in \(out.path)")
 }
 
 let done = DispatchSemaphore(value: 0)
 let failure = Mutex<String?>(nil)
-Task {
+Task.detached {
     do { try await run() } catch { failure.withLock { $0 = "\(error)" } }
     done.signal()
 }
