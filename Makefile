@@ -41,15 +41,16 @@ test-scaffold: deps
 
 # The whole suite under AddressSanitizer (.build-asan/), then under ThreadSanitizer (.build-tsan/).
 # Any report fails the run: ASan and LeakSanitizer end the process at their report, TSan makes it
-# exit 66. scripts/lsan.supp and scripts/tsan.supp hold the suppressions, each with its reason
-# (docs/security.md).
+# exit 66. The suppressions, each with its reason: scripts/lsan.supp, and the TSan ones that
+# scripts/tsan-suppressions.sh derives from the sources (Synchronization.Mutex; docs/security.md).
 SANITIZER_TEST_ENV := ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$(CURDIR)/scripts/lsan.supp" \
-	TSAN_OPTIONS="suppressions=$(CURDIR)/scripts/tsan.supp"
+	TSAN_OPTIONS="suppressions=$(CURDIR)/.build-tsan/tsan.supp"
 
 test-sanitizers: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan $(SWIFTFLAGS)
 	$(SANITIZER_TEST_ENV) $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan $(SWIFTFLAGS)
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan $(SWIFTFLAGS)
+	bash scripts/tsan-suppressions.sh > .build-tsan/tsan.supp
 	$(SANITIZER_TEST_ENV) $(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan $(SWIFTFLAGS)
 
 # Every libFuzzer target of Fuzz/ for FUZZ_SECONDS seconds each, after building them with
