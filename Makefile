@@ -43,8 +43,8 @@ test-scaffold: deps
 # Any report fails the run: ASan and LeakSanitizer end the process at their report, TSan makes it
 # exit 66. The suppressions, each with its reason: scripts/lsan.supp, and the TSan ones that
 # scripts/tsan-suppressions.sh derives from the sources (Synchronization.Mutex; docs/security.md).
-SANITIZER_TEST_ENV := ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$(CURDIR)/scripts/lsan.supp" \
-	TSAN_OPTIONS="suppressions=$(CURDIR)/.build-tsan/tsan.supp"
+SANITIZER_TEST_ENV := ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0" \
+	TSAN_OPTIONS="suppressions=$(CURDIR)/.build-tsan/tsan.supp:print_suppressions=0"
 
 test-sanitizers: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan $(SWIFTFLAGS)
