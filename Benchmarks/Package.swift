@@ -23,6 +23,9 @@ let package = Package(
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "MigrationStream", package: root),
+                .product(name: "MigrationCore", package: root),
+                .product(name: "MigrationTLS", package: root),
+                "MigrationScenarios",
             ],
             path: "Benchmarks/StreamBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
@@ -33,10 +36,12 @@ let package = Package(
             dependencies: [
                 .product(name: "ExampleVM", package: root),
                 .product(name: "MigrationCore", package: root),
+                .product(name: "MigrationTLS", package: root),
             ],
             path: "Sources/MigrationScenarios"
         ),
-        // Downtime vs the destination's load cost (switchover-ack off and on) and vs device count.
+        // Downtime vs the destination's load cost (switchover-ack off and on), vs device count,
+        // and with TLS vs without.
         .executableTarget(
             name: "MigrationBenchmarks",
             dependencies: [.product(name: "Benchmark", package: "benchmark"), "MigrationScenarios"],

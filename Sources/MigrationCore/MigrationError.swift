@@ -105,7 +105,9 @@ public enum MigrationError: Error, Sendable, CustomStringConvertible {
         case .load: "load"
         case .returnPath: "return path"
         case .destinationFailed: "destination failed"
-        case .timeout(let t, _): t == .stall ? "stall timeout" : "switchover timeout"
+        case .timeout(.stall, _): "stall timeout"
+        case .timeout(.switchoverAck, _): "switchover timeout"
+        case .timeout(.tooSlow, _): "too-slow peer"
         case .notConverging: "not converging"
         case .cancelled: "cancelled"
         }

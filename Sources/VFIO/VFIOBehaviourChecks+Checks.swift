@@ -172,6 +172,8 @@ extension VFIOBehaviourChecks {
         case .hung:
             hung = true
             throw VFIOCheckAbort("STOP_COPY -> PRE_COPY did not return (a kernel without the FSM fix): the device is wedged")
+        case .failed(let what):
+            throw VFIOCheckAbort("STOP_COPY -> PRE_COPY gave no answer: \(what)")
         }
         let toP2P = sourceClient.rawSetState(VFIODeviceState.preCopyP2P.rawValue)
         c.expectErrno(toP2P.errno, .invalidArgument, "STOP_COPY -> PRE_COPY_P2P")

@@ -19,6 +19,9 @@ package enum VFIOGuardedOutcome: Sendable, Equatable {
     case returned(Errno?)
     /// It did not return before the deadline (a kernel without the STOP_COPY→PRE_COPY fix).
     case hung
+    /// The guard lost the answer: what happened instead (kernel-vfio-check: its child was killed by a
+    /// signal, or exited without reporting one).
+    case failed(String)
 }
 
 /// The behaviour checks; see the file comment. Checks run in order and build on one another (the source's

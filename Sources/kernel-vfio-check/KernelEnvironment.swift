@@ -1,6 +1,6 @@
 // What only the guest has: the two mtty mdevs opened through the group/container path (Debian's 6.12
-// has no iommufd), guest writes to their BARs, and a child process with a deadline for the one request
-// that hangs kernels without the STOP_COPY→PRE_COPY fix.
+// has no iommufd) and guest writes to their BARs. (The child process with a deadline for the one request
+// that hangs kernels without the STOP_COPY→PRE_COPY fix is in ChildProcesses.swift.)
 
 #if os(Linux)
 import Glibc
@@ -13,6 +13,10 @@ struct MdevArgument {
 }
 
 enum KernelEnvironment {
+    /// How long the one request that spins forever in kernels without the STOP_COPY→PRE_COPY fix may
+    /// take (asked from a child: DeadlineChild).
+    static let guardedRequestLimit: Duration = .seconds(20)
+
     /// `SRC SRC_GROUP DST DST_GROUP` or `SRC DST` (groups then come from sysfs when the device is opened).
     static func parseDevices(_ arguments: [String]) -> [MdevArgument]? {
         switch arguments.count {
@@ -61,27 +65,6 @@ enum KernelEnvironment {
         defer { buffer.deallocate() }
         while case .bytes(let n) = try fd.read(into: buffer) { bytes += buffer[0..<n] }
         return bytes
-    }
-
-    /// Runs `request` in a child process (it shares the device fds) and waits at most `seconds`: before
-    /// the FSM fix, STOP_COPY→PRE_COPY spins forever in the kernel with the device's state mutex held.
-    /// The child's errno comes back as its exit status.
-    static func withDeadline(seconds: Int, _ request: () -> VFIOErrno?) -> VFIOGuardedOutcome {
-        fflush(nil)
-        let pid = fork()
-        if pid == 0 {
-            _exit(request().map { $0.rawValue & 0x7F } ?? 0)
-        }
-        guard pid > 0 else { return .returned(VFIOErrno(rawValue: errno)) }
-        for _ in 0..<(seconds * 20) {
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
-                let code = (status >> 8) & 0xFF
-                return .returned(code == 0 ? nil : VFIOErrno(rawValue: code))
-            }
-            usleep(50_000)
-        }
-        return .hung
     }
 
     /// The lines the checks print, flushed at once (the console is the only output).

@@ -37,7 +37,7 @@ enum MigrationRole {
             }
         }
         var device: KernelVFIODevice?
-        report.run("migration-\(role)-open") { c in
+        report.run((role == "source" ? KernelCheck.migrationSourceOpen : .migrationDestinationOpen).name) { c in
             device = try KernelEnvironment.open(uuid)
             c.expectEqual(try device?.deviceState(), .running, "state after open")
         }
@@ -60,7 +60,7 @@ enum MigrationRole {
     ) {
         let handler = ObservingHandler(VFIOPCIHandler(device: device))
         let guest = FlagGuest(running: true)
-        report.run("migration-source") { c in
+        report.run(KernelCheck.migrationSource.name) { c in
             let registry = HandlerRegistry()
             let identity = try registry.register(handler, idstr: idstr, versionID: VFIOPCIHandler.sectionVersion)
             let source = MigrationSource(
@@ -87,7 +87,7 @@ enum MigrationRole {
             c.expectEqual(statistics.stopCopyBytes, UInt64(streamSize - headerSize), "bytes sent in STOP_COPY")
             c.expect(statistics.initDataSent, "INIT_DATA_SENT was not sent")
         }
-        report.run("migration-source-readback") { c in
+        report.run(KernelCheck.migrationSourceReadback.name) { c in
             c.expectEqual(try device.deviceState(), .stop, "state after the migration")
             // STOP → STOP_COPY opens a fresh fd with the whole state.
             let bytes = try KernelEnvironment.readStateOut(device)
@@ -103,7 +103,7 @@ enum MigrationRole {
         let config = PCIConfigSnapshot(simulatedFor: device.name)
         let handler = ObservingHandler(VFIOPCIHandler(device: device, config: config))
         let guest = FlagGuest(running: false)
-        report.run("migration-destination") { c in
+        report.run(KernelCheck.migrationDestination.name) { c in
             let registry = HandlerRegistry()
             let identity = try registry.register(handler, idstr: idstr, versionID: VFIOPCIHandler.sectionVersion)
             let destination = MigrationDestination(
@@ -130,9 +130,17 @@ enum MigrationRole {
             let statistics = handler.inner.statistics
             c.expect(statistics.acknowledged, "the handler did not acknowledge the switchover")
             c.expectEqual(statistics.loadedBytes, UInt64(streamSize), "bytes written to the resume fd")
-            c.expect(config.bytes == PCIConfigSnapshot(simulatedFor: sourceUUID).bytes, "the config state did not come from the source")
         }
-        report.run("migration-destination-readback") { c in
+        // Evidence from our own code, not from the kernel: both ends' config state is a stand-in,
+        // PCIConfigSnapshot(simulatedFor:) (a hash of the mdev's UUID), until the VMM's real config space
+        // is carried. All this shows is that the FULL section carried the source's config bytes into the
+        // destination handler's config state.
+        report.run(KernelCheck.migrationStandInConfigRelayed.name) { c in
+            let sent = PCIConfigSnapshot(simulatedFor: sourceUUID).bytes
+            c.expect(sent != PCIConfigSnapshot(simulatedFor: device.name).bytes, "the two stand-in config states are equal: nothing to tell apart")
+            c.expect(config.bytes == sent, "the destination's config state is not the source's stand-in bytes")
+        }
+        report.run(KernelCheck.migrationDestinationReadback.name) { c in
             c.expectEqual(try device.deviceState(), .running, "state after the migration")
             let bytes = try KernelEnvironment.readStateOut(device)
             c.expectEqual(bytes.count, streamSize, "state size")

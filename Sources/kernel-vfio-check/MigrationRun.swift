@@ -11,12 +11,12 @@ enum MigrationRun {
     static let socketPath = "/tmp/kernel-vfio-check.sock"
     static func reportPath(_ role: String) -> String { "/tmp/kernel-vfio-check.\(role).report" }
     /// Both children must be done by then (TCG is slow; the migration itself takes well under a second).
-    static let deadlineSeconds = 120
+    static let deadline: Duration = .seconds(120)
 
     static func run(source: KernelVFIODevice, destination: KernelVFIODevice, report: inout VFIOCheckReport) {
         var sourceBefore: [UInt8] = []
         var destinationBefore: [UInt8] = []
-        report.run("migration-prepare") { c in
+        report.run(KernelCheck.migrationPrepare.name) { c in
             // Different registers from the behaviour checks' writes, whose state the destination now holds.
             KernelEnvironment.guestWrite(source, port: 1, register: KernelEnvironment.UART.transmit, bytes: Array("Go".utf8), &c)
             KernelEnvironment.guestWrite(source, port: 0, register: KernelEnvironment.UART.lineControl, bytes: [0x03], &c)
@@ -32,7 +32,7 @@ enum MigrationRun {
 
         var states: [String: [UInt8]] = [:]
         var childResults: [VFIOCheckResult] = []
-        report.run("migration-two-processes") { c in
+        report.run(KernelCheck.migrationTwoProcesses.name) { c in
             for role in ["source", "destination"] { unlink(reportPath(role)) }
             unlink(socketPath)
             let children = [
@@ -41,16 +41,20 @@ enum MigrationRun {
             ]
             var pids: [(role: String, pid: pid_t)] = []
             for (role, arguments) in children {
-                switch spawnSelf(arguments) {
+                switch ChildSpawn.start("/proc/self/exe", name: "kernel-vfio-check", arguments) {
                 case .success(let pid): pids.append((role, pid))
                 case .failure(let error): c.expect(false, "posix_spawn of the \(role): errno \(error.code)")
                 }
             }
-            for (role, status) in waitAll(pids, seconds: deadlineSeconds) {
-                if let status {
-                    c.expectEqual(status, 0, "the \(role)'s exit status")
-                } else {
-                    c.expect(false, "the \(role) did not finish within \(deadlineSeconds) s (killed)")
+            let outcomes = ChildWait.wait(pids.map(\.pid), limit: deadline)
+            for (role, pid) in pids {
+                switch outcomes[pid] {
+                case .ended(.exited(0))?: break
+                case .ended(let end)?: c.expect(false, "the \(role) \(end)")
+                case .killedAtDeadline(let reaped)?:
+                    c.expect(false, "the \(role) did not finish within \(deadline): its process group was killed (SIGKILL)"
+                        + (reaped ? "" : " and it was still there \(ChildWait.grace) later"))
+                case .notAChild?, nil: c.expect(false, "the \(role) could not be waited for (ECHILD)")
                 }
             }
             for role in ["source", "destination"] {
@@ -72,7 +76,7 @@ enum MigrationRun {
         }
         for result in childResults { report.record(result) }
 
-        report.run("migration-readback-matches-source") { c in
+        report.run(KernelCheck.migrationReadbackMatchesSource.name) { c in
             guard let sourceAfter = states["source"], let destinationAfter = states["destination"] else {
                 throw VFIOCheckAbort("no state read back from \(states["source"] == nil ? "the source" : "the destination")")
             }
@@ -81,44 +85,6 @@ enum MigrationRun {
             c.expect(destinationAfter != destinationBefore, "the destination's state did not change")
             c.note("destination state after: \(KernelEnvironment.hex(destinationAfter))")
         }
-    }
-
-    /// Starts this binary again (/proc/self/exe) with `arguments`; stdout and stderr are inherited.
-    private static func spawnSelf(_ arguments: [String]) -> Result<pid_t, SpawnError> {
-        fflush(nil)
-        let argv: [UnsafeMutablePointer<CChar>?] = (["kernel-vfio-check"] + arguments).map { strdup($0) } + [nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, "/proc/self/exe", nil, nil, argv, envp)
-        return rc == 0 ? .success(pid) : .failure(SpawnError(code: rc))
-    }
-
-    /// Waits for every child; a child still running after `seconds` is killed and reported as nil.
-    private static func waitAll(_ children: [(role: String, pid: pid_t)], seconds: Int) -> [(String, Int32?)] {
-        var statuses: [pid_t: Int32] = [:]
-        var polls = 0
-        while statuses.count < children.count, polls < seconds * 20 {
-            for child in children where statuses[child.pid] == nil {
-                var status: Int32 = 0
-                if waitpid(child.pid, &status, WNOHANG) == child.pid {
-                    // Exit status, or 128 + signal as a shell shows it.
-                    statuses[child.pid] = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
-                }
-            }
-            usleep(50_000)
-            polls += 1
-        }
-        for child in children where statuses[child.pid] == nil {
-            kill(child.pid, SIGKILL)
-            var status: Int32 = 0
-            waitpid(child.pid, &status, 0)
-        }
-        return children.map { ($0.role, statuses[$0.pid]) }
-    }
-
-    struct SpawnError: Error {
-        var code: Int32
     }
 
     private static func firstDifference(_ a: [UInt8], _ b: [UInt8]) -> String {

@@ -27,7 +27,7 @@ func runChecks(_ arguments: [String]) -> Int32 {
     }
     var report = VFIOCheckReport(output: KernelEnvironment.printLine)
     var devices: [KernelVFIODevice] = []
-    report.run("open-devices") { _ in
+    report.run(KernelCheck.openDevices.name) { _ in
         for mdev in mdevs {
             do {
                 devices.append(try KernelEnvironment.open(mdev.uuid))
@@ -41,7 +41,7 @@ func runChecks(_ arguments: [String]) -> Int32 {
         return 1
     }
     let source = devices[0], destination = devices[1]
-    report.run("group-container-path") { c in
+    report.run(KernelCheck.groupContainerPath.name) { c in
         for (device, mdev) in zip(devices, mdevs) {
             guard case .group(let number, let noIOMMU) = device.openPath else {
                 c.expect(false, "\(device.name) opened through \(device.openPath), not the group")
@@ -65,7 +65,15 @@ func runChecks(_ arguments: [String]) -> Int32 {
         KernelEnvironment.guestWrite(source, port: 0, register: KernelEnvironment.UART.transmit, bytes: Array("Sw!".utf8), &c)
         KernelEnvironment.guestWrite(source, port: 1, register: KernelEnvironment.UART.lineControl, bytes: [0x1B], &c)
     }
-    options.guardedRequest = { KernelEnvironment.withDeadline(seconds: 20, $0) }
+    options.guardedRequest = { request in
+        switch DeadlineChild.run(limit: KernelEnvironment.guardedRequestLimit, request) {
+        case .answered(let errno): return .returned(errno)
+        case .failed(let what): return .failed(what)
+        case .timedOut(let what):
+            KernelEnvironment.printLine("  info: \(what)")
+            return .hung
+        }
+    }
     do {
         let checks = try VFIOBehaviourChecks(source: source, destination: destination, options: options)
         if checks.run(into: &report) == .stoppedByHang {

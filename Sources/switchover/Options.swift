@@ -1,6 +1,7 @@
 import ArgumentParser
 import ExampleVM
 import MigrationCore
+import MigrationStream
 
 /// A byte count on the command line: `64MiB`, `4096`, `1GiB`.
 struct ByteSize: ExpressibleByArgument, Sendable {
@@ -184,5 +185,36 @@ struct MigrationOptions: ParsableArguments {
         p.multifdChannels = multifdChannels
         p.convergenceWindow = convergenceWindow.duration
         p.abortWhenNotConverging = abortIfNotConverging
+    }
+}
+
+/// What a source may make this destination hold and how slowly it may send: the limits of
+/// docs/security.md (``MigrationParameters/multifdQueueBudget`` and its neighbours).
+struct DestinationLimitOptions: ParsableArguments {
+    @Option(name: .customLong("multifd-queue-budget"), help: ArgumentHelp(
+        "The multifd device state all devices together may hold received and not yet loaded; at least 64MiB (the largest packet).",
+        valueName: "size"))
+    var multifdQueueBudget = ByteSize("256MiB", bytes: 256 << 20)
+
+    @Option(name: .customLong("multifd-drain-timeout"), help: ArgumentHelp(
+        "After the main stream's EOF, how long the remaining multifd data may take to arrive and load.", valueName: "duration"))
+    var multifdDrainTimeout = DurationArgument("300s", .seconds(300))
+
+    @Option(name: .customLong("min-receive-rate"), help: ArgumentHelp(
+        "Cut off a source that delivers less than this while we wait for it (judged over each --stall-timeout); 0 turns the check off.",
+        valueName: "rate"))
+    var minimumReceiveRate = ByteRate("1KiB/s", bytesPerSecond: 1024)
+
+    func validate() throws {
+        guard multifdQueueBudget.bytes >= UInt64(MultiFDFormat.defaultMaxPacketSize), multifdQueueBudget.bytes <= UInt64(Int.max) else {
+            throw ValidationError("--multifd-queue-budget \(multifdQueueBudget.text): at least 64MiB, the largest multifd packet accepted")
+        }
+        guard multifdDrainTimeout.duration > .zero else { throw ValidationError("--multifd-drain-timeout must be more than 0") }
+    }
+
+    func apply(to p: inout MigrationParameters) {
+        p.multifdQueueBudget = Int(multifdQueueBudget.bytes)
+        p.multifdDrainTimeout = multifdDrainTimeout.duration
+        p.minimumReceiveRate = minimumReceiveRate.bytesPerSecond == 0 ? nil : minimumReceiveRate.bytesPerSecond
     }
 }

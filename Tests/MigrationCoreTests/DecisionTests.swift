@@ -17,6 +17,25 @@ import Testing
         }
     }
 
+    /// Migrates a scenario with `device` until the RAM handler has run 30 passes, then cancels:
+    /// expects the switchover never to have happened (cancelled while iterating, the guest
+    /// never stopped, the source intact).
+    static func expectSwitchoverHeld(device: DeviceHandler.Config, _ p: MigrationParameters,
+                                     sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let held = try Scenario(device: device)
+        let source = held.source(p)
+        let canceller = Self.cancel(source, after: 30, of: held.sourceRAM)
+        let (a, b) = try DescriptorConnection.socketPair()
+        let (result, _) = await runBoth(source: source, over: a, destination: held.destination(p), over: b)
+        await canceller.value
+        guard case .cancelled = try #require(result.error as? MigrationError, sourceLocation: sourceLocation) else {
+            Issue.record("expected the switchover to be held, got \(String(describing: result))", sourceLocation: sourceLocation)
+            return
+        }
+        #expect(held.sourceVM.stops == 0, sourceLocation: sourceLocation)
+        held.expectSourceIntact(sourceLocation: sourceLocation)
+    }
+
     @Test func theBandwidthCapHoldsInEvery100msWindow() async throws {
         let clock = VirtualClock()
         let s = try Scenario(ram: { RAMHandler(pages: 256, chunkPages: 4, clock: clock) })
@@ -110,18 +129,7 @@ import Testing
         p.switchoverAck = true
         p.switchoverBandwidth = 1_000_000
 
-        let held = try Scenario(device: config)
-        let source = held.source(p)
-        let canceller = Self.cancel(source, after: 30, of: held.sourceRAM)
-        let (a, b) = try DescriptorConnection.socketPair()
-        let (result, _) = await runBoth(source: source, over: a, destination: held.destination(p), over: b)
-        await canceller.value
-        guard case .cancelled = try #require(result.error as? MigrationError) else {
-            Issue.record("expected the switchover to be held, got \(String(describing: result))")
-            return
-        }
-        #expect(held.sourceVM.stops == 0)
-        held.expectSourceIntact()
+        try await Self.expectSwitchoverHeld(device: config, p)
 
         p.countDestinationLoadTime = false
         let qemuLike = try Scenario(device: config)

@@ -4,8 +4,9 @@
 # Downloads Debian's prebuilt 6.12 kernel, its headers and kbuild, linux-source (for mtty.c only) and
 # busybox-static with apt-get; builds mtty.ko out of tree and the Swift check with a static Swift runtime;
 # packs an initramfs; boots it under qemu-system-x86_64 with TCG and reads the summary line from the
-# console. Prints `kernel-vfio: SKIPPED: <reason>` and exits 0 when the packages cannot be had; any
-# other problem, or any failed check, exits non-zero. See docs/kernel-test.md.
+# console. When the packages cannot be had it prints `kernel-vfio: SKIPPED: <reason>` and the command to
+# fix it, and exits 0 -- except with CI=true, where that is a failure (exit 1). Any other problem exits
+# non-zero too, as does a console whose verdict is not clean (lib/verdict.sh). See docs/kernel-test.md.
 #
 # Usage: scripts/kernel-test/run.sh [fetch|build|initramfs|boot]   (default: all, in that order; a later
 #        step runs the earlier ones it needs, which are cached)
@@ -21,6 +22,8 @@ set -euo pipefail
 . "$KT_DIR/lib/initramfs.sh"
 # shellcheck source=lib/boot.sh
 . "$KT_DIR/lib/boot.sh"
+# shellcheck source=lib/verdict.sh
+. "$KT_DIR/lib/verdict.sh"
 
 last=${1:-boot}
 case $last in fetch | build | initramfs | boot) ;; *) kt_die "unknown step $last (fetch, build, initramfs, boot)" ;; esac
@@ -46,4 +49,4 @@ kt_step initramfs kt_pack_initramfs
 kt_step boot kt_boot
 total_end=$(date +%s.%N)
 kt_log "$(awk -v s="$total_start" -v e="$total_end" 'BEGIN { printf "total      %6.1f s", e - s }')"
-kt_verdict
+kt_verdict "$KT_CONSOLE_LOG"

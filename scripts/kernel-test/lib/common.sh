@@ -21,9 +21,25 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 
 kt_log() { echo "kernel-test: $*" >&2; }
 
-# The packages could not be had: not a failure of ours. Prints the line the issue asks for and stops.
+# Whether this is a CI run (CI=true, as CI services and .ci/run set it).
+kt_in_ci() {
+    case ${CI:-} in true | TRUE | True | 1 | yes) return 0 ;; esac
+    return 1
+}
+
+# The packages could not be had, so nothing can be booted: `kt_skip REASON FIX` (FIX: the command or step
+# that makes it work). Outside CI it prints `kernel-vfio: SKIPPED: REASON` and `kernel-vfio: to fix: FIX`
+# and exits 0. Under CI a skip would pass a run that proved nothing: it prints
+# `kernel-vfio: FAILED: REASON …` and exits 1.
 kt_skip() {
-    echo "kernel-vfio: SKIPPED: $*"
+    local reason=$1 fix=${2:-}
+    if kt_in_ci; then
+        echo "kernel-vfio: FAILED: $reason (CI=$CI: what would be a skip elsewhere fails here)"
+    else
+        echo "kernel-vfio: SKIPPED: $reason"
+    fi
+    if [ -n "$fix" ]; then echo "kernel-vfio: to fix: $fix"; fi
+    if kt_in_ci; then exit 1; fi
     exit 0
 }
 

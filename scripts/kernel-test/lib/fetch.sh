@@ -17,9 +17,11 @@ kt_host_packages() {
     if [ ${#missing[@]} -eq 0 ]; then return 0; fi
     kt_log "installing host packages: ${missing[*]}"
     if ! DEBIAN_FRONTEND=noninteractive $SUDO "${APT_INSTALL[@]}" "${missing[@]}" >"$KT_CACHE/apt-install.log" 2>&1; then
-        $SUDO apt-get update -qq >/dev/null 2>&1 || kt_skip "apt-get update failed (no package registry?)"
+        $SUDO apt-get update -qq >/dev/null 2>&1 || kt_skip "apt-get update failed (no package registry?)" \
+            "check the network and apt's sources (/etc/apt/sources.list.d), then: ${SUDO:+sudo }apt-get update"
         DEBIAN_FRONTEND=noninteractive $SUDO "${APT_INSTALL[@]}" "${missing[@]}" >"$KT_CACHE/apt-install.log" 2>&1 ||
-            kt_skip "apt-get install ${missing[*]} failed: $(tail -n 1 "$KT_CACHE/apt-install.log")"
+            kt_skip "apt-get install ${missing[*]} failed: $(tail -n 1 "$KT_CACHE/apt-install.log")" \
+                "${SUDO:+sudo }apt-get update && ${SUDO:+sudo }${APT_INSTALL[*]} ${missing[*]} (apt's output: $KT_CACHE/apt-install.log)"
     fi
 }
 
@@ -45,7 +47,8 @@ kt_resolve_versions() {
             . "$KT_CACHE/resolved.env"
             return 0
         fi
-        kt_skip "apt knows no linux-headers-$KT_SERIES-$KT_FLAVOUR (no bookworm-security in the package lists?)"
+        kt_skip "apt knows no linux-headers-$KT_SERIES-$KT_FLAVOUR (no bookworm-security in the package lists?)" \
+            "add bookworm-security to apt's sources, then: ${SUDO:+sudo }apt-get update && apt-cache policy linux-headers-$KT_SERIES-$KT_FLAVOUR"
     fi
     KT_IMAGE_PKG="linux-image-$KT_ABI-$KT_FLAVOUR-unsigned"
     KT_VERSION=$(kt_candidate "$KT_IMAGE_PKG")
@@ -53,9 +56,11 @@ kt_resolve_versions() {
         KT_IMAGE_PKG="linux-image-$KT_ABI-$KT_FLAVOUR"
         KT_VERSION=$(kt_candidate "$KT_IMAGE_PKG")
     fi
-    [ -n "$KT_VERSION" ] || kt_skip "no installable linux-image-$KT_ABI-$KT_FLAVOUR(-unsigned)"
+    [ -n "$KT_VERSION" ] || kt_skip "no installable linux-image-$KT_ABI-$KT_FLAVOUR(-unsigned)" \
+        "${SUDO:+sudo }apt-get update && apt-cache policy linux-image-$KT_ABI-$KT_FLAVOUR-unsigned"
     KT_BUSYBOX_VERSION=$(kt_candidate busybox-static)
-    [ -n "$KT_BUSYBOX_VERSION" ] || kt_skip "no installable busybox-static"
+    [ -n "$KT_BUSYBOX_VERSION" ] || kt_skip "no installable busybox-static" \
+        "${SUDO:+sudo }apt-get update && apt-cache policy busybox-static"
     mkdir -p "$KT_CACHE"
     cat >"$KT_CACHE/resolved.env" <<EOF
 KT_ABI='$KT_ABI'
@@ -81,9 +86,19 @@ kt_download() {
     )
     kt_log "downloading ${pkgs[*]}"
     if ! (cd "$KT_DEBS" && apt-get download -q -o APT::Sandbox::User=root "${pkgs[@]}") >"$KT_CACHE/apt-download.log" 2>&1; then
-        kt_skip "apt-get download failed: $(grep -E '^(E|Err):' "$KT_CACHE/apt-download.log" | head -n 1)"
+        kt_skip "apt-get download failed: $(kt_apt_error "$KT_CACHE/apt-download.log")" \
+            "check that apt's mirror answers (apt's output: $KT_CACHE/apt-download.log), then run make test-kernel again"
     fi
     touch "$KT_DEBS/.complete"
+}
+
+# apt's first error in a log: an `Err:` line with the reason on the line after it, else the first `E:`
+# line, else the last line.
+kt_apt_error() {
+    awk '/^Err:/ && err == "" { err = $0; if ((getline next_line) > 0) { sub(/^ +/, "", next_line); err = err ": " next_line } }
+         /^E:/ && e == "" { e = $0 }
+         { last = $0 }
+         END { print (err != "" ? err : (e != "" ? e : last)) }' "$1"
 }
 
 # The one .deb of a package in the download folder.
