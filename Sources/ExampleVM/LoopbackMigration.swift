@@ -12,6 +12,11 @@ public struct LoopbackResult: Sendable {
     public var destinationDigests: MachineDigests
     /// RAM and every device compared, source against destination.
     public var verification: MigrationVerification
+    /// The source's switchover: the vCPUs stop, every device passes the P2P barrier, then
+    /// enters STOP_COPY (``ExampleMachine/switchoverLifecycle``).
+    public var sourceLifecycle: [LifecycleEvent]
+    /// The destination's start: every device RUNNING_P2P, then RUNNING, then the vCPUs.
+    public var destinationLifecycle: [LifecycleEvent]
 }
 
 /// Why a loopback migration failed: each side's error (the source's is the one to show
@@ -84,9 +89,9 @@ public enum LoopbackMigration {
         let listener = try secure?.listener(tcp) ?? tcp
         let plain: any MigrationTransport = TCPTransport(host: "127.0.0.1", port: tcp.port)
         let transport = secure?.transport(plain) ?? plain
-        let destination = MigrationDestination(registry: destinationMachine.registry, vm: destinationMachine,
+        let destination = MigrationDestination(runState: destinationMachine.runState,
                                                configuration: destinationMachine.machine, parameters: parameters)
-        let source = MigrationSource(registry: sourceMachine.registry, vm: sourceMachine,
+        let source = MigrationSource(runState: sourceMachine.runState,
                                      configuration: sourceMachine.machine, parameters: parameters)
         let last = LastProgress()
         let watcher = Task {
@@ -103,7 +108,7 @@ public enum LoopbackMigration {
             }
         }
         defer { deadline?.cancel() }
-        sourceMachine.start()
+        try sourceMachine.start()
         async let incoming = Self.capture { try await destination.run(accepting: listener) }
         let outgoing = await Self.capture { try await source.run(to: transport) }
         if case .failure = outgoing { destination.cancel() }
@@ -115,7 +120,9 @@ public enum LoopbackMigration {
             let destinationDigests = destinationMachine.digests
             return LoopbackResult(statistics: statistics, incoming: incomingStatistics, sourceDigests: sourceDigests,
                                   destinationDigests: destinationDigests,
-                                  verification: sourceDigests.verify(destination: destinationDigests))
+                                  verification: sourceDigests.verify(destination: destinationDigests),
+                                  sourceLifecycle: sourceMachine.switchoverLifecycle,
+                                  destinationLifecycle: destinationMachine.switchoverLifecycle)
         case (.failure(let s), .failure(let d)):
             throw LoopbackMigrationError(source: s, destination: d, timedOut: last.timeout)
         case (.failure(let s), .success):

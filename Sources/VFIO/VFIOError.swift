@@ -42,6 +42,8 @@ public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
     case bindIOMMUFD
     /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
     case attachIOMMUFDPT
+    /// `VFIO_DEVICE_GET_INFO`.
+    case getInfo
 
     public var description: String {
         switch self {
@@ -65,6 +67,7 @@ public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
         case .allocateIOAS: "IOMMU_IOAS_ALLOC"
         case .bindIOMMUFD: "VFIO_DEVICE_BIND_IOMMUFD"
         case .attachIOMMUFDPT: "VFIO_DEVICE_ATTACH_IOMMUFD_PT"
+        case .getInfo: "VFIO_DEVICE_GET_INFO"
         }
     }
 }

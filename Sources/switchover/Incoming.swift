@@ -61,7 +61,7 @@ struct Incoming: AsyncParsableCommand {
             do { try secured.checkCredentials(server: true) } catch { Migrate.fail("incoming", "\(error)") }
         }
         let vm = try Migrate.build(machine.machineConfiguration, role: .destination, command: "incoming")
-        let destination = MigrationDestination(registry: vm.registry, vm: vm, configuration: vm.machine, parameters: parameters)
+        let destination = MigrationDestination(runState: vm.runState, configuration: vm.machine, parameters: parameters)
 
         let listener: any MigrationListener
         var bound = target

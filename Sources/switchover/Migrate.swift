@@ -79,7 +79,7 @@ struct Migrate: AsyncParsableCommand {
             transport = secured
         }
         let vm = try Self.build(machine.machineConfiguration, role: .source, command: "migrate")
-        let source = MigrationSource(registry: vm.registry, vm: vm, configuration: vm.machine, parameters: parameters)
+        let source = MigrationSource(runState: vm.runState, configuration: vm.machine, parameters: parameters)
         let showProgress = !noProgress
         let last = LastEvent()
         let watcher = Task {
@@ -98,7 +98,11 @@ struct Migrate: AsyncParsableCommand {
                 source.cancel()
             }
         }
-        vm.start()
+        do {
+            try vm.start()
+        } catch {
+            Self.fail("migrate", "the example guest could not be started: \(error)")
+        }
         let statistics: MigrationStatistics
         do {
             statistics = try await source.run(to: RetryingTransport(base: transport, deadline: connectTimeout.duration))
