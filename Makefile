@@ -45,15 +45,18 @@ test-scaffold: deps
 # Any report fails the run: ASan and LeakSanitizer end the process at their report, TSan makes it
 # exit 66. The suppressions, each with its reason: scripts/lsan.supp, and the TSan ones that
 # scripts/tsan-suppressions.sh derives from the sources (Synchronization.Mutex; docs/security.md).
+# Serial (--no-parallel): under a sanitizer every test is several times slower, and in parallel
+# the tests that run both ends of a migration in one process starve each other's cooperative
+# threads into their stall timeouts; one at a time they measure the code, not the scheduler.
 SANITIZER_TEST_ENV := ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0" \
 	TSAN_OPTIONS="suppressions=$(CURDIR)/.build-tsan/tsan.supp:print_suppressions=0"
 
 test-sanitizers: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan $(SWIFTFLAGS)
-	$(SANITIZER_TEST_ENV) $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan $(SWIFTFLAGS)
+	$(SANITIZER_TEST_ENV) $(SWIFT) test --skip-build --no-parallel --sanitize=address --scratch-path .build-asan $(SWIFTFLAGS)
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan $(SWIFTFLAGS)
 	bash scripts/tsan-suppressions.sh > .build-tsan/tsan.supp
-	$(SANITIZER_TEST_ENV) $(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan $(SWIFTFLAGS)
+	$(SANITIZER_TEST_ENV) $(SWIFT) test --skip-build --no-parallel --sanitize=thread --scratch-path .build-tsan $(SWIFTFLAGS)
 
 # Every libFuzzer target of Fuzz/ for FUZZ_SECONDS seconds each, after building them with
 # AddressSanitizer and writing their seed corpora (scripts/fuzz.sh; corpora and crashes in .fuzz/).
