@@ -2,8 +2,8 @@
 // Each type encodes to and decodes from the exact bytes the kernel reads and writes.
 
 /// Little-endian field access into byte arrays, bounds-checked by the callers' size checks.
-enum LittleEndianBytes {
-    static func load<T: FixedWidthInteger>(_: T.Type, from bytes: some Collection<UInt8>, at offset: Int) -> T {
+package enum LittleEndianBytes {
+    package static func load<T: FixedWidthInteger>(_: T.Type, from bytes: some Collection<UInt8>, at offset: Int) -> T {
         var value: T = 0
         var index = bytes.index(bytes.startIndex, offsetBy: offset)
         for shift in stride(from: 0, to: T.bitWidth, by: 8) {
@@ -13,13 +13,13 @@ enum LittleEndianBytes {
         return value
     }
 
-    static func store<T: FixedWidthInteger>(_ value: T, into bytes: inout [UInt8], at offset: Int) {
+    package static func store<T: FixedWidthInteger>(_ value: T, into bytes: inout [UInt8], at offset: Int) {
         for (i, shift) in stride(from: 0, to: T.bitWidth, by: 8).enumerated() {
             bytes[offset + i] = UInt8(truncatingIfNeeded: value >> shift)
         }
     }
 
-    static func append<T: FixedWidthInteger>(_ value: T, to bytes: inout [UInt8]) {
+    package static func append<T: FixedWidthInteger>(_ value: T, to bytes: inout [UInt8]) {
         for shift in stride(from: 0, to: T.bitWidth, by: 8) {
             bytes.append(UInt8(truncatingIfNeeded: value >> shift))
         }
