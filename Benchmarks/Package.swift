@@ -76,6 +76,17 @@ let package = Package(
             ],
             path: "Tools/MultifdBenchmarks"
         ),
+        // The downtime limit as a promise: the four-VF demo configuration and a sweep of load
+        // costs, measured downtime against the limit and the prediction's error per row.
+        // `swift run -c release DowntimePromise` here.
+        .executableTarget(
+            name: "DowntimePromise",
+            dependencies: [
+                .product(name: "ExampleVM", package: root),
+                .product(name: "MigrationCore", package: root),
+            ],
+            path: "Tools/DowntimePromise"
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -195,6 +195,11 @@ swo_tls_ctx *swo_tls_ctx_new(int server, int min_version, int max_version, char 
     if (server) {
         SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
         SSL_CTX_set_session_cache_mode(ctx->ssl, SSL_SESS_CACHE_OFF);
+        // One ticket (OpenSSL sends two by default): the client waits for the first as the
+        // sign that its certificate was accepted, and never reads the channel again. A second
+        // ticket left unread in the client's socket makes its close() a TCP reset, which
+        // destroys data the destination has not yet read (a multifd channel cut mid-stream).
+        SSL_CTX_set_num_tickets(ctx->ssl, 1);
     } else {
         SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_PEER, verify_callback);
         SSL_CTX_set_session_cache_mode(ctx->ssl, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);

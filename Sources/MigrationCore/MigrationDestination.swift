@@ -189,6 +189,10 @@ final class DestinationRun {
     private let channels: [AcceptedChannel]
     private let multifdPlan: MultifdPlan
     private var multifd: MultifdDestinationSession?
+    /// LOAD_BACKLOG while the destination works (a source that asked for it).
+    private var backlogReporter: DestinationBacklogReporter?
+    /// The main-stream offset through which every record is loaded (read by the reporter).
+    private let loadedThrough = Monitor<UInt64>(0)
 
     init(owner: MigrationDestination, connection: any MigrationConnection, channels: [AcceptedChannel]) {
         self.owner = owner
@@ -357,6 +361,8 @@ final class DestinationRun {
             case .eof:
                 return
             }
+            let through = UInt64(reader.offset)
+            loadedThrough.withLock { $0 = through }
             let now = clock.now
             if now - lastProgress >= MigrationParameters.rateLimitWindow {
                 lastProgress = now
@@ -379,7 +385,10 @@ final class DestinationRun {
         let bodyStart = reader.offset
         // A section loaded while the handler's initial data is still coming may carry one-off
         // work (the ack exists to hide it); only later sections predict the final data's rate.
-        let pastInitialData = [.notNeeded, .acknowledged].contains(acks.ackState(key))
+        // So may one loaded while the handler holds a backlog (an image the device loads once
+        // it is whole): that time is the backlog's, reported as such, not a per-byte rate.
+        var pastInitialData = [.notNeeded, .acknowledged].contains(acks.ackState(key))
+        if pastInitialData, e.handler.loadBacklog(context: contexts[i]) != .none { pastInitialData = false }
         let t0 = clock.now, waited0 = timedSource.waited
         do {
             try e.handler.loadState(from: reader, header: header, context: contexts[i])
@@ -392,6 +401,7 @@ final class DestinationRun {
         let spent = max(.zero, (clock.now - t0) - (timedSource.waited - waited0)), loaded = UInt64(reader.offset - bodyStart)
         loadTime[i] += spent
         bytes[i] += loaded
+        if pastInitialData, e.handler.loadBacklog(context: contexts[i]) != .none { pastInitialData = false }
         if pastInitialData {
             rateTime[i] += spent
             rateBytes[i] += loaded
@@ -439,14 +449,20 @@ final class DestinationRun {
             case .ping(let value):
                 guard rp.isOpen else { throw refuse("PING \(value) before OPEN_RETURN_PATH") }
                 try rp.send(.pong(value))
-            case .switchoverHello(let version, _):
+            case .switchoverHello(let version, let features):
                 guard params.extensions else {
                     throw refuse("the source uses Switchover's extensions (SWITCHOVER_HELLO), which are off on this destination")
                 }
                 guard rp.isOpen else { throw refuse("SWITCHOVER_HELLO before OPEN_RETURN_PATH") }
-                logger.debug("source speaks extensions version \(version)")
+                logger.debug("source speaks extensions version \(version), features 0x\(String(features, radix: 16))")
                 extensionsActive = true
                 try acks.helloReceived()
+                if SwitchoverFeatures(rawValue: features).contains(.loadBacklog), backlogReporter == nil {
+                    let position = loadedThrough
+                    backlogReporter = try DestinationBacklogReporter(
+                        handlers: entries.indices.filter { entries[$0].handler.isActive }.map { (entries[$0].identity, entries[$0].handler, contexts[$0]) },
+                        returnPath: rp, position: { position.withLock { $0 } }, logger: logger)
+                }
             case .preflight(let payload):
                 guard extensionsActive else { throw refuse("PREFLIGHT without SWITCHOVER_HELLO") }
                 try preflight(payload, at: at)
@@ -489,6 +505,8 @@ final class DestinationRun {
     // MARK: Endings
 
     private func finish() throws {
+        // After EOF the source waits for the SHUT, which is the last message.
+        backlogReporter?.stop(waiting: false)
         if params.vmDescription {
             do {
                 guard try reader.readVMDescription() != nil else {
@@ -541,6 +559,7 @@ final class DestinationRun {
         } catch {
             logger.error("the guest runs here, but SHUT(0) could not be sent: \(error)")
         }
+        backlogReporter?.stop()
         connection.close()
         enter(.completed)
     }
@@ -559,6 +578,7 @@ final class DestinationRun {
             for c in channels { c.connection.shutdown(); c.connection.close() }
         }
         logger.info("destination failed: \(result)")
+        backlogReporter?.stop()
         for e in entries { e.handler.loadCleanup(succeeded: false) }
         do {
             try rp.send(.shut(1))

@@ -200,6 +200,14 @@ public protocol MigrationHandler: AnyObject, Sendable {
     /// downtime prediction). Default: 0.
     func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64
 
+    /// What the handler has received and not yet loaded, and the time it expects loading it to
+    /// take from now (e.g. an mlx5 image whose record is still arriving: the device loads it
+    /// when it is whole). The destination reports it to the source (LOAD_BACKLOG) while it
+    /// works, so the source does not stop the guest while the destination is still busy.
+    /// Called on the destination's backlog-report thread, possibly while ``loadState(from:header:context:)``
+    /// runs on the load thread: it must be thread-safe and must not block. Default: ``LoadBacklog/none``.
+    func loadBacklog(context: LoadContext) -> LoadBacklog
+
     // MARK: Multifd (device state over parallel channels)
 
     /// Whether the handler can send its stop-copy data as multifd device-state packets.
@@ -269,6 +277,7 @@ extension MigrationHandler {
     public func loadComplete(context: LoadContext) throws {}
     public func loadCleanup(succeeded: Bool) {}
     public func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64 { 0 }
+    public func loadBacklog(context: LoadContext) -> LoadBacklog { .none }
     public var supportsMultifdTransfer: Bool { false }
     public func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws {
         throw MigrationHandlerError.unsupported(identity: context.identity, hook: "saveCompleteMultifd")
@@ -304,4 +313,21 @@ public struct HandlerIdentity: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(idstr) (instance \(instanceID), version \(versionID))" }
+}
+
+/// What a destination handler holds received but not yet loaded
+/// (``MigrationHandler/loadBacklog(context:)``).
+public struct LoadBacklog: Sendable, Hashable {
+    /// Bytes received and not yet loaded.
+    public var bytes: UInt64
+    /// The time loading them is expected to take from now, in microseconds.
+    public var expectedMicros: UInt64
+
+    public init(bytes: UInt64, expectedMicros: UInt64) {
+        self.bytes = bytes
+        self.expectedMicros = expectedMicros
+    }
+
+    /// Nothing waiting: the handler is idle.
+    public static let none = LoadBacklog(bytes: 0, expectedMicros: 0)
 }

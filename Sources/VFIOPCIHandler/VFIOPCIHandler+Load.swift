@@ -115,6 +115,10 @@ extension VFIOPCIHandler {
         tuning.expectedFinalLoadCostMicros()
     }
 
+    public func loadBacklog(context: LoadContext) -> LoadBacklog {
+        tuning.loadBacklog()
+    }
+
     public func loadComplete(context: LoadContext) throws {
         releaseSession()
         // RESUMING → STOP is where the kernel checks what it received. The device runs when

@@ -64,6 +64,7 @@ final class ObservingHandler: MigrationHandler {
     func loadComplete(context: LoadContext) throws { try observe("loadComplete") { try inner.loadComplete(context: context) } }
     func loadCleanup(succeeded: Bool) { observe("loadCleanup") { inner.loadCleanup(succeeded: succeeded) } }
     func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64 { inner.expectedFinalLoadCostMicros(context: context) }
+    func loadBacklog(context: LoadContext) -> LoadBacklog { inner.loadBacklog(context: context) }
 
     func prepareRunStateChange(_ change: VMRunStateChange) throws {
         try observe("prepareRunStateChange(\(change.running ? "start" : "stop"))") { try inner.prepareRunStateChange(change) }
