@@ -62,7 +62,7 @@ demo: build
 
 # The ordo-one benchmarks in Benchmarks/ (stream throughput vs raw socket I/O; downtime vs the
 # destination's load cost with switchover-ack off and on, and vs device count; peak memory
-# migrating 1 GiB and 4 GiB of device state), then devprobe against lspci.
+# migrating 1 GiB and 4 GiB of device state), then devprobe (text and --json) against lspci -nnk.
 bench: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
 	bash scripts/bench-devprobe.sh
