@@ -67,7 +67,7 @@ fuzz: deps
 
 # The DocC catalogs of the library products, as one combined archive in docs/.docc-build/
 # (swift-docc-plugin). Fails on any warning.
-DOCC_TARGETS := MigrationStream MigrationCore VFIO DeviceMatch VFIOPCIHandler MLX5Handler MigrationTestKit ExampleVM PCIDiscovery
+DOCC_TARGETS := MigrationStream MigrationCore VFIO VFIOSimulator DeviceMatch VFIOPCIHandler MLX5Handler MigrationTestKit ExampleVM PCIDiscovery
 DOCS_OUT     := docs/.docc-build
 
 docs: deps

@@ -12,8 +12,10 @@ let package = Package(
         .library(name: "MigrationCore", targets: ["MigrationCore"]),
         // TLS 1.3 with x509 mutual authentication on any transport (Debian's OpenSSL).
         .library(name: "MigrationTLS", targets: ["MigrationTLS"]),
-        // The Linux VFIO migration uAPI v2, the syscall seam, kernel-backed and simulated devices.
+        // The Linux VFIO migration uAPI v2, the syscall seam and kernel-backed devices.
         .library(name: "VFIO", targets: ["VFIO"]),
+        // Simulated VFIO devices and hosts for tests, demos and benchmarks (never in the live syscall path).
+        .library(name: "VFIOSimulator", targets: ["VFIOSimulator"]),
         // Declarative PCI match rules shared by vendor modules and discovery.
         .library(name: "DeviceMatch", targets: ["DeviceMatch"]),
         // Vendor modules.
@@ -45,10 +47,12 @@ let package = Package(
     ],
     targets: [
         .target(name: "MigrationStream"),
+        // Direct calls to what Swift cannot import from libc: GNU pipe2/accept4 and the variadic ioctl.
+        .target(name: "CSwitchoverLibc"),
         .target(
             name: "MigrationCore",
             dependencies: [
-                "MigrationStream",
+                "MigrationStream", "CSwitchoverLibc",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -60,12 +64,17 @@ let package = Package(
         .target(name: "MigrationTLS", dependencies: ["CSwitchoverTLS", "MigrationCore"]),
         .target(
             name: "VFIO",
-            dependencies: [.product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["CSwitchoverLibc", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        // The simulator, injected through VFIO's syscall seam (SimulatedVFIOSyscalls).
+        .target(
+            name: "VFIOSimulator",
+            dependencies: ["VFIO", "CSwitchoverLibc", .product(name: "SystemPackage", package: "swift-system")]
         ),
         .target(name: "DeviceMatch"),
         // What the command-line tools share: JSON output (with MigrationStream's string escaper) and locale-free number formatting.
         .target(name: "CLISupport", dependencies: ["MigrationStream"]),
-        .target(name: "ExampleVM", dependencies: ["CLISupport", "MigrationCore", "MigrationStream", "VFIO", "VFIOPCIHandler", "MLX5Handler"]),
+        .target(name: "ExampleVM", dependencies: ["CLISupport", "MigrationCore", "MigrationStream", "VFIO", "VFIOSimulator", "VFIOPCIHandler", "MLX5Handler"]),
         .executableTarget(name: "match-table-compiler", dependencies: ["DeviceMatch"]),
         .plugin(name: "MatchTablePlugin", capability: .buildTool(), dependencies: ["match-table-compiler"]),
         // The vendor-module generator, its tool and the command plugin that runs it.
@@ -91,7 +100,7 @@ let package = Package(
         ),
         .target(
             name: "MigrationTestKit",
-            dependencies: ["MigrationCore", "MigrationStream", "VFIO", "VFIOPCIHandler"]
+            dependencies: ["MigrationCore", "MigrationStream", "VFIO", "VFIOSimulator", "VFIOPCIHandler"]
         ),
         .systemLibrary(
             name: "CLibPCI",
@@ -124,22 +133,22 @@ let package = Package(
         .testTarget(name: "MigrationStreamTests", dependencies: ["MigrationStream"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MigrationCoreTests", dependencies: ["MigrationCore", "MigrationStream", "TestSupport"]),
         .testTarget(name: "MigrationTLSTests", dependencies: ["MigrationTLS", "MigrationCore", "MigrationStream", "ExampleVM", "TestSupport"]),
-        .testTarget(name: "VFIOTests", dependencies: ["VFIO"]),
+        .testTarget(name: "VFIOTests", dependencies: ["VFIO", "VFIOSimulator"]),
         .testTarget(name: "DeviceMatchTests", dependencies: ["DeviceMatch"]),
         .testTarget(name: "ExampleVMTests", dependencies: ["ExampleVM", "MigrationCore", "MigrationStream"]),
         .testTarget(
             name: "PCIDiscoveryTests",
-            dependencies: ["PCIDiscovery", "DeviceMatch", "VFIO", "VFIOPCIHandler", "MLX5Handler", "TestSupport"]
+            dependencies: ["PCIDiscovery", "DeviceMatch", "VFIO", "VFIOSimulator", "VFIOPCIHandler", "MLX5Handler", "TestSupport"]
         ),
         .testTarget(
             name: "VendorHandlerTests",
-            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "MigrationTestKit", "ExampleVM", "DeviceMatch", "TestSupport"]
+            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "VFIOSimulator", "MigrationTestKit", "ExampleVM", "DeviceMatch", "TestSupport"]
         ),
         .testTarget(name: "CLITests", dependencies: ["switchover", "match-table-compiler", "scaffold-handler", "HandlerScaffold", "TestSupport"]),
         // The make test-kernel harness itself: kernel-vfio-check's child processes, and the host's scripts
         // (verdict, boot, skip) on fake consoles, a fake QEMU and a failing apt.
         // Fixtures/ is read from the source tree, as are the scripts and docs these tests check.
-        .testTarget(name: "KernelHarnessTests", dependencies: ["kernel-vfio-check", "VFIO", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "KernelHarnessTests", dependencies: ["kernel-vfio-check", "VFIO", "VFIOSimulator", "TestSupport"], exclude: ["Fixtures"]),
         // scaffold-handler: new vendor modules go above this line
     ],
     swiftLanguageModes: [.v6]

@@ -70,6 +70,7 @@ let package = Package(
                 .product(name: "MigrationCore", package: root),
                 .product(name: "MigrationStream", package: root),
                 .product(name: "VFIO", package: root),
+                .product(name: "VFIOSimulator", package: root),
                 .product(name: "VFIOPCIHandler", package: root),
                 .product(name: "MLX5Handler", package: root),
             ],

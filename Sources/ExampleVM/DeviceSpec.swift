@@ -1,5 +1,6 @@
 import MLX5Handler
 import VFIO
+import VFIOSimulator
 import VFIOPCIHandler
 
 /// A simulated passthrough device as written on a command line:

@@ -2,6 +2,7 @@ import Foundation
 import MigrationCore
 import MigrationStream
 import VFIO
+import VFIOSimulator
 import VFIOPCIHandler
 
 /// What an ``ExampleMachine`` hosts: guest RAM with a dirtying workload and simulated

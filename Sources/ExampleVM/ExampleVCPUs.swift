@@ -1,6 +1,7 @@
 import Foundation
 import MigrationCore
 import VFIO
+import VFIOSimulator
 
 /// The example VM's vCPUs: on a source they are the guest workload (stopping the vCPUs stops
 /// the page dirtying); on a destination a flag, and the workload when asked to run after

@@ -31,7 +31,7 @@ extension ScaffoldRequest {
     /// The target and test target, unindented (4 spaces per level inside).
     public var targetLines: [String] {
         let moduleDependencies = ["VFIOPCIHandler", "MigrationCore", "VFIO", "DeviceMatch"].map(dependency)
-        let testDependencies = ["\"\(targetName)\""] + ["MigrationTestKit", "VFIOPCIHandler", "VFIO", "DeviceMatch"].map(dependency)
+        let testDependencies = ["\"\(targetName)\""] + ["MigrationTestKit", "VFIOPCIHandler", "VFIO", "VFIOSimulator", "DeviceMatch"].map(dependency)
         let plugin = switchoverPackage.map { ".plugin(name: \"MatchTablePlugin\", package: \"\($0)\")" } ?? "\"MatchTablePlugin\""
         func list(_ items: [String]) -> [String] {
             switchoverPackage == nil

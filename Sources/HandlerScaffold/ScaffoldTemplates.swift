@@ -136,6 +136,7 @@ extension ScaffoldRequest {
         import Testing
         import VFIO
         import VFIOPCIHandler
+        import VFIOSimulator
         import \(targetName)
 
         /// The \(name) module passes Switchover's conformance kit (MigrationTestKit) against a

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import CSwitchoverLibc
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
@@ -148,11 +149,10 @@ public final class DescriptorConnection: MigrationConnection, CustomStringConver
 
 // MARK: - TCP
 
-/// `accept` with FD_CLOEXEC set (accept4 is a GNU extension the module map does not expose).
+/// `accept4(2)` with SOCK_CLOEXEC: the new socket is close-on-exec from its creation (accept4 is a GNU
+/// extension the Glibc module map does not expose; the C shim calls it).
 private func acceptCloexec(_ fd: Int32) -> Int32 {
-    let c = Glibc.accept(fd, nil, nil)
-    if c >= 0 { _ = fcntl(c, F_SETFD, FD_CLOEXEC) }
-    return c
+    switchover_accept4(fd, Int32(SOCK_CLOEXEC.rawValue))
 }
 
 private func resolve(host: String, port: UInt16, passive: Bool) throws -> [(family: Int32, address: [UInt8])] {

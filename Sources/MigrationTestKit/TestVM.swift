@@ -1,6 +1,7 @@
 import Foundation
 import MigrationCore
 import VFIO
+import VFIOSimulator
 
 /// A VMM stand-in for conformance runs: remembers whether the guest runs, how often it was
 /// stopped and resumed, and where each vCPU stop and start fell in the simulator's order.

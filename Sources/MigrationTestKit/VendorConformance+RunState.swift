@@ -3,6 +3,7 @@ import MigrationCore
 import MigrationStream
 import Testing
 import VFIO
+import VFIOSimulator
 import VFIOPCIHandler
 
 extension VendorConformance {

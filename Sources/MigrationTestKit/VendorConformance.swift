@@ -3,6 +3,7 @@ import MigrationCore
 import MigrationStream
 import Testing
 import VFIO
+import VFIOSimulator
 import VFIOPCIHandler
 
 /// The conformance suite every vendor module runs in its own tests, with the simulator:

@@ -53,7 +53,7 @@ public struct VFIOMigrationProbe: Sendable {
         self.init(paths: VFIOHostPaths(), system: VFIOSystem.live)
     }
 
-    /// A probe whose every syscall goes through `system` (a ``SimulatedVFIOHost`` in tests).
+    /// A probe whose every syscall goes through `system` (the simulator's `SimulatedVFIOHost` in tests).
     package init(paths: VFIOHostPaths, system: any VFIOSyscalls) {
         self.paths = paths
         self.system = system

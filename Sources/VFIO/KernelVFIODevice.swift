@@ -102,7 +102,7 @@ public final class KernelVFIODevice: VFIOMigrationDevice {
     /// Who closes the device fd and the IOMMU fds (``VFIODescriptorOwnership/transferred`` for
     /// a device opened here).
     public let ownership: VFIODescriptorOwnership
-    let client: VFIODeviceClient
+    package let client: VFIODeviceClient
     /// Container and group fds, or the iommufd fd, closed after the device fd (none when borrowed).
     private let supportFDs: Mutex<[Int32]>
     private let system: any VFIOSyscalls

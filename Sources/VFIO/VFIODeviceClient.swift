@@ -4,9 +4,9 @@ import SystemPackage
 /// The migration uAPI client both device types share: it encodes `VFIO_DEVICE_FEATURE` requests,
 /// validates state requests, and interprets the kernel's answers. It owns the device fd, unless
 /// it was lent one.
-final class VFIODeviceClient: Sendable {
-    let name: String
-    let system: any VFIOSyscalls
+package final class VFIODeviceClient: Sendable {
+    package let name: String
+    package let system: any VFIOSyscalls
     let stateCache = VFIODeviceStateCache()
 
     private struct Probe {
@@ -27,7 +27,7 @@ final class VFIODeviceClient: Sendable {
     /// Whether `close()` and deinit close the device fd (false for a fd the VMM lent us).
     private let ownsDeviceFD: Bool
 
-    init(deviceFD: Int32, name: String, system: any VFIOSyscalls, ownsDeviceFD: Bool = true) {
+    package init(deviceFD: Int32, name: String, system: any VFIOSyscalls, ownsDeviceFD: Bool = true) {
         self.name = name
         self.system = system
         self.device = Mutex(deviceFD)
@@ -39,11 +39,11 @@ final class VFIODeviceClient: Sendable {
     }
 
     /// The device fd, or nil once closed.
-    var deviceFD: Int32? { device.withLock { $0 } }
+    package var deviceFD: Int32? { device.withLock { $0 } }
 
     /// Closes the device fd (`close(2)`); the kernel then disables every data fd of the device.
     /// A borrowed fd is only forgotten: its owner closes it.
-    func close() throws(VFIOError) {
+    package func close() throws(VFIOError) {
         let fd = device.withLock { fd -> Int32? in
             defer { fd = nil }
             return fd
@@ -56,7 +56,7 @@ final class VFIODeviceClient: Sendable {
 
     /// `VFIO_DEVICE_GET_INFO`: what every VFIO device fd answers (EINVAL from a cdev not yet
     /// bound to an iommufd, ENOTTY from a fd that is no VFIO device).
-    func deviceInfo() throws(VFIOError) -> VFIODeviceInfo {
+    package func deviceInfo() throws(VFIOError) -> VFIODeviceInfo {
         try withDevice(.getInfo) { (fd) throws(VFIOError) -> VFIODeviceInfo in
             var bytes = VFIODeviceInfo().bytes
             while true {
@@ -75,7 +75,7 @@ final class VFIODeviceClient: Sendable {
     }
 
     /// Lets go of the device fd without closing it (an adoption that failed: the fd is the caller's).
-    func forget() { device.withLock { $0 = nil } }
+    package func forget() { device.withLock { $0 = nil } }
 
     func withDevice<T>(_ operation: VFIOOperation, _ body: (Int32) throws(VFIOError) -> T) throws(VFIOError) -> T {
         try device.withLock { (fd: inout Int32?) throws(VFIOError) -> T in
@@ -102,7 +102,7 @@ final class VFIODeviceClient: Sendable {
 
     // MARK: Probe
 
-    func migrationFlags() throws(VFIOError) -> VFIOMigrationFlags? {
+    package func migrationFlags() throws(VFIOError) -> VFIOMigrationFlags? {
         if let cached = probe.withLock({ $0.done ? Optional($0.flags) : nil }) { return cached }
         var unsupportedErrno: Errno?
         let flags = try withDevice(.probeMigration) { (fd) throws(VFIOError) -> VFIOMigrationFlags? in
@@ -121,7 +121,7 @@ final class VFIODeviceClient: Sendable {
     }
 
     /// ``migrationFlags()`` with the errno that meant "unsupported" (cached with it).
-    func migrationSupport() throws(VFIOError) -> VFIOMigrationSupport {
+    package func migrationSupport() throws(VFIOError) -> VFIOMigrationSupport {
         if let flags = try migrationFlags() { return .supported(flags) }
         return .unsupported(probe.withLock { $0.unsupportedErrno } ?? .inappropriateIOCTLForDevice)
     }
@@ -142,11 +142,11 @@ final class VFIODeviceClient: Sendable {
         }
     }
 
-    func deviceState() throws(VFIOError) -> VFIODeviceState {
+    package func deviceState() throws(VFIOError) -> VFIODeviceState {
         try withDevice(.getState) { (fd) throws(VFIOError) in try getState(fd) }
     }
 
-    func setState(_ requested: VFIODeviceState) throws(VFIOError) -> VFIOMigrationDataFD? {
+    package func setState(_ requested: VFIODeviceState) throws(VFIOError) -> VFIOMigrationDataFD? {
         guard let flags = try migrationFlags() else { throw VFIOError.migrationUnsupported(device: name) }
         guard requested != .error, requested.isSupported(by: flags) else {
             throw VFIOError.unsupportedState(device: name, requested: requested, flags: flags)
@@ -185,7 +185,7 @@ final class VFIODeviceClient: Sendable {
         }
     }
 
-    func stopCopySize() throws(VFIOError) -> UInt64 {
+    package func stopCopySize() throws(VFIOError) -> UInt64 {
         try withDevice(.stopCopySize) { (fd) throws(VFIOError) -> UInt64 in
             switch feature(fd, .migDataSize, VFIOUAPI.featureGet, payload: [UInt8](repeating: 0, count: 8)) {
             case .success(let payload):
@@ -198,7 +198,7 @@ final class VFIODeviceClient: Sendable {
         }
     }
 
-    func reset() throws(VFIOError) {
+    package func reset() throws(VFIOError) {
         try withDevice(.reset) { (fd) throws(VFIOError) in
             while true {
                 switch system.ioctl(fd, VFIOUAPI.deviceReset, .none) {

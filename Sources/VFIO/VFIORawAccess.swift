@@ -5,13 +5,13 @@
 
 import SystemPackage
 
-/// Devices whose uAPI calls go through a `VFIODeviceClient`: `KernelVFIODevice` and `SimulatedVFIODevice`.
-protocol VFIOClientBackedDevice: VFIOMigrationDevice {
+/// Devices whose uAPI calls go through a `VFIODeviceClient`: `KernelVFIODevice` and (in VFIOSimulator)
+/// `SimulatedVFIODevice`.
+package protocol VFIOClientBackedDevice: VFIOMigrationDevice {
     var client: VFIODeviceClient { get }
 }
 
 extension KernelVFIODevice: VFIOClientBackedDevice {}
-extension SimulatedVFIODevice: VFIOClientBackedDevice {}
 
 /// What one raw SET of `MIG_DEVICE_STATE` answered.
 package struct VFIORawSetStateAnswer: CustomStringConvertible {
@@ -42,7 +42,7 @@ package struct VFIORegionInfo: Sendable, Equatable {
 extension VFIODeviceClient {
     /// One `VFIO_DEVICE_FEATURE` with the given header and payload; returns the result and every byte
     /// (header and payload) as the kernel left them. `argsz` defaults to 8 + the payload's size.
-    func rawFeature(argsz: UInt32?, flags: UInt32, payload: [UInt8]) -> (result: Result<Int32, Errno>, bytes: [UInt8]) {
+    package func rawFeature(argsz: UInt32?, flags: UInt32, payload: [UInt8]) -> (result: Result<Int32, Errno>, bytes: [UInt8]) {
         guard let fd = deviceFD else { return (.failure(.badFileDescriptor), []) }
         var bytes = VFIODeviceFeatureHeader(argsz: argsz ?? UInt32(VFIODeviceFeatureHeader.size + payload.count), flags: flags).bytes
             + payload

@@ -22,6 +22,9 @@ import VFIO
 ///
 /// Vendors tune it through a ``VFIOPCITuning`` rather than by copying it.
 public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
+    // @unchecked: the mutable fields below are guarded by `lock` by convention (every access in the
+    // four VFIOPCIHandler files takes it), which the compiler cannot check; `device`, `tuning` and
+    // `config` are Sendable lets. Moving the fields into one Mutex-guarded struct makes it checked.
     /// QEMU's `VFIO_MIG_DEFAULT_DATA_BUFFER_SIZE`.
     public static let defaultChunkSize = 1 << 20
     /// The largest DATA chunk a destination accepts (a bound on untrusted input, not a buffer size).

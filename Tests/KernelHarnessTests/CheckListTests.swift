@@ -2,6 +2,7 @@
 import Foundation
 import Testing
 @testable import VFIO
+import VFIOSimulator
 @testable import kernel_vfio_check
 
 /// Every check the guest can print says in docs/kernel-test.md what a PASS proves: one table row per

@@ -3,6 +3,7 @@ import PCIDiscovery
 import SystemPackage
 import Testing
 import VFIO
+import VFIOSimulator
 
 /// What the simulated host does not model, in front of it: an open that fails (a group a VM holds)
 /// and groups that are not viable (GET_STATUS without VIABLE; SET_CONTAINER fails EBUSY, as when a

@@ -1,6 +1,7 @@
 import SystemPackage
 import Testing
 @testable import VFIO
+@testable import VFIOSimulator
 
 /// The behaviour checks kernel-vfio-check runs inside the QEMU guest against two real mtty-2 mdevs
 /// (make test-kernel), run here against the simulator: every check must pass on both.

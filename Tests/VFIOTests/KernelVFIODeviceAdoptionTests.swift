@@ -2,6 +2,7 @@ import Foundation
 import SystemPackage
 import Testing
 @testable import VFIO
+@testable import VFIOSimulator
 
 /// A VMM that opened its device itself, as QEMU does, on a simulated host: the fds it holds.
 struct VMMHeldDevice {

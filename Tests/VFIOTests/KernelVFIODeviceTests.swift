@@ -2,6 +2,7 @@ import Foundation
 import SystemPackage
 import Testing
 @testable import VFIO
+@testable import VFIOSimulator
 
 /// A kernel-backed device opened on a simulated host, with every call recorded.
 struct KernelFixture {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import VFIO
+@testable import VFIOSimulator
 
 @Suite("Simulated devices across processes and threads")
 struct SimulatedCrossProcessTests {

@@ -1,6 +1,7 @@
 import SystemPackage
 import Testing
 @testable import VFIO
+@testable import VFIOSimulator
 
 /// DMA logging (device dirty tracking, features 6–8) as far as the simulator models it: the
 /// answers to PROBE, and the kernel's checks before a request reaches the driver (reference §1.2, §1.6).

@@ -4,6 +4,7 @@ import Glibc
 import SystemPackage
 import Testing
 @testable import VFIO
+@testable import VFIOSimulator
 
 @Suite("Simulated device: data fd semantics and payload formats")
 struct SimulatedDataTests {

@@ -1,6 +1,7 @@
 import SystemPackage
 import Testing
 @testable import VFIO
+@testable import VFIOSimulator
 
 @Suite("Simulated device: injected failures, ERROR, the pre-fix kernel and the feature front-end")
 struct SimulatedFaultTests {

@@ -1,6 +1,7 @@
 import SystemPackage
 import Testing
 import VFIO
+@testable import VFIOSimulator
 
 @Suite("Simulated device: every transition of every flag set, generated from the reference table")
 struct SimulatedTransitionTests {

@@ -105,4 +105,59 @@ struct VFIOMigrationFSMTests {
         #expect(VFIODMALoggingReport(iova: 0, length: 1 << 20, pageSize: 4096, bitmap: 0x20).bytes.count == 32)
         #expect(VFIODMALoggingRange(iova: 0x1000, length: 0x2000).bytes == [0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0])
     }
+
+    @Test("Every field of every layout lands at its offset, little-endian, and decodes back")
+    func layoutsPlaceEveryField() {
+        // Distinct bytes in every field, so a swapped, shifted or truncated field changes the bytes.
+        let info = VFIODeviceInfo(argsz: 0x0403_0201, flags: 0x0807_0605, numRegions: 0x0C0B_0A09, numIRQs: 0x100F_0E0D)
+        #expect(info.bytes == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16] + [UInt8](repeating: 0, count: 8))
+        #expect(VFIODeviceInfo(bytes: info.bytes) == info)
+        let group = VFIOGroupStatus(argsz: 0x0403_0201, flags: 0x0807_0605)
+        #expect(group.bytes == [1, 2, 3, 4, 5, 6, 7, 8])
+        #expect(VFIOGroupStatus(bytes: group.bytes) == group)
+        let header = VFIODeviceFeatureHeader(argsz: 0x0403_0201, flags: 0x0807_0605)
+        #expect(header.bytes == [1, 2, 3, 4, 5, 6, 7, 8])
+        #expect(VFIODeviceFeatureHeader(bytes: header.bytes + [9]) == header)
+        let state = VFIOMigDeviceStatePayload(deviceState: 0x0403_0201, dataFD: -2)
+        #expect(state.bytes == [1, 2, 3, 4, 0xFE, 0xFF, 0xFF, 0xFF])
+        #expect(VFIOMigDeviceStatePayload(bytes: state.bytes) == state)
+        let precopy = VFIOPrecopyInfoLayout(argsz: 0x0403_0201, flags: 0x0807_0605, initialBytes: 0x100F_0E0D_0C0B_0A09, dirtyBytes: 0x1817_1615_1413_1211)
+        #expect(precopy.bytes == Array(1...24))
+        #expect(VFIOPrecopyInfoLayout(bytes: precopy.bytes) == precopy)
+        let bind = VFIODeviceBindIOMMUFD(argsz: 0x0403_0201, flags: 0x0807_0605, iommufd: 0x0C0B_0A09, outDevID: 0x100F_0E0D)
+        #expect(bind.bytes == Array(1...16))
+        #expect(VFIODeviceBindIOMMUFD(bytes: bind.bytes) == bind)
+        let attach = VFIODeviceAttachIOMMUFDPT(argsz: 0x0403_0201, flags: 0x0807_0605, ptID: 0x0C0B_0A09)
+        #expect(attach.bytes == Array(1...12))
+        #expect(VFIODeviceAttachIOMMUFDPT(bytes: attach.bytes) == attach)
+        let alloc = IOMMUIOASAlloc(size: 0x0403_0201, flags: 0x0807_0605, outIOASID: 0x0C0B_0A09)
+        #expect(alloc.bytes == Array(1...12))
+        #expect(IOMMUIOASAlloc(bytes: alloc.bytes) == alloc)
+        let control = VFIODMALoggingControl(pageSize: 0x0807_0605_0403_0201, numRanges: 0x0C0B_0A09, reserved: 0x100F_0E0D, ranges: 0x1817_1615_1413_1211)
+        #expect(control.bytes == Array(1...24))
+        #expect(VFIODMALoggingControl(bytes: control.bytes) == control)
+        let report = VFIODMALoggingReport(
+            iova: 0x0807_0605_0403_0201, length: 0x100F_0E0D_0C0B_0A09, pageSize: 0x1817_1615_1413_1211, bitmap: 0x201F_1E1D_1C1B_1A19)
+        #expect(report.bytes == Array(1...32))
+        #expect(VFIODMALoggingReport(bytes: report.bytes) == report)
+        let range = VFIODMALoggingRange(iova: 0x0807_0605_0403_0201, length: 0x100F_0E0D_0C0B_0A09)
+        #expect(range.bytes == Array(1...16))
+    }
+
+    @Test("A layout decodes from no fewer bytes than its size")
+    func layoutsRefuseShortInput() {
+        #expect(VFIODeviceFeatureHeader(bytes: [UInt8](repeating: 0, count: 7)) == nil)
+        #expect(VFIOMigDeviceStatePayload(bytes: [UInt8](repeating: 0, count: 7)) == nil)
+        #expect(VFIOPrecopyInfoLayout(bytes: [UInt8](repeating: 0, count: 23)) == nil)
+        #expect(VFIODeviceInfo(bytes: [UInt8](repeating: 0, count: 23)) == nil)
+        #expect(VFIOGroupStatus(bytes: [UInt8](repeating: 0, count: 7)) == nil)
+        #expect(VFIODeviceBindIOMMUFD(bytes: [UInt8](repeating: 0, count: 15)) == nil)
+        #expect(VFIODeviceAttachIOMMUFDPT(bytes: [UInt8](repeating: 0, count: 11)) == nil)
+        #expect(IOMMUIOASAlloc(bytes: [UInt8](repeating: 0, count: 11)) == nil)
+        #expect(VFIODMALoggingControl(bytes: [UInt8](repeating: 0, count: 23)) == nil)
+        #expect(VFIODMALoggingReport(bytes: [UInt8](repeating: 0, count: 31)) == nil)
+        // Decoding reads from the collection's own start, also for a slice.
+        let bytes: [UInt8] = [0xAA] + VFIOGroupStatus(argsz: 8, flags: 3).bytes
+        #expect(VFIOGroupStatus(bytes: bytes[1...]) == VFIOGroupStatus(argsz: 8, flags: 3))
+    }
 }

@@ -6,6 +6,7 @@ import MigrationTestKit
 import MLX5Handler
 import Testing
 import VFIO
+import VFIOSimulator
 import VFIOPCIHandler
 
 /// One migration of a guest with RAM, a simulated mlx5 VF and a generic VFIO device, through

@@ -2,6 +2,7 @@ import MigrationCore
 import MLX5Handler
 import Testing
 import VFIO
+import VFIOSimulator
 import VFIOPCIHandler
 
 /// What a destination handler reports as its final data's fixed load cost (LOAD_REPORT's

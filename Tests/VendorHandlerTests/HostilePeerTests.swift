@@ -3,6 +3,7 @@ import MigrationStream
 import MLX5Handler
 import Testing
 import VFIO
+import VFIOSimulator
 import VFIOPCIHandler
 
 /// Streams a hostile source (or a crafted file) can send a destination's VFIO handlers.

@@ -6,6 +6,7 @@ import SystemPackage
 import Testing
 import TestSupport
 import VFIO
+import VFIOSimulator
 import VFIOPCIHandler
 
 /// A guest whose vCPU stops and starts take a number in the simulator's order.

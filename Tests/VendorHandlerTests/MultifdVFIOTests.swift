@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 import TestSupport
 import VFIO
+import VFIOSimulator
 import VFIOPCIHandler
 
 /// A guest the engines stop and resume.

@@ -3,6 +3,7 @@ import MigrationStream
 import MLX5Handler
 import Testing
 import VFIO
+import VFIOSimulator
 import VFIOPCIHandler
 
 @Suite struct VFIOPCIHandlerTests {

@@ -20,6 +20,7 @@ import MLX5Handler
 import MigrationCore
 import MigrationStream
 import VFIO
+import VFIOSimulator
 import VFIOPCIHandler
 
 struct Options {

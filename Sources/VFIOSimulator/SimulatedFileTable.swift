@@ -1,5 +1,12 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CSwitchoverLibc
 import Synchronization
 import SystemPackage
+import VFIO
 
 /// The kernel side of a simulated fd: what read/write/ioctl/poll on it do.
 package protocol SimulatedFile: AnyObject, Sendable {
@@ -15,7 +22,8 @@ package protocol SimulatedFile: AnyObject, Sendable {
 }
 
 /// Process-wide map from real fd numbers to the simulated files behind them. An entry lives from the
-/// fd's creation until it is closed through the seam.
+/// fd's creation until it is closed through the simulated seam (`SimulatedVFIOSyscalls`). Only that
+/// seam consults the table: the live seam (`VFIOSystem.live`) knows nothing of it.
 package final class SimulatedFileTable: Sendable {
     package static let shared = SimulatedFileTable()
 
@@ -27,10 +35,10 @@ package final class SimulatedFileTable: Sendable {
 
     private let files = Mutex<[Int32: Entry]>([:])
 
-    /// Creates a real fd (see `VFIOSystem.createSimulatedFD(writeOnly:)`) served by `file`: read-only
-    /// unless `writeOnly` (the kernel's resume files are O_WRONLY).
+    /// Creates a real fd (see `createFD(writeOnly:)`) served by `file`: read-only unless `writeOnly`
+    /// (the kernel's resume files are O_WRONLY).
     package func open(_ file: any SimulatedFile, writeOnly: Bool = false) -> Result<Int32, Errno> {
-        VFIOSystem.createSimulatedFD(writeOnly: writeOnly).map { created in
+        Self.createFD(writeOnly: writeOnly).map { created in
             files.withLock { $0[created.fd] = Entry(file: file, companion: created.companion) }
             return created.fd
         }
@@ -42,10 +50,26 @@ package final class SimulatedFileTable: Sendable {
 
     package func unregister(_ fd: Int32) -> (any SimulatedFile)? {
         guard let entry = files.withLock({ $0.removeValue(forKey: fd) }) else { return nil }
-        if let companion = entry.companion { VFIOSystem.closeCompanion(companion) }
+        if let companion = entry.companion { _ = close(companion) }
         return entry.file
     }
 
     /// Whether `fd` is a simulated file.
     package func isSimulated(_ fd: Int32) -> Bool { file(for: fd) != nil }
+
+    /// Creates the real fd behind a simulated file: the read end of a pipe opened O_CLOEXEC|O_NONBLOCK
+    /// whose write end is closed at once. Like the kernel's anon-inode data files it is a stream
+    /// (pread/pwrite/lseek fail ESPIPE even without the seam), and a stray raw read returns 0 instead
+    /// of blocking. This is the simulated kernel's side, like the anon inode the real kernel creates.
+    /// When `writeOnly`, the write end of such a pipe (O_WRONLY like the kernel's resume files: a raw
+    /// read fails EBADF, positional I/O ESPIPE); its read end is kept open as the `companion`, so a stray
+    /// raw write fills the pipe (then EAGAIN) instead of raising SIGPIPE, and is closed with the fd.
+    static func createFD(writeOnly: Bool) -> Result<(fd: Int32, companion: Int32?), Errno> {
+        var fds: [Int32] = [-1, -1]
+        let rc = fds.withUnsafeMutableBufferPointer { switchover_pipe2($0.baseAddress, O_CLOEXEC | O_NONBLOCK) }
+        guard rc == 0 else { return .failure(Errno(rawValue: errno)) }
+        if writeOnly { return .success((fds[1], fds[0])) }
+        _ = close(fds[1])
+        return .success((fds[0], nil))
+    }
 }

@@ -6,6 +6,7 @@ import Musl
 import Darwin
 #endif
 import Synchronization
+import VFIO
 
 /// Time as the simulator sees it: when dirty bytes accrue and how long a destination load takes.
 /// Inject `ManualSimulationClock` in tests so nothing depends on wall time.

@@ -1,5 +1,6 @@
 import Synchronization
 import SystemPackage
+import VFIO
 
 /// The kernel side of a simulated device: the feature ioctl front-end, the state machine driven one
 /// arc at a time, and the data sessions. All state sits behind one lock; time comes from the clock.

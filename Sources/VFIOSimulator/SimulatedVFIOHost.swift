@@ -1,5 +1,6 @@
 import Synchronization
 import SystemPackage
+import VFIO
 
 /// A fake host for `KernelVFIODevice`: it answers `open(2)` of /dev/vfio/vfio, /dev/vfio/N,
 /// /dev/iommu and /dev/vfio/devices/vfioX with simulated files (real fds), and — optionally — the
@@ -23,7 +24,7 @@ package final class SimulatedVFIOHost: VFIOSyscalls {
 
     package init(
         paths: VFIOHostPaths = VFIOHostPaths(sysfsRoot: "/simulated/sys", devRoot: "/simulated/dev"),
-        cdevSupport: Bool = false, virtualSysfs: Bool = true, base: any VFIOSyscalls = VFIOSystem.live
+        cdevSupport: Bool = false, virtualSysfs: Bool = true, base: any VFIOSyscalls = VFIOSystem.simulated
     ) {
         self.paths = paths
         self.cdevSupport = cdevSupport

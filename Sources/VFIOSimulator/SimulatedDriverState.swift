@@ -1,4 +1,5 @@
 import SystemPackage
+import VFIO
 
 /// Everything a simulated device knows, guarded by its driver's lock.
 struct SimulatedDriverState {

@@ -1,4 +1,5 @@
 import SystemPackage
+import VFIO
 
 /// Identifies one data session; its fd answers ENODEV once the session is no longer the device's.
 final class SimulatedSessionRef: Sendable {

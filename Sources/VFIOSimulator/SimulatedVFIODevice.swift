@@ -1,4 +1,5 @@
 import SystemPackage
+import VFIO
 
 /// A simulated VFIO migration device, faithful to the kernel's uAPI: the same feature ioctls, state
 /// machine, data-fd semantics and vendor stream formats, behind real fds. It runs in one process or in
@@ -10,13 +11,13 @@ public final class SimulatedVFIODevice: VFIOMigrationDevice {
     /// The configuration the device was created with.
     public let configuration: SimulatedVFIOConfiguration
     let driver: SimulatedVFIODriver
-    let client: VFIODeviceClient
+    package let client: VFIODeviceClient
 
     /// Creates the device in RUNNING, with a real device fd (close-on-exec).
     public convenience init(
         _ configuration: SimulatedVFIOConfiguration, clock: any VFIOSimulationClock = SystemSimulationClock()
     ) throws(VFIOError) {
-        try self.init(configuration, clock: clock, system: VFIOSystem.live)
+        try self.init(configuration, clock: clock, system: VFIOSystem.simulated)
     }
 
     /// Creates the device with its calls going through `system` (e.g. a `VFIOSyscallRecorder`).
@@ -126,3 +127,7 @@ public final class SimulatedVFIODevice: VFIOMigrationDevice {
         client.rawFeature(argsz: argsz, flags: flags, payload: payload)
     }
 }
+
+/// Its uAPI calls go through a `VFIODeviceClient`, as the kernel device's do: the raw escape hatch and
+/// the behaviour checks reach it the same way.
+extension SimulatedVFIODevice: VFIOClientBackedDevice {}

@@ -1,4 +1,5 @@
 import SystemPackage
+import VFIO
 
 /// How a `SimulatedVFIODevice` behaves: its flags, its migration payload, its timing and its faults.
 /// Content is deterministic from `seed`; nothing is held in memory in proportion to the state size.

@@ -1,4 +1,5 @@
 import Synchronization
+import VFIO
 
 /// One completed single step of a simulated device's state machine.
 public struct SimulatedVFIOArc: Sendable, Equatable, CustomStringConvertible {

@@ -1,4 +1,5 @@
 import SystemPackage
+import VFIO
 
 /// mlx5 record framing: `u64 record_size @0; u32 flags @8 (bit 0 OPTIONAL); u32 tag @12`, little-endian.
 enum MLX5Record {
