@@ -42,6 +42,9 @@ public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
     case bindIOMMUFD
     /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
     case attachIOMMUFDPT
+    /// `VFIO_DEVICE_GET_REGION_INFO` and pread/pwrite of the PCI config region
+    /// (`VFIO_PCI_CONFIG_REGION_INDEX`).
+    case configSpace
 
     public var description: String {
         switch self {
@@ -65,6 +68,7 @@ public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
         case .allocateIOAS: "IOMMU_IOAS_ALLOC"
         case .bindIOMMUFD: "VFIO_DEVICE_BIND_IOMMUFD"
         case .attachIOMMUFDPT: "VFIO_DEVICE_ATTACH_IOMMUFD_PT"
+        case .configSpace: "access to the VFIO config region"
         }
     }
 }

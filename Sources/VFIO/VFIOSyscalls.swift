@@ -186,12 +186,12 @@ struct LiveVFIOSyscalls: VFIOSyscalls {
     }
 
     func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
-        if let file = SimulatedFileTable.shared.file(for: fd) { return .failure(file.positionalIOError) }
+        if let file = SimulatedFileTable.shared.file(for: fd) { return file.pread(into: buffer, offset: offset) }
         return check(systemPread(fd, buffer.baseAddress, buffer.count, off_t(offset)))
     }
 
     func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
-        if let file = SimulatedFileTable.shared.file(for: fd) { return .failure(file.positionalIOError) }
+        if let file = SimulatedFileTable.shared.file(for: fd) { return file.pwrite(from: buffer, offset: offset) }
         return check(systemPwrite(fd, buffer.baseAddress, buffer.count, off_t(offset)))
     }
 

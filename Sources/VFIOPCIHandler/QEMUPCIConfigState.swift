@@ -1,4 +1,5 @@
 import Foundation
+import VFIO
 
 /// The config state in QEMU 10's layout (`vmstate_vfio_pci_config` in hw/vfio/pci.c): what a
 /// QEMU peer sends in the CONFIG_STATE of a vfio-pci FULL section and expects back.
@@ -130,4 +131,19 @@ public final class QEMUPCIConfigState: VFIOPCIConfigState, @unchecked Sendable {
     }
 
     static func le16(_ value: UInt16) -> [UInt8] { [UInt8(truncatingIfNeeded: value), UInt8(value >> 8)] }
+}
+
+extension QEMUPCIConfigState {
+    /// The config state of a device with a VFIO config region: read from it (the whole region, up to
+    /// the layout's size; zeros after a shorter region, e.g. mtty's 256 bytes in a PCIe layout), and
+    /// written back into it on load.
+    public convenience init(device: any VFIOConfigSpaceAccess, express: Bool = true) {
+        let limit = express ? QEMUPCIConfigState.expressSize : QEMUPCIConfigState.conventionalSize
+        self.init(express: express, read: {
+            let size = min(try device.configSpaceSize(), limit)
+            return try device.readConfigSpace(offset: 0, count: size)
+        }, write: { offset, bytes in
+            try device.writeConfigSpace(offset: offset, bytes: bytes)
+        })
+    }
 }

@@ -59,11 +59,14 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
 
     /// - Parameters:
     ///   - device: a kernel-backed or simulated VFIO device.
-    ///   - config: the device's config-space state (FULL section); a snapshot by default.
+    ///   - config: the device's config-space state (FULL section); by default QEMU's layout
+    ///     (``QEMUPCIConfigState``) over the device's VFIO config region when it has one (kernel
+    ///     and simulated devices do), else a stand-in snapshot.
     ///   - tuning: a vendor module's tuning; QEMU's defaults otherwise.
     public init(device: VFIOMigrationDevice, config: VFIOPCIConfigState? = nil, tuning: VFIOPCITuning = GenericVFIOPCITuning()) {
         self.device = device
-        self.config = config ?? PCIConfigSnapshot(simulatedFor: device.name)
+        self.config = config ?? (device as? any VFIOConfigSpaceAccess).map { QEMUPCIConfigState(device: $0) }
+            ?? PCIConfigSnapshot(simulatedFor: device.name)
         self.tuning = tuning
     }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make test-qemu: migrations between Switchover and a real QEMU 10 with a real mtty device.
 #
-# Everything make test-kernel fetches and builds (Debian's 6.12 kernel, mtty.ko, busybox), plus QEMU 10
+# What make test-kernel fetches and builds (Debian's 6.12 kernel, mtty.ko, busybox), plus QEMU 10
 # from Debian's bookworm-backports (lib/qemu10.sh) and the release binaries qemu-peer-check and
 # switchover; the guest (/init = qemu-peer-guest.sh) creates four mtty devices and runs the steps of
 # docs/qemu-peer-test.md, printing `PASS name` / `FAIL name: reason` and `qemu-peer: N passed, M failed`.
@@ -46,7 +46,6 @@ kt_step qemu10-get kt_qemu_fetch
 [ "$last" = fetch ] && exit 0
 
 kt_step mtty.ko kt_build_mtty
-kt_step swift kt_build_swift
 kt_step swift-peer kt_build_peer_swift
 [ "$last" = build ] && exit 0
 

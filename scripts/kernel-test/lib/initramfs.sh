@@ -73,7 +73,7 @@ kt_pack_initramfs() {
     kt_log "modules in load order: ${KT_LOAD_ORDER[*]}"
 
     # The binary, stripped, and the libraries (and loader) it needs, at the paths ldd names.
-    kt_stage_binary "$stage" "$KT_CHECK_BIN" /kernel-vfio-check
+    if [ -n "${KT_CHECK_BIN:-}" ]; then kt_stage_binary "$stage" "$KT_CHECK_BIN" /kernel-vfio-check; fi
     # make test-qemu adds its binaries and QEMU 10's tree (lib/qemu10.sh).
     if declare -F kt_initramfs_extra >/dev/null; then kt_initramfs_extra "$stage"; fi
     kt_log "libraries: $(cd "$stage" && find lib* usr/lib* -type f 2>/dev/null | tr '\n' ' ')"

@@ -93,14 +93,15 @@ kt_build_peer_swift() {
 # /usr/share/qemu:/usr/share/seabios), its libraries as ldd names them on this host, and the two
 # Swift binaries.
 kt_initramfs_extra() {
-    local stage=$1
+    local stage=$1 f
     kt_stage_binary "$stage" "$KT_QEMU_BIN" /usr/bin/qemu-system-x86_64
-    mkdir -p "$stage/usr/share"
-    cp -a "$KT_QEMU_ROOT/usr/share/qemu" "$KT_QEMU_ROOT/usr/share/seabios" "$stage/usr/share/"
-    if [ -d "$KT_QEMU_ROOT/usr/lib/x86_64-linux-gnu/qemu" ]; then
-        mkdir -p "$stage/usr/lib/x86_64-linux-gnu"
-        cp -a "$KT_QEMU_ROOT/usr/lib/x86_64-linux-gnu/qemu" "$stage/usr/lib/x86_64-linux-gnu/"
-    fi
+    # Of QEMU's data only what a q35 machine without devices of its own loads (the other
+    # architectures' firmware and the modules stay out: the guest's RAM holds the initramfs).
+    mkdir -p "$stage/usr/share/qemu"
+    for f in kvmvapic.bin linuxboot_dma.bin multiboot_dma.bin pvh.bin; do
+        cp -a "$KT_QEMU_ROOT/usr/share/qemu/$f" "$stage/usr/share/qemu/"
+    done
+    cp -a "$KT_QEMU_ROOT/usr/share/seabios" "$stage/usr/share/"
     kt_stage_binary "$stage" "$KT_PEER_BIN" /qemu-peer-check
     kt_stage_binary "$stage" "$KT_SWITCHOVER_BIN" /switchover
 }
