@@ -83,12 +83,16 @@ struct QEMUFile {
         return devices
     }
 
-    /// The file with only its header, configuration, VFIO sections and EOF: what a destination
-    /// that has handlers for the VFIO devices alone can load.
+    /// The file with only its header, configuration, VFIO sections, EOF and the VMDESCRIPTION
+    /// trailer after it: what a destination that has handlers for the VFIO devices alone can load.
     func vfioOnlyStream() -> [UInt8] {
         var out = Array(bytes[0..<preambleEnd])
         for (start, end, _) in vfioRecords { out += bytes[start..<end] }
-        out.append(RecordType.eof.rawValue)
+        if let eof = records.last, eof.record.kind == .eof {
+            out += bytes[eof.start...]
+        } else {
+            out.append(RecordType.eof.rawValue)
+        }
         return out
     }
 

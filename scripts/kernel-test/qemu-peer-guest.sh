@@ -4,12 +4,23 @@
 # `FAIL name: reason`; the run ends with `qemu-peer: N passed, M failed` and
 # `guest: qemu-peer-guest exit N`, which the host's verdict (lib/verdict.sh) reads.
 
-/bin/busybox mkdir -p /proc /sys /dev /tmp
-/bin/busybox --install -s
-mount -t devtmpfs devtmpfs /dev
-exec </dev/console >/dev/console 2>&1
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
+if [ "${1:-}" != inner ]; then
+    /bin/busybox mkdir -p /proc /sys /dev /tmp
+    /bin/busybox --install -s
+    mount -t devtmpfs devtmpfs /dev
+    exec </dev/console >/dev/console 2>&1
+    mount -t proc proc /proc
+    mount -t sysfs sysfs /sys
+    # Every line of the steps goes to the console through the kernel log (level 2, above loglevel=3's
+    # cut): the kernel writes the serial port by polling, while a tty's output, which waits for the
+    # UART's transmit interrupt, stalled for good under the load of the nested QEMU.
+    /bin/busybox sh /init inner 2>&1 | while IFS= read -r line; do printf '<2>%s\n' "$line" >/dev/kmsg; done
+    if grep -q 'kt.shell=1' /proc/cmdline; then
+        echo "guest: shell (exit or Ctrl-D powers off; Ctrl-A X quits QEMU)"
+        setsid cttyhack sh
+    fi
+    poweroff -f
+fi
 
 # One mdev per role: QEMU's source, our destination for its file, our live source, QEMU's destination
 # (mtty keeps its migration state across opens, so no device serves twice).
@@ -23,10 +34,10 @@ RESULTS=/tmp/results
 
 setup_failed() {
     echo "FAIL guest-setup: $*"
-    dmesg | tail -n 20 | sed 's/^/  dmesg: /'
+    dmesg | grep -v '^<' | tail -n 20 | sed 's/^/  dmesg: /'
     echo "qemu-peer: 0 passed, 1 failed"
     echo "guest: qemu-peer-guest exit 1"
-    poweroff -f
+    exit 1
 }
 
 pass() { echo "PASS $1" | tee -a "$RESULTS"; }
@@ -200,9 +211,4 @@ echo "qemu-peer: $passed passed, $failed failed"
 rc=0
 [ "$failed" = 0 ] || rc=1
 echo "guest: qemu-peer-guest exit $rc"
-if [ "$rc" != 0 ]; then dmesg | tail -n 30 | sed 's/^/  dmesg: /'; fi
-if grep -q 'kt.shell=1' /proc/cmdline; then
-    echo "guest: shell (exit or Ctrl-D powers off; Ctrl-A X quits QEMU)"
-    setsid cttyhack sh
-fi
-poweroff -f
+exit "$rc"

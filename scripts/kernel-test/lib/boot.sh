@@ -15,7 +15,7 @@ kt_boot() {
     timeout --kill-after=10 "$KT_TIMEOUT" qemu-system-x86_64 -accel tcg -smp 2 -m "$KT_GUEST_MEMORY" -no-reboot \
         -display none -monitor none -serial stdio -nic none \
         -kernel "$KT_VMLINUZ" -initrd "$KT_INITRD" \
-        -append 'console=ttyS0 panic=-1 quiet loglevel=3' </dev/null 2>&1 |
+        -append "console=ttyS0 panic=-1 quiet loglevel=3${KT_APPEND_EXTRA:+ $KT_APPEND_EXTRA}" </dev/null 2>&1 |
         tr -d '\r' | tee "$KT_CONSOLE_LOG" || rc=$?
     # With pipefail rc is QEMU's status unless tr or tee failed: 124 when timeout stopped it with SIGTERM,
     # 125-127 when timeout could not run it, 128 + n when signal n ended it (9 also when timeout had to
