@@ -48,6 +48,8 @@ echo "guest: kernel $(uname -r), $(nproc) cpus, $(awk '/MemTotal/ { print $2 " k
 while read -r m; do
     insmod "/modules/$m.ko" || setup_failed "insmod $m"
 done </modules/order
+# The live steps run over TCP on the loopback interface, which starts down.
+ifconfig lo 127.0.0.1 up || setup_failed "ifconfig lo up"
 types=/sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2
 [ -d "$types" ] || setup_failed "no $types"
 for u in $QEMU_SRC $OUR_DST $OUR_SRC $QEMU_DST; do
@@ -98,7 +100,7 @@ wait_migration() {
             return 0
         fi
         if echo "$answer" | grep -Eiq 'status:[[:space:]]*(failed|cancelled)'; then
-            echo "$answer" | head -n 12 | sed "s/^/  qemu[$name]: /"
+            echo "$answer" | grep -Ei 'status' | head -n 2 | sed "s/^/  qemu[$name]: /"
             return 1
         fi
         if ! kill -0 "$(eval echo "\$${name}_pid")" 2>/dev/null; then
@@ -120,8 +122,8 @@ qemu_stop() {
     kill -9 "$pid" 2>/dev/null
     eval "exec $fd>&-"
     [ -n "$quiet" ] && return 0
-    grep -v '^(qemu)' "/tmp/$name.log" | grep -Eiv '^$|^[a-z-]+: (on|off|[0-9]+)$|bytes|pages|ram|throughput' |
-        tail -n 15 | sed "s/^/  qemu[$name] log: /"
+    # QEMU's own messages (error_report lines name the binary), not the monitor's echo.
+    grep -E 'qemu-system-x86_64:|rror' "/tmp/$name.log" | grep -v '\[K' | tail -n 15 | sed "s/^/  qemu[$name] log: /"
 }
 
 # --- 1. QEMU → file --------------------------------------------------------------------------------
