@@ -4,7 +4,7 @@
 
 SWIFT      ?= swift
 SWIFTFLAGS ?=
-APT_PKGS   := libpci-dev pci.ids pciutils xz-utils
+APT_PKGS   := libpci-dev libssl-dev openssl pci.ids pciutils xz-utils
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test test-scaffold docs demo bench plots clean
@@ -15,6 +15,8 @@ all: build
 deps:
 	@missing=""; \
 	pkg-config --exists libpci || missing="$$missing libpci-dev"; \
+	pkg-config --exists openssl || missing="$$missing libssl-dev"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	[ -f /usr/share/misc/pci.ids ] || missing="$$missing pci.ids"; \
 	command -v lspci >/dev/null || missing="$$missing pciutils"; \
 	command -v xz >/dev/null || missing="$$missing xz-utils"; \

@@ -10,6 +10,8 @@ let package = Package(
         .library(name: "MigrationStream", targets: ["MigrationStream"]),
         // The handler protocol, registry, source/destination engines, transports.
         .library(name: "MigrationCore", targets: ["MigrationCore"]),
+        // TLS 1.3 with x509 mutual authentication on any transport (Debian's OpenSSL).
+        .library(name: "MigrationTLS", targets: ["MigrationTLS"]),
         // The Linux VFIO migration uAPI v2, the syscall seam, kernel-backed and simulated devices.
         .library(name: "VFIO", targets: ["VFIO"]),
         // Declarative PCI match rules shared by vendor modules and discovery.
@@ -50,6 +52,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // A small C shim over Debian's OpenSSL (libssl-dev): no OpenSSL type reaches Swift.
+        .target(
+            name: "CSwitchoverTLS",
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
+        .target(name: "MigrationTLS", dependencies: ["CSwitchoverTLS", "MigrationCore"]),
         .target(
             name: "VFIO",
             dependencies: [.product(name: "SystemPackage", package: "swift-system")]
@@ -102,7 +110,7 @@ let package = Package(
         .executableTarget(
             name: "switchover",
             dependencies: [
-                "MigrationStream", "MigrationCore", "VFIO", "VFIOPCIHandler", "MLX5Handler", "ExampleVM", "CLISupport",
+                "MigrationStream", "MigrationCore", "MigrationTLS", "VFIO", "VFIOPCIHandler", "MLX5Handler", "ExampleVM", "CLISupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -120,6 +128,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["MigrationCore"], path: "Tests/TestSupport"),
         .testTarget(name: "MigrationStreamTests", dependencies: ["MigrationStream"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MigrationCoreTests", dependencies: ["MigrationCore", "MigrationStream", "TestSupport"]),
+        .testTarget(name: "MigrationTLSTests", dependencies: ["MigrationTLS", "MigrationCore", "MigrationStream", "ExampleVM", "TestSupport"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO"]),
         .testTarget(name: "DeviceMatchTests", dependencies: ["DeviceMatch"]),
         .testTarget(name: "ExampleVMTests", dependencies: ["ExampleVM", "MigrationCore", "MigrationStream"]),

@@ -23,6 +23,9 @@ let package = Package(
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "MigrationStream", package: root),
+                .product(name: "MigrationCore", package: root),
+                .product(name: "MigrationTLS", package: root),
+                "MigrationScenarios",
             ],
             path: "Benchmarks/StreamBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
@@ -33,10 +36,12 @@ let package = Package(
             dependencies: [
                 .product(name: "ExampleVM", package: root),
                 .product(name: "MigrationCore", package: root),
+                .product(name: "MigrationTLS", package: root),
             ],
             path: "Sources/MigrationScenarios"
         ),
-        // Downtime vs the destination's load cost (switchover-ack off and on) and vs device count.
+        // Downtime vs the destination's load cost (switchover-ack off and on), vs device count,
+        // and with TLS vs without.
         .executableTarget(
             name: "MigrationBenchmarks",
             dependencies: [.product(name: "Benchmark", package: "benchmark"), "MigrationScenarios"],
@@ -69,6 +74,17 @@ let package = Package(
                 .product(name: "MLX5Handler", package: root),
             ],
             path: "Tools/MultifdBenchmarks"
+        ),
+        // The downtime limit as a promise: the four-VF demo configuration and a sweep of load
+        // costs, measured downtime against the limit and the prediction's error per row.
+        // `swift run -c release DowntimePromise` here.
+        .executableTarget(
+            name: "DowntimePromise",
+            dependencies: [
+                .product(name: "ExampleVM", package: root),
+                .product(name: "MigrationCore", package: root),
+            ],
+            path: "Tools/DowntimePromise"
         ),
     ],
     swiftLanguageModes: [.v6]

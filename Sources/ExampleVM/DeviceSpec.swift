@@ -192,10 +192,11 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
 
     /// The handler a VMM would pick for this device: the mlx5 module for mlx5, the generic
     /// VFIO-PCI handler otherwise. Its tuning reports `finalLoadCost` as the final data's load
-    /// cost, as a vendor module reports its hardware's measured figure.
+    /// cost, and (mlx5) `loadCost` as the initial image's, as a vendor module reports its
+    /// hardware's measured figures.
     public func makeHandler(device: VFIOMigrationDevice) -> VFIOPCIHandler {
         kind == .mlx5
-            ? MLX5Module.makeHandler(device: device, tuning: MLX5Tuning(finalLoadCost: finalLoadCost))
+            ? MLX5Module.makeHandler(device: device, tuning: MLX5Tuning(finalLoadCost: finalLoadCost, initialLoadCost: loadCost))
             : VFIOPCIHandler(device: device, tuning: GenericVFIOPCITuning(finalLoadCost: finalLoadCost))
     }
 

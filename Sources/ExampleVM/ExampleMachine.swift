@@ -52,7 +52,8 @@ public struct ExampleDevice: Sendable {
 
 /// One side of an example migration: an ``ExampleVM`` (RAM with a workload) plus simulated
 /// VFIO devices, their handlers registered in the order a destination must mirror (RAM
-/// first, then the devices), and the `VMController` the engine stops and resumes.
+/// first, then the devices), and the ``runState`` the engine stops and starts the guest
+/// through: the vCPUs (the workload) and, behind the P2P barrier, every device.
 ///
 /// Both sides are built from the same ``ExampleMachineConfiguration``; the destination's RAM
 /// and device content start from other seeds, so a migration that arrives byte-identical
@@ -65,12 +66,14 @@ public final class ExampleMachine: VMController, @unchecked Sendable {
     public let vm: ExampleVM
     public let devices: [ExampleDevice]
     public let registry = HandlerRegistry()
-    /// Destination: whether `resumeVM` starts the guest workload (off by default, so the
+    /// Destination: whether starting the guest starts its workload (off by default, so the
     /// memory can still be compared with the source's after the migration).
     public let workloadAfterResume: Bool
-
-    private let lock = NSLock()
-    private var destinationRunning = false
+    /// The guest's vCPUs (the workload on a source).
+    public let vcpus: ExampleVCPUs
+    /// The run state the engines and the VMM change: give it to `MigrationSource(runState:…)`
+    /// and `MigrationDestination(runState:…)`.
+    public let runState: VMRunState
 
     /// The machine configuration written after the stream header.
     public var machine: MachineConfiguration { MachineConfiguration(machineType: configuration.machineType) }
@@ -99,6 +102,8 @@ public final class ExampleMachine: VMController, @unchecked Sendable {
             devices.append(ExampleDevice(spec: spec, name: names[index], device: simulated, handler: spec.makeHandler(device: simulated)))
         }
         self.devices = devices
+        vcpus = ExampleVCPUs(vm: vm, drivesWorkload: role == .source || workloadAfterResume)
+        runState = VMRunState(registry: registry, vcpus: vcpus)
         let ram = RAMHandler.identity
         try registry.register(vm.ramHandler, idstr: ram.idstr, instanceID: ram.instanceID, versionID: ram.versionID)
         for device in devices {
@@ -107,9 +112,10 @@ public final class ExampleMachine: VMController, @unchecked Sendable {
         }
     }
 
-    /// Starts the guest (a source before it migrates).
-    public func start() {
-        if role == .source { vm.resume() } else { lock.withLock { destinationRunning = true } }
+    /// Starts the guest through the run state (a source before it migrates; a destination
+    /// whose migration left it stopped): every device, then the vCPUs.
+    public func start() throws {
+        try runState.start(.vmm)
     }
 
     /// Stops the guest workload and closes the devices. Call once the migration is over.
@@ -118,20 +124,40 @@ public final class ExampleMachine: VMController, @unchecked Sendable {
         for device in devices { try? device.device.close() }
     }
 
-    // MARK: VMController
+    // MARK: VMController (the vCPUs)
 
-    public var isRunning: Bool {
-        role == .source ? vm.isRunning : lock.withLock { destinationRunning }
+    public var isRunning: Bool { vcpus.isRunning }
+    public func stopVM() throws { try vcpus.stopVM() }
+    public func resumeVM() throws { try vcpus.resumeVM() }
+
+    // MARK: Run-state history
+
+    /// Every vCPU stop and start and every device transition so far, in the order they
+    /// happened.
+    public var lifecycle: [LifecycleEvent] {
+        let transitions = devices.flatMap { device in
+            device.device.recordedTransitions.map {
+                LifecycleEvent(sequence: $0.sequence, subject: device.name, change: "\($0.from)→\($0.to)" + ($0.isReset ? " (reset)" : ""))
+            }
+        }
+        return (vcpus.recorded + transitions).sorted { $0.sequence < $1.sequence }
     }
 
-    public func stopVM() throws {
-        vm.stop()
-        lock.withLock { destinationRunning = false }
-    }
-
-    public func resumeVM() throws {
-        if role == .source || workloadAfterResume { vm.resume() }
-        lock.withLock { destinationRunning = true }
+    /// The switchover as this side saw it: on a source, from the last vCPU stop to the last
+    /// device entering STOP_COPY; on a destination, from the last device leaving RESUMING to
+    /// the vCPU start.
+    public var switchoverLifecycle: [LifecycleEvent] {
+        let all = lifecycle
+        switch role {
+        case .source:
+            guard let stop = all.lastIndex(where: { $0.subject == "vCPUs" && $0.change == "stop" }) else { return [] }
+            let rest = all[stop...]
+            let end = rest.lastIndex { $0.change.hasSuffix("→STOP_COPY") } ?? rest.endIndex - 1
+            return Array(rest[...end])
+        case .destination:
+            guard let loaded = all.lastIndex(where: { $0.change.hasPrefix("RESUMING→") }) else { return [] }
+            return Array(all[all.index(after: loaded)...])
+        }
     }
 
     // MARK: Comparing the two sides

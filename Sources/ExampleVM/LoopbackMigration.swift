@@ -12,6 +12,11 @@ public struct LoopbackResult: Sendable {
     public var destinationDigests: MachineDigests
     /// RAM and every device compared, source against destination.
     public var verification: MigrationVerification
+    /// The source's switchover: the vCPUs stop, every device passes the P2P barrier, then
+    /// enters STOP_COPY (``ExampleMachine/switchoverLifecycle``).
+    public var sourceLifecycle: [LifecycleEvent]
+    /// The destination's start: every device RUNNING_P2P, then RUNNING, then the vCPUs.
+    public var destinationLifecycle: [LifecycleEvent]
 }
 
 /// Why a loopback migration failed: each side's error (the source's is the one to show
@@ -43,6 +48,19 @@ public struct LoopbackMigrationError: Error, Sendable, CustomStringConvertible {
     }
 }
 
+/// How ``LoopbackMigration`` secures its channels: wrappers for the destination's listener and
+/// the source's transport (MigrationTLS's `TLSTransport` provides both).
+public struct LoopbackSecurity: Sendable {
+    public var listener: @Sendable (any MigrationListener) throws -> any MigrationListener
+    public var transport: @Sendable (any MigrationTransport) -> any MigrationTransport
+
+    public init(listener: @escaping @Sendable (any MigrationListener) throws -> any MigrationListener,
+                transport: @escaping @Sendable (any MigrationTransport) -> any MigrationTransport) {
+        self.listener = listener
+        self.transport = transport
+    }
+}
+
 /// One migration between two ``ExampleMachine``s in this process: the destination listens on
 /// TCP loopback (a free port), the source connects to it; each engine runs on its own threads.
 /// What `switchover demo` and the benchmarks run.
@@ -55,20 +73,25 @@ public enum LoopbackMigration {
     ///   - timeout: cancels the migration when it has not completed by then (a source that
     ///     never converges keeps iterating, as QEMU's does).
     ///   - progress: called with every source progress event (on a task of its own).
+    ///   - secure: wraps the destination's listener and the source's transport (e.g. in TLS).
     /// - Throws: ``LoopbackMigrationError`` when the migration fails; setup errors as they are.
     public static func run(_ configuration: ExampleMachineConfiguration, parameters: MigrationParameters,
                            timeout: Duration? = nil,
-                           progress: (@Sendable (MigrationProgress) -> Void)? = nil) async throws -> LoopbackResult {
+                           progress: (@Sendable (MigrationProgress) -> Void)? = nil,
+                           secure: LoopbackSecurity? = nil) async throws -> LoopbackResult {
         let sourceMachine = try ExampleMachine(configuration, role: .source)
         let destinationMachine = try ExampleMachine(configuration, role: .destination)
         defer {
             sourceMachine.shutdown()
             destinationMachine.shutdown()
         }
-        let listener = try TCPListener(host: "127.0.0.1", port: 0)
-        let destination = MigrationDestination(registry: destinationMachine.registry, vm: destinationMachine,
+        let tcp = try TCPListener(host: "127.0.0.1", port: 0)
+        let listener = try secure?.listener(tcp) ?? tcp
+        let plain: any MigrationTransport = TCPTransport(host: "127.0.0.1", port: tcp.port)
+        let transport = secure?.transport(plain) ?? plain
+        let destination = MigrationDestination(runState: destinationMachine.runState,
                                                configuration: destinationMachine.machine, parameters: parameters)
-        let source = MigrationSource(registry: sourceMachine.registry, vm: sourceMachine,
+        let source = MigrationSource(runState: sourceMachine.runState,
                                      configuration: sourceMachine.machine, parameters: parameters)
         let last = LastProgress()
         let watcher = Task {
@@ -85,9 +108,9 @@ public enum LoopbackMigration {
             }
         }
         defer { deadline?.cancel() }
-        sourceMachine.start()
+        try sourceMachine.start()
         async let incoming = Self.capture { try await destination.run(accepting: listener) }
-        let outgoing = await Self.capture { try await source.run(to: TCPTransport(host: "127.0.0.1", port: listener.port)) }
+        let outgoing = await Self.capture { try await source.run(to: transport) }
         if case .failure = outgoing { destination.cancel() }
         let incomingResult = await incoming
         await watcher.value
@@ -97,7 +120,9 @@ public enum LoopbackMigration {
             let destinationDigests = destinationMachine.digests
             return LoopbackResult(statistics: statistics, incoming: incomingStatistics, sourceDigests: sourceDigests,
                                   destinationDigests: destinationDigests,
-                                  verification: sourceDigests.verify(destination: destinationDigests))
+                                  verification: sourceDigests.verify(destination: destinationDigests),
+                                  sourceLifecycle: sourceMachine.switchoverLifecycle,
+                                  destinationLifecycle: destinationMachine.switchoverLifecycle)
         case (.failure(let s), .failure(let d)):
             throw LoopbackMigrationError(source: s, destination: d, timedOut: last.timeout)
         case (.failure(let s), .success):

@@ -110,7 +110,7 @@ extension ScaffoldRequest {
             // A buffer the destination receives DATA chunks into instead of its own (allocate it
             // before the switchover to keep page faults out of the downtime). Default: nil.
             //
-            // public var preferredReceiveBuffer: UnsafeMutableRawBufferPointer? { nil }
+            // public var preferredReceiveBuffer: DeviceDataBuffer? { nil }
 
             // The fixed time (µs) the destination still spends loading the final data besides
             // streaming it, reported to the source's downtime prediction. Default: 0.
@@ -164,6 +164,11 @@ extension ScaffoldRequest {
 
             @Test func malformedBodiesAreRefused() throws {
                 try kit.checkMalformedBodies()
+            }
+
+            @Test(arguments: [1, 3], [false, true])
+            func devicesFollowTheRunStateBehindTheP2PBarrier(devices: Int, multifd: Bool) async throws {
+                try await kit.checkRunStateOrder(devices: devices, multifd: multifd)
             }
 
             @Test func theRegistryGivesTheModuleItsDevices() {

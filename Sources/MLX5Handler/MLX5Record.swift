@@ -113,6 +113,11 @@ public struct MLX5RecordParser: Sendable {
         header.reserveCapacity(16)
     }
 
+    /// The record whose payload is arriving: its header and the payload bytes seen so far.
+    public var openRecord: (header: MLX5RecordHeader, received: UInt64)? {
+        current.map { ($0, $0.payloadSize - payloadLeft) }
+    }
+
     /// True between records (a stream may end only here).
     public var isAtRecordBoundary: Bool { current == nil && header.isEmpty }
 

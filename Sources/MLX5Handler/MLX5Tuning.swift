@@ -22,27 +22,59 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
     public let maxPreallocation: Int
     private let lock = NSLock()
     private var parser: MLX5RecordParser
-    private var finalImageBuffer: UnsafeMutableRawBufferPointer?
+    /// Replaced (never freed in place) when a larger STOP_COPY_SIZE arrives: a handler that is
+    /// receiving into the old one holds its reference until it is done with it.
+    private var finalImageBuffer: DeviceDataBuffer?
 
     /// What loading the final image costs the device beyond streaming it (the last
     /// LOAD_VHCA_STATE), reported to the source for its downtime prediction.
     public let finalLoadCost: Duration
+    /// What loading the first (initial) image costs the device: LOAD_VHCA_STATE allocates the
+    /// firmware's resources then. Reported as the destination's backlog while that image
+    /// arrives and loads; each later image costs ``finalLoadCost``.
+    public let initialLoadCost: Duration
+    /// The image the device is loading now (the write that completed its record has not
+    /// returned yet, as far as this tuning saw): its expected cost and when its load began.
+    private var loadingImage: (bytes: UInt64, cost: Duration, since: Duration)?
+    private let clock = MonotonicClock()
 
     /// - Parameters:
     ///   - recordLimit: the largest record accepted (the driver's is 2^32-1).
     ///   - maxPreallocation: the bound on the pre-allocated final-image buffer.
     ///   - finalLoadCost: the final image's load cost, measured on the hardware; zero (QEMU's
     ///     assumption) when unknown. No measurement can tell it before the final image arrives.
+    ///   - initialLoadCost: the first image's load cost, measured on the hardware; zero when
+    ///     unknown (the destination then reports no backlog for it).
     public init(recordLimit: UInt64 = MLX5RecordParser.defaultRecordLimit, maxPreallocation: Int = MLX5Tuning.defaultMaxPreallocation,
-                finalLoadCost: Duration = .zero) {
+                finalLoadCost: Duration = .zero, initialLoadCost: Duration = .zero) {
         self.parser = MLX5RecordParser(recordLimit: recordLimit)
         self.maxPreallocation = max(4096, maxPreallocation)
         self.finalLoadCost = max(.zero, finalLoadCost)
+        self.initialLoadCost = max(.zero, initialLoadCost)
     }
 
     public func expectedFinalLoadCostMicros() -> UInt64 { finalLoadCost.wholeMicroseconds }
 
-    deinit { finalImageBuffer?.deallocate() }
+    /// The cost of loading image number `n` (1 = the initial image).
+    private func imageCost(_ n: Int) -> Duration { n <= 1 ? initialLoadCost : finalLoadCost }
+
+    /// The firmware-data record still arriving (the device loads it once it is whole) and the
+    /// image being loaded now, with what remains of its expected cost.
+    public func loadBacklog() -> LoadBacklog {
+        lock.withLock {
+            var bytes: UInt64 = 0
+            var cost = Duration.zero
+            if let (header, received) = parser.openRecord, header.tag == .firmwareData {
+                bytes = received
+                cost = imageCost(parser.recordCount[MLX5RecordTag.firmwareData.rawValue, default: 0] + 1)
+            }
+            if let loading = loadingImage {
+                bytes = bytes.addingReportingOverflow(loading.bytes).overflow ? .max : bytes + loading.bytes
+                cost += max(.zero, loading.cost - (clock.now - loading.since))
+            }
+            return LoadBacklog(bytes: bytes, expectedMicros: cost.wholeMicroseconds)
+        }
+    }
 
     public var moduleName: String { "mlx5" }
 
@@ -56,8 +88,19 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
 
     public func observeResumeData(_ bytes: UnsafeRawBufferPointer) throws {
         try lock.withLock {
+            // The handler writes each range after observing it: a new range means the write
+            // that completed the last image has returned.
+            loadingImage = nil
+            var size = parser.openRecord?.header.payloadSize ?? 0
             for event in try parser.consume(bytes) {
-                if case .stopCopySize(let size) = event { preallocate(size) }
+                switch event {
+                case .header(let header, _): size = header.payloadSize
+                case .stopCopySize(let announced): preallocate(announced)
+                case .recordEnd(.firmwareData, _):
+                    let n = parser.recordCount[MLX5RecordTag.firmwareData.rawValue, default: 0]
+                    loadingImage = (size, imageCost(n), clock.now)
+                default: break
+                }
             }
         }
     }
@@ -68,15 +111,12 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
     /// The bytes pre-allocated for the final image (0 until STOP_COPY_SIZE arrives).
     public var preallocatedBytes: Int { lock.withLock { finalImageBuffer?.count ?? 0 } }
 
-    public var preferredReceiveBuffer: UnsafeMutableRawBufferPointer? { lock.withLock { finalImageBuffer } }
+    public var preferredReceiveBuffer: DeviceDataBuffer? { lock.withLock { finalImageBuffer } }
 
     private func preallocate(_ announced: UInt64) {
         let size = Int(min(UInt64(maxPreallocation), max(announced, 4096)))
         if let existing = finalImageBuffer, existing.count >= size { return }
-        finalImageBuffer?.deallocate()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
-        // Touch every page now, so the page faults happen before the switchover.
-        buffer.initializeMemory(as: UInt8.self, repeating: 0)
-        finalImageBuffer = buffer
+        // Every page is touched now, so the page faults happen before the switchover.
+        finalImageBuffer = DeviceDataBuffer(byteCount: size, prefault: true)
     }
 }

@@ -4,24 +4,33 @@ import MigrationStream
 /// The destination's return-path writer: messages go out whole, one at a time, from the load
 /// thread or from a handler's own thread (an acknowledgement).
 final class ReturnPathWriter: Sendable {
+    private struct State {
+        var open = false
+        /// SHUT went out: it is the last message (a backlog report after it is dropped).
+        var shut = false
+    }
+
     private let connection: any MigrationConnection
-    private let opened = Monitor(false)
+    private let state = Monitor(State())
 
     init(connection: any MigrationConnection) { self.connection = connection }
 
-    func open() { opened.withLock { $0 = true } }
-    var isOpen: Bool { opened.withLock { $0 } }
+    func open() { state.withLock { $0.open = true } }
+    var isOpen: Bool { state.withLock { $0.open } }
 
-    /// Sends `message`; false when the return path is not open.
+    /// Sends `message`; false when the return path is not open, or (a LOAD_BACKLOG) when SHUT
+    /// has gone out.
     @discardableResult
     func send(_ message: ReturnPathMessage) throws -> Bool {
-        try opened.withLock { isOpen in
-            guard isOpen else { return false }
+        try state.withLock { s in
+            guard s.open else { return false }
+            if case .loadBacklog = message, s.shut { return false }
             let sink = MemoryByteSink()
             let writer = StreamWriter(sink: sink)
             try writer.writeReturnPathMessage(message)
             try writer.flush()
             try sink.bytes.withUnsafeBytes { try connection.write($0) }
+            if case .shut = message { s.shut = true }
             return true
         }
     }

@@ -114,13 +114,18 @@ final class EngineSaveContext: SaveContext {
     let identity: HandlerIdentity
     let switchoverAckEnabled: Bool
     let multifdTransfer: Bool
+    let parameters: MigrationParameters
+    let participants: [any MigrationHandler]
     private let running: SharedFlag
 
-    init(identity: HandlerIdentity, switchoverAckEnabled: Bool, multifdTransfer: Bool = false, running: SharedFlag) {
+    init(identity: HandlerIdentity, switchoverAckEnabled: Bool, multifdTransfer: Bool = false, running: SharedFlag,
+         parameters: MigrationParameters = MigrationParameters(), participants: [any MigrationHandler] = []) {
         self.identity = identity
         self.switchoverAckEnabled = switchoverAckEnabled
         self.multifdTransfer = multifdTransfer
         self.running = running
+        self.parameters = parameters
+        self.participants = participants
     }
 
     var vmRunning: Bool { running.get }

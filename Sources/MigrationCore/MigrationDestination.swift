@@ -17,8 +17,12 @@ import MigrationStream
 public final class MigrationDestination: Sendable {
     /// The handlers sections are dispatched to (snapshot taken when `run` starts).
     public let registry: HandlerRegistry
-    /// Resumes the guest after a successful stream.
+    /// The guest's vCPUs (``runState``'s).
     public let vm: any VMController
+    /// The VM's run state: started after a successful stream (every device RUNNING_P2P, then
+    /// every device RUNNING, then the vCPUs), or — with ``MigrationParameters/resumeOnCompletion``
+    /// off — left stopped, devices in STOP, until the VMM calls ``VMRunState/start(_:)``.
+    public let runState: VMRunState
     /// The local machine configuration the stream's must match.
     public let configuration: MachineConfiguration
     public let parameters: MigrationParameters
@@ -37,11 +41,27 @@ public final class MigrationDestination: Sendable {
     ///   - parameters: the migration's parameters; those both ends share must match the source's.
     ///   - clock: the engine's time source (a virtual one in tests).
     ///   - logger: defaults to a silent logger labelled "switchover.migration".
-    public init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
+    public convenience init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
+                            parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
+                            logger: Logger? = nil) {
+        self.init(runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
+                  clock: clock, logger: logger)
+    }
+
+    /// A destination on the VMM's own ``VMRunState``: the VMM later starts the guest through
+    /// the same object when ``MigrationParameters/resumeOnCompletion`` is off.
+    /// - Parameters:
+    ///   - runState: the guest and the handlers to load sections into (its registry).
+    ///   - configuration: this destination's machine; the stream's machine type must equal it.
+    ///   - parameters: the migration's parameters; those both ends share must match the source's.
+    ///   - clock: the engine's time source (a virtual one in tests).
+    ///   - logger: defaults to a silent logger labelled "switchover.migration".
+    public init(runState: VMRunState, configuration: MachineConfiguration,
                 parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
                 logger: Logger? = nil) {
-        self.registry = registry
-        self.vm = vm
+        self.runState = runState
+        self.registry = runState.registry
+        self.vm = runState.vcpus
         self.configuration = configuration
         self.parameters = parameters
         self.clock = clock
@@ -169,6 +189,10 @@ final class DestinationRun {
     private let channels: [AcceptedChannel]
     private let multifdPlan: MultifdPlan
     private var multifd: MultifdDestinationSession?
+    /// LOAD_BACKLOG while the destination works (a source that asked for it).
+    private var backlogReporter: DestinationBacklogReporter?
+    /// The main-stream offset through which every record is loaded (read by the reporter).
+    private let loadedThrough = Monitor<UInt64>(0)
 
     init(owner: MigrationDestination, connection: any MigrationConnection, channels: [AcceptedChannel]) {
         self.owner = owner
@@ -337,6 +361,8 @@ final class DestinationRun {
             case .eof:
                 return
             }
+            let through = UInt64(reader.offset)
+            loadedThrough.withLock { $0 = through }
             let now = clock.now
             if now - lastProgress >= MigrationParameters.rateLimitWindow {
                 lastProgress = now
@@ -359,7 +385,10 @@ final class DestinationRun {
         let bodyStart = reader.offset
         // A section loaded while the handler's initial data is still coming may carry one-off
         // work (the ack exists to hide it); only later sections predict the final data's rate.
-        let pastInitialData = [.notNeeded, .acknowledged].contains(acks.ackState(key))
+        // So may one loaded while the handler holds a backlog (an image the device loads once
+        // it is whole): that time is the backlog's, reported as such, not a per-byte rate.
+        var pastInitialData = [.notNeeded, .acknowledged].contains(acks.ackState(key))
+        if pastInitialData, e.handler.loadBacklog(context: contexts[i]) != .none { pastInitialData = false }
         let t0 = clock.now, waited0 = timedSource.waited
         do {
             try e.handler.loadState(from: reader, header: header, context: contexts[i])
@@ -372,6 +401,7 @@ final class DestinationRun {
         let spent = max(.zero, (clock.now - t0) - (timedSource.waited - waited0)), loaded = UInt64(reader.offset - bodyStart)
         loadTime[i] += spent
         bytes[i] += loaded
+        if pastInitialData, e.handler.loadBacklog(context: contexts[i]) != .none { pastInitialData = false }
         if pastInitialData {
             rateTime[i] += spent
             rateBytes[i] += loaded
@@ -419,14 +449,20 @@ final class DestinationRun {
             case .ping(let value):
                 guard rp.isOpen else { throw refuse("PING \(value) before OPEN_RETURN_PATH") }
                 try rp.send(.pong(value))
-            case .switchoverHello(let version, _):
+            case .switchoverHello(let version, let features):
                 guard params.extensions else {
                     throw refuse("the source uses Switchover's extensions (SWITCHOVER_HELLO), which are off on this destination")
                 }
                 guard rp.isOpen else { throw refuse("SWITCHOVER_HELLO before OPEN_RETURN_PATH") }
-                logger.debug("source speaks extensions version \(version)")
+                logger.debug("source speaks extensions version \(version), features 0x\(String(features, radix: 16))")
                 extensionsActive = true
                 try acks.helloReceived()
+                if SwitchoverFeatures(rawValue: features).contains(.loadBacklog), backlogReporter == nil {
+                    let position = loadedThrough
+                    backlogReporter = try DestinationBacklogReporter(
+                        handlers: entries.indices.filter { entries[$0].handler.isActive }.map { (entries[$0].identity, entries[$0].handler, contexts[$0]) },
+                        returnPath: rp, position: { position.withLock { $0 } }, logger: logger)
+                }
             case .preflight(let payload):
                 guard extensionsActive else { throw refuse("PREFLIGHT without SWITCHOVER_HELLO") }
                 try preflight(payload, at: at)
@@ -469,6 +505,8 @@ final class DestinationRun {
     // MARK: Endings
 
     private func finish() throws {
+        // After EOF the source waits for the SHUT, which is the last message.
+        backlogReporter?.stop(waiting: false)
         if params.vmDescription {
             do {
                 guard try reader.readVMDescription() != nil else {
@@ -504,10 +542,13 @@ final class DestinationRun {
         enter(.resuming)
         let t0 = clock.now
         if params.resumeOnCompletion {
+            // Every device RUNNING_P2P, then every device RUNNING, then the vCPUs. Without
+            // autostart the devices stay in STOP until the VMM starts the guest.
             do {
-                try owner.vm.resumeVM()
+                try owner.runState.start(.incomingMigration)
             } catch {
-                throw MigrationError.complete(MigrationFailure(phase: phase, message: "the VMM could not resume the guest", underlying: error))
+                let handler = (error as? VMRunStateError)?.failures.first?.handler
+                throw MigrationError.complete(MigrationFailure(phase: phase, handler: handler, message: "the guest could not be started", underlying: error))
             }
         }
         resumeTime = clock.now - t0
@@ -518,6 +559,7 @@ final class DestinationRun {
         } catch {
             logger.error("the guest runs here, but SHUT(0) could not be sent: \(error)")
         }
+        backlogReporter?.stop()
         connection.close()
         enter(.completed)
     }
@@ -536,6 +578,7 @@ final class DestinationRun {
             for c in channels { c.connection.shutdown(); c.connection.close() }
         }
         logger.info("destination failed: \(result)")
+        backlogReporter?.stop()
         for e in entries { e.handler.loadCleanup(succeeded: false) }
         do {
             try rp.send(.shut(1))

@@ -43,6 +43,16 @@ public protocol SaveContext: AnyObject, Sendable {
     /// Whether the guest is running (false once the VM is stopped for the switchover, or if
     /// the migration started with a paused guest).
     var vmRunning: Bool { get }
+    /// The migration's parameters (e.g. ``MigrationParameters/allowDevicesWithoutP2P``).
+    var parameters: MigrationParameters { get }
+    /// Every active handler of this migration, in emission order (this one included): for a
+    /// check that spans devices, such as VFIO's refusal of several devices without P2P.
+    var participants: [any MigrationHandler] { get }
+}
+
+extension SaveContext {
+    public var parameters: MigrationParameters { MigrationParameters() }
+    public var participants: [any MigrationHandler] { [] }
 }
 
 /// What the engine offers a destination-side hook.
@@ -137,6 +147,27 @@ public protocol MigrationHandler: AnyObject, Sendable {
     /// back to running.
     func saveCleanup(succeeded: Bool)
 
+    // MARK: Run state (both sides)
+
+    /// The guest is about to change run state (QEMU's change-state *prepare* callback): every
+    /// handler hears this before any hears ``runStateChanged(_:)``. On a stop it comes once the
+    /// vCPUs have stopped; on a start, before they start. A device quiesces here what would
+    /// disturb the others while they change (VFIO: RUNNING_P2P or PRE_COPY_P2P, no new
+    /// peer-to-peer DMA). Called by ``VMRunState`` on the thread that changes the run state
+    /// (the migration or load thread during a migration, the VMM's otherwise), never
+    /// concurrently with this handler's section hooks. A thrown error stops a stop (the engine
+    /// then fails the migration and starts the guest again); on a start it is reported and
+    /// this handler gets no ``runStateChanged(_:)``. Default: nothing.
+    func prepareRunStateChange(_ change: VMRunStateChange) throws
+
+    /// The guest's run state changed (QEMU's change-state handler): every handler has
+    /// prepared. A device follows the vCPUs here (VFIO: STOP_COPY at the switchover, STOP on
+    /// another stop, RUNNING on a start). On the source this comes before any END section, so
+    /// ``saveComplete(to:context:)`` only reads what is left. A device that fails to run again
+    /// must be reset, and the error must say so. Same thread rules as
+    /// ``prepareRunStateChange(_:)``. Default: nothing.
+    func runStateChanged(_ change: VMRunStateChange) throws
+
     // MARK: Destination side
 
     /// Prepares to receive (QEMU `load_setup`), after the header and before any section.
@@ -168,6 +199,14 @@ public protocol MigrationHandler: AnyObject, Sendable {
     /// spend loading its final data besides streaming it (reported to the source for the
     /// downtime prediction). Default: 0.
     func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64
+
+    /// What the handler has received and not yet loaded, and the time it expects loading it to
+    /// take from now (e.g. an mlx5 image whose record is still arriving: the device loads it
+    /// when it is whole). The destination reports it to the source (LOAD_BACKLOG) while it
+    /// works, so the source does not stop the guest while the destination is still busy.
+    /// Called on the destination's backlog-report thread, possibly while ``loadState(from:header:context:)``
+    /// runs on the load thread: it must be thread-safe and must not block. Default: ``LoadBacklog/none``.
+    func loadBacklog(context: LoadContext) -> LoadBacklog
 
     // MARK: Multifd (device state over parallel channels)
 
@@ -230,12 +269,15 @@ extension MigrationHandler {
     public func pendingEstimate(context: SaveContext) -> PendingBytes { .zero }
     public func pendingExact(context: SaveContext) throws -> PendingBytes { pendingEstimate(context: context) }
     public func saveCleanup(succeeded: Bool) {}
+    public func prepareRunStateChange(_ change: VMRunStateChange) throws {}
+    public func runStateChanged(_ change: VMRunStateChange) throws {}
     public func loadSetup(context: LoadContext) throws {}
     public func switchoverAckNeeded(context: LoadContext) -> Bool { false }
     public func switchoverStart(context: LoadContext) throws {}
     public func loadComplete(context: LoadContext) throws {}
     public func loadCleanup(succeeded: Bool) {}
     public func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64 { 0 }
+    public func loadBacklog(context: LoadContext) -> LoadBacklog { .none }
     public var supportsMultifdTransfer: Bool { false }
     public func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws {
         throw MigrationHandlerError.unsupported(identity: context.identity, hook: "saveCompleteMultifd")
@@ -271,4 +313,21 @@ public struct HandlerIdentity: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(idstr) (instance \(instanceID), version \(versionID))" }
+}
+
+/// What a destination handler holds received but not yet loaded
+/// (``MigrationHandler/loadBacklog(context:)``).
+public struct LoadBacklog: Sendable, Hashable {
+    /// Bytes received and not yet loaded.
+    public var bytes: UInt64
+    /// The time loading them is expected to take from now, in microseconds.
+    public var expectedMicros: UInt64
+
+    public init(bytes: UInt64, expectedMicros: UInt64) {
+        self.bytes = bytes
+        self.expectedMicros = expectedMicros
+    }
+
+    /// Nothing waiting: the handler is idle.
+    public static let none = LoadBacklog(bytes: 0, expectedMicros: 0)
 }

@@ -66,8 +66,17 @@ public struct MigrationParameters: Sendable, Hashable {
     /// The guest keeps running on the source.
     public var abortWhenNotConverging = false
 
-    /// Destination: start the guest after a successful stream (QEMU's autostart).
+    /// Destination: start the guest after a successful stream (QEMU's autostart). When off,
+    /// the devices stay stopped after the load until the VMM starts the guest through the
+    /// destination's ``MigrationDestination/runState`` (``VMRunState/start(_:)``).
     public var resumeOnCompletion = true
+
+    /// Source: let a migration with more than one VFIO device proceed although some of them
+    /// lack P2P (RUNNING_P2P). Without P2P a device cannot be quiesced before the others stop,
+    /// so it may still send peer-to-peer DMA to a device whose state is being captured; QEMU
+    /// blocks such a migration the same way unless told otherwise. Read by device handlers
+    /// in `savePrepare` (``SaveContext/parameters``).
+    public var allowDevicesWithoutP2P = false
 
     // MARK: Multifd (docs/multifd.md)
 

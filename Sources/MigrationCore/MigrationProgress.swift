@@ -52,6 +52,32 @@ public struct MigrationProgress: Sendable, Hashable {
     /// Source: false while the pending data has not reached a new low for
     /// ``MigrationParameters/convergenceWindow`` (see there); true otherwise and on a destination.
     public var converging = true
+    /// Source: the parts of ``predictedDowntime`` (nil before the first bandwidth sample).
+    public var prediction: DowntimePrediction? = nil
+}
+
+/// The source's downtime prediction and its parts: ``total`` = ``destinationBacklog`` +
+/// ``transfer`` + ``finalLoad``.
+public struct DowntimePrediction: Sendable, Hashable {
+    /// The pending bytes over the bandwidth: QEMU's whole prediction.
+    public var transfer: Duration
+    /// The time until the destination has loaded what it already received (its LOAD_BACKLOG
+    /// reports, as old as they are): it reads nothing new before that.
+    public var destinationBacklog: Duration
+    /// Loading the final data on the destination after its last byte arrives (its LOAD_REPORT
+    /// rates and fixed costs), on the longest path: the main channel's devices one after the
+    /// other, each device whose final data goes over multifd channels in parallel with them
+    /// and with each other.
+    public var finalLoad: Duration
+    /// The predicted downtime.
+    public var total: Duration
+
+    public init(transfer: Duration, destinationBacklog: Duration, finalLoad: Duration) {
+        self.transfer = transfer
+        self.destinationBacklog = destinationBacklog
+        self.finalLoad = finalLoad
+        self.total = .predictionSum(.predictionSum(transfer, destinationBacklog), finalLoad)
+    }
 }
 
 /// One handler in the final statistics.
@@ -83,6 +109,8 @@ public struct SwitchoverDecision: Sendable, Hashable {
     public var predictedDowntime: Duration?
     /// Whether the prediction with the destination's load time took part in the decision.
     public var countedDestinationLoadTime: Bool
+    /// The parts of ``predictedDowntime``.
+    public var prediction: DowntimePrediction? = nil
 }
 
 /// Where the source stopped its downtime clock.

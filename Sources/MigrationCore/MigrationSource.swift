@@ -17,8 +17,12 @@ import MigrationStream
 public final class MigrationSource: Sendable {
     /// The handlers to migrate (snapshot taken when `run` starts).
     public let registry: HandlerRegistry
-    /// Stops the guest at the switchover, resumes it on failure.
+    /// The guest's vCPUs (``runState``'s).
     public let vm: any VMController
+    /// The VM's run state: stopped at the switchover (vCPUs, then the P2P barrier across every
+    /// handler, then every handler, before any END section) and started again when the
+    /// migration fails after that.
+    public let runState: VMRunState
     /// Written after the file header.
     public let configuration: MachineConfiguration
     public let parameters: MigrationParameters
@@ -41,11 +45,27 @@ public final class MigrationSource: Sendable {
     ///   - parameters: the migration's parameters (downtime limit, bandwidth, switchover-ack…).
     ///   - clock: the engine's time source (a virtual one in tests).
     ///   - logger: defaults to a silent logger labelled "switchover.migration".
-    public init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
+    public convenience init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
+                            parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
+                            logger: Logger? = nil) {
+        self.init(runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
+                  clock: clock, logger: logger)
+    }
+
+    /// A source on the VMM's own ``VMRunState`` (the object it pauses and resumes the guest
+    /// through), so a migration and the VMM never change the run state at the same time.
+    /// - Parameters:
+    ///   - runState: the guest and the handlers whose state moves (its registry).
+    ///   - configuration: the machine configuration written after the header.
+    ///   - parameters: the migration's parameters.
+    ///   - clock: the engine's time source (a virtual one in tests).
+    ///   - logger: defaults to a silent logger labelled "switchover.migration".
+    public init(runState: VMRunState, configuration: MachineConfiguration,
                 parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
                 logger: Logger? = nil) {
-        self.registry = registry
-        self.vm = vm
+        self.runState = runState
+        self.registry = runState.registry
+        self.vm = runState.vcpus
         self.configuration = configuration
         self.parameters = parameters
         self.clock = clock
@@ -145,29 +165,13 @@ final class SourceRun {
     // Per handler (index = entries index).
     private var bytes: [UInt64]
     private var sections: [Int]
-    private var pending: [UInt64]
+    private let keyIndex: [HandlerKey: Int]
 
-    // Iteration and the 100 ms window.
+    // Iteration: counts, and the switchover decision (SwitchoverStateMachine.swift).
     private var iterations = 0
     private var rateLimitWaits = 0
     private var exactQueries = 0
-    private var windowStart: Duration = .zero
-    private var windowStartBytes = 0
-    private var idleInWindow: Duration = .zero
-    private var bandwidthPerMs: Double = 0
-    private var bandwidthMeasured = false
-    /// The least a window must move for its rate to count as a measurement of the link.
-    static let minimumMeasuredWindow = 64 << 10
-    private var threshold: UInt64 = 0
-    private var lastMovement: Duration = .zero
-    /// Convergence: the lowest pending figure seen, when it was reached, and the verdict.
-    private var lowestPending = UInt64.max
-    private var lowestPendingAt: Duration = .zero
-    private var lowestPendingIsExact = false
-    private var converging = true
-    private var ackWaitStart: Duration?
-    private var decision: SwitchoverDecision?
-    private var lastPrediction: (qemu: Duration?, ours: Duration?) = (nil, nil)
+    private var machine: SwitchoverStateMachine
     private var lastAckStates: [AckState] = []
 
     // Multifd (MultifdSource.swift).
@@ -197,16 +201,24 @@ final class SourceRun {
         self.channelSource = channels
         self.precopyOverChannels = owner.parameters.multifdPrecopy
             ? Set(entries.indices.filter { plan.enabled[$0] && entries[$0].handler is any MultifdPrecopyHandler }) : []
+        let participants = entries.filter { $0.handler.isActive }.map(\.handler)
         self.contexts = entries.indices.map {
             EngineSaveContext(identity: entries[$0].identity, switchoverAckEnabled: owner.parameters.switchoverAck,
-                              multifdTransfer: plan.enabled[$0], running: running)
+                              multifdTransfer: plan.enabled[$0], running: running, parameters: owner.parameters,
+                              participants: participants)
         }
         self.returnPathOn = owner.parameters.returnPath && connection.supportsReturnPath
-        self.extensionsOn = owner.parameters.extensions && owner.parameters.returnPath && connection.supportsReturnPath
+        let extensionsOn = owner.parameters.extensions && owner.parameters.returnPath && connection.supportsReturnPath
+        self.extensionsOn = extensionsOn
         self.startTime = owner.clock.now
         self.bytes = Array(repeating: 0, count: entries.count)
         self.sections = Array(repeating: 0, count: entries.count)
-        self.pending = Array(repeating: 0, count: entries.count)
+        var keyIndex: [HandlerKey: Int] = [:]
+        for (i, e) in entries.enumerated() { keyIndex[HandlerKey(e.identity)] = i }
+        self.keyIndex = keyIndex
+        self.machine = SwitchoverStateMachine(
+            configuration: .init(parameters: owner.parameters, extensions: extensionsOn, multifd: entries.indices.map { plan.enabled[$0] }),
+            now: startTime, bytesWritten: 0)
         owner.control.attach(connection)
     }
 
@@ -329,7 +341,7 @@ final class SourceRun {
         try writer.writeFileHeader()
         try writer.writeConfiguration(owner.configuration)
         if returnPathOn {
-            let rp = SourceReturnPath(extensions: extensionsOn, known: Set(entries.map { HandlerKey($0.identity) }), logger: logger)
+            let rp = SourceReturnPath(extensions: extensionsOn, known: Set(entries.map { HandlerKey($0.identity) }), clock: clock, logger: logger)
             self.rp = rp
             owner.returnPathBox.withLock { $0 = rp }
             rp.start(reading: connection)
@@ -340,7 +352,7 @@ final class SourceRun {
             try writer.flush()
             return
         }
-        try writer.writeCommand(.switchoverHello(version: 1, features: 0))
+        try writer.writeCommand(.switchoverHello(version: 1, features: SwitchoverFeatures.loadBacklog.rawValue))
         let inventory = PreflightInventory(machineType: owner.configuration.machineType, handlers: entries.filter { $0.handler.isActive }.map {
             .init(idstr: $0.identity.idstr, instanceID: $0.identity.instanceID, versionID: $0.identity.versionID,
                   live: $0.handler.isLive, identity: $0.handler.preflightIdentity)
@@ -417,11 +429,7 @@ final class SourceRun {
 
     private func iterate() throws {
         enter(.iterating)
-        windowStart = clock.now
-        windowStartBytes = writer.bytesWritten
-        lastMovement = windowStart
-        lowestPendingAt = windowStart
-        updateThreshold()
+        machine = SwitchoverStateMachine(configuration: machine.configuration, now: clock.now, bytesWritten: writer.bytesWritten)
         let live = liveIndices.filter { !precopyOverChannels.contains($0) }
         if let multifd, !precopyOverChannels.isEmpty {
             multifd.startPrecopy(precopyOverChannels.sorted().compactMap { i in
@@ -436,59 +444,49 @@ final class SourceRun {
                     message: "the pre-copy over the multifd channels failed", underlying: multifd?.sender.failure ?? error))
             }
             let now = clock.now
-            updateCounters(now)
+            if machine.clockTick(now: now, bytesWritten: writer.bytesWritten) == .windowClosed { emitProgress() }
 
             // Pending: the cheap estimate, the exact figure only under the threshold.
-            for i in entries.indices { pending[i] = 0 }
-            for i in entries.indices where entries[i].handler.isActive {
-                pending[i] = entries[i].handler.pendingEstimate(context: contexts[i]).total
-            }
-            var total = pending.saturatingSum
-            let tookExact = total < threshold
-            if tookExact {
+            var figures = entries.indices.map { entries[$0].handler.isActive ? entries[$0].handler.pendingEstimate(context: contexts[$0]).total : 0 }
+            if machine.pendingEstimated(figures) == .queryExact {
                 exactQueries += 1
                 for i in entries.indices where entries[i].handler.isActive {
                     do {
-                        pending[i] = try entries[i].handler.pendingExact(context: contexts[i]).total
+                        figures[i] = try entries[i].handler.pendingExact(context: contexts[i]).total
                     } catch {
                         throw MigrationError.iterate(MigrationFailure(phase: phase, handler: entries[i].identity,
                             message: "pendingExact failed", underlying: error))
                     }
                 }
-                total = pending.saturatingSum
+                machine.pendingExact(figures)
             }
-            lastPrediction = predict()
+            feedReturnPath()
             emitProgressIfAckChanged()
-            let ackOK = !params.switchoverAck || !vmRunning.get || (rp?.acknowledged ?? false)
-            let usesLoadTime = params.countDestinationLoadTime && extensionsOn && hasLoadReports
-            var small = total <= threshold
-            if small, usesLoadTime, let ours = lastPrediction.ours, ours > params.downtimeLimit { small = false }
-
-            if small && ackOK {
-                decision = SwitchoverDecision(pendingBytes: total, thresholdBytes: threshold, bandwidth: expectedBandwidthPerMs * 1000,
-                                              predictedDowntimeQEMU: lastPrediction.qemu, predictedDowntime: lastPrediction.ours,
-                                              countedDestinationLoadTime: usesLoadTime)
-                logger.debug("switchover: pending \(total) ≤ threshold \(threshold)")
+            switch machine.decide(now: now, guestRunning: vmRunning.get, bytesWritten: writer.bytesWritten) {
+            case .switchOver(let decision):
+                logger.debug("switchover: pending \(decision.pendingBytes) ≤ threshold \(decision.thresholdBytes), predicted \(decision.predictedDowntime.map { "\($0)" } ?? "-")")
                 return
-            }
-            let waitingForAck = small && !ackOK
-            if waitingForAck {
-                let since = ackWaitStart ?? now
-                ackWaitStart = since
-                lastMovement = now
-                if let limit = params.switchoverTimeout, now - since >= limit {
-                    throw MigrationError.timeout(.switchoverAck, MigrationFailure(phase: phase,
-                        message: "the destination did not acknowledge the switchover within \(limit) of the data allowing it"))
+            case .fail(let failure):
+                if case .notConverging(let why) = failure {
+                    logger.warning("not converging: \(why)")
+                    emitProgress()
                 }
+                throw error(failure)
+            case .iterate(let notice?):
+                switch notice {
+                case .convergingAgain(let text): logger.info("\(text)")
+                case .notConverging(let why): logger.warning("not converging: \(why)")
+                }
+                emitProgress()
+            case .iterate(nil):
+                break
             }
-            try judgeConvergence(total: total, now: now, waitingForAck: waitingForAck, exact: tookExact)
 
             // One pass: a PART section per eligible handler until the window's budget is spent.
-            let budget = params.maxBandwidth.map { Int($0 / 10) }
             var anyMore = false
             var moved = false
             for i in live where entries[i].handler.isActiveIterate(context: contexts[i]) {
-                if let budget, writer.bytesWritten - windowStartBytes >= budget { break }
+                if machine.budgetSpent(bytesWritten: writer.bytesWritten) { break }
                 let before = writer.bytesWritten
                 let result = try writeSection(.part, i) { h, w, c in try h.saveIterate(to: w, context: c) }
                 if result == .more { anyMore = true }
@@ -499,118 +497,42 @@ final class SourceRun {
             try flush()
             iterations += 1
             if let sent = multifd?.bytesSentSoFar, sent != multifdSent { multifdSent = sent; moved = true }
-            if moved || anyMore { lastMovement = clock.now }
-            if !waitingForAck, let stall = params.stallTimeout, clock.now - lastMovement >= stall {
-                throw MigrationError.timeout(.stall, MigrationFailure(phase: phase, offset: writer.bytesWritten,
-                    message: "no data moved for \(stall) with \(total) bytes pending above the threshold of \(threshold)"))
-            }
-
-            if let budget, writer.bytesWritten - windowStartBytes >= budget {
+            switch machine.passCompleted(now: clock.now, bytesWritten: writer.bytesWritten, moved: moved, anyMore: anyMore) {
+            case .next:
+                break
+            case .fail(let failure):
+                throw error(failure)
+            case .sleep(let until, rateLimited: true):
                 rateLimitWaits += 1
-                clock.sleep(until: windowStart + MigrationParameters.rateLimitWindow)
-            } else if !anyMore {
-                // Every handler has sent what it has: wait a little instead of spinning. The
-                // idle time does not count in the bandwidth measurement.
+                clock.sleep(until: until)
+            case .sleep(let until, rateLimited: false):
+                // The idle time does not count in the bandwidth measurement.
                 let t0 = clock.now
-                clock.sleep(until: min(windowStart + MigrationParameters.rateLimitWindow, t0 + .milliseconds(5)))
-                idleInWindow += clock.now - t0
+                clock.sleep(until: until)
+                machine.idle(clock.now - t0)
             }
         }
     }
 
-    /// A new low is 1 % under the lowest pending figure seen; none for `convergenceWindow`
-    /// (not counting a wait for the acknowledgement) means the migration is not converging.
-    private func judgeConvergence(total: UInt64, now: Duration, waitingForAck: Bool, exact: Bool) throws {
-        // The estimate and the exact figure measure different things (mlx5's estimate leaves
-        // out the stop-copy size): when the kind changes, the low starts again from here,
-        // and the clock goes on.
-        if exact != lowestPendingIsExact {
-            lowestPendingIsExact = exact
-            lowestPending = total
-        }
-        if waitingForAck || total < lowestPending - lowestPending / 100 {
-            lowestPending = min(lowestPending, total)
-            lowestPendingAt = now
-            if !converging {
-                converging = true
-                logger.info("converging again: \(total) bytes pending")
-                emitProgress()
-            }
-            return
-        }
-        guard converging, let window = params.convergenceWindow, now - lowestPendingAt >= window else { return }
-        converging = false
-        var why = "\(total) bytes pending have not gone 1 % below the lowest figure, \(lowestPending), for \(window)"
-        if total <= threshold, let ours = lastPrediction.ours {
-            why += "; they fit the threshold of \(threshold) bytes, but the predicted downtime with the destination's load time, \(ours), exceeds the limit of \(params.downtimeLimit)"
-        } else {
-            why += "; the threshold is \(threshold) bytes (bandwidth × downtime limit): what remains cannot move within the limit "
-                + "(state that leaves only once the guest stops, or data dirtied as fast as it is sent)"
-        }
-        logger.warning("not converging: \(why)")
-        emitProgress()
-        if params.abortWhenNotConverging {
-            throw MigrationError.notConverging(MigrationFailure(phase: phase, offset: writer.bytesWritten, message: why))
-        }
+    /// Gives the decision what the return path has heard: the acknowledgement, load reports, backlogs.
+    private func feedReturnPath() {
+        guard let rp else { return }
+        machine.acknowledgementChanged(rp.acknowledged)
+        guard extensionsOn else { return }
+        let (reports, backlogs) = rp.state.withLock { ($0.loadReports, $0.backlogs) }
+        for (key, report) in reports { if let i = keyIndex[key] { machine.loadReported(report, handler: i) } }
+        for (key, b) in backlogs { if let i = keyIndex[key] { machine.backlogReported(b.report, handler: i, at: b.at) } }
     }
 
-    private var expectedBandwidthPerMs: Double {
-        if let bw = params.switchoverBandwidth { return Double(bw) / 1000 }
-        return bandwidthPerMs
-    }
-
-    private func updateThreshold() {
-        threshold = UInt64(clamping: expectedBandwidthPerMs * params.downtimeLimit.milliseconds)
-    }
-
-    /// QEMU `migration_update_counters`: once per ≥ 100 ms window.
-    private func updateCounters(_ now: Duration) {
-        let elapsed = now - windowStart
-        guard elapsed >= MigrationParameters.rateLimitWindow else { return }
-        let busy = elapsed - idleInWindow
-        let transferred = writer.bytesWritten - windowStartBytes
-        if busy >= .milliseconds(1) && transferred > 0 {
-            // A window that moved little says how little the handlers had to send, not what
-            // the link carries: once a window has moved enough to measure, only such windows
-            // update the estimate. Before that, the best rate seen stands in, so a tiny device
-            // state (mtty: 96 bytes) can still switch over.
-            let rate = Double(transferred) / busy.milliseconds
-            if transferred >= Self.minimumMeasuredWindow {
-                bandwidthPerMs = rate
-                bandwidthMeasured = true
-            } else if !bandwidthMeasured {
-                bandwidthPerMs = max(bandwidthPerMs, rate)
-            }
+    private func error(_ failure: SwitchoverStateMachine.Failure) -> MigrationError {
+        switch failure {
+        case .stall(let text):
+            .timeout(.stall, MigrationFailure(phase: phase, offset: writer.bytesWritten, message: text))
+        case .acknowledgementTimeout(let text):
+            .timeout(.switchoverAck, MigrationFailure(phase: phase, message: text))
+        case .notConverging(let text):
+            .notConverging(MigrationFailure(phase: phase, offset: writer.bytesWritten, message: text))
         }
-        windowStart = now
-        windowStartBytes = writer.bytesWritten
-        idleInWindow = .zero
-        updateThreshold()
-        emitProgress()
-    }
-
-    private var hasLoadReports: Bool { rp?.state.withLock { !$0.loadReports.isEmpty } ?? false }
-
-    /// QEMU's prediction (pending / bandwidth) and ours (plus the destination's load time).
-    private func predict() -> (qemu: Duration?, ours: Duration?) {
-        let bw = expectedBandwidthPerMs
-        let total = pending.saturatingSum
-        // Nothing pending needs no bandwidth figure: the switchover can come before the first
-        // measurement (a multifd migration whose devices' data all waits for the channels).
-        guard bw > 0 || total == 0 else { return (nil, nil) }
-        let qemu = total == 0 ? .zero : Duration.fromMilliseconds(Double(total) / bw)
-        var loadMicros: Double = 0
-        if let reports = rp?.state.withLock({ $0.loadReports }) {
-            for (i, e) in entries.enumerated() {
-                guard let r = reports[HandlerKey(e.identity)] else { continue }
-                // The rate of what was loaded after the initial data, not the average: a
-                // one-off cost of the initial data would otherwise be charged to every final byte.
-                // Every figure here is the peer's: the sum is a Double (inf at worst) and its
-                // conversion is clamped, never a trap.
-                loadMicros += r.microsPerByte * Double(pending[i]) + Double(r.fixedCostMicros)
-            }
-        }
-        return (qemu, Duration.predictionSum(qemu, .fromMicroseconds(loadMicros)))
     }
 
     // MARK: Completion
@@ -619,13 +541,16 @@ final class SourceRun {
         multifd?.stopPrecopy()
         enter(.completing)
         downtimeStart = clock.now
-        if owner.vm.isRunning {
-            do {
-                try owner.vm.stopVM()
-            } catch {
-                throw MigrationError.complete(MigrationFailure(phase: phase, message: "the VMM could not stop the guest", underlying: error))
-            }
-            weStoppedVM = true
+        // The vCPUs stop, every device passes the P2P barrier, then every device stops (VFIO:
+        // STOP_COPY): before RAM's final pass and before any END section.
+        let wasRunning = owner.vm.isRunning
+        do {
+            weStoppedVM = try owner.runState.stop(.switchover)
+        } catch {
+            weStoppedVM = wasRunning && !owner.vm.isRunning
+            vmRunning.set(owner.vm.isRunning)
+            let handler = (error as? VMRunStateError)?.failures.first?.handler
+            throw MigrationError.complete(MigrationFailure(phase: phase, handler: handler, message: "the guest could not be stopped", underlying: error))
         }
         vmRunning.set(false)
         // Multifd: each device's stop-copy data leaves on its own thread while the main
@@ -729,14 +654,17 @@ final class SourceRun {
         connection.shutdown()
         rp?.join(timeout: .seconds(5))
         logger.info("source failed: \(result)")
-        for e in entries { e.handler.saveCleanup(succeeded: false) }
+        // The guest we stopped runs again, its devices first (RUNNING_P2P on all, then RUNNING
+        // on all); cleanup then finds them running. A guest that was paused before the
+        // migration stays paused, and cleanup puts its devices back.
         if weStoppedVM {
             do {
-                try owner.vm.resumeVM()
+                try owner.runState.start(.migrationFailed)
             } catch {
-                logger.error("the guest could not be resumed after the failed migration: \(error)")
+                logger.error("after the failed migration: \(error)")
             }
         }
+        for e in entries { e.handler.saveCleanup(succeeded: false) }
         vmRunning.set(owner.vm.isRunning)
         connection.close()
         enter(cancelled ? .cancelled : .failed)
@@ -778,15 +706,16 @@ final class SourceRun {
     }
 
     private func emitProgress() {
+        let pending = machine.pending
         let event = MigrationProgress(
             phase: phase, elapsed: clock.now - startTime, bytesTransferred: UInt64(writer.bytesWritten),
-            iterations: iterations, pendingBytes: pending.saturatingSum, bandwidth: expectedBandwidthPerMs * 1000,
-            thresholdBytes: threshold, predictedDowntimeQEMU: lastPrediction.qemu, predictedDowntime: lastPrediction.ours,
+            iterations: iterations, pendingBytes: pending.saturatingSum, bandwidth: machine.bandwidthPerMs * 1000,
+            thresholdBytes: machine.threshold, predictedDowntimeQEMU: machine.predictionQEMU, predictedDowntime: machine.prediction?.total,
             switchoverAcknowledged: !params.switchoverAck || (rp?.acknowledged ?? false),
             handlers: entries.indices.map {
                 HandlerProgress(identity: entries[$0].identity, bytes: bytes[$0], pending: pending[$0], ackState: handlerAckState($0))
             },
-            converging: converging)
+            converging: machine.converging, prediction: machine.prediction)
         owner.progressContinuation.yield(event)
     }
 
@@ -795,7 +724,7 @@ final class SourceRun {
         let multifdBytes = multifd?.bytesPerEntry ?? [:]
         return MigrationStatistics(
             totalTime: total, setupTime: setupTime, downtime: downtime,
-            downtimeEnd: rp == nil ? .eofWritten : .destinationShut, decision: decision,
+            downtimeEnd: rp == nil ? .eofWritten : .destinationShut, decision: machine.decision,
             bytesTransferred: UInt64(writer.bytesWritten), iterations: iterations, rateLimitWaits: rateLimitWaits,
             exactQueries: exactQueries, usedExtensions: extensionsOn,
             multifdChannels: multifd?.sender.channelCount ?? 0, multifdBytes: multifd?.sender.bytesWritten ?? 0,

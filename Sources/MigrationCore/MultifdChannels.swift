@@ -152,8 +152,9 @@ enum MultifdChannels {
                 }
                 channels.append(AcceptedChannel(id: id, uuid: header.uuid, connection: c))
             default:
+                let tls = magic >> 16 == 0x1603 ? " but a TLS handshake: the source uses TLS, this end does not" : ""
                 throw MultifdError.channelSetup("connection \(n) opens with 0x\(String(magic, radix: 16)), "
-                    + "neither a migration stream (0x5145564d) nor a multifd channel (0x11223344)")
+                    + "neither a migration stream (0x5145564d) nor a multifd channel (0x11223344)\(tls)")
             }
         }
         guard let main else { throw MultifdError.channelSetup("no connection carries the main migration stream") }

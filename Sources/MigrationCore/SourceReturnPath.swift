@@ -18,6 +18,8 @@ final class SourceReturnPath: Sendable {
         var ackStates: [HandlerKey: Bool] = [:]
         var everAcked: Set<HandlerKey> = []
         var loadReports: [HandlerKey: LoadReport] = [:]
+        /// LOAD_BACKLOG per handler, with when it arrived (the engine's clock).
+        var backlogs: [HandlerKey: (report: LoadBacklogReport, at: Duration)] = [:]
         var preflightResult: (accepted: Bool, message: String)?
         /// The engine is tearing down: a read error is expected, not a failure.
         var stopping = false
@@ -32,10 +34,12 @@ final class SourceReturnPath: Sendable {
     /// what the destination can make us hold is bounded by our own registry.
     private let known: Set<HandlerKey>
     private let logger: Logger
+    private let clock: any MigrationClock
 
-    init(extensions: Bool, known: Set<HandlerKey>, logger: Logger) {
+    init(extensions: Bool, known: Set<HandlerKey>, clock: any MigrationClock, logger: Logger) {
         self.extensions = extensions
         self.known = known
+        self.clock = clock
         self.logger = logger
     }
 
@@ -75,6 +79,11 @@ final class SourceReturnPath: Sendable {
             let key = HandlerKey(report.idstr, report.instanceID)
             guard known.contains(key) else { throw ReturnPathError.unknownHandler("LOAD_REPORT", key.description) }
             state.update { $0.loadReports[key] = report }
+        case .loadBacklog(let report) where extensions:
+            let key = HandlerKey(report.idstr, report.instanceID)
+            guard known.contains(key) else { throw ReturnPathError.unknownHandler("LOAD_BACKLOG", key.description) }
+            let now = clock.now
+            state.update { $0.backlogs[key] = (report, now) }
         case .ackState(let idstr, let instance, let acknowledged) where extensions:
             let key = HandlerKey(idstr, instance)
             guard known.contains(key) else { throw ReturnPathError.unknownHandler("ACK_STATE", key.description) }

@@ -1,16 +1,18 @@
-/// The VMM's side of a migration: how the engine stops and resumes the guest.
+/// The VMM's vCPUs: how a ``VMRunState`` stops and starts the guest itself.
 ///
-/// The source calls ``stopVM()`` at the switchover (only if ``isRunning``) and ``resumeVM()``
-/// when a migration it stopped the guest for fails or is cancelled; the destination calls
-/// ``resumeVM()`` after a complete, successful stream (unless
-/// ``MigrationParameters/resumeOnCompletion`` is off). The calls come from the migration
-/// thread and block it: return once the guest's vCPUs are stopped (or running).
+/// The engines never call it directly: they change the run state through ``VMRunState``,
+/// which stops the vCPUs before the devices (``VMRunState/stop(_:)``) and starts them after
+/// the devices (``VMRunState/start(_:)``). The source stops the guest at the switchover (only
+/// if ``isRunning``) and starts it again when a migration it stopped the guest for fails or is
+/// cancelled; the destination starts it after a complete, successful stream (unless
+/// ``MigrationParameters/resumeOnCompletion`` is off). The calls come from the thread that
+/// changes the run state and block it: return once the vCPUs are stopped (or running).
 public protocol VMController: AnyObject, Sendable {
     /// Whether the guest's vCPUs are running now.
     var isRunning: Bool { get }
-    /// Stops the guest (QEMU `vm_stop_force_state(RUN_STATE_FINISH_MIGRATE)`). Time spent here
-    /// counts in the downtime.
+    /// Stops the vCPUs (QEMU `pause_all_vcpus` in `vm_stop_force_state(RUN_STATE_FINISH_MIGRATE)`).
+    /// Time spent here counts in the downtime.
     func stopVM() throws
-    /// Starts the guest again (QEMU `vm_start`).
+    /// Starts the vCPUs (QEMU `resume_all_vcpus` in `vm_start`).
     func resumeVM() throws
 }

@@ -24,10 +24,15 @@ public enum ReturnPathMessage: Sendable, Hashable {
     case ackState(idstr: String, instanceID: UInt32, acknowledged: Bool)
     /// 0x5303 (ours): the destination's answer to the pre-flight check.
     case preflightResult(accepted: Bool, message: String)
+    /// 0x5304 (ours): what one handler holds received but not yet loaded, and how long the
+    /// destination expects loading it to take; sent while the destination works, only to a
+    /// source whose SWITCHOVER_HELLO set ``SwitchoverFeatures/loadBacklog``.
+    case loadBacklog(LoadBacklogReport)
 
     public static let loadReportType: UInt16 = 0x5301
     public static let ackStateType: UInt16 = 0x5302
     public static let preflightResultType: UInt16 = 0x5303
+    public static let loadBacklogType: UInt16 = 0x5304
 
     public var type: UInt16 {
         switch self {
@@ -41,6 +46,7 @@ public enum ReturnPathMessage: Sendable, Hashable {
         case .loadReport: Self.loadReportType
         case .ackState: Self.ackStateType
         case .preflightResult: Self.preflightResultType
+        case .loadBacklog: Self.loadBacklogType
         }
     }
 
@@ -56,6 +62,7 @@ public enum ReturnPathMessage: Sendable, Hashable {
         case loadReportType: "LOAD_REPORT"
         case ackStateType: "ACK_STATE"
         case preflightResultType: "PREFLIGHT_RESULT"
+        case loadBacklogType: "LOAD_BACKLOG"
         default: "type \(type)"
         }
     }
@@ -92,6 +99,9 @@ public enum ReturnPathMessage: Sendable, Hashable {
         case .preflightResult(let accepted, let message):
             let text = Array(message.utf8.prefix(SavevmFormat.maxReturnPathPayload - 3))
             return [accepted ? 1 : 0] + bigEndianBytes(UInt32(text.count)).suffix(2) + text
+        case .loadBacklog(let b):
+            return counted(b.idstr) + bigEndianBytes(b.instanceID) + bigEndianBytes(b.bytes) + bigEndianBytes(b.expectedMicros)
+                + bigEndianBytes(b.loadedThrough)
         }
     }
 
@@ -137,6 +147,11 @@ public enum ReturnPathMessage: Sendable, Hashable {
             let hi = try cursor.u8(fail), lo = try cursor.u8(fail)
             let text = try cursor.bytes(Int(hi) << 8 | Int(lo), fail)
             message = .preflightResult(accepted: flag == 1, message: String(decoding: text, as: UTF8.self))
+        case loadBacklogType:
+            let idstr = try cursor.counted(fail), instance = try cursor.be32(fail)
+            let bytes = try cursor.be64(fail), micros = try cursor.be64(fail), through = try cursor.be64(fail)
+            message = .loadBacklog(LoadBacklogReport(idstr: idstr, instanceID: instance, bytes: bytes, expectedMicros: micros,
+                                                     loadedThrough: through))
         default:
             throw fail("unknown message type")
         }
@@ -187,6 +202,37 @@ public struct LoadReport: Sendable, Hashable {
     public var microsPerByte: Double {
         rateBytes >= Self.minimumRateSample ? Double(rateMicros) / Double(rateBytes) : 0
     }
+}
+
+/// The destination's backlog for one handler (``ReturnPathMessage/loadBacklog(_:)``): both
+/// figures are the peer's, so whatever reads them saturates.
+public struct LoadBacklogReport: Sendable, Hashable {
+    public var idstr: String
+    public var instanceID: UInt32
+    /// Bytes received for the handler and not yet loaded (0: the handler is idle).
+    public var bytes: UInt64
+    /// The time (µs) the destination expects loading them to take, from when it sent this.
+    public var expectedMicros: UInt64
+    /// The destination's, not the handler's: the main-stream offset up to which it has loaded
+    /// every record (what the source wrote before it is done, except what ``bytes`` counts).
+    public var loadedThrough: UInt64
+
+    public init(idstr: String, instanceID: UInt32, bytes: UInt64, expectedMicros: UInt64, loadedThrough: UInt64 = 0) {
+        self.idstr = idstr
+        self.instanceID = instanceID
+        self.bytes = bytes
+        self.expectedMicros = expectedMicros
+        self.loadedThrough = loadedThrough
+    }
+}
+
+/// The feature bits of SWITCHOVER_HELLO: what the source can take beyond version 1.
+public struct SwitchoverFeatures: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// Bit 0: the source accepts LOAD_BACKLOG (0x5304) on the return path.
+    public static let loadBacklog = SwitchoverFeatures(rawValue: 1)
 }
 
 private func counted(_ s: String) -> [UInt8] {

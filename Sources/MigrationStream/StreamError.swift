@@ -49,7 +49,9 @@ public enum StreamError: Error, Sendable, Equatable, CustomStringConvertible {
         case .truncated(_, let what):
             return "stream ends \(at): expected \(what)"
         case .badMagic(_, let found):
-            return "bad magic \(at): expected 0x5145564d (\"QEVM\"), found 0x\(String(found, radix: 16))"
+            // 0x16 0x03: a TLS handshake record, from a source that uses TLS.
+            let tls = found >> 16 == 0x1603 ? " (a TLS handshake: the source uses TLS, this end does not; see docs/security.md)" : ""
+            return "bad magic \(at): expected 0x5145564d (\"QEVM\"), found 0x\(String(found, radix: 16))\(tls)"
         case .obsoleteVersion:
             return "version 2 stream \(at): the v2 format is obsolete, only version 3 is supported"
         case .unsupportedVersion(_, let found):

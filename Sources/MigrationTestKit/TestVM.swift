@@ -1,22 +1,27 @@
 import Foundation
 import MigrationCore
+import VFIO
 
-/// A VMM stand-in for conformance runs: remembers whether the guest runs and how often it was
-/// stopped and resumed.
+/// A VMM stand-in for conformance runs: remembers whether the guest runs, how often it was
+/// stopped and resumed, and where each vCPU stop and start fell in the simulator's order.
 public final class TestVM: VMController, @unchecked Sendable {
     private let lock = NSLock()
     private var running: Bool
-    private var stops = 0
-    private var resumes = 0
+    private var stops: [UInt64] = []
+    private var resumes: [UInt64] = []
 
     public init(running: Bool) { self.running = running }
 
     public var isRunning: Bool { lock.withLock { running } }
-    public var stopCount: Int { lock.withLock { stops } }
-    public var resumeCount: Int { lock.withLock { resumes } }
+    public var stopCount: Int { lock.withLock { stops.count } }
+    public var resumeCount: Int { lock.withLock { resumes.count } }
+    /// The ``SimulatedVFIOSequence`` number of each vCPU stop, oldest first.
+    public var stopSequences: [UInt64] { lock.withLock { stops } }
+    /// The ``SimulatedVFIOSequence`` number of each vCPU start, oldest first.
+    public var resumeSequences: [UInt64] { lock.withLock { resumes } }
 
-    public func stopVM() throws { lock.withLock { running = false; stops += 1 } }
-    public func resumeVM() throws { lock.withLock { running = true; resumes += 1 } }
+    public func stopVM() throws { lock.withLock { running = false; stops.append(SimulatedVFIOSequence.next()) } }
+    public func resumeVM() throws { lock.withLock { running = true; resumes.append(SimulatedVFIOSequence.next()) } }
 }
 
 /// A connection that keeps a copy of everything written through it.

@@ -11,7 +11,10 @@ import VFIOPCIHandler
 ///   switchover-ack, ending with byte-identical device state on the destination;
 /// - the connection cut at every record boundary, and a cancel in every source phase, each
 ///   leaving the source device RUNNING and the guest running;
-/// - malformed section bodies, each refused with an error rather than a crash.
+/// - malformed section bodies, each refused with an error rather than a crash;
+/// - the device lifecycle with several devices at once: the P2P barrier before STOP_COPY,
+///   nothing running on the destination before the VMM starts the guest, then RUNNING_P2P on
+///   every device before RUNNING on any (``checkRunStateOrder(devices:multifd:sourceLocation:)``).
 ///
 /// Use it from a `@Test`:
 ///

@@ -162,7 +162,8 @@ struct VFIODeviceOpener {
         switch ioctl(groupFD, VFIOUAPI.groupGetDeviceFD, bytes: &deviceName) {
         case .success(let deviceFD):
             return KernelVFIODevice(
-                name: name, openPath: .group(number: group, noIOMMU: noIOMMU), deviceFD: deviceFD, supportFDs: fds,
+                name: name, openPath: .group(number: group, noIOMMU: noIOMMU), deviceFD: deviceFD,
+                iommu: .container(container: FileDescriptor(rawValue: container), group: FileDescriptor(rawValue: groupFD)),
                 system: system, groupStatusBeforeContainer: flags)
         case .failure(let errno):
             throw fail(.getDeviceFD, errno, closing: fds)
@@ -200,6 +201,7 @@ struct VFIODeviceOpener {
             throw fail(.attachIOMMUFDPT, errno, closing: fds + [deviceFD])
         }
         return KernelVFIODevice(
-            name: name, openPath: .cdev(name: cdev, ioasID: ioas), deviceFD: deviceFD, supportFDs: fds, system: system)
+            name: name, openPath: .cdev(name: cdev, ioasID: ioas), deviceFD: deviceFD,
+            iommu: .iommufd(FileDescriptor(rawValue: iommufd), ioasID: ioas), system: system)
     }
 }

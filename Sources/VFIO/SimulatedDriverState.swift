@@ -7,6 +7,8 @@ struct SimulatedDriverState {
     var wedged = false
     var failures: [SimulatedVFIOConfiguration.ArcFailure]
     var arcLog: [SimulatedVFIOArc] = []
+    /// Every arc and reset, numbered across devices.
+    var transitionLog: [SimulatedVFIOTransition] = []
 
     // Dirty accounting.
     var lastTick: Duration

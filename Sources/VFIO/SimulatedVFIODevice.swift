@@ -69,8 +69,12 @@ public final class SimulatedVFIODevice: VFIOMigrationDevice {
     /// Every single arc completed so far, oldest first.
     public var recordedArcs: [SimulatedVFIOArc] { driver.state.withLock { $0.arcLog } }
 
-    /// Forgets the recorded arcs.
-    public func clearRecordedArcs() { driver.state.withLock { $0.arcLog.removeAll() } }
+    /// Forgets the recorded arcs and transitions.
+    public func clearRecordedArcs() { driver.state.withLock { $0.arcLog.removeAll(); $0.transitionLog.removeAll() } }
+
+    /// Every arc and reset so far, oldest first, each numbered in the process-wide order
+    /// (``SimulatedVFIOSequence``) so the transitions of several devices can be merged.
+    public var recordedTransitions: [SimulatedVFIOTransition] { driver.state.withLock { $0.transitionLog } }
 
     /// Arms a failure at an arc (in addition to those in the configuration).
     public func injectFailure(_ failure: SimulatedVFIOConfiguration.ArcFailure) {

@@ -38,7 +38,15 @@ package final class SimulatedVFIODriver: Sendable {
             guard case .buffer(let buffer) = argument else { return .failure(.badAddress) }
             return regionInfo(buffer)
         case VFIOUAPI.deviceReset:
-            state.withLock { $0.reset(configuration: configuration, now: clock.now()) }
+            resetRecording()
+            return .success(0)
+        case VFIOUAPI.deviceGetInfo:
+            // A PCI device with reset: 9 regions (BARs, ROM, config, VGA) and 5 IRQ types.
+            guard case .buffer(let buffer) = argument else { return .failure(.badAddress) }
+            guard let info = VFIODeviceInfo(bytes: UnsafeRawBufferPointer(buffer)) else { return .failure(.badAddress) }
+            guard info.argsz >= 16 else { return .failure(.invalidArgument) }
+            let reply = VFIODeviceInfo(argsz: info.argsz, flags: 0b11, numRegions: 9, numIRQs: 5).bytes
+            for (index, byte) in reply.enumerated() where index < min(buffer.count, Int(info.argsz)) { buffer[index] = byte }
             return .success(0)
         default:
             return .failure(.inappropriateIOCTLForDevice)
@@ -47,7 +55,16 @@ package final class SimulatedVFIODriver: Sendable {
 
     /// The device fd was closed: data fds die and the next open starts at RUNNING.
     func deviceReleased() {
-        state.withLock { $0.reset(configuration: configuration, now: clock.now()) }
+        resetRecording()
+    }
+
+    /// Reset, recorded as a transition.
+    private func resetRecording() {
+        state.withLock { state in
+            state.transitionLog.append(SimulatedVFIOTransition(
+                sequence: SimulatedVFIOSequence.next(), device: configuration.name, from: state.current, to: .running, isReset: true))
+            state.reset(configuration: configuration, now: clock.now())
+        }
     }
 
     /// A request that never returns in a pre-fix kernel: modelled as `hangTimeout` spent, then ETIMEDOUT.
@@ -159,6 +176,8 @@ package final class SimulatedVFIODriver: Sendable {
                 case .failure(let errno): return .failed(errno)
                 }
                 state.arcLog.append(SimulatedVFIOArc(state.current, step))
+                state.transitionLog.append(SimulatedVFIOTransition(
+                    sequence: SimulatedVFIOSequence.next(), device: configuration.name, from: state.current, to: step))
                 state.current = step
             }
             return .done(newSession: session)

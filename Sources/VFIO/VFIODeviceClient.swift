@@ -2,7 +2,8 @@ import Synchronization
 import SystemPackage
 
 /// The migration uAPI client both device types share: it encodes `VFIO_DEVICE_FEATURE` requests,
-/// validates state requests, and interprets the kernel's answers. It owns the device fd.
+/// validates state requests, and interprets the kernel's answers. It owns the device fd, unless
+/// it was lent one.
 final class VFIODeviceClient: Sendable {
     let name: String
     let system: any VFIOSyscalls
@@ -23,30 +24,58 @@ final class VFIODeviceClient: Sendable {
     /// Maximum attempts of a SET interrupted (EINTR) before any step was taken.
     private static let maxInterruptedSets = 16
 
-    init(deviceFD: Int32, name: String, system: any VFIOSyscalls) {
+    /// Whether `close()` and deinit close the device fd (false for a fd the VMM lent us).
+    private let ownsDeviceFD: Bool
+
+    init(deviceFD: Int32, name: String, system: any VFIOSyscalls, ownsDeviceFD: Bool = true) {
         self.name = name
         self.system = system
         self.device = Mutex(deviceFD)
+        self.ownsDeviceFD = ownsDeviceFD
     }
 
     deinit {
-        if let fd = device.withLock({ $0 }) { _ = system.close(fd) }
+        if ownsDeviceFD, let fd = device.withLock({ $0 }) { _ = system.close(fd) }
     }
 
     /// The device fd, or nil once closed.
     var deviceFD: Int32? { device.withLock { $0 } }
 
     /// Closes the device fd (`close(2)`); the kernel then disables every data fd of the device.
+    /// A borrowed fd is only forgotten: its owner closes it.
     func close() throws(VFIOError) {
         let fd = device.withLock { fd -> Int32? in
             defer { fd = nil }
             return fd
         }
-        guard let fd else { return }
+        guard let fd, ownsDeviceFD else { return }
         if case .failure(let errno) = system.close(fd), errno != .interrupted {
             throw VFIOError.syscallFailed(operation: .close, device: name, errno: errno)
         }
     }
+
+    /// `VFIO_DEVICE_GET_INFO`: what every VFIO device fd answers (EINVAL from a cdev not yet
+    /// bound to an iommufd, ENOTTY from a fd that is no VFIO device).
+    func deviceInfo() throws(VFIOError) -> VFIODeviceInfo {
+        try withDevice(.getInfo) { (fd) throws(VFIOError) -> VFIODeviceInfo in
+            var bytes = VFIODeviceInfo().bytes
+            while true {
+                let result = bytes.withUnsafeMutableBytes { system.ioctl(fd, VFIOUAPI.deviceGetInfo, .buffer($0)) }
+                switch result {
+                case .success:
+                    guard let info = VFIODeviceInfo(bytes: bytes) else {
+                        throw VFIOError.unexpectedReply(operation: .getInfo, device: name, detail: "short reply")
+                    }
+                    return info
+                case .failure(.interrupted): continue
+                case .failure(let errno): throw VFIOError.syscallFailed(operation: .getInfo, device: name, errno: errno)
+                }
+            }
+        }
+    }
+
+    /// Lets go of the device fd without closing it (an adoption that failed: the fd is the caller's).
+    func forget() { device.withLock { $0 = nil } }
 
     private func withDevice<T>(_ operation: VFIOOperation, _ body: (Int32) throws(VFIOError) -> T) throws(VFIOError) -> T {
         try device.withLock { (fd: inout Int32?) throws(VFIOError) -> T in

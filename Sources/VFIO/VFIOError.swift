@@ -42,6 +42,8 @@ public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
     case bindIOMMUFD
     /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
     case attachIOMMUFDPT
+    /// `VFIO_DEVICE_GET_INFO`.
+    case getInfo
     /// `VFIO_DEVICE_GET_REGION_INFO` and pread/pwrite of the PCI config region
     /// (`VFIO_PCI_CONFIG_REGION_INDEX`).
     case configSpace
@@ -68,6 +70,7 @@ public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
         case .allocateIOAS: "IOMMU_IOAS_ALLOC"
         case .bindIOMMUFD: "VFIO_DEVICE_BIND_IOMMUFD"
         case .attachIOMMUFDPT: "VFIO_DEVICE_ATTACH_IOMMUFD_PT"
+        case .getInfo: "VFIO_DEVICE_GET_INFO"
         case .configSpace: "access to the VFIO config region"
         }
     }

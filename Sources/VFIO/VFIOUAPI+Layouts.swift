@@ -127,6 +127,39 @@ public struct VFIOPrecopyInfoLayout: Sendable, Equatable {
     }
 }
 
+/// `struct vfio_device_info`: `u32 argsz @0; u32 flags @4; u32 num_regions @8; u32 num_irqs @12;
+/// u32 cap_offset @16; u32 pad @20` (include/uapi/linux/vfio.h; the kernel needs argsz ≥ 16).
+public struct VFIODeviceInfo: Sendable, Equatable {
+    public static let size = 24
+    public var argsz: UInt32
+    /// `VFIO_DEVICE_FLAGS_RESET` (1), `VFIO_DEVICE_FLAGS_PCI` (2), …
+    public var flags: UInt32
+    public var numRegions: UInt32
+    public var numIRQs: UInt32
+
+    public init(argsz: UInt32 = UInt32(Self.size), flags: UInt32 = 0, numRegions: UInt32 = 0, numIRQs: UInt32 = 0) {
+        self.argsz = argsz
+        self.flags = flags
+        self.numRegions = numRegions
+        self.numIRQs = numIRQs
+    }
+
+    public init?(bytes: some Collection<UInt8>) {
+        guard bytes.count >= Self.size else { return nil }
+        argsz = LittleEndianBytes.load(UInt32.self, from: bytes, at: 0)
+        flags = LittleEndianBytes.load(UInt32.self, from: bytes, at: 4)
+        numRegions = LittleEndianBytes.load(UInt32.self, from: bytes, at: 8)
+        numIRQs = LittleEndianBytes.load(UInt32.self, from: bytes, at: 12)
+    }
+
+    /// The 24 bytes, `cap_offset` and the padding zero.
+    public var bytes: [UInt8] {
+        var out: [UInt8] = []
+        for v in [argsz, flags, numRegions, numIRQs, 0, 0] { LittleEndianBytes.append(v, to: &out) }
+        return out
+    }
+}
+
 /// `struct vfio_group_status`: `u32 argsz @0; u32 flags @4`.
 public struct VFIOGroupStatus: Sendable, Equatable {
     public static let size = 8

@@ -115,11 +115,15 @@ extension VFIOPCIHandler {
         tuning.expectedFinalLoadCostMicros()
     }
 
+    public func loadBacklog(context: LoadContext) -> LoadBacklog {
+        tuning.loadBacklog()
+    }
+
     public func loadComplete(context: LoadContext) throws {
         releaseSession()
-        // RESUMING → STOP is where the kernel checks what it received; then the device runs.
+        // RESUMING → STOP is where the kernel checks what it received. The device runs when
+        // the guest starts (runStateChanged), after every device has reached RUNNING_P2P.
         try vfio("load complete: leave RESUMING") { () throws(VFIOError) in try device.setState(.stop) }
-        try vfio("load complete: resume the device") { () throws(VFIOError) in try device.setState(.running) }
     }
 
     public func loadCleanup(succeeded: Bool) {

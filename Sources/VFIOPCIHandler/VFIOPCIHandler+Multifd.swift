@@ -4,7 +4,8 @@ import VFIO
 
 // Multifd device-state transfer (QEMU 10.0 hw/vfio/migration-multifd.c, reference §6).
 //
-// Source: `saveCompleteMultifd` runs on a thread of its own: the device enters STOP_COPY, each
+// Source: `saveCompleteMultifd` runs on a thread of its own: the device is in STOP_COPY (it
+// entered it when the guest stopped, behind the P2P barrier), each
 // read of the save fd becomes one buffer, and the last buffer (CONFIG_STATE flag) carries
 // exactly the classic FULL body: CONFIG_STATE, the config state, END_OF_STATE. Meanwhile the
 // END and FULL bodies on the main channel are a lone END_OF_STATE.
@@ -17,7 +18,7 @@ extension VFIOPCIHandler {
 
     public func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws {
         // From PRE_COPY the save fd carries on; otherwise STOP_COPY opens one.
-        let opened = try vfio("save complete (multifd): enter STOP_COPY") { () throws(VFIOError) in try device.setState(.stopCopy) }
+        let opened = try enterStopCopy(phase: "save complete (multifd): enter STOP_COPY")
         let fd = lock.withLock { () -> VFIOMigrationDataFD? in
             if let opened { dataFD = opened }
             inPreCopy = false

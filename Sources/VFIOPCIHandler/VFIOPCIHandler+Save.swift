@@ -5,6 +5,7 @@ import VFIO
 extension VFIOPCIHandler {
     public func savePrepare(context: SaveContext) throws {
         _ = try probeFlags(phase: "save prepare")
+        try checkP2PBarrier(context: context)
     }
 
     public func saveSetup(to writer: StreamWriter, context: SaveContext) throws {
@@ -12,7 +13,7 @@ extension VFIOPCIHandler {
         // MIG_DATA_SIZE may fail on some drivers; QEMU then uses its default buffer size.
         let stopCopy = (try? device.stopCopySize()) ?? UInt64(Self.defaultChunkSize)
         let size = tuning.chunkSize(stopCopySize: stopCopy)
-        lock.withLock { _ = allocateBuffer(size); initialDataSent = false }
+        lock.withLock { _ = allocateBuffer(size); initialDataSent = false; stopCopyEntered = false }
 
         try writer.writeVFIOTag(.setupState)
         try writer.writeVFIOTag(.endOfState)
@@ -71,8 +72,10 @@ extension VFIOPCIHandler {
     public func saveComplete(to writer: StreamWriter, context: SaveContext) throws {
         // Multifd: the data leaves in saveCompleteMultifd (concurrently); END is a dummy.
         if context.multifdTransfer { try writer.writeVFIOTag(.endOfState); return }
-        // From PRE_COPY the save fd carries on (PRE_COPY_P2P, STOP_COPY); otherwise STOP_COPY opens one.
-        let opened = try vfio("save complete: enter STOP_COPY") { () throws(VFIOError) in try device.setState(.stopCopy) }
+        // Normally the device entered STOP_COPY when the guest stopped (runStateChanged), behind
+        // the P2P barrier; a handler driven without a VMRunState enters it here. From PRE_COPY
+        // the save fd carries on; otherwise STOP_COPY opens one.
+        let opened = try enterStopCopy(phase: "save complete: enter STOP_COPY")
         let fd = lock.withLock { () -> VFIOMigrationDataFD? in
             if let opened { dataFD = opened }
             inPreCopy = false
@@ -121,6 +124,14 @@ extension VFIOPCIHandler {
 }
 
 extension VFIOPCIHandler {
+    /// STOP_COPY, unless the device entered it when the guest stopped; the new save fd, if any.
+    func enterStopCopy(phase: String) throws -> VFIOMigrationDataFD? {
+        if lock.withLock({ stopCopyEntered }) { return nil }
+        let opened = try vfio(phase) { () throws(VFIOError) in try device.setState(.stopCopy) }
+        lock.withLock { stopCopyEntered = true }
+        return opened
+    }
+
     /// One pre-copy step, shared by the main-channel and multifd paths: reads at most one
     /// chunk into `buffer` and hands it to `emit`, accounts it against the initial bytes first
     /// and then the dirty ones (as QEMU does), refreshes the sizes through the tuning when the

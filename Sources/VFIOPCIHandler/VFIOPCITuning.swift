@@ -33,6 +33,12 @@ public protocol VFIOPCITuning: AnyObject, Sendable {
     /// The destination's estimate of the fixed cost (µs) of loading the final data besides
     /// streaming it, reported to the source for its downtime prediction. Default: 0.
     func expectedFinalLoadCostMicros() -> UInt64
+
+    /// What the destination has written to the device and the device has not loaded yet, and
+    /// the time loading it is expected to take from now (`MigrationHandler.loadBacklog(context:)`).
+    /// Called from the destination's backlog-report thread while the load thread may be in
+    /// ``observeResumeData(_:)``: thread-safe, never blocking. Default: `LoadBacklog.none`.
+    func loadBacklog() -> LoadBacklog
 }
 
 extension VFIOPCITuning {
@@ -43,6 +49,7 @@ extension VFIOPCITuning {
     public func observeResumeData(_ bytes: UnsafeRawBufferPointer) throws {}
     public var preferredReceiveBuffer: DeviceDataBuffer? { nil }
     public func expectedFinalLoadCostMicros() -> UInt64 { 0 }
+    public func loadBacklog() -> LoadBacklog { .none }
 }
 
 /// The generic tuning: QEMU's defaults.

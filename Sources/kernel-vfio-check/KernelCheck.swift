@@ -10,6 +10,9 @@ enum KernelCheck: String, CaseIterable {
     // The devices (main.swift).
     case openDevices = "open-devices"
     case groupContainerPath = "group-container-path"
+    // The device lifecycle (LifecycleChecks.swift).
+    case p2pBarrierOrder = "p2p-barrier-order"
+    case adoptOpenDeviceFD = "adopt-open-device-fd"
     // The migration (MigrationRun.swift, the parent; MigrationRoles.swift, the two children).
     case migrationPrepare = "migration-prepare"
     case migrationTwoProcesses = "migration-two-processes"

@@ -80,7 +80,9 @@ enum MigrationRole {
             c.expectEqual(guest.calls, ["stop"], "the guest stopped once, at the switchover, and not resumed")
             c.note("hooks: " + handler.observations.map { "\($0.hook)→\($0.state)" }.joined(separator: " "))
             c.expectEqual(handler.state(after: "saveSetup"), "PRE_COPY", "state after save setup")
-            c.expectEqual(handler.state(after: "saveComplete"), "STOP_COPY", "state after save complete (the switchover)")
+            c.expectEqual(handler.state(after: "prepareRunStateChange(stop)"), "PRE_COPY_P2P", "state after the stop's P2P step")
+            c.expectEqual(handler.state(after: "runStateChanged(stop)"), "STOP_COPY", "state after the guest stopped (the switchover)")
+            c.expectEqual(handler.state(after: "saveComplete"), "STOP_COPY", "state after save complete")
             c.expectEqual(handler.state(after: "saveCleanup"), "STOP", "state after cleanup")
             let statistics = handler.inner.statistics
             c.expectEqual(statistics.preCopyBytes, UInt64(headerSize), "bytes sent in PRE_COPY")
@@ -126,7 +128,9 @@ enum MigrationRole {
             c.expect(sections.dropFirst().dropLast(2).allSatisfy { $0 == "loadState(part)" } && sections.count >= 4, "sections \(sections)")
             c.expectEqual(handler.state(after: "loadSetup"), "RESUMING", "state after load setup")
             c.expectEqual(handler.state(after: "loadState(end)"), "RESUMING", "state after the END section")
-            c.expectEqual(handler.state(after: "loadComplete"), "RUNNING", "state after load complete")
+            c.expectEqual(handler.state(after: "loadComplete"), "STOP", "state after load complete")
+            c.expectEqual(handler.state(after: "prepareRunStateChange(start)"), "RUNNING_P2P", "state after the start's P2P step")
+            c.expectEqual(handler.state(after: "runStateChanged(start)"), "RUNNING", "state after the guest started")
             let statistics = handler.inner.statistics
             c.expect(statistics.acknowledged, "the handler did not acknowledge the switchover")
             c.expectEqual(statistics.loadedBytes, UInt64(streamSize), "bytes written to the resume fd")

@@ -64,6 +64,14 @@ final class ObservingHandler: MigrationHandler {
     func loadComplete(context: LoadContext) throws { try observe("loadComplete") { try inner.loadComplete(context: context) } }
     func loadCleanup(succeeded: Bool) { observe("loadCleanup") { inner.loadCleanup(succeeded: succeeded) } }
     func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64 { inner.expectedFinalLoadCostMicros(context: context) }
+    func loadBacklog(context: LoadContext) -> LoadBacklog { inner.loadBacklog(context: context) }
+
+    func prepareRunStateChange(_ change: VMRunStateChange) throws {
+        try observe("prepareRunStateChange(\(change.running ? "start" : "stop"))") { try inner.prepareRunStateChange(change) }
+    }
+    func runStateChanged(_ change: VMRunStateChange) throws {
+        try observe("runStateChanged(\(change.running ? "start" : "stop"))") { try inner.runStateChanged(change) }
+    }
 
     func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws {
         try inner.saveCompleteMultifd(to: sender, context: context)

@@ -3,7 +3,9 @@
 //
 //  1. opens both devices with KernelVFIODevice (group path);
 //  2. runs VFIOBehaviourChecks, the suite VFIOTests also runs against the simulator;
-//  3. migrates the source into the destination with the generic VFIO-PCI handler on both ends, through
+//  3. checks the device lifecycle: the P2P barrier of a run-state stop and start across both devices,
+//     and adopting an already-open device fd (LifecycleChecks.swift);
+//  4. migrates the source into the destination with the generic VFIO-PCI handler on both ends, through
 //     MigrationCore's source and destination engines in two processes over a Unix socket, switchover-ack
 //     on, and compares the destination's state read back out with the source's.
 //
@@ -85,6 +87,7 @@ func runChecks(_ arguments: [String]) -> Int32 {
         report.record(VFIOCheckResult(name: "behaviour-checks", problems: ["\(error)"]))
     }
 
+    LifecycleChecks.run(source: source, destination: destination, report: &report)
     MigrationRun.run(source: source, destination: destination, report: &report)
     KernelEnvironment.printLine(report.summary())
     return report.failed == 0 ? 0 : 1

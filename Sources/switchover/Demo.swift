@@ -15,13 +15,19 @@ struct Demo: AsyncParsableCommand {
         discussion: """
             Each scenario runs --repeat times (interleaved) and the table shows the median: the \
             downtime measured (guest stopped on the source to the destination's SHUT), the \
-            downtime predicted at the switchover decision (with the destination's reported load \
-            time, and by QEMU's formula, pending / bandwidth), the total time, the bytes sent, \
-            and whether RAM and every device's state arrived byte-identical.
+            downtime predicted at the switchover decision and its parts (transfer: QEMU's formula, \
+            pending / bandwidth; the destination's backlog; its final load), the total time, the \
+            bytes sent, and whether RAM and every device's state arrived byte-identical. --json \
+            also gives every run's figures. The first run also shows the run-state order at the \
+            switchover: the source's vCPUs stop, every device enters PRE_COPY_P2P before any \
+            enters STOP_COPY; on the destination every device reaches RUNNING_P2P before any runs, \
+            and the vCPUs start last.
 
             The default device is an mlx5 VF whose initial data costs the destination 200 ms to \
-            load (firmware resource allocation): without switchover-ack that load can fall inside \
-            the downtime; with it, the source waits until it is done before stopping the guest.
+            load (firmware resource allocation): by QEMU's rule that load can fall inside the \
+            downtime without switchover-ack; with the ack, or with the destination's backlog \
+            reports (Switchover's extensions, on here), the source waits until it is done before \
+            stopping the guest.
             """
     )
 
@@ -115,6 +121,21 @@ struct Demo: AsyncParsableCommand {
         var downtime: Double? { median { $0.statistics.downtime.map(Units.milliseconds) } }
         var predicted: Double? { median { $0.statistics.decision?.predictedDowntime.map(Units.milliseconds) } }
         var predictedQEMU: Double? { median { $0.statistics.decision?.predictedDowntimeQEMU.map(Units.milliseconds) } }
+        /// The prediction's parts (their medians need not add up to the median prediction).
+        var predictedBacklog: Double? { median { $0.statistics.decision?.prediction.map { Units.milliseconds($0.destinationBacklog) } } }
+        var predictedTransfer: Double? { median { $0.statistics.decision?.prediction.map { Units.milliseconds($0.transfer) } } }
+        var predictedFinalLoad: Double? { median { $0.statistics.decision?.prediction.map { Units.milliseconds($0.finalLoad) } } }
+        /// The largest prediction error of the runs, as a fraction of the measured downtime.
+        var worstPredictionError: Double? {
+            let errors = results.compactMap { r -> Double? in
+                guard let measured = r.statistics.downtime.map(Units.milliseconds), measured > 0,
+                      let predicted = r.statistics.decision?.predictedDowntime.map(Units.milliseconds) else { return nil }
+                return abs(predicted - measured) / measured
+            }
+            return errors.max()
+        }
+        /// The longest downtime of the runs.
+        var worstDowntime: Double? { results.compactMap { $0.statistics.downtime.map(Units.milliseconds) }.max() }
         var total: Double? { median { Units.milliseconds($0.statistics.totalTime) } }
         /// The main stream and the multifd channels.
         var bytes: Double? { median { Double($0.statistics.bytesTransferred + $0.statistics.multifdBytes) } }
@@ -149,6 +170,11 @@ struct Demo: AsyncParsableCommand {
                     let downtime = result.statistics.downtime.map(Units.duration) ?? "-"
                     say("  run \(round)/\(repeats) \(scenario.name): downtime \(downtime), total \(Units.duration(result.statistics.totalTime)), "
                         + (result.verification.verified ? "byte-identical" : "MISMATCH"))
+                    if round == 1, index == 0 {
+                        say("    run state at the switchover (VMRunState: vCPUs, then every device behind the P2P barrier):")
+                        say("      source:      " + LifecycleEvent.line(result.sourceLifecycle))
+                        say("      destination: " + LifecycleEvent.line(result.destinationLifecycle))
+                    }
                 }
             }
         }
@@ -174,17 +200,18 @@ struct Demo: AsyncParsableCommand {
     }
 
     static func table(_ outcomes: [Outcome], repeats: Int, configuration: ExampleMachineConfiguration) -> String {
-        var rows = [["RUN", "ACK", "MULTIFD", "DOWNTIME", "PREDICTED", "QEMU'S FORMULA", "TOTAL", "BYTES", "IDENTICAL"]]
+        var rows = [["RUN", "ACK", "MULTIFD", "DOWNTIME", "PREDICTED", "= TRANSFER", "+ BACKLOG", "+ FINAL LOAD", "TOTAL", "BYTES", "IDENTICAL"]]
         for o in outcomes {
             rows.append([o.scenario.name, o.scenario.switchoverAck ? "on" : "off",
                          o.scenario.multifdChannels == 0 ? "off" : "\(o.scenario.multifdChannels) ch",
-                         ms(o.downtime), ms(o.predicted), ms(o.predictedQEMU), ms(o.total),
+                         ms(o.downtime), ms(o.predicted), ms(o.predictedTransfer), ms(o.predictedBacklog), ms(o.predictedFinalLoad), ms(o.total),
                          o.bytes.map { Units.bytes(UInt64($0)) } ?? "-", o.verified ? "yes" : "NO"])
         }
-        var lines = Report.table(rows, rightAligned: [3, 4, 5, 6, 7])
+        var lines = Report.table(rows, rightAligned: [3, 4, 5, 6, 7, 8, 9])
         lines.append("")
         lines.append("Medians of \(repeats) run\(repeats == 1 ? "" : "s") per row. DOWNTIME: guest stopped on the source until the destination's SHUT;")
-        lines.append("PREDICTED: at the switchover decision, with the destination's reported load time; QEMU'S FORMULA: pending / bandwidth.")
+        lines.append("PREDICTED: at the switchover decision, in parts: TRANSFER, pending / bandwidth (QEMU's whole formula); BACKLOG, the time")
+        lines.append("the destination still needed for what it had received; FINAL LOAD, its load time for the final data (multifd devices in parallel).")
         lines.append(contentsOf: interpretation(outcomes, configuration: configuration))
         #if DEBUG
         lines.append("(A debug build: the simulated devices' byte generation and hashing are slow here and lengthen every")
@@ -207,6 +234,10 @@ struct Demo: AsyncParsableCommand {
         } else if off - on >= loadMs / 2 {
             lines.append("Switchover-ack cut the downtime from \(ms(off)) to \(ms(on)) (\(Units.fixed(off / on, digits: 1))x): the destination's "
                          + "\(Units.duration(load)) load of the devices' initial data now runs while the guest still runs on the source.")
+        } else if outcomes.allSatisfy({ $0.results.allSatisfy(\.statistics.usedExtensions) }) {
+            lines.append("Switchover-ack made little difference here (\(ms(off)) without, \(ms(on)) with): without it, the destination's load "
+                         + "backlog reports held the source until the \(Units.duration(load)) initial load was done; a source without "
+                         + "Switchover's extensions (QEMU's rule) stops the guest during that load.")
         } else {
             lines.append("Switchover-ack made little difference here (\(ms(off)) without, \(ms(on)) with): the destination had finished its "
                          + "\(Units.duration(load)) initial load before the source was ready to switch over (the rest of the pre-copy took longer).")
@@ -231,6 +262,7 @@ struct Demo: AsyncParsableCommand {
     }
 
     static func json(_ outcomes: [Outcome], repeats: Int) -> JSONValue {
+        // Each row: medians, the worst run (downtime, prediction error), and every run.
         var members: [(String, JSONValue)] = [
             ("runs", .array(outcomes.map { o in
                 .object([
@@ -240,6 +272,20 @@ struct Demo: AsyncParsableCommand {
                     ("downtimeMs", .optional(o.downtime)),
                     ("predictedDowntimeMs", .optional(o.predicted)),
                     ("predictedDowntimeQEMUMs", .optional(o.predictedQEMU)),
+                    ("predictedTransferMs", .optional(o.predictedTransfer)),
+                    ("predictedBacklogMs", .optional(o.predictedBacklog)),
+                    ("predictedFinalLoadMs", .optional(o.predictedFinalLoad)),
+                    ("maxDowntimeMs", .optional(o.worstDowntime)),
+                    ("maxPredictionError", .optional(o.worstPredictionError)),
+                    ("perRun", .array(o.results.map { r in
+                        .object([
+                            ("downtimeMs", .optional(r.statistics.downtime.map(Units.milliseconds))),
+                            ("predictedDowntimeMs", .optional(r.statistics.decision?.predictedDowntime.map(Units.milliseconds))),
+                            ("predictedTransferMs", .optional(r.statistics.decision?.prediction.map { Units.milliseconds($0.transfer) })),
+                            ("predictedBacklogMs", .optional(r.statistics.decision?.prediction.map { Units.milliseconds($0.destinationBacklog) })),
+                            ("predictedFinalLoadMs", .optional(r.statistics.decision?.prediction.map { Units.milliseconds($0.finalLoad) })),
+                        ])
+                    })),
                     ("totalMs", .optional(o.total)),
                     ("bytes", o.bytes.map { .int(Int($0)) } ?? .null),
                     ("verified", .bool(o.verified)),
@@ -247,6 +293,12 @@ struct Demo: AsyncParsableCommand {
                 ])
             })),
         ]
+        if let first = outcomes.first?.results.first {
+            members.append(("runState", .object([
+                ("source", .array(first.sourceLifecycle.map { .string($0.description) })),
+                ("destination", .array(first.destinationLifecycle.map { .string($0.description) })),
+            ])))
+        }
         members.append(("machine", .string(HostInfo.summary)))
         return .object(members)
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ExampleVM
 import MigrationCore
+import MigrationTLS
 
 /// `switchover incoming --listen ADDRESS`: the destination end. Builds the same example VM
 /// as the source (other content), receives one migration and reports what arrived.
@@ -11,10 +12,12 @@ struct Incoming: AsyncParsableCommand {
             Give the same --device, --memory, --switchover-ack and --multifd-channels options as \
             the source. Prints "listening on ADDRESS" on standard error (with the port chosen \
             when PORT is 0), then the statistics of the incoming migration, with the digests of \
-            the RAM and of each device's loaded state to compare with the source's.
+            the RAM and of each device's loaded state to compare with the source's. On a \
+            non-loopback tcp: address, give --tls-creds (or --insecure).
 
             Example:
-              switchover incoming --listen tcp:0.0.0.0:4444 --switchover-ack \\
+              switchover incoming --listen tcp:0.0.0.0:4444 --tls-creds /etc/switchover/tls \\
+                --tls-authz CN=src.example,O=Example --switchover-ack \\
                 --device mlx5:state=256MiB,initial=64MiB,load=300ms
             """
     )
@@ -26,6 +29,12 @@ struct Incoming: AsyncParsableCommand {
     @OptionGroup(title: "Example VM") var machine: MachineOptions
     @OptionGroup(title: "Migration") var migration: MigrationOptions
     @OptionGroup(title: "Limits on the source (docs/security.md)") var limits: DestinationLimitOptions
+    @OptionGroup(title: "TLS") var tls: TLSOptions
+
+    @Option(name: .customLong("tls-authz"), help: ArgumentHelp(
+        "Accept only a source whose certificate subject is this RFC 2253 name (e.g. CN=src.example,O=Example). Repeat for more. Default: any certificate the CA signed.",
+        valueName: "dn"))
+    var tlsAuthz: [String] = []
 
     @Flag(help: "Print the final statistics as one JSON object.")
     var json = false
@@ -34,7 +43,10 @@ struct Incoming: AsyncParsableCommand {
     var noProgress = false
 
     func validate() throws {
-        do { _ = try MigrationAddress(parsing: address) } catch { throw ValidationError("--listen \(error)") }
+        let target: MigrationAddress
+        do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--listen \(error)") }
+        try tls.validate(target, option: "--listen")
+        if !tlsAuthz.isEmpty && tls.credentials == nil { throw ValidationError("--tls-authz needs --tls-creds") }
     }
 
     func run() async throws {
@@ -42,8 +54,14 @@ struct Incoming: AsyncParsableCommand {
         do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--listen \(error)") }
         var parameters = migration.parameters
         limits.apply(to: &parameters)
+        let secured = tls.configuration(authorized: tlsAuthz, handshakeTimeout: migration.stallTimeout.duration).map {
+            TLSTransport(base: target.transport, configuration: $0)
+        }
+        if let secured {
+            do { try secured.checkCredentials(server: true) } catch { Migrate.fail("incoming", "\(error)") }
+        }
         let vm = try Migrate.build(machine.machineConfiguration, role: .destination, command: "incoming")
-        let destination = MigrationDestination(registry: vm.registry, vm: vm, configuration: vm.machine, parameters: parameters)
+        let destination = MigrationDestination(runState: vm.runState, configuration: vm.machine, parameters: parameters)
 
         let listener: any MigrationListener
         var bound = target
@@ -51,16 +69,16 @@ struct Incoming: AsyncParsableCommand {
             if case .tcp(let host, let port) = target {
                 let tcp = try TCPListener(host: host, port: port)
                 bound = .tcp(host: host, port: tcp.port)
-                listener = tcp
+                listener = try secured?.secure(tcp) ?? tcp
             } else {
-                listener = try target.transport.listen()
+                listener = try (secured ?? target.transport).listen()
             }
         } catch {
             vm.shutdown()
             Migrate.fail("incoming", "cannot listen on \(target): \(error)")
         }
         var standardError = StandardError()
-        print("listening on \(bound)", to: &standardError)
+        print("listening on \(bound)\(secured == nil ? "" : " (TLS, mutual authentication)")", to: &standardError)
 
         let showProgress = !noProgress
         let watcher = Task {

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import ExampleVM
 import MigrationCore
+import MigrationTLS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,13 +15,14 @@ struct Migrate: AsyncParsableCommand {
         abstract: "Migrate an example VM with simulated VFIO devices to a destination.",
         discussion: """
             Start `switchover incoming` with the same --device, --memory, --switchover-ack and \
-            --multifd-channels options first (or within --connect-timeout). The source shows a \
+            --multifd-channels options first (or within --connect-timeout). To another host over \
+            tcp:, give --tls-creds (or --insecure). The source shows a \
             live progress line on standard error (plain lines when it is not a terminal) and \
             prints the final statistics, with the digests of the RAM and of each device's state \
             stream to compare with the destination's. Ctrl-C cancels: the guest keeps running here.
 
             Example:
-              switchover migrate --to tcp:10.0.0.2:4444 --switchover-ack \\
+              switchover migrate --to tcp:10.0.0.2:4444 --tls-creds /etc/switchover/tls --switchover-ack \\
                 --device mlx5:state=256MiB,initial=64MiB,load=300ms
             """
     )
@@ -31,6 +33,11 @@ struct Migrate: AsyncParsableCommand {
 
     @OptionGroup(title: "Example VM") var machine: MachineOptions
     @OptionGroup(title: "Migration") var migration: MigrationOptions
+    @OptionGroup(title: "TLS") var tls: TLSOptions
+
+    @Option(name: .customLong("tls-hostname"), help: ArgumentHelp(
+        "The name (or address) the destination's certificate must carry. Default: the host of --to.", valueName: "name"))
+    var tlsHostname: String?
 
     @Option(name: .customLong("connect-timeout"), help: ArgumentHelp(
         "Keep trying to connect this long while the destination is not listening yet.", valueName: "duration"))
@@ -48,7 +55,15 @@ struct Migrate: AsyncParsableCommand {
     var noProgress = false
 
     func validate() throws {
-        do { _ = try MigrationAddress(parsing: address) } catch { throw ValidationError("--to \(error)") }
+        let target: MigrationAddress
+        do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--to \(error)") }
+        try tls.validate(target, option: "--to")
+        if tlsHostname != nil && tls.credentials == nil { throw ValidationError("--tls-hostname needs --tls-creds") }
+        if tls.credentials != nil && tlsHostname == nil {
+            if case .tcp = target {} else {
+                throw ValidationError("--tls-creds over \(target) needs --tls-hostname: the name the destination's certificate carries")
+            }
+        }
         if let timeout, timeout.duration <= .zero { throw ValidationError("--timeout must be more than 0") }
     }
 
@@ -56,8 +71,15 @@ struct Migrate: AsyncParsableCommand {
         let target: MigrationAddress
         do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--to \(error)") }
         let parameters = migration.parameters
+        var transport = target.transport
+        if let configuration = tls.configuration(hostname: tlsHostname, handshakeTimeout: migration.stallTimeout.duration,
+                                                 awaitServerConfirmation: !migration.noExtensions) {
+            let secured = TLSTransport(base: transport, configuration: configuration)
+            do { try secured.checkCredentials(server: false) } catch { Self.fail("migrate", "\(error)") }
+            transport = secured
+        }
         let vm = try Self.build(machine.machineConfiguration, role: .source, command: "migrate")
-        let source = MigrationSource(registry: vm.registry, vm: vm, configuration: vm.machine, parameters: parameters)
+        let source = MigrationSource(runState: vm.runState, configuration: vm.machine, parameters: parameters)
         let showProgress = !noProgress
         let last = LastEvent()
         let watcher = Task {
@@ -76,10 +98,14 @@ struct Migrate: AsyncParsableCommand {
                 source.cancel()
             }
         }
-        vm.start()
+        do {
+            try vm.start()
+        } catch {
+            Self.fail("migrate", "the example guest could not be started: \(error)")
+        }
         let statistics: MigrationStatistics
         do {
-            statistics = try await source.run(to: RetryingTransport(base: target.transport, deadline: connectTimeout.duration))
+            statistics = try await source.run(to: RetryingTransport(base: transport, deadline: connectTimeout.duration))
         } catch {
             deadline?.cancel()
             await watcher.value

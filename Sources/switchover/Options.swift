@@ -133,7 +133,7 @@ struct MigrationOptions: ParsableArguments {
     var qemuDecision = false
 
     @Flag(name: .customLong("no-extensions"), help: ArgumentHelp(
-        "Do not use Switchover's wire extensions (pre-flight, load reports, per-device acks): needed to migrate to QEMU."))
+        "Do not use Switchover's wire extensions (pre-flight, load reports and backlogs, per-device acks): needed to migrate to QEMU."))
     var noExtensions = false
 
     @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Fail when no progress is made for this long.", valueName: "duration"))

@@ -20,6 +20,10 @@ enum Report {
             predicted += decision.countedDestinationLoadTime ? " (counting the destination's load time)" : ""
             if let qemu = decision.predictedDowntimeQEMU { predicted += "; QEMU's formula (pending / bandwidth) \(Units.duration(qemu))" }
             lines.append(field("predicted", predicted))
+            if let p = decision.prediction {
+                lines.append(field("prediction", "transfer \(Units.duration(p.transfer)) + destination backlog \(Units.duration(p.destinationBacklog)) "
+                                   + "+ final load \(Units.duration(p.finalLoad))"))
+            }
             lines.append(field("decision", "\(Units.bytes(decision.pendingBytes)) pending at \(Units.rate(decision.bandwidth)), threshold \(Units.bytes(decision.thresholdBytes))"))
         }
         var transferred = "\(Units.bytes(s.bytesTransferred)) in \(s.iterations) passes; setup \(Units.duration(s.setupTime))"
@@ -107,6 +111,9 @@ enum Report {
             ("downtimeEnd", .string(s.downtimeEnd.rawValue)),
             ("predictedDowntimeMs", ms(s.decision?.predictedDowntime)),
             ("predictedDowntimeQEMUMs", ms(s.decision?.predictedDowntimeQEMU)),
+            ("predictedTransferMs", ms(s.decision?.prediction?.transfer)),
+            ("predictedBacklogMs", ms(s.decision?.prediction?.destinationBacklog)),
+            ("predictedFinalLoadMs", ms(s.decision?.prediction?.finalLoad)),
             ("countedDestinationLoadTime", .bool(s.decision?.countedDestinationLoadTime ?? false)),
             ("pendingAtDecision", s.decision.map { .int($0.pendingBytes) } ?? .null),
             ("bandwidthAtDecision", .optional(s.decision?.bandwidth)),

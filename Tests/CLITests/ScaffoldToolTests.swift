@@ -78,7 +78,8 @@ import Testing
             #expect(module.contains("public static let module = VFIOVendorModule(descriptor: descriptor)"))
             #expect(module.contains("public final class AcmeTuning: VFIOPCITuning {"))
             let tests = String(decoding: files["Tests/AcmeHandlerTests/AcmeConformanceTests.swift"] ?? Data(), as: UTF8.self)
-            for check in ["checkMigration(scenario)", "checkConnectionLoss()", "checkCancel()", "checkMalformedBodies()"] {
+            for check in ["checkMigration(scenario)", "checkConnectionLoss()", "checkCancel()", "checkMalformedBodies()",
+                          "checkRunStateOrder(devices: devices, multifd: multifd)"] {
                 #expect(tests.contains(check))
             }
             #expect(tests.contains("PCIIdentity(vendorID: 0x1234, deviceID: 0x5678, driver: \"acme_vfio_pci\")"))

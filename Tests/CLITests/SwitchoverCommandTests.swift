@@ -58,8 +58,13 @@ final class RunningProduct: Sendable {
             #expect(sent[key] is Double || sent[key] is Int, "\(key)")
         }
         // No prediction when the source switched over before its first bandwidth measurement.
-        for key in ["predictedDowntimeMs", "predictedDowntimeQEMUMs"] {
+        for key in ["predictedDowntimeMs", "predictedDowntimeQEMUMs", "predictedTransferMs", "predictedBacklogMs", "predictedFinalLoadMs"] {
             #expect(sent[key] is Double || sent[key] is Int || sent[key] is NSNull, "\(key)")
+        }
+        // The parts add up to the prediction.
+        if let total = sent["predictedDowntimeMs"] as? Double, let t = sent["predictedTransferMs"] as? Double,
+           let b = sent["predictedBacklogMs"] as? Double, let f = sent["predictedFinalLoadMs"] as? Double {
+            #expect(abs(total - (t + b + f)) < 0.01, "\(total) = \(t) + \(b) + \(f)")
         }
         #expect((sent["bytes"] as? Int ?? 0) > 1 << 20)
         #expect(sent["bytes"] as? Int == received["bytes"] as? Int)
@@ -185,8 +190,17 @@ final class RunningProduct: Sendable {
             for key in ["downtimeMs", "totalMs"] {
                 #expect(entry[key] is Double || entry[key] is Int, "\(key)")
             }
-            #expect(entry["predictedDowntimeMs"] is Double || entry["predictedDowntimeMs"] is Int || entry["predictedDowntimeMs"] is NSNull)
+            for key in ["predictedDowntimeMs", "predictedTransferMs", "predictedBacklogMs", "predictedFinalLoadMs", "maxPredictionError"] {
+                #expect(entry[key] is Double || entry[key] is Int || entry[key] is NSNull, "\(key)")
+            }
+            // Every run with its measured downtime beside the prediction and its parts.
+            let perRun = try #require(entry["perRun"] as? [[String: Any]])
+            #expect(perRun.count == 1)
+            #expect(perRun.allSatisfy { $0["downtimeMs"] is Double && $0.keys.contains("predictedBacklogMs") })
         }
+        let runState = try #require(object["runState"] as? [String: Any])
+        #expect(runState["source"] as? [String] == ["vCPUs stop", "0000:00:01.0 PRE_COPY→PRE_COPY_P2P", "0000:00:01.0 PRE_COPY_P2P→STOP_COPY"])
+        #expect(runState["destination"] as? [String] == ["0000:00:01.0 STOP→RUNNING_P2P", "0000:00:01.0 RUNNING_P2P→RUNNING", "vCPUs start"])
         #expect(run.stderr.isEmpty)
     }
 
@@ -197,7 +211,10 @@ final class RunningProduct: Sendable {
         #expect(lines.first?.hasPrefix("switchover demo: both ends on TCP loopback") == true)
         #expect(lines.contains("  run 1/1 ack on: ") == false)
         #expect(lines.contains { $0.hasPrefix("  run 1/1 ack on: downtime ") && $0.hasSuffix("byte-identical") })
+        #expect(lines.contains("      source:      vCPUs stop, 0000:00:01.0 PRE_COPY→PRE_COPY_P2P, 0000:00:01.0 PRE_COPY_P2P→STOP_COPY"))
+        #expect(lines.contains("      destination: 0000:00:01.0 STOP→RUNNING_P2P, 0000:00:01.0 RUNNING_P2P→RUNNING, vCPUs start"))
         let table = lines.drop { !$0.hasPrefix("RUN ") }
+        #expect(table.first?.contains("PREDICTED  = TRANSFER  + BACKLOG  + FINAL LOAD") == true, "\(table.first ?? "")")
         #expect(table.contains { $0.hasPrefix("ack off") && $0.hasSuffix("yes") })
         #expect(table.contains { $0.hasPrefix("ack on") && $0.hasSuffix("yes") })
         #expect(table.contains { $0.hasPrefix("ack on, multifd") && $0.contains("4 ch") && $0.hasSuffix("yes") })

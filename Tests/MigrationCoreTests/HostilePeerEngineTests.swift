@@ -21,11 +21,12 @@ import TestSupport
         try await DecisionTests.expectSwitchoverHeld(device: config, p)
     }
 
-    /// A destination that answers with LOAD_REPORTs and ACK_STATEs for handlers the source does
+    /// A destination that answers with LOAD_REPORTs, ACK_STATEs and LOAD_BACKLOGs for handlers the source does
     /// not migrate (each would be a new entry in the source's state): refused at the first.
     @Test(arguments: [
         ReturnPathMessage.loadReport(LoadReport(idstr: "evil", instanceID: 7, bytesLoaded: 1, loadMicros: 1, fixedCostMicros: 1)),
         ReturnPathMessage.ackState(idstr: "evil", instanceID: 7, acknowledged: false),
+        ReturnPathMessage.loadBacklog(LoadBacklogReport(idstr: "evil", instanceID: 7, bytes: 1, expectedMicros: 1, loadedThrough: 1)),
     ])
     func returnPathMessagesForUnknownHandlersFailTheSourceCleanly(message: ReturnPathMessage) async throws {
         let s = try Scenario()

@@ -243,6 +243,10 @@ final class DeviceHandler: MigrationHandler {
         var loadDelayPerChunk: Duration = .zero
         var ackDelay: Duration = .zero
         var fixedCostMicros: UInt64 = 0
+        /// Destination: time to load the initial data once all of it is in, and the backlog (µs)
+        /// reported until then (0: none).
+        var initialLoadTime: Duration = .zero
+        var backlogMicrosUntilInitialLoaded: UInt64 = 0
         var identity: String? = nil
         /// Source: after the first INIT_DATA_SENT, a second round of initial data (REINIT).
         var reinitBytes = 0
@@ -259,6 +263,7 @@ final class DeviceHandler: MigrationHandler {
         var reinitSent = 0
         var secondInitSent = false
         var received: [UInt8] = []
+        var initialLoaded = false
         var lifecycle = Lifecycle()
     }
 
@@ -381,6 +386,13 @@ final class DeviceHandler: MigrationHandler {
 
     func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64 { config.fixedCostMicros }
 
+    func loadBacklog(context: LoadContext) -> LoadBacklog {
+        guard config.backlogMicrosUntilInitialLoaded > 0 else { return .none }
+        return state.withLock { s in
+            s.initialLoaded ? .none : LoadBacklog(bytes: UInt64(s.received.count), expectedMicros: config.backlogMicrosUntilInitialLoaded)
+        }
+    }
+
     func loadState(from reader: StreamReader, header: SectionHeader, context: LoadContext) throws {
         var p = PayloadReader(bytes: try readFramed(reader))
         while !p.atEnd {
@@ -390,8 +402,16 @@ final class DeviceHandler: MigrationHandler {
             switch Tag(rawValue: tag) {
             case .setup: break
             case .data:
-                state.withLock { $0.received += data }
+                let initialIn = state.withLock { s in
+                    s.received += data
+                    return !s.initialLoaded && s.received.count >= config.initialBytes
+                }
                 if config.loadDelayPerChunk > .zero { sleeper(config.loadDelayPerChunk) }
+                if initialIn {
+                    if config.initialLoadTime > .zero { sleeper(config.initialLoadTime) }
+                    state.withLock { $0.initialLoaded = true }
+                    log.append("\(name) initial data loaded")
+                }
             case .initDataSent:
                 if config.ackDelay > .zero { sleeper(config.ackDelay) }
                 if config.approves {

@@ -44,6 +44,8 @@ import Testing
                                    rateBytes: 1 << 20, rateMicros: 9_000)),
             .ackState(idstr: "dev", instanceID: 1, acknowledged: false),
             .preflightResult(accepted: false, message: "vendor id differs"),
+            .loadBacklog(LoadBacklogReport(idstr: "0000:00:05.0/vfio", instanceID: 0, bytes: 15 << 20, expectedMicros: 200_000,
+                                           loadedThrough: 80 << 20)),
         ]
         let sink = MemoryByteSink()
         let writer = StreamWriter(sink: sink)
@@ -78,5 +80,20 @@ import Testing
         // One small section's overhead is no per-byte rate.
         let tiny = LoadReport(idstr: "d", instanceID: 0, bytesLoaded: 16 << 20, loadMicros: 400_000, fixedCostMicros: 0, rateBytes: 56, rateMicros: 19)
         #expect(tiny.microsPerByte == 0)
+    }
+
+    /// LOAD_BACKLOG: counted idstr, be32 instance, be64 bytes, be64 µs, be64 offset loaded
+    /// through — exactly; any other length is refused.
+    @Test func loadBacklogPayload() throws {
+        func be64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) } }
+        let bytes: [UInt8] = [3] + Array("dev".utf8) + [0, 0, 0, 2] + be64(1 << 20) + be64(150_000) + be64(4096)
+        let message = try ReturnPathMessage.decode(type: ReturnPathMessage.loadBacklogType, payload: bytes, offset: 0)
+        #expect(message == .loadBacklog(LoadBacklogReport(idstr: "dev", instanceID: 2, bytes: 1 << 20, expectedMicros: 150_000, loadedThrough: 4096)))
+        #expect(message.payload == bytes)
+        #expect(ReturnPathMessage.name(of: 0x5304) == "LOAD_BACKLOG")
+        for bad in [Array(bytes.dropLast()), bytes + [0]] {
+            #expect(throws: StreamError.self) { try ReturnPathMessage.decode(type: ReturnPathMessage.loadBacklogType, payload: bad, offset: 0) }
+        }
+        #expect(SwitchoverFeatures.loadBacklog.rawValue == 1)
     }
 }

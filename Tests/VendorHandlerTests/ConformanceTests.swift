@@ -26,6 +26,22 @@ import VFIOPCIHandler
     @Test func malformedBodiesAreRefused() throws {
         try kit.checkMalformedBodies()
     }
+
+    @Test(arguments: [1, 4], [false, true])
+    func devicesFollowTheRunStateBehindTheP2PBarrier(devices: Int, multifd: Bool) async throws {
+        try await kit.checkRunStateOrder(devices: devices, multifd: multifd)
+    }
+}
+
+/// The generic module with devices that lack P2P: refused together unless allowed.
+@Suite(.timeLimit(.minutes(3))) struct GenericModuleWithoutP2PConformance {
+    let kit = VendorConformance(
+        module: VFIOPCIHandler.module,
+        device: .opaque(name: "0000:5e:00.1", migration: [.stopCopy, .preCopy], size: 1 << 20, initialBytes: 64 << 10, seed: 12))
+
+    @Test func devicesWithoutP2PAreRefusedTogetherUnlessAllowed() async throws {
+        try await kit.checkRunStateOrder(devices: 2)
+    }
 }
 
 /// The mlx5 module passes the conformance kit with a simulated ConnectX VF.
@@ -49,5 +65,10 @@ import VFIOPCIHandler
 
     @Test func malformedBodiesAreRefused() throws {
         try kit.checkMalformedBodies()
+    }
+
+    @Test(arguments: [1, 4], [false, true])
+    func devicesFollowTheRunStateBehindTheP2PBarrier(devices: Int, multifd: Bool) async throws {
+        try await kit.checkRunStateOrder(devices: devices, multifd: multifd)
     }
 }

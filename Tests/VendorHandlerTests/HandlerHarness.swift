@@ -42,7 +42,7 @@ struct HandlerHarness {
         var destinationContext: RecordingContext
     }
 
-    /// Source side only: the framed sections, with the VM stopped before END.
+    /// Source side only: the framed sections, with the VM stopped (run-state hooks) before END.
     func save(_ handler: VFIOPCIHandler, ack: Bool, vmRunning: Bool = true) throws -> (bytes: [UInt8], parts: Int, context: RecordingContext) {
         let ctx = RecordingContext(identity: handler.identity, ack: ack)
         ctx.vmRunning = vmRunning
@@ -63,7 +63,10 @@ struct HandlerHarness {
                 try section(.part) { result = try handler.saveIterate(to: w, context: ctx) }
                 parts += 1
             }
+            // The guest stops as VMRunState stops it: the P2P step, then STOP_COPY.
             ctx.vmRunning = false
+            try handler.prepareRunStateChange(.stop(.switchover))
+            try handler.runStateChanged(.stop(.switchover))
             try section(.end) { try handler.saveComplete(to: w, context: ctx) }
             try section(.full) { try handler.saveState(to: w, context: ctx) }
             try w.flush()
@@ -75,7 +78,7 @@ struct HandlerHarness {
         return (sink.bytes, parts, ctx)
     }
 
-    /// Destination side only: loads every framed section, then completes.
+    /// Destination side only: loads every framed section, completes, then starts the guest.
     func load(_ bytes: [UInt8], into handler: VFIOPCIHandler, ack: Bool, pieces: [Int] = []) throws -> RecordingContext {
         let ctx = RecordingContext(identity: handler.identity, ack: ack)
         let reader = StreamReader(source: MemoryByteSource(bytes, pieceSizes: pieces))
@@ -89,6 +92,8 @@ struct HandlerHarness {
                 try reader.readFooter(sectionID: header.sectionID)
             }
             try handler.loadComplete(context: ctx)
+            try handler.prepareRunStateChange(.start(.incomingMigration))
+            try handler.runStateChanged(.start(.incomingMigration))
         } catch {
             handler.loadCleanup(succeeded: false)
             throw error

@@ -70,6 +70,8 @@ import VFIOPCIHandler
         }
         #expect(tuning.announcedStopCopySize == 4 << 20)
         #expect(tuning.preallocatedBytes == 4 << 20)
+        // Through the protocol, as the handler sees it: the tuning's own buffer, not the default nil.
+        #expect((tuning as any VFIOPCITuning).preferredReceiveBuffer?.count == 4 << 20)
         // Every byte reached the device, in order.
         #expect(dst.resumeBytesReceived == UInt64(first.count + second.count))
         #expect(handler.statistics.loadedBytes == UInt64(first.count + second.count))

@@ -3,9 +3,14 @@
 // and read back with StreamReader, in memory and over a Unix socketpair (a writer thread and a
 // reader thread). Beside it, in the same run and over the same socketpair, a raw write(2)/read(2)
 // loop moves the same bytes; the "% of raw" metric is the stream's throughput over the raw one.
+// And the same stream over TCP loopback in TLS 1.3 with mutual authentication beside plaintext
+// TCP, alternating in the same iterations; "TLS % of plaintext" is the ratio (goal: 70 % or more).
 import Benchmark
 import Foundation
+import MigrationCore
+import MigrationScenarios
 import MigrationStream
+import MigrationTLS
 
 #if canImport(Glibc)
 import Glibc
@@ -142,6 +147,34 @@ let encodedStream: [UInt8] = {
     return sink.bytes
 }()
 
+/// A connected TCP loopback pair (writer end, reader end); TLS with the credentials in `tls`.
+func loopbackPair(tls: String?) throws -> (any MigrationConnection, any MigrationConnection) {
+    let listener = try TCPListener(host: "127.0.0.1", port: 0)
+    defer { listener.close() }
+    let plain = TCPTransport(host: "127.0.0.1", port: listener.port)
+    let transport: any MigrationTransport = tls.map { TLSTransport(base: plain, configuration: TLSConfiguration(directory: $0)) } ?? plain
+    let accepting: any MigrationListener = try tls.map {
+        try TLSTransport(base: plain, configuration: TLSConfiguration(directory: $0)).secure(listener)
+    } ?? listener
+    let accepted = AcceptedBox()
+    let done = DispatchSemaphore(value: 0)
+    let thread = Thread {
+        do { accepted.set(.success(try accepting.accept())) } catch { accepted.set(.failure(error)) }
+        done.signal()
+    }
+    thread.start()
+    let writer = try transport.connect()
+    done.wait()
+    return (writer, try accepted.get())
+}
+
+final class AcceptedBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: Result<any MigrationConnection, any Error> = .failure(BenchmarkFailure.unexpected("not accepted"))
+    func set(_ r: Result<any MigrationConnection, any Error>) { lock.withLock { result = r } }
+    func get() throws -> any MigrationConnection { try lock.withLock { result }.get() }
+}
+
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .throughput],
@@ -235,6 +268,47 @@ let benchmarks: @Sendable () -> Void = {
             benchmark.measurement(streamMBps, streamRate)
             benchmark.measurement(rawMBps, rawRate)
             benchmark.measurement(percentOfRaw, streamRate * 100 / max(rawRate, 1))
+        }
+    }
+
+    let plainMBps = BenchmarkMetric.custom("plaintext MB/s", polarity: .prefersLarger, useScalingFactor: false)
+    let tlsMBps = BenchmarkMetric.custom("TLS MB/s", polarity: .prefersLarger, useScalingFactor: false)
+    let tlsPercent = BenchmarkMetric.custom("TLS % of plaintext", polarity: .prefersLarger, useScalingFactor: false)
+    let tlsRounds = RoundCounter()
+    Benchmark("TCP loopback: the main stream in TLS 1.3 (mutual x509 auth) vs plaintext, 64 x 1 MiB DATA chunks",
+              configuration: .init(metrics: [.wallClock, plainMBps, tlsMBps, tlsPercent])) { benchmark in
+        let credentials = try BenchmarkTLS.makeCredentials()
+        defer { try? FileManager.default.removeItem(atPath: credentials) }
+        let (plainOut, plainIn) = try loopbackPair(tls: nil)
+        let (tlsOut, tlsIn) = try loopbackPair(tls: credentials)
+        defer { for c in [plainOut, plainIn, tlsOut, tlsIn] { c.close() } }
+        let chunk = [UInt8](repeating: 0xA5, count: chunkSize)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 8)
+        defer { buffer.deallocate() }
+        func transfer(_ out: any MigrationConnection, _ into: any MigrationConnection) throws -> Duration {
+            try timedTransfer(write: {
+                try writeDeviceState(StreamWriter(sink: out), chunk: chunk)
+            }, read: {
+                let data = try readDeviceState(StreamReader(source: into), buffer: buffer)
+                guard data == chunkSize * chunkCount else { throw BenchmarkFailure.unexpected("data \(data)") }
+            })
+        }
+        for _ in benchmark.scaledIterations {
+            tlsRounds.count += 1
+            // Alternate which goes first, so neither gains from the other's warm-up.
+            let plain: Duration, tls: Duration
+            if tlsRounds.count % 2 == 0 {
+                plain = try transfer(plainOut, plainIn)
+                tls = try transfer(tlsOut, tlsIn)
+            } else {
+                tls = try transfer(tlsOut, tlsIn)
+                plain = try transfer(plainOut, plainIn)
+            }
+            let plainRate = megabytesPerSecond(encodedStream.count, plain)
+            let tlsRate = megabytesPerSecond(encodedStream.count, tls)
+            benchmark.measurement(plainMBps, plainRate)
+            benchmark.measurement(tlsMBps, tlsRate)
+            benchmark.measurement(tlsPercent, tlsRate * 100 / max(plainRate, 1))
         }
     }
 }

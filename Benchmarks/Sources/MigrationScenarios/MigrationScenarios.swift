@@ -67,10 +67,11 @@ public enum MigrationScenarios {
         public var verified: Bool
     }
 
-    /// Migrates `machine` once over loopback.
-    public static func run(_ machine: ExampleMachineConfiguration, switchoverAck: Bool, channels: Int = 0) async throws -> Sample {
+    /// Migrates `machine` once over loopback (every channel in TLS with `secure`).
+    public static func run(_ machine: ExampleMachineConfiguration, switchoverAck: Bool, channels: Int = 0,
+                           secure: LoopbackSecurity? = nil) async throws -> Sample {
         let result = try await LoopbackMigration.run(machine, parameters: parameters(switchoverAck: switchoverAck, channels: channels),
-                                                     timeout: .seconds(60))
+                                                     timeout: .seconds(60), secure: secure)
         guard result.verification.verified else { throw ScenarioError.mismatch(result.verification.checks.filter { !$0.matches }.map(\.name)) }
         let s = result.statistics
         return Sample(downtimeMs: s.downtime.map(Units.milliseconds) ?? 0,
