@@ -187,7 +187,11 @@ fi
 
 # --- 5. QEMU saves what it received: its mtty data equals what our source sent --------------------------
 step=qemu-saves-what-switchover-sent
-# A file has no return path: both capabilities off for the way out.
+# The guest started with -S: run it (the device leaves RESUMING only when the VM starts; a paused
+# destination's migration fails with "Invalid device state 4"). A file has no return path: both
+# capabilities off for the way out.
+hmp 4 "cont"
+sleep 3
 hmp 4 "migrate_set_capability switchover-ack off"
 hmp 4 "migrate_set_capability return-path off"
 hmp 4 'migrate "exec:cat > /tmp/qemu-destination.mig"'
