@@ -115,3 +115,11 @@ clean:
 .PHONY: test-kernel
 test-kernel:
 	SWIFT="$(SWIFT)" bash scripts/kernel-test/run.sh
+
+# Migrations between Switchover and a real QEMU 10 (Debian bookworm-backports) with real mtty devices,
+# inside the make test-kernel guest: QEMU -> file -> Switchover, Switchover -> QEMU live over TCP with
+# return-path and switchover-ack. Same downloads, skip and verdict rules as test-kernel. See
+# docs/qemu-peer-test.md.
+.PHONY: test-qemu
+test-qemu:
+	SWIFT="$(SWIFT)" bash scripts/kernel-test/qemu-peer.sh

@@ -128,6 +128,11 @@ let package = Package(
             name: "kernel-vfio-check",
             dependencies: ["VFIO", "VFIOPCIHandler", "MigrationCore", "MigrationStream"]
         ),
+        // Runs inside the kernel-test guest beside a real QEMU 10 (make test-qemu, docs/qemu-peer-test.md).
+        .executableTarget(
+            name: "qemu-peer-check",
+            dependencies: ["VFIO", "VFIOPCIHandler", "MigrationCore", "MigrationStream"]
+        ),
         // What several test targets share: a child-process runner that needs no run loop.
         .target(name: "TestSupport", dependencies: ["MigrationCore"], path: "Tests/TestSupport"),
         .testTarget(name: "MigrationStreamTests", dependencies: ["MigrationStream"], resources: [.copy("Fixtures")]),

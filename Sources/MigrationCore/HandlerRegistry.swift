@@ -56,7 +56,10 @@ public enum RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
 public final class HandlerRegistry: Sendable {
     private struct State {
         var entries: [RegisteredHandler] = []
-        var nextSectionID: UInt32 = 0
+        // From 1: a QEMU destination finds a PART/END section's handler by the id its START bound,
+        // and every handler it has not yet seen a START for holds id 0, so a PART of section 0
+        // goes to the first one it registered (make test-qemu: "timer: incoming version_id 0").
+        var nextSectionID: UInt32 = 1
     }
 
     private let state = Monitor(State())

@@ -46,6 +46,9 @@ public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
     case attachIOMMUFDPT
     /// `VFIO_DEVICE_GET_INFO`.
     case getInfo
+    /// `VFIO_DEVICE_GET_REGION_INFO` and pread/pwrite of the PCI config region
+    /// (`VFIO_PCI_CONFIG_REGION_INDEX`).
+    case configSpace
 
     public var description: String {
         switch self {
@@ -71,6 +74,7 @@ public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
         case .bindIOMMUFD: "VFIO_DEVICE_BIND_IOMMUFD"
         case .attachIOMMUFDPT: "VFIO_DEVICE_ATTACH_IOMMUFD_PT"
         case .getInfo: "VFIO_DEVICE_GET_INFO"
+        case .configSpace: "access to the VFIO config region"
         }
     }
 }

@@ -85,7 +85,7 @@ extension VFIODeviceClient {
     }
 
     /// `VFIO_DEVICE_GET_REGION_INFO` for region `index`.
-    func regionInfo(_ index: UInt32) -> Result<VFIORegionInfo, Errno> {
+    package func regionInfo(_ index: UInt32) -> Result<VFIORegionInfo, Errno> {
         guard let fd = deviceFD else { return .failure(.badFileDescriptor) }
         var bytes = [UInt8](repeating: 0, count: VFIORegionInfo.size)
         LittleEndianBytes.store(UInt32(VFIORegionInfo.size), into: &bytes, at: 0)
@@ -101,12 +101,24 @@ extension VFIODeviceClient {
 
     /// Writes `bytes` at `offset` inside region `index` of the device fd (`pwrite(2)`), as a guest's
     /// access to a BAR would.
-    func writeRegion(_ index: UInt32, offset: UInt64, bytes: [UInt8]) -> Result<Void, Errno> {
+    package func writeRegion(_ index: UInt32, offset: UInt64, bytes: [UInt8]) -> Result<Void, Errno> {
         guard let fd = deviceFD else { return .failure(.badFileDescriptor) }
         return regionInfo(index).flatMap { info in
             guard offset + UInt64(bytes.count) <= info.size else { return .failure(.invalidArgument) }
             let written = bytes.withUnsafeBytes { system.pwrite(fd, from: $0, offset: Int64(bitPattern: info.offset + offset)) }
             return written.flatMap { $0 == bytes.count ? .success(()) : .failure(.ioError) }
+        }
+    }
+
+    /// Reads `count` bytes at `offset` inside region `index` of the device fd (`pread(2)`), e.g.
+    /// the PCI config space (region 7) as QEMU's vfio-pci reads it.
+    package func readRegion(_ index: UInt32, offset: UInt64, count: Int) -> Result<[UInt8], Errno> {
+        guard let fd = deviceFD else { return .failure(.badFileDescriptor) }
+        return regionInfo(index).flatMap { info in
+            guard count >= 0, offset <= info.size, UInt64(count) <= info.size - offset else { return .failure(.invalidArgument) }
+            var bytes = [UInt8](repeating: 0, count: count)
+            let read = bytes.withUnsafeMutableBytes { system.pread(fd, into: $0, offset: Int64(bitPattern: info.offset + offset)) }
+            return read.flatMap { $0 == count ? .success(bytes) : .failure(.ioError) }
         }
     }
 }
@@ -127,6 +139,11 @@ extension KernelVFIODevice {
     /// Writes into a region of the device (e.g. a register of an I/O BAR), as the guest would.
     package func writeRegion(_ index: UInt32, offset: UInt64, bytes: [UInt8]) -> Result<Void, Errno> {
         client.writeRegion(index, offset: offset, bytes: bytes)
+    }
+
+    /// Reads from a region of the device (e.g. the PCI config space, region 7).
+    package func readRegion(_ index: UInt32, offset: UInt64, count: Int) -> Result<[UInt8], Errno> {
+        client.readRegion(index, offset: offset, count: count)
     }
 }
 

@@ -64,8 +64,15 @@ extension VFIOPCIHandler {
                 try expectEnd(reader, idstr: idstr, after: "CONFIG_STATE")
                 return
             case .configLoadReady:
-                throw VFIOPCIHandlerError.badSection(device: device.name, offset: at,
-                                                     reason: "CONFIG_LOAD_READY needs multifd transfer, which this migration does not use")
+                // QEMU 10.1 with multifd transfer (and its config loaded after the iterations): the
+                // FULL section's only tag, no END_OF_STATE; the config state itself is the last
+                // multifd buffer (loadStateBuffer).
+                guard context.multifdTransfer, header.kind == .full else {
+                    throw VFIOPCIHandlerError.badSection(device: device.name, offset: at,
+                        reason: context.multifdTransfer ? "CONFIG_LOAD_READY outside the FULL section"
+                            : "CONFIG_LOAD_READY needs multifd transfer, which this migration does not use")
+                }
+                return
             }
         }
     }

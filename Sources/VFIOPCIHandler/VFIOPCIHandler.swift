@@ -67,12 +67,23 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
 
     /// - Parameters:
     ///   - device: a kernel-backed or simulated VFIO device.
-    ///   - config: the device's config-space state (FULL section); a snapshot by default.
+    ///   - config: the device's config-space state (FULL section); by default QEMU's layout
+    ///     (``QEMUPCIConfigState``) over the device's VFIO config region when it can be read
+    ///     (kernel and simulated devices), else a stand-in snapshot.
     ///   - tuning: a vendor module's tuning; QEMU's defaults otherwise.
     public init(device: VFIOMigrationDevice, config: VFIOPCIConfigState? = nil, tuning: VFIOPCITuning = GenericVFIOPCITuning()) {
         self.device = device
-        self.config = config ?? PCIConfigSnapshot(simulatedFor: device.name)
+        self.config = config ?? Self.defaultConfig(for: device)
         self.tuning = tuning
+    }
+
+    /// QEMU's layout over the device's config region when a one-byte read of it works (a probe at
+    /// init: a device fd adopted from a VMM may have none we can reach); a stand-in otherwise.
+    static func defaultConfig(for device: VFIOMigrationDevice) -> VFIOPCIConfigState {
+        if let access = device as? any VFIOConfigSpaceAccess, (try? access.readConfigSpace(offset: 0, count: 1)) != nil {
+            return QEMUPCIConfigState(device: access)
+        }
+        return PCIConfigSnapshot(simulatedFor: device.name)
     }
 
     /// QEMU's idstr for a VFIO device at a PCI address: "0000:00:05.0/vfio".

@@ -19,6 +19,15 @@ package protocol SimulatedFile: AnyObject, Sendable {
     var positionalIOError: Errno { get }
     /// The fd was closed: the file's last reference from userspace is gone.
     func release()
+    /// `pread(2)`: `positionalIOError` unless the file has regions (a device fd's config space).
+    func pread(into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno>
+    /// `pwrite(2)`: `positionalIOError` unless the file has regions.
+    func pwrite(from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno>
+}
+
+extension SimulatedFile {
+    package func pread(into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> { .failure(positionalIOError) }
+    package func pwrite(from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> { .failure(positionalIOError) }
 }
 
 /// Process-wide map from real fd numbers to the simulated files behind them. An entry lives from the

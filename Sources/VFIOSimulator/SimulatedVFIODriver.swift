@@ -8,10 +8,13 @@ package final class SimulatedVFIODriver: Sendable {
     let configuration: SimulatedVFIOConfiguration
     let clock: any VFIOSimulationClock
     let state: Mutex<SimulatedDriverState>
+    /// The PCI config space behind the config region (SimulatedVFIODriver+Config.swift).
+    let configSpace: Mutex<[UInt8]>
 
     init(configuration: SimulatedVFIOConfiguration, clock: any VFIOSimulationClock) {
         self.configuration = configuration
         self.clock = clock
+        self.configSpace = Mutex(configuration.pciConfigSpace)
         self.state = Mutex(SimulatedDriverState(configuration: configuration, now: clock.now()))
     }
 
@@ -32,6 +35,9 @@ package final class SimulatedVFIODriver: Sendable {
         case VFIOUAPI.deviceFeature:
             guard case .buffer(let buffer) = argument else { return .failure(.badAddress) }
             return feature(buffer)
+        case VFIOUAPI.deviceGetRegionInfo:
+            guard case .buffer(let buffer) = argument else { return .failure(.badAddress) }
+            return regionInfo(buffer)
         case VFIOUAPI.deviceReset:
             resetRecording()
             return .success(0)

@@ -40,12 +40,12 @@ package struct SimulatedVFIOSyscalls: VFIOSyscalls {
     }
 
     package func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
-        if let file = table.file(for: fd) { return .failure(file.positionalIOError) }
+        if let file = table.file(for: fd) { return file.pread(into: buffer, offset: offset) }
         return base.pread(fd, into: buffer, offset: offset)
     }
 
     package func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
-        if let file = table.file(for: fd) { return .failure(file.positionalIOError) }
+        if let file = table.file(for: fd) { return file.pwrite(from: buffer, offset: offset) }
         return base.pwrite(fd, from: buffer, offset: offset)
     }
 

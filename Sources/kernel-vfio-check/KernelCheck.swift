@@ -21,9 +21,9 @@ enum KernelCheck: String, CaseIterable {
     case migrationSourceReadback = "migration-source-readback"
     case migrationDestinationOpen = "migration-destination-open"
     case migrationDestination = "migration-destination"
-    case migrationStandInConfigRelayed = "migration-stand-in-config-relayed"
     case migrationDestinationReadback = "migration-destination-readback"
     case migrationReadbackMatchesSource = "migration-readback-matches-source"
+    case migrationConfigStateRestored = "migration-config-state-restored"
 
     /// The name on its PASS/FAIL line.
     var name: String { rawValue }

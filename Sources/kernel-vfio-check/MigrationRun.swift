@@ -12,10 +12,16 @@ enum MigrationRun {
     static func reportPath(_ role: String) -> String { "/tmp/kernel-vfio-check.\(role).report" }
     /// Both children must be done by then (TCG is slow; the migration itself takes well under a second).
     static let deadline: Duration = .seconds(120)
+    /// The header of the config space compared before and after (ids, COMMAND, BARs).
+    static let configBytes = 0x28
+    /// BAR0 as the source's guest programs it: I/O space at 0xc000 (mtty's BAR0 is 8 bytes of I/O).
+    static let sourceBAR0: [UInt8] = [0x01, 0xc0, 0x00, 0x00]
 
     static func run(source: KernelVFIODevice, destination: KernelVFIODevice, report: inout VFIOCheckReport) {
         var sourceBefore: [UInt8] = []
         var destinationBefore: [UInt8] = []
+        var sourceConfig: [UInt8] = []
+        var destinationConfigBefore: [UInt8] = []
         report.run(KernelCheck.migrationPrepare.name) { c in
             // Different registers from the behaviour checks' writes, whose state the destination now holds.
             KernelEnvironment.guestWrite(source, port: 1, register: KernelEnvironment.UART.transmit, bytes: Array("Go".utf8), &c)
@@ -25,12 +31,20 @@ enum MigrationRun {
             c.expect(sourceBefore != destinationBefore, "the source's state already equals the destination's")
             c.note("source state before: \(KernelEnvironment.hex(sourceBefore))")
             c.note("destination state before: \(KernelEnvironment.hex(destinationBefore))")
+            // A BAR address in the source's config space, through the VFIO config region, as a guest's
+            // BIOS would program it: the config state must carry it into the destination device.
+            try source.writeConfigSpace(offset: 0x10, bytes: sourceBAR0)
+            sourceConfig = try source.readConfigSpace(offset: 0, count: configBytes)
+            destinationConfigBefore = try destination.readConfigSpace(offset: 0, count: configBytes)
+            c.expect(sourceConfig != destinationConfigBefore, "the source's config space already equals the destination's")
+            c.note("source config: \(KernelEnvironment.hex(sourceConfig)), destination config before: \(KernelEnvironment.hex(destinationConfigBefore))")
             // The children open the devices again: their groups must be free.
             try source.close()
             try destination.close()
         }
 
         var states: [String: [UInt8]] = [:]
+        var destinationConfigAfter: [UInt8]?
         var childResults: [VFIOCheckResult] = []
         report.run(KernelCheck.migrationTwoProcesses.name) { c in
             for role in ["source", "destination"] { unlink(reportPath(role)) }
@@ -70,6 +84,8 @@ enum MigrationRun {
                         childResults.append(VFIOCheckResult(name: name, problems: [String(line[line.index(after: colon)...].dropFirst())]))
                     } else if line.hasPrefix("state "), let bytes = KernelEnvironment.bytes(fromHex: line.dropFirst(6)) {
                         states[role] = bytes
+                    } else if line.hasPrefix("config "), let bytes = KernelEnvironment.bytes(fromHex: line.dropFirst(7)) {
+                        destinationConfigAfter = bytes
                     }
                 }
             }
@@ -84,6 +100,18 @@ enum MigrationRun {
             c.expect(sourceAfter == sourceBefore, "the source's state changed during the migration: \(firstDifference(sourceAfter, sourceBefore))")
             c.expect(destinationAfter != destinationBefore, "the destination's state did not change")
             c.note("destination state after: \(KernelEnvironment.hex(destinationAfter))")
+        }
+
+        // The generic handler's config state (QEMU's layout, read from the source's VFIO config region
+        // and written into the destination's as QEMU's loader does): the destination device's own
+        // config space now holds the source's COMMAND and BARs.
+        report.run(KernelCheck.migrationConfigStateRestored.name) { c in
+            guard let after = destinationConfigAfter else { throw VFIOCheckAbort("no config space read back from the destination") }
+            c.note("destination config after: \(KernelEnvironment.hex(after))")
+            c.expectEqual(Array(after[0x10..<0x14]), sourceBAR0, "the destination's BAR0")
+            c.expectEqual(Array(after[0x04..<0x06]), Array(sourceConfig[0x04..<0x06]), "the destination's COMMAND")
+            c.expectEqual(Array(after[0x10..<0x28]), Array(sourceConfig[0x10..<0x28]), "the destination's BARs")
+            c.expect(after != destinationConfigBefore, "the destination's config space did not change")
         }
     }
 

@@ -46,7 +46,7 @@ struct CheckListTests {
     func everyCheckDocumented() throws {
         let documented = try Self.documentedChecks()
         let names = try Self.checkNames()
-        #expect(names.contains("migration-stand-in-config-relayed") && names.contains("reset-disables-save-fd"))
+        #expect(names.contains("migration-config-state-restored") && names.contains("reset-disables-save-fd"))
         for name in names where documented.filter({ $0 == name }).count != 1 {
             Issue.record("docs/kernel-test.md has \(documented.filter { $0 == name }.count) rows for the check \(name), want 1")
         }

@@ -288,6 +288,48 @@ struct HostScriptTests {
         #expect(!result.stdout.contains("downloaded"))
     }
 
+    // MARK: - make test-qemu (KT_NAME=qemu-peer)
+
+    /// A console of the QEMU peer guest: its steps, summary and exit line.
+    static func qemuPeerConsole(steps: [String], summary: String, exit: Int) -> String {
+        (["guest: QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)", "  info: a line"] + steps
+            + [summary, "guest: qemu-peer-guest exit \(exit)", "[   99.000000] reboot: Power down"]).joined(separator: "\n") + "\n"
+    }
+
+    @Test("make test-qemu's verdict reads its own summary and exit lines, and not kernel-vfio's")
+    func qemuPeerVerdict() throws {
+        let directory = try TemporaryDirectory()
+        let environment = ["KT_NAME": "qemu-peer", "KT_GUEST_PROGRAM": "qemu-peer-guest"]
+        let steps = ["PASS qemu-saves-vm-to-file", "PASS switchover-inspects-qemu-file", "PASS qemu-file-loaded-by-switchover",
+                     "PASS switchover-source-to-qemu-live", "PASS qemu-destination-completed", "PASS qemu-saves-what-switchover-sent"]
+        let clean = try directory.write("clean.log", Self.qemuPeerConsole(steps: steps, summary: "qemu-peer: 6 passed, 0 failed", exit: 0))
+        let passed = try Self.bash("kt_verdict \"\(clean)\"", environment: environment)
+        #expect(passed.status == 0, "\(passed)")
+        #expect(passed.stdout == "qemu-peer: 6 passed, 0 failed\nqemu-peer: PASSED\n")
+
+        var failing = steps
+        failing[3] = "FAIL switchover-source-to-qemu-live: QEMU sent no SWITCHOVER_ACK"
+        let failed = try directory.write("failed.log", Self.qemuPeerConsole(steps: failing, summary: "qemu-peer: 5 passed, 1 failed", exit: 1))
+        let result = try Self.bash("kt_verdict \"\(failed)\"", environment: environment)
+        #expect(result.status == 1)
+        #expect(result.stdout.contains("qemu-peer: FAILED: 1 check(s) failed: switchover-source-to-qemu-live"), "\(result)")
+        #expect(result.stdout.contains("qemu-peer-guest exited with status 1"), "\(result)")
+
+        // A kernel-vfio console is no qemu-peer verdict.
+        let other = try directory.write("other.log", FakeConsole().text)
+        let wrong = try Self.bash("kt_verdict \"\(other)\"", environment: environment)
+        #expect(wrong.status == 1)
+        #expect(wrong.stdout.contains("the guest printed no summary line `qemu-peer: N passed, M failed`"), "\(wrong)")
+    }
+
+    @Test("make test-qemu's skip fails under CI with its own name")
+    func qemuPeerSkipInCI() throws {
+        let result = try Self.bash("kt_skip 'apt knows no qemu-system-x86 in bookworm-backports' 'apt-get update'; echo not reached",
+                                   environment: ["CI": "true", "KT_NAME": "qemu-peer"])
+        #expect(result.status == 1)
+        #expect(result.stdout.hasPrefix("qemu-peer: FAILED: apt knows no qemu-system-x86 in bookworm-backports (CI=true"), "\(result)")
+    }
+
     @Test("Outside CI a failed download is a skip with apt's error")
     func failedDownloadOutsideCI() throws {
         let result = try Self.failingDownload(ci: false)

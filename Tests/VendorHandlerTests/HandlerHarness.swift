@@ -8,14 +8,15 @@ import VFIOPCIHandler
 final class RecordingContext: SaveContext, LoadContext, @unchecked Sendable {
     let identity: HandlerIdentity
     let switchoverAckEnabled: Bool
-    var multifdTransfer: Bool { false }
+    let multifdTransfer: Bool
     private let lock = NSLock()
     private var running = true
     private var approved = 0
 
-    init(identity: HandlerIdentity, ack: Bool) {
+    init(identity: HandlerIdentity, ack: Bool, multifd: Bool = false) {
         self.identity = identity
         self.switchoverAckEnabled = ack
+        self.multifdTransfer = multifd
     }
 
     var vmRunning: Bool {

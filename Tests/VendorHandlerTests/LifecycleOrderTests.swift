@@ -65,7 +65,7 @@ final class LifecycleScenario: Sendable {
             let s = try SimulatedVFIODevice(config)
             let d = try SimulatedVFIODevice(config)
             let source = VFIOPCIHandler(device: s, tuning: MultifdSmallChunkTuning(size: 16 << 10))
-            let destination = VFIOPCIHandler(device: d, config: PCIConfigSnapshot(bytes: [UInt8](repeating: 0, count: 256)),
+            let destination = VFIOPCIHandler(device: d, config: QEMUPCIConfigState(read: { [] }),
                                              tuning: MultifdSmallChunkTuning(size: 16 << 10))
             try sourceRegistry.register(source, idstr: source.identity.idstr, instanceID: 0, versionID: 1)
             try destinationRegistry.register(destination, idstr: destination.identity.idstr, instanceID: 0, versionID: 1)

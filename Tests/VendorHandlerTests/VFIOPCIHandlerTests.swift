@@ -109,6 +109,32 @@ import VFIOPCIHandler
         handler.loadCleanup(succeeded: false)
     }
 
+    @Test("CONFIG_LOAD_READY (QEMU 10.1) is a FULL section's whole body with multifd transfer, refused without it or in a PART")
+    func configLoadReadyWithMultifd() throws {
+        let dst = try SimulatedVFIODevice(.mtty(name: "0000:00:05.0"))
+        let handler = VFIOPCIHandler(device: dst)
+        let tag = VFIOSectionTag.configLoadReady.bytes
+        let full = SectionHeader(kind: .full, sectionID: 1, idstr: handler.identity.idstr, instanceID: 0, versionID: 1)
+        let part = SectionHeader(kind: .part, sectionID: 1, idstr: handler.identity.idstr, instanceID: 0, versionID: 1)
+
+        let multifd = RecordingContext(identity: handler.identity, ack: false, multifd: true)
+        try handler.loadSetup(context: multifd)
+        let reader = StreamReader(source: MemoryByteSource(tag + [0x7e]))
+        try handler.loadState(from: reader, header: full, context: multifd)
+        #expect(reader.offset == 8)
+        #expect(throws: VFIOPCIHandlerError.self) {
+            try handler.loadState(from: StreamReader(source: MemoryByteSource(tag)), header: part, context: multifd)
+        }
+        handler.loadCleanup(succeeded: false)
+
+        let classic = RecordingContext(identity: handler.identity, ack: false)
+        try handler.loadSetup(context: classic)
+        #expect(throws: VFIOPCIHandlerError.self) {
+            try handler.loadState(from: StreamReader(source: MemoryByteSource(tag)), header: full, context: classic)
+        }
+        handler.loadCleanup(succeeded: false)
+    }
+
     @Test func anUnknownTagIsATypedErrorWithItsOffset() throws {
         let dst = try SimulatedVFIODevice(.mtty(name: "0000:00:05.0"))
         let handler = VFIOPCIHandler(device: dst)

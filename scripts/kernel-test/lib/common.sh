@@ -11,9 +11,15 @@ KT_SERIES=${KERNEL_TEST_SERIES:-6.12}
 KT_FLAVOUR=${KERNEL_TEST_FLAVOUR:-amd64}
 # How long the guest may run before it counts as hung.
 KT_TIMEOUT=${KERNEL_TEST_TIMEOUT:-300}
+# The guest's RAM in MiB (make test-qemu runs QEMU 10 inside it and raises it).
+KT_GUEST_MEMORY=${KERNEL_TEST_MEMORY:-1024}
 # The Swift release build of the in-guest binary has its own scratch path (.build* is git-ignored).
 KT_SCRATCH=${KERNEL_TEST_SCRATCH:-$REPO_ROOT/.build-kernel}
 SWIFT=${SWIFT:-swift}
+# The name on the summary, skip and verdict lines: kernel-vfio (make test-kernel) or qemu-peer
+# (make test-qemu), and the guest binary whose exit status the guest reports.
+KT_NAME=${KT_NAME:-kernel-vfio}
+KT_GUEST_PROGRAM=${KT_GUEST_PROGRAM:-kernel-vfio-check}
 
 APT_INSTALL=(apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300)
 SUDO=""
@@ -28,17 +34,17 @@ kt_in_ci() {
 }
 
 # The packages could not be had, so nothing can be booted: `kt_skip REASON FIX` (FIX: the command or step
-# that makes it work). Outside CI it prints `kernel-vfio: SKIPPED: REASON` and `kernel-vfio: to fix: FIX`
+# that makes it work). Outside CI it prints `$KT_NAME: SKIPPED: REASON` and `$KT_NAME: to fix: FIX`
 # and exits 0. Under CI a skip would pass a run that proved nothing: it prints
-# `kernel-vfio: FAILED: REASON …` and exits 1.
+# `$KT_NAME: FAILED: REASON …` and exits 1.
 kt_skip() {
     local reason=$1 fix=${2:-}
     if kt_in_ci; then
-        echo "kernel-vfio: FAILED: $reason (CI=$CI: what would be a skip elsewhere fails here)"
+        echo "$KT_NAME: FAILED: $reason (CI=$CI: what would be a skip elsewhere fails here)"
     else
-        echo "kernel-vfio: SKIPPED: $reason"
+        echo "$KT_NAME: SKIPPED: $reason"
     fi
-    if [ -n "$fix" ]; then echo "kernel-vfio: to fix: $fix"; fi
+    if [ -n "$fix" ]; then echo "$KT_NAME: to fix: $fix"; fi
     if kt_in_ci; then exit 1; fi
     exit 0
 }

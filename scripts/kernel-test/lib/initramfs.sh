@@ -40,12 +40,29 @@ kt_add_module() {
     KT_LOAD_ORDER+=("$name")
 }
 
+# Copies a binary into the stage at DEST, stripped unless it is a shell script, with every shared
+# library ldd names for it (and the loader) at the same path: `kt_stage_binary STAGE BINARY DEST`.
+kt_stage_binary() {
+    local stage=$1 bin=$2 dest=$3 lib
+    mkdir -p "$stage$(dirname "$dest")"
+    strip -o "$stage$dest" "$bin" 2>/dev/null || cp -L "$bin" "$stage$dest"
+    chmod 0755 "$stage$dest"
+    if ldd "$bin" | grep -q 'not found'; then
+        kt_die "$bin needs libraries this host lacks: $(ldd "$bin" | awk '/not found/ { print $1 }' | tr '\n' ' ')"
+    fi
+    for lib in $(ldd "$bin" | awk '/=> \// { print $3 } /^\t\// { print $1 }'); do
+        [ -f "$stage$lib" ] && continue
+        mkdir -p "$stage$(dirname "$lib")"
+        cp -L "$lib" "$stage$lib"
+    done
+}
+
 kt_pack_initramfs() {
-    local stage="$KT_CACHE/initramfs" m lib
+    local stage="$KT_CACHE/$KT_NAME-initramfs" m lib
     rm -rf "$stage"
     mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,modules}
     cp "$KT_ROOTFS/bin/busybox" "$stage/bin/busybox"
-    install -m 0755 "$KT_DIR/guest-init.sh" "$stage/init"
+    install -m 0755 "${KT_GUEST_INIT:-$KT_DIR/guest-init.sh}" "$stage/init"
 
     KT_LOAD_ORDER=()
     for m in "${KT_ROOT_MODULES[@]}"; do kt_add_module "$m"; done
@@ -56,14 +73,12 @@ kt_pack_initramfs() {
     kt_log "modules in load order: ${KT_LOAD_ORDER[*]}"
 
     # The binary, stripped, and the libraries (and loader) it needs, at the paths ldd names.
-    strip -o "$stage/kernel-vfio-check" "$KT_CHECK_BIN"
-    for lib in $(ldd "$KT_CHECK_BIN" | awk '/=> \// { print $3 } /^\t\// { print $1 }'); do
-        mkdir -p "$stage$(dirname "$lib")"
-        cp -L "$lib" "$stage$lib"
-    done
+    if [ -n "${KT_CHECK_BIN:-}" ]; then kt_stage_binary "$stage" "$KT_CHECK_BIN" /kernel-vfio-check; fi
+    # make test-qemu adds its binaries and QEMU 10's tree (lib/qemu10.sh).
+    if declare -F kt_initramfs_extra >/dev/null; then kt_initramfs_extra "$stage"; fi
     kt_log "libraries: $(cd "$stage" && find lib* usr/lib* -type f 2>/dev/null | tr '\n' ' ')"
 
-    KT_INITRD="$KT_CACHE/initramfs.cpio.gz"
+    KT_INITRD="$KT_CACHE/${KT_NAME}-initramfs.cpio.gz"
     (cd "$stage" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner 0:0 --quiet) |
         gzip -6 >"$KT_INITRD"
     kt_log "initramfs $(du -h "$KT_INITRD" | cut -f1)"

@@ -1,0 +1,238 @@
+// The steps of the QEMU peer test that run on our side: loading a QEMU file into a real mtty device
+// through the engine and the generic handler, and a live source towards a QEMU destination.
+
+#if os(Linux)
+import Dispatch
+import Glibc
+import MigrationCore
+import MigrationStream
+import Synchronization
+import VFIO
+import VFIOPCIHandler
+
+enum PeerSteps {
+    static func pass(_ name: String) { say("PASS \(name)") }
+    static func fail(_ name: String, _ reason: String) { say("FAIL \(name): \(reason)") }
+    static func info(_ text: String) { say("  info: \(text)") }
+    /// One line, flushed at once: the console interleaves it with QEMU's and the script's.
+    static func say(_ line: String) {
+        print(line)
+        fflush(nil)
+    }
+
+    /// An mdev through /dev/vfio/vfio and /dev/vfio/<group>.
+    static func openDevice(_ uuid: String) throws -> KernelVFIODevice {
+        try KernelVFIODevice.open(.mdev(uuid), access: .group)
+    }
+    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format2: $0) }.joined() }
+
+    // MARK: QEMU file → device
+
+    static func fileToDevice(path: String, uuid: String) -> Int32 {
+        let name = "qemu-file-loaded-by-switchover"
+        do {
+            let file = try QEMUFile(path: path)
+            let content = try file.vfioContent()
+            guard content.count == 1, let qemu = content.first else {
+                fail(name, "\(content.count) VFIO devices in \(path), expected 1"); return 1
+            }
+            info("\(path): machine \(file.configuration.machineType), \(file.records.count) records, VFIO device \(qemu.idstr) "
+                + "instance \(qemu.instanceID) version \(qemu.versionID), \(qemu.data.count) data bytes, config state \(qemu.config?.count ?? 0) bytes")
+            for line in qemu.items { info("  \(line)") }
+            let device = try openDevice(uuid)
+            let config = kernelConfigState(device)
+            let handler = VFIOPCIHandler(device: device, config: config)
+            let registry = HandlerRegistry()
+            try registry.register(handler, idstr: qemu.idstr, instanceID: qemu.instanceID, versionID: qemu.versionID)
+            var parameters = MigrationParameters()
+            parameters.extensions = false
+            parameters.switchoverAck = false
+            let trimmed = "/tmp/qemu-peer-vfio-only.mig"
+            try writeAll(file.vfioOnlyStream(), to: trimmed)
+            let destination = MigrationDestination(registry: registry, vm: StoppedGuest(), configuration: file.configuration, parameters: parameters)
+            let statistics = try wait { try await destination.run(from: FileTransport(path: trimmed)) }
+            info("loaded \(statistics.bytesTransferred) bytes (the file's VFIO sections); handler loaded \(handler.statistics.loadedBytes) data bytes")
+            if let loaded = config.lastLoaded, let sent = qemu.config {
+                info("QEMU's config state: PCIDevice version \(loaded.version), INTx \(loaded.interruptLevels), "
+                    + "vendor/device \(hex(Array(loaded.configSpace[0..<4]))), command \(hex(Array(loaded.configSpace[4..<6]))), \(sent.count) bytes")
+            }
+            let ours = try config.save()
+            if let theirs = qemu.config {
+                let differing = zip(ours, theirs).enumerated().filter { $0.element.0 != $0.element.1 }.map { $0.offset }
+                info("our config state for this device: \(ours.count) bytes (QEMU's \(theirs.count)); "
+                    + "\(differing.count) bytes differ\(differing.isEmpty ? "" : " at " + differing.prefix(16).map { "\($0)" }.joined(separator: ","))")
+            }
+            let saved = try readStateOut(device)
+            info("QEMU's data:       \(hex(qemu.data))")
+            info("the device saves:  \(hex(saved))")
+            guard !qemu.data.isEmpty, saved == qemu.data else {
+                fail(name, "the device saves \(saved.count) bytes that differ from QEMU's \(qemu.data.count)"); return 1
+            }
+            guard qemu.config?.count == config.byteCount else {
+                fail(name, "QEMU's config state has \(qemu.config?.count ?? 0) bytes, the QEMU layout \(config.byteCount)"); return 1
+            }
+            pass(name)
+            return 0
+        } catch {
+            fail(name, "\(error)")
+            return 1
+        }
+    }
+
+    static func fileData(path: String) -> Int32 {
+        do {
+            let content = try QEMUFile(path: path).vfioContent()
+            guard content.count == 1, let qemu = content.first else {
+                print("error: \(content.count) VFIO devices in \(path), expected 1"); return 1
+            }
+            for line in qemu.items { info(line) }
+            say("data \(hex(qemu.data))")
+            say("config \(hex(qemu.config ?? []))")
+            return 0
+        } catch {
+            print("error: \(error)")
+            return 1
+        }
+    }
+
+    // MARK: Live source → QEMU
+
+    static func source(uuid: String, host: String, port: String, machine: String) -> Int32 {
+        let name = "switchover-source-to-qemu-live"
+        guard let portNumber = UInt16(port) else { fail(name, "bad port \(port)"); return 2 }
+        do {
+            let device = try openDevice(uuid)
+            // A guest's writes, so this device's state differs from a fresh one: three bytes into
+            // port 0's FIFO, a line-control value into port 1 (16550 registers in I/O BARs 0 and 1).
+            for byte: UInt8 in [0x51, 0x45, 0x4d] { try check(device.writeRegion(0, offset: 0, bytes: [byte]), "write BAR0") }
+            try check(device.writeRegion(1, offset: 3, bytes: [0x1b]), "write BAR1+3")
+            let handler = VFIOPCIHandler(device: device, config: kernelConfigState(device))
+            let registry = HandlerRegistry()
+            try registry.register(handler, idstr: VFIOPCIHandler.idstr(for: "0000:00:04.0"), instanceID: 0,
+                                  versionID: VFIOPCIHandler.sectionVersion)
+            var parameters = MigrationParameters()
+            parameters.extensions = false
+            parameters.switchoverAck = true
+            parameters.switchoverBandwidth = 1 << 30
+            let guest = RunningGuest()
+            let source = MigrationSource(registry: registry, vm: guest, configuration: MachineConfiguration(machineType: machine),
+                                         parameters: parameters)
+            let transport = PatientTCPTransport(base: TCPTransport(host: host, port: portNumber), timeout: .seconds(60))
+            let statistics = try wait { try await source.run(to: transport) }
+            let entry = statistics.handlers.first
+            info("\(statistics.bytesTransferred) bytes, \(statistics.iterations) iterations, downtime \(statistics.downtime.map { "\($0)" } ?? "-"), "
+                + "ends at \(statistics.downtimeEnd), ack \(entry.map { "\($0.ackState)" } ?? "-")")
+            info("handler: \(handler.statistics.preCopyBytes) pre-copy bytes, \(handler.statistics.stopCopyBytes) stop-copy bytes, "
+                + "INIT_DATA_SENT \(handler.statistics.initDataSent)")
+            let sent = try readStateOut(device)
+            say("sent \(hex(sent))")
+            guard source.acknowledgement.acknowledged else { fail(name, "QEMU sent no SWITCHOVER_ACK"); return 1 }
+            guard statistics.downtimeEnd == .destinationShut else { fail(name, "QEMU did not send SHUT (\(statistics.downtimeEnd))"); return 1 }
+            guard handler.statistics.initDataSent else { fail(name, "INIT_DATA_SENT was not sent"); return 1 }
+            pass(name)
+            return 0
+        } catch {
+            fail(name, "\(error)")
+            return 1
+        }
+    }
+
+    // MARK: Helpers
+
+    /// The config state in QEMU's layout, read from and written to the device's VFIO config region
+    /// (mtty's is 255 bytes: the rest of the 4096-byte PCIe layout is zeros, as in QEMU's).
+    static func kernelConfigState(_ device: KernelVFIODevice) -> QEMUPCIConfigState {
+        QEMUPCIConfigState(device: device, express: true)
+    }
+
+    static func check<T>(_ result: Result<T, VFIOErrno>, _ what: String) throws -> T {
+        switch result {
+        case .success(let value): return value
+        case .failure(let errno): throw QEMUFileError(description: "\(what): \(errno)")
+        }
+    }
+
+    /// The device's whole state: → STOP_COPY (a fresh fd from STOP or RUNNING), read to the end, → RUNNING.
+    static func readStateOut(_ device: KernelVFIODevice) throws -> [UInt8] {
+        guard let fd = try device.setState(.stopCopy) else { throw QEMUFileError(description: "STOP_COPY opened no data fd") }
+        var bytes: [UInt8] = []
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 8)
+        defer { buffer.deallocate() }
+        while case .bytes(let n) = try fd.read(into: buffer) { bytes += buffer[0..<n] }
+        try device.setState(.running)
+        return bytes
+    }
+
+    static func writeAll(_ bytes: [UInt8], to path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw QEMUFileError(description: "cannot create \(path): errno \(errno)") }
+        defer { close(fd) }
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { throw QEMUFileError(description: "write \(path): errno \(errno)") }
+            offset += n
+        }
+    }
+
+    /// Runs an engine's async `run` from this synchronous process and waits for it.
+    static func wait<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+        let outcome = Mutex<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let result: Result<T, any Error>
+            do { result = .success(try await operation()) } catch { result = .failure(error) }
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        done.wait()
+        guard let result = outcome.withLock({ $0 }) else { throw CancellationError() }
+        return try result.get()
+    }
+}
+
+extension String {
+    init(format2 byte: UInt8) {
+        let digits = Array("0123456789abcdef")
+        self = String([digits[Int(byte >> 4)], digits[Int(byte & 0xf)]])
+    }
+}
+
+/// The destination's guest: stopped until the engine resumes it.
+final class StoppedGuest: VMController {
+    private let running = Mutex(false)
+    var isRunning: Bool { running.withLock { $0 } }
+    func stopVM() throws { running.withLock { $0 = false } }
+    func resumeVM() throws { running.withLock { $0 = true } }
+}
+
+/// The source's guest: running until the engine stops it at the switchover.
+final class RunningGuest: VMController {
+    private let running = Mutex(true)
+    var isRunning: Bool { running.withLock { $0 } }
+    func stopVM() throws { running.withLock { $0 = false } }
+    func resumeVM() throws { running.withLock { $0 = true } }
+}
+
+/// `tcp:HOST:PORT` for a source that may start before QEMU listens: connect is retried until `timeout`.
+struct PatientTCPTransport: MigrationTransport {
+    let base: TCPTransport
+    let timeout: Duration
+
+    func connect() throws -> any MigrationConnection {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while true {
+            do {
+                return try base.connect()
+            } catch {
+                guard clock.now < deadline else { throw error }
+                usleep(100_000)
+            }
+        }
+    }
+
+    func listen() throws -> any MigrationListener { try base.listen() }
+}
+#endif

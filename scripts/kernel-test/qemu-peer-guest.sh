@@ -1,0 +1,220 @@
+#!/bin/busybox sh
+# /init of the make test-qemu guest: loads VFIO and mtty, creates four mtty-2 mdevs and runs the steps
+# between QEMU 10 and Switchover (docs/qemu-peer-test.md). Each step prints `PASS name` or
+# `FAIL name: reason`; the run ends with `qemu-peer: N passed, M failed` and
+# `guest: qemu-peer-guest exit N`, which the host's verdict (lib/verdict.sh) reads.
+
+if [ "${1:-}" != inner ]; then
+    /bin/busybox mkdir -p /proc /sys /dev /tmp
+    /bin/busybox --install -s
+    mount -t devtmpfs devtmpfs /dev
+    exec </dev/console >/dev/console 2>&1
+    mount -t proc proc /proc
+    mount -t sysfs sysfs /sys
+    # Every line of the steps goes to the console through the kernel log (level 2, above loglevel=3's
+    # cut): the kernel writes the serial port by polling, while a tty's output, which waits for the
+    # UART's transmit interrupt, stalled for good under the load of the nested QEMU.
+    /bin/busybox sh /init inner 2>&1 | while IFS= read -r line; do printf '<2>%s\n' "$line" >/dev/kmsg; done
+    if grep -q 'kt.shell=1' /proc/cmdline; then
+        echo "guest: shell (exit or Ctrl-D powers off; Ctrl-A X quits QEMU)"
+        setsid cttyhack sh
+    fi
+    poweroff -f
+fi
+
+# One mdev per role: QEMU's source, our destination for its file, our live source, QEMU's destination
+# (mtty keeps its migration state across opens, so no device serves twice).
+QEMU_SRC=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0011
+OUR_DST=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0012
+OUR_SRC=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0013
+QEMU_DST=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0014
+PORT=4444
+QEMU=/usr/bin/qemu-system-x86_64
+RESULTS=/tmp/results
+
+setup_failed() {
+    echo "FAIL guest-setup: $*"
+    dmesg | grep -v '^<' | tail -n 20 | sed 's/^/  dmesg: /'
+    echo "qemu-peer: 0 passed, 1 failed"
+    echo "guest: qemu-peer-guest exit 1"
+    exit 1
+}
+
+pass() { echo "PASS $1" | tee -a "$RESULTS"; }
+fail() { echo "FAIL $1: $2" | tee -a "$RESULTS"; }
+info() { echo "  info: $*"; }
+
+echo "guest: kernel $(uname -r), $(nproc) cpus, $(awk '/MemTotal/ { print $2 " kB" }' /proc/meminfo)"
+while read -r m; do
+    insmod "/modules/$m.ko" || setup_failed "insmod $m"
+done </modules/order
+# The live steps run over TCP on the loopback interface, which starts down.
+ifconfig lo 127.0.0.1 up || setup_failed "ifconfig lo up"
+types=/sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2
+[ -d "$types" ] || setup_failed "no $types"
+for u in $QEMU_SRC $OUR_DST $OUR_SRC $QEMU_DST; do
+    echo "$u" >"$types/create" || setup_failed "create $u"
+done
+"$QEMU" --version | head -n 1 | sed 's/^/guest: /' || setup_failed "$QEMU does not run"
+MACHINE=$("$QEMU" -M help | sed -n 's/^q35 .*(alias of \(pc-q35-[0-9.]*\)).*/\1/p')
+[ -n "$MACHINE" ] || setup_failed "no q35 alias in $QEMU -M help"
+echo "guest: q35 is $MACHINE"
+: >"$RESULTS"
+
+# --- QEMU processes, driven through their HMP monitor on a fifo ---------------------------------------
+# qemu_start NAME FD UUID ARGS...: QEMU with the mtty device at 00:04.0; its monitor reads /tmp/NAME.mon,
+# which this shell holds open on FD (3 or 4); its output goes to /tmp/NAME.log.
+qemu_start() {
+    local name=$1 fd=$2 uuid=$3
+    shift 3
+    rm -f "/tmp/$name.mon" "/tmp/$name.log"
+    mkfifo "/tmp/$name.mon"
+    echo "  qemu[$name]: $QEMU -accel tcg,tb-size=64 -M q35 -m 64 -nodefaults -display none -monitor stdio" \
+        "-device vfio-pci,sysfsdev=/sys/bus/mdev/devices/$uuid,enable-migration=on,x-device-dirty-page-tracking=off,addr=0x4 $*"
+    "$QEMU" -accel tcg,tb-size=64 -M q35 -m 64 -nodefaults -display none -monitor stdio \
+        -device "vfio-pci,sysfsdev=/sys/bus/mdev/devices/$uuid,enable-migration=on,x-device-dirty-page-tracking=off,addr=0x4" \
+        "$@" <"/tmp/$name.mon" >>"/tmp/$name.log" 2>&1 &
+    eval "${name}_pid=$!"
+    eval "exec $fd>/tmp/$name.mon"
+}
+
+# hmp FD COMMAND: one monitor command.
+hmp() { eval "echo \"\$2\" >&$1"; }
+
+# Lines of /tmp/NAME.log after line MARK.
+log_since() { tail -n "+$(($2 + 1))" "/tmp/$1.log"; }
+log_mark() { wc -l <"/tmp/$1.log"; }
+
+# wait_migration NAME FD SECONDS: asks `info migrate` every 2 s until the status is completed (0) or
+# failed/cancelled (1), or the time is up (1). Prints the final answer's lines as info.
+wait_migration() {
+    local name=$1 fd=$2 limit=$3 waited=0 mark answer
+    while [ "$waited" -lt "$limit" ]; do
+        mark=$(log_mark "$name")
+        hmp "$fd" "info migrate"
+        sleep 2
+        waited=$((waited + 2))
+        answer=$(log_since "$name" "$mark")
+        if echo "$answer" | grep -Eiq 'status:[[:space:]]*completed'; then
+            echo "$answer" | grep -Ei 'status|total time|downtime:' | head -n 3 | sed "s/^/  qemu[$name]: /"
+            return 0
+        fi
+        if echo "$answer" | grep -Eiq 'status:[[:space:]]*(failed|cancelled)'; then
+            echo "$answer" | grep -Ei 'status' | head -n 2 | sed "s/^/  qemu[$name]: /"
+            return 1
+        fi
+        if ! kill -0 "$(eval echo "\$${name}_pid")" 2>/dev/null; then
+            info "QEMU $name has exited"
+            return 1
+        fi
+    done
+    info "no completed migration on $name after $limit s"
+    return 1
+}
+
+# qemu_stop NAME FD [quiet]: quit through the monitor, kill after 20 s; prints the end of QEMU's log
+# unless told to be quiet.
+qemu_stop() {
+    local name=$1 fd=$2 quiet=${3:-} pid i
+    pid=$(eval echo "\$${name}_pid")
+    hmp "$fd" "quit" 2>/dev/null
+    for i in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -9 "$pid" 2>/dev/null
+    eval "exec $fd>&-"
+    [ -n "$quiet" ] && return 0
+    # QEMU's own messages (error_report lines name the binary), not the monitor's echo.
+    grep -E 'qemu-system-x86_64:|rror' "/tmp/$name.log" | grep -v '\[K' | tail -n 15 | sed "s/^/  qemu[$name] log: /"
+}
+
+# --- 1. QEMU → file --------------------------------------------------------------------------------
+step=qemu-saves-vm-to-file
+qemu_start qsrc 3 "$QEMU_SRC"
+sleep 3
+hmp 3 'migrate "exec:cat > /tmp/qemu-source.mig"'
+if wait_migration qsrc 3 240 && [ -s /tmp/qemu-source.mig ]; then
+    info "QEMU's file: $(wc -c </tmp/qemu-source.mig) bytes"
+    pass $step
+    qemu_stop qsrc 3 quiet
+else
+    fail $step "QEMU 10 did not complete the migration to a file"
+    qemu_stop qsrc 3
+fi
+
+# --- 2. switchover inspect lists it -----------------------------------------------------------------
+step=switchover-inspects-qemu-file
+if [ -s /tmp/qemu-source.mig ]; then
+    /switchover inspect /tmp/qemu-source.mig >/tmp/inspect.txt 2>&1
+    rc=$?
+    # The header and the VFIO device's records only: the serial console is slow.
+    head -n 4 /tmp/inspect.txt | sed 's/^/  inspect: /'
+    grep -E '/vfio|SWITCHOVER|records' /tmp/inspect.txt | head -n 20 | sed 's/^/  inspect: /'
+    info "switchover inspect listed $(wc -l </tmp/inspect.txt) lines"
+    if [ "$rc" = 0 ] && grep -q '0000:00:04.0/vfio' /tmp/inspect.txt; then
+        pass $step
+    else
+        fail $step "switchover inspect exited $rc or did not list 0000:00:04.0/vfio"
+    fi
+else
+    fail $step "no file from QEMU"
+fi
+
+# --- 3. Switchover loads QEMU's VFIO section into another mtty -----------------------------------------
+if [ -s /tmp/qemu-source.mig ]; then
+    /qemu-peer-check file-to-device /tmp/qemu-source.mig "$OUR_DST" | tee /tmp/step3.txt
+    grep -E '^(PASS|FAIL) ' /tmp/step3.txt >>"$RESULTS"
+    grep -qE '^(PASS|FAIL) ' /tmp/step3.txt || fail qemu-file-loaded-by-switchover "qemu-peer-check printed no verdict"
+else
+    fail qemu-file-loaded-by-switchover "no file from QEMU"
+fi
+
+# --- 4. Switchover → QEMU, live over TCP, return path and switchover-ack on both ends -----------------
+qemu_start qdst 4 "$QEMU_DST" -S -incoming defer
+sleep 3
+hmp 4 "migrate_set_capability return-path on"
+hmp 4 "migrate_set_capability switchover-ack on"
+hmp 4 "migrate_incoming tcp:127.0.0.1:$PORT"
+/qemu-peer-check source "$OUR_SRC" 127.0.0.1 "$PORT" "$MACHINE" | tee /tmp/step4.txt
+grep -E '^(PASS|FAIL) ' /tmp/step4.txt >>"$RESULTS"
+grep -qE '^(PASS|FAIL) ' /tmp/step4.txt || fail switchover-source-to-qemu-live "qemu-peer-check printed no verdict"
+SENT=$(sed -n 's/^sent //p' /tmp/step4.txt)
+
+step=qemu-destination-completed
+if wait_migration qdst 4 120; then
+    pass $step
+else
+    fail $step "QEMU 10 did not report the incoming migration completed"
+fi
+
+# --- 5. QEMU saves what it received: its mtty data equals what our source sent --------------------------
+step=qemu-saves-what-switchover-sent
+# The guest started with -S: run it (the device leaves RESUMING only when the VM starts; a paused
+# destination's migration fails with "Invalid device state 4"). A file has no return path: both
+# capabilities off for the way out.
+hmp 4 "cont"
+sleep 3
+hmp 4 "migrate_set_capability switchover-ack off"
+hmp 4 "migrate_set_capability return-path off"
+hmp 4 'migrate "exec:cat > /tmp/qemu-destination.mig"'
+if wait_migration qdst 4 240 && [ -s /tmp/qemu-destination.mig ]; then
+    /qemu-peer-check file-data /tmp/qemu-destination.mig >/tmp/step5.txt
+    SAVED=$(sed -n 's/^data //p' /tmp/step5.txt)
+    grep 'info:' /tmp/step5.txt
+    info "our source sent:  $SENT"
+    info "QEMU then saved:  $SAVED"
+    if [ -n "$SENT" ] && [ "$SENT" = "$SAVED" ]; then
+        pass $step
+    else
+        fail $step "the mtty data in QEMU's file differs from what Switchover sent"
+    fi
+else
+    fail $step "QEMU 10 did not save the received VM to a file"
+fi
+if [ "$(grep -c '^FAIL ' "$RESULTS")" = 0 ]; then qemu_stop qdst 4 quiet; else qemu_stop qdst 4; fi
+
+passed=$(grep -c '^PASS ' "$RESULTS")
+failed=$(grep -c '^FAIL ' "$RESULTS")
+echo "qemu-peer: $passed passed, $failed failed"
+rc=0
+[ "$failed" = 0 ] || rc=1
+echo "guest: qemu-peer-guest exit $rc"
+exit "$rc"
