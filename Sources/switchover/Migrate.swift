@@ -4,6 +4,7 @@ import Foundation
 import ExampleVM
 import MigrationCore
 import MigrationTLS
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -177,8 +178,8 @@ struct RetryingTransport: MigrationTransport {
         while true {
             do {
                 return try base.connect()
-            } catch TransportError.system(let operation, let code, let message) where code == ECONNREFUSED || code == ENOENT {
-                if clock.now >= end { throw TransportError.system(operation: operation, errno: code, message: message) }
+            } catch TransportError.system(let operation, let code) where code == .connectionRefused || code == .noSuchFileOrDirectory {
+                if clock.now >= end { throw TransportError.system(operation: operation, errno: code) }
                 usleep(100_000)
             }
         }
