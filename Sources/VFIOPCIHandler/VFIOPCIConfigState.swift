@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The device's config-space state carried in the FULL section (QEMU: the vfio-pci vmstate
 /// with PCI config space and MSI-X). The VMM owns it; the handler only moves its bytes.
@@ -15,15 +16,14 @@ public protocol VFIOPCIConfigState: AnyObject, Sendable {
 }
 
 /// A config state kept as plain bytes: the PCI config space snapshot of a device model.
-public final class PCIConfigSnapshot: VFIOPCIConfigState, @unchecked Sendable {
+public final class PCIConfigSnapshot: VFIOPCIConfigState, Sendable {
     /// The largest config state accepted (PCIe extended config space).
     public static let maxBytes = 4096
 
-    private let lock = NSLock()
-    private var storage: [UInt8]
+    private let storage: Mutex<[UInt8]>
 
     public init(bytes: [UInt8]) {
-        storage = Array(bytes.prefix(Self.maxBytes))
+        storage = Mutex(Array(bytes.prefix(Self.maxBytes)))
     }
 
     /// A deterministic 256-byte config space for a simulated device.
@@ -35,8 +35,8 @@ public final class PCIConfigSnapshot: VFIOPCIConfigState, @unchecked Sendable {
         self.init(bytes: bytes)
     }
 
-    public var byteCount: Int { lock.withLock { storage.count } }
-    public var bytes: [UInt8] { lock.withLock { storage } }
+    public var byteCount: Int { storage.withLock { $0.count } }
+    public var bytes: [UInt8] { storage.withLock { $0 } }
     public func save() throws -> [UInt8] { bytes }
-    public func load(_ bytes: [UInt8]) throws { lock.withLock { storage = bytes } }
+    public func load(_ bytes: [UInt8]) throws { storage.withLock { $0 = bytes } }
 }

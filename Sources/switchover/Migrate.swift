@@ -4,6 +4,7 @@ import Foundation
 import ExampleVM
 import MigrationCore
 import MigrationTLS
+import Synchronization
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
@@ -149,20 +150,18 @@ struct Migrate: AsyncParsableCommand {
 }
 
 /// The last progress event and whether the timeout fired, shared by the tasks of `migrate`.
-final class LastEvent: @unchecked Sendable {
-    private let lock = NSLock()
-    private var storedEvent: MigrationProgress?
-    private var fired = false
+final class LastEvent: Sendable {
+    private let state = Mutex<(event: MigrationProgress?, fired: Bool)>((nil, false))
 
     /// The last event before the timeout fired (the cancel's own event is not kept).
     var event: MigrationProgress? {
-        get { lock.withLock { storedEvent } }
-        set { lock.withLock { if !fired { storedEvent = newValue } } }
+        get { state.withLock { $0.event } }
+        set { state.withLock { if !$0.fired { $0.event = newValue } } }
     }
 
     var timedOut: Bool {
-        get { lock.withLock { fired } }
-        set { lock.withLock { fired = newValue } }
+        get { state.withLock { $0.fired } }
+        set { state.withLock { $0.fired = newValue } }
     }
 }
 
