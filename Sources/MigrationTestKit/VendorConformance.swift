@@ -258,7 +258,7 @@ public struct VendorConformance: Sendable {
 }
 
 /// A load context for handler-level checks: switchover-ack off, approvals refused.
-final class ConformanceLoadContext: LoadContext, @unchecked Sendable {
+final class ConformanceLoadContext: LoadContext, Sendable {
     let identity: HandlerIdentity
     init(identity: HandlerIdentity) { self.identity = identity }
     var switchoverAckEnabled: Bool { false }

@@ -22,6 +22,8 @@ import VFIO
 ///
 /// Vendors tune it through a ``VFIOPCITuning`` rather than by copying it.
 public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
+    // @unchecked: the mutable fields below are read and written only under `lock` (by
+    // convention, across VFIOPCIHandler*.swift; moving them into one Mutex is still to do).
     /// QEMU's `VFIO_MIG_DEFAULT_DATA_BUFFER_SIZE`.
     public static let defaultChunkSize = 1 << 20
     /// The largest DATA chunk a destination accepts (a bound on untrusted input, not a buffer size).
