@@ -25,6 +25,7 @@ import TestSupport
             #expect(s.expectIdentical(), "\(channels) channels, \(devices) devices")
             #expect(stats.multifdChannels == channels && incoming.multifdChannels == channels)
             #expect(stats.multifdBytes > UInt64(devices * (40 << 10)))
+            try #require(s.sourceDevices.count == s.destinationDevices.count, "zip would drop devices")
             for (src, d) in zip(s.sourceDevices, s.destinationDevices) {
                 // Fed strictly in index order, the config buffer last.
                 let packets = (src.data.count + src.chunk - 1) / src.chunk + 1
