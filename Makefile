@@ -1,5 +1,6 @@
 # Switchover: `make demo` runs the main job, `make test` the tests, `make bench` the benchmarks,
-# `make plots` the figures in docs/figures.
+# `make plots` the figures in docs/figures, `make test-sanitizers` the tests under AddressSanitizer
+# and ThreadSanitizer, `make fuzz` the libFuzzer targets (docs/security.md).
 # Each target installs what is missing (Debian packages) first.
 
 SWIFT      ?= swift
@@ -7,7 +8,7 @@ SWIFTFLAGS ?=
 APT_PKGS   := libpci-dev libssl-dev openssl pci.ids pciutils xz-utils
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test test-scaffold docs demo bench plots clean
+.PHONY: all deps build test test-scaffold test-sanitizers fuzz docs demo bench plots clean
 
 all: build
 
@@ -40,6 +41,30 @@ test-scaffold: deps
 	$(SWIFT) build --build-tests $(SWIFTFLAGS)
 	SWITCHOVER_SCAFFOLD_TEST=1 SWIFT="$(SWIFT)" $(SWIFT) test --skip-build $(SWIFTFLAGS) --filter ScaffoldPackageTests
 
+# The whole suite under AddressSanitizer (.build-asan/), then under ThreadSanitizer (.build-tsan/).
+# Any report fails the run: ASan and LeakSanitizer end the process at their report, TSan makes it
+# exit 66. The suppressions, each with its reason: scripts/lsan.supp, and the TSan ones that
+# scripts/tsan-suppressions.sh derives from the sources (Synchronization.Mutex; docs/security.md).
+# Serial (--no-parallel): under a sanitizer every test is several times slower, and in parallel
+# the tests that run both ends of a migration in one process starve each other's cooperative
+# threads into their stall timeouts; one at a time they measure the code, not the scheduler.
+SANITIZER_TEST_ENV := ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0" \
+	TSAN_OPTIONS="suppressions=$(CURDIR)/.build-tsan/tsan.supp:print_suppressions=0"
+
+test-sanitizers: deps
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan $(SWIFTFLAGS)
+	$(SANITIZER_TEST_ENV) $(SWIFT) test --skip-build --no-parallel --sanitize=address --scratch-path .build-asan $(SWIFTFLAGS)
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan $(SWIFTFLAGS)
+	bash scripts/tsan-suppressions.sh > .build-tsan/tsan.supp
+	$(SANITIZER_TEST_ENV) $(SWIFT) test --skip-build --no-parallel --sanitize=thread --scratch-path .build-tsan $(SWIFTFLAGS)
+
+# Every libFuzzer target of Fuzz/ for FUZZ_SECONDS seconds each, after building them with
+# AddressSanitizer and writing their seed corpora (scripts/fuzz.sh; corpora and crashes in .fuzz/).
+FUZZ_SECONDS ?= 60
+
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) SWIFT="$(SWIFT)" bash scripts/fuzz.sh
+
 # The DocC catalogs of the library products, as one combined archive in docs/.docc-build/
 # (swift-docc-plugin). Fails on any warning.
 DOCC_TARGETS := MigrationStream MigrationCore VFIO DeviceMatch VFIOPCIHandler MLX5Handler MigrationTestKit ExampleVM PCIDiscovery
@@ -62,7 +87,7 @@ demo: build
 
 # The ordo-one benchmarks in Benchmarks/ (stream throughput vs raw socket I/O; downtime vs the
 # destination's load cost with switchover-ack off and on, and vs device count; peak memory
-# migrating 1 GiB and 4 GiB of device state), then devprobe against lspci.
+# migrating 1 GiB and 4 GiB of device state), then devprobe (text and --json) against lspci -nnk.
 bench: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
 	bash scripts/bench-devprobe.sh
@@ -82,7 +107,7 @@ plots: deps
 	$(PLOT_PYTHON) scripts/plot-figures.py docs/figures/downtime-results.json docs/figures
 
 clean:
-	rm -rf .build Benchmarks/.build .build-scaffold docs/.docc-build
+	rm -rf .build Benchmarks/.build .build-scaffold .build-asan .build-tsan Fuzz/.build .fuzz docs/.docc-build
 
 # Runs kernel-vfio-check against the real VFIO migration uAPI: Debian's 6.12 kernel and the mtty
 # sample device under QEMU (TCG). Downloads what it needs with apt-get; prints SKIPPED (and the fix) when

@@ -26,34 +26,74 @@ public enum JSONValue: Sendable {
 
     /// Appends the pretty-printed value to `out`, nested `indent` spaces deep.
     public func write(into out: inout String, indent: Int = 0) {
+        var bytes: [UInt8] = []
+        write(into: &bytes, indent: indent)
+        out += String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Appends the pretty-printed value to `out` as UTF-8, nested `indent` spaces deep: the same
+    /// text as the `String` variant, without building a string (devprobe `--json` writes one
+    /// object per PCI device).
+    public func write(into out: inout [UInt8], indent: Int = 0) {
         switch self {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
-        case .int(let n): out += String(n)
+        case .null: Self.append("null", to: &out)
+        case .bool(let b): Self.append(b ? "true" : "false", to: &out)
+        case .int(let n): out += String(n).utf8
         case .double(let d):
             // Three decimals are enough for milliseconds; JSON has no NaN or infinity.
-            out += d.isFinite ? trimmed(fixedDecimal(d, digits: 3)) : "null"
-        case .string(let s): JSONValue.quote(s, into: &out)
+            out += (d.isFinite ? trimmed(fixedDecimal(d, digits: 3)) : "null").utf8
+        case .string(let s): appendJSONString(s, to: &out)
         case .array(let items):
-            if items.isEmpty { out += "[]"; return }
-            out += "[\n"
-            for (i, item) in items.enumerated() {
-                out += String(repeating: " ", count: indent + 2)
-                item.write(into: &out, indent: indent + 2)
-                out += i == items.count - 1 ? "\n" : ",\n"
-            }
-            out += String(repeating: " ", count: indent) + "]"
+            Self.writeArray(items, into: &out, indent: indent)
         case .object(let members):
-            if members.isEmpty { out += "{}"; return }
-            out += "{\n"
+            if members.isEmpty { Self.append("{}", to: &out); return }
+            Self.append("{\n", to: &out)
             for (i, (key, value)) in members.enumerated() {
-                out += String(repeating: " ", count: indent + 2)
-                JSONValue.quote(key, into: &out)
-                out += ": "
+                Self.spaces(indent + 2, into: &out)
+                appendJSONString(key, to: &out)
+                Self.append(": ", to: &out)
                 value.write(into: &out, indent: indent + 2)
-                out += i == members.count - 1 ? "\n" : ",\n"
+                Self.append(i == members.count - 1 ? "\n" : ",\n", to: &out)
             }
-            out += String(repeating: " ", count: indent) + "}"
+            Self.spaces(indent, into: &out)
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
+    /// Appends `.array(items)` as ``write(into:indent:)`` would, taking the items one at a time:
+    /// a caller can make each item only when it is written (`items.lazy.map { … }`) and hand on
+    /// what is written so far after each one (`afterEach`, e.g. to write it out and empty `out`).
+    public static func writeArray(_ items: some Sequence<JSONValue>, into out: inout [UInt8], indent: Int = 0,
+                                  afterEach: (inout [UInt8]) -> Void = { _ in }) {
+        var first = true
+        for item in items {
+            append(first ? "[\n" : ",\n", to: &out)
+            first = false
+            spaces(indent + 2, into: &out)
+            item.write(into: &out, indent: indent + 2)
+            afterEach(&out)
+        }
+        if first {
+            append("[]", to: &out)
+            return
+        }
+        append("\n", to: &out)
+        spaces(indent, into: &out)
+        out.append(UInt8(ascii: "]"))
+    }
+
+    /// Appends a literal's bytes with one copy (no walk of a `String.UTF8View`).
+    private static func append(_ literal: StaticString, to out: inout [UInt8]) {
+        out.append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+
+    private static func spaces(_ count: Int, into out: inout [UInt8]) {
+        let blanks: StaticString = "                                "
+        var left = count
+        while left > 0 {
+            let n = min(left, blanks.utf8CodeUnitCount)
+            out.append(contentsOf: UnsafeBufferPointer(start: blanks.utf8Start, count: n))
+            left -= n
         }
     }
 
@@ -63,9 +103,5 @@ public enum JSONValue: Sendable {
         while s.last == "0" { s.removeLast() }
         if s.last == "." { s.removeLast() }
         return s
-    }
-
-    private static func quote(_ s: String, into out: inout String) {
-        out += jsonString(s)
     }
 }

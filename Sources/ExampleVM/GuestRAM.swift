@@ -93,17 +93,21 @@ public final class GuestRAM: @unchecked Sendable {
     public func takeDirtyPages(max: Int, _ visit: (_ block: Int, _ page: Int, _ bytes: UnsafeRawBufferPointer) throws -> Void) rethrows -> Int {
         var taken = 0
         for b in layout.indices where taken < max {
-            for w in dirty[b].indices where taken < max {
+            // The word count comes from the layout (immutable), not from the bitmap, which the
+            // workload writes: every read of the bitmap happens under the lock.
+            for w in 0..<(pageCount(block: b) + 63) / 64 where taken < max {
                 while taken < max {
-                    let word: UInt64 = lock.withLock { dirty[b][w] }
-                    if word == 0 { break }
-                    let bit = word.trailingZeroBitCount
-                    let page = w * 64 + bit
-                    try lock.withLock {
+                    let tookOne: Bool = try lock.withLock {
+                        let word = dirty[b][w]
+                        if word == 0 { return false }
+                        let bit = word.trailingZeroBitCount
+                        let page = w * 64 + bit
                         dirty[b][w] &= ~(1 << UInt64(bit))
                         dirtyCount -= 1
                         try visit(b, page, UnsafeRawBufferPointer(rebasing: blocks[b][page * Self.pageSize..<(page + 1) * Self.pageSize]))
+                        return true
                     }
+                    if !tookOne { break }
                     taken += 1
                 }
             }

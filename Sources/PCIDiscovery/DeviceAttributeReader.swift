@@ -18,31 +18,58 @@ struct DeviceAttributeReader {
         var malformed: [(name: String, text: String)] = []
         /// The low byte of `class` (programming interface) when `class` is well formed.
         var progIF: UInt8 = 0
+        var vendorID: UInt16 = 0
+        var deviceID: UInt16 = 0
+        /// Base class and subclass, when `class` is well formed.
+        var deviceClass: UInt16 = 0
         var subsystemVendorID: UInt16?
         var subsystemDeviceID: UInt16?
         var revision: UInt8?
+
+        /// The ids when every identity attribute is well formed: exactly what libpci's
+        /// `pci_fill_info(IDENT | CLASS)` reads from them (`strtol` of `0x` hex; class >> 8), so
+        /// libpci is only asked when one is not (``LibPCIAccess/fields(of:)``).
+        var fields: LibPCIAccess.Fields? {
+            malformed.isEmpty ? LibPCIAccess.Fields(vendorID: vendorID, deviceID: deviceID, deviceClass: deviceClass) : nil
+        }
     }
 
     /// Checks `vendor`, `device` and `class` (mandatory: libpci reads them, with an unchecked
     /// `strtol`) and reads the optional `subsystem_vendor`, `subsystem_device` and `revision`.
-    /// Nil when the device cannot be identified; ``problems`` says why.
+    /// Nil when the device cannot be identified; ``problems`` says why. When one of the three
+    /// is malformed, all three must be regular files: libpci opens them without O_NONBLOCK.
     mutating func identity() -> Identity? {
         var identity = Identity()
         var identified = true
         for (name, digits) in [("vendor", 4), ("device", 4), ("class", 6)] {
-            switch dir.read(name, regularFileOnly: true) {
+            switch dir.read(name) {
             case .missing:
                 problems.append("no \(name) attribute")
                 identified = false
             case .unreadable(let why):
-                problems.append("\(name) \(why)")
+                // A directory or a device node reads as an errno: say what it is instead.
+                let regular = why.hasPrefix("is a symbolic link") || dir.isRegularFile(name)
+                problems.append("\(name) \(regular ? why : "is not a regular file")")
                 identified = false
             case .value(let text):
-                if let value = kernelHex(text, maxDigits: digits) {
-                    if name == "class" { identity.progIF = UInt8(truncatingIfNeeded: value) }
-                } else {
+                guard let value = kernelHex(text, maxDigits: digits) else {
                     identity.malformed.append((name, text))
+                    continue
                 }
+                switch name {
+                case "vendor": identity.vendorID = UInt16(truncatingIfNeeded: value)
+                case "device": identity.deviceID = UInt16(truncatingIfNeeded: value)
+                default:
+                    identity.deviceClass = UInt16(truncatingIfNeeded: value >> 8)
+                    identity.progIF = UInt8(truncatingIfNeeded: value)
+                }
+            }
+        }
+        if identified, !identity.malformed.isEmpty {
+            // A FIFO reads as empty here (O_NONBLOCK) but would block libpci's read.
+            for name in ["vendor", "device", "class"] where !dir.isRegularFile(name) {
+                problems.append("\(name) is not a regular file")
+                identified = false
             }
         }
         guard identified else { return nil }

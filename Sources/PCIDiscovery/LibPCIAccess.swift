@@ -18,7 +18,7 @@ final class LibPCIAccess {
 
     private struct NameKey: Hashable {
         var mode: UInt32
-        var ids: [Int]
+        var a: Int, b: Int, c: Int, d: Int
     }
 
     init(options: PCIScanOptions) throws(PCIDiscoveryError) {
@@ -80,7 +80,7 @@ final class LibPCIAccess {
 
     /// `pci_lookup_name` without numbers: nil when the database does not know the id.
     func name(_ mode: pci_lookup_mode, _ a: Int, _ b: Int = 0, _ c: Int = 0, _ d: Int = 0) throws(PCIDiscoveryError) -> String? {
-        let key = NameKey(mode: mode.rawValue, ids: [a, b, c, d])
+        let key = NameKey(mode: mode.rawValue, a: a, b: b, c: c, d: d)
         if let known = names[key] { return known }
         let name = try lookUpName(mode, a, b, c, d)
         names[key] = name

@@ -26,10 +26,43 @@ public struct MigrationVerdict: Sendable, Hashable {
     public var flagsSource: FlagsSource?
     /// The migration variant driver whose id table lists the device, whether bound or not.
     public var variantDriver: String?
+    /// Which dirty tracking the device itself offers; nil when its migration flags are unknown.
+    public var dirtyTracking: DirtyTracking?
+
+    /// Whether the device can stop its peer-to-peer DMA apart from stopping (flag P2P), which a
+    /// VMM needs when more than one device of a VM migrates; nil when the flags are unknown.
+    public var p2p: Bool? { flags.map { $0.contains(.p2p) } }
+
+    /// Whether the device logs the guest pages its DMA writes, and how devprobe knows.
+    public struct DirtyTracking: Sendable, Hashable {
+        /// What the device offers.
+        public enum Kind: String, Sendable, Hashable {
+            /// Device DMA logging (`VFIO_DEVICE_FEATURE_DMA_LOGGING_*`).
+            case dmaLogging = "dma-logging"
+            /// Nothing on the device: the VMM must use IOMMU dirty tracking or count memory as dirty.
+            case none
+        }
+
+        /// What the device offers.
+        public var kind: Kind
+        /// Where that came from: the driver table, or the kernel's answer to a PROBE.
+        public var source: FlagsSource
+        /// What the answer rests on, in words (`when the firmware has adv_virtualization`,
+        /// `PROBE DMA_LOGGING_START: ENOTTY`); nil when there is nothing to add.
+        public var detail: String?
+
+        /// A dirty-tracking fact.
+        public init(kind: Kind, source: FlagsSource, detail: String? = nil) {
+            self.kind = kind
+            self.source = source
+            self.detail = detail
+        }
+    }
 
     /// A verdict with the given parts; ``MigrationAdvisor`` makes them.
     public init(isMigratable: Bool, handler: String? = nil, reasons: [String] = [], notes: [String] = [],
-                flags: VFIOMigrationFlags? = nil, flagsSource: FlagsSource? = nil, variantDriver: String? = nil) {
+                flags: VFIOMigrationFlags? = nil, flagsSource: FlagsSource? = nil, variantDriver: String? = nil,
+                dirtyTracking: DirtyTracking? = nil) {
         self.isMigratable = isMigratable
         self.handler = handler
         self.reasons = reasons
@@ -37,6 +70,7 @@ public struct MigrationVerdict: Sendable, Hashable {
         self.flags = flags
         self.flagsSource = flagsSource
         self.variantDriver = variantDriver
+        self.dirtyTracking = dirtyTracking
     }
 }
 
@@ -44,8 +78,9 @@ public struct MigrationVerdict: Sendable, Hashable {
 /// optionally, what the kernel said to ``VFIOMigrationProbe``.
 ///
 /// A device is migratable when it is bound to a VFIO driver, has an IOMMU group, a vendor module
-/// serves it, and either its driver is a known migration variant with PRE_COPY or the probe
-/// confirmed STOP_COPY. A generic fallback module (``/DeviceMatch/VendorModuleDescriptor/isGenericFallback``)
+/// serves it, and its driver offers STOP_COPY: a known migration variant driver, or the probe
+/// confirmed it. Without PRE_COPY all device state moves while the guest is stopped (a note, not
+/// a reason), as QEMU and Switchover's generic handler migrate such devices. A generic fallback module (``/DeviceMatch/VendorModuleDescriptor/isGenericFallback``)
 /// serves every device whose migration support is established that way, whether or not one of
 /// its rules names the device's driver: its rules list the variant drivers known to migrate, and
 /// flags confirmed by the kernel are worth as much.
@@ -61,11 +96,18 @@ public struct MigrationAdvisor: Sendable {
         self.commandSysfsPath = commandSysfsPath
     }
 
-    /// The verdict for `device`; `probe` is what ``VFIOMigrationProbe`` said, nil when not asked.
-    public func verdict(for device: PCIDevice, probe: VFIOProbeOutcome? = nil) -> MigrationVerdict {
+    /// The verdict for `device` from everything ``VFIOMigrationProbe/examine(_:)`` learned.
+    public func verdict(for device: PCIDevice, probed: VFIODeviceProbeResult) -> MigrationVerdict {
+        verdict(for: device, probe: probed.migration, dmaLogging: probed.dmaLogging)
+    }
+
+    /// The verdict for `device`; `probe` and `dmaLogging` are what ``VFIOMigrationProbe`` said,
+    /// nil when not asked.
+    public func verdict(for device: PCIDevice, probe: VFIOProbeOutcome? = nil,
+                        dmaLogging: VFIODMALoggingOutcome? = nil) -> MigrationVerdict {
         var reasons = device.problems.map { "sysfs: " + $0 }
         var notes: [String] = []
-        let ids = device.ids
+        var ids: String { device.ids }
         let driver = device.driver
         let candidate = VFIODriverCatalog.migrationDriver(serving: device.vendorID, device.deviceID)
         let bound = VFIODriverCatalog.migrationDriver(named: driver)
@@ -76,11 +118,12 @@ public struct MigrationAdvisor: Sendable {
         let usable = candidate.flatMap { vfOnlyMismatch($0) ? nil : $0 }
         var flags: VFIOMigrationFlags?
         var source: MigrationVerdict.FlagsSource?
-        let noVariant: String
-        if let candidate, usable == nil {
-            noVariant = "\(candidate.name) migrates \(ids) only as an SR-IOV virtual function, and \(device.address) is not one"
-        } else {
-            noVariant = "no VFIO variant driver with migration support is known for \(ids), and plain vfio-pci has none"
+        // Built only when needed: most devices of a host are on their own drivers with nothing to say.
+        var noVariant: String {
+            if let candidate, usable == nil {
+                return "\(candidate.name) migrates \(ids) only as an SR-IOV virtual function, and \(device.address) is not one"
+            }
+            return "no VFIO variant driver with migration support is known for \(ids), and plain vfio-pci has none"
         }
         let kernelAnswered: Bool
         switch probe {
@@ -152,23 +195,23 @@ public struct MigrationAdvisor: Sendable {
             }
         }
 
-        // 3. What the flags allow.
-        if let current = flags {
+        // 3. What the flags allow: STOP_COPY is enough to migrate; the others change how.
+        var dirtyTracking: MigrationVerdict.DirtyTracking?
+        if let current = flags, current.contains(.stopCopy) {
             if !current.contains(.preCopy) {
-                if source == .probe {
-                    notes.append("no PRE_COPY: all device state moves while the VM is stopped, so downtime grows with the state size")
-                } else {
-                    reasons.append("\(driver ?? "the driver") has no PRE_COPY: all device state would move while the VM is stopped; run devprobe --probe as root to confirm the device's flags")
-                }
+                notes.append("no PRE_COPY: all device state moves while the guest is stopped: expect a longer downtime")
             }
             if !current.contains(.p2p) {
                 notes.append("no P2P: \(driver ?? "the device") cannot stop its peer-to-peer DMA apart from stopping, so migrate it only as the single VFIO device of its VM")
+            }
+            dirtyTracking = self.dirtyTracking(bound: bound, probe: dmaLogging, notes: &notes)
+            if dirtyTracking?.kind == MigrationVerdict.DirtyTracking.Kind.none {
+                notes.append("no device dirty tracking: the VMM must find the guest pages it writes by DMA through IOMMU dirty tracking, or count all guest memory as dirty (QEMU's enable-migration=auto refuses a device with neither)")
             }
         }
 
         // 4. The vendor module.
         let established = isVFIO && flags?.contains(.stopCopy) == true
-            && (source == .probe || flags?.contains(.preCopy) == true)
         var handler: String?
         if established {
             if let match = handlers.bestMatch(for: device.identity) {
@@ -191,7 +234,32 @@ public struct MigrationAdvisor: Sendable {
         }
         return MigrationVerdict(
             isMigratable: migratable, handler: handler, reasons: reasons, notes: notes,
-            flags: flags, flagsSource: source, variantDriver: candidate?.name ?? bound?.name)
+            flags: flags, flagsSource: source, variantDriver: candidate?.name ?? bound?.name,
+            dirtyTracking: dirtyTracking)
+    }
+
+    /// Device dirty tracking: the kernel's answer when it gave one, else the bound variant
+    /// driver's entry; nil when neither is known (an unknown driver that could not be probed).
+    private func dirtyTracking(bound: VFIOVariantDriver?, probe: VFIODMALoggingOutcome?, notes: inout [String])
+        -> MigrationVerdict.DirtyTracking?
+    {
+        switch probe {
+        case .supported?:
+            return .init(kind: .dmaLogging, source: .probe)
+        case .unsupported(let err)?:
+            return .init(kind: .none, source: .probe, detail: "PROBE DMA_LOGGING_START: \(errnoName(err))")
+        case .failed(let why)?:
+            notes.append("--probe could not ask for DMA logging: \(why)")
+        case nil:
+            break
+        }
+        guard let bound else { return nil }
+        switch bound.dmaLogging {
+        case .yes: return .init(kind: .dmaLogging, source: .driverTable)
+        case .no: return .init(kind: .none, source: .driverTable)
+        case .ifFirmwareHas(let capability):
+            return .init(kind: .dmaLogging, source: .driverTable, detail: "when the firmware has \(capability)")
+        }
     }
 
     /// The shell commands that bind `device` to `driver`.

@@ -22,9 +22,12 @@ public struct PCIAddress: Sendable, Hashable, Comparable, CustomStringConvertibl
     /// Parses `DDDD:BB:DD.F` as sysfs writes it, or `BB:DD.F` (domain 0) as `lspci` prints it.
     /// Hex digits may be upper or lower case; nothing else is accepted.
     public init?(_ text: some StringProtocol) {
-        // On the UTF-8 bytes: fields separated by ':' ':' '.', each of bounded hex digits.
-        var fields: [(value: UInt32, digits: Int)] = [(0, 0)]
-        var separators: [UInt8] = []
+        // On the UTF-8 bytes, without allocating: this runs for every entry and link of a tree.
+        // Up to four fields separated by ':' ':' '.', each of at most eight hex digits.
+        var values: (UInt32, UInt32, UInt32, UInt32) = (0, 0, 0, 0)
+        var digits: (Int, Int, Int, Int) = (0, 0, 0, 0)
+        var separators: UInt32 = 0  // the separators seen, one byte each, first in the lowest
+        var field = 0
         for b in text.utf8 {
             let digit: UInt32
             switch b {
@@ -32,24 +35,37 @@ public struct PCIAddress: Sendable, Hashable, Comparable, CustomStringConvertibl
             case 0x61...0x66: digit = UInt32(b - 0x61 + 10)
             case 0x41...0x46: digit = UInt32(b - 0x41 + 10)
             case UInt8(ascii: ":"), UInt8(ascii: "."):
-                guard separators.count < 3 else { return nil }
-                separators.append(b)
-                fields.append((0, 0))
+                guard field < 3 else { return nil }
+                separators |= UInt32(b) << (8 * UInt32(field))
+                field += 1
                 continue
             default: return nil
             }
-            let last = fields.count - 1
-            guard fields[last].digits < 8 else { return nil }
-            fields[last] = (fields[last].value << 4 | digit, fields[last].digits + 1)
+            switch field {
+            case 0:
+                guard digits.0 < 8 else { return nil }
+                values.0 = values.0 << 4 | digit; digits.0 += 1
+            case 1:
+                guard digits.1 < 8 else { return nil }
+                values.1 = values.1 << 4 | digit; digits.1 += 1
+            case 2:
+                guard digits.2 < 8 else { return nil }
+                values.2 = values.2 << 4 | digit; digits.2 += 1
+            default:
+                guard digits.3 < 8 else { return nil }
+                values.3 = values.3 << 4 | digit; digits.3 += 1
+            }
         }
-        let colon = UInt8(ascii: ":"), dot = UInt8(ascii: ".")
+        let colon = UInt32(UInt8(ascii: ":")), dot = UInt32(UInt8(ascii: "."))
         let domain: (value: UInt32, digits: Int)
-        switch separators {
-        case [colon, colon, dot]: domain = fields.removeFirst()
-        case [colon, dot]: domain = (0, 1)
+        let bus: (value: UInt32, digits: Int), device: (value: UInt32, digits: Int), function: (value: UInt32, digits: Int)
+        switch (field, separators) {
+        case (3, colon | colon << 8 | dot << 16):
+            (domain, bus, device, function) = ((values.0, digits.0), (values.1, digits.1), (values.2, digits.2), (values.3, digits.3))
+        case (2, colon | dot << 8):
+            (domain, bus, device, function) = ((0, 1), (values.0, digits.0), (values.1, digits.1), (values.2, digits.2))
         default: return nil
         }
-        let (bus, device, function) = (fields[0], fields[1], fields[2])
         guard domain.digits >= 1, bus.digits >= 1, bus.digits <= 2, device.digits >= 1, device.digits <= 2,
               function.digits == 1
         else { return nil }
@@ -59,30 +75,37 @@ public struct PCIAddress: Sendable, Hashable, Comparable, CustomStringConvertibl
 
     /// `0000:3b:00.1`: the domain with at least four digits, lower-case hex, as in sysfs.
     public var description: String {
-        // Built by hand: this runs several times per device on trees of thousands.
-        let digits: [UInt8] = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(16)
+        // Written into the string's own storage: this runs several times per device.
         var domainDigits = 4
         while domainDigits < 8, domain >> (4 * UInt32(domainDigits)) != 0 { domainDigits += 1 }
-        for shift in stride(from: 4 * (domainDigits - 1), through: 0, by: -4) {
-            out.append(digits[Int((domain >> UInt32(shift)) & 0xf)])
+        return String(unsafeUninitializedCapacity: domainDigits + 8) { out in
+            var i = 0
+            for shift in stride(from: 4 * (domainDigits - 1), through: 0, by: -4) {
+                out[i] = hexDigit(domain >> UInt32(shift)); i += 1
+            }
+            out[i] = UInt8(ascii: ":")
+            out[i + 1] = hexDigit(UInt32(bus >> 4))
+            out[i + 2] = hexDigit(UInt32(bus))
+            out[i + 3] = UInt8(ascii: ":")
+            out[i + 4] = hexDigit(UInt32(device >> 4))
+            out[i + 5] = hexDigit(UInt32(device))
+            out[i + 6] = UInt8(ascii: ".")
+            out[i + 7] = hexDigit(UInt32(function))
+            return i + 8
         }
-        out.append(UInt8(ascii: ":"))
-        out.append(digits[Int(bus >> 4)])
-        out.append(digits[Int(bus & 0xf)])
-        out.append(UInt8(ascii: ":"))
-        out.append(digits[Int(device >> 4)])
-        out.append(digits[Int(device & 0xf)])
-        out.append(UInt8(ascii: "."))
-        out.append(digits[Int(function)])
-        return String(decoding: out, as: UTF8.self)
     }
 
     /// Orders by domain, bus, device, function, as sysfs and lspci list devices.
     public static func < (lhs: PCIAddress, rhs: PCIAddress) -> Bool {
         (lhs.domain, lhs.bus, lhs.device, lhs.function) < (rhs.domain, rhs.bus, rhs.device, rhs.function)
     }
+}
+
+/// The lower-case ASCII hex digit of the low four bits of `value`.
+@inline(__always)
+func hexDigit(_ value: UInt32) -> UInt8 {
+    let nibble = UInt8(truncatingIfNeeded: value & 0xf)
+    return nibble < 10 ? 0x30 + nibble : 0x61 - 10 + nibble
 }
 
 /// Lower-case hex, zero-padded to `width` digits, without `0x`.

@@ -34,14 +34,16 @@ public struct PCIScanResult: Sendable, Hashable {
     }
 }
 
-/// Reads PCI devices from a sysfs tree: libpci identifies each device (vendor, device, class)
-/// and names it from pci.ids; the device's sysfs directory gives the rest (subsystem, revision,
-/// driver, IOMMU group, driver override, SR-IOV links, NUMA node, VFIO device node).
+/// Reads PCI devices from a sysfs tree: the device's sysfs directory gives its ids, subsystem,
+/// revision, driver, IOMMU group, driver override, SR-IOV links, NUMA node and VFIO device node;
+/// libpci names it from pci.ids, and reads the ids itself when an attribute is not in the
+/// kernel's format, so the ids shown are the ones lspci shows.
 ///
 /// libpci's sysfs access method is always set explicitly, never probed. Each device is read on
-/// its own (`pci_get_dev`), after the attributes libpci needs have been checked, so one
-/// malformed device is reported (``PCIDevice/problems`` or ``PCIScanResult/skipped``) without
-/// hiding the others. Nothing here exits the process or traps on input.
+/// its own (`pci_get_dev` when libpci reads it), after the attributes libpci needs have been
+/// checked, so one malformed device is reported (``PCIDevice/problems`` or
+/// ``PCIScanResult/skipped``) without hiding the others. Nothing here exits the process or traps
+/// on input.
 public struct PCIScanner: Sendable {
     /// Which tree to read and how to name devices.
     public var options: PCIScanOptions
@@ -122,12 +124,17 @@ public struct PCIScanner: Sendable {
             return .failure(DeviceReadFailure(reason: reader.problems.joined(separator: "; ")))
         }
         let fields: LibPCIAccess.Fields
-        do {
-            fields = try session.fields(of: address)
-        } catch {
-            return .failure(DeviceReadFailure(reason: error.description))
+        if let wellFormed = identity.fields {
+            fields = wellFormed
+        } else {
+            // Show what libpci (and so lspci) makes of the attributes the kernel would never write.
+            do {
+                fields = try session.fields(of: address)
+            } catch {
+                return .failure(DeviceReadFailure(reason: error.description))
+            }
+            reader.reportMalformedIDs(identity, as: fields)
         }
-        reader.reportMalformedIDs(identity, as: fields)
         var device = PCIDevice(
             address: address, vendorID: fields.vendorID, deviceID: fields.deviceID,
             subsystemVendorID: identity.subsystemVendorID, subsystemDeviceID: identity.subsystemDeviceID,
@@ -153,9 +160,10 @@ public struct PCIScanner: Sendable {
         device.vendorName = try session.name(PCI_LOOKUP_VENDOR, v)
         device.deviceName = try session.name(PCI_LOOKUP_DEVICE, v, d)
         // For a class known only by its base class libpci appends the number ("Unassigned class [ffff]").
-        let classNumber = " [\(hexString(device.classCode >> 8, width: 4))]"
         device.className = try session.name(PCI_LOOKUP_CLASS, Int(device.classCode >> 8)).map { name in
-            name.hasSuffix(classNumber) ? String(name.dropLast(classNumber.count)) : name
+            guard name.utf8.last == UInt8(ascii: "]") else { return name }
+            let classNumber = " [\(hexString(device.classCode >> 8, width: 4))]"
+            return name.hasSuffix(classNumber) ? String(name.dropLast(classNumber.count)) : name
         }
         if let sv = device.subsystemVendorID, let sd = device.subsystemDeviceID {
             device.subsystemVendorName = try session.name(

@@ -58,9 +58,7 @@ final class SysfsDirectory {
 
     /// Reads an attribute file: at most ``attributeLimit`` bytes, never through a symbolic link,
     /// never blocking (a FIFO reads as empty). Trailing newlines and spaces are removed.
-    /// `regularFileOnly` refuses anything but a regular file: for attributes libpci reads after
-    /// us with a blocking open().
-    func read(_ name: String, regularFileOnly: Bool = false) -> Attribute {
+    func read(_ name: String) -> Attribute {
         let afd = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
         guard afd >= 0 else {
             let err = errno
@@ -69,11 +67,6 @@ final class SysfsDirectory {
             return .unreadable(errnoText(err))
         }
         defer { close(afd) }
-        if regularFileOnly {
-            var st = stat()
-            guard fstat(afd, &st) == 0 else { return .unreadable(errnoText(errno)) }
-            guard st.st_mode & S_IFMT == S_IFREG else { return .unreadable("is not a regular file") }
-        }
         // One read of up to limit + 1 bytes: sysfs hands out an attribute whole, and a short
         // read of a regular file means its end. The buffer is on the stack, not zeroed.
         let limit = Self.attributeLimit
@@ -90,10 +83,19 @@ final class SysfsDirectory {
 
     /// The target of a symbolic link in this directory, nil when there is no such link.
     func linkTarget(_ name: String) -> String? {
-        var buf = [CChar](repeating: 0, count: 4096)
-        let n = readlinkat(fd, name, &buf, buf.count - 1)
-        guard n > 0 else { return nil }
-        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // On the stack, not zeroed: readlinkat says how many bytes it wrote.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 4096) { buf -> String? in
+            guard let base = buf.baseAddress else { return nil }
+            let n = base.withMemoryRebound(to: CChar.self, capacity: buf.count) { readlinkat(fd, name, $0, buf.count - 1) }
+            guard n > 0 else { return nil }
+            return String(decoding: UnsafeBufferPointer(rebasing: buf[0..<n]), as: UTF8.self)
+        }
+    }
+
+    /// Whether the entry `name` is a regular file (not following a symbolic link).
+    func isRegularFile(_ name: String) -> Bool {
+        var st = stat()
+        return fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mode & S_IFMT == S_IFREG
     }
 
     /// Whether `name` exists, following symbolic links (a broken link does not exist).

@@ -15,15 +15,28 @@ public struct VFIOVariantDriver: Sendable, Hashable {
     public var virtualFunctionsOnly: Bool
     /// The first kernel release with migration through this driver.
     public var since: String
+    /// Whether the driver gives its devices DMA logging (device dirty tracking).
+    public var dmaLogging: DMALogging
+
+    /// Whether a driver has DMA-logging ops (`VFIO_DEVICE_FEATURE_DMA_LOGGING_*`).
+    public enum DMALogging: Sendable, Hashable {
+        /// No log ops: the VMM needs another way to find the pages the device writes.
+        case no
+        /// Log ops for every device it migrates.
+        case yes
+        /// Log ops when the device's firmware has the named capability (mlx5: `adv_virtualization`).
+        case ifFirmwareHas(String)
+    }
 
     /// A driver entry; see ``VFIODriverCatalog/migrationDrivers`` for the known ones.
     public init(name: String, devices: [PCIMatchRule], flags: VFIOMigrationFlags,
-                virtualFunctionsOnly: Bool = false, since: String) {
+                virtualFunctionsOnly: Bool = false, since: String, dmaLogging: DMALogging = .no) {
         self.name = name
         self.devices = devices
         self.flags = flags
         self.virtualFunctionsOnly = virtualFunctionsOnly
         self.since = since
+        self.dmaLogging = dmaLogging
     }
 
     /// Whether the driver's id table lists this device's ids.
@@ -37,14 +50,16 @@ public enum VFIODriverCatalog {
     /// The plain VFIO PCI driver: no migration support.
     public static let plainDriver = "vfio-pci"
 
-    /// Variant drivers with migration support, as of Linux 6.19.
+    /// Variant drivers with migration support, as of Linux 6.19: ids, flags and DMA logging
+    /// from shared/reference/vfio-uapi-spec.md §4 (drivers/vfio/pci/*; mlx5 §5.1 and §5.6).
     public static let migrationDrivers: [VFIOVariantDriver] = [
         VFIOVariantDriver(name: "mlx5_vfio_pci", devices: ids(0x15b3, [0x101e]),
-                          flags: [.stopCopy, .p2p, .preCopy], since: "5.18"),
+                          flags: [.stopCopy, .p2p, .preCopy], since: "5.18",
+                          dmaLogging: .ifFirmwareHas("adv_virtualization")),
         VFIOVariantDriver(name: "hisi_acc_vfio_pci", devices: ids(0x19e5, [0xa256, 0xa259, 0xa251]),
                           flags: [.stopCopy, .preCopy], since: "5.18"),
         VFIOVariantDriver(name: "pds_vfio_pci", devices: ids(0x1dd8, [0x1003]),
-                          flags: [.stopCopy, .p2p], since: "6.6"),
+                          flags: [.stopCopy, .p2p], since: "6.6", dmaLogging: .yes),
         VFIOVariantDriver(name: "virtio_vfio_pci", devices: ids(0x1af4, [0x1041]),
                           flags: [.stopCopy, .p2p, .preCopy], virtualFunctionsOnly: true, since: "6.13"),
         VFIOVariantDriver(name: "qat_vfio_pci", devices: ids(0x8086, [0x4941, 0x4943, 0x4945, 0x4949]),

@@ -13,9 +13,35 @@ public enum VFIOProbeOutcome: Sendable, Hashable {
     case failed(reason: String)
 }
 
+/// What the kernel said when asked whether a device logs its DMA writes (a PROBE of
+/// `VFIO_DEVICE_FEATURE_DMA_LOGGING_START`).
+public enum VFIODMALoggingOutcome: Sendable, Hashable {
+    /// The driver has DMA-logging ops: the device reports the pages it writes.
+    case supported
+    /// The PROBE failed with ENOTTY (or EINVAL from an older kernel): no device dirty tracking.
+    case unsupported(errno: Int32)
+    /// The PROBE failed otherwise; `reason` names the ioctl and the error.
+    case failed(reason: String)
+}
+
+/// Everything `--probe` asks one device, from one open of it.
+public struct VFIODeviceProbeResult: Sendable, Hashable {
+    /// The migration flags.
+    public var migration: VFIOProbeOutcome
+    /// Device dirty tracking; nil when the device could not be opened.
+    public var dmaLogging: VFIODMALoggingOutcome?
+
+    /// A result with the given answers.
+    public init(migration: VFIOProbeOutcome, dmaLogging: VFIODMALoggingOutcome?) {
+        self.migration = migration
+        self.dmaLogging = dmaLogging
+    }
+}
+
 /// Opens a VFIO device with ``/VFIO/KernelVFIODevice`` and reads its migration flags (`VFIO_DEVICE_FEATURE`,
-/// GET, feature MIGRATION). The legacy group/container path is used when the group node exists, the
-/// character device with iommufd otherwise. Needs permission on the nodes and fails with EBUSY while
+/// GET, feature MIGRATION) and whether it offers DMA logging (PROBE of DMA_LOGGING_START). The
+/// legacy group/container path is used when the group node exists, the character device with
+/// iommufd otherwise. Needs permission on the nodes and fails with EBUSY while
 /// a VMM holds the device. Nothing is changed on the device.
 public struct VFIOMigrationProbe: Sendable {
     /// Where sysfs and the device nodes are.
@@ -35,6 +61,12 @@ public struct VFIOMigrationProbe: Sendable {
 
     /// Asks the kernel for the device's migration flags.
     public func probe(_ device: PCIDevice) -> VFIOProbeOutcome {
+        examine(device).migration
+    }
+
+    /// Asks the kernel for the device's migration flags and whether it offers DMA logging
+    /// (`VFIO_DEVICE_FEATURE` PROBE | SET of DMA_LOGGING_START, which starts nothing).
+    public func examine(_ device: PCIDevice) -> VFIODeviceProbeResult {
         let access: VFIODeviceAccess
         if let group = device.iommuGroup,
             device.vfioCdevName == nil || Glibc.access("\(paths.devRoot)/vfio/\(group)", F_OK) == 0
@@ -43,19 +75,34 @@ public struct VFIOMigrationProbe: Sendable {
         } else if device.vfioCdevName != nil {
             access = .cdev
         } else {
-            return .failed(reason: "no IOMMU group and no VFIO character device")
+            return VFIODeviceProbeResult(migration: .failed(reason: "no IOMMU group and no VFIO character device"), dmaLogging: nil)
         }
+        let opened: KernelVFIODevice
         do throws(VFIOError) {
-            let address = VFIODeviceAddress.pci(device.address.description)
-            let opened = try KernelVFIODevice.open(address, access: access, paths: paths, system: system)
-            defer { try? opened.close() }
+            opened = try KernelVFIODevice.open(.pci(device.address.description), access: access, paths: paths, system: system)
+        } catch {
+            return VFIODeviceProbeResult(migration: .failed(reason: Self.reason(for: error)), dmaLogging: nil)
+        }
+        defer { try? opened.close() }
+        let migration: VFIOProbeOutcome
+        do throws(VFIOError) {
             switch try opened.migrationSupport() {
-            case .supported(let flags): return .supported(flags)
-            case .unsupported(let errno): return .unsupported(errno: errno.rawValue)
+            case .supported(let flags): migration = .supported(flags)
+            case .unsupported(let errno): migration = .unsupported(errno: errno.rawValue)
             }
         } catch {
-            return .failed(reason: Self.reason(for: error))
+            migration = .failed(reason: Self.reason(for: error))
         }
+        let dmaLogging: VFIODMALoggingOutcome
+        do throws(VFIOError) {
+            switch try opened.dmaLoggingSupport() {
+            case .supported: dmaLogging = .supported
+            case .unsupported(let errno): dmaLogging = .unsupported(errno: errno.rawValue)
+            }
+        } catch {
+            dmaLogging = .failed(reason: Self.reason(for: error))
+        }
+        return VFIODeviceProbeResult(migration: migration, dmaLogging: dmaLogging)
     }
 
     /// The step that failed and why, in the words of the ioctl or path.
@@ -68,6 +115,7 @@ public struct VFIOMigrationProbe: Sendable {
                 let hint = errno.rawValue == EBUSY ? " (in use, e.g. by a running VM)" : ""
                 return "open \(path): \(why)\(hint)"
             case .probeMigration: return "VFIO_DEVICE_FEATURE(MIGRATION): \(why)"
+            case .probeDMALogging: return "VFIO_DEVICE_FEATURE(PROBE DMA_LOGGING_START): \(why)"
             case .getDeviceFD: return "\(operation)(\(device)): \(why)"
             default: return "\(operation): \(why)"
             }

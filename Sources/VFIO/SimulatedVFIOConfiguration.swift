@@ -119,6 +119,11 @@ public struct SimulatedVFIOConfiguration: Sendable, Equatable {
     /// device's save speed: mlx5 firmware SAVE, a DMA engine), outside the device lock, so
     /// several devices read in parallel. Default zero.
     public var readTimePerMiB: Duration = .zero
+    /// Whether the driver has DMA-logging ops (device dirty tracking, features 6–8): a PROBE of
+    /// them answers 0, without them ENOTTY, as the kernel answers. Only the PROBE is modelled: a
+    /// START, STOP or REPORT that passes the kernel's header and size checks fails EOPNOTSUPP.
+    /// Default false; ``mtty(name:ports:seed:)`` sets it (mtty registers log ops).
+    public var dmaLogging = false
     /// Failures armed at start.
     public var failures: [ArcFailure]
     /// How ERROR answers SETs.
@@ -170,7 +175,9 @@ public struct SimulatedVFIOConfiguration: Sendable, Equatable {
 
     /// An mtty mdev (`mtty-1` or `mtty-2`): flags 7, 0 at the temporary end, state 24 + 36·ports bytes.
     public static func mtty(name: String = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001", ports: Int = 2, seed: UInt64 = 1) -> Self {
-        Self(name: name, payload: .mtty(ports: ports), seed: seed)
+        var configuration = Self(name: name, payload: .mtty(ports: ports), seed: seed)
+        configuration.dmaLogging = true
+        return configuration
     }
 
     /// An mlx5 VF: flags 7, ENOMSG at the temporary end, the record stream, exact MIG_DATA_SIZE.

@@ -80,9 +80,11 @@ package final class SimulatedVFIODriver: Sendable {
         if get, set, !probe { return .failure(.invalidArgument) }
 
         let index = header.flags & VFIOUAPI.featureMask
-        guard let feature = VFIOFeature(rawValue: index),
-            [.migration, .migDeviceState, .migDataSize].contains(feature)
-        else { return .failure(.inappropriateIOCTLForDevice) }
+        guard let feature = VFIOFeature(rawValue: index) else { return .failure(.inappropriateIOCTLForDevice) }
+        if [.dmaLoggingStart, .dmaLoggingStop, .dmaLoggingReport].contains(feature) {
+            return dmaLogging(feature, header: header, get: get, set: set, probe: probe)
+        }
+        guard [.migration, .migDeviceState, .migDataSize].contains(feature) else { return .failure(.inappropriateIOCTLForDevice) }
         guard flags != nil else { return .failure(.inappropriateIOCTLForDevice) }
 
         let allowsGet = true
@@ -121,6 +123,26 @@ package final class SimulatedVFIODriver: Sendable {
             store(VFIOMigDeviceStatePayload(deviceState: raw, dataFD: fd).bytes, into: payload)
             return result.map { _ in 0 }
         }
+    }
+
+    /// The DMA-logging features: ENOTTY without log ops (the kernel checks them before anything
+    /// else), then the GET/SET permission and, without PROBE, the payload size (control 24 bytes,
+    /// none, report 32 bytes). Logging itself is not modelled (``SimulatedVFIOConfiguration/dmaLogging``).
+    private func dmaLogging(_ feature: VFIOFeature, header: VFIODeviceFeatureHeader, get: Bool, set: Bool, probe: Bool)
+        -> Result<Int32, Errno>
+    {
+        guard configuration.dmaLogging else { return .failure(.inappropriateIOCTLForDevice) }
+        let isReport = feature == .dmaLoggingReport
+        if (get && !isReport) || (set && isReport) { return .failure(.invalidArgument) }
+        if probe { return .success(0) }
+        if !get && !set { return .failure(.invalidArgument) }
+        let payloadSize = switch feature {
+        case .dmaLoggingStart: 24
+        case .dmaLoggingReport: 32
+        default: 0
+        }
+        guard Int(header.argsz) - VFIODeviceFeatureHeader.size >= payloadSize else { return .failure(.invalidArgument) }
+        return .failure(.notSupported)
     }
 
     private func store(_ value: UInt64, into payload: UnsafeMutableRawBufferPointer) {

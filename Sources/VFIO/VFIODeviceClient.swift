@@ -77,7 +77,7 @@ final class VFIODeviceClient: Sendable {
     /// Lets go of the device fd without closing it (an adoption that failed: the fd is the caller's).
     func forget() { device.withLock { $0 = nil } }
 
-    private func withDevice<T>(_ operation: VFIOOperation, _ body: (Int32) throws(VFIOError) -> T) throws(VFIOError) -> T {
+    func withDevice<T>(_ operation: VFIOOperation, _ body: (Int32) throws(VFIOError) -> T) throws(VFIOError) -> T {
         try device.withLock { (fd: inout Int32?) throws(VFIOError) -> T in
             guard let fd else { throw VFIOError.syscallFailed(operation: operation, device: name, errno: .badFileDescriptor) }
             return try body(fd)
@@ -86,7 +86,7 @@ final class VFIODeviceClient: Sendable {
 
     /// `VFIO_DEVICE_FEATURE` with `payload` after the header; returns the payload as the kernel left
     /// it. EINTR is retried when `retryInterrupted`.
-    private func feature(
+    func feature(
         _ fd: Int32, _ feature: VFIOFeature, _ operation: UInt32, payload: [UInt8], retryInterrupted: Bool = true
     ) -> Result<[UInt8], Errno> {
         while true {

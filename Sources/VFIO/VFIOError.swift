@@ -4,6 +4,8 @@ import SystemPackage
 public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
     /// `VFIO_DEVICE_FEATURE` GET of `MIGRATION` (probing migration support).
     case probeMigration
+    /// `VFIO_DEVICE_FEATURE` PROBE | SET of `DMA_LOGGING_START` (does the device log its DMA writes?).
+    case probeDMALogging
     /// `VFIO_DEVICE_FEATURE` GET of `MIG_DEVICE_STATE`.
     case getState
     /// `VFIO_DEVICE_FEATURE` SET of `MIG_DEVICE_STATE`.
@@ -48,6 +50,7 @@ public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .probeMigration: "VFIO_DEVICE_FEATURE GET MIGRATION"
+        case .probeDMALogging: "VFIO_DEVICE_FEATURE PROBE|SET DMA_LOGGING_START"
         case .getState: "VFIO_DEVICE_FEATURE GET MIG_DEVICE_STATE"
         case .setState: "VFIO_DEVICE_FEATURE SET MIG_DEVICE_STATE"
         case .stopCopySize: "VFIO_DEVICE_FEATURE GET MIG_DATA_SIZE"

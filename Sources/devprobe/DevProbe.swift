@@ -36,7 +36,7 @@ struct DevProbe: ParsableCommand {
     var table = false
 
     @Flag(help: ArgumentHelp(
-        "Open each device bound to a VFIO driver and read its migration flags from the kernel.",
+        "Open each device bound to a VFIO driver and ask the kernel for its migration flags and DMA logging.",
         discussion: "Needs root (or access to /dev/vfio); a device a VM holds cannot be probed. Not with --sysfs-root."))
     var probe = false
 
@@ -97,16 +97,16 @@ struct DevProbe: ParsableCommand {
         let advisor = MigrationAdvisor(handlers: VendorModules.table)
         let prober = probe ? VFIOMigrationProbe() : nil
         var reports = devices.map { device in
-            let outcome = VFIODriverCatalog.isVFIODriver(device.driver) ? prober?.probe(device) : nil
-            return DeviceReport(device: device, verdict: advisor.verdict(for: device, probe: outcome))
+            guard VFIODriverCatalog.isVFIODriver(device.driver), let probed = prober?.examine(device) else {
+                return DeviceReport(device: device, verdict: advisor.verdict(for: device))
+            }
+            return DeviceReport(device: device, verdict: advisor.verdict(for: device, probed: probed))
         }
         if migratable { reports = reports.filter(\.verdict.isMigratable) }
 
         var out = Output()
         if json {
-            var text = ""
-            JSONValue.array(reports.map(\.json)).write(into: &text)
-            out.line(text)
+            out.jsonArrayLine(reports.lazy.map(\.json))
         } else if table {
             printTable(reports, into: &out)
         } else {

@@ -6,15 +6,19 @@ struct DeviceReport {
     var device: PCIDevice
     var verdict: MigrationVerdict
 
-    private static func hex<T: BinaryInteger>(_ value: T, _ width: Int) -> String {
-        let digits = String(value, radix: 16)
-        return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
-    }
-
-    /// `Ethernet controller [0200]`.
-    var classText: String {
-        let c16 = Self.hex(device.classCode >> 8, 4)
-        return "\(device.className ?? "Class") [\(c16)]"
+    /// Lower-case hex, zero-padded to `width` digits (at most 16), written into the string's own storage.
+    private static func hex<T: FixedWidthInteger & UnsignedInteger>(_ value: T, _ width: Int) -> String {
+        let v = UInt64(value)
+        var digits = 1
+        while digits < 16, v >> (4 * UInt64(digits)) != 0 { digits += 1 }
+        let count = max(digits, min(width, 16))
+        return String(unsafeUninitializedCapacity: count) { out in
+            for i in 0..<count {
+                let nibble = UInt8(truncatingIfNeeded: v >> (4 * UInt64(count - 1 - i)) & 0xf)
+                out[i] = nibble < 10 ? 0x30 + nibble : 0x61 - 10 + nibble
+            }
+            return count
+        }
     }
 
     /// `Mellanox Technologies ConnectX Family mlx5Gen Virtual Function`; unknown names read
@@ -23,46 +27,122 @@ struct DeviceReport {
         "\(device.vendorName ?? "Vendor") \(device.deviceName ?? "Device")"
     }
 
-    /// The block `lspci -Dnnk` would print, followed by what devprobe adds.
+    /// The block `lspci -Dnnk` would print, followed by what devprobe adds. Written piece by
+    /// piece into the output buffer: on a host with thousands of devices this is most of the
+    /// work after reading them.
     func block(into out: inout Output) {
-        var header = "\(device.address) \(classText): \(names) [\(device.ids)]"
-        if let rev = device.revision, rev != 0 { header += " (rev \(Self.hex(rev, 2)))" }
-        out.line(header)
-        if let sv = device.subsystemVendorID, let sd = device.subsystemDeviceID, sv != 0, sv != 0xffff {
-            out.line("\tSubsystem: \(device.subsystemVendorName ?? "Vendor") \(device.subsystemName ?? "Device") [\(Self.hex(sv, 4)):\(Self.hex(sd, 4))]")
+        out.write(device.address.description)
+        out.write(" ")
+        out.write(device.className ?? "Class")
+        out.write(" [")
+        out.hex(device.classCode >> 8, 4)
+        out.write("]: ")
+        out.write(device.vendorName ?? "Vendor")
+        out.write(" ")
+        out.write(device.deviceName ?? "Device")
+        out.write(" [")
+        out.hex(device.vendorID, 4)
+        out.write(":")
+        out.hex(device.deviceID, 4)
+        out.write("]")
+        if let rev = device.revision, rev != 0 {
+            out.write(" (rev ")
+            out.hex(rev, 2)
+            out.write(")")
         }
-        if let driver = device.driver { out.line("\tKernel driver in use: \(driver)") }
-        var facts: [String] = []
-        facts.append("IOMMU group: \(device.iommuGroup.map(String.init) ?? "none")")
-        if let node = device.vfioDeviceNode { facts.append("VFIO node: \(node)") }
-        if let numa = device.numaNode { facts.append("NUMA node: \(numa)") }
-        out.line("\t" + facts.joined(separator: ", "))
-        if let override = device.driverOverride { out.line("\tDriver override: \(override)") }
-        if let pf = device.physicalFunction { out.line("\tSR-IOV: virtual function of \(pf)") }
+        out.endLine()
+        if let sv = device.subsystemVendorID, let sd = device.subsystemDeviceID, sv != 0, sv != 0xffff {
+            out.write("\tSubsystem: ")
+            out.write(device.subsystemVendorName ?? "Vendor")
+            out.write(" ")
+            out.write(device.subsystemName ?? "Device")
+            out.write(" [")
+            out.hex(sv, 4)
+            out.write(":")
+            out.hex(sd, 4)
+            out.write("]")
+            out.endLine()
+        }
+        if let driver = device.driver {
+            out.write("\tKernel driver in use: ")
+            out.line(driver)
+        }
+        out.write("\tIOMMU group: ")
+        if let group = device.iommuGroup { out.decimal(group) } else { out.write("none") }
+        if let node = device.vfioDeviceNode {
+            out.write(", VFIO node: ")
+            out.write(node)
+        }
+        if let numa = device.numaNode {
+            out.write(", NUMA node: ")
+            out.decimal(numa)
+        }
+        out.endLine()
+        if let override = device.driverOverride {
+            out.write("\tDriver override: ")
+            out.line(override)
+        }
+        if let pf = device.physicalFunction {
+            out.write("\tSR-IOV: virtual function of ")
+            out.line(pf.description)
+        }
         if !device.virtualFunctions.isEmpty {
-            out.line("\tSR-IOV: physical function of \(device.virtualFunctions.map(\.description).joined(separator: ", "))")
+            out.write("\tSR-IOV: physical function of ")
+            for (i, vf) in device.virtualFunctions.enumerated() {
+                if i > 0 { out.write(", ") }
+                out.write(vf.description)
+            }
+            out.endLine()
         }
         if verdict.isMigratable {
-            var detail = "handler \(verdict.handler ?? "-")"
+            out.write("\tMIGRATABLE: yes (handler ")
+            out.write(verdict.handler ?? "-")
             if let flags = verdict.flags, let source = verdict.flagsSource {
-                detail += "; \(flags.names.joined(separator: ", ")) \(source == .probe ? "confirmed by the kernel" : "expected from \(device.driver ?? "the driver")")"
+                out.write("; ")
+                out.write(flags.names.joined(separator: ", "))
+                if source == .probe {
+                    out.write(" confirmed by the kernel")
+                } else {
+                    out.write(" expected from ")
+                    out.write(device.driver ?? "the driver")
+                }
             }
-            out.line("\tMIGRATABLE: yes (\(detail))")
+            out.line(")")
         } else {
             out.line("\tMIGRATABLE: no")
-            for reason in verdict.reasons { out.line("\t  - \(reason)") }
+            for reason in verdict.reasons {
+                out.write("\t  - ")
+                out.line(reason)
+            }
         }
-        for note in verdict.notes { out.line("\tNote: \(note)") }
+        if let p2p = verdict.p2p { out.line(p2p ? "\tP2P: yes" : "\tP2P: no") }
+        if let tracking = verdict.dirtyTracking {
+            out.write("\tDirty tracking: ")
+            out.line(dirtyTrackingText(tracking))
+        }
+        for note in verdict.notes {
+            out.write("\tNote: ")
+            out.line(note)
+        }
+    }
+
+    /// `device DMA logging (expected from pds_vfio_pci)`, `none on the device (confirmed by the kernel: …)`.
+    private func dirtyTrackingText(_ tracking: MigrationVerdict.DirtyTracking) -> String {
+        let what = tracking.kind == .dmaLogging ? "device DMA logging" : "none on the device"
+        var source = tracking.source == .probe ? "confirmed by the kernel" : "expected from \(device.driver ?? "the driver")"
+        if let detail = tracking.detail { source += tracking.source == .probe ? ": \(detail)" : " \(detail)" }
+        return "\(what) (\(source))"
     }
 
     /// The row of `--table`.
     var row: [String] {
         [device.address.description, device.ids, Self.hex(device.classCode, 6), device.driver ?? "-",
          device.iommuGroup.map(String.init) ?? "-", verdict.isMigratable ? "yes" : "no",
-         verdict.handler ?? "-", names]
+         verdict.handler ?? "-", verdict.p2p.map { $0 ? "yes" : "no" } ?? "-",
+         verdict.dirtyTracking?.kind.rawValue ?? "-", names]
     }
 
-    static let tableHeader = ["ADDRESS", "IDS", "CLASS", "DRIVER", "IOMMU", "MIGRATABLE", "HANDLER", "DEVICE"]
+    static let tableHeader = ["ADDRESS", "IDS", "CLASS", "DRIVER", "IOMMU", "MIGRATABLE", "HANDLER", "P2P", "DIRTY", "DEVICE"]
 
     /// One device in `--json`: the documented keys, in this order.
     var json: JSONValue {
@@ -92,6 +172,9 @@ struct DeviceReport {
             ("variantDriver", .optional(verdict.variantDriver)),
             ("migrationFlags", verdict.flags.map { .strings($0.names) } ?? .null),
             ("migrationFlagsSource", .optional(verdict.flagsSource?.rawValue)),
+            ("p2p", verdict.p2p.map { .bool($0) } ?? .null),
+            ("dirtyTracking", .optional(verdict.dirtyTracking?.kind.rawValue)),
+            ("dirtyTrackingSource", .optional(verdict.dirtyTracking?.source.rawValue)),
             ("reasons", .strings(verdict.reasons)),
             ("notes", .strings(verdict.notes)),
         ])

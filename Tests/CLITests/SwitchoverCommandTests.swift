@@ -131,13 +131,15 @@ final class RunningProduct: Sendable {
         let path = Self.socketPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         // 8 MiB of stop-copy data cannot fit a 1 ms downtime at 1 MiB/s (QEMU's avail-switchover-bandwidth).
+        // 5 s, not less: both processes must have started and connected by then, also under the
+        // sanitizers (make test-sanitizers), where starting a process takes seconds.
         let options = ["--memory", "1MiB", "--device", "vfio-pci:state=8MiB,initial=0", "--downtime-limit", "1ms", "--no-progress"]
-        let source = try RunningProduct("switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s", "--timeout", "1s",
+        let source = try RunningProduct("switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s", "--timeout", "5s",
                                                        "--switchover-bandwidth", "1MiB/s"] + options)
         let destination = try RunningProduct("switchover", ["incoming", "--listen", "unix:\(path)"] + options)
         let s = await source.finish(), d = await destination.finish()
         #expect(s.status == 1)
-        #expect(s.stderr.hasPrefix("switchover migrate: not completed within --timeout 1s (iterating, "))
+        #expect(s.stderr.hasPrefix("switchover migrate: not completed within --timeout 5s (iterating, "))
         #expect(d.status == 1)
     }
 

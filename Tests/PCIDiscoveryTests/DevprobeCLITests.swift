@@ -45,9 +45,21 @@ struct DevprobeCLITests {
         #expect(unbound["handler"] is NSNull)
         #expect(unbound["migratable"] as? Bool == false)
         #expect((unbound["reasons"] as? [String])?.count == 3)
+        #expect(cx7["p2p"] as? Bool == true)
+        #expect(cx7["dirtyTracking"] as? String == "dma-logging")
+        #expect(cx7["dirtyTrackingSource"] as? String == "driver-table")
+        let pds = try #require(array.first { $0["address"] as? String == "0000:81:00.1" })
+        #expect(pds["migratable"] as? Bool == true)
+        #expect(pds["migrationFlags"] as? [String] == ["STOP_COPY", "P2P"])
+        #expect(pds["notes"] as? [String] == ["no PRE_COPY: all device state moves while the guest is stopped: expect a longer downtime"])
+        let hisi = try #require(array.first { $0["address"] as? String == "0000:7d:00.1" })
+        #expect(hisi["p2p"] as? Bool == false)
+        #expect(hisi["dirtyTracking"] as? String == "none")
+        #expect(unbound["p2p"] is NSNull)
+        #expect(unbound["dirtyTracking"] is NSNull)
         for object in array {
             for key in ["address", "vendorID", "deviceID", "classCode", "vendorName", "deviceName", "driver",
-                        "iommuGroup", "migratable", "handler", "reasons"] {
+                        "iommuGroup", "migratable", "handler", "reasons", "p2p", "dirtyTracking", "dirtyTrackingSource"] {
                 #expect(object[key] != nil, "\(key) missing")
             }
         }
@@ -60,12 +72,32 @@ struct DevprobeCLITests {
         guard let migratable = try devprobe(base + ["--migratable", "--table"]) else { return }
         #expect(migratable.status == 0)
         let rows = migratable.stdout.split(separator: "\n").filter { $0.hasPrefix("0000:") }
-        #expect(rows.map { String($0.prefix(12)) } == ["0000:3b:00.1", "0000:7d:00.1"])
+        #expect(rows.map { String($0.prefix(12)) } == ["0000:3b:00.1", "0000:7d:00.1", "0000:81:00.1"])
         let one = try #require(try devprobe(base + ["--device", "3b:00.2"]))
         #expect(one.status == 0)
         #expect(one.stdout.hasPrefix("0000:3b:00.2 Ethernet controller [0200]: Mellanox Technologies ConnectX Family mlx5Gen Virtual Function [15b3:101e]\n"))
         #expect(one.stdout.contains("\tKernel driver in use: vfio-pci\n"))
         #expect(one.stdout.contains("\tMIGRATABLE: no\n\t  - bound to vfio-pci, which has no migration support; the variant driver mlx5_vfio_pci serves 15b3:101e: echo mlx5_vfio_pci > /sys/bus/pci/devices/0000:3b:00.2/driver_override"))
+    }
+
+    @Test("a stop-copy-only device: migratable, with P2P, dirty tracking and the downtime note")
+    func stopCopyOnlyBlock() throws {
+        let tree = try FakeSysfs.standard()
+        guard let result = try devprobe(fixtureArguments(tree) + ["--device", "81:00.1"]) else { return }
+        #expect(result.status == 0)
+        #expect(result.stdout.hasSuffix("""
+            \tMIGRATABLE: yes (handler vfio-pci; STOP_COPY, P2P expected from pds_vfio_pci)
+            \tP2P: yes
+            \tDirty tracking: device DMA logging (expected from pds_vfio_pci)
+            \tNote: no PRE_COPY: all device state moves while the guest is stopped: expect a longer downtime
+
+            """))
+        guard let table = try devprobe(fixtureArguments(tree) + ["--table", "--device", "81:00.1"]) else { return }
+        let lines = table.stdout.split(separator: "\n")
+        #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true)
+            == ["ADDRESS", "IDS", "CLASS", "DRIVER", "IOMMU", "MIGRATABLE", "HANDLER", "P2P", "DIRTY", "DEVICE"])
+        #expect(lines.dropFirst().first?.split(separator: " ", omittingEmptySubsequences: true).prefix(9)
+            == ["0000:81:00.1", "1dd8:1003", "020000", "pds_vfio_pci", "80", "yes", "vfio-pci", "yes", "dma-logging"])
     }
 
     @Test("exit status 1 when the requested device is missing")

@@ -6,8 +6,8 @@ import Testing
 struct MigrationVerdictTests {
     let advisor = MigrationAdvisor(handlers: shippedModules)
 
-    func verdict(_ bdf: String, probe: VFIOProbeOutcome? = nil) throws -> MigrationVerdict {
-        advisor.verdict(for: try scan(FakeSysfs.standard()).device(bdf), probe: probe)
+    func verdict(_ bdf: String, probe: VFIOProbeOutcome? = nil, dmaLogging: VFIODMALoggingOutcome? = nil) throws -> MigrationVerdict {
+        advisor.verdict(for: try scan(FakeSysfs.standard()).device(bdf), probe: probe, dmaLogging: dmaLogging)
     }
 
     @Test("a ConnectX-7 VF on mlx5_vfio_pci is migratable by the mlx5 module")
@@ -20,6 +20,8 @@ struct MigrationVerdictTests {
         #expect(v.flags == [.stopCopy, .p2p, .preCopy])
         #expect(v.flagsSource == .driverTable)
         #expect(v.variantDriver == "mlx5_vfio_pci")
+        #expect(v.p2p == true)
+        #expect(v.dirtyTracking == .init(kind: .dmaLogging, source: .driverTable, detail: "when the firmware has adv_virtualization"))
     }
 
     @Test("a ConnectX-7 VF on plain vfio-pci: names the variant driver and the command")
@@ -78,27 +80,78 @@ struct MigrationVerdictTests {
         ])
     }
 
-    @Test("hisi_acc_vfio_pci has no P2P: migratable, with a note")
+    @Test("hisi_acc_vfio_pci has no P2P and no DMA logging: migratable, with notes")
     func hisiWithoutP2P() throws {
         let v = try verdict("0000:7d:00.1")
         #expect(v.isMigratable)
         #expect(v.handler == "vfio-pci")
         #expect(v.flags == [.stopCopy, .preCopy])
-        #expect(v.notes.count == 1)
+        #expect(v.p2p == false)
+        #expect(v.dirtyTracking == .init(kind: .none, source: .driverTable))
+        #expect(v.notes.count == 2)
         #expect(v.notes.first?.hasPrefix("no P2P: hisi_acc_vfio_pci") == true)
+        #expect(v.notes.last?.hasPrefix("no device dirty tracking: ") == true)
     }
 
-    @Test("pds_vfio_pci has no PRE_COPY: not migratable until --probe confirms the flags")
-    func pdsWithoutPreCopy() throws {
+    static let noPreCopy = "no PRE_COPY: all device state moves while the guest is stopped: expect a longer downtime"
+
+    @Test("stop-copy only: pds_vfio_pci is migratable, and the missing PRE_COPY is a note, not a reason")
+    func pdsStopCopyOnly() throws {
         let v = try verdict("0000:81:00.1")
-        #expect(!v.isMigratable)
-        #expect(v.reasons.count == 1)
-        #expect(v.reasons.first?.hasPrefix("pds_vfio_pci has no PRE_COPY") == true)
-        let probed = try verdict("0000:81:00.1", probe: .supported([.stopCopy, .p2p]))
+        #expect(v.isMigratable)
+        #expect(v.handler == "vfio-pci")
+        #expect(v.reasons.isEmpty)
+        #expect(v.flags == [.stopCopy, .p2p])
+        #expect(v.flagsSource == .driverTable)
+        #expect(v.p2p == true)
+        #expect(v.dirtyTracking == .init(kind: .dmaLogging, source: .driverTable))
+        #expect(v.notes == [Self.noPreCopy])
+    }
+
+    @Test("stop-copy only, confirmed by --probe: the flags come from the device")
+    func pdsStopCopyOnlyProbed() throws {
+        let probed = try verdict("0000:81:00.1", probe: .supported([.stopCopy]))
         #expect(probed.isMigratable)
         #expect(probed.handler == "vfio-pci")
+        #expect(probed.flags == [.stopCopy])
         #expect(probed.flagsSource == .probe)
-        #expect(probed.notes.contains { $0.hasPrefix("no PRE_COPY") })
+        #expect(probed.p2p == false)
+        #expect(probed.notes.first == Self.noPreCopy)
+        #expect(probed.notes.dropFirst().first?.hasPrefix("no P2P: pds_vfio_pci") == true)
+    }
+
+    @Test("stop-copy only: xe-vfio-pci from the driver table, an unknown variant confirmed by --probe")
+    func otherStopCopyOnlyDrivers() throws {
+        let tree = try FakeSysfs()
+        try tree.add(.init(address: "0000:03:00.1", vendor: 0x8086, device: 0xe212, classCode: 0x030000,
+                           driver: "xe-vfio-pci", iommuGroup: 7, physfn: "0000:03:00.0"))
+        try tree.add(.init(address: "0000:04:00.0", vendor: 0x1234, device: 0x5678, classCode: 0x020000,
+                           driver: "acme_vfio_pci", iommuGroup: 8))
+        let result = try scan(tree)
+        let xe = advisor.verdict(for: try result.device("0000:03:00.1"))
+        #expect(xe.isMigratable)
+        #expect(xe.handler == "vfio-pci")
+        #expect(xe.flags == [.stopCopy, .p2p])
+        #expect(xe.notes.first == Self.noPreCopy)
+        let acme = advisor.verdict(for: try result.device("0000:04:00.0"), probe: .supported([.stopCopy, .p2p]))
+        #expect(acme.isMigratable)
+        #expect(acme.notes == [Self.noPreCopy])
+        #expect(acme.dirtyTracking == nil)
+    }
+
+    @Test("--probe's DMA-logging answer wins over the driver table; a failed probe falls back to it")
+    func dmaLoggingProbe() throws {
+        let confirmed = try verdict("0000:7d:00.1", probe: .supported([.stopCopy, .preCopy]), dmaLogging: .supported)
+        #expect(confirmed.dirtyTracking == .init(kind: .dmaLogging, source: .probe))
+        #expect(!confirmed.notes.contains { $0.hasPrefix("no device dirty tracking") })
+        let refused = try verdict("0000:81:00.1", probe: .supported([.stopCopy, .p2p]), dmaLogging: .unsupported(errno: 25))
+        #expect(refused.isMigratable)
+        #expect(refused.dirtyTracking == .init(kind: .none, source: .probe, detail: "PROBE DMA_LOGGING_START: ENOTTY"))
+        #expect(refused.notes.last?.hasPrefix("no device dirty tracking: ") == true)
+        let failed = try verdict("0000:81:00.1", probe: .supported([.stopCopy, .p2p]),
+                                 dmaLogging: .failed(reason: "VFIO_DEVICE_FEATURE(PROBE DMA_LOGGING_START): Input/output error"))
+        #expect(failed.dirtyTracking == .init(kind: .dmaLogging, source: .driverTable))
+        #expect(failed.notes.contains("--probe could not ask for DMA logging: VFIO_DEVICE_FEATURE(PROBE DMA_LOGGING_START): Input/output error"))
     }
 
     @Test("the kernel's answer wins over the driver table")

@@ -51,10 +51,11 @@ struct ProbeFixture {
     let probe: VFIOMigrationProbe
 
     init(cdev: Bool = false, devRoot: String = "/simulated/dev", migration: VFIOMigrationFlags? = [.stopCopy, .p2p, .preCopy],
-         faults: (any VFIOSyscalls) -> any VFIOSyscalls = { $0 }) {
+         dmaLogging: Bool = false, faults: (any VFIOSyscalls) -> any VFIOSyscalls = { $0 }) {
         host = SimulatedVFIOHost(paths: VFIOHostPaths(sysfsRoot: "/simulated/sys", devRoot: devRoot), cdevSupport: cdev)
         var configuration = SimulatedVFIOConfiguration.mlx5()
         configuration.migration = migration
+        configuration.dmaLogging = dmaLogging
         host.addDevice(.pci("0000:3b:00.1"), group: 42, cdevIndex: 3, configuration: configuration, clock: ManualSimulationClock())
         recorder = VFIOSyscallRecorder(base: faults(host))
         probe = VFIOMigrationProbe(paths: host.paths, system: recorder)
@@ -90,7 +91,7 @@ struct VFIOMigrationProbeTests {
                   driver: "mlx5_vfio_pci", iommuGroup: group, vfioCdevName: cdev)
     }
 
-    @Test("group path: container, group, SET_CONTAINER, SET_IOMMU, GET_DEVICE_FD, FEATURE; all closed")
+    @Test("group path: container, group, SET_CONTAINER, SET_IOMMU, GET_DEVICE_FD, FEATURE ×2; all closed")
     func groupPath() throws {
         let fixture = ProbeFixture()
         #expect(fixture.probe.probe(try device()) == .supported([.stopCopy, .p2p, .preCopy]))
@@ -105,13 +106,39 @@ struct VFIOMigrationProbeTests {
             "ioctl /simulated/dev/vfio/vfio 0x3b66 3",
             "ioctl /simulated/dev/vfio/42 0x3b6a",
             "ioctl device 0x3b75",
+            "ioctl device 0x3b75 = 25",
             "close device",
             "close /simulated/dev/vfio/42",
             "close /simulated/dev/vfio/vfio",
         ])
-        // struct vfio_device_feature { argsz 16; flags GET | MIGRATION } + u64 migration_flags.
-        let feature = try #require(fixture.recorder.ioctls.last)
-        #expect(feature.argumentBytes == [16, 0, 0, 0, 0x01, 0, 0x01, 0] + [UInt8](repeating: 0, count: 8))
+        // struct vfio_device_feature { argsz 16; flags GET | MIGRATION } + u64 migration_flags, then
+        // { argsz 8; flags PROBE | SET | DMA_LOGGING_START } without a payload.
+        let features = fixture.recorder.ioctls.suffix(2).map(\.argumentBytes)
+        #expect(features == [
+            [16, 0, 0, 0, 0x01, 0, 0x01, 0] + [UInt8](repeating: 0, count: 8),
+            [8, 0, 0, 0, 0x06, 0, 0x06, 0],
+        ])
+    }
+
+    @Test("examine: migration flags and DMA logging from one open; a device without log ops answers ENOTTY")
+    func examine() throws {
+        let logging = ProbeFixture(migration: [.stopCopy, .p2p], dmaLogging: true)
+        #expect(logging.probe.examine(try device()) == VFIODeviceProbeResult(migration: .supported([.stopCopy, .p2p]), dmaLogging: .supported))
+        #expect(logging.trace.filter { $0.hasPrefix("open") }.count == 2)
+        let plain = ProbeFixture(migration: nil)
+        #expect(plain.probe.examine(try device()) == VFIODeviceProbeResult(migration: .unsupported(errno: ENOTTY), dmaLogging: .unsupported(errno: ENOTTY)))
+        let busy = ProbeFixture { HostFaults(base: $0, openErrors: ["/simulated/dev/vfio/42": .resourceBusy]) }
+        #expect(busy.probe.examine(try device()).dmaLogging == nil)
+    }
+
+    @Test("a DMA-logging PROBE that fails otherwise is a failure that names the ioctl")
+    func dmaLoggingFailure() throws {
+        let fixture = ProbeFixture(dmaLogging: true)
+        fixture.recorder.inject(.ioError, on: .ioctl, request: VFIOUAPI.deviceFeature, times: 2)
+        let result = fixture.probe.examine(try device())
+        #expect(result.migration == .failed(reason: "VFIO_DEVICE_FEATURE(MIGRATION): Input/output error"))
+        #expect(result.dmaLogging == .failed(reason: "VFIO_DEVICE_FEATURE(PROBE DMA_LOGGING_START): Input/output error"))
+        #expect(fixture.trace.last == "close /simulated/dev/vfio/vfio")
     }
 
     @Test("ENOTTY and EINVAL mean unsupported; other errnos are failures", arguments: [
@@ -146,7 +173,7 @@ struct VFIOMigrationProbeTests {
         #expect(split.trace.suffix(2) == ["close /simulated/dev/vfio/42", "close /simulated/dev/vfio/vfio"])
     }
 
-    @Test("cdev path when there is no group node: iommufd, IOAS, device, BIND_IOMMUFD, ATTACH, FEATURE")
+    @Test("cdev path when there is no group node: iommufd, IOAS, device, BIND_IOMMUFD, ATTACH, FEATURE ×2")
     func cdevPath() throws {
         let fixture = ProbeFixture(cdev: true)
         #expect(fixture.probe.probe(try device(cdev: "vfio3")) == .supported([.stopCopy, .p2p, .preCopy]))
@@ -158,6 +185,7 @@ struct VFIOMigrationProbeTests {
             "ioctl /simulated/dev/vfio/devices/vfio3 0x3b76",
             "ioctl /simulated/dev/vfio/devices/vfio3 0x3b77",
             "ioctl /simulated/dev/vfio/devices/vfio3 0x3b75",
+            "ioctl /simulated/dev/vfio/devices/vfio3 0x3b75 = 25",
             "close /simulated/dev/vfio/devices/vfio3",
             "close /simulated/dev/iommu",
         ])
