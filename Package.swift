@@ -54,6 +54,8 @@ let package = Package(
             dependencies: [
                 "MigrationStream", "CSwitchoverLibc",
                 .product(name: "Logging", package: "swift-log"),
+                // Errno: one errno type for transports, byte I/O and VFIO.
+                .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         // A small C shim over Debian's OpenSSL (libssl-dev): no OpenSSL type reaches Swift.
@@ -61,7 +63,10 @@ let package = Package(
             name: "CSwitchoverTLS",
             linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
         ),
-        .target(name: "MigrationTLS", dependencies: ["CSwitchoverTLS", "MigrationCore"]),
+        .target(
+            name: "MigrationTLS",
+            dependencies: ["CSwitchoverTLS", "MigrationCore", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         .target(
             name: "VFIO",
             dependencies: ["CSwitchoverLibc", .product(name: "SystemPackage", package: "swift-system")]
@@ -121,6 +126,7 @@ let package = Package(
             dependencies: [
                 "MigrationStream", "MigrationCore", "MigrationTLS", "VFIO", "VFIOPCIHandler", "MLX5Handler", "ExampleVM", "CLISupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         // Runs inside a QEMU guest against the real kernel's mtty sample device (make test-kernel).
@@ -137,7 +143,10 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["MigrationCore"], path: "Tests/TestSupport"),
         .testTarget(name: "MigrationStreamTests", dependencies: ["MigrationStream"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MigrationCoreTests", dependencies: ["MigrationCore", "MigrationStream", "TestSupport"]),
-        .testTarget(name: "MigrationTLSTests", dependencies: ["MigrationTLS", "MigrationCore", "MigrationStream", "ExampleVM", "TestSupport"]),
+        .testTarget(
+            name: "MigrationTLSTests",
+            dependencies: ["MigrationTLS", "MigrationCore", "MigrationStream", "ExampleVM", "TestSupport", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "VFIOSimulator"]),
         .testTarget(name: "DeviceMatchTests", dependencies: ["DeviceMatch"]),
         .testTarget(name: "ExampleVMTests", dependencies: ["ExampleVM", "MigrationCore", "MigrationStream"]),

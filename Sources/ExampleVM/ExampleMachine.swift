@@ -59,7 +59,7 @@ public struct ExampleDevice: Sendable {
 /// Both sides are built from the same ``ExampleMachineConfiguration``; the destination's RAM
 /// and device content start from other seeds, so a migration that arrives byte-identical
 /// proves the bytes moved. Compare with ``digests``.
-public final class ExampleMachine: VMController, @unchecked Sendable {
+public final class ExampleMachine: VMController, Sendable {
     public enum Role: String, Sendable { case source, destination }
 
     public let role: Role

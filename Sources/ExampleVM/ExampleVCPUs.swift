@@ -1,5 +1,6 @@
 import Foundation
 import MigrationCore
+import Synchronization
 import VFIO
 import VFIOSimulator
 
@@ -8,12 +9,10 @@ import VFIOSimulator
 /// the migration. Each stop and start takes a number in the simulator's order
 /// (``SimulatedVFIOSequence``), so ``ExampleMachine/lifecycle`` can place it among the
 /// devices' transitions.
-public final class ExampleVCPUs: VMController, @unchecked Sendable {
+public final class ExampleVCPUs: VMController, Sendable {
     private let vm: ExampleVM
     private let drivesWorkload: Bool
-    private let lock = NSLock()
-    private var running = false
-    private var events: [LifecycleEvent] = []
+    private let state = Mutex<(running: Bool, events: [LifecycleEvent])>((false, []))
 
     init(vm: ExampleVM, drivesWorkload: Bool) {
         self.vm = vm
@@ -21,23 +20,23 @@ public final class ExampleVCPUs: VMController, @unchecked Sendable {
     }
 
     /// The vCPU stops and starts so far.
-    var recorded: [LifecycleEvent] { lock.withLock { events } }
+    var recorded: [LifecycleEvent] { state.withLock { $0.events } }
 
-    public var isRunning: Bool { lock.withLock { running } }
+    public var isRunning: Bool { state.withLock { $0.running } }
 
     public func stopVM() throws {
         vm.stop()
-        lock.withLock {
-            running = false
-            events.append(LifecycleEvent(sequence: SimulatedVFIOSequence.next(), subject: "vCPUs", change: "stop"))
+        state.withLock {
+            $0.running = false
+            $0.events.append(LifecycleEvent(sequence: SimulatedVFIOSequence.next(), subject: "vCPUs", change: "stop"))
         }
     }
 
     public func resumeVM() throws {
         if drivesWorkload { vm.resume() }
-        lock.withLock {
-            running = true
-            events.append(LifecycleEvent(sequence: SimulatedVFIOSequence.next(), subject: "vCPUs", change: "start"))
+        state.withLock {
+            $0.running = true
+            $0.events.append(LifecycleEvent(sequence: SimulatedVFIOSequence.next(), subject: "vCPUs", change: "start"))
         }
     }
 }

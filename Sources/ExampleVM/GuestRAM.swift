@@ -18,6 +18,8 @@ public struct RAMBlockLayout: Sendable, Hashable {
 /// makes each page copy atomic with respect to the workload (a real VMM relies on dirty
 /// logging instead; the effect on the stream is the same).
 public final class GuestRAM: @unchecked Sendable {
+    // @unchecked: the page memory is raw pointers the compiler cannot follow; every page
+    // access and `dirty`/`dirtyCount` happen under `lock`, and the memory lives until deinit.
     public static let pageSize = 4096
 
     public let layout: [RAMBlockLayout]

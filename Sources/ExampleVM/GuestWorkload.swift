@@ -3,6 +3,8 @@ import Foundation
 /// A guest workload that dirties pages at a steady rate while the VM runs: what keeps a
 /// live migration iterating. Runs on a thread of its own.
 public final class GuestWorkload: @unchecked Sendable {
+    // @unchecked: `running`, `thread`, `rng` and `written` are used only under `lock`, an
+    // NSCondition (not a Mutex: `stop()` waits on it for the workload thread to end).
     public let pagesPerSecond: Int
     private let ram: GuestRAM
     private let lock = NSCondition()

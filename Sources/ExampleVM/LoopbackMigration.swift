@@ -1,6 +1,7 @@
 import Foundation
 import MigrationCore
 import MigrationStream
+import Synchronization
 
 /// The outcome of ``LoopbackMigration/run(_:parameters:timeout:progress:)``.
 public struct LoopbackResult: Sendable {
@@ -133,15 +134,13 @@ public enum LoopbackMigration {
     }
 
     /// The last progress event, and whether the timeout fired.
-    private final class LastProgress: @unchecked Sendable {
-        private let lock = NSLock()
-        private var event: MigrationProgress?
-        private var fired = false
+    private final class LastProgress: Sendable {
+        private let state = Mutex<(event: MigrationProgress?, fired: Bool)>((nil, false))
 
-        func set(_ e: MigrationProgress) { lock.withLock { event = e } }
-        func timedOut() { lock.withLock { fired = true } }
+        func set(_ e: MigrationProgress) { state.withLock { $0.event = e } }
+        func timedOut() { state.withLock { $0.fired = true } }
         /// The last event when the timeout fired.
-        var timeout: MigrationProgress? { lock.withLock { fired ? event : nil } }
+        var timeout: MigrationProgress? { state.withLock { $0.fired ? $0.event : nil } }
     }
 
     private static func capture<T: Sendable>(_ body: @Sendable () async throws -> T) async -> Result<T, any Error> {

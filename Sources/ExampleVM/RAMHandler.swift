@@ -9,6 +9,8 @@ import MigrationStream
 /// still dirty, then EOS. The first record of each section names its block; later records in
 /// the same block carry the CONTINUE flag instead.
 public final class RAMHandler: MigrationHandler, @unchecked Sendable {
+    // @unchecked: `bytesSent` is touched only by the hooks, which the engine calls from one
+    // migration thread at a time (MigrationHandler's threading contract).
     public static let identity = HandlerIdentity(idstr: "ram", instanceID: 0, versionID: 4)
 
     /// QEMU's `RAM_SAVE_FLAG_*` values (migration/ram.c).

@@ -1,5 +1,6 @@
 import Foundation
 import MigrationCore
+import Synchronization
 import VFIOPCIHandler
 import VFIO
 
@@ -13,18 +14,24 @@ import VFIO
 ///   kernel, and when the STOP_COPY_SIZE record arrives — during pre-copy, while the VM still
 ///   runs — allocates and faults in the buffer that will receive the final image, so that
 ///   allocation is not paid during the downtime.
-public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
+public final class MLX5Tuning: VFIOPCITuning, Sendable {
     /// The driver's chunk-mode size.
     public static let maxChunkSize = 8 << 20
     /// The largest final-image buffer pre-allocated, whatever the source announces.
     public static let defaultMaxPreallocation = 64 << 20
 
     public let maxPreallocation: Int
-    private let lock = NSLock()
-    private var parser: MLX5RecordParser
-    /// Replaced (never freed in place) when a larger STOP_COPY_SIZE arrives: a handler that is
-    /// receiving into the old one holds its reference until it is done with it.
-    private var finalImageBuffer: DeviceDataBuffer?
+    /// What the tuning learns from the resume data, guarded as one.
+    private struct State {
+        var parser: MLX5RecordParser
+        /// Replaced (never freed in place) when a larger STOP_COPY_SIZE arrives: a handler that is
+        /// receiving into the old one holds its reference until it is done with it.
+        var finalImageBuffer: DeviceDataBuffer?
+        /// The image the device is loading now (the write that completed its record has not
+        /// returned yet, as far as this tuning saw): its expected cost and when its load began.
+        var loadingImage: (bytes: UInt64, cost: Duration, since: Duration)?
+    }
+    private let state: Mutex<State>
 
     /// What loading the final image costs the device beyond streaming it (the last
     /// LOAD_VHCA_STATE), reported to the source for its downtime prediction.
@@ -33,9 +40,6 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
     /// firmware's resources then. Reported as the destination's backlog while that image
     /// arrives and loads; each later image costs ``finalLoadCost``.
     public let initialLoadCost: Duration
-    /// The image the device is loading now (the write that completed its record has not
-    /// returned yet, as far as this tuning saw): its expected cost and when its load began.
-    private var loadingImage: (bytes: UInt64, cost: Duration, since: Duration)?
     private let clock = MonotonicClock()
 
     /// - Parameters:
@@ -47,7 +51,7 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
     ///     unknown (the destination then reports no backlog for it).
     public init(recordLimit: UInt64 = MLX5RecordParser.defaultRecordLimit, maxPreallocation: Int = MLX5Tuning.defaultMaxPreallocation,
                 finalLoadCost: Duration = .zero, initialLoadCost: Duration = .zero) {
-        self.parser = MLX5RecordParser(recordLimit: recordLimit)
+        self.state = Mutex(State(parser: MLX5RecordParser(recordLimit: recordLimit)))
         self.maxPreallocation = max(4096, maxPreallocation)
         self.finalLoadCost = max(.zero, finalLoadCost)
         self.initialLoadCost = max(.zero, initialLoadCost)
@@ -61,14 +65,14 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
     /// The firmware-data record still arriving (the device loads it once it is whole) and the
     /// image being loaded now, with what remains of its expected cost.
     public func loadBacklog() -> LoadBacklog {
-        lock.withLock {
+        state.withLock { s in
             var bytes: UInt64 = 0
             var cost = Duration.zero
-            if let (header, received) = parser.openRecord, header.tag == .firmwareData {
+            if let (header, received) = s.parser.openRecord, header.tag == .firmwareData {
                 bytes = received
-                cost = imageCost(parser.recordCount[MLX5RecordTag.firmwareData.rawValue, default: 0] + 1)
+                cost = imageCost(s.parser.recordCount[MLX5RecordTag.firmwareData.rawValue, default: 0] + 1)
             }
-            if let loading = loadingImage {
+            if let loading = s.loadingImage {
                 bytes = bytes.addingReportingOverflow(loading.bytes).overflow ? .max : bytes + loading.bytes
                 cost += max(.zero, loading.cost - (clock.now - loading.since))
             }
@@ -87,18 +91,18 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
     }
 
     public func observeResumeData(_ bytes: UnsafeRawBufferPointer) throws {
-        try lock.withLock {
+        try state.withLock { s in
             // The handler writes each range after observing it: a new range means the write
             // that completed the last image has returned.
-            loadingImage = nil
-            var size = parser.openRecord?.header.payloadSize ?? 0
-            for event in try parser.consume(bytes) {
+            s.loadingImage = nil
+            var size = s.parser.openRecord?.header.payloadSize ?? 0
+            for event in try s.parser.consume(bytes) {
                 switch event {
                 case .header(let header, _): size = header.payloadSize
-                case .stopCopySize(let announced): preallocate(announced)
+                case .stopCopySize(let announced): preallocate(announced, in: &s)
                 case .recordEnd(.firmwareData, _):
-                    let n = parser.recordCount[MLX5RecordTag.firmwareData.rawValue, default: 0]
-                    loadingImage = (size, imageCost(n), clock.now)
+                    let n = s.parser.recordCount[MLX5RecordTag.firmwareData.rawValue, default: 0]
+                    s.loadingImage = (size, imageCost(n), clock.now)
                 default: break
                 }
             }
@@ -106,17 +110,17 @@ public final class MLX5Tuning: VFIOPCITuning, @unchecked Sendable {
     }
 
     /// The size the source announced for its final image (0 until STOP_COPY_SIZE arrives).
-    public var announcedStopCopySize: UInt64 { lock.withLock { parser.announcedStopCopySize } }
+    public var announcedStopCopySize: UInt64 { state.withLock { $0.parser.announcedStopCopySize } }
 
     /// The bytes pre-allocated for the final image (0 until STOP_COPY_SIZE arrives).
-    public var preallocatedBytes: Int { lock.withLock { finalImageBuffer?.count ?? 0 } }
+    public var preallocatedBytes: Int { state.withLock { $0.finalImageBuffer?.count ?? 0 } }
 
-    public var preferredReceiveBuffer: DeviceDataBuffer? { lock.withLock { finalImageBuffer } }
+    public var preferredReceiveBuffer: DeviceDataBuffer? { state.withLock { $0.finalImageBuffer } }
 
-    private func preallocate(_ announced: UInt64) {
+    private func preallocate(_ announced: UInt64, in s: inout State) {
         let size = Int(min(UInt64(maxPreallocation), max(announced, 4096)))
-        if let existing = finalImageBuffer, existing.count >= size { return }
+        if let existing = s.finalImageBuffer, existing.count >= size { return }
         // Every page is touched now, so the page faults happen before the switchover.
-        finalImageBuffer = DeviceDataBuffer(byteCount: size, prefault: true)
+        s.finalImageBuffer = DeviceDataBuffer(byteCount: size, prefault: true)
     }
 }

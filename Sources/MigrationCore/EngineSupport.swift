@@ -175,28 +175,30 @@ func quietLogger() -> Logger {
     Logger(label: "switchover.migration", factory: { _ in SwiftLogNoOpLogHandler() })
 }
 
-/// Classifies an error thrown on a migration thread into a ``MigrationError``.
+/// Classifies an error thrown on a migration thread into a ``MigrationError``: the code
+/// from the error's type, the phase from the engine.
 func classify(_ error: any Error, phase: MigrationPhase, cancelled: Bool, handler: HandlerIdentity? = nil,
               section: SectionHeader? = nil, offset: Int? = nil, message: String? = nil) -> MigrationError {
     if let e = error as? MigrationError {
-        if cancelled, case .cancelled = e { return e }
-        if cancelled, case .invalidParameters = e { return e }
-        if cancelled { return .cancelled(MigrationFailure(phase: e.phase, message: "cancelled", underlying: e)) }
+        if cancelled, e.code == .cancelled || e.code == .invalidParameters { return e }
+        if cancelled { return MigrationError(.cancelled, phase: e.phase, message: "cancelled", cause: e) }
         return e
     }
-    let failure = MigrationFailure(phase: phase, handler: handler, section: section, offset: offset,
-                                   message: message ?? defaultMessage(phase), underlying: error)
-    if cancelled { return .cancelled(MigrationFailure(phase: phase, handler: handler, section: section, offset: offset,
-                                                       message: "cancelled", underlying: error)) }
-    if let t = error as? TransportError, case .timedOut = t { return .timeout(.stall, failure) }
-    switch phase {
-    case .idle, .connecting: return .transport(failure)
-    case .header, .setup: return .setup(failure)
-    case .preflight: return .preflight(failure)
-    case .iterating: return .iterate(failure)
-    case .completing, .finishing, .resuming, .completed, .failed, .cancelled: return .complete(failure)
-    case .loading: return .load(failure)
+    if cancelled {
+        return MigrationError(.cancelled, phase: phase, handler: handler, section: section, offset: offset,
+                              message: "cancelled", cause: error)
     }
+    let code: MigrationError.Code
+    switch error {
+    case TransportError.timedOut: code = .stallTimeout
+    case is TransportError: code = .transport
+    case is StreamError: code = .malformedStream
+    case is MultifdError: code = .multifdFailed
+    case is ReturnPathError: code = .returnPath
+    default: code = handler != nil ? .handlerFailed : .unknown
+    }
+    return MigrationError(code, phase: phase, handler: handler, section: section, offset: offset,
+                          message: message ?? defaultMessage(phase), cause: error)
 }
 
 private func defaultMessage(_ phase: MigrationPhase) -> String {
@@ -277,9 +279,9 @@ final class ReceiveWatchdog: Sendable {
             guard s.waitedInWindow >= window else { return }
             let delivered = s.total - s.windowStartTotal
             guard delivered >= minimumBytes else {
-                throw MigrationError.timeout(.tooSlow, MigrationFailure(phase: .loading,
+                throw MigrationError(.peerTooSlow, phase: .loading,
                     message: "the source delivered \(delivered) bytes in \(s.waitedInWindow) of waiting, fewer than the minimum of "
-                        + "\(minimumRate) bytes per second (minimumReceiveRate): a peer that trickles bytes is cut off"))
+                        + "\(minimumRate) bytes per second (minimumReceiveRate): a peer that trickles bytes is cut off")
             }
             s.windowStartTotal = s.total
             s.waitedInWindow = .zero

@@ -6,7 +6,12 @@ import Darwin
 
 /// A mutex with a condition variable on the monotonic clock: state shared between a
 /// migration thread and its return-path thread, with timed waits.
+///
+/// Kept beside `Synchronization.Mutex` because waiting needs a condition variable, which
+/// Mutex lacks: the multifd sessions wait for queue space and for channels, the return paths
+/// for a message, with deadlines. State that nobody waits for uses a `Mutex`.
 final class Monitor<State>: @unchecked Sendable {
+    // @unchecked: `state` is touched only between pthread_mutex_lock and unlock.
     private var mutex = pthread_mutex_t()
     private var cond = pthread_cond_t()
     private var state: State

@@ -75,7 +75,7 @@ public final class MigrationDestination: Sendable {
         do {
             listener = try transport.listen()
         } catch {
-            throw MigrationError.transport(MigrationFailure(phase: .connecting, message: "could not listen", underlying: error))
+            throw MigrationError(.transport, phase: .connecting, message: "could not listen", cause: error)
         }
         return try await run(accepting: listener)
     }
@@ -275,7 +275,7 @@ final class DestinationRun {
         sourceMachine = config.machineType
         let local = owner.configuration
         func refuse(_ text: String) -> MigrationError {
-            .setup(MigrationFailure(phase: phase, offset: reader.offset, message: text))
+            MigrationError(.incompatible, phase: phase, offset: reader.offset, message: text)
         }
         guard config.machineType == local.machineType else {
             throw refuse("machine type mismatch: the stream is for \"\(config.machineType)\", this destination runs \"\(local.machineType)\"")
@@ -292,9 +292,9 @@ final class DestinationRun {
         // Every multifd channel carries the migration's uuid (the VM's, zeros without one).
         let uuid = multifdUUID(config)
         for c in channels where c.uuid != uuid {
-            throw MigrationError.setup(MigrationFailure(phase: phase, offset: reader.offset,
+            throw MigrationError(.multifdFailed, phase: phase, offset: reader.offset,
                 message: "multifd channel \(c.id) belongs to another migration (its uuid differs from the stream's)",
-                underlying: MultifdError.channelSetup("uuid mismatch on channel \(c.id)")))
+                cause: MultifdError.channelSetup("uuid mismatch on channel \(c.id)"))
         }
     }
 
@@ -306,7 +306,7 @@ final class DestinationRun {
             do {
                 try e.handler.loadSetup(context: contexts[i])
             } catch {
-                throw MigrationError.setup(MigrationFailure(phase: phase, handler: e.identity, message: "loadSetup failed", underlying: error))
+                throw MigrationError(.handlerFailed, phase: phase, handler: e.identity, message: "loadSetup failed", cause: error)
             }
         }
         var needed: Set<HandlerKey> = []
@@ -374,13 +374,13 @@ final class DestinationRun {
     private func loadSection(_ header: SectionHeader, at: Int) throws {
         let key = HandlerKey(header.binding.idstr, header.binding.instanceID)
         guard let i = index[key] else {
-            throw MigrationError.load(MigrationFailure(phase: phase, section: header, offset: at,
-                message: "Unknown section or instance: \(key) (section id \(header.sectionID)) has no handler on this destination"))
+            throw MigrationError(.incompatible, phase: phase, section: header, offset: at,
+                message: "Unknown section or instance: \(key) (section id \(header.sectionID)) has no handler on this destination")
         }
         let e = entries[i]
         if header.binding.versionID > e.identity.versionID {
-            throw MigrationError.load(MigrationFailure(phase: phase, handler: e.identity, section: header, offset: at,
-                message: "\(key): the stream's section version \(header.binding.versionID) is newer than this destination's \(e.identity.versionID)"))
+            throw MigrationError(.incompatible, phase: phase, handler: e.identity, section: header, offset: at,
+                message: "\(key): the stream's section version \(header.binding.versionID) is newer than this destination's \(e.identity.versionID)")
         }
         let bodyStart = reader.offset
         // A section loaded while the handler's initial data is still coming may carry one-off
@@ -438,7 +438,7 @@ final class DestinationRun {
 
     private func process(_ command: MigrationCommand, at: Int) throws {
         func refuse(_ text: String) -> MigrationError {
-            .load(MigrationFailure(phase: phase, offset: at, message: text))
+            MigrationError(.malformedStream, phase: phase, offset: at, message: text)
         }
         do {
             switch command {
@@ -471,8 +471,8 @@ final class DestinationRun {
                     do {
                         try e.handler.switchoverStart(context: contexts[i])
                     } catch {
-                        throw MigrationError.load(MigrationFailure(phase: phase, handler: e.identity, offset: at,
-                                                                   message: "switchoverStart failed", underlying: error))
+                        throw MigrationError(.handlerFailed, phase: phase, handler: e.identity, offset: at,
+                                                                   message: "switchoverStart failed", cause: error)
                     }
                 }
                 // Multifd: each device's load thread starts here (QEMU's switchover_start).
@@ -498,7 +498,7 @@ final class DestinationRun {
         let text = differences.joined(separator: "; ")
         try rp.send(.preflightResult(accepted: differences.isEmpty, message: text))
         guard differences.isEmpty else {
-            throw MigrationError.preflight(MigrationFailure(phase: phase, offset: at, message: "the source's devices do not match: \(text)"))
+            throw MigrationError(.incompatible, phase: phase, offset: at, message: "the source's devices do not match: \(text)")
         }
     }
 
@@ -510,8 +510,8 @@ final class DestinationRun {
         if params.vmDescription {
             do {
                 guard try reader.readVMDescription() != nil else {
-                    throw MigrationError.load(MigrationFailure(phase: phase, offset: reader.offset,
-                        message: "the stream ended after EOF without its VMDESCRIPTION trailer"))
+                    throw MigrationError(.malformedStream, phase: phase, offset: reader.offset,
+                        message: "the stream ended after EOF without its VMDESCRIPTION trailer")
                 }
             } catch let error as MigrationError {
                 throw error
@@ -535,8 +535,8 @@ final class DestinationRun {
             do {
                 try e.handler.loadComplete(context: contexts[i])
             } catch {
-                throw MigrationError.load(MigrationFailure(phase: phase, handler: e.identity, offset: reader.offset,
-                    message: "\(e.identity) could not complete its load", underlying: error))
+                throw MigrationError(.handlerFailed, phase: phase, handler: e.identity, offset: reader.offset,
+                    message: "\(e.identity) could not complete its load", cause: error)
             }
         }
         enter(.resuming)
@@ -548,7 +548,7 @@ final class DestinationRun {
                 try owner.runState.start(.incomingMigration)
             } catch {
                 let handler = (error as? VMRunStateError)?.failures.first?.handler
-                throw MigrationError.complete(MigrationFailure(phase: phase, handler: handler, message: "the guest could not be started", underlying: error))
+                throw MigrationError(.vmControlFailed, phase: phase, handler: handler, message: "the guest could not be started", cause: error)
             }
         }
         resumeTime = clock.now - t0
@@ -573,7 +573,7 @@ final class DestinationRun {
             if !cancelled, multifd.failure == nil, Self.isStreamLoss(error) { multifd.waitForFailure(timeout: .milliseconds(500)) }
             let failure = multifd.failure
             multifd.abort()
-            if !cancelled, let failure, !(result.failure?.underlying is MultifdError) { result = multifdFailure(failure) }
+            if !cancelled, let failure, !(result.cause is MultifdError) { result = multifdFailure(failure) }
         } else {
             for c in channels { c.connection.shutdown(); c.connection.close() }
         }
@@ -597,15 +597,15 @@ final class DestinationRun {
         while let e = next {
             if e is TransportError { return true }
             if case .truncated? = e as? StreamError { return true }
-            next = (e as? MigrationError)?.failure?.underlying
+            next = (e as? MigrationError)?.cause
         }
         return false
     }
 
     private func multifdFailure(_ error: MultifdError) -> MigrationError {
-        .load(MigrationFailure(phase: phase, handler: MultifdDestinationSession.device(of: error),
+        MigrationError(.multifdFailed, phase: phase, handler: MultifdDestinationSession.device(of: error),
                                message: error.channel.map { "multifd channel \($0) failed" } ?? "the multifd transfer failed",
-                               underlying: error))
+                               cause: error)
     }
 
     private func emitProgress() {

@@ -1,9 +1,18 @@
 import MigrationStream
 
-/// Where and why a migration failed: the phase, and where relevant the handler, the section
-/// and the stream offset, with the underlying error.
-public struct MigrationFailure: Sendable, CustomStringConvertible {
-    /// The phase the engine was in.
+/// Why, when and where a migration failed.
+///
+/// One error shape for every failure (after swift-nio NIOFS's `FileSystemError`): ``code`` says
+/// *why* and is extensible (a new code never breaks a caller's `switch`), ``phase`` says *when*,
+/// ``handler``, ``section`` and ``offset`` say *where*, and ``cause`` holds the error underneath
+/// (a handler's, a ``/MigrationStream/StreamError``, a ``TransportError``, a ``MultifdError``…).
+/// Match on ``code``; ``message`` is for people.
+public struct MigrationError: Error, Sendable, CustomStringConvertible {
+    /// Why the migration failed.
+    public var code: Code
+    /// What went wrong, in words.
+    public var message: String
+    /// The phase the engine was in (``MigrationPhase/idle`` for ``Code/invalidParameters``).
     public var phase: MigrationPhase
     /// The handler whose hook or section failed, if one did.
     public var handler: HandlerIdentity?
@@ -11,110 +20,102 @@ public struct MigrationFailure: Sendable, CustomStringConvertible {
     public var section: SectionHeader?
     /// The stream offset (bytes written by the source, read by the destination).
     public var offset: Int?
-    /// What went wrong, in words.
-    public var message: String
-    /// The error that caused it (a handler's, a ``/MigrationStream/StreamError``, a ``TransportError``…).
-    public var underlying: (any Error)?
+    /// The error that caused it, if any.
+    public var cause: (any Error)?
 
-    public init(phase: MigrationPhase, handler: HandlerIdentity? = nil, section: SectionHeader? = nil,
-                offset: Int? = nil, message: String, underlying: (any Error)? = nil) {
+    public init(_ code: Code, phase: MigrationPhase, handler: HandlerIdentity? = nil, section: SectionHeader? = nil,
+                offset: Int? = nil, message: String, cause: (any Error)? = nil) {
+        self.code = code
         self.phase = phase
         self.handler = handler
         self.section = section
         self.offset = offset
         self.message = message
-        self.underlying = underlying
+        self.cause = cause
+    }
+
+    /// The parameters or the engine's use are inconsistent (e.g. switchover-ack without a
+    /// return path, `run` called twice). Nothing was sent.
+    public static func invalidParameters(_ message: String) -> MigrationError {
+        MigrationError(.invalidParameters, phase: .idle, message: message)
     }
 
     public var description: String {
-        var parts = ["\(message) (phase \(phase)"]
+        var parts = ["migration \(code) error: \(message) (phase \(phase)"]
         if let handler { parts.append("handler \(handler)") }
         if let section { parts.append("\(section.kind) section \(section.sectionID)") }
         if let offset { parts.append("offset \(offset)") }
         var text = parts.joined(separator: ", ") + ")"
-        if let underlying { text += ": \(underlying)" }
+        if let cause { text += ": \(cause)" }
         return text
     }
-}
 
-/// Which timeout of ``MigrationParameters`` expired.
-public enum MigrationTimeout: String, Sendable, Hashable {
-    /// ``MigrationParameters/stallTimeout``: nothing moved.
-    case stall
-    /// ``MigrationParameters/switchoverTimeout``: the acknowledgement never came.
-    case switchoverAck
-    /// ``MigrationParameters/minimumReceiveRate``: the peer trickled bytes too slowly.
-    case tooSlow
-}
-
-/// Why a migration failed: one case per kind of failure, each carrying the phase and the
-/// cause (cloud-hypervisor style).
-public enum MigrationError: Error, Sendable, CustomStringConvertible {
-    /// The parameters or the engine's use are inconsistent (e.g. switchover-ack without a
-    /// return path, `run` called twice). Nothing was sent.
-    case invalidParameters(String)
-    /// Connecting, listening or accepting failed.
-    case transport(MigrationFailure)
-    /// Source: header, `savePrepare`, START sections. Destination: header, configuration
-    /// (machine type mismatch…), `loadSetup`.
-    case setup(MigrationFailure)
-    /// The pre-flight check refused the migration (extensions); the message is the diff.
-    case preflight(MigrationFailure)
-    /// Source: the live phase (a PART section, a pending query, writing).
-    case iterate(MigrationFailure)
-    /// Source: stopping the guest, END/FULL sections, EOF. Destination: after EOF.
-    case complete(MigrationFailure)
-    /// Destination: a record or section could not be dispatched or loaded (unknown section,
-    /// newer version, bad footer, truncated stream…).
-    case load(MigrationFailure)
-    /// Source: the return path failed (closed, malformed message).
-    case returnPath(MigrationFailure)
-    /// Source: the destination reported failure (SHUT with a non-zero value).
-    case destinationFailed(MigrationFailure)
-    /// A timeout of ``MigrationParameters`` expired.
-    case timeout(MigrationTimeout, MigrationFailure)
-    /// Source, with ``MigrationParameters/abortWhenNotConverging``: the pending data stopped
-    /// shrinking for ``MigrationParameters/convergenceWindow``. The guest was never stopped.
-    case notConverging(MigrationFailure)
-    /// ``MigrationSource/cancel()``/``MigrationDestination/cancel()`` or task cancellation.
-    case cancelled(MigrationFailure)
-
-    /// The details, nil only for ``invalidParameters(_:)``.
-    public var failure: MigrationFailure? {
-        switch self {
-        case .invalidParameters: nil
-        case .transport(let f), .setup(let f), .preflight(let f), .iterate(let f), .complete(let f),
-             .load(let f), .returnPath(let f), .destinationFailed(let f), .timeout(_, let f), .notConverging(let f),
-             .cancelled(let f):
-            f
+    /// Why a migration failed. New codes may be added: a `switch` over codes needs a `default`.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Value: Hashable, Sendable {
+            case invalidParameters, transport, incompatible, malformedStream, handlerFailed, vmControlFailed
+            case returnPath, destinationFailed, multifdFailed, stallTimeout, switchoverAckTimeout, peerTooSlow
+            case notConverging, cancelled, unknown
         }
-    }
 
-    /// The phase the engine was in when it failed (``MigrationPhase/idle`` for invalid parameters).
-    public var phase: MigrationPhase { failure?.phase ?? .idle }
+        private let value: Value
+        private init(_ value: Value) { self.value = value }
 
-    /// A short name of the case.
-    public var kind: String {
-        switch self {
-        case .invalidParameters: "invalid parameters"
-        case .transport: "transport"
-        case .setup: "setup"
-        case .preflight: "pre-flight"
-        case .iterate: "iterate"
-        case .complete: "complete"
-        case .load: "load"
-        case .returnPath: "return path"
-        case .destinationFailed: "destination failed"
-        case .timeout(.stall, _): "stall timeout"
-        case .timeout(.switchoverAck, _): "switchover timeout"
-        case .timeout(.tooSlow, _): "too-slow peer"
-        case .notConverging: "not converging"
-        case .cancelled: "cancelled"
+        /// The parameters or the engine's use are inconsistent. Nothing was sent.
+        public static var invalidParameters: Code { Code(.invalidParameters) }
+        /// Connecting, listening, accepting, reading or writing the main stream failed.
+        public static var transport: Code { Code(.transport) }
+        /// The two sides do not fit: the machine configuration differs (destination), or the
+        /// pre-flight check found the devices do not match (either side; the message is the diff).
+        public static var incompatible: Code { Code(.incompatible) }
+        /// The stream carries something wrong: an unknown or newer section, a bad footer, a
+        /// malformed record, a truncated stream.
+        public static var malformedStream: Code { Code(.malformedStream) }
+        /// A handler's hook failed or refused (``handler`` names it; ``cause`` is its error).
+        public static var handlerFailed: Code { Code(.handlerFailed) }
+        /// The guest could not be stopped (source) or started (destination).
+        public static var vmControlFailed: Code { Code(.vmControlFailed) }
+        /// Source: the return path failed (closed early, malformed message, SHUT 0 too early).
+        public static var returnPath: Code { Code(.returnPath) }
+        /// Source: the destination reported failure (SHUT with a non-zero value).
+        public static var destinationFailed: Code { Code(.destinationFailed) }
+        /// A multifd channel or transfer failed (``cause`` is the ``MultifdError``).
+        public static var multifdFailed: Code { Code(.multifdFailed) }
+        /// ``MigrationParameters/stallTimeout`` expired: nothing moved.
+        public static var stallTimeout: Code { Code(.stallTimeout) }
+        /// ``MigrationParameters/switchoverTimeout`` expired: the acknowledgement never came.
+        public static var switchoverAckTimeout: Code { Code(.switchoverAckTimeout) }
+        /// ``MigrationParameters/minimumReceiveRate``: the peer trickled bytes too slowly.
+        public static var peerTooSlow: Code { Code(.peerTooSlow) }
+        /// Source, with ``MigrationParameters/abortWhenNotConverging``: the pending data stopped
+        /// shrinking for ``MigrationParameters/convergenceWindow``. The guest was never stopped.
+        public static var notConverging: Code { Code(.notConverging) }
+        /// ``MigrationSource/cancel()``/``MigrationDestination/cancel()`` or task cancellation.
+        public static var cancelled: Code { Code(.cancelled) }
+        /// An error no other code describes (``cause`` holds it).
+        public static var unknown: Code { Code(.unknown) }
+
+        /// Whether the code is one of the timeouts of ``MigrationParameters``.
+        public var isTimeout: Bool { [.stallTimeout, .switchoverAckTimeout, .peerTooSlow].contains(value) }
+
+        public var description: String {
+            switch value {
+            case .invalidParameters: "invalid parameters"
+            case .transport: "transport"
+            case .incompatible: "incompatible"
+            case .malformedStream: "malformed stream"
+            case .handlerFailed: "handler failed"
+            case .vmControlFailed: "VM control"
+            case .returnPath: "return path"
+            case .destinationFailed: "destination failed"
+            case .multifdFailed: "multifd"
+            case .stallTimeout: "stall timeout"
+            case .switchoverAckTimeout: "switchover timeout"
+            case .peerTooSlow: "too-slow peer"
+            case .notConverging: "not converging"
+            case .cancelled: "cancelled"
+            case .unknown: "unknown"
+            }
         }
-    }
-
-    public var description: String {
-        if case .invalidParameters(let text) = self { return "invalid parameters: \(text)" }
-        return "migration \(kind) error: \(failure.map { "\($0)" } ?? "")"
     }
 }

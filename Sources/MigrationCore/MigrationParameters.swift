@@ -61,7 +61,7 @@ public struct MigrationParameters: Sendable, Hashable {
     /// nothing of the kind. nil = never judged.
     public var convergenceWindow: Duration? = .seconds(10)
 
-    /// Source: fail with ``MigrationError/notConverging(_:)`` once the migration is judged not
+    /// Source: fail with a ``MigrationError/Code/notConverging`` error once the migration is judged not
     /// converging, instead of iterating until cancelled (QEMU's behaviour and the default).
     /// The guest keeps running on the source.
     public var abortWhenNotConverging = false
@@ -120,7 +120,7 @@ public struct MigrationParameters: Sendable, Hashable {
     /// Destination: the fewest bytes per second a source must deliver (main stream and
     /// multifd channels together) while the destination waits for them, judged over each
     /// ``stallTimeout`` of waiting: a peer that trickles bytes to keep a connection alive is cut
-    /// off with a ``MigrationTimeout/tooSlow`` timeout. nil turns the check off.
+    /// off with a ``MigrationError/Code/peerTooSlow`` error. nil turns the check off.
     public var minimumReceiveRate: UInt64? = 1024
 
     /// Source: packets queued per channel before a device's save thread waits (backpressure:

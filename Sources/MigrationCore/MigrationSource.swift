@@ -294,7 +294,7 @@ final class SourceRun {
             }
         } catch {
             if case .given(let list) = channelSource { for c in list { c.close() } }
-            throw MigrationError.setup(MigrationFailure(phase: phase, message: "could not open the multifd channels", underlying: error))
+            throw MigrationError(.multifdFailed, phase: phase, message: "could not open the multifd channels", cause: error)
         }
         multifd = MultifdSourceSession(connections: connections, queueDepth: params.multifdSendQueueDepth)
     }
@@ -310,17 +310,17 @@ final class SourceRun {
         if let rp {
             let (shut, failure) = rp.state.withLock { ($0.shut, $0.failure) }
             if let shut, shut != 0 {
-                throw MigrationError.destinationFailed(MigrationFailure(phase: phase, offset: writer.bytesWritten,
-                    message: "the destination reported failure (SHUT \(shut))"))
+                throw MigrationError(.destinationFailed, phase: phase, offset: writer.bytesWritten,
+                    message: "the destination reported failure (SHUT \(shut))")
             }
             if shut != nil && phase != .finishing {
-                throw MigrationError.returnPath(MigrationFailure(phase: phase, message: "the destination ended the migration early (SHUT 0)"))
+                throw MigrationError(.returnPath, phase: phase, message: "the destination ended the migration early (SHUT 0)")
             }
             if let failure {
                 let closed = (failure as? StreamError).map { if case .truncated = $0 { true } else { false } } ?? false
-                throw MigrationError.returnPath(MigrationFailure(phase: phase,
+                throw MigrationError(.returnPath, phase: phase,
                     message: closed ? "the destination closed the connection without a verdict" : "the return path failed",
-                    underlying: failure))
+                    cause: failure)
             }
         }
     }
@@ -335,7 +335,7 @@ final class SourceRun {
             do {
                 try e.handler.savePrepare(context: contexts[i])
             } catch {
-                throw MigrationError.setup(MigrationFailure(phase: phase, handler: e.identity, message: "savePrepare refused the migration", underlying: error))
+                throw MigrationError(.handlerFailed, phase: phase, handler: e.identity, message: "savePrepare refused the migration", cause: error)
             }
         }
         try writer.writeFileHeader()
@@ -367,16 +367,16 @@ final class SourceRun {
         }
         // The destination's refusal comes first, then its SHUT(1): report the refusal.
         if let answer = answer ?? nil, !answer.accepted {
-            throw MigrationError.preflight(MigrationFailure(phase: phase, message: "the destination refused the migration: \(answer.message)"))
+            throw MigrationError(.incompatible, phase: phase, message: "the destination refused the migration: \(answer.message)")
         }
         try checkAbort()
         guard let answer else {
-            throw MigrationError.timeout(.stall, MigrationFailure(phase: phase,
-                message: "no pre-flight answer from the destination within \(params.stallTimeout.map { "\($0)" } ?? "-")"))
+            throw MigrationError(.stallTimeout, phase: phase,
+                message: "no pre-flight answer from the destination within \(params.stallTimeout.map { "\($0)" } ?? "-")")
         }
         guard answer != nil else {
-            throw MigrationError.returnPath(MigrationFailure(phase: phase, message: "the return path closed before the pre-flight answer",
-                                                             underlying: ReturnPathError.closed))
+            throw MigrationError(.returnPath, phase: phase, message: "the return path closed before the pre-flight answer",
+                                                             cause: ReturnPathError.closed)
         }
     }
 
@@ -440,8 +440,8 @@ final class SourceRun {
         while true {
             try checkAbort()
             if let (identity, error) = multifd?.precopyFailure {
-                throw MigrationError.iterate(MigrationFailure(phase: phase, handler: identity,
-                    message: "the pre-copy over the multifd channels failed", underlying: multifd?.sender.failure ?? error))
+                throw MigrationError(.multifdFailed, phase: phase, handler: identity,
+                    message: "the pre-copy over the multifd channels failed", cause: multifd?.sender.failure ?? error)
             }
             let now = clock.now
             if machine.clockTick(now: now, bytesWritten: writer.bytesWritten) == .windowClosed { emitProgress() }
@@ -454,8 +454,8 @@ final class SourceRun {
                     do {
                         figures[i] = try entries[i].handler.pendingExact(context: contexts[i]).total
                     } catch {
-                        throw MigrationError.iterate(MigrationFailure(phase: phase, handler: entries[i].identity,
-                            message: "pendingExact failed", underlying: error))
+                        throw MigrationError(.handlerFailed, phase: phase, handler: entries[i].identity,
+                            message: "pendingExact failed", cause: error)
                     }
                 }
                 machine.pendingExact(figures)
@@ -527,11 +527,11 @@ final class SourceRun {
     private func error(_ failure: SwitchoverStateMachine.Failure) -> MigrationError {
         switch failure {
         case .stall(let text):
-            .timeout(.stall, MigrationFailure(phase: phase, offset: writer.bytesWritten, message: text))
+            MigrationError(.stallTimeout, phase: phase, offset: writer.bytesWritten, message: text)
         case .acknowledgementTimeout(let text):
-            .timeout(.switchoverAck, MigrationFailure(phase: phase, message: text))
+            MigrationError(.switchoverAckTimeout, phase: phase, message: text)
         case .notConverging(let text):
-            .notConverging(MigrationFailure(phase: phase, offset: writer.bytesWritten, message: text))
+            MigrationError(.notConverging, phase: phase, offset: writer.bytesWritten, message: text)
         }
     }
 
@@ -550,7 +550,7 @@ final class SourceRun {
             weStoppedVM = wasRunning && !owner.vm.isRunning
             vmRunning.set(owner.vm.isRunning)
             let handler = (error as? VMRunStateError)?.failures.first?.handler
-            throw MigrationError.complete(MigrationFailure(phase: phase, handler: handler, message: "the guest could not be stopped", underlying: error))
+            throw MigrationError(.vmControlFailed, phase: phase, handler: handler, message: "the guest could not be stopped", cause: error)
         }
         vmRunning.set(false)
         // Multifd: each device's stop-copy data leaves on its own thread while the main
@@ -570,8 +570,8 @@ final class SourceRun {
             do {
                 try multifd.finish { owner.control.isCancelled }
             } catch {
-                throw MigrationError.complete(MigrationFailure(phase: phase, handler: multifd.failedDevice, offset: writer.bytesWritten,
-                    message: "the multifd transfer failed", underlying: error))
+                throw MigrationError(.multifdFailed, phase: phase, handler: multifd.failedDevice, offset: writer.bytesWritten,
+                    message: "the multifd transfer failed", cause: error)
             }
         }
         var described: [(identity: HandlerIdentity, size: Int)] = []
@@ -596,17 +596,17 @@ final class SourceRun {
             return nil
         }
         guard let verdict else {
-            throw MigrationError.timeout(.stall, MigrationFailure(phase: phase,
-                message: "the destination did not report its result within \(params.stallTimeout.map { "\($0)" } ?? "-")"))
+            throw MigrationError(.stallTimeout, phase: phase,
+                message: "the destination did not report its result within \(params.stallTimeout.map { "\($0)" } ?? "-")")
         }
         guard let shut = verdict else {
             let failure = rp.state.withLock { $0.failure }
-            throw MigrationError.returnPath(MigrationFailure(phase: phase, message: "the return path closed before the destination's verdict",
-                                                             underlying: failure ?? ReturnPathError.closed))
+            throw MigrationError(.returnPath, phase: phase, message: "the return path closed before the destination's verdict",
+                                                             cause: failure ?? ReturnPathError.closed)
         }
         guard shut == 0 else {
-            throw MigrationError.destinationFailed(MigrationFailure(phase: phase, offset: writer.bytesWritten,
-                message: "the destination reported failure (SHUT \(shut))"))
+            throw MigrationError(.destinationFailed, phase: phase, offset: writer.bytesWritten,
+                message: "the destination reported failure (SHUT \(shut))")
         }
     }
 
@@ -633,9 +633,9 @@ final class SourceRun {
             }
             let channelFailure = multifd.sender.failure
             multifd.abort()
-            if !cancelled, let channelFailure, let channel = channelFailure.channel, !(result.failure?.underlying is MultifdError) {
-                result = .complete(MigrationFailure(phase: result.phase, offset: writer.bytesWritten,
-                                                    message: "multifd channel \(channel) failed", underlying: channelFailure))
+            if !cancelled, let channelFailure, let channel = channelFailure.channel, !(result.cause is MultifdError) {
+                result = MigrationError(.multifdFailed, phase: result.phase, offset: writer.bytesWritten,
+                                                    message: "multifd channel \(channel) failed", cause: channelFailure)
             }
         } else if case .given(let list) = channelSource {
             for c in list { c.shutdown(); c.close() }
@@ -645,8 +645,8 @@ final class SourceRun {
             if !cancelled, isConnectionLoss(result) {
                 rp.join(timeout: .milliseconds(500))
                 if let shut = rp.state.withLock({ $0.shut }), shut != 0 {
-                    result = .destinationFailed(MigrationFailure(phase: result.phase, offset: writer.bytesWritten,
-                        message: "the destination reported failure (SHUT \(shut))", underlying: result))
+                    result = MigrationError(.destinationFailed, phase: result.phase, offset: writer.bytesWritten,
+                        message: "the destination reported failure (SHUT \(shut))", cause: result)
                 }
             }
             rp.stop()
@@ -672,7 +672,7 @@ final class SourceRun {
     }
 
     private func isConnectionLoss(_ error: MigrationError) -> Bool {
-        var underlying = error.failure?.underlying
+        var underlying = error.cause
         while let u = underlying {
             if let t = u as? TransportError {
                 switch t {
@@ -680,11 +680,11 @@ final class SourceRun {
                 default: return false
                 }
             }
-            if case .returnPath = u as? MigrationError { return true }
+            if (u as? MigrationError)?.code == .returnPath { return true }
             if case .channelFailed(_, _, let cause) = u as? MultifdError { underlying = cause; continue }
-            underlying = (u as? MigrationError)?.failure?.underlying
+            underlying = (u as? MigrationError)?.cause
         }
-        if case .returnPath = error { return true }
+        if error.code == .returnPath { return true }
         return false
     }
 

@@ -27,9 +27,8 @@ public struct HandlerID: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "\"\(idstr)\" instance \(instanceID)" }
 }
 
-/// Why a multifd transfer failed. Carried as the `underlying` error of a ``MigrationError``
-/// (``MigrationError/complete(_:)`` on the source, ``MigrationError/load(_:)`` or
-/// ``MigrationError/setup(_:)`` on the destination); every case names the channel or the device.
+/// Why a multifd transfer failed. Carried as the ``MigrationError/cause`` of a ``MigrationError``
+/// with code ``MigrationError/Code/multifdFailed``; every case names the channel or the device.
 public enum MultifdError: Error, Sendable, CustomStringConvertible {
     /// The channels could not be set up: a connection missing, a bad or duplicate channel
     /// header, a uuid that is not the migration's.

@@ -5,9 +5,10 @@ import Glibc
 import Darwin
 #endif
 import MigrationStream
+import SystemPackage
 
 func systemError(_ operation: String, _ code: Int32 = errno) -> TransportError {
-    .system(operation: operation, errno: code, message: String(cString: strerror(code)))
+    .system(operation: operation, errno: Errno(rawValue: code))
 }
 
 /// A connection over a file descriptor: a TCP or Unix socket, a socketpair end, a file, a pipe.

@@ -1,4 +1,5 @@
 import MigrationStream
+import SystemPackage
 
 /// A connected migration channel.
 ///
@@ -43,8 +44,8 @@ public protocol MigrationTransport: Sendable {
 public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The address could not be parsed or resolved.
     case invalidAddress(String, reason: String)
-    /// A system call failed.
-    case system(operation: String, errno: Int32, message: String)
+    /// A system call failed with `errno`.
+    case system(operation: String, errno: Errno)
     /// The peer closed or reset the connection.
     case connectionClosed(operation: String)
     /// A blocked read or write made no progress within the timeout.
@@ -57,7 +58,7 @@ public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible 
     public var description: String {
         switch self {
         case .invalidAddress(let address, let reason): "invalid migration address \"\(address)\": \(reason)"
-        case .system(let op, let errno, let message): "\(op) failed: \(message) (errno \(errno))"
+        case .system(let op, let errno): "\(op) failed: \(errno) (errno \(errno.rawValue))"
         case .connectionClosed(let op): "the peer closed the connection (\(op))"
         case .timedOut(let op, let after): "\(op) made no progress for \(after)"
         case .shutDown: "the connection was shut down"
@@ -130,4 +131,10 @@ public enum MigrationAddress: Sendable, Hashable, CustomStringConvertible {
         case .fd(let fd): DescriptorTransport(fd: fd)
         }
     }
+}
+
+extension ByteIOError {
+    /// ``/MigrationStream/ByteIOError/code`` as swift-system's `Errno`, the errno type the rest
+    /// of Switchover uses (MigrationStream depends on nothing, so it keeps the raw value).
+    public var errno: Errno { Errno(rawValue: code) }
 }

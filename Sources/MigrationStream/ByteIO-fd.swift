@@ -10,7 +10,8 @@ import Darwin
 public struct ByteIOError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The call that failed ("read", "write", "open").
     public var operation: String
-    /// `errno` after the call.
+    /// `errno` after the call, raw: MigrationStream depends on nothing. MigrationCore's
+    /// `errno` property gives it as swift-system's `Errno`.
     public var code: Int32
 
     public init(operation: String, code: Int32) {

@@ -5,6 +5,7 @@ import CSwitchoverTLS
 import MigrationCore
 import MigrationStream
 import Synchronization
+import SystemPackage
 
 /// A migration channel secured with TLS: a ``/MigrationCore/DescriptorConnection`` (a TCP or
 /// Unix socket) whose bytes are TLS records.
@@ -47,7 +48,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
         do {
             let flags = fcntl(base.fd, F_GETFL)
             guard flags >= 0, fcntl(base.fd, F_SETFL, flags | O_NONBLOCK) == 0 else {
-                throw TransportError.system(operation: "fcntl O_NONBLOCK", errno: errno, message: String(cString: strerror(errno)))
+                throw TransportError.system(operation: "fcntl O_NONBLOCK", errno: Errno(rawValue: errno))
             }
             if context.server { try Self.refusePlaintext(fd: base.fd, deadline: deadline, timeout: timeout) }
             var message = [CChar](repeating: 0, count: 256)
@@ -100,7 +101,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
             let e = errno
             guard e == EAGAIN || e == EWOULDBLOCK || e == EINTR else {
                 if e == ECONNRESET { throw TLSError.peerClosedDuringHandshake }
-                throw TransportError.system(operation: "recv", errno: e, message: String(cString: strerror(e)))
+                throw TransportError.system(operation: "recv", errno: Errno(rawValue: e))
             }
             if e != EINTR { try waitUntil(fd: fd, events: Int16(POLLIN), deadline: deadline, timeout: timeout) }
         }
@@ -130,7 +131,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
             let r = poll(&pfd, 1, ms)
             if r > 0 { return }
             if r < 0 && errno != EINTR {
-                throw TransportError.system(operation: "poll", errno: errno, message: String(cString: strerror(errno)))
+                throw TransportError.system(operation: "poll", errno: Errno(rawValue: errno))
             }
         }
     }
@@ -155,7 +156,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
         case SWO_TLS_F_NOT_TLS: return TLSError.protocolFailure("the peer does not speak TLS: \(detail)")
         case SWO_TLS_F_PEER_CLOSED: return TLSError.peerClosedDuringHandshake
         case SWO_TLS_F_SYSCALL:
-            return TransportError.system(operation: "TLS handshake", errno: info.sys_errno, message: String(cString: strerror(info.sys_errno)))
+            return TransportError.system(operation: "TLS handshake", errno: Errno(rawValue: info.sys_errno))
         default: return TLSError.protocolFailure(detail.isEmpty ? "OpenSSL gave no reason" : detail)
         }
     }
@@ -181,7 +182,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
             let r = poll(&pfd, 1, ms)
             if r > 0 { return }
             if r < 0 && errno != EINTR {
-                throw TransportError.system(operation: "poll", errno: errno, message: String(cString: strerror(errno)))
+                throw TransportError.system(operation: "poll", errno: Errno(rawValue: errno))
             }
         }
     }
@@ -191,7 +192,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
         let error = session.run { Self.failure($0, hostname: nil) }
         switch error {
         case TLSError.peerClosedDuringHandshake: return TransportError.connectionClosed(operation: operation)
-        case TransportError.system(_, let code, let message): return TransportError.system(operation: operation, errno: code, message: message)
+        case TransportError.system(_, let code): return TransportError.system(operation: operation, errno: code)
         default: return error
         }
     }

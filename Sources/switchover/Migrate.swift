@@ -4,6 +4,8 @@ import Foundation
 import ExampleVM
 import MigrationCore
 import MigrationTLS
+import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -148,20 +150,18 @@ struct Migrate: AsyncParsableCommand {
 }
 
 /// The last progress event and whether the timeout fired, shared by the tasks of `migrate`.
-final class LastEvent: @unchecked Sendable {
-    private let lock = NSLock()
-    private var storedEvent: MigrationProgress?
-    private var fired = false
+final class LastEvent: Sendable {
+    private let state = Mutex<(event: MigrationProgress?, fired: Bool)>((nil, false))
 
     /// The last event before the timeout fired (the cancel's own event is not kept).
     var event: MigrationProgress? {
-        get { lock.withLock { storedEvent } }
-        set { lock.withLock { if !fired { storedEvent = newValue } } }
+        get { state.withLock { $0.event } }
+        set { state.withLock { if !$0.fired { $0.event = newValue } } }
     }
 
     var timedOut: Bool {
-        get { lock.withLock { fired } }
-        set { lock.withLock { fired = newValue } }
+        get { state.withLock { $0.fired } }
+        set { state.withLock { $0.fired = newValue } }
     }
 }
 
@@ -177,8 +177,8 @@ struct RetryingTransport: MigrationTransport {
         while true {
             do {
                 return try base.connect()
-            } catch TransportError.system(let operation, let code, let message) where code == ECONNREFUSED || code == ENOENT {
-                if clock.now >= end { throw TransportError.system(operation: operation, errno: code, message: message) }
+            } catch TransportError.system(let operation, let code) where code == .connectionRefused || code == .noSuchFileOrDirectory {
+                if clock.now >= end { throw TransportError.system(operation: operation, errno: code) }
                 usleep(100_000)
             }
         }

@@ -84,6 +84,7 @@ final class RunningProduct: Sendable {
         let leftDevices = try #require(left["devices"] as? [[String: Any]])
         let arrivedDevices = try #require(arrived["devices"] as? [[String: Any]])
         #expect(leftDevices.count == 3)
+        try #require(arrivedDevices.count == leftDevices.count, "zip would drop devices")
         for (a, b) in zip(leftDevices, arrivedDevices) {
             #expect(a["name"] as? String == b["name"] as? String)
             #expect(a["hash"] as? String != nil)

@@ -58,7 +58,7 @@ import Testing
             let destinationError = try #require(destination.error as? MigrationError, "destination at \(boundary)")
             #expect(sourceError.phase == boundary.sourcePhase, "source at \(boundary): \(sourceError)")
             #expect(destinationError.phase == Self.destinationPhase(boundary), "destination at \(boundary): \(destinationError)")
-            let cut = sourceError.failure?.underlying as? TransportError
+            let cut = sourceError.cause as? TransportError
             #expect(cut == .injectedCut(offset: boundary.offset), "source at \(boundary): \(sourceError)")
             s.expectSourceIntact(originalRAM: original)
             s.expectDestinationCleanedUp()
@@ -78,7 +78,7 @@ import Testing
             let sourceError = try #require(source.error as? MigrationError, "source at \(boundary)")
             let destinationError = try #require(destination.error as? MigrationError, "destination at \(boundary)")
             #expect(destinationError.phase == Self.destinationPhase(boundary), "destination at \(boundary): \(destinationError)")
-            #expect(destinationError.failure?.underlying is StreamError, "destination at \(boundary): \(destinationError)")
+            #expect(destinationError.cause is StreamError, "destination at \(boundary): \(destinationError)")
             #expect(sourceError.phase != .idle && sourceError.phase != .completed, "source at \(boundary): \(sourceError)")
             s.expectSourceIntact(originalRAM: original)
             s.expectDestinationCleanedUp()

@@ -127,6 +127,7 @@ final class MultifdScenario: Sendable {
 
     func expectIdentical() -> Bool {
         guard destinationRAM.snapshot == sourceRAM.snapshot else { return false }
+        guard sourceDevices.count == destinationDevices.count else { return false }
         for (s, d) in zip(sourceDevices, destinationDevices) {
             guard d.received == s.data, d.receivedConfig == s.configData else { return false }
         }

@@ -10,7 +10,7 @@ import TestSupport
         var next: (any Error)? = result.error
         while let e = next {
             if let m = e as? MultifdError { return m }
-            next = (e as? MigrationError)?.failure?.underlying
+            next = (e as? MigrationError)?.cause
         }
         return nil
     }
@@ -25,6 +25,7 @@ import TestSupport
             #expect(s.expectIdentical(), "\(channels) channels, \(devices) devices")
             #expect(stats.multifdChannels == channels && incoming.multifdChannels == channels)
             #expect(stats.multifdBytes > UInt64(devices * (40 << 10)))
+            try #require(s.sourceDevices.count == s.destinationDevices.count, "zip would drop devices")
             for (src, d) in zip(s.sourceDevices, s.destinationDevices) {
                 // Fed strictly in index order, the config buffer last.
                 let packets = (src.data.count + src.chunk - 1) / src.chunk + 1
@@ -97,7 +98,7 @@ import TestSupport
             return
         }
         #expect(device.idstr == MultifdScenario.deviceID(0) && index == 3)
-        guard case .destinationFailed? = source.error as? MigrationError else {
+        guard (source.error as? MigrationError)?.code == .destinationFailed else {
             Issue.record("source: \(String(describing: source.error))")
             return
         }
@@ -177,12 +178,12 @@ import TestSupport
         var p = MultifdScenario.parameters(channels: 0)
         p.multifdTransfer[HandlerID(MultifdScenario.deviceID(0))] = .on
         let (source, destination) = await s.migrate(p)
-        guard case .invalidParameters(let text)? = source.error as? MigrationError else {
+        guard let text = source.error as? MigrationError, text.code == .invalidParameters else {
             Issue.record("source: \(String(describing: source.error))")
             return
         }
-        #expect(text.contains("multifd") && text.contains(MultifdScenario.deviceID(0)))
-        guard case .invalidParameters? = destination.error as? MigrationError else {
+        #expect(text.message.contains("multifd") && text.message.contains(MultifdScenario.deviceID(0)))
+        guard (destination.error as? MigrationError)?.code == .invalidParameters else {
             Issue.record("destination: \(String(describing: destination.error))")
             return
         }
@@ -196,11 +197,11 @@ import TestSupport
         var destination = MultifdScenario.parameters(channels: 1)
         destination.stallTimeout = .milliseconds(300)
         let (source, _) = await s.migrate(p, destination: destination)
-        guard case .invalidParameters(let text)? = source.error as? MigrationError else {
+        guard let text = source.error as? MigrationError, text.code == .invalidParameters else {
             Issue.record("source: \(String(describing: source.error))")
             return
         }
-        #expect(text.contains("\"ram\"") || text.contains("ram ("))
+        #expect(text.message.contains("\"ram\"") || text.message.contains("ram ("))
     }
 
     @Test func aSettingOnOnlyAtTheSourceIsAClearError() async throws {

@@ -16,7 +16,8 @@ import TestSupport
         let s = try Scenario()
         let (result, incoming) = try await s.migrate(destinationConfiguration: MachineConfiguration(machineType: "pc-i440fx-7.2"))
         let error = try #require(incoming.error as? MigrationError)
-        guard case .setup(let failure) = error else {
+        let failure = error
+        guard failure.code == .incompatible else {
             Issue.record("expected a setup error, got \(error)")
             return
         }
@@ -32,14 +33,15 @@ import TestSupport
         s.destinationRegistry.unregister(idstr: deviceID, instanceID: 0)
         let (result, incoming) = try await s.migrate(Self.noExtensions())
         let error = try #require(incoming.error as? MigrationError)
-        guard case .load(let failure) = error else {
+        let failure = error
+        guard failure.code == .incompatible else {
             Issue.record("expected a load error, got \(error)")
             return
         }
         #expect(failure.message.contains("Unknown section or instance") && failure.message.contains(deviceID))
         #expect(failure.section?.kind == .start && failure.offset != nil)
         let sourceError = try #require(result.error as? MigrationError)
-        if case .destinationFailed = sourceError {} else { Issue.record("source: \(sourceError)") }
+        if sourceError.code == .destinationFailed {} else { Issue.record("source: \(sourceError)") }
         s.expectSourceIntact()
     }
 
@@ -49,7 +51,8 @@ import TestSupport
         let (result, incoming) = try await s.migrate()
         for error in [result.error, incoming.error] {
             let e = try #require(error as? MigrationError)
-            guard case .preflight(let failure) = e else {
+            let failure = e
+            guard failure.code == .incompatible else {
                 Issue.record("expected a pre-flight error, got \(e)")
                 continue
             }
@@ -69,7 +72,8 @@ import TestSupport
         try s.destinationRegistry.register(older, idstr: "virtio-mem", versionID: 2)
         let (result, incoming) = try await s.migrate(Self.noExtensions())
         let error = try #require(incoming.error as? MigrationError)
-        guard case .load(let failure) = error else {
+        let failure = error
+        guard failure.code == .incompatible else {
             Issue.record("expected a load error, got \(error)")
             return
         }
@@ -93,14 +97,15 @@ import TestSupport
         try s.destinationRegistry.register(RAMHandler(pages: 4), idstr: "virtio-mem", versionID: 2)
         let (result, incoming) = try await s.migrate()
         let sourceError = try #require(result.error as? MigrationError)
-        guard case .preflight(let failure) = sourceError else {
+        let failure = sourceError
+        guard failure.code == .incompatible else {
             Issue.record("expected a pre-flight error, got \(sourceError)")
             return
         }
         #expect(failure.phase == .preflight)
         #expect(failure.message.contains("fw 28.39.1002") && failure.message.contains("fw 28.41.1000"))
         #expect(failure.message.contains("version 3") && failure.message.contains("up to 2"))
-        guard case .preflight = try #require(incoming.error as? MigrationError) else {
+        guard try #require(incoming.error as? MigrationError).code == .incompatible else {
             Issue.record("destination: \(String(describing: incoming.error))")
             return
         }
@@ -111,7 +116,7 @@ import TestSupport
         let s = try Scenario()
         let (result, incoming) = try await s.migrate(MigrationParameters(), destination: Self.noExtensions())
         let error = try #require(incoming.error as? MigrationError)
-        #expect(error.failure?.message.contains("SWITCHOVER_HELLO") == true)
+        #expect(error.message.contains("SWITCHOVER_HELLO") == true)
         #expect(result.error is MigrationError)
         s.expectSourceIntact()
     }
@@ -122,7 +127,7 @@ import TestSupport
         p.switchoverAck = true
         p.returnPath = false
         let (result, _) = try await s.migrate(p)
-        guard case .invalidParameters = try #require(result.error as? MigrationError) else {
+        guard try #require(result.error as? MigrationError).code == .invalidParameters else {
             Issue.record("\(String(describing: result))")
             return
         }
@@ -142,7 +147,8 @@ import TestSupport
         let original = s.sourceRAM.snapshot
         let result = await capture { try await s.source(p).run(over: a) }
         let error = try #require(result.error as? MigrationError)
-        guard case .timeout(.stall, let failure) = error else {
+        let failure = error
+        guard failure.code == .stallTimeout else {
             Issue.record("expected a stall timeout, got \(error)")
             return
         }
@@ -164,7 +170,8 @@ import TestSupport
         try writer.flush()
         try sink.bytes.withUnsafeBytes { try a.write($0) }
         let result = await capture { try await s.destination(p).run(over: b) }
-        guard case .timeout(.stall, let failure) = try #require(result.error as? MigrationError) else {
+        let failure = try #require(result.error as? MigrationError)
+        guard failure.code == .stallTimeout else {
             Issue.record("\(String(describing: result))")
             return
         }
@@ -187,7 +194,8 @@ import TestSupport
         let (a, b) = try DescriptorConnection.socketPair()
         let (result, incoming) = await runBoth(source: source, over: a, destination: destination, over: b)
         await canceller.value
-        guard case .cancelled(let failure) = try #require(incoming.error as? MigrationError) else {
+        let failure = try #require(incoming.error as? MigrationError)
+        guard failure.code == .cancelled else {
             Issue.record("\(String(describing: incoming))")
             return
         }
@@ -209,7 +217,7 @@ import TestSupport
         while s.sourceRAM.iterateCalls < 20 { try await Task.sleep(for: .milliseconds(2)) }
         sourceTask.cancel()
         let result = await sourceTask.result
-        guard case .cancelled = try #require(result.error as? MigrationError) else {
+        guard try #require(result.error as? MigrationError).code == .cancelled else {
             Issue.record("\(String(describing: result))")
             return
         }

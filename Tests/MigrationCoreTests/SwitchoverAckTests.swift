@@ -122,7 +122,8 @@ import Testing
         let original = s.sourceRAM.snapshot
         let (result, incoming) = try await s.migrate(p, clock: clock)
         let error = try #require(result.error as? MigrationError)
-        guard case .timeout(.switchoverAck, let failure) = error else {
+        let failure = error
+        guard failure.code == .switchoverAckTimeout else {
             Issue.record("expected a switchover timeout, got \(error)")
             return
         }
@@ -142,7 +143,7 @@ import Testing
         let (result, incoming) = try await s.migrate(Self.ackParameters, destination: off)
         let error = try #require(incoming.error as? MigrationError)
         #expect(error.phase == .loading)
-        #expect((error.failure?.underlying as? SwitchoverAckError) == .disabled(HandlerIdentity(idstr: deviceID, instanceID: 0, versionID: 1)))
+        #expect((error.cause as? SwitchoverAckError) == .disabled(HandlerIdentity(idstr: deviceID, instanceID: 0, versionID: 1)))
         #expect(result.error is MigrationError)
         s.expectSourceIntact()
     }

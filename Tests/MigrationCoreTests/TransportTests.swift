@@ -86,7 +86,7 @@ import Glibc
         p.switchoverAck = true
         let s = try Scenario()
         let result = await capture { try await s.source(p).run(to: FileTransport(path: path)) }
-        guard case .invalidParameters = try #require(result.error as? MigrationError) else {
+        guard try #require(result.error as? MigrationError).code == .invalidParameters else {
             Issue.record("\(String(describing: result))")
             return
         }
@@ -114,7 +114,8 @@ import Glibc
         listener.close()
         let s = try Scenario()
         let result = await capture { try await s.source().run(to: TCPTransport(host: "127.0.0.1", port: port)) }
-        guard case .transport(let failure) = try #require(result.error as? MigrationError) else {
+        let failure = try #require(result.error as? MigrationError)
+        guard failure.code == .transport else {
             Issue.record("\(String(describing: result))")
             return
         }
@@ -130,7 +131,7 @@ import Glibc
         let task = Task { try await destination.run(accepting: listener) }
         try await Task.sleep(for: .milliseconds(20))
         destination.cancel()
-        guard case .cancelled = try #require(await task.result.error as? MigrationError) else {
+        guard try #require(await task.result.error as? MigrationError).code == .cancelled else {
             Issue.record("expected cancelled")
             return
         }

@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import MigrationCore
 import MigrationTLS
+import SystemPackage
 import TestSupport
 import Testing
 
@@ -33,7 +34,7 @@ struct OpenSSLPeerTests {
         while true {
             do {
                 return try transport.connect()
-            } catch TransportError.system(_, let code, _) where code == ECONNREFUSED && ContinuousClock.now < end {
+            } catch TransportError.system(_, let code) where code == .connectionRefused && ContinuousClock.now < end {
                 Thread.sleep(forTimeInterval: 0.05)
             }
         }

@@ -113,7 +113,7 @@ func multifdErrorIn<T>(_ result: Result<T, any Error>) -> MultifdError? {
     var next = multifdFailureOf(result)
     while let e = next {
         if let m = e as? MultifdError { return m }
-        next = (e as? MigrationError)?.failure?.underlying
+        next = (e as? MigrationError)?.cause
     }
     return nil
 }
