@@ -33,7 +33,7 @@ let package = Package(
         // Compiles a vendor module's devices.matchtable into Swift at build time.
         .plugin(name: "MatchTablePlugin", targets: ["MatchTablePlugin"]),
         // `swift package scaffold-handler`: adds a vendor module (sources, match table, conformance tests).
-        .plugin(name: "ScaffoldHandler", targets: ["ScaffoldHandler"]),
+        .plugin(name: "ScaffoldHandler", targets: ["ScaffoldHandler"])
     ],
     dependencies: [
         // Command-line parsing for devprobe and switchover.
@@ -43,7 +43,7 @@ let package = Package(
         // Structured logging from the migration engine.
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         // `swift package generate-documentation` for the DocC catalogs (make docs).
-        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0")
     ],
     targets: [
         .target(name: "MigrationStream"),
@@ -55,7 +55,7 @@ let package = Package(
                 "MigrationStream", "CSwitchoverLibc",
                 .product(name: "Logging", package: "swift-log"),
                 // Errno: one errno type for transports, byte I/O and VFIO.
-                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "SystemPackage", package: "swift-system")
             ]
         ),
         // A small C shim over Debian's OpenSSL (libssl-dev): no OpenSSL type reaches Swift.
@@ -79,7 +79,9 @@ let package = Package(
         .target(name: "DeviceMatch"),
         // What the command-line tools share: JSON output (with MigrationStream's string escaper) and locale-free number formatting.
         .target(name: "CLISupport", dependencies: ["MigrationStream"]),
-        .target(name: "ExampleVM", dependencies: ["CLISupport", "MigrationCore", "MigrationStream", "VFIO", "VFIOSimulator", "VFIOPCIHandler", "MLX5Handler"]),
+        .target(
+            name: "ExampleVM",
+            dependencies: ["CLISupport", "MigrationCore", "MigrationStream", "VFIO", "VFIOSimulator", "VFIOPCIHandler", "MLX5Handler"]),
         .executableTarget(name: "match-table-compiler", dependencies: ["DeviceMatch"]),
         .plugin(name: "MatchTablePlugin", capability: .buildTool(), dependencies: ["match-table-compiler"]),
         // The vendor-module generator, its tool and the command plugin that runs it.
@@ -89,7 +91,11 @@ let package = Package(
             name: "ScaffoldHandler",
             capability: .command(
                 intent: .custom(verb: "scaffold-handler", description: "Adds a vendor module: handler, match table, conformance tests"),
-                permissions: [.writeToPackageDirectory(reason: "It creates Sources/<Name>Handler and Tests/<Name>HandlerTests (and edits Package.swift with --edit-manifest)")]
+                permissions: [
+                    .writeToPackageDirectory(
+                        reason:
+                            "It creates Sources/<Name>Handler and Tests/<Name>HandlerTests (and edits Package.swift with --edit-manifest)")
+                ]
             ),
             dependencies: ["scaffold-handler"]
         ),
@@ -118,7 +124,7 @@ let package = Package(
             name: "devprobe",
             dependencies: [
                 "PCIDiscovery", "DeviceMatch", "VFIOPCIHandler", "MLX5Handler", "CLISupport",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser")
             ]
         ),
         .executableTarget(
@@ -126,7 +132,7 @@ let package = Package(
             dependencies: [
                 "MigrationStream", "MigrationCore", "MigrationTLS", "VFIO", "VFIOPCIHandler", "MLX5Handler", "ExampleVM", "CLISupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "SystemPackage", package: "swift-system")
             ]
         ),
         // Runs inside a QEMU guest against the real kernel's mtty sample device (make test-kernel).
@@ -145,7 +151,10 @@ let package = Package(
         .testTarget(name: "MigrationCoreTests", dependencies: ["MigrationCore", "MigrationStream", "TestSupport"]),
         .testTarget(
             name: "MigrationTLSTests",
-            dependencies: ["MigrationTLS", "MigrationCore", "MigrationStream", "ExampleVM", "TestSupport", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: [
+                "MigrationTLS", "MigrationCore", "MigrationStream", "ExampleVM", "TestSupport",
+                .product(name: "SystemPackage", package: "swift-system")
+            ]
         ),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "VFIOSimulator"]),
         .testTarget(name: "DeviceMatchTests", dependencies: ["DeviceMatch"]),
@@ -156,13 +165,18 @@ let package = Package(
         ),
         .testTarget(
             name: "VendorHandlerTests",
-            dependencies: ["VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "VFIOSimulator", "MigrationTestKit", "ExampleVM", "DeviceMatch", "TestSupport"]
+            dependencies: [
+                "VFIOPCIHandler", "MLX5Handler", "MigrationCore", "MigrationStream", "VFIO", "VFIOSimulator", "MigrationTestKit",
+                "ExampleVM", "DeviceMatch", "TestSupport"
+            ]
         ),
-        .testTarget(name: "CLITests", dependencies: ["switchover", "match-table-compiler", "scaffold-handler", "HandlerScaffold", "TestSupport"]),
+        .testTarget(
+            name: "CLITests", dependencies: ["switchover", "match-table-compiler", "scaffold-handler", "HandlerScaffold", "TestSupport"]),
         // The make test-kernel harness itself: kernel-vfio-check's child processes, and the host's scripts
         // (verdict, boot, skip) on fake consoles, a fake QEMU and a failing apt.
         // Fixtures/ is read from the source tree, as are the scripts and docs these tests check.
-        .testTarget(name: "KernelHarnessTests", dependencies: ["kernel-vfio-check", "VFIO", "VFIOSimulator", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(
+            name: "KernelHarnessTests", dependencies: ["kernel-vfio-check", "VFIO", "VFIOSimulator", "TestSupport"], exclude: ["Fixtures"])
         // scaffold-handler: new vendor modules go above this line
     ],
     swiftLanguageModes: [.v6]

@@ -13,7 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(path: ".."),
-        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"])
     ],
     targets: [
         // Wire-format throughput: VFIO-style 1 MiB DATA chunks in memory and over a Unix
@@ -25,7 +25,7 @@ let package = Package(
                 .product(name: "MigrationStream", package: root),
                 .product(name: "MigrationCore", package: root),
                 .product(name: "MigrationTLS", package: root),
-                "MigrationScenarios",
+                "MigrationScenarios"
             ],
             path: "Benchmarks/StreamBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
@@ -36,7 +36,7 @@ let package = Package(
             dependencies: [
                 .product(name: "ExampleVM", package: root),
                 .product(name: "MigrationCore", package: root),
-                .product(name: "MigrationTLS", package: root),
+                .product(name: "MigrationTLS", package: root)
             ],
             path: "Sources/MigrationScenarios"
         ),
@@ -72,7 +72,7 @@ let package = Package(
                 .product(name: "VFIO", package: root),
                 .product(name: "VFIOSimulator", package: root),
                 .product(name: "VFIOPCIHandler", package: root),
-                .product(name: "MLX5Handler", package: root),
+                .product(name: "MLX5Handler", package: root)
             ],
             path: "Tools/MultifdBenchmarks"
         ),
@@ -83,10 +83,10 @@ let package = Package(
             name: "DowntimePromise",
             dependencies: [
                 .product(name: "ExampleVM", package: root),
-                .product(name: "MigrationCore", package: root),
+                .product(name: "MigrationCore", package: root)
             ],
             path: "Tools/DowntimePromise"
-        ),
+        )
     ],
     swiftLanguageModes: [.v6]
 )

@@ -32,7 +32,7 @@ let package = Package(
             name: "FuzzSupport",
             dependencies: [
                 .product(name: "MigrationCore", package: root), .product(name: "MigrationStream", package: root),
-                .product(name: "ExampleVM", package: root),
+                .product(name: "ExampleVM", package: root)
             ]
         ),
         // libFuzzer's driver entry point (linked into the fuzz targets only).
@@ -58,10 +58,10 @@ let package = Package(
             dependencies: [
                 "FuzzSupport",
                 .product(name: "MigrationCore", package: root), .product(name: "MigrationStream", package: root),
-                .product(name: "ExampleVM", package: root), .product(name: "MLX5Handler", package: root),
+                .product(name: "ExampleVM", package: root), .product(name: "MLX5Handler", package: root)
             ],
             path: "Tools/fuzz-seeds"
-        ),
+        )
     ],
     swiftLanguageModes: [.v6]
 )

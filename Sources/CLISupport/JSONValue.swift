@@ -46,7 +46,10 @@ public enum JSONValue: Sendable {
         case .array(let items):
             Self.writeArray(items, into: &out, indent: indent)
         case .object(let members):
-            if members.isEmpty { Self.append("{}", to: &out); return }
+            if members.isEmpty {
+                Self.append("{}", to: &out)
+                return
+            }
             Self.append("{\n", to: &out)
             for (i, (key, value)) in members.enumerated() {
                 Self.spaces(indent + 2, into: &out)
@@ -63,8 +66,10 @@ public enum JSONValue: Sendable {
     /// Appends `.array(items)` as ``write(into:indent:)`` would, taking the items one at a time:
     /// a caller can make each item only when it is written (`items.lazy.map { … }`) and hand on
     /// what is written so far after each one (`afterEach`, e.g. to write it out and empty `out`).
-    public static func writeArray(_ items: some Sequence<JSONValue>, into out: inout [UInt8], indent: Int = 0,
-                                  afterEach: (inout [UInt8]) -> Void = { _ in }) {
+    public static func writeArray(
+        _ items: some Sequence<JSONValue>, into out: inout [UInt8], indent: Int = 0,
+        afterEach: (inout [UInt8]) -> Void = { _ in }
+    ) {
         var first = true
         for item in items {
             append(first ? "[\n" : ",\n", to: &out)

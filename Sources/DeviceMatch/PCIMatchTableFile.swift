@@ -75,13 +75,15 @@ public enum PCIMatchTableFile {
                 }
             case "driver":
                 guard !value.isEmpty, value.utf8.count <= 64,
-                      value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") })
+                    value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") })
                 else {
-                    throw ParseError(line: line, reason: "driver \"\(value)\" is not a kernel driver name (letters, digits, _ and -, at most 64)")
+                    throw ParseError(
+                        line: line, reason: "driver \"\(value)\" is not a kernel driver name (letters, digits, _ and -, at most 64)")
                 }
                 rule.driver = String(value)
             default:
-                throw ParseError(line: line, reason: "unknown key \"\(key)\" (expected vendor, device, subvendor, subdevice, class or driver)")
+                throw ParseError(
+                    line: line, reason: "unknown key \"\(key)\" (expected vendor, device, subvendor, subdevice, class or driver)")
             }
         }
         return rule

@@ -1,7 +1,7 @@
 import MLX5Handler
 import VFIO
-import VFIOSimulator
 import VFIOPCIHandler
+import VFIOSimulator
 
 /// A simulated passthrough device as written on a command line:
 /// `KIND[:key=value,...]`, e.g. `mlx5:state=256MiB,initial=64MiB,load=300ms`.
@@ -48,9 +48,11 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
     /// field even when dirtied state is added to the final one.
     public static let maxMLX5State: UInt64 = 0xFFFF_F000
 
-    public init(kind: Kind, name: String? = nil, stateBytes: UInt64? = nil, initialBytes: UInt64? = nil,
-                loadCost: Duration = .zero, finalLoadCost: Duration = .zero, dirtyBytesPerSecond: UInt64 = 0,
-                ports: Int = 2, seed: UInt64? = nil) {
+    public init(
+        kind: Kind, name: String? = nil, stateBytes: UInt64? = nil, initialBytes: UInt64? = nil,
+        loadCost: Duration = .zero, finalLoadCost: Duration = .zero, dirtyBytesPerSecond: UInt64 = 0,
+        ports: Int = 2, seed: UInt64? = nil
+    ) {
         self.kind = kind
         self.name = name
         let state = kind == .mtty ? 0 : stateBytes ?? (kind == .mlx5 ? 64 << 20 : 16 << 20)
@@ -75,7 +77,8 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
             rest = nil
         }
         guard let kind = Kind(rawValue: String(kindText)) else {
-            throw DeviceSpecError(spec: text, problem: "unknown kind \"\(kindText)\" (expected \(Kind.allCases.map(\.rawValue).joined(separator: ", ")))")
+            throw DeviceSpecError(
+                spec: text, problem: "unknown kind \"\(kindText)\" (expected \(Kind.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         var state: UInt64?
         var initial: UInt64?
@@ -102,7 +105,9 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
             }
             func only(_ kinds: Kind...) throws(DeviceSpecError) {
                 guard kinds.contains(kind) else {
-                    throw DeviceSpecError(spec: text, problem: "\(key) applies to \(kinds.map(\.rawValue).joined(separator: " and ")) devices, not \(kind.rawValue)")
+                    throw DeviceSpecError(
+                        spec: text,
+                        problem: "\(key) applies to \(kinds.map(\.rawValue).joined(separator: " and ")) devices, not \(kind.rawValue)")
                 }
             }
             switch key {
@@ -138,7 +143,8 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
                 guard let seed = UInt64(value) else { throw DeviceSpecError(spec: text, problem: "seed=\(value) is not a number") }
                 spec.seed = seed
             default:
-                throw DeviceSpecError(spec: text, problem: "unknown key \"\(key)\" (state, initial, load, final-load, dirty, ports, name, seed)")
+                throw DeviceSpecError(
+                    spec: text, problem: "unknown key \"\(key)\" (state, initial, load, final-load, dirty, ports, name, seed)")
             }
         }
         if kind != .mtty {
@@ -147,10 +153,12 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
             spec.initialBytes = initial ?? total / 4
             guard total > 0 else { throw DeviceSpecError(spec: text, problem: "state must be more than 0 bytes") }
             guard spec.initialBytes <= total else {
-                throw DeviceSpecError(spec: text, problem: "initial (\(Units.bytes(spec.initialBytes))) exceeds state (\(Units.bytes(total)))")
+                throw DeviceSpecError(
+                    spec: text, problem: "initial (\(Units.bytes(spec.initialBytes))) exceeds state (\(Units.bytes(total)))")
             }
             if kind == .mlx5, total > Self.maxMLX5State {
-                throw DeviceSpecError(spec: text, problem: "an mlx5 device's state is at most \(Self.maxMLX5State) bytes (the firmware's 32-bit image size)")
+                throw DeviceSpecError(
+                    spec: text, problem: "an mlx5 device's state is at most \(Self.maxMLX5State) bytes (the firmware's 32-bit image size)")
             }
         }
         self = spec
@@ -178,8 +186,9 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
         let cost = SimulatedVFIOConfiguration.LoadCost(initial: loadCost, final: finalLoadCost)
         switch kind {
         case .mlx5:
-            return .mlx5(name: name, imageSize: initialBytes, finalImageSize: stateBytes - initialBytes, seed: seed,
-                         dirtyBytesPerSecond: dirtyBytesPerSecond, loadCost: cost)
+            return .mlx5(
+                name: name, imageSize: initialBytes, finalImageSize: stateBytes - initialBytes, seed: seed,
+                dirtyBytesPerSecond: dirtyBytesPerSecond, loadCost: cost)
         case .vfioPCI:
             var configuration = SimulatedVFIOConfiguration.opaque(name: name, size: stateBytes, initialBytes: initialBytes, seed: seed)
             configuration.loadCost = cost

@@ -2,8 +2,8 @@ import Foundation
 import MigrationCore
 import MigrationStream
 import VFIO
-import VFIOSimulator
 import VFIOPCIHandler
+import VFIOSimulator
 
 /// What an ``ExampleMachine`` hosts: guest RAM with a dirtying workload and simulated
 /// passthrough devices. Source and destination are built from the same configuration.
@@ -17,8 +17,10 @@ public struct ExampleMachineConfiguration: Sendable, Hashable {
     /// Written after the stream header; both ends must agree.
     public var machineType: String
 
-    public init(memoryBytes: Int = 64 << 20, dirtyPagesPerSecond: Int = 2_000, devices: [DeviceSpec] = [],
-                machineType: String = "pc-q35-7.2") {
+    public init(
+        memoryBytes: Int = 64 << 20, dirtyPagesPerSecond: Int = 2_000, devices: [DeviceSpec] = [],
+        machineType: String = "pc-q35-7.2"
+    ) {
         self.memoryBytes = memoryBytes
         self.dirtyPagesPerSecond = dirtyPagesPerSecond
         self.devices = devices
@@ -94,8 +96,9 @@ public final class ExampleMachine: VMController, Sendable {
         self.configuration = configuration
         self.workloadAfterResume = workloadAfterResume
         let names = try configuration.deviceNames()
-        vm = try ExampleVM(memoryBytes: configuration.memoryBytes,
-                           dirtyPagesPerSecond: configuration.dirtyPagesPerSecond, seed: Self.ramSeed(role))
+        vm = try ExampleVM(
+            memoryBytes: configuration.memoryBytes,
+            dirtyPagesPerSecond: configuration.dirtyPagesPerSecond, seed: Self.ramSeed(role))
         var devices: [ExampleDevice] = []
         for (index, spec) in configuration.devices.enumerated() {
             let simulated = try SimulatedVFIODevice(
@@ -108,8 +111,9 @@ public final class ExampleMachine: VMController, Sendable {
         let ram = RAMHandler.identity
         try registry.register(vm.ramHandler, idstr: ram.idstr, instanceID: ram.instanceID, versionID: ram.versionID)
         for device in devices {
-            try registry.register(device.handler, idstr: VFIOPCIHandler.idstr(for: device.name), instanceID: 0,
-                                  versionID: VFIOPCIHandler.sectionVersion)
+            try registry.register(
+                device.handler, idstr: VFIOPCIHandler.idstr(for: device.name), instanceID: 0,
+                versionID: VFIOPCIHandler.sectionVersion)
         }
     }
 
@@ -166,10 +170,13 @@ public final class ExampleMachine: VMController, Sendable {
     /// Digests of what this side holds: RAM, and per device the bytes its save session
     /// produced (source) or its last resume session absorbed (destination).
     public var digests: MachineDigests {
-        MachineDigests(ram: vm.ram.digest(), devices: devices.map {
-            DeviceDigest(name: $0.name, kind: $0.spec.kind,
-                         stream: role == .source ? $0.device.savedStreamDigest : $0.device.loadedStreamDigest)
-        })
+        MachineDigests(
+            ram: vm.ram.digest(),
+            devices: devices.map {
+                DeviceDigest(
+                    name: $0.name, kind: $0.spec.kind,
+                    stream: role == .source ? $0.device.savedStreamDigest : $0.device.loadedStreamDigest)
+            })
     }
 }
 
@@ -188,17 +195,24 @@ public struct MachineDigests: Sendable, Hashable {
 
     /// Compares a source's digests with a destination's.
     public func verify(destination: MachineDigests) -> MigrationVerification {
-        var checks = [MigrationVerification.Check(name: "ram", source: Self.hex(ram), destination: Self.hex(destination.ram),
-                                                  matches: ram == destination.ram)]
+        var checks = [
+            MigrationVerification.Check(
+                name: "ram", source: Self.hex(ram), destination: Self.hex(destination.ram),
+                matches: ram == destination.ram)
+        ]
         for (index, device) in devices.enumerated() {
             let other = index < destination.devices.count ? destination.devices[index] : nil
             let matches = device.stream != nil && device.stream == other?.stream && device.name == other?.name
-            checks.append(MigrationVerification.Check(name: device.name, source: device.stream?.description ?? "none",
-                                                       destination: other?.stream?.description ?? "none", matches: matches))
+            checks.append(
+                MigrationVerification.Check(
+                    name: device.name, source: device.stream?.description ?? "none",
+                    destination: other?.stream?.description ?? "none", matches: matches))
         }
         if destination.devices.count > devices.count {
-            checks.append(MigrationVerification.Check(name: "devices", source: "\(devices.count)",
-                                                      destination: "\(destination.devices.count)", matches: false))
+            checks.append(
+                MigrationVerification.Check(
+                    name: "devices", source: "\(devices.count)",
+                    destination: "\(destination.devices.count)", matches: false))
         }
         return MigrationVerification(checks: checks)
     }
@@ -236,9 +250,11 @@ extension ExampleMachineConfiguration {
     /// loading then, and that load lands inside the downtime. The final loads happen while the
     /// guest is stopped: one device after the other on the main stream, in parallel with multifd.
     public static func demo(initialLoad: Duration = .milliseconds(200), finalLoad: Duration = .milliseconds(40)) -> Self {
-        ExampleMachineConfiguration(memoryBytes: 16 << 20, dirtyPagesPerSecond: (8 << 20) / GuestRAM.pageSize, devices: [
-            DeviceSpec(kind: .mlx5, stateBytes: 18 << 20, initialBytes: 16 << 20, loadCost: initialLoad, finalLoadCost: finalLoad),
-            DeviceSpec(kind: .vfioPCI, stateBytes: 2 << 20, initialBytes: 1 << 20, finalLoadCost: finalLoad),
-        ])
+        ExampleMachineConfiguration(
+            memoryBytes: 16 << 20, dirtyPagesPerSecond: (8 << 20) / GuestRAM.pageSize,
+            devices: [
+                DeviceSpec(kind: .mlx5, stateBytes: 18 << 20, initialBytes: 16 << 20, loadCost: initialLoad, finalLoadCost: finalLoad),
+                DeviceSpec(kind: .vfioPCI, stateBytes: 2 << 20, initialBytes: 1 << 20, finalLoadCost: finalLoad)
+            ])
     }
 }

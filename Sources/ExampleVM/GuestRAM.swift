@@ -31,7 +31,8 @@ public final class GuestRAM: @unchecked Sendable {
     /// Allocates zeroed memory for `layout`; refuses block sizes that are not whole pages.
     public init(layout: [RAMBlockLayout]) throws {
         for block in layout where block.size <= 0 || block.size % Self.pageSize != 0 || block.name.utf8.count > 255 {
-            throw ExampleVMError.badLayout("block \"\(block.name)\" of \(block.size) bytes: sizes must be whole 4 KiB pages, names at most 255 bytes")
+            throw ExampleVMError.badLayout(
+                "block \"\(block.name)\" of \(block.size) bytes: sizes must be whole 4 KiB pages, names at most 255 bytes")
         }
         self.layout = layout
         self.blocks = layout.map {
@@ -73,7 +74,9 @@ public final class GuestRAM: @unchecked Sendable {
             let words = blocks[block].baseAddress!.advanced(by: page * Self.pageSize)
                 .bindMemory(to: UInt64.self, capacity: Self.pageSize / 8)
             for i in 0..<(Self.pageSize / 8) {
-                x ^= x << 13; x ^= x >> 7; x ^= x << 17
+                x ^= x << 13
+                x ^= x >> 7
+                x ^= x << 17
                 words[i] = x
             }
             setDirty(block: block, page: page)
@@ -90,7 +93,9 @@ public final class GuestRAM: @unchecked Sendable {
 
     /// Takes up to `max` dirty pages, clearing their bits, and copies each into `visit`'s
     /// buffer under the lock. Pages are visited in address order, block by block.
-    public func takeDirtyPages(max: Int, _ visit: (_ block: Int, _ page: Int, _ bytes: UnsafeRawBufferPointer) throws -> Void) rethrows -> Int {
+    public func takeDirtyPages(max: Int, _ visit: (_ block: Int, _ page: Int, _ bytes: UnsafeRawBufferPointer) throws -> Void) rethrows
+        -> Int
+    {
         var taken = 0
         for b in layout.indices where taken < max {
             // The word count comes from the layout (immutable), not from the bitmap, which the
@@ -137,7 +142,10 @@ public final class GuestRAM: @unchecked Sendable {
             var h: UInt64 = 0xcbf2_9ce4_8422_2325
             for block in blocks {
                 let words = block.bindMemory(to: UInt64.self)
-                for w in words { h = (h ^ w) &* 0x0000_0100_0000_01B3; h ^= h >> 29 }
+                for w in words {
+                    h = (h ^ w) &* 0x0000_0100_0000_01B3
+                    h ^= h >> 29
+                }
             }
             return h
         }

@@ -53,7 +53,9 @@ public final class GuestWorkload: @unchecked Sendable {
             let keepGoing: Bool = lock.withLock { running }
             if !keepGoing { break }
             for _ in 0..<perTick {
-                rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17
+                rng ^= rng << 13
+                rng ^= rng >> 7
+                rng ^= rng << 17
                 let block = Int(rng % UInt64(ram.layout.count))
                 let page = Int((rng >> 16) % UInt64(ram.pageCount(block: block)))
                 ram.guestWrite(block: block, page: page, seed: rng)

@@ -55,8 +55,10 @@ public struct LoopbackSecurity: Sendable {
     public var listener: @Sendable (any MigrationListener) throws -> any MigrationListener
     public var transport: @Sendable (any MigrationTransport) -> any MigrationTransport
 
-    public init(listener: @escaping @Sendable (any MigrationListener) throws -> any MigrationListener,
-                transport: @escaping @Sendable (any MigrationTransport) -> any MigrationTransport) {
+    public init(
+        listener: @escaping @Sendable (any MigrationListener) throws -> any MigrationListener,
+        transport: @escaping @Sendable (any MigrationTransport) -> any MigrationTransport
+    ) {
         self.listener = listener
         self.transport = transport
     }
@@ -76,10 +78,12 @@ public enum LoopbackMigration {
     ///   - progress: called with every source progress event (on a task of its own).
     ///   - secure: wraps the destination's listener and the source's transport (e.g. in TLS).
     /// - Throws: ``LoopbackMigrationError`` when the migration fails; setup errors as they are.
-    public static func run(_ configuration: ExampleMachineConfiguration, parameters: MigrationParameters,
-                           timeout: Duration? = nil,
-                           progress: (@Sendable (MigrationProgress) -> Void)? = nil,
-                           secure: LoopbackSecurity? = nil) async throws -> LoopbackResult {
+    public static func run(
+        _ configuration: ExampleMachineConfiguration, parameters: MigrationParameters,
+        timeout: Duration? = nil,
+        progress: (@Sendable (MigrationProgress) -> Void)? = nil,
+        secure: LoopbackSecurity? = nil
+    ) async throws -> LoopbackResult {
         let sourceMachine = try ExampleMachine(configuration, role: .source)
         let destinationMachine = try ExampleMachine(configuration, role: .destination)
         defer {
@@ -90,10 +94,12 @@ public enum LoopbackMigration {
         let listener = try secure?.listener(tcp) ?? tcp
         let plain: any MigrationTransport = TCPTransport(host: "127.0.0.1", port: tcp.port)
         let transport = secure?.transport(plain) ?? plain
-        let destination = MigrationDestination(runState: destinationMachine.runState,
-                                               configuration: destinationMachine.machine, parameters: parameters)
-        let source = MigrationSource(runState: sourceMachine.runState,
-                                     configuration: sourceMachine.machine, parameters: parameters)
+        let destination = MigrationDestination(
+            runState: destinationMachine.runState,
+            configuration: destinationMachine.machine, parameters: parameters)
+        let source = MigrationSource(
+            runState: sourceMachine.runState,
+            configuration: sourceMachine.machine, parameters: parameters)
         let last = LastProgress()
         let watcher = Task {
             for await event in source.progress {
@@ -119,11 +125,12 @@ public enum LoopbackMigration {
         case (.success(let statistics), .success(let incomingStatistics)):
             let sourceDigests = sourceMachine.digests
             let destinationDigests = destinationMachine.digests
-            return LoopbackResult(statistics: statistics, incoming: incomingStatistics, sourceDigests: sourceDigests,
-                                  destinationDigests: destinationDigests,
-                                  verification: sourceDigests.verify(destination: destinationDigests),
-                                  sourceLifecycle: sourceMachine.switchoverLifecycle,
-                                  destinationLifecycle: destinationMachine.switchoverLifecycle)
+            return LoopbackResult(
+                statistics: statistics, incoming: incomingStatistics, sourceDigests: sourceDigests,
+                destinationDigests: destinationDigests,
+                verification: sourceDigests.verify(destination: destinationDigests),
+                sourceLifecycle: sourceMachine.switchoverLifecycle,
+                destinationLifecycle: destinationMachine.switchoverLifecycle)
         case (.failure(let s), .failure(let d)):
             throw LoopbackMigrationError(source: s, destination: d, timedOut: last.timeout)
         case (.failure(let s), .success):

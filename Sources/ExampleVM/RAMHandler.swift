@@ -108,7 +108,8 @@ public final class RAMHandler: MigrationHandler, @unchecked Sendable {
             // would overflow).
             let blockSize = UInt64(ram.layout[block].size)
             guard addr < blockSize, blockSize - addr >= UInt64(GuestRAM.pageSize) else {
-                throw ExampleVMError.badRAMSection(offset: at, reason: "page 0x\(String(addr, radix: 16)) is outside block \"\(ram.layout[block].name)\"")
+                throw ExampleVMError.badRAMSection(
+                    offset: at, reason: "page 0x\(String(addr, radix: 16)) is outside block \"\(ram.layout[block].name)\"")
             }
             let page = Int(addr) / GuestRAM.pageSize
             if flags & Flag.zero != 0 {
@@ -130,7 +131,8 @@ public final class RAMHandler: MigrationHandler, @unchecked Sendable {
             let name = try reader.readCountedString("a ram block name")
             let size = try reader.readBE64("a ram block size")
             guard index < ram.layout.count, ram.layout[index].name == name, UInt64(ram.layout[index].size) == size else {
-                throw ExampleVMError.badRAMSection(offset: at, reason: "source block \"\(name)\" (\(size) bytes) does not match this VM's layout")
+                throw ExampleVMError.badRAMSection(
+                    offset: at, reason: "source block \"\(name)\" (\(size) bytes) does not match this VM's layout")
             }
             seen = [seen, size].saturatingSum
             index += 1

@@ -1,4 +1,5 @@
 import CLISupport
+
 /// Sizes and durations as a person writes them on a command line ("256MiB", "300ms") and as
 /// the demo and benchmarks print them.
 public enum Units {

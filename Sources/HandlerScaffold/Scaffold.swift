@@ -49,8 +49,10 @@ public struct Scaffold: Sendable {
         var pending: [(what: String, lines: [String])] = []
         var inserted = 0
         if r.editManifest {
-            for (lines, marker, what) in [(r.productLines, ScaffoldRequest.productsMarker, "products"),
-                                          (r.targetLines, ScaffoldRequest.targetsMarker, "targets")] {
+            for (lines, marker, what) in [
+                (r.productLines, ScaffoldRequest.productsMarker, "products"),
+                (r.targetLines, ScaffoldRequest.targetsMarker, "targets")
+            ] {
                 if let edited = try ManifestEditor.insert(lines, above: marker, in: manifest) {
                     manifest = edited
                     inserted += 1

@@ -31,21 +31,26 @@ extension ScaffoldRequest {
     /// The target and test target, unindented (4 spaces per level inside).
     public var targetLines: [String] {
         let moduleDependencies = ["VFIOPCIHandler", "MigrationCore", "VFIO", "DeviceMatch"].map(dependency)
-        let testDependencies = ["\"\(targetName)\""] + ["MigrationTestKit", "VFIOPCIHandler", "VFIO", "VFIOSimulator", "DeviceMatch"].map(dependency)
+        let testDependencies =
+            ["\"\(targetName)\""] + ["MigrationTestKit", "VFIOPCIHandler", "VFIO", "VFIOSimulator", "DeviceMatch"].map(dependency)
         let plugin = switchoverPackage.map { ".plugin(name: \"MatchTablePlugin\", package: \"\($0)\")" } ?? "\"MatchTablePlugin\""
         func list(_ items: [String]) -> [String] {
             switchoverPackage == nil
                 ? ["    dependencies: [\(items.joined(separator: ", "))],"]
                 : ["    dependencies: ["] + items.map { "        \($0)," } + ["    ],"]
         }
-        return ["// The \(name) vendor module (from scaffold-handler) and its conformance tests.",
-                ".target(",
-                "    name: \"\(targetName)\","]
+        return [
+            "// The \(name) vendor module (from scaffold-handler) and its conformance tests.",
+            ".target(",
+            "    name: \"\(targetName)\","
+        ]
             + list(moduleDependencies)
-            + ["    plugins: [\(plugin)]",
-               "),",
-               ".testTarget(",
-               "    name: \"\(testTargetName)\","]
+            + [
+                "    plugins: [\(plugin)]",
+                "),",
+                ".testTarget(",
+                "    name: \"\(testTargetName)\","
+            ]
             + list(testDependencies).map { $0.hasSuffix("],") ? String($0.dropLast()) : $0 }
             + ["),"]
     }

@@ -19,8 +19,10 @@ public struct ScaffoldRequest: Sendable, Equatable {
     /// Target names the package already has (given by the plugin); the new ones must not be among them.
     public var existingTargets: Set<String>
 
-    public init(name: String, vendorID: UInt16, deviceIDs: [UInt16] = [], driver: String? = nil,
-                editManifest: Bool = false, switchoverPackage: String? = nil, existingTargets: Set<String> = []) {
+    public init(
+        name: String, vendorID: UInt16, deviceIDs: [UInt16] = [], driver: String? = nil,
+        editManifest: Bool = false, switchoverPackage: String? = nil, existingTargets: Set<String> = []
+    ) {
         self.name = name
         self.vendorID = vendorID
         self.deviceIDs = deviceIDs
@@ -114,8 +116,9 @@ public struct ScaffoldRequest: Sendable, Equatable {
             deviceIDs.append(id)
         }
         if let driver { try validateDriver(driver) }
-        return ScaffoldRequest(name: name, vendorID: vendorID, deviceIDs: deviceIDs, driver: driver,
-                               editManifest: edit, switchoverPackage: package, existingTargets: existing)
+        return ScaffoldRequest(
+            name: name, vendorID: vendorID, deviceIDs: deviceIDs, driver: driver,
+            editManifest: edit, switchoverPackage: package, existingTargets: existing)
     }
 
     /// The longest `--name` accepted.
@@ -123,17 +126,19 @@ public struct ScaffoldRequest: Sendable, Equatable {
 
     static func validateName(_ name: String) throws(ScaffoldError) {
         guard let first = name.unicodeScalars.first, ("A"..."Z").contains(first),
-              name.unicodeScalars.allSatisfy({ ("A"..."Z").contains($0) || ("a"..."z").contains($0) || ("0"..."9").contains($0) })
+            name.unicodeScalars.allSatisfy({ ("A"..."Z").contains($0) || ("a"..."z").contains($0) || ("0"..."9").contains($0) })
         else {
-            throw ScaffoldError("--name \"\(name)\" is not a Swift type name: start with an uppercase letter, "
-                                + "then letters and digits only (e.g. Acme)")
+            throw ScaffoldError(
+                "--name \"\(name)\" is not a Swift type name: start with an uppercase letter, "
+                    + "then letters and digits only (e.g. Acme)")
         }
         guard name.count <= maxNameLength else {
             throw ScaffoldError("--name \"\(name)\" is longer than \(maxNameLength) characters")
         }
         guard !name.hasSuffix("Handler") else {
-            throw ScaffoldError("--name \"\(name)\" ends with Handler; give the vendor's name only "
-                                + "(\(name.dropLast("Handler".count)) gives \(name))")
+            throw ScaffoldError(
+                "--name \"\(name)\" ends with Handler; give the vendor's name only "
+                    + "(\(name.dropLast("Handler".count)) gives \(name))")
         }
     }
 
@@ -154,7 +159,9 @@ public struct ScaffoldRequest: Sendable, Equatable {
     /// match-table format's rule).
     static func validateDriver(_ driver: String) throws(ScaffoldError) {
         guard !driver.isEmpty, driver.utf8.count <= 64,
-              driver.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_" || $0 == "-") })
+            driver.unicodeScalars.allSatisfy({
+                $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_" || $0 == "-")
+            })
         else {
             throw ScaffoldError("--driver \"\(driver)\" is not a kernel driver name (letters, digits, _ and -, at most 64)")
         }

@@ -11,7 +11,7 @@ extension ScaffoldRequest {
         [
             GeneratedFile(path: "Sources/\(targetName)/\(name)Module.swift", contents: moduleSource),
             GeneratedFile(path: "Sources/\(targetName)/devices.matchtable", contents: matchTable),
-            GeneratedFile(path: "Tests/\(testTargetName)/\(name)ConformanceTests.swift", contents: testSource),
+            GeneratedFile(path: "Tests/\(testTargetName)/\(name)ConformanceTests.swift", contents: testSource)
         ]
     }
 

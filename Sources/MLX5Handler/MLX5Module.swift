@@ -14,8 +14,10 @@ public enum MLX5Module {
     }
 
     /// A handler for one mlx5 device.
-    public static func makeHandler(device: VFIOMigrationDevice, config: VFIOPCIConfigState? = nil,
-                                   tuning: MLX5Tuning = MLX5Tuning()) -> VFIOPCIHandler {
+    public static func makeHandler(
+        device: VFIOMigrationDevice, config: VFIOPCIConfigState? = nil,
+        tuning: MLX5Tuning = MLX5Tuning()
+    ) -> VFIOPCIHandler {
         VFIOPCIHandler(device: device, config: config, tuning: tuning)
     }
 }

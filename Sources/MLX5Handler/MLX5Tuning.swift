@@ -1,8 +1,8 @@
 import Foundation
 import MigrationCore
 import Synchronization
-import VFIOPCIHandler
 import VFIO
+import VFIOPCIHandler
 
 /// The mlx5_vfio_pci tuning of the generic VFIO-PCI handler.
 ///
@@ -49,8 +49,10 @@ public final class MLX5Tuning: VFIOPCITuning, Sendable {
     ///     assumption) when unknown. No measurement can tell it before the final image arrives.
     ///   - initialLoadCost: the first image's load cost, measured on the hardware; zero when
     ///     unknown (the destination then reports no backlog for it).
-    public init(recordLimit: UInt64 = MLX5RecordParser.defaultRecordLimit, maxPreallocation: Int = MLX5Tuning.defaultMaxPreallocation,
-                finalLoadCost: Duration = .zero, initialLoadCost: Duration = .zero) {
+    public init(
+        recordLimit: UInt64 = MLX5RecordParser.defaultRecordLimit, maxPreallocation: Int = MLX5Tuning.defaultMaxPreallocation,
+        finalLoadCost: Duration = .zero, initialLoadCost: Duration = .zero
+    ) {
         self.state = Mutex(State(parser: MLX5RecordParser(recordLimit: recordLimit)))
         self.maxPreallocation = max(4096, maxPreallocation)
         self.finalLoadCost = max(.zero, finalLoadCost)

@@ -50,21 +50,29 @@ final class DestinationBacklogReporter: Sendable {
 
     /// One round: a report per handler with a backlog (or whose backlog just ended); when none
     /// went out and the position moved (or `force`), a zero report for the first handler.
-    private static func tick(_ handlers: [Handler], _ sent: inout Sent, returnPath: ReturnPathWriter, position: UInt64,
-                             force: HandlerIdentity?) throws {
+    private static func tick(
+        _ handlers: [Handler], _ sent: inout Sent, returnPath: ReturnPathWriter, position: UInt64,
+        force: HandlerIdentity?
+    ) throws {
         var any = false
         for (i, item) in handlers.enumerated() {
             let backlog = item.handler.loadBacklog(context: item.context)
             guard backlog != .none || sent.last[i] != .none else { continue }
             sent.last[i] = backlog
-            try returnPath.send(.loadBacklog(LoadBacklogReport(idstr: item.identity.idstr, instanceID: item.identity.instanceID,
-                                                               bytes: backlog.bytes, expectedMicros: backlog.expectedMicros,
-                                                               loadedThrough: position)))
+            try returnPath.send(
+                .loadBacklog(
+                    LoadBacklogReport(
+                        idstr: item.identity.idstr, instanceID: item.identity.instanceID,
+                        bytes: backlog.bytes, expectedMicros: backlog.expectedMicros,
+                        loadedThrough: position)))
             any = true
         }
         if !any, position != sent.position || force != nil, let first = handlers.first {
-            try returnPath.send(.loadBacklog(LoadBacklogReport(idstr: first.identity.idstr, instanceID: first.identity.instanceID,
-                                                               bytes: 0, expectedMicros: 0, loadedThrough: position)))
+            try returnPath.send(
+                .loadBacklog(
+                    LoadBacklogReport(
+                        idstr: first.identity.idstr, instanceID: first.identity.instanceID,
+                        bytes: 0, expectedMicros: 0, loadedThrough: position)))
         }
         sent.position = position
     }

@@ -112,7 +112,8 @@ final class DestinationAcks: Sendable {
             if s.extensions {
                 try rp.send(.ackState(idstr: key.idstr, instanceID: key.instanceID, acknowledged: false))
             } else if s.singleAckSent {
-                logger.warning("\(identity) revoked its acknowledgement, but the source (no extensions) was already told it may switch over")
+                logger.warning(
+                    "\(identity) revoked its acknowledgement, but the source (no extensions) was already told it may switch over")
             }
         }
     }

@@ -118,8 +118,10 @@ final class EngineSaveContext: SaveContext {
     let participants: [any MigrationHandler]
     private let running: SharedFlag
 
-    init(identity: HandlerIdentity, switchoverAckEnabled: Bool, multifdTransfer: Bool = false, running: SharedFlag,
-         parameters: MigrationParameters = MigrationParameters(), participants: [any MigrationHandler] = []) {
+    init(
+        identity: HandlerIdentity, switchoverAckEnabled: Bool, multifdTransfer: Bool = false, running: SharedFlag,
+        parameters: MigrationParameters = MigrationParameters(), participants: [any MigrationHandler] = []
+    ) {
         self.identity = identity
         self.switchoverAckEnabled = switchoverAckEnabled
         self.multifdTransfer = multifdTransfer
@@ -177,16 +179,19 @@ func quietLogger() -> Logger {
 
 /// Classifies an error thrown on a migration thread into a ``MigrationError``: the code
 /// from the error's type, the phase from the engine.
-func classify(_ error: any Error, phase: MigrationPhase, cancelled: Bool, handler: HandlerIdentity? = nil,
-              section: SectionHeader? = nil, offset: Int? = nil, message: String? = nil) -> MigrationError {
+func classify(
+    _ error: any Error, phase: MigrationPhase, cancelled: Bool, handler: HandlerIdentity? = nil,
+    section: SectionHeader? = nil, offset: Int? = nil, message: String? = nil
+) -> MigrationError {
     if let e = error as? MigrationError {
         if cancelled, e.code == .cancelled || e.code == .invalidParameters { return e }
         if cancelled { return MigrationError(.cancelled, phase: e.phase, message: "cancelled", cause: e) }
         return e
     }
     if cancelled {
-        return MigrationError(.cancelled, phase: phase, handler: handler, section: section, offset: offset,
-                              message: "cancelled", cause: error)
+        return MigrationError(
+            .cancelled, phase: phase, handler: handler, section: section, offset: offset,
+            message: "cancelled", cause: error)
     }
     let code: MigrationError.Code
     switch error {
@@ -197,8 +202,9 @@ func classify(_ error: any Error, phase: MigrationPhase, cancelled: Bool, handle
     case is ReturnPathError: code = .returnPath
     default: code = handler != nil ? .handlerFailed : .unknown
     }
-    return MigrationError(code, phase: phase, handler: handler, section: section, offset: offset,
-                          message: message ?? defaultMessage(phase), cause: error)
+    return MigrationError(
+        code, phase: phase, handler: handler, section: section, offset: offset,
+        message: message ?? defaultMessage(phase), cause: error)
 }
 
 private func defaultMessage(_ phase: MigrationPhase) -> String {
@@ -279,7 +285,8 @@ final class ReceiveWatchdog: Sendable {
             guard s.waitedInWindow >= window else { return }
             let delivered = s.total - s.windowStartTotal
             guard delivered >= minimumBytes else {
-                throw MigrationError(.peerTooSlow, phase: .loading,
+                throw MigrationError(
+                    .peerTooSlow, phase: .loading,
                     message: "the source delivered \(delivered) bytes in \(s.waitedInWindow) of waiting, fewer than the minimum of "
                         + "\(minimumRate) bytes per second (minimumReceiveRate): a peer that trickles bytes is cut off")
             }

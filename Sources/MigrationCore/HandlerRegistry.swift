@@ -78,8 +78,10 @@ public final class HandlerRegistry: Sendable {
     /// - Returns: the identity, with the instance id actually used.
     /// - Throws: ``RegistryError/duplicate(idstr:instanceID:)`` when taken.
     @discardableResult
-    public func register(_ handler: any MigrationHandler, idstr: String, instanceID: UInt32? = nil,
-                         versionID: UInt32, priority: MigrationPriority = .default) throws -> HandlerIdentity {
+    public func register(
+        _ handler: any MigrationHandler, idstr: String, instanceID: UInt32? = nil,
+        versionID: UInt32, priority: MigrationPriority = .default
+    ) throws -> HandlerIdentity {
         let length = idstr.utf8.count
         guard length > 0, length <= 255 else { throw RegistryError.invalidIDString(idstr) }
         return try state.withLock { s in

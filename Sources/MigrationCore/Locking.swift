@@ -66,7 +66,10 @@ final class Monitor<State>: @unchecked Sendable {
                 let (s, atto) = left.components
                 var sec = Int(ts.tv_sec) + Int(s)
                 var nsec = Int(ts.tv_nsec) + Int(atto / 1_000_000_000)
-                if nsec >= 1_000_000_000 { sec += 1; nsec -= 1_000_000_000 }
+                if nsec >= 1_000_000_000 {
+                    sec += 1
+                    nsec -= 1_000_000_000
+                }
                 var abs = timespec(tv_sec: sec, tv_nsec: nsec)
                 _ = pthread_cond_timedwait(&cond, &mutex, &abs)
             } else {

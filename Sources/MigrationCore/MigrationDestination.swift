@@ -41,11 +41,14 @@ public final class MigrationDestination: Sendable {
     ///   - parameters: the migration's parameters; those both ends share must match the source's.
     ///   - clock: the engine's time source (a virtual one in tests).
     ///   - logger: defaults to a silent logger labelled "switchover.migration".
-    public convenience init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
-                            parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
-                            logger: Logger? = nil) {
-        self.init(runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
-                  clock: clock, logger: logger)
+    public convenience init(
+        registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
+        parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
+        logger: Logger? = nil
+    ) {
+        self.init(
+            runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
+            clock: clock, logger: logger)
     }
 
     /// A destination on the VMM's own ``VMRunState``: the VMM later starts the guest through
@@ -56,9 +59,11 @@ public final class MigrationDestination: Sendable {
     ///   - parameters: the migration's parameters; those both ends share must match the source's.
     ///   - clock: the engine's time source (a virtual one in tests).
     ///   - logger: defaults to a silent logger labelled "switchover.migration".
-    public init(runState: VMRunState, configuration: MachineConfiguration,
-                parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
-                logger: Logger? = nil) {
+    public init(
+        runState: VMRunState, configuration: MachineConfiguration,
+        parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
+        logger: Logger? = nil
+    ) {
         self.runState = runState
         self.registry = runState.registry
         self.vm = runState.vcpus
@@ -94,8 +99,9 @@ public final class MigrationDestination: Sendable {
                     try MultifdPlan.validate(parameters)
                     if parameters.multifdChannels > 0 {
                         // Main + N connections in any order, told apart by their first bytes.
-                        (connection, channels) = try MultifdChannels.accept(from: listener, count: parameters.multifdChannels,
-                                                                            timeout: parameters.stallTimeout, readTimeout: parameters.stallTimeout)
+                        (connection, channels) = try MultifdChannels.accept(
+                            from: listener, count: parameters.multifdChannels,
+                            timeout: parameters.stallTimeout, readTimeout: parameters.stallTimeout)
                     } else {
                         connection = try listener.accept()
                     }
@@ -103,8 +109,9 @@ public final class MigrationDestination: Sendable {
                     for e in registry.entries { e.handler.loadCleanup(succeeded: false) }
                     progressContinuation.finish()
                     if error is MigrationError { throw error }
-                    throw classify(error, phase: .connecting, cancelled: control.isCancelled,
-                                   message: parameters.multifdChannels > 0 ? "the incoming connections could not be set up" : "no incoming connection")
+                    throw classify(
+                        error, phase: .connecting, cancelled: control.isCancelled,
+                        message: parameters.multifdChannels > 0 ? "the incoming connections could not be set up" : "no incoming connection")
                 }
                 return try DestinationRun(owner: self, connection: connection, channels: channels).run()
             }
@@ -121,7 +128,8 @@ public final class MigrationDestination: Sendable {
     /// Loads a migration from already connected channels: the main one and exactly
     /// ``MigrationParameters/multifdChannels`` multifd channels, in any order (each is
     /// classified by its first bytes, as accepted ones are). The engine closes them at the end.
-    public func run(over connection: any MigrationConnection, multifdChannels: [any MigrationConnection]) async throws -> IncomingStatistics {
+    public func run(over connection: any MigrationConnection, multifdChannels: [any MigrationConnection]) async throws -> IncomingStatistics
+    {
         try control.begin()
         return try await withTaskCancellationHandler {
             try await runOnDedicatedThread(name: "switchover-destination") { [self] in
@@ -130,14 +138,20 @@ public final class MigrationDestination: Sendable {
                 if !multifdChannels.isEmpty || parameters.multifdChannels > 0 {
                     do {
                         try MultifdPlan.validate(parameters)
-                        (main, channels) = try MultifdChannels.classify([connection] + multifdChannels, count: parameters.multifdChannels,
-                                                                        readTimeout: parameters.stallTimeout)
+                        (main, channels) = try MultifdChannels.classify(
+                            [connection] + multifdChannels, count: parameters.multifdChannels,
+                            readTimeout: parameters.stallTimeout)
                     } catch {
-                        for c in [connection] + multifdChannels { c.shutdown(); c.close() }
+                        for c in [connection] + multifdChannels {
+                            c.shutdown()
+                            c.close()
+                        }
                         for e in registry.entries { e.handler.loadCleanup(succeeded: false) }
                         progressContinuation.finish()
                         if error is MigrationError { throw error }
-                        throw classify(error, phase: .connecting, cancelled: control.isCancelled, message: "the incoming connections could not be set up")
+                        throw classify(
+                            error, phase: .connecting, cancelled: control.isCancelled,
+                            message: "the incoming connections could not be set up")
                     }
                 }
                 return try DestinationRun(owner: self, connection: main, channels: channels).run()
@@ -220,8 +234,9 @@ final class DestinationRun {
         self.multifdPlan = plan
         self.channels = channels
         self.contexts = entries.indices.map {
-            EngineLoadContext(identity: entries[$0].identity, switchoverAckEnabled: owner.parameters.switchoverAck,
-                              multifdTransfer: plan.enabled[$0], acks: acks)
+            EngineLoadContext(
+                identity: entries[$0].identity, switchoverAckEnabled: owner.parameters.switchoverAck,
+                multifdTransfer: plan.enabled[$0], acks: acks)
         }
         self.startTime = owner.clock.now
         self.bytes = Array(repeating: 0, count: entries.count)
@@ -254,10 +269,13 @@ final class DestinationRun {
         emitProgress()
     }
 
-    private func wrap(_ error: any Error, handler: HandlerIdentity? = nil, section: SectionHeader? = nil,
-                      offset: Int? = nil, message: String? = nil) -> MigrationError {
-        classify(error, phase: phase, cancelled: owner.control.isCancelled, handler: handler, section: section,
-                 offset: offset ?? reader.offset, message: message)
+    private func wrap(
+        _ error: any Error, handler: HandlerIdentity? = nil, section: SectionHeader? = nil,
+        offset: Int? = nil, message: String? = nil
+    ) -> MigrationError {
+        classify(
+            error, phase: phase, cancelled: owner.control.isCancelled, handler: handler, section: section,
+            offset: offset ?? reader.offset, message: message)
     }
 
     // MARK: Header and configuration
@@ -278,13 +296,15 @@ final class DestinationRun {
             MigrationError(.incompatible, phase: phase, offset: reader.offset, message: text)
         }
         guard config.machineType == local.machineType else {
-            throw refuse("machine type mismatch: the stream is for \"\(config.machineType)\", this destination runs \"\(local.machineType)\"")
+            throw refuse(
+                "machine type mismatch: the stream is for \"\(config.machineType)\", this destination runs \"\(local.machineType)\"")
         }
         if let theirs = config.targetPageBits, let ours = local.targetPageBits, theirs != ours {
             throw refuse("target page bits mismatch: the stream has \(theirs), this destination \(ours)")
         }
         if Set(config.capabilities ?? []) != Set(local.capabilities ?? []) {
-            throw refuse("validated capabilities differ: the stream has \(config.capabilities ?? []), this destination \(local.capabilities ?? [])")
+            throw refuse(
+                "validated capabilities differ: the stream has \(config.capabilities ?? []), this destination \(local.capabilities ?? [])")
         }
         if let theirs = config.uuid, let ours = local.uuid, theirs != ours {
             throw refuse("VM UUID mismatch")
@@ -292,7 +312,8 @@ final class DestinationRun {
         // Every multifd channel carries the migration's uuid (the VM's, zeros without one).
         let uuid = multifdUUID(config)
         for c in channels where c.uuid != uuid {
-            throw MigrationError(.multifdFailed, phase: phase, offset: reader.offset,
+            throw MigrationError(
+                .multifdFailed, phase: phase, offset: reader.offset,
                 message: "multifd channel \(c.id) belongs to another migration (its uuid differs from the stream's)",
                 cause: MultifdError.channelSetup("uuid mismatch on channel \(c.id)"))
         }
@@ -374,13 +395,17 @@ final class DestinationRun {
     private func loadSection(_ header: SectionHeader, at: Int) throws {
         let key = HandlerKey(header.binding.idstr, header.binding.instanceID)
         guard let i = index[key] else {
-            throw MigrationError(.incompatible, phase: phase, section: header, offset: at,
+            throw MigrationError(
+                .incompatible, phase: phase, section: header, offset: at,
                 message: "Unknown section or instance: \(key) (section id \(header.sectionID)) has no handler on this destination")
         }
         let e = entries[i]
         if header.binding.versionID > e.identity.versionID {
-            throw MigrationError(.incompatible, phase: phase, handler: e.identity, section: header, offset: at,
-                message: "\(key): the stream's section version \(header.binding.versionID) is newer than this destination's \(e.identity.versionID)")
+            throw MigrationError(
+                .incompatible, phase: phase, handler: e.identity, section: header, offset: at,
+                message:
+                    "\(key): the stream's section version \(header.binding.versionID) is newer than this destination's \(e.identity.versionID)"
+            )
         }
         let bodyStart = reader.offset
         // A section loaded while the handler's initial data is still coming may carry one-off
@@ -389,16 +414,19 @@ final class DestinationRun {
         // it is whole): that time is the backlog's, reported as such, not a per-byte rate.
         var pastInitialData = [.notNeeded, .acknowledged].contains(acks.ackState(key))
         if pastInitialData, e.handler.loadBacklog(context: contexts[i]) != .none { pastInitialData = false }
-        let t0 = clock.now, waited0 = timedSource.waited
+        let t0 = clock.now
+        let waited0 = timedSource.waited
         do {
             try e.handler.loadState(from: reader, header: header, context: contexts[i])
         } catch {
-            throw wrap(error, handler: e.identity, section: header, offset: reader.offset,
-                       message: "loading the \(header.kind) section of \(e.identity) failed")
+            throw wrap(
+                error, handler: e.identity, section: header, offset: reader.offset,
+                message: "loading the \(header.kind) section of \(e.identity) failed")
         }
         // Load time is the handler's work: the time its reads waited for the stream (the
         // source still producing the section, the link) is not the destination's cost.
-        let spent = max(.zero, (clock.now - t0) - (timedSource.waited - waited0)), loaded = UInt64(reader.offset - bodyStart)
+        let spent = max(.zero, (clock.now - t0) - (timedSource.waited - waited0))
+        let loaded = UInt64(reader.offset - bodyStart)
         loadTime[i] += spent
         bytes[i] += loaded
         if pastInitialData, e.handler.loadBacklog(context: contexts[i]) != .none { pastInitialData = false }
@@ -410,8 +438,9 @@ final class DestinationRun {
         do {
             try reader.readFooter(sectionID: header.sectionID)
         } catch {
-            throw wrap(error, handler: e.identity, section: header, offset: reader.offset,
-                       message: "after the \(header.kind) section of \(e.identity): its handler did not consume exactly its body")
+            throw wrap(
+                error, handler: e.identity, section: header, offset: reader.offset,
+                message: "after the \(header.kind) section of \(e.identity): its handler did not consume exactly its body")
         }
         try reportLoad(i)
     }
@@ -425,10 +454,11 @@ final class DestinationRun {
         lastReport[i] = now
         sectionsSinceReport[i] = 0
         let e = entries[i]
-        let report = LoadReport(idstr: e.identity.idstr, instanceID: e.identity.instanceID, bytesLoaded: bytes[i],
-                                loadMicros: loadTime[i].wholeMicroseconds,
-                                fixedCostMicros: e.handler.expectedFinalLoadCostMicros(context: contexts[i]),
-                                rateBytes: rateBytes[i], rateMicros: rateTime[i].wholeMicroseconds)
+        let report = LoadReport(
+            idstr: e.identity.idstr, instanceID: e.identity.instanceID, bytesLoaded: bytes[i],
+            loadMicros: loadTime[i].wholeMicroseconds,
+            fixedCostMicros: e.handler.expectedFinalLoadCostMicros(context: contexts[i]),
+            rateBytes: rateBytes[i], rateMicros: rateTime[i].wholeMicroseconds)
         do {
             try rp.send(.loadReport(report))
         } catch {
@@ -443,7 +473,9 @@ final class DestinationRun {
         do {
             switch command {
             case .openReturnPath:
-                guard connection.supportsReturnPath else { throw refuse("OPEN_RETURN_PATH on \(connection), which has no reverse direction") }
+                guard connection.supportsReturnPath else {
+                    throw refuse("OPEN_RETURN_PATH on \(connection), which has no reverse direction")
+                }
                 rp.open()
                 try acks.returnPathOpened()
             case .ping(let value):
@@ -460,7 +492,9 @@ final class DestinationRun {
                 if SwitchoverFeatures(rawValue: features).contains(.loadBacklog), backlogReporter == nil {
                     let position = loadedThrough
                     backlogReporter = try DestinationBacklogReporter(
-                        handlers: entries.indices.filter { entries[$0].handler.isActive }.map { (entries[$0].identity, entries[$0].handler, contexts[$0]) },
+                        handlers: entries.indices.filter { entries[$0].handler.isActive }.map {
+                            (entries[$0].identity, entries[$0].handler, contexts[$0])
+                        },
                         returnPath: rp, position: { position.withLock { $0 } }, logger: logger)
                 }
             case .preflight(let payload):
@@ -471,8 +505,9 @@ final class DestinationRun {
                     do {
                         try e.handler.switchoverStart(context: contexts[i])
                     } catch {
-                        throw MigrationError(.handlerFailed, phase: phase, handler: e.identity, offset: at,
-                                                                   message: "switchoverStart failed", cause: error)
+                        throw MigrationError(
+                            .handlerFailed, phase: phase, handler: e.identity, offset: at,
+                            message: "switchoverStart failed", cause: error)
                     }
                 }
                 // Multifd: each device's load thread starts here (QEMU's switchover_start).
@@ -510,7 +545,8 @@ final class DestinationRun {
         if params.vmDescription {
             do {
                 guard try reader.readVMDescription() != nil else {
-                    throw MigrationError(.malformedStream, phase: phase, offset: reader.offset,
+                    throw MigrationError(
+                        .malformedStream, phase: phase, offset: reader.offset,
                         message: "the stream ended after EOF without its VMDESCRIPTION trailer")
                 }
             } catch let error as MigrationError {
@@ -535,7 +571,8 @@ final class DestinationRun {
             do {
                 try e.handler.loadComplete(context: contexts[i])
             } catch {
-                throw MigrationError(.handlerFailed, phase: phase, handler: e.identity, offset: reader.offset,
+                throw MigrationError(
+                    .handlerFailed, phase: phase, handler: e.identity, offset: reader.offset,
                     message: "\(e.identity) could not complete its load", cause: error)
             }
         }
@@ -548,7 +585,8 @@ final class DestinationRun {
                 try owner.runState.start(.incomingMigration)
             } catch {
                 let handler = (error as? VMRunStateError)?.failures.first?.handler
-                throw MigrationError(.vmControlFailed, phase: phase, handler: handler, message: "the guest could not be started", cause: error)
+                throw MigrationError(
+                    .vmControlFailed, phase: phase, handler: handler, message: "the guest could not be started", cause: error)
             }
         }
         resumeTime = clock.now - t0
@@ -575,7 +613,10 @@ final class DestinationRun {
             multifd.abort()
             if !cancelled, let failure, !(result.cause is MultifdError) { result = multifdFailure(failure) }
         } else {
-            for c in channels { c.connection.shutdown(); c.connection.close() }
+            for c in channels {
+                c.connection.shutdown()
+                c.connection.close()
+            }
         }
         logger.info("destination failed: \(result)")
         backlogReporter?.stop()
@@ -603,9 +644,10 @@ final class DestinationRun {
     }
 
     private func multifdFailure(_ error: MultifdError) -> MigrationError {
-        MigrationError(.multifdFailed, phase: phase, handler: MultifdDestinationSession.device(of: error),
-                               message: error.channel.map { "multifd channel \($0) failed" } ?? "the multifd transfer failed",
-                               cause: error)
+        MigrationError(
+            .multifdFailed, phase: phase, handler: MultifdDestinationSession.device(of: error),
+            message: error.channel.map { "multifd channel \($0) failed" } ?? "the multifd transfer failed",
+            cause: error)
     }
 
     private func emitProgress() {
@@ -614,8 +656,9 @@ final class DestinationRun {
             pendingBytes: 0, bandwidth: 0, thresholdBytes: 0, predictedDowntimeQEMU: nil, predictedDowntime: nil,
             switchoverAcknowledged: acks.allAcknowledged,
             handlers: entries.indices.map {
-                HandlerProgress(identity: entries[$0].identity, bytes: bytes[$0], pending: 0,
-                                ackState: acks.ackState(HandlerKey(entries[$0].identity)))
+                HandlerProgress(
+                    identity: entries[$0].identity, bytes: bytes[$0], pending: 0,
+                    ackState: acks.ackState(HandlerKey(entries[$0].identity)))
             })
         owner.progressContinuation.yield(event)
     }
@@ -628,9 +671,10 @@ final class DestinationRun {
             returnPathOpened: rp.isOpen, resumeTime: resumeTime, multifdChannels: channels.count,
             handlers: entries.indices.map {
                 let m = extra[$0]
-                return HandlerStatistics(identity: entries[$0].identity, bytes: bytes[$0] + (m?.bytes ?? 0), sections: sections[$0],
-                                  loadTime: loadTime[$0] + (m?.loadTime ?? .zero), bytesLoaded: bytes[$0] + (m?.bytes ?? 0),
-                                  ackState: acks.ackState(HandlerKey(entries[$0].identity)))
+                return HandlerStatistics(
+                    identity: entries[$0].identity, bytes: bytes[$0] + (m?.bytes ?? 0), sections: sections[$0],
+                    loadTime: loadTime[$0] + (m?.loadTime ?? .zero), bytesLoaded: bytes[$0] + (m?.bytes ?? 0),
+                    ackState: acks.ackState(HandlerKey(entries[$0].identity)))
             })
     }
 }

@@ -23,8 +23,10 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
     /// The error that caused it, if any.
     public var cause: (any Error)?
 
-    public init(_ code: Code, phase: MigrationPhase, handler: HandlerIdentity? = nil, section: SectionHeader? = nil,
-                offset: Int? = nil, message: String, cause: (any Error)? = nil) {
+    public init(
+        _ code: Code, phase: MigrationPhase, handler: HandlerIdentity? = nil, section: SectionHeader? = nil,
+        offset: Int? = nil, message: String, cause: (any Error)? = nil
+    ) {
         self.code = code
         self.phase = phase
         self.handler = handler

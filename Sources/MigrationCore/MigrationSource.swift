@@ -45,11 +45,14 @@ public final class MigrationSource: Sendable {
     ///   - parameters: the migration's parameters (downtime limit, bandwidth, switchover-ack…).
     ///   - clock: the engine's time source (a virtual one in tests).
     ///   - logger: defaults to a silent logger labelled "switchover.migration".
-    public convenience init(registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
-                            parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
-                            logger: Logger? = nil) {
-        self.init(runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
-                  clock: clock, logger: logger)
+    public convenience init(
+        registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
+        parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
+        logger: Logger? = nil
+    ) {
+        self.init(
+            runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
+            clock: clock, logger: logger)
     }
 
     /// A source on the VMM's own ``VMRunState`` (the object it pauses and resumes the guest
@@ -60,9 +63,11 @@ public final class MigrationSource: Sendable {
     ///   - parameters: the migration's parameters.
     ///   - clock: the engine's time source (a virtual one in tests).
     ///   - logger: defaults to a silent logger labelled "switchover.migration".
-    public init(runState: VMRunState, configuration: MachineConfiguration,
-                parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
-                logger: Logger? = nil) {
+    public init(
+        runState: VMRunState, configuration: MachineConfiguration,
+        parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
+        logger: Logger? = nil
+    ) {
         self.runState = runState
         self.registry = runState.registry
         self.vm = runState.vcpus
@@ -106,7 +111,9 @@ public final class MigrationSource: Sendable {
     /// Migrates over already connected channels: the main one and exactly
     /// ``MigrationParameters/multifdChannels`` multifd channels (channel id = array index).
     /// The engine closes them at the end.
-    public func run(over connection: any MigrationConnection, multifdChannels: [any MigrationConnection]) async throws -> MigrationStatistics {
+    public func run(over connection: any MigrationConnection, multifdChannels: [any MigrationConnection]) async throws
+        -> MigrationStatistics
+    {
         try control.begin()
         return try await withTaskCancellationHandler {
             try await runOnDedicatedThread(name: "switchover-source") { [self] in
@@ -199,13 +206,15 @@ final class SourceRun {
         let plan = MultifdPlan(entries: entries, parameters: owner.parameters)
         self.multifdPlan = plan
         self.channelSource = channels
-        self.precopyOverChannels = owner.parameters.multifdPrecopy
+        self.precopyOverChannels =
+            owner.parameters.multifdPrecopy
             ? Set(entries.indices.filter { plan.enabled[$0] && entries[$0].handler is any MultifdPrecopyHandler }) : []
         let participants = entries.filter { $0.handler.isActive }.map(\.handler)
         self.contexts = entries.indices.map {
-            EngineSaveContext(identity: entries[$0].identity, switchoverAckEnabled: owner.parameters.switchoverAck,
-                              multifdTransfer: plan.enabled[$0], running: running, parameters: owner.parameters,
-                              participants: participants)
+            EngineSaveContext(
+                identity: entries[$0].identity, switchoverAckEnabled: owner.parameters.switchoverAck,
+                multifdTransfer: plan.enabled[$0], running: running, parameters: owner.parameters,
+                participants: participants)
         }
         self.returnPathOn = owner.parameters.returnPath && connection.supportsReturnPath
         let extensionsOn = owner.parameters.extensions && owner.parameters.returnPath && connection.supportsReturnPath
@@ -264,11 +273,13 @@ final class SourceRun {
         switch channelSource {
         case .transport(let t):
             if t is FileTransport || t is DescriptorTransport {
-                throw MigrationError.invalidParameters("multifd channels need a transport that can open more connections (tcp:, unix:), not \(t)")
+                throw MigrationError.invalidParameters(
+                    "multifd channels need a transport that can open more connections (tcp:, unix:), not \(t)")
             }
         case .given(let list):
             guard list.count == params.multifdChannels else {
-                throw MigrationError.invalidParameters("\(list.count) multifd channel connections given, multifdChannels is \(params.multifdChannels)")
+                throw MigrationError.invalidParameters(
+                    "\(list.count) multifd channel connections given, multifdChannels is \(params.multifdChannels)")
             }
         }
     }
@@ -281,13 +292,17 @@ final class SourceRun {
         do {
             switch channelSource {
             case .transport(let t):
-                connections = try MultifdChannels.open(count: count, uuid: multifdUUID(owner.configuration), writeTimeout: params.stallTimeout) {
+                connections = try MultifdChannels.open(
+                    count: count, uuid: multifdUUID(owner.configuration), writeTimeout: params.stallTimeout
+                ) {
                     if owner.control.isCancelled { throw TransportError.shutDown }
                     return try t.connect()
                 }
             case .given(let list):
                 var iterator = list.makeIterator()
-                connections = try MultifdChannels.open(count: count, uuid: multifdUUID(owner.configuration), writeTimeout: params.stallTimeout) {
+                connections = try MultifdChannels.open(
+                    count: count, uuid: multifdUUID(owner.configuration), writeTimeout: params.stallTimeout
+                ) {
                     guard let next = iterator.next() else { throw MultifdError.channelSetup("too few channel connections") }
                     return next
                 }
@@ -310,7 +325,8 @@ final class SourceRun {
         if let rp {
             let (shut, failure) = rp.state.withLock { ($0.shut, $0.failure) }
             if let shut, shut != 0 {
-                throw MigrationError(.destinationFailed, phase: phase, offset: writer.bytesWritten,
+                throw MigrationError(
+                    .destinationFailed, phase: phase, offset: writer.bytesWritten,
                     message: "the destination reported failure (SHUT \(shut))")
             }
             if shut != nil && phase != .finishing {
@@ -318,7 +334,8 @@ final class SourceRun {
             }
             if let failure {
                 let closed = (failure as? StreamError).map { if case .truncated = $0 { true } else { false } } ?? false
-                throw MigrationError(.returnPath, phase: phase,
+                throw MigrationError(
+                    .returnPath, phase: phase,
                     message: closed ? "the destination closed the connection without a verdict" : "the return path failed",
                     cause: failure)
             }
@@ -335,13 +352,15 @@ final class SourceRun {
             do {
                 try e.handler.savePrepare(context: contexts[i])
             } catch {
-                throw MigrationError(.handlerFailed, phase: phase, handler: e.identity, message: "savePrepare refused the migration", cause: error)
+                throw MigrationError(
+                    .handlerFailed, phase: phase, handler: e.identity, message: "savePrepare refused the migration", cause: error)
             }
         }
         try writer.writeFileHeader()
         try writer.writeConfiguration(owner.configuration)
         if returnPathOn {
-            let rp = SourceReturnPath(extensions: extensionsOn, known: Set(entries.map { HandlerKey($0.identity) }), clock: clock, logger: logger)
+            let rp = SourceReturnPath(
+                extensions: extensionsOn, known: Set(entries.map { HandlerKey($0.identity) }), clock: clock, logger: logger)
             self.rp = rp
             owner.returnPathBox.withLock { $0 = rp }
             rp.start(reading: connection)
@@ -353,10 +372,13 @@ final class SourceRun {
             return
         }
         try writer.writeCommand(.switchoverHello(version: 1, features: SwitchoverFeatures.loadBacklog.rawValue))
-        let inventory = PreflightInventory(machineType: owner.configuration.machineType, handlers: entries.filter { $0.handler.isActive }.map {
-            .init(idstr: $0.identity.idstr, instanceID: $0.identity.instanceID, versionID: $0.identity.versionID,
-                  live: $0.handler.isLive, identity: $0.handler.preflightIdentity)
-        })
+        let inventory = PreflightInventory(
+            machineType: owner.configuration.machineType,
+            handlers: entries.filter { $0.handler.isActive }.map {
+                .init(
+                    idstr: $0.identity.idstr, instanceID: $0.identity.instanceID, versionID: $0.identity.versionID,
+                    live: $0.handler.isLive, identity: $0.handler.preflightIdentity)
+            })
         try writer.writeCommand(.preflight(try inventory.encoded()))
         try writer.flush()
         enter(.preflight)
@@ -371,12 +393,14 @@ final class SourceRun {
         }
         try checkAbort()
         guard let answer else {
-            throw MigrationError(.stallTimeout, phase: phase,
+            throw MigrationError(
+                .stallTimeout, phase: phase,
                 message: "no pre-flight answer from the destination within \(params.stallTimeout.map { "\($0)" } ?? "-")")
         }
         guard answer != nil else {
-            throw MigrationError(.returnPath, phase: phase, message: "the return path closed before the pre-flight answer",
-                                                             cause: ReturnPathError.closed)
+            throw MigrationError(
+                .returnPath, phase: phase, message: "the return path closed before the pre-flight answer",
+                cause: ReturnPathError.closed)
         }
     }
 
@@ -395,18 +419,22 @@ final class SourceRun {
         do {
             try writer.flush()
         } catch {
-            throw classify(error, phase: phase, cancelled: owner.control.isCancelled, offset: writer.bytesWritten,
-                           message: "writing the stream failed")
+            throw classify(
+                error, phase: phase, cancelled: owner.control.isCancelled, offset: writer.bytesWritten,
+                message: "writing the stream failed")
         }
     }
 
     /// Writes one section (header, body from `body`, footer) for entry `i`, counting its bytes.
     @discardableResult
-    private func writeSection<R>(_ kind: SectionKind, _ i: Int,
-                                 _ body: (any MigrationHandler, StreamWriter, SaveContext) throws -> R) throws -> R {
+    private func writeSection<R>(
+        _ kind: SectionKind, _ i: Int,
+        _ body: (any MigrationHandler, StreamWriter, SaveContext) throws -> R
+    ) throws -> R {
         let e = entries[i]
-        let header = SectionHeader(kind: kind, sectionID: e.sectionID, idstr: e.identity.idstr,
-                                   instanceID: e.identity.instanceID, versionID: e.identity.versionID)
+        let header = SectionHeader(
+            kind: kind, sectionID: e.sectionID, idstr: e.identity.idstr,
+            instanceID: e.identity.instanceID, versionID: e.identity.versionID)
         let start = writer.bytesWritten
         do {
             try writer.writeSectionHeader(header)
@@ -416,8 +444,9 @@ final class SourceRun {
             sections[i] += 1
             return result
         } catch {
-            throw classify(error, phase: phase, cancelled: owner.control.isCancelled, handler: e.identity, section: header,
-                           offset: start, message: "\(kind) section of \(e.identity) failed")
+            throw classify(
+                error, phase: phase, cancelled: owner.control.isCancelled, handler: e.identity, section: header,
+                offset: start, message: "\(kind) section of \(e.identity) failed")
         }
     }
 
@@ -432,29 +461,34 @@ final class SourceRun {
         machine = SwitchoverStateMachine(configuration: machine.configuration, now: clock.now, bytesWritten: writer.bytesWritten)
         let live = liveIndices.filter { !precopyOverChannels.contains($0) }
         if let multifd, !precopyOverChannels.isEmpty {
-            multifd.startPrecopy(precopyOverChannels.sorted().compactMap { i in
-                (entries[i].handler as? any MultifdPrecopyHandler).map { (i, entries[i].identity, $0, contexts[i] as SaveContext) }
-            }, windowBudget: params.maxBandwidth.map { Int($0 / 10) }, clock: clock)
+            multifd.startPrecopy(
+                precopyOverChannels.sorted().compactMap { i in
+                    (entries[i].handler as? any MultifdPrecopyHandler).map { (i, entries[i].identity, $0, contexts[i] as SaveContext) }
+                }, windowBudget: params.maxBandwidth.map { Int($0 / 10) }, clock: clock)
         }
         var multifdSent = multifd?.bytesSentSoFar ?? 0
         while true {
             try checkAbort()
             if let (identity, error) = multifd?.precopyFailure {
-                throw MigrationError(.multifdFailed, phase: phase, handler: identity,
+                throw MigrationError(
+                    .multifdFailed, phase: phase, handler: identity,
                     message: "the pre-copy over the multifd channels failed", cause: multifd?.sender.failure ?? error)
             }
             let now = clock.now
             if machine.clockTick(now: now, bytesWritten: writer.bytesWritten) == .windowClosed { emitProgress() }
 
             // Pending: the cheap estimate, the exact figure only under the threshold.
-            var figures = entries.indices.map { entries[$0].handler.isActive ? entries[$0].handler.pendingEstimate(context: contexts[$0]).total : 0 }
+            var figures = entries.indices.map {
+                entries[$0].handler.isActive ? entries[$0].handler.pendingEstimate(context: contexts[$0]).total : 0
+            }
             if machine.pendingEstimated(figures) == .queryExact {
                 exactQueries += 1
                 for i in entries.indices where entries[i].handler.isActive {
                     do {
                         figures[i] = try entries[i].handler.pendingExact(context: contexts[i]).total
                     } catch {
-                        throw MigrationError(.handlerFailed, phase: phase, handler: entries[i].identity,
+                        throw MigrationError(
+                            .handlerFailed, phase: phase, handler: entries[i].identity,
                             message: "pendingExact failed", cause: error)
                     }
                 }
@@ -464,7 +498,9 @@ final class SourceRun {
             emitProgressIfAckChanged()
             switch machine.decide(now: now, guestRunning: vmRunning.get, bytesWritten: writer.bytesWritten) {
             case .switchOver(let decision):
-                logger.debug("switchover: pending \(decision.pendingBytes) ≤ threshold \(decision.thresholdBytes), predicted \(decision.predictedDowntime.map { "\($0)" } ?? "-")")
+                logger.debug(
+                    "switchover: pending \(decision.pendingBytes) ≤ threshold \(decision.thresholdBytes), predicted \(decision.predictedDowntime.map { "\($0)" } ?? "-")"
+                )
                 return
             case .fail(let failure):
                 if case .notConverging(let why) = failure {
@@ -496,7 +532,10 @@ final class SourceRun {
             emitProgressIfAckChanged()
             try flush()
             iterations += 1
-            if let sent = multifd?.bytesSentSoFar, sent != multifdSent { multifdSent = sent; moved = true }
+            if let sent = multifd?.bytesSentSoFar, sent != multifdSent {
+                multifdSent = sent
+                moved = true
+            }
             switch machine.passCompleted(now: clock.now, bytesWritten: writer.bytesWritten, moved: moved, anyMore: anyMore) {
             case .next:
                 break
@@ -557,9 +596,10 @@ final class SourceRun {
         // channel carries SWITCHOVER_START (always, then) and the END pass, whose bodies are
         // the handlers' dummies (docs/multifd.md).
         if let multifd {
-            multifd.startSaves(entries.indices.filter { multifdPlan.enabled[$0] }.map {
-                ($0, entries[$0].identity, entries[$0].handler, contexts[$0] as SaveContext)
-            })
+            multifd.startSaves(
+                entries.indices.filter { multifdPlan.enabled[$0] }.map {
+                    ($0, entries[$0].identity, entries[$0].handler, contexts[$0] as SaveContext)
+                })
         }
         if params.sendSwitchoverStart || multifdPlan.any { try writer.writeCommand(.switchoverStart) }
         for i in liveIndices {
@@ -570,7 +610,8 @@ final class SourceRun {
             do {
                 try multifd.finish { owner.control.isCancelled }
             } catch {
-                throw MigrationError(.multifdFailed, phase: phase, handler: multifd.failedDevice, offset: writer.bytesWritten,
+                throw MigrationError(
+                    .multifdFailed, phase: phase, handler: multifd.failedDevice, offset: writer.bytesWritten,
                     message: "the multifd transfer failed", cause: error)
             }
         }
@@ -596,16 +637,19 @@ final class SourceRun {
             return nil
         }
         guard let verdict else {
-            throw MigrationError(.stallTimeout, phase: phase,
+            throw MigrationError(
+                .stallTimeout, phase: phase,
                 message: "the destination did not report its result within \(params.stallTimeout.map { "\($0)" } ?? "-")")
         }
         guard let shut = verdict else {
             let failure = rp.state.withLock { $0.failure }
-            throw MigrationError(.returnPath, phase: phase, message: "the return path closed before the destination's verdict",
-                                                             cause: failure ?? ReturnPathError.closed)
+            throw MigrationError(
+                .returnPath, phase: phase, message: "the return path closed before the destination's verdict",
+                cause: failure ?? ReturnPathError.closed)
         }
         guard shut == 0 else {
-            throw MigrationError(.destinationFailed, phase: phase, offset: writer.bytesWritten,
+            throw MigrationError(
+                .destinationFailed, phase: phase, offset: writer.bytesWritten,
                 message: "the destination reported failure (SHUT \(shut))")
         }
     }
@@ -634,18 +678,23 @@ final class SourceRun {
             let channelFailure = multifd.sender.failure
             multifd.abort()
             if !cancelled, let channelFailure, let channel = channelFailure.channel, !(result.cause is MultifdError) {
-                result = MigrationError(.multifdFailed, phase: result.phase, offset: writer.bytesWritten,
-                                                    message: "multifd channel \(channel) failed", cause: channelFailure)
+                result = MigrationError(
+                    .multifdFailed, phase: result.phase, offset: writer.bytesWritten,
+                    message: "multifd channel \(channel) failed", cause: channelFailure)
             }
         } else if case .given(let list) = channelSource {
-            for c in list { c.shutdown(); c.close() }
+            for c in list {
+                c.shutdown()
+                c.close()
+            }
         }
         if let rp {
             // A write that failed because the destination gave up and closed: prefer its verdict.
             if !cancelled, isConnectionLoss(result) {
                 rp.join(timeout: .milliseconds(500))
                 if let shut = rp.state.withLock({ $0.shut }), shut != 0 {
-                    result = MigrationError(.destinationFailed, phase: result.phase, offset: writer.bytesWritten,
+                    result = MigrationError(
+                        .destinationFailed, phase: result.phase, offset: writer.bytesWritten,
                         message: "the destination reported failure (SHUT \(shut))", cause: result)
                 }
             }
@@ -681,7 +730,10 @@ final class SourceRun {
                 }
             }
             if (u as? MigrationError)?.code == .returnPath { return true }
-            if case .channelFailed(_, _, let cause) = u as? MultifdError { underlying = cause; continue }
+            if case .channelFailed(_, _, let cause) = u as? MultifdError {
+                underlying = cause
+                continue
+            }
             underlying = (u as? MigrationError)?.cause
         }
         if error.code == .returnPath { return true }
@@ -730,9 +782,10 @@ final class SourceRun {
             multifdChannels: multifd?.sender.channelCount ?? 0, multifdBytes: multifd?.sender.bytesWritten ?? 0,
             handlers: entries.indices.map { i in
                 let report = reports[HandlerKey(entries[i].identity)]
-                return HandlerStatistics(identity: entries[i].identity, bytes: bytes[i] + (multifdBytes[i] ?? 0), sections: sections[i],
-                                         loadTime: report.map { .microseconds(Int64($0.loadMicros)) },
-                                         bytesLoaded: report?.bytesLoaded, ackState: handlerAckState(i))
+                return HandlerStatistics(
+                    identity: entries[i].identity, bytes: bytes[i] + (multifdBytes[i] ?? 0), sections: sections[i],
+                    loadTime: report.map { .microseconds(Int64($0.loadMicros)) },
+                    bytesLoaded: report?.bytesLoaded, ackState: handlerAckState(i))
             })
     }
 }

@@ -60,8 +60,10 @@ private func readRaw(_ connection: any MigrationConnection, _ count: Int) throws
 enum MultifdChannels {
     /// Source: opens `count` channels with `connect` and writes each one's MultiFDInit.
     /// On failure the channels already opened are closed.
-    static func open(count: Int, uuid: [UInt8], writeTimeout: Duration?,
-                     connect: () throws -> any MigrationConnection) throws -> [any MigrationConnection] {
+    static func open(
+        count: Int, uuid: [UInt8], writeTimeout: Duration?,
+        connect: () throws -> any MigrationConnection
+    ) throws -> [any MigrationConnection] {
         var opened: [any MigrationConnection] = []
         do {
             for id in 0..<count {
@@ -82,7 +84,10 @@ enum MultifdChannels {
             }
             return opened
         } catch {
-            for c in opened { c.shutdown(); c.close() }
+            for c in opened {
+                c.shutdown()
+                c.close()
+            }
             throw error
         }
     }
@@ -91,8 +96,10 @@ enum MultifdChannels {
     /// order. After the first connection, the others must arrive within `timeout` (nil: wait
     /// forever). Returns the main connection (its first bytes replayed) and the channels
     /// sorted by id.
-    static func accept(from listener: any MigrationListener, count: Int, timeout: Duration?,
-                       readTimeout: Duration?) throws -> (main: any MigrationConnection, channels: [AcceptedChannel]) {
+    static func accept(
+        from listener: any MigrationListener, count: Int, timeout: Duration?,
+        readTimeout: Duration?
+    ) throws -> (main: any MigrationConnection, channels: [AcceptedChannel]) {
         var accepted: [any MigrationConnection] = []
         do {
             accepted.append(try listener.accept())
@@ -114,23 +121,29 @@ enum MultifdChannels {
                     accepted.append(try listener.accept())
                 } catch {
                     if fired.withLock({ $0 }) {
-                        throw MultifdError.channelSetup("only \(accepted.count) of \(count + 1) connections (main + \(count) multifd channels) "
-                            + "arrived within \(timeout.map { "\($0)" } ?? "-"); both ends must use the same multifdChannels")
+                        throw MultifdError.channelSetup(
+                            "only \(accepted.count) of \(count + 1) connections (main + \(count) multifd channels) "
+                                + "arrived within \(timeout.map { "\($0)" } ?? "-"); both ends must use the same multifdChannels")
                     }
                     throw error
                 }
             }
             return try classify(accepted, count: count, readTimeout: readTimeout)
         } catch {
-            for c in accepted { c.shutdown(); c.close() }
+            for c in accepted {
+                c.shutdown()
+                c.close()
+            }
             throw error
         }
     }
 
     /// Destination: sorts already connected channels (`run(over:multifdChannels:)`) by their
     /// first bytes: exactly one main stream, `count` channels with distinct ids.
-    static func classify(_ connections: [any MigrationConnection], count: Int,
-                         readTimeout: Duration?) throws -> (main: any MigrationConnection, channels: [AcceptedChannel]) {
+    static func classify(
+        _ connections: [any MigrationConnection], count: Int,
+        readTimeout: Duration?
+    ) throws -> (main: any MigrationConnection, channels: [AcceptedChannel]) {
         var main: (any MigrationConnection)?
         var channels: [AcceptedChannel] = []
         for (n, c) in connections.enumerated() {
@@ -145,7 +158,8 @@ enum MultifdChannels {
                 let header = try MultiFDInit.decode(head + readRaw(c, MultiFDInit.encodedLength - 4))
                 let id = Int(header.channelID)
                 guard id < count else {
-                    throw MultifdError.channelSetup("a channel says it is number \(id), but this destination expects \(count) (multifdChannels)")
+                    throw MultifdError.channelSetup(
+                        "a channel says it is number \(id), but this destination expects \(count) (multifdChannels)")
                 }
                 guard !channels.contains(where: { $0.id == id }) else {
                     throw MultifdError.channelSetup("two connections claim multifd channel \(id)")
@@ -153,8 +167,9 @@ enum MultifdChannels {
                 channels.append(AcceptedChannel(id: id, uuid: header.uuid, connection: c))
             default:
                 let tls = magic >> 16 == 0x1603 ? " but a TLS handshake: the source uses TLS, this end does not" : ""
-                throw MultifdError.channelSetup("connection \(n) opens with 0x\(String(magic, radix: 16)), "
-                    + "neither a migration stream (0x5145564d) nor a multifd channel (0x11223344)\(tls)")
+                throw MultifdError.channelSetup(
+                    "connection \(n) opens with 0x\(String(magic, radix: 16)), "
+                        + "neither a migration stream (0x5145564d) nor a multifd channel (0x11223344)\(tls)")
             }
         }
         guard let main else { throw MultifdError.channelSetup("no connection carries the main migration stream") }

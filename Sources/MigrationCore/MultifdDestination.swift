@@ -49,8 +49,10 @@ final class MultifdDestinationSession: Sendable {
     private let logger: Logger
 
     /// - Parameter devices: the registry entries whose multifd transfer is on here.
-    init(channels: [AcceptedChannel], devices: [(entry: Int, identity: HandlerIdentity)], known: [HandlerIdentity],
-         parameters: MigrationParameters, watchdog: ReceiveWatchdog? = nil, logger: Logger) {
+    init(
+        channels: [AcceptedChannel], devices: [(entry: Int, identity: HandlerIdentity)], known: [HandlerIdentity],
+        parameters: MigrationParameters, watchdog: ReceiveWatchdog? = nil, logger: Logger
+    ) {
         self.channels = channels
         var map: [HandlerKey: Device] = [:]
         for d in devices { map[HandlerKey(d.identity)] = Device(entry: d.entry, identity: d.identity) }
@@ -120,7 +122,8 @@ final class MultifdDestinationSession: Sendable {
                 let size = Int(header.nextPacketSize)  // at most maxPacketSize: checked by the reader
                 try admit(size, key: key, channel: channel.id)
                 let vfio = try VFIODeviceStatePacketHeader.decode(
-                    try reader.readBytes(min(size, VFIODeviceStatePacketHeader.encodedLength), "a VFIO device-state packet header"), offset: at)
+                    try reader.readBytes(min(size, VFIODeviceStatePacketHeader.encodedLength), "a VFIO device-state packet header"),
+                    offset: at)
                 let data = try reader.readBytes(size - VFIODeviceStatePacketHeader.encodedLength, "a device-state buffer")
                 try file(data, vfio, key: key, channel: channel.id)
             } catch let error as MultifdError {
@@ -146,14 +149,16 @@ final class MultifdDestinationSession: Sendable {
             // Room can come from a load (running, or about to start at SWITCHOVER_START, which
             // may still be on its way on the main channel) or from a packet being read that a
             // load thread then takes. With none of these, nothing ever makes room.
-            let roomMayCome = s.loading > 0 || s.reading > 0 || !s.loadStarted
+            let roomMayCome =
+                s.loading > 0 || s.reading > 0 || !s.loadStarted
                 || s.devices.values.contains { $0.buffers[$0.next] != nil }
             if roomMayCome { return nil }
             let identity = s.devices[key]?.identity ?? HandlerIdentity(idstr: key.idstr, instanceID: key.instanceID, versionID: 0)
             throw MultifdError.budgetExceeded(channel: channel, device: identity, packetSize: size, queued: s.queuedBytes, budget: budget)
         }
         guard admitted != nil else {
-            let identity = state.withLock { $0.devices[key]?.identity } ?? HandlerIdentity(idstr: key.idstr, instanceID: key.instanceID, versionID: 0)
+            let identity =
+                state.withLock { $0.devices[key]?.identity } ?? HandlerIdentity(idstr: key.idstr, instanceID: key.instanceID, versionID: 0)
             let queued = state.withLock { $0.queuedBytes }
             throw MultifdError.budgetExceeded(channel: channel, device: identity, packetSize: size, queued: queued, budget: budget)
         }
@@ -276,11 +281,13 @@ final class MultifdDestinationSession: Sendable {
                 lastProgressAt = now
             }
             if let stall = stallTimeout, now - lastProgressAt >= stall {
-                throw MultifdError.drainTimedOut(device: waitingFor, after: now - start,
+                throw MultifdError.drainTimedOut(
+                    device: waitingFor, after: now - start,
                     reason: "nothing arrived or loaded for \(stall) (stallTimeout); a channel is open without its remaining packets")
             }
             if let limit = drainTimeout, now - start >= limit {
-                throw MultifdError.drainTimedOut(device: waitingFor, after: now - start, reason: "the drain timeout (multifdDrainTimeout) is \(limit)")
+                throw MultifdError.drainTimedOut(
+                    device: waitingFor, after: now - start, reason: "the drain timeout (multifdDrainTimeout) is \(limit)")
             }
         }
         if let failure { throw failure }
@@ -328,8 +335,8 @@ final class MultifdDestinationSession: Sendable {
     static func device(of error: MultifdError) -> HandlerIdentity? {
         switch error {
         case .transferOff(_, let d), .duplicateIndex(_, let d, _), .queueLimitExceeded(_, let d, _), .afterConfigState(_, let d, _, _),
-             .budgetExceeded(_, let d, _, _, _),
-             .missingPacket(let d, _), .switchoverStartMissing(let d), .deviceSave(let d, _), .deviceLoad(let d, _, _):
+            .budgetExceeded(_, let d, _, _, _),
+            .missingPacket(let d, _), .switchoverStartMissing(let d), .deviceSave(let d, _), .deviceLoad(let d, _, _):
             d
         default:
             nil

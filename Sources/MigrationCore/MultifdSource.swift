@@ -26,8 +26,10 @@ final class MultifdSender: Sendable {
     init(connections: [any MigrationConnection], queueDepth: Int) {
         self.connections = connections
         self.depth = max(1, queueDepth)
-        self.state = Monitor(State(queues: Array(repeating: [], count: connections.count), writersRunning: connections.count,
-                                   offsets: Array(repeating: MultiFDInit.encodedLength, count: connections.count)))
+        self.state = Monitor(
+            State(
+                queues: Array(repeating: [], count: connections.count), writersRunning: connections.count,
+                offsets: Array(repeating: MultiFDInit.encodedLength, count: connections.count)))
         for (id, connection) in connections.enumerated() {
             startThread(name: "switchover-multifd-send-\(id)") { [self] in writerLoop(id, connection) }
         }
@@ -119,7 +121,10 @@ final class MultifdSender: Sendable {
     func finish() throws {
         state.update { $0.closing = true }
         let failure = state.wait(timeout: nil) { s -> MultifdError?? in s.writersRunning == 0 ? .some(s.failure) : nil } ?? nil
-        for c in connections { if failure != nil { c.shutdown() }; c.close() }
+        for c in connections {
+            if failure != nil { c.shutdown() }
+            c.close()
+        }
         if let failure { throw failure }
     }
 
@@ -158,24 +163,31 @@ final class MultifdDeviceSender: DeviceStateSender {
     func send(_ buffer: UnsafeRawBufferPointer, isConfigState: Bool) throws {
         let size = buffer.count + VFIODeviceStatePacketHeader.encodedLength
         guard size <= Int(UInt32.max) else {
-            throw MultifdError.deviceSave(device: identity, underlying: StreamError.lengthTooLarge(
-                offset: 0, field: "multifd device-state buffer", length: UInt64(buffer.count), limit: UInt64(UInt32.max) - 12))
+            throw MultifdError.deviceSave(
+                device: identity,
+                underlying: StreamError.lengthTooLarge(
+                    offset: 0, field: "multifd device-state buffer", length: UInt64(buffer.count), limit: UInt64(UInt32.max) - 12))
         }
         let index = try state.withLock { s -> UInt32 in
             guard !s.configSent else {
                 throw MultifdError.deviceSave(device: identity, underlying: MultifdSendError.afterConfigState)
             }
             // 0xffffffff is not a valid index.
-            guard s.next < UInt32.max - 1 else { throw MultifdError.deviceSave(device: identity, underlying: MultifdSendError.tooManyPackets) }
+            guard s.next < UInt32.max - 1 else {
+                throw MultifdError.deviceSave(device: identity, underlying: MultifdSendError.tooManyPackets)
+            }
             defer { s.next += 1 }
             if isConfigState { s.configSent = true }
             return s.next
         }
         var packet: [UInt8] = []
         packet.reserveCapacity(MultiFDDeviceStatePacketHeader.encodedLength + size)
-        packet += try MultiFDDeviceStatePacketHeader(idstr: identity.idstr, instanceID: identity.instanceID,
-                                                     nextPacketSize: UInt32(size)).encoded()
-        packet += VFIODeviceStatePacketHeader(index: index, flags: isConfigState ? VFIODeviceStatePacketHeader.flagConfigState : 0).encoded()
+        packet += try MultiFDDeviceStatePacketHeader(
+            idstr: identity.idstr, instanceID: identity.instanceID,
+            nextPacketSize: UInt32(size)
+        ).encoded()
+        packet += VFIODeviceStatePacketHeader(index: index, flags: isConfigState ? VFIODeviceStatePacketHeader.flagConfigState : 0)
+            .encoded()
         packet.append(contentsOf: buffer)
         try sender.enqueue(packet)
         state.withLock { $0.bytes += UInt64(size) }
@@ -238,14 +250,18 @@ final class MultifdSourceSession: Sendable {
     /// Starts a pre-copy thread per device. With a bandwidth cap, each device gets an equal
     /// share of `windowBudget` bytes per 100 ms window (the channels' own budget, beside the
     /// main channel's).
-    func startPrecopy(_ list: [(entry: Int, identity: HandlerIdentity, handler: any MultifdPrecopyHandler, context: SaveContext)],
-                      windowBudget: Int?, clock: any MigrationClock) {
+    func startPrecopy(
+        _ list: [(entry: Int, identity: HandlerIdentity, handler: any MultifdPrecopyHandler, context: SaveContext)],
+        windowBudget: Int?, clock: any MigrationClock
+    ) {
         guard !list.isEmpty else { return }
         let share = windowBudget.map { max(1, $0 / list.count) }
         precopy.withLock { $0.running = list.count }
         for (n, item) in list.enumerated() {
             let ds = deviceSender(item.entry, item.identity)
-            let handler = item.handler, context = item.context, identity = item.identity
+            let handler = item.handler
+            let context = item.context
+            let identity = item.identity
             startThread(name: "switchover-multifd-precopy-\(n)") { [precopy] in
                 let window = MigrationParameters.rateLimitWindow
                 var windowStart = clock.now
@@ -253,7 +269,10 @@ final class MultifdSourceSession: Sendable {
                 do {
                     while !precopy.withLock({ $0.stop }) {
                         let now = clock.now
-                        if now - windowStart >= window { windowStart = now; spent = 0 }
+                        if now - windowStart >= window {
+                            windowStart = now
+                            spent = 0
+                        }
                         if let share, spent >= share {
                             clock.sleep(until: windowStart + window)
                             continue
@@ -293,7 +312,9 @@ final class MultifdSourceSession: Sendable {
                 d.append(Device(entry: item.entry, sender: ds))
                 return d.count - 1
             }
-            let handler = item.handler, context = item.context, identity = item.identity
+            let handler = item.handler
+            let context = item.context
+            let identity = item.identity
             startThread(name: "switchover-multifd-save-\(slot)") { [devices] in
                 var failure: MultifdError?
                 do {
@@ -317,9 +338,12 @@ final class MultifdSourceSession: Sendable {
     func finish(isCancelled: () -> Bool) throws {
         var errors: [MultifdError] = []
         while true {
-            if let done = devices.wait(timeout: .milliseconds(100), { d -> [MultifdError]? in
-                d.contains(where: \.running) ? nil : d.compactMap(\.error)
-            }) {
+            if let done = devices.wait(
+                timeout: .milliseconds(100),
+                { d -> [MultifdError]? in
+                    d.contains(where: \.running) ? nil : d.compactMap(\.error)
+                })
+            {
                 errors = done
                 break
             }

@@ -104,7 +104,7 @@ public enum MultifdError: Error, Sendable, CustomStringConvertible {
     public var channel: Int? {
         switch self {
         case .channelFailed(let c, _, _), .unknownDevice(let c, _, _), .transferOff(let c, _), .duplicateIndex(let c, _, _),
-             .queueLimitExceeded(let c, _, _), .afterConfigState(let c, _, _, _), .budgetExceeded(let c, _, _, _, _):
+            .queueLimitExceeded(let c, _, _), .afterConfigState(let c, _, _, _), .budgetExceeded(let c, _, _, _, _):
             c
         default:
             nil
@@ -135,9 +135,11 @@ struct MultifdPlan {
                 enabled.append(channels > 0 && capable)
                 if refusal == nil, e.handler.isActive {
                     if channels <= 0 {
-                        refusal = "\(e.identity): x-migration-multifd-transfer is on, but the migration has no multifd channels (multifdChannels = 0)"
+                        refusal =
+                            "\(e.identity): x-migration-multifd-transfer is on, but the migration has no multifd channels (multifdChannels = 0)"
                     } else if !capable {
-                        refusal = "\(e.identity): x-migration-multifd-transfer is on, but the handler does not support multifd transfer"
+                        refusal =
+                            "\(e.identity): x-migration-multifd-transfer is on, but the handler does not support multifd transfer"
                             + (e.handler.isLive ? "" : " (only live handlers can)")
                     }
                 }
@@ -162,7 +164,8 @@ struct MultifdPlan {
         }
         guard p.multifdQueueBudget >= p.multifdMaxPacketSize else {
             throw MigrationError.invalidParameters(
-                "multifdQueueBudget (\(p.multifdQueueBudget) bytes) must be at least multifdMaxPacketSize (\(p.multifdMaxPacketSize) bytes)")
+                "multifdQueueBudget (\(p.multifdQueueBudget) bytes) must be at least multifdMaxPacketSize (\(p.multifdMaxPacketSize) bytes)"
+            )
         }
         guard p.multifdSendQueueDepth >= 1 else {
             throw MigrationError.invalidParameters("multifdSendQueueDepth must be at least 1, not \(p.multifdSendQueueDepth)")

@@ -27,8 +27,10 @@ struct PreflightInventory: Codable, Sendable {
 }
 
 /// The destination's differences with the source's inventory; empty = compatible.
-func preflightDifferences(_ inventory: PreflightInventory, localMachine: String,
-                          local: [RegisteredHandler]) -> [String] {
+func preflightDifferences(
+    _ inventory: PreflightInventory, localMachine: String,
+    local: [RegisteredHandler]
+) -> [String] {
     var lines: [String] = []
     if inventory.machineType != localMachine {
         lines.append("machine type: source \"\(inventory.machineType)\", destination \"\(localMachine)\"")
@@ -40,7 +42,8 @@ func preflightDifferences(_ inventory: PreflightInventory, localMachine: String,
             continue
         }
         if h.versionID > entry.identity.versionID {
-            lines.append("version: \(key): the source writes version \(h.versionID), the destination reads up to \(entry.identity.versionID)")
+            lines.append(
+                "version: \(key): the source writes version \(h.versionID), the destination reads up to \(entry.identity.versionID)")
         }
         if let theirs = h.identity, let ours = entry.handler.preflightIdentity, theirs != ours {
             lines.append("device: \(key): source \"\(theirs)\", destination \"\(ours)\"")

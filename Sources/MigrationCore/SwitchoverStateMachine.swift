@@ -285,8 +285,10 @@ struct SwitchoverStateMachine: Sendable {
 
     /// QEMU's prediction (pending / bandwidth; nil without a bandwidth figure while data is
     /// pending) and ours, with its parts.
-    static func predict(pending: [UInt64], multifd: [Bool], reports: [LoadReport?], backlog: Duration,
-                        bandwidthPerMs: Double) -> (qemu: Duration?, ours: DowntimePrediction?) {
+    static func predict(
+        pending: [UInt64], multifd: [Bool], reports: [LoadReport?], backlog: Duration,
+        bandwidthPerMs: Double
+    ) -> (qemu: Duration?, ours: DowntimePrediction?) {
         let total = pending.saturatingSum
         // Nothing pending needs no bandwidth figure: the switchover can come before the first
         // measurement (a multifd migration whose devices' data all waits for the channels).
@@ -329,8 +331,9 @@ struct SwitchoverStateMachine: Sendable {
         let written = UInt64(max(0, bytesWritten))
         defer { writtenAtLastDecision = max(writtenAtLastDecision, written) }
         let behind = c.extensions && c.countDestinationLoadTime && (destinationLoadedThrough.map { $0 < writtenAtLastDecision } ?? false)
-        (predictionQEMU, prediction) = Self.predict(pending: pending, multifd: c.multifd, reports: loadReports, backlog: backlog,
-                                                    bandwidthPerMs: bandwidthPerMs)
+        (predictionQEMU, prediction) = Self.predict(
+            pending: pending, multifd: c.multifd, reports: loadReports, backlog: backlog,
+            bandwidthPerMs: bandwidthPerMs)
         let ackOK = !c.switchoverAck || !guestRunning || acknowledged
         let usesLoadTime = c.countDestinationLoadTime && c.extensions && hasDestinationFigures
         let fitsThreshold = total <= threshold
@@ -338,9 +341,10 @@ struct SwitchoverStateMachine: Sendable {
         let small = fitsThreshold && !heldByPrediction
 
         if small && ackOK {
-            let d = SwitchoverDecision(pendingBytes: total, thresholdBytes: threshold, bandwidth: bandwidthPerMs * 1000,
-                                       predictedDowntimeQEMU: predictionQEMU, predictedDowntime: prediction?.total,
-                                       countedDestinationLoadTime: usesLoadTime, prediction: prediction)
+            let d = SwitchoverDecision(
+                pendingBytes: total, thresholdBytes: threshold, bandwidth: bandwidthPerMs * 1000,
+                predictedDowntimeQEMU: predictionQEMU, predictedDowntime: prediction?.total,
+                countedDestinationLoadTime: usesLoadTime, prediction: prediction)
             decision = d
             return .switchOver(d)
         }
@@ -352,8 +356,9 @@ struct SwitchoverStateMachine: Sendable {
             let since = ackWaitStart ?? now
             ackWaitStart = since
             if let limit = c.switchoverTimeout, now - since >= limit {
-                return .fail(.acknowledgementTimeout(
-                    "the destination did not acknowledge the switchover within \(limit) of the data allowing it"))
+                return .fail(
+                    .acknowledgementTimeout(
+                        "the destination did not acknowledge the switchover within \(limit) of the data allowing it"))
             }
         }
         if waiting { lastMovement = now }
@@ -394,10 +399,12 @@ struct SwitchoverStateMachine: Sendable {
         converging = false
         var why = "\(total) bytes pending have not gone 1 % below the lowest figure, \(lowestPending), for \(window)"
         if total <= threshold, let ours = prediction {
-            why += "; they fit the threshold of \(threshold) bytes, but the predicted downtime with the destination's load time, "
+            why +=
+                "; they fit the threshold of \(threshold) bytes, but the predicted downtime with the destination's load time, "
                 + "\(ours.total) (backlog \(backlog), transfer \(ours.transfer), final load \(ours.finalLoad)), exceeds the limit of \(configuration.downtimeLimit)"
         } else {
-            why += "; the threshold is \(threshold) bytes (bandwidth × downtime limit): what remains cannot move within the limit "
+            why +=
+                "; the threshold is \(threshold) bytes (bandwidth × downtime limit): what remains cannot move within the limit "
                 + "(state that leaves only once the guest stops, or data dirtied as fast as it is sent)"
         }
         return .notConverging(why)
@@ -408,7 +415,8 @@ struct SwitchoverStateMachine: Sendable {
     mutating func passCompleted(now: Duration, bytesWritten: Int, moved: Bool, anyMore: Bool) -> PassAction {
         if moved || anyMore { lastMovement = now }
         if !waiting, let stall = configuration.stallTimeout, now - lastMovement >= stall {
-            return .fail(.stall("no data moved for \(stall) with \(pending.saturatingSum) bytes pending above the threshold of \(threshold)"))
+            return .fail(
+                .stall("no data moved for \(stall) with \(pending.saturatingSum) bytes pending above the threshold of \(threshold)"))
         }
         let windowEnd = windowStart + MigrationParameters.rateLimitWindow
         if budgetSpent(bytesWritten: bytesWritten) { return .sleep(until: windowEnd, rateLimited: true) }

@@ -1,11 +1,12 @@
+import MigrationStream
+import SystemPackage
+
 #if canImport(Glibc)
 import CSwitchoverLibc
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import MigrationStream
-import SystemPackage
 
 func systemError(_ operation: String, _ code: Int32 = errno) -> TransportError {
     .system(operation: operation, errno: Errno(rawValue: code))
@@ -120,7 +121,10 @@ public final class DescriptorConnection: MigrationConnection, CustomStringConver
             } else {
                 n = Glibc.write(fd, base + done, left)
             }
-            if n > 0 { done += n; continue }
+            if n > 0 {
+                done += n
+                continue
+            }
             let e = n < 0 ? errno : EAGAIN
             switch e {
             case EINTR: continue
@@ -199,7 +203,10 @@ public struct TCPTransport: MigrationTransport {
         var lastError: TransportError = .invalidAddress(label, reason: "no address")
         for (family, address) in try resolve(host: host, port: port, passive: false) {
             let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            if fd < 0 { lastError = systemError("socket"); continue }
+            if fd < 0 {
+                lastError = systemError("socket")
+                continue
+            }
             let rc = address.withUnsafeBytes { raw in
                 Glibc.connect(fd, raw.baseAddress?.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
             }
@@ -230,7 +237,10 @@ public final class TCPListener: MigrationListener {
         var lastError: TransportError = .invalidAddress(label, reason: "no address")
         for (family, address) in try resolve(host: host, port: port, passive: true) {
             let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            if fd < 0 { lastError = systemError("socket"); continue }
+            if fd < 0 {
+                lastError = systemError("socket")
+                continue
+            }
             var one: Int32 = 1
             _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
             let rc = address.withUnsafeBytes { raw in
@@ -246,7 +256,11 @@ public final class TCPListener: MigrationListener {
             let ok = withUnsafeMutablePointer(to: &storage) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
             }
-            guard ok == 0 else { lastError = systemError("getsockname"); _ = Glibc.close(fd); continue }
+            guard ok == 0 else {
+                lastError = systemError("getsockname")
+                _ = Glibc.close(fd)
+                continue
+            }
             let bound: UInt16 = withUnsafeBytes(of: &storage) { raw in
                 // sin_port and sin6_port both sit at offset 2, in network order.
                 UInt16(raw[2]) << 8 | UInt16(raw[3])
@@ -276,7 +290,10 @@ public final class TCPListener: MigrationListener {
     }
 
     public func close() {
-        let first = closed.withLock { c -> Bool in defer { c = true }; return !c }
+        let first = closed.withLock { c -> Bool in
+            defer { c = true }
+            return !c
+        }
         // shutdown() wakes a thread blocked in accept(); the descriptor is closed in deinit.
         if first { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
     }
@@ -368,7 +385,10 @@ public final class UnixSocketListener: MigrationListener {
     }
 
     public func close() {
-        let first = closed.withLock { c -> Bool in defer { c = true }; return !c }
+        let first = closed.withLock { c -> Bool in
+            defer { c = true }
+            return !c
+        }
         if first { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
     }
 }
@@ -421,7 +441,10 @@ final class OnceListener: MigrationListener {
     init(_ open: @escaping @Sendable () throws -> any MigrationConnection) { self.open = open }
 
     func accept() throws -> any MigrationConnection {
-        let first = used.withLock { u -> Bool in defer { u = true }; return !u }
+        let first = used.withLock { u -> Bool in
+            defer { u = true }
+            return !u
+        }
         guard first else { throw TransportError.shutDown }
         return try open()
     }

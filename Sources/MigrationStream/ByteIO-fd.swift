@@ -80,7 +80,10 @@ public final class FileDescriptorByteSink: ByteSink {
         var done = 0
         while done < bytes.count {
             let n = systemWrite(fd, base + done, bytes.count - done)
-            if n > 0 { done += n; continue }
+            if n > 0 {
+                done += n
+                continue
+            }
             if n < 0 && errno == EINTR { continue }
             throw ByteIOError(operation: "write", code: n < 0 ? errno : EIO)
         }

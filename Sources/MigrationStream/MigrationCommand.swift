@@ -110,7 +110,10 @@ public enum MigrationCommand: Sendable, Hashable {
 }
 
 func bigEndianBytes(_ v: UInt32) -> [UInt8] {
-    [UInt8(truncatingIfNeeded: v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v)]
+    [
+        UInt8(truncatingIfNeeded: v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8),
+        UInt8(truncatingIfNeeded: v)
+    ]
 }
 
 func bigEndianBytes(_ v: UInt64) -> [UInt8] {
@@ -158,8 +161,9 @@ extension StreamReader {
             return .recvBitmap(String(decoding: payload[1...], as: UTF8.self))
         case 11: return .switchoverStart
         case MigrationCommand.switchoverHelloID:
-            return .switchoverHello(version: readBigEndian(payload[0..<4], as: UInt32.self),
-                                    features: readBigEndian(payload[4..<8], as: UInt32.self))
+            return .switchoverHello(
+                version: readBigEndian(payload[0..<4], as: UInt32.self),
+                features: readBigEndian(payload[4..<8], as: UInt32.self))
         default: return .preflight(payload)
         }
     }
@@ -170,8 +174,9 @@ extension StreamWriter {
     public func writeCommand(_ command: MigrationCommand) throws {
         let payload = command.payload
         guard payload.count <= Int(UInt16.max) else {
-            throw StreamError.lengthTooLarge(offset: bytesWritten, field: "\(command.name) payload",
-                                             length: UInt64(payload.count), limit: UInt64(UInt16.max))
+            throw StreamError.lengthTooLarge(
+                offset: bytesWritten, field: "\(command.name) payload",
+                length: UInt64(payload.count), limit: UInt64(UInt16.max))
         }
         try writeU8(RecordType.command.rawValue)
         try writeBE16(command.id)

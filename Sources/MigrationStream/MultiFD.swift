@@ -17,7 +17,8 @@ public enum MultiFDFormat {
         }
         let magic = readBigEndian(bytes[0..<4], as: UInt32.self)
         guard magic == Self.magic else {
-            throw StreamError.invalidField(offset: offset, field: "multifd magic", reason: "0x\(String(magic, radix: 16)), expected 0x11223344")
+            throw StreamError.invalidField(
+                offset: offset, field: "multifd magic", reason: "0x\(String(magic, radix: 16)), expected 0x11223344")
         }
         let found = readBigEndian(bytes[4..<8], as: UInt32.self)
         guard found == Self.version else {
@@ -85,10 +86,12 @@ public struct MultiFDDeviceStatePacketHeader: Sendable, Hashable {
     public func encoded() throws -> [UInt8] {
         let name = Array(idstr.utf8)
         guard !name.isEmpty, name.count < Self.idstrField, !name.contains(0) else {
-            throw StreamError.invalidField(offset: 12, field: "multifd packet idstr",
-                                           reason: "\(name.count) bytes; it must be 1 to 255 bytes without NUL")
+            throw StreamError.invalidField(
+                offset: 12, field: "multifd packet idstr",
+                reason: "\(name.count) bytes; it must be 1 to 255 bytes without NUL")
         }
-        var out = bigEndianBytes(MultiFDFormat.magic) + bigEndianBytes(MultiFDFormat.version) + bigEndianBytes(MultiFDFormat.flagDeviceState)
+        var out =
+            bigEndianBytes(MultiFDFormat.magic) + bigEndianBytes(MultiFDFormat.version) + bigEndianBytes(MultiFDFormat.flagDeviceState)
         out += name + [UInt8](repeating: 0, count: Self.idstrField - name.count)
         out += bigEndianBytes(instanceID) + bigEndianBytes(nextPacketSize)
         return out
@@ -96,16 +99,20 @@ public struct MultiFDDeviceStatePacketHeader: Sendable, Hashable {
 
     /// Decodes the 276 header bytes, refusing a buffer size over `maxPacketSize`.
     /// `offset` is where the header starts in the channel (for errors).
-    public static func decode(_ bytes: [UInt8], offset: Int = 0, maxPacketSize: Int = MultiFDFormat.defaultMaxPacketSize) throws -> MultiFDDeviceStatePacketHeader {
+    public static func decode(_ bytes: [UInt8], offset: Int = 0, maxPacketSize: Int = MultiFDFormat.defaultMaxPacketSize) throws
+        -> MultiFDDeviceStatePacketHeader
+    {
         try MultiFDFormat.checkPrefix(bytes, length: encodedLength, offset: offset, "a 276-byte multifd device-state packet header")
         let flags = readBigEndian(bytes[8..<12], as: UInt32.self)
         guard flags == MultiFDFormat.flagDeviceState else {
-            throw StreamError.invalidField(offset: offset + 8, field: "multifd packet flags",
-                                           reason: "0x\(String(flags, radix: 16)), expected 0x40 (device state, no compression)")
+            throw StreamError.invalidField(
+                offset: offset + 8, field: "multifd packet flags",
+                reason: "0x\(String(flags, radix: 16)), expected 0x40 (device state, no compression)")
         }
         let field = bytes[12..<12 + idstrField]
         guard field.last == 0, let nul = field.firstIndex(of: 0) else {
-            throw StreamError.invalidField(offset: offset + 12 + idstrField - 1, field: "multifd packet idstr", reason: "not NUL-terminated")
+            throw StreamError.invalidField(
+                offset: offset + 12 + idstrField - 1, field: "multifd packet idstr", reason: "not NUL-terminated")
         }
         guard nul > field.startIndex else {
             throw StreamError.invalidField(offset: offset + 12, field: "multifd packet idstr", reason: "empty")
@@ -113,10 +120,12 @@ public struct MultiFDDeviceStatePacketHeader: Sendable, Hashable {
         let instance = readBigEndian(bytes[268..<272], as: UInt32.self)
         let size = readBigEndian(bytes[272..<276], as: UInt32.self)
         guard UInt64(size) <= UInt64(max(maxPacketSize, 0)) else {
-            throw StreamError.lengthTooLarge(offset: offset + 272, field: "multifd device-state packet", length: UInt64(size), limit: UInt64(max(maxPacketSize, 0)))
+            throw StreamError.lengthTooLarge(
+                offset: offset + 272, field: "multifd device-state packet", length: UInt64(size), limit: UInt64(max(maxPacketSize, 0)))
         }
-        return MultiFDDeviceStatePacketHeader(idstr: String(decoding: field[field.startIndex..<nul], as: UTF8.self),
-                                              instanceID: instance, nextPacketSize: size)
+        return MultiFDDeviceStatePacketHeader(
+            idstr: String(decoding: field[field.startIndex..<nul], as: UTF8.self),
+            instanceID: instance, nextPacketSize: size)
     }
 }
 
@@ -161,11 +170,13 @@ public struct VFIODeviceStatePacketHeader: Sendable, Hashable {
         }
         let index = readBigEndian(head[4..<8], as: UInt32.self)
         guard index != UInt32.max else {
-            throw StreamError.invalidField(offset: offset + 4, field: "VFIO device-state packet idx", reason: "0xffffffff is not a valid index")
+            throw StreamError.invalidField(
+                offset: offset + 4, field: "VFIO device-state packet idx", reason: "0xffffffff is not a valid index")
         }
         let flags = readBigEndian(head[8..<12], as: UInt32.self)
         guard flags & ~flagConfigState == 0 else {
-            throw StreamError.invalidField(offset: offset + 8, field: "VFIO device-state packet flags", reason: "unknown bits 0x\(String(flags, radix: 16))")
+            throw StreamError.invalidField(
+                offset: offset + 8, field: "VFIO device-state packet flags", reason: "unknown bits 0x\(String(flags, radix: 16))")
         }
         return VFIODeviceStatePacketHeader(index: index, flags: flags)
     }
@@ -191,7 +202,9 @@ extension StreamReader {
     }
 
     /// Reads a device-state packet header (not its buffer), refusing buffers over `maxPacketSize`.
-    public func readMultiFDDeviceStatePacketHeader(maxPacketSize: Int = MultiFDFormat.defaultMaxPacketSize) throws -> MultiFDDeviceStatePacketHeader {
+    public func readMultiFDDeviceStatePacketHeader(maxPacketSize: Int = MultiFDFormat.defaultMaxPacketSize) throws
+        -> MultiFDDeviceStatePacketHeader
+    {
         let at = offset
         let bytes = try readBytes(MultiFDDeviceStatePacketHeader.encodedLength, "a multifd device-state packet header")
         return try MultiFDDeviceStatePacketHeader.decode(bytes, offset: at, maxPacketSize: maxPacketSize)

@@ -128,13 +128,18 @@ public enum ReturnPathMessage: Sendable, Hashable {
             message = .resumeAck(v)
         case 7: message = .switchoverAck
         case loadReportType:
-            let idstr = try cursor.counted(fail), instance = try cursor.be32(fail)
-            let bytes = try cursor.be64(fail), micros = try cursor.be64(fail), fixed = try cursor.be64(fail)
+            let idstr = try cursor.counted(fail)
+            let instance = try cursor.be32(fail)
+            let bytes = try cursor.be64(fail)
+            let micros = try cursor.be64(fail)
+            let fixed = try cursor.be64(fail)
             // The two rate fields came later; a report without them rates the totals.
             var rate: (bytes: UInt64, micros: UInt64)?
             if !cursor.isAtEnd { rate = (try cursor.be64(fail), try cursor.be64(fail)) }
-            message = .loadReport(LoadReport(idstr: idstr, instanceID: instance, bytesLoaded: bytes, loadMicros: micros,
-                                             fixedCostMicros: fixed, rateBytes: rate?.bytes, rateMicros: rate?.micros))
+            message = .loadReport(
+                LoadReport(
+                    idstr: idstr, instanceID: instance, bytesLoaded: bytes, loadMicros: micros,
+                    fixedCostMicros: fixed, rateBytes: rate?.bytes, rateMicros: rate?.micros))
         case ackStateType:
             let idstr = try cursor.counted(fail)
             let instance = try cursor.be32(fail)
@@ -144,14 +149,20 @@ public enum ReturnPathMessage: Sendable, Hashable {
         case preflightResultType:
             let flag = try cursor.u8(fail)
             guard flag <= 1 else { throw fail("PREFLIGHT_RESULT flag \(flag), expected 0 or 1") }
-            let hi = try cursor.u8(fail), lo = try cursor.u8(fail)
+            let hi = try cursor.u8(fail)
+            let lo = try cursor.u8(fail)
             let text = try cursor.bytes(Int(hi) << 8 | Int(lo), fail)
             message = .preflightResult(accepted: flag == 1, message: String(decoding: text, as: UTF8.self))
         case loadBacklogType:
-            let idstr = try cursor.counted(fail), instance = try cursor.be32(fail)
-            let bytes = try cursor.be64(fail), micros = try cursor.be64(fail), through = try cursor.be64(fail)
-            message = .loadBacklog(LoadBacklogReport(idstr: idstr, instanceID: instance, bytes: bytes, expectedMicros: micros,
-                                                     loadedThrough: through))
+            let idstr = try cursor.counted(fail)
+            let instance = try cursor.be32(fail)
+            let bytes = try cursor.be64(fail)
+            let micros = try cursor.be64(fail)
+            let through = try cursor.be64(fail)
+            message = .loadBacklog(
+                LoadBacklogReport(
+                    idstr: idstr, instanceID: instance, bytes: bytes, expectedMicros: micros,
+                    loadedThrough: through))
         default:
             throw fail("unknown message type")
         }
@@ -181,8 +192,10 @@ public struct LoadReport: Sendable, Hashable {
     public var rateMicros: UInt64
 
     /// A report; `rateBytes` and `rateMicros` default to the totals (no initial data set apart).
-    public init(idstr: String, instanceID: UInt32, bytesLoaded: UInt64, loadMicros: UInt64, fixedCostMicros: UInt64,
-                rateBytes: UInt64? = nil, rateMicros: UInt64? = nil) {
+    public init(
+        idstr: String, instanceID: UInt32, bytesLoaded: UInt64, loadMicros: UInt64, fixedCostMicros: UInt64,
+        rateBytes: UInt64? = nil, rateMicros: UInt64? = nil
+    ) {
         self.idstr = idstr
         self.instanceID = instanceID
         self.bytesLoaded = bytesLoaded
@@ -271,8 +284,9 @@ extension StreamReader {
         let len = Int(try readBE16("a return-path message length"))
         guard type != 0 else { throw StreamError.badReturnPathMessage(offset: at, type: 0, reason: "type 0 is never valid") }
         guard len <= SavevmFormat.maxReturnPathPayload else {
-            throw StreamError.lengthTooLarge(offset: at + 2, field: "return-path payload", length: UInt64(len),
-                                             limit: UInt64(SavevmFormat.maxReturnPathPayload))
+            throw StreamError.lengthTooLarge(
+                offset: at + 2, field: "return-path payload", length: UInt64(len),
+                limit: UInt64(SavevmFormat.maxReturnPathPayload))
         }
         let payload = try readBytes(len, "the payload of return-path \(ReturnPathMessage.name(of: type))")
         return try ReturnPathMessage.decode(type: type, payload: payload, offset: at)
@@ -284,8 +298,9 @@ extension StreamWriter {
     public func writeReturnPathMessage(_ message: ReturnPathMessage) throws {
         let payload = message.payload
         guard payload.count <= SavevmFormat.maxReturnPathPayload else {
-            throw StreamError.lengthTooLarge(offset: bytesWritten, field: "return-path payload",
-                                             length: UInt64(payload.count), limit: UInt64(SavevmFormat.maxReturnPathPayload))
+            throw StreamError.lengthTooLarge(
+                offset: bytesWritten, field: "return-path payload",
+                length: UInt64(payload.count), limit: UInt64(SavevmFormat.maxReturnPathPayload))
         }
         try writeBE16(message.type)
         try writeBE16(UInt16(payload.count))

@@ -49,8 +49,9 @@ public struct SectionHeader: Sendable, Hashable {
     }
 
     public init(kind: SectionKind, sectionID: UInt32, idstr: String, instanceID: UInt32, versionID: UInt32) {
-        self.init(kind: kind, sectionID: sectionID,
-                  binding: SectionBinding(idstr: idstr, instanceID: instanceID, versionID: versionID))
+        self.init(
+            kind: kind, sectionID: sectionID,
+            binding: SectionBinding(idstr: idstr, instanceID: instanceID, versionID: versionID))
     }
 
     /// Bytes this header takes on the wire.

@@ -85,8 +85,10 @@ public final class SectionBodyReader {
 
     /// Streams `count` body bytes through a fixed buffer, handing each piece to `consume`
     /// (if any) and to the mirror. Memory use does not depend on `count`.
-    public func copy(_ count: UInt64, _ what: @autoclosure () -> String = "bytes",
-                     to consume: ((UnsafeRawBufferPointer) throws -> Void)? = nil) throws {
+    public func copy(
+        _ count: UInt64, _ what: @autoclosure () -> String = "bytes",
+        to consume: ((UnsafeRawBufferPointer) throws -> Void)? = nil
+    ) throws {
         if consume == nil && mirror == nil {
             try reader.skip(count, what())
             bytesRead += Int(clamping: count)
@@ -137,9 +139,15 @@ public final class SectionBodyReader {
     /// `confirm` accepts, looking at no more than the reader's lookahead at a time.
     /// `confirm` gets the buffered bytes after the pattern, whether the input has ended, and
     /// the stream offset of the match; it must not ask for more than 1 KiB.
-    func consume(upTo pattern: [UInt8], _ what: String,
-                 confirm: (UnsafeRawBufferPointer, _ ended: Bool, _ matchOffset: Int) throws -> Confirmation) throws {
-        enum Step { case found(Int), advance(Int, need: Int), notFound }
+    func consume(
+        upTo pattern: [UInt8], _ what: String,
+        confirm: (UnsafeRawBufferPointer, _ ended: Bool, _ matchOffset: Int) throws -> Confirmation
+    ) throws {
+        enum Step {
+            case found(Int)
+            case advance(Int, need: Int)
+            case notFound
+        }
         var need = pattern.count + 1
         while true {
             let base = reader.offset

@@ -34,11 +34,11 @@ public enum StreamError: Error, Sendable, Equatable, CustomStringConvertible {
     public var offset: Int {
         switch self {
         case .truncated(let o, _), .badMagic(let o, _), .obsoleteVersion(let o),
-             .unsupportedVersion(let o, _), .unknownRecordType(let o, _),
-             .unexpectedRecord(let o, _, _), .badFooter(let o, _, _), .unknownCommand(let o, _),
-             .badCommandLength(let o, _, _, _), .lengthTooLarge(let o, _, _, _),
-             .invalidField(let o, _, _), .unknownSectionID(let o, _),
-             .badReturnPathMessage(let o, _, _), .badSectionBody(let o, _, _):
+            .unsupportedVersion(let o, _), .unknownRecordType(let o, _),
+            .unexpectedRecord(let o, _, _), .badFooter(let o, _, _), .unknownCommand(let o, _),
+            .badCommandLength(let o, _, _, _), .lengthTooLarge(let o, _, _, _),
+            .invalidField(let o, _, _), .unknownSectionID(let o, _),
+            .badReturnPathMessage(let o, _, _), .badSectionBody(let o, _, _):
             return o
         }
     }

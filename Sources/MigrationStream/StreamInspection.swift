@@ -13,8 +13,10 @@ public struct StreamInspection: Sendable, Hashable {
     /// Walks the stream file at `path`, using its VMDESCRIPTION trailer (read from the end of
     /// the file first) for FULL body lengths; with `rewritePath`, writes the stream back out
     /// there through ``StreamWriter`` as it is read. `visit` sees each record as it is found.
-    public static func inspect(fileAt path: String, rewritingTo rewritePath: String? = nil,
-                               visit: (InspectedRecord) throws -> Void = { _ in }) throws -> StreamInspection {
+    public static func inspect(
+        fileAt path: String, rewritingTo rewritePath: String? = nil,
+        visit: (InspectedRecord) throws -> Void = { _ in }
+    ) throws -> StreamInspection {
         // A pipe or a device cannot be read from its end: it is then walked without a trailer.
         let trailer = (try? VMDescriptionTrailer.locate(inFileAt: path)) ?? nil
         let source = try FileDescriptorByteSource(path: path)
@@ -74,10 +76,18 @@ package func appendJSONString(_ s: String, to out: inout [UInt8]) {
         }
         for b in bytes {
             switch b {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"): out.append(UInt8(ascii: "\\")); out.append(b)
-            case UInt8(ascii: "\n"): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "n"))
-            case UInt8(ascii: "\r"): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "r"))
-            case UInt8(ascii: "\t"): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "t"))
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+                out.append(UInt8(ascii: "\\"))
+                out.append(b)
+            case UInt8(ascii: "\n"):
+                out.append(UInt8(ascii: "\\"))
+                out.append(UInt8(ascii: "n"))
+            case UInt8(ascii: "\r"):
+                out.append(UInt8(ascii: "\\"))
+                out.append(UInt8(ascii: "r"))
+            case UInt8(ascii: "\t"):
+                out.append(UInt8(ascii: "\\"))
+                out.append(UInt8(ascii: "t"))
             case 0..<0x20, 0x7f:
                 let hex = Array("0123456789abcdef".utf8)
                 out.append(contentsOf: "\\u00".utf8)

@@ -20,8 +20,9 @@ extension StreamReader {
         let lenAt = offset
         let len = try readBE32("the machine name length")
         guard len <= SavevmFormat.maxMachineNameLength else {
-            throw StreamError.lengthTooLarge(offset: lenAt, field: "machine name", length: UInt64(len),
-                                             limit: UInt64(SavevmFormat.maxMachineNameLength))
+            throw StreamError.lengthTooLarge(
+                offset: lenAt, field: "machine name", length: UInt64(len),
+                limit: UInt64(SavevmFormat.maxMachineNameLength))
         }
         let name = String(decoding: try readBytes(Int(len), "the machine name"), as: UTF8.self)
         var config = MachineConfiguration(machineType: name)
@@ -42,8 +43,9 @@ extension StreamReader {
                 let countAt = offset
                 let count = try readBE32("the capability count")
                 guard count <= MachineConfiguration.maxCapabilities else {
-                    throw StreamError.lengthTooLarge(offset: countAt, field: "capability count", length: UInt64(count),
-                                                     limit: UInt64(MachineConfiguration.maxCapabilities))
+                    throw StreamError.lengthTooLarge(
+                        offset: countAt, field: "capability count", length: UInt64(count),
+                        limit: UInt64(MachineConfiguration.maxCapabilities))
                 }
                 var caps: [String] = []
                 for _ in 0..<count { caps.append(try readCountedString("a capability name")) }
@@ -51,7 +53,8 @@ extension StreamReader {
             case MachineConfiguration.uuidName:
                 config.uuid = try readBytes(16, "the VM uuid")
             default:
-                throw StreamError.invalidField(offset: subAt, field: "configuration subsection", reason: "unknown subsection \"\(subName)\"")
+                throw StreamError.invalidField(
+                    offset: subAt, field: "configuration subsection", reason: "unknown subsection \"\(subName)\"")
             }
         }
         return config

@@ -49,7 +49,10 @@ public final class StreamReader {
         while tail < count {
             if sourceEnded { return false }
             let n = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: storage[tail...]))
-            if n == 0 { sourceEnded = true; return false }
+            if n == 0 {
+                sourceEnded = true
+                return false
+            }
             tail += n
         }
         return true

@@ -25,8 +25,10 @@ public struct InspectedRecord: Sendable, Hashable {
     /// What a section body held.
     public var body: SectionBodySummary?
 
-    public init(offset: Int, kind: Kind, sectionID: UInt32? = nil, idstr: String? = nil, instanceID: UInt32? = nil,
-                versionID: UInt32? = nil, bodyLength: Int? = nil, command: MigrationCommand? = nil, body: SectionBodySummary? = nil) {
+    public init(
+        offset: Int, kind: Kind, sectionID: UInt32? = nil, idstr: String? = nil, instanceID: UInt32? = nil,
+        versionID: UInt32? = nil, bodyLength: Int? = nil, command: MigrationCommand? = nil, body: SectionBodySummary? = nil
+    ) {
         self.offset = offset
         self.kind = kind
         self.sectionID = sectionID
@@ -81,8 +83,10 @@ public final class StreamWalker {
     ///     the EOF offset.
     ///   - parsers: body owners consulted before the built-in ones.
     ///   - bufferSize: the read buffer, which bounds the lookahead of footer scans.
-    public init(source: ByteSource, mirror: StreamWriter? = nil, trailer: VMDescriptionTrailer? = nil,
-                parsers: [SectionBodyParser] = [], bufferSize: Int = 256 << 10) throws {
+    public init(
+        source: ByteSource, mirror: StreamWriter? = nil, trailer: VMDescriptionTrailer? = nil,
+        parsers: [SectionBodyParser] = [], bufferSize: Int = 256 << 10
+    ) throws {
         reader = StreamReader(source: source, bufferSize: max(bufferSize, 4096))
         self.mirror = mirror
         if let trailer {
@@ -96,8 +100,9 @@ public final class StreamWalker {
         }
         eofOffset = trailer?.eofOffset
         customParsers = parsers
-        body = SectionBodyReader(reader: reader, mirror: mirror,
-                                 header: SectionHeader(kind: .full, sectionID: 0, idstr: "", instanceID: 0, versionID: 0))
+        body = SectionBodyReader(
+            reader: reader, mirror: mirror,
+            header: SectionHeader(kind: .full, sectionID: 0, idstr: "", instanceID: 0, versionID: 0))
         body.nextRecordCheck = { [unowned self] in self.plausibleRecord($0, ended: $1, at: $2) }
     }
 
@@ -138,7 +143,8 @@ public final class StreamWalker {
             guard let json = try reader.readVMDescription() else { return nil }
             try mirror?.writeVMDescription(json)
             if try !reader.isAtEnd() {
-                throw StreamError.unexpectedRecord(offset: reader.offset, found: "more bytes", expected: "the end of the stream after the VMDESCRIPTION trailer")
+                throw StreamError.unexpectedRecord(
+                    offset: reader.offset, found: "more bytes", expected: "the end of the stream after the VMDESCRIPTION trailer")
             }
             return InspectedRecord(offset: at, kind: .vmdescription, bodyLength: json.count)
         case .records:
@@ -176,15 +182,17 @@ public final class StreamWalker {
             let length = body.bytesRead
             try reader.readFooter(sectionID: header.sectionID)
             try mirror?.writeFooter(sectionID: header.sectionID)
-            let kind: InspectedRecord.Kind = switch header.kind {
-            case .start: .start
-            case .part: .part
-            case .end: .end
-            case .full: .full
-            }
-            return InspectedRecord(offset: at, kind: kind, sectionID: header.sectionID, idstr: header.binding.idstr,
-                                   instanceID: header.binding.instanceID, versionID: header.binding.versionID,
-                                   bodyLength: length, body: summary)
+            let kind: InspectedRecord.Kind =
+                switch header.kind {
+                case .start: .start
+                case .part: .part
+                case .end: .end
+                case .full: .full
+                }
+            return InspectedRecord(
+                offset: at, kind: kind, sectionID: header.sectionID, idstr: header.binding.idstr,
+                instanceID: header.binding.instanceID, versionID: header.binding.versionID,
+                bodyLength: length, body: summary)
         }
     }
 

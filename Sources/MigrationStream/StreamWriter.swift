@@ -38,7 +38,8 @@ public final class StreamWriter {
 
     public func writeBE16(_ v: UInt16) throws {
         try reserve(2)
-        buffer.append(UInt8(v >> 8)); buffer.append(UInt8(truncatingIfNeeded: v))
+        buffer.append(UInt8(v >> 8))
+        buffer.append(UInt8(truncatingIfNeeded: v))
         bytesWritten += 2
     }
 

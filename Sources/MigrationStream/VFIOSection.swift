@@ -137,8 +137,9 @@ public final class VFIOBodyParser: SectionBodyParser {
                 let sizeAt = body.offset
                 let size = try body.readBE64("the size of a VFIO data chunk")
                 guard size <= maxChunkSize else {
-                    throw StreamError.lengthTooLarge(offset: sizeAt, field: "VFIO data chunk of \(idstr)",
-                                                     length: size, limit: maxChunkSize)
+                    throw StreamError.lengthTooLarge(
+                        offset: sizeAt, field: "VFIO data chunk of \(idstr)",
+                        length: size, limit: maxChunkSize)
                 }
                 try body.copy(size, "a VFIO data chunk of \(idstr)")
                 items.append(.data(size))

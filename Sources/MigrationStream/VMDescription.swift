@@ -52,12 +52,15 @@ public struct VMDescription: Sendable, Hashable {
         var devices: [Device] = []
         for entry in top["devices"] as? [[String: Any]] ?? [] {
             guard let name = entry["name"] as? String, let instance = entry["instance_id"] as? Int,
-                  let instanceID = UInt32(exactly: instance) else {
+                let instanceID = UInt32(exactly: instance)
+            else {
                 throw StreamError.invalidField(offset: offset, field: "VMDESCRIPTION", reason: "a device without name or instance_id")
             }
             let version = (entry["version"] as? Int).flatMap { UInt32(exactly: $0) }
-            devices.append(Device(name: name, instanceID: instanceID, versionID: version,
-                                  bodyLength: Self.encodedLength(of: entry, depth: 0)))
+            devices.append(
+                Device(
+                    name: name, instanceID: instanceID, versionID: version,
+                    bodyLength: Self.encodedLength(of: entry, depth: 0)))
         }
         self.devices = devices
     }
@@ -79,7 +82,8 @@ public struct VMDescription: Sendable, Hashable {
         }
         for sub in desc["subsections"] as? [[String: Any]] ?? [] {
             guard let name = sub["vmsd_name"] as? String, name.utf8.count <= 255,
-                  let inner = encodedLength(of: sub, depth: depth + 1) else { return nil }
+                let inner = encodedLength(of: sub, depth: depth + 1)
+            else { return nil }
             // The subsection header: 0x05, the counted name, be32 version; `inner` is the peer's.
             let (sum, overflow) = total.addingReportingOverflow(1 + 1 + name.utf8.count + 4)
             guard !overflow else { return nil }

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CSwitchoverTLS
 import MigrationCore
 import MigrationStream
 import Synchronization
 import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A migration channel secured with TLS: a ``/MigrationCore/DescriptorConnection`` (a TCP or
 /// Unix socket) whose bytes are TLS records.
@@ -57,7 +58,9 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
             }
             raw = s
             session = SessionLock(s)
-            try Self.drive(fd: base.fd, deadline: deadline, timeout: timeout, hostname: hostname) { swo_tls_handshake(s) } failure: {
+            try Self.drive(fd: base.fd, deadline: deadline, timeout: timeout, hostname: hostname) {
+                swo_tls_handshake(s)
+            } failure: {
                 Self.failure(s, hostname: hostname)
             }
             let negotiated = swo_tls_version(s)
@@ -65,7 +68,9 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
                 // The server checks our certificate after our last handshake message; its
                 // session ticket (or its alert) says how that went.
                 do {
-                    try Self.drive(fd: base.fd, deadline: deadline, timeout: timeout, hostname: hostname) { swo_tls_await_confirmation(s) } failure: {
+                    try Self.drive(fd: base.fd, deadline: deadline, timeout: timeout, hostname: hostname) {
+                        swo_tls_await_confirmation(s)
+                    } failure: {
                         Self.failure(s, hostname: hostname)
                     }
                 } catch TLSError.handshakeTimedOut {
@@ -109,8 +114,10 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
     }
 
     /// Repeats `step` until it is done, polling in between, until the deadline.
-    private static func drive(fd: Int32, deadline: ContinuousClock.Instant, timeout: Duration, hostname: String?,
-                              _ step: () -> Int32, failure: () -> any Error) throws {
+    private static func drive(
+        fd: Int32, deadline: ContinuousClock.Instant, timeout: Duration, hostname: String?,
+        _ step: () -> Int32, failure: () -> any Error
+    ) throws {
         while true {
             switch step() {
             case Int32(SWO_TLS_OK): return
@@ -230,7 +237,8 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
                 // The peer sent close_notify: it reads nothing more.
                 throw TransportError.connectionClosed(operation: "TLS write on \(base)")
             case Int32(SWO_TLS_WANT_READ), Int32(SWO_TLS_WANT_WRITE):
-                try wait(r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT), timeout: timeout, operation: "TLS write on \(base)")
+                try wait(
+                    r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT), timeout: timeout, operation: "TLS write on \(base)")
             default:
                 if state.withLock({ $0.shutDown }) { throw TransportError.shutDown }
                 throw dataFailure(operation: "TLS write on \(base)")

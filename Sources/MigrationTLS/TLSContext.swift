@@ -1,7 +1,8 @@
+import CSwitchoverTLS
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import CSwitchoverTLS
 
 /// One role's loaded credentials (an OpenSSL `SSL_CTX`): made once per transport and role,
 /// then shared by every connection.
@@ -14,12 +15,16 @@ final class TLSContext: @unchecked Sendable {
     init(_ configuration: TLSConfiguration, server: Bool) throws {
         let credentials = configuration.credentials
         guard configuration.minimumVersion <= configuration.maximumVersion else {
-            throw TLSError.configuration("the minimum version \(configuration.minimumVersion) is above the maximum \(configuration.maximumVersion)")
+            throw TLSError.configuration(
+                "the minimum version \(configuration.minimumVersion) is above the maximum \(configuration.maximumVersion)")
         }
         var message = [CChar](repeating: 0, count: 512)
         func reason() -> String { string(fromC: message) }
-        guard let ctx = swo_tls_ctx_new(server ? 1 : 0, Int32(configuration.minimumVersion.rawValue),
-                                        Int32(configuration.maximumVersion.rawValue), &message, message.count) else {
+        guard
+            let ctx = swo_tls_ctx_new(
+                server ? 1 : 0, Int32(configuration.minimumVersion.rawValue),
+                Int32(configuration.maximumVersion.rawValue), &message, message.count)
+        else {
             throw TLSError.configuration(reason())
         }
         self.pointer = ctx

@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import MigrationCore
+import Synchronization
 import VFIO
 import VFIOSimulator
 
@@ -24,8 +24,18 @@ public final class TestVM: VMController, Sendable {
     /// The ``SimulatedVFIOSequence`` number of each vCPU start, oldest first.
     public var resumeSequences: [UInt64] { state.withLock { $0.resumes } }
 
-    public func stopVM() throws { state.withLock { $0.running = false; $0.stops.append(SimulatedVFIOSequence.next()) } }
-    public func resumeVM() throws { state.withLock { $0.running = true; $0.resumes.append(SimulatedVFIOSequence.next()) } }
+    public func stopVM() throws {
+        state.withLock {
+            $0.running = false
+            $0.stops.append(SimulatedVFIOSequence.next())
+        }
+    }
+    public func resumeVM() throws {
+        state.withLock {
+            $0.running = true
+            $0.resumes.append(SimulatedVFIOSequence.next())
+        }
+    }
 }
 
 /// A connection that keeps a copy of everything written through it.

@@ -3,8 +3,8 @@ import MigrationCore
 import MigrationStream
 import Testing
 import VFIO
-import VFIOSimulator
 import VFIOPCIHandler
+import VFIOSimulator
 
 extension VendorConformance {
     /// What ``checkRunStateOrder(devices:multifd:sourceLocation:)`` saw.
@@ -22,20 +22,25 @@ extension VendorConformance {
     /// Migrates `devices` devices of the module at once, destination guest left stopped
     /// (``MigrationParameters/resumeOnCompletion`` off).
     public func migrateSeveral(devices: Int, multifd: Bool, allowDevicesWithoutP2P: Bool = false) async throws -> RunStateOutcome {
-        let sourceRegistry = HandlerRegistry(), destinationRegistry = HandlerRegistry()
-        var sources: [SimulatedVFIODevice] = [], destinations: [SimulatedVFIODevice] = []
+        let sourceRegistry = HandlerRegistry()
+        let destinationRegistry = HandlerRegistry()
+        var sources: [SimulatedVFIODevice] = []
+        var destinations: [SimulatedVFIODevice] = []
         for n in 0..<devices {
             var config = device
             config.name = String(format: "0000:7%01x:00.%d", n / 8, n % 8)
             config.seed = device.seed &+ UInt64(n)
             var destinationConfig = config
             destinationConfig.seed = config.seed &+ 0x5EED
-            let source = try SimulatedVFIODevice(config), destination = try SimulatedVFIODevice(destinationConfig)
+            let source = try SimulatedVFIODevice(config)
+            let destination = try SimulatedVFIODevice(destinationConfig)
             let idstr = VFIOPCIHandler.idstr(for: config.name)
-            try sourceRegistry.register(module.makeHandler(source, PCIConfigSnapshot(simulatedFor: config.name)),
-                                        idstr: idstr, instanceID: 0, versionID: 1)
-            try destinationRegistry.register(module.makeHandler(destination, PCIConfigSnapshot(bytes: [UInt8](repeating: 0, count: 256))),
-                                             idstr: idstr, instanceID: 0, versionID: 1)
+            try sourceRegistry.register(
+                module.makeHandler(source, PCIConfigSnapshot(simulatedFor: config.name)),
+                idstr: idstr, instanceID: 0, versionID: 1)
+            try destinationRegistry.register(
+                module.makeHandler(destination, PCIConfigSnapshot(bytes: [UInt8](repeating: 0, count: 256))),
+                idstr: idstr, instanceID: 0, versionID: 1)
             sources.append(source)
             destinations.append(destination)
         }
@@ -47,15 +52,18 @@ extension VendorConformance {
         parameters.allowDevicesWithoutP2P = allowDevicesWithoutP2P
         parameters.multifdChannels = multifd ? 2 : 0
         let machine = MachineConfiguration(machineType: "switchover-conformance")
-        let sourceVM = TestVM(running: true), destinationVM = TestVM(running: false)
+        let sourceVM = TestVM(running: true)
+        let destinationVM = TestVM(running: false)
         let source = MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: machine, parameters: parameters)
-        let destination = MigrationDestination(registry: destinationRegistry, vm: destinationVM, configuration: machine, parameters: parameters)
+        let destination = MigrationDestination(
+            registry: destinationRegistry, vm: destinationVM, configuration: machine, parameters: parameters)
         let pairs = try (0...(multifd ? 2 : 0)).map { _ in try DescriptorConnection.socketPair() }
         async let s = capture { try await source.run(over: pairs[0].0, multifdChannels: pairs.dropFirst().map(\.0)) }
         async let d = capture { try await destination.run(over: pairs[0].1, multifdChannels: pairs.dropFirst().map(\.1)) }
         let (sr, dr) = await (s, d)
-        return RunStateOutcome(sources: sources, destinations: destinations, sourceVM: sourceVM, destinationVM: destinationVM,
-                               sourceResult: sr, destinationResult: dr, destinationRunState: destination.runState)
+        return RunStateOutcome(
+            sources: sources, destinations: destinations, sourceVM: sourceVM, destinationVM: destinationVM,
+            sourceResult: sr, destinationResult: dr, destinationRunState: destination.runState)
     }
 
     /// The device lifecycle around the switchover, with `devices` devices at once:
@@ -67,7 +75,8 @@ extension VendorConformance {
     ///   the vCPUs start last;
     /// - a device without P2P among several is refused at prepare time (and migrates when the
     ///   VMM allows it).
-    public func checkRunStateOrder(devices: Int = 3, multifd: Bool = false, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    public func checkRunStateOrder(devices: Int = 3, multifd: Bool = false, sourceLocation: SourceLocation = #_sourceLocation) async throws
+    {
         let hasP2P = device.migration?.contains(.p2p) ?? false
         if !hasP2P, devices > 1 {
             let refused = try await migrateSeveral(devices: devices, multifd: multifd)
@@ -78,8 +87,12 @@ extension VendorConformance {
         }
         let outcome = try await migrateSeveral(devices: devices, multifd: multifd, allowDevicesWithoutP2P: !hasP2P)
         let what = "\(module.name), \(devices) devices, multifd \(multifd)"
-        for (side, result) in [("source", outcome.sourceResult.map { _ in () }), ("destination", outcome.destinationResult.map { _ in () })] {
-            if case .failure(let error) = result { Issue.record("\(what): the \(side) failed: \(error)", sourceLocation: sourceLocation); return }
+        for (side, result) in [("source", outcome.sourceResult.map { _ in () }), ("destination", outcome.destinationResult.map { _ in () })]
+        {
+            if case .failure(let error) = result {
+                Issue.record("\(what): the \(side) failed: \(error)", sourceLocation: sourceLocation)
+                return
+            }
         }
         func merged(_ list: [SimulatedVFIODevice]) -> [SimulatedVFIOTransition] {
             list.flatMap(\.recordedTransitions).sorted { $0.sequence < $1.sequence }
@@ -89,15 +102,18 @@ extension VendorConformance {
         }
 
         let source = merged(outcome.sources)
-        let stopCopy = into(source, [.stopCopy]), p2p = into(source, [.runningP2P, .preCopyP2P])
+        let stopCopy = into(source, [.stopCopy])
+        let p2p = into(source, [.runningP2P, .preCopyP2P])
         #expect(stopCopy.count == devices, "\(what): \(source)", sourceLocation: sourceLocation)
         #expect(p2p.count == (hasP2P ? devices : 0), "\(what): \(source)", sourceLocation: sourceLocation)
         if let firstStopCopy = stopCopy.min() {
-            #expect(p2p.allSatisfy { $0 < firstStopCopy }, "\(what): a device entered P2P after another entered STOP_COPY: \(source)",
-                    sourceLocation: sourceLocation)
+            #expect(
+                p2p.allSatisfy { $0 < firstStopCopy }, "\(what): a device entered P2P after another entered STOP_COPY: \(source)",
+                sourceLocation: sourceLocation)
         }
         if let vcpuStop = outcome.sourceVM.stopSequences.first {
-            #expect((p2p + stopCopy).allSatisfy { $0 > vcpuStop }, "\(what): a device stopped before the vCPUs", sourceLocation: sourceLocation)
+            #expect(
+                (p2p + stopCopy).allSatisfy { $0 > vcpuStop }, "\(what): a device stopped before the vCPUs", sourceLocation: sourceLocation)
         } else {
             Issue.record("\(what): the source vCPUs never stopped", sourceLocation: sourceLocation)
         }
@@ -105,19 +121,24 @@ extension VendorConformance {
         // The path into RESUMING passes through RUNNING_P2P: only what follows the load counts.
         let endOfLoad = merged(outcome.destinations).filter { $0.from == .resuming }.map(\.sequence).max() ?? 0
         let loaded = merged(outcome.destinations).filter { $0.sequence > endOfLoad }
-        #expect(into(loaded, [.running, .runningP2P]).isEmpty, "\(what): a destination device ran with resume off: \(loaded)",
-                sourceLocation: sourceLocation)
-        #expect(outcome.destinations.allSatisfy { $0.currentState == .stop }, "\(what): destination devices not in STOP",
-                sourceLocation: sourceLocation)
+        #expect(
+            into(loaded, [.running, .runningP2P]).isEmpty, "\(what): a destination device ran with resume off: \(loaded)",
+            sourceLocation: sourceLocation)
+        #expect(
+            outcome.destinations.allSatisfy { $0.currentState == .stop }, "\(what): destination devices not in STOP",
+            sourceLocation: sourceLocation)
         #expect(!outcome.destinationVM.isRunning, "\(what): the destination guest runs with resume off", sourceLocation: sourceLocation)
 
         try outcome.destinationRunState.start()
         let started = merged(outcome.destinations).filter { $0.sequence > endOfLoad }
-        let running = into(started, [.running]), runningP2P = into(started, [.runningP2P])
-        #expect(running.count == devices && runningP2P.count == (hasP2P ? devices : 0), "\(what): \(started)", sourceLocation: sourceLocation)
+        let running = into(started, [.running])
+        let runningP2P = into(started, [.runningP2P])
+        #expect(
+            running.count == devices && runningP2P.count == (hasP2P ? devices : 0), "\(what): \(started)", sourceLocation: sourceLocation)
         if let firstRunning = running.min() {
-            #expect(runningP2P.allSatisfy { $0 < firstRunning }, "\(what): a device ran before every device reached RUNNING_P2P: \(started)",
-                    sourceLocation: sourceLocation)
+            #expect(
+                runningP2P.allSatisfy { $0 < firstRunning }, "\(what): a device ran before every device reached RUNNING_P2P: \(started)",
+                sourceLocation: sourceLocation)
         }
         if let vcpuStart = outcome.destinationVM.resumeSequences.first {
             #expect(running.allSatisfy { $0 < vcpuStart }, "\(what): the vCPUs started before a device ran", sourceLocation: sourceLocation)
@@ -125,8 +146,9 @@ extension VendorConformance {
             Issue.record("\(what): the destination vCPUs never started", sourceLocation: sourceLocation)
         }
         for n in outcome.sources.indices {
-            #expect(outcome.destinations[n].loadedStreamDigest == outcome.sources[n].savedStreamDigest, "\(what): device \(n) state differs",
-                    sourceLocation: sourceLocation)
+            #expect(
+                outcome.destinations[n].loadedStreamDigest == outcome.sources[n].savedStreamDigest, "\(what): device \(n) state differs",
+                sourceLocation: sourceLocation)
         }
     }
 }

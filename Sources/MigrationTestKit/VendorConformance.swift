@@ -3,8 +3,8 @@ import MigrationCore
 import MigrationStream
 import Testing
 import VFIO
-import VFIOSimulator
 import VFIOPCIHandler
+import VFIOSimulator
 
 /// The conformance suite every vendor module runs in its own tests, with the simulator:
 ///
@@ -88,8 +88,10 @@ public struct VendorConformance: Sendable {
     ///   - scenario: the migration to run (PRE_COPY or not, switchover-ack or not).
     ///   - fault: a fault on the source's outgoing stream.
     ///   - cancelAt: cancel the source when it enters this phase.
-    public func migrate(_ scenario: Scenario, fault: FaultInjectingConnection.Fault? = nil,
-                        cancelAt: MigrationPhase? = nil) async throws -> Outcome {
+    public func migrate(
+        _ scenario: Scenario, fault: FaultInjectingConnection.Fault? = nil,
+        cancelAt: MigrationPhase? = nil
+    ) async throws -> Outcome {
         let config = try configuration(for: scenario).get()
         var destinationConfig = config
         destinationConfig.seed = config.seed &+ 0x5EED
@@ -102,7 +104,8 @@ public struct VendorConformance: Sendable {
         let sourceConfigState = PCIConfigSnapshot(simulatedFor: config.name)
         let destinationConfigState = PCIConfigSnapshot(bytes: [UInt8](repeating: 0, count: sourceConfigState.byteCount))
         try sourceRegistry.register(module.makeHandler(sourceDevice, sourceConfigState), idstr: idstr, instanceID: 0, versionID: 1)
-        try destinationRegistry.register(module.makeHandler(destinationDevice, destinationConfigState), idstr: idstr, instanceID: 0, versionID: 1)
+        try destinationRegistry.register(
+            module.makeHandler(destinationDevice, destinationConfigState), idstr: idstr, instanceID: 0, versionID: 1)
 
         var parameters = MigrationParameters()
         parameters.switchoverAck = scenario.switchoverAck
@@ -116,7 +119,8 @@ public struct VendorConformance: Sendable {
         let sourceVM = TestVM(running: true)
         let destinationVM = TestVM(running: false)
         let source = MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: machine, parameters: parameters)
-        let destination = MigrationDestination(registry: destinationRegistry, vm: destinationVM, configuration: machine, parameters: parameters)
+        let destination = MigrationDestination(
+            registry: destinationRegistry, vm: destinationVM, configuration: machine, parameters: parameters)
 
         let (a, b) = try DescriptorConnection.socketPair()
         let recorder = RecordingConnection(wrapping: a)
@@ -136,8 +140,9 @@ public struct VendorConformance: Sendable {
         if destinationConfigState.bytes != sourceConfigState.bytes, case .success = d {
             Issue.record("the destination completed but its config state differs from the source's")
         }
-        return Outcome(source: sourceDevice, destination: destinationDevice, sourceVM: sourceVM, destinationVM: destinationVM,
-                       sourceResult: s, destinationResult: d, stream: recorder.recorded)
+        return Outcome(
+            source: sourceDevice, destination: destinationDevice, sourceVM: sourceVM, destinationVM: destinationVM,
+            sourceResult: s, destinationResult: d, stream: recorder.recorded)
     }
 
     // MARK: Checks
@@ -155,9 +160,11 @@ public struct VendorConformance: Sendable {
         if case .failure(let error) = outcome.destinationResult {
             Issue.record("\(module.name) \(scenario): the destination failed: \(error)", sourceLocation: sourceLocation)
         }
-        #expect(outcome.destination.loadedStreamDigest != nil, "\(scenario): the destination loaded nothing", sourceLocation: sourceLocation)
-        #expect(outcome.destination.loadedStreamDigest == outcome.source.savedStreamDigest,
-                "\(scenario): device state differs", sourceLocation: sourceLocation)
+        #expect(
+            outcome.destination.loadedStreamDigest != nil, "\(scenario): the destination loaded nothing", sourceLocation: sourceLocation)
+        #expect(
+            outcome.destination.loadedStreamDigest == outcome.source.savedStreamDigest,
+            "\(scenario): device state differs", sourceLocation: sourceLocation)
         #expect(try outcome.source.deviceState() == .stop, "\(scenario): source device", sourceLocation: sourceLocation)
         #expect(try outcome.destination.deviceState() == .running, "\(scenario): destination device", sourceLocation: sourceLocation)
         #expect(outcome.destinationVM.isRunning && !outcome.sourceVM.isRunning, "\(scenario): guests", sourceLocation: sourceLocation)
@@ -177,7 +184,8 @@ public struct VendorConformance: Sendable {
     /// Cuts the source's stream at every record boundary (and one byte into every record):
     /// each run must fail on the source with the guest and the device running again, and
     /// the destination must end with its device reset to RUNNING.
-    public func checkConnectionLoss(_ scenario: Scenario = .preCopyWithAck, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    public func checkConnectionLoss(_ scenario: Scenario = .preCopyWithAck, sourceLocation: SourceLocation = #_sourceLocation) async throws
+    {
         if case .failure(let reason) = configuration(for: scenario) {
             try skip("\(module.name) \(scenario) connection loss", reason, sourceLocation)
         }
@@ -192,7 +200,8 @@ public struct VendorConformance: Sendable {
             if outcome.stream.count <= cut, case .success = outcome.sourceResult { continue }
             fired += 1
             try expectSourceRecovered(outcome, "cut at byte \(cut)", sourceLocation)
-            #expect(try outcome.destination.deviceState() == .running, "cut at byte \(cut): destination device", sourceLocation: sourceLocation)
+            #expect(
+                try outcome.destination.deviceState() == .running, "cut at byte \(cut): destination device", sourceLocation: sourceLocation)
         }
         #expect(fired * 5 >= cuts.count * 4, "only \(fired) of \(cuts.count) cuts fell inside the stream", sourceLocation: sourceLocation)
     }
@@ -227,7 +236,8 @@ public struct VendorConformance: Sendable {
     /// Section bodies a destination must refuse, each as the bytes after the section header.
     public static let malformedBodies: [(name: String, body: [UInt8])] = {
         func be64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * UInt64($0))) } }
-        let data = VFIOSectionTag.dataState.rawValue, end = VFIOSectionTag.endOfState.rawValue
+        let data = VFIOSectionTag.dataState.rawValue
+        let end = VFIOSectionTag.endOfState.rawValue
         return [
             ("an unknown tag", be64(0xFFFF_FFFF_EF10_00FF)),
             ("a bare be64 that is no tag", be64(0x1234)),
@@ -237,7 +247,7 @@ public struct VendorConformance: Sendable {
             ("SETUP_STATE without END_OF_STATE", be64(VFIOSectionTag.setupState.rawValue) + be64(data)),
             ("INIT_DATA_SENT while switchover-ack is off", be64(VFIOSectionTag.initDataSent.rawValue)),
             ("CONFIG_STATE of the wrong length", be64(VFIOSectionTag.configState.rawValue) + [1, 2, 3] + be64(end)),
-            ("CONFIG_LOAD_READY without multifd", be64(VFIOSectionTag.configLoadReady.rawValue)),
+            ("CONFIG_LOAD_READY without multifd", be64(VFIOSectionTag.configLoadReady.rawValue))
         ]
     }()
 
@@ -250,7 +260,8 @@ public struct VendorConformance: Sendable {
             let identity = HandlerIdentity(idstr: VFIOPCIHandler.idstr(for: device.name), instanceID: 0, versionID: 1)
             let context = ConformanceLoadContext(identity: identity)
             try handler.loadSetup(context: context)
-            let header = SectionHeader(kind: .part, sectionID: 1, binding: SectionBinding(idstr: identity.idstr, instanceID: 0, versionID: 1))
+            let header = SectionHeader(
+                kind: .part, sectionID: 1, binding: SectionBinding(idstr: identity.idstr, instanceID: 0, versionID: 1))
             let reader = StreamReader(source: MemoryByteSource(body))
             #expect(throws: (any Error).self, "\(module.name): \(name) was accepted", sourceLocation: sourceLocation) {
                 try handler.loadState(from: reader, header: header, context: context)

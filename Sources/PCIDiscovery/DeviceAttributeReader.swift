@@ -114,8 +114,9 @@ struct DeviceAttributeReader {
             case "device": read = hexString(fields.deviceID, width: 4)
             default: read = hexString(fields.deviceClass, width: 4) + " (class and subclass)"
             }
-            problems.append("\(name) holds \"\(printable(text))\", not 0x-prefixed hex as the kernel writes it; "
-                + "libpci (and lspci) read it as \(read), so the ids shown are not to be trusted")
+            problems.append(
+                "\(name) holds \"\(printable(text))\", not 0x-prefixed hex as the kernel writes it; "
+                    + "libpci (and lspci) read it as \(read), so the ids shown are not to be trusted")
         }
     }
 
@@ -152,7 +153,9 @@ struct DeviceAttributeReader {
     private mutating func checkLink(_ name: String) {
         if let target = dir.linkTarget(name) {
             if target.hasPrefix("/") {
-                problems.append("the \(name) link is absolute (\(printable(target))); the kernel writes relative links and libpci ignores absolute ones")
+                problems.append(
+                    "the \(name) link is absolute (\(printable(target))); the kernel writes relative links and libpci ignores absolute ones"
+                )
             } else {
                 problems.append("the \(name) link points to \(printable(target)), which does not exist")
             }
@@ -188,9 +191,13 @@ struct DeviceAttributeReader {
 
     /// The virtual functions behind `virtfn0…virtfn<sriov_numvfs - 1>`.
     mutating func virtualFunctions() -> [PCIAddress] {
-        guard let count = attribute("sriov_numvfs", expected: "not a number of virtual functions", {
-            Int($0).flatMap { (0...65535).contains($0) ? $0 : nil }
-        }) else { return [] }
+        guard
+            let count = attribute(
+                "sriov_numvfs", expected: "not a number of virtual functions",
+                {
+                    Int($0).flatMap { (0...65535).contains($0) ? $0 : nil }
+                })
+        else { return [] }
         var functions: [PCIAddress] = []
         for index in 0..<count {
             guard let target = dir.linkTarget("virtfn\(index)") else {
@@ -242,9 +249,10 @@ func kernelHex(_ text: String, maxDigits: Int) -> UInt32? {
 /// Whether `text` can be a kernel driver name (ASCII letters, digits, `_` and `-`).
 func isDriverName(_ text: String) -> Bool {
     let bytes = text.utf8
-    return !bytes.isEmpty && bytes.count <= 64 && bytes.allSatisfy { b in
-        (b >= 0x61 && b <= 0x7a) || (b >= 0x41 && b <= 0x5a) || (b >= 0x30 && b <= 0x39) || b == 0x5f || b == 0x2d
-    }
+    return !bytes.isEmpty && bytes.count <= 64
+        && bytes.allSatisfy { b in
+            (b >= 0x61 && b <= 0x7a) || (b >= 0x41 && b <= 0x5a) || (b >= 0x30 && b <= 0x39) || b == 0x5f || b == 0x2d
+        }
 }
 
 /// The last path component of a link target (`../../bus/pci/drivers/vfio-pci` → `vfio-pci`).

@@ -1,5 +1,6 @@
 import CLibPCI
 import CPCIShim
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -66,8 +67,10 @@ final class LibPCIAccess {
     /// Identifies one device through `pci_get_dev` + `pci_fill_info(IDENT | CLASS)`, which read
     /// `vendor`, `device` and `class`; the device is freed before returning.
     func fields(of address: PCIAddress) throws(PCIDiscoveryError) -> Fields {
-        guard let dev = pci_get_dev(access, Int32(bitPattern: address.domain), Int32(address.bus),
-                                    Int32(address.device), Int32(address.function))
+        guard
+            let dev = pci_get_dev(
+                access, Int32(bitPattern: address.domain), Int32(address.bus),
+                Int32(address.device), Int32(address.function))
         else { throw .libpci(operation: "pci_get_dev", message: "out of memory") }
         defer { pci_free_dev(dev) }
         var known: Int32 = 0
@@ -91,8 +94,10 @@ final class LibPCIAccess {
         var buf = [CChar](repeating: 0, count: 256)
         var result: UnsafePointer<CChar>? = nil
         let flags = Int32(bitPattern: mode.rawValue | PCI_LOOKUP_NO_NUMBERS.rawValue)
-        guard pcishim_lookup_name(access, &buf, Int32(buf.count), flags, Int32(a), Int32(b), Int32(c), Int32(d),
-                                  &result, &diag) == 0
+        guard
+            pcishim_lookup_name(
+                access, &buf, Int32(buf.count), flags, Int32(a), Int32(b), Int32(c), Int32(d),
+                &result, &diag) == 0
         else { throw .libpci(operation: "pci_lookup_name", message: errorText()) }
         guard let result else { return nil }
         let name = String(cString: result)

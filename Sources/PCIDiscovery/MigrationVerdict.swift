@@ -60,9 +60,11 @@ public struct MigrationVerdict: Sendable, Hashable {
     }
 
     /// A verdict with the given parts; ``MigrationAdvisor`` makes them.
-    public init(isMigratable: Bool, handler: String? = nil, reasons: [String] = [], notes: [String] = [],
-                flags: VFIOMigrationFlags? = nil, flagsSource: FlagsSource? = nil, variantDriver: String? = nil,
-                dirtyTracking: DirtyTracking? = nil) {
+    public init(
+        isMigratable: Bool, handler: String? = nil, reasons: [String] = [], notes: [String] = [],
+        flags: VFIOMigrationFlags? = nil, flagsSource: FlagsSource? = nil, variantDriver: String? = nil,
+        dirtyTracking: DirtyTracking? = nil
+    ) {
         self.isMigratable = isMigratable
         self.handler = handler
         self.reasons = reasons
@@ -103,8 +105,10 @@ public struct MigrationAdvisor: Sendable {
 
     /// The verdict for `device`; `probe` and `dmaLogging` are what ``VFIOMigrationProbe`` said,
     /// nil when not asked.
-    public func verdict(for device: PCIDevice, probe: VFIOProbeOutcome? = nil,
-                        dmaLogging: VFIODMALoggingOutcome? = nil) -> MigrationVerdict {
+    public func verdict(
+        for device: PCIDevice, probe: VFIOProbeOutcome? = nil,
+        dmaLogging: VFIODMALoggingOutcome? = nil
+    ) -> MigrationVerdict {
         var reasons = device.problems.map { "sysfs: " + $0 }
         var notes: [String] = []
         var ids: String { device.ids }
@@ -133,14 +137,18 @@ public struct MigrationAdvisor: Sendable {
         switch driver {
         case nil:
             if let usable {
-                reasons.append("not bound to any driver; the variant driver \(usable.name) serves \(ids): \(bindCommand(usable.name, device, unbind: false))")
+                reasons.append(
+                    "not bound to any driver; the variant driver \(usable.name) serves \(ids): \(bindCommand(usable.name, device, unbind: false))"
+                )
             } else {
                 reasons.append("not bound to any driver")
                 reasons.append(noVariant)
             }
         case let driver? where !isVFIO:
             if let usable {
-                reasons.append("bound to \(driver), not to a VFIO driver; the variant driver \(usable.name) serves \(ids): \(bindCommand(usable.name, device, unbind: true))")
+                reasons.append(
+                    "bound to \(driver), not to a VFIO driver; the variant driver \(usable.name) serves \(ids): \(bindCommand(usable.name, device, unbind: true))"
+                )
             } else {
                 reasons.append("bound to \(driver), not to a VFIO driver")
                 reasons.append(noVariant)
@@ -149,13 +157,17 @@ public struct MigrationAdvisor: Sendable {
             // A VFIO driver without (known) migration support.
             if VFIODriverCatalog.driversWithoutMigration.contains(driver) {
                 if let usable {
-                    reasons.append("bound to \(driver), which has no migration support; the variant driver \(usable.name) serves \(ids): \(bindCommand(usable.name, device, unbind: true))")
+                    reasons.append(
+                        "bound to \(driver), which has no migration support; the variant driver \(usable.name) serves \(ids): \(bindCommand(usable.name, device, unbind: true))"
+                    )
                 } else {
                     reasons.append("bound to \(driver), which has no migration support")
                     reasons.append(noVariant)
                 }
             } else if !kernelAnswered {
-                reasons.append("bound to \(driver), a VFIO driver whose migration support devprobe does not know; run devprobe --probe as root to ask the kernel")
+                reasons.append(
+                    "bound to \(driver), a VFIO driver whose migration support devprobe does not know; run devprobe --probe as root to ask the kernel"
+                )
             }
         case let driver?:
             if let bound {
@@ -170,7 +182,9 @@ public struct MigrationAdvisor: Sendable {
         if !device.virtualFunctions.isEmpty, !isVFIO {
             let list = device.virtualFunctions.prefix(4).map(\.description).joined(separator: ", ")
             let more = device.virtualFunctions.count > 4 ? ", …" : ""
-            notes.append("an SR-IOV physical function with \(device.virtualFunctions.count) virtual functions (\(list)\(more)): pass through and migrate those")
+            notes.append(
+                "an SR-IOV physical function with \(device.virtualFunctions.count) virtual functions (\(list)\(more)): pass through and migrate those"
+            )
         }
 
         // 2. What the kernel says, when asked.
@@ -187,7 +201,9 @@ public struct MigrationAdvisor: Sendable {
                     source = nil
                 }
             case .unsupported(let err):
-                reasons.append("the kernel reports no migration support for \(device.address) (VFIO_DEVICE_FEATURE MIGRATION: \(errnoName(err))); for \(driver ?? "its driver") this usually means the firmware or device lacks it")
+                reasons.append(
+                    "the kernel reports no migration support for \(device.address) (VFIO_DEVICE_FEATURE MIGRATION: \(errnoName(err))); for \(driver ?? "its driver") this usually means the firmware or device lacks it"
+                )
                 flags = nil
                 source = nil
             case .failed(let why):
@@ -202,11 +218,15 @@ public struct MigrationAdvisor: Sendable {
                 notes.append("no PRE_COPY: all device state moves while the guest is stopped: expect a longer downtime")
             }
             if !current.contains(.p2p) {
-                notes.append("no P2P: \(driver ?? "the device") cannot stop its peer-to-peer DMA apart from stopping, so migrate it only as the single VFIO device of its VM")
+                notes.append(
+                    "no P2P: \(driver ?? "the device") cannot stop its peer-to-peer DMA apart from stopping, so migrate it only as the single VFIO device of its VM"
+                )
             }
             dirtyTracking = self.dirtyTracking(bound: bound, probe: dmaLogging, notes: &notes)
             if dirtyTracking?.kind == MigrationVerdict.DirtyTracking.Kind.none {
-                notes.append("no device dirty tracking: the VMM must find the guest pages it writes by DMA through IOMMU dirty tracking, or count all guest memory as dirty (QEMU's enable-migration=auto refuses a device with neither)")
+                notes.append(
+                    "no device dirty tracking: the VMM must find the guest pages it writes by DMA through IOMMU dirty tracking, or count all guest memory as dirty (QEMU's enable-migration=auto refuses a device with neither)"
+                )
             }
         }
 
@@ -225,7 +245,9 @@ public struct MigrationAdvisor: Sendable {
 
         // 5. The IOMMU group.
         if device.iommuGroup == nil {
-            reasons.append("no IOMMU group: the IOMMU is off or absent; enable VT-d/AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on")
+            reasons.append(
+                "no IOMMU group: the IOMMU is off or absent; enable VT-d/AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on"
+            )
         }
 
         let migratable = established && handler != nil && device.iommuGroup != nil && reasons.isEmpty

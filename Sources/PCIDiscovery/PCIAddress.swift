@@ -44,21 +44,28 @@ public struct PCIAddress: Sendable, Hashable, Comparable, CustomStringConvertibl
             switch field {
             case 0:
                 guard digits.0 < 8 else { return nil }
-                values.0 = values.0 << 4 | digit; digits.0 += 1
+                values.0 = values.0 << 4 | digit
+                digits.0 += 1
             case 1:
                 guard digits.1 < 8 else { return nil }
-                values.1 = values.1 << 4 | digit; digits.1 += 1
+                values.1 = values.1 << 4 | digit
+                digits.1 += 1
             case 2:
                 guard digits.2 < 8 else { return nil }
-                values.2 = values.2 << 4 | digit; digits.2 += 1
+                values.2 = values.2 << 4 | digit
+                digits.2 += 1
             default:
                 guard digits.3 < 8 else { return nil }
-                values.3 = values.3 << 4 | digit; digits.3 += 1
+                values.3 = values.3 << 4 | digit
+                digits.3 += 1
             }
         }
-        let colon = UInt32(UInt8(ascii: ":")), dot = UInt32(UInt8(ascii: "."))
+        let colon = UInt32(UInt8(ascii: ":"))
+        let dot = UInt32(UInt8(ascii: "."))
         let domain: (value: UInt32, digits: Int)
-        let bus: (value: UInt32, digits: Int), device: (value: UInt32, digits: Int), function: (value: UInt32, digits: Int)
+        let bus: (value: UInt32, digits: Int)
+        let device: (value: UInt32, digits: Int)
+        let function: (value: UInt32, digits: Int)
         switch (field, separators) {
         case (3, colon | colon << 8 | dot << 16):
             (domain, bus, device, function) = ((values.0, digits.0), (values.1, digits.1), (values.2, digits.2), (values.3, digits.3))
@@ -67,10 +74,11 @@ public struct PCIAddress: Sendable, Hashable, Comparable, CustomStringConvertibl
         default: return nil
         }
         guard domain.digits >= 1, bus.digits >= 1, bus.digits <= 2, device.digits >= 1, device.digits <= 2,
-              function.digits == 1
+            function.digits == 1
         else { return nil }
-        self.init(domain: domain.value, bus: UInt8(bus.value), device: UInt8(device.value),
-                  function: UInt8(function.value))
+        self.init(
+            domain: domain.value, bus: UInt8(bus.value), device: UInt8(device.value),
+            function: UInt8(function.value))
     }
 
     /// `0000:3b:00.1`: the domain with at least four digits, lower-case hex, as in sysfs.
@@ -81,7 +89,8 @@ public struct PCIAddress: Sendable, Hashable, Comparable, CustomStringConvertibl
         return String(unsafeUninitializedCapacity: domainDigits + 8) { out in
             var i = 0
             for shift in stride(from: 4 * (domainDigits - 1), through: 0, by: -4) {
-                out[i] = hexDigit(domain >> UInt32(shift)); i += 1
+                out[i] = hexDigit(domain >> UInt32(shift))
+                i += 1
             }
             out[i] = UInt8(ascii: ":")
             out[i + 1] = hexDigit(UInt32(bus >> 4))

@@ -84,9 +84,10 @@ public struct PCIDevice: Sendable, Hashable {
 
     /// The identity vendor modules match against.
     public var identity: PCIIdentity {
-        PCIIdentity(vendorID: vendorID, deviceID: deviceID,
-                    subsystemVendorID: subsystemVendorID, subsystemDeviceID: subsystemDeviceID,
-                    classCode: classCode, driver: driver)
+        PCIIdentity(
+            vendorID: vendorID, deviceID: deviceID,
+            subsystemVendorID: subsystemVendorID, subsystemDeviceID: subsystemDeviceID,
+            classCode: classCode, driver: driver)
     }
 
     /// Whether the device is an SR-IOV virtual function (it has a `physfn` link).

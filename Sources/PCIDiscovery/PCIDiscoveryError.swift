@@ -12,13 +12,13 @@ public enum PCIDiscoveryError: Error, Sendable, Hashable, CustomStringConvertibl
     /// One line naming the path or device and what went wrong.
     public var description: String {
         switch self {
-        case let .unreadableTree(path, reason):
+        case .unreadableTree(let path, let reason):
             return "cannot read \(path): \(reason)"
-        case let .libpci(operation, message):
+        case .libpci(let operation, let message):
             return "libpci \(operation): \(message)"
-        case let .deviceNotFound(address, sysfsPath):
+        case .deviceNotFound(let address, let sysfsPath):
             return "no device \(address) in \(sysfsPath)/devices"
-        case let .unreadableDevice(address, reason):
+        case .unreadableDevice(let address, let reason):
             return "cannot identify \(address): \(reason)"
         }
     }

@@ -10,8 +10,10 @@ public struct PCIScanOptions: Sendable, Hashable {
     public var lookUpNames: Bool
 
     /// Options for the tree under `sysfsPath` (default: the live system).
-    public init(sysfsPath: String = "/sys/bus/pci", idsFile: String? = nil,
-                deterministicNames: Bool = false, lookUpNames: Bool = true) {
+    public init(
+        sysfsPath: String = "/sys/bus/pci", idsFile: String? = nil,
+        deterministicNames: Bool = false, lookUpNames: Bool = true
+    ) {
         self.sysfsPath = sysfsPath
         self.idsFile = idsFile
         self.deterministicNames = deterministicNames
@@ -19,11 +21,14 @@ public struct PCIScanOptions: Sendable, Hashable {
     }
 
     /// Options for a tree laid out like `/sys`: devices are read from `root/bus/pci/devices`.
-    public init(sysfsRoot root: String, idsFile: String? = nil,
-                deterministicNames: Bool = false, lookUpNames: Bool = true) {
+    public init(
+        sysfsRoot root: String, idsFile: String? = nil,
+        deterministicNames: Bool = false, lookUpNames: Bool = true
+    ) {
         var base = root
         while base.count > 1, base.hasSuffix("/") { base.removeLast() }
-        self.init(sysfsPath: (base == "/" ? "" : base) + "/bus/pci", idsFile: idsFile,
-                  deterministicNames: deterministicNames, lookUpNames: lookUpNames)
+        self.init(
+            sysfsPath: (base == "/" ? "" : base) + "/bus/pci", idsFile: idsFile,
+            deterministicNames: deterministicNames, lookUpNames: lookUpNames)
     }
 }

@@ -1,4 +1,5 @@
 import CLibPCI
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -67,8 +68,9 @@ public struct PCIScanner: Sendable {
             if let address = PCIAddress(name), address.description == name {
                 addresses.append(address)
             } else {
-                skipped.append(PCISkippedEntry(
-                    name: name, reason: "not a PCI address in the kernel's DDDD:BB:DD.F form; ignored"))
+                skipped.append(
+                    PCISkippedEntry(
+                        name: name, reason: "not a PCI address in the kernel's DDDD:BB:DD.F form; ignored"))
             }
         }
         addresses.sort()
@@ -156,7 +158,8 @@ public struct PCIScanner: Sendable {
     }
 
     private func lookUpNames(_ device: inout PCIDevice, _ session: LibPCIAccess) throws(PCIDiscoveryError) {
-        let v = Int(device.vendorID), d = Int(device.deviceID)
+        let v = Int(device.vendorID)
+        let d = Int(device.deviceID)
         device.vendorName = try session.name(PCI_LOOKUP_VENDOR, v)
         device.deviceName = try session.name(PCI_LOOKUP_DEVICE, v, d)
         // For a class known only by its base class libpci appends the number ("Unassigned class [ffff]").

@@ -146,7 +146,10 @@ func errnoText(_ err: Int32) -> String {
 func printable(_ text: String, limit: Int = 64) -> String {
     var out = ""
     for scalar in text.unicodeScalars {
-        if out.count >= limit { out += "…"; break }
+        if out.count >= limit {
+            out += "…"
+            break
+        }
         if scalar.value < 0x20 || scalar.value == 0x7f {
             out += "\\x" + hexString(scalar.value, width: 2)
         } else {

@@ -29,8 +29,10 @@ public struct VFIOVariantDriver: Sendable, Hashable {
     }
 
     /// A driver entry; see ``VFIODriverCatalog/migrationDrivers`` for the known ones.
-    public init(name: String, devices: [PCIMatchRule], flags: VFIOMigrationFlags,
-                virtualFunctionsOnly: Bool = false, since: String, dmaLogging: DMALogging = .no) {
+    public init(
+        name: String, devices: [PCIMatchRule], flags: VFIOMigrationFlags,
+        virtualFunctionsOnly: Bool = false, since: String, dmaLogging: DMALogging = .no
+    ) {
         self.name = name
         self.devices = devices
         self.flags = flags
@@ -53,19 +55,24 @@ public enum VFIODriverCatalog {
     /// Variant drivers with migration support, as of Linux 6.19: ids, flags and DMA logging
     /// from shared/reference/vfio-uapi-spec.md §4 (drivers/vfio/pci/*; mlx5 §5.1 and §5.6).
     public static let migrationDrivers: [VFIOVariantDriver] = [
-        VFIOVariantDriver(name: "mlx5_vfio_pci", devices: ids(0x15b3, [0x101e]),
-                          flags: [.stopCopy, .p2p, .preCopy], since: "5.18",
-                          dmaLogging: .ifFirmwareHas("adv_virtualization")),
-        VFIOVariantDriver(name: "hisi_acc_vfio_pci", devices: ids(0x19e5, [0xa256, 0xa259, 0xa251]),
-                          flags: [.stopCopy, .preCopy], since: "5.18"),
-        VFIOVariantDriver(name: "pds_vfio_pci", devices: ids(0x1dd8, [0x1003]),
-                          flags: [.stopCopy, .p2p], since: "6.6", dmaLogging: .yes),
-        VFIOVariantDriver(name: "virtio_vfio_pci", devices: ids(0x1af4, [0x1041]),
-                          flags: [.stopCopy, .p2p, .preCopy], virtualFunctionsOnly: true, since: "6.13"),
-        VFIOVariantDriver(name: "qat_vfio_pci", devices: ids(0x8086, [0x4941, 0x4943, 0x4945, 0x4949]),
-                          flags: [.stopCopy, .p2p, .preCopy], since: "6.10"),
+        VFIOVariantDriver(
+            name: "mlx5_vfio_pci", devices: ids(0x15b3, [0x101e]),
+            flags: [.stopCopy, .p2p, .preCopy], since: "5.18",
+            dmaLogging: .ifFirmwareHas("adv_virtualization")),
+        VFIOVariantDriver(
+            name: "hisi_acc_vfio_pci", devices: ids(0x19e5, [0xa256, 0xa259, 0xa251]),
+            flags: [.stopCopy, .preCopy], since: "5.18"),
+        VFIOVariantDriver(
+            name: "pds_vfio_pci", devices: ids(0x1dd8, [0x1003]),
+            flags: [.stopCopy, .p2p], since: "6.6", dmaLogging: .yes),
+        VFIOVariantDriver(
+            name: "virtio_vfio_pci", devices: ids(0x1af4, [0x1041]),
+            flags: [.stopCopy, .p2p, .preCopy], virtualFunctionsOnly: true, since: "6.13"),
+        VFIOVariantDriver(
+            name: "qat_vfio_pci", devices: ids(0x8086, [0x4941, 0x4943, 0x4945, 0x4949]),
+            flags: [.stopCopy, .p2p, .preCopy], since: "6.10"),
         // Binds Intel Xe GPU virtual functions (PTL, WCL, BMG); their ids are not listed here.
-        VFIOVariantDriver(name: "xe-vfio-pci", devices: [], flags: [.stopCopy, .p2p], since: "6.19"),
+        VFIOVariantDriver(name: "xe-vfio-pci", devices: [], flags: [.stopCopy, .p2p], since: "6.19")
     ]
 
     /// VFIO drivers known to have no migration support.

@@ -1,7 +1,8 @@
+import VFIO
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import VFIO
 
 /// What the kernel said when asked for a device's migration flags.
 public enum VFIOProbeOutcome: Sendable, Hashable {

@@ -169,8 +169,9 @@ public final class KernelVFIODevice: VFIOMigrationDevice {
         guard deviceFD.rawValue >= 0, iommu.fileDescriptors.allSatisfy({ $0 >= 0 }) else {
             throw VFIOError.deviceNotFound(device: name, detail: "a negative fd was given to adopt")
         }
-        let device = KernelVFIODevice(name: name, openPath: .adopted, deviceFD: deviceFD.rawValue, iommu: iommu, system: system,
-                                      ownership: ownership)
+        let device = KernelVFIODevice(
+            name: name, openPath: .adopted, deviceFD: deviceFD.rawValue, iommu: iommu, system: system,
+            ownership: ownership)
         do {
             _ = try device.client.deviceInfo()
         } catch {
@@ -178,7 +179,8 @@ public final class KernelVFIODevice: VFIOMigrationDevice {
             device.forget()
             let errno = error.errno.map { "\($0)" } ?? "\(error)"
             let hint = if case .iommufd = iommu { "; a cdev must be bound to the iommufd (VFIO_DEVICE_BIND_IOMMUFD) first" } else { "" }
-            throw VFIOError.deviceNotFound(device: name, detail: "fd \(deviceFD.rawValue) is not a usable VFIO device fd (VFIO_DEVICE_GET_INFO: \(errno))\(hint)")
+            throw VFIOError.deviceNotFound(
+                device: name, detail: "fd \(deviceFD.rawValue) is not a usable VFIO device fd (VFIO_DEVICE_GET_INFO: \(errno))\(hint)")
         }
         return device
     }

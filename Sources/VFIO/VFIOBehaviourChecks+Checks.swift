@@ -29,7 +29,8 @@ extension VFIOBehaviourChecks {
     }
 
     func featureProbe(_ c: inout VFIOCheck) {
-        let migration = VFIOFeature.migration.rawValue, state = VFIOFeature.migDeviceState.rawValue
+        let migration = VFIOFeature.migration.rawValue
+        let state = VFIOFeature.migDeviceState.rawValue
         let dataSize = VFIOFeature.migDataSize.rawValue
         c.expectSuccess(ask(featureProbe | migration), "PROBE MIGRATION")
         c.expectSuccess(ask(featureProbe | featureGet | migration), "PROBE|GET MIGRATION")
@@ -43,7 +44,8 @@ extension VFIOBehaviourChecks {
     }
 
     func featureArgumentErrors(_ c: inout VFIOCheck) {
-        let migration = VFIOFeature.migration.rawValue, state = VFIOFeature.migDeviceState.rawValue
+        let migration = VFIOFeature.migration.rawValue
+        let state = VFIOFeature.migDeviceState.rawValue
         c.expectErrno(ask(featureGet | migration, argsz: 4), .invalidArgument, "argsz 4 (< header)")
         c.expectErrno(ask(featureGet | migration, argsz: 8), .invalidArgument, "GET MIGRATION without room for its payload")
         c.expectErrno(ask(featureGet | featureSet | state), .invalidArgument, "GET|SET without PROBE")
@@ -203,7 +205,9 @@ extension VFIOBehaviourChecks {
         guard let fd = try source.setState(.stopCopy) else { throw VFIOCheckAbort("STOP -> STOP_COPY opened no data fd") }
         let (bytes, reads) = try c.require(rawDrain(fd), "read")
         c.expectEqual(reads, [streamSize, 0], "read sizes (all at once, then the end)")
-        c.expect(bytes == sourceStream, "the fresh fd's state differs from the PRE_COPY+STOP_COPY stream: \(Self.firstDifference(bytes, sourceStream))")
+        c.expect(
+            bytes == sourceStream,
+            "the fresh fd's state differs from the PRE_COPY+STOP_COPY stream: \(Self.firstDifference(bytes, sourceStream))")
         try source.setState(.running)
     }
 
@@ -254,7 +258,7 @@ extension VFIOBehaviourChecks {
         badMagic[0] ^= 0xFF
         let cases: [(String, [UInt8])] = [
             ("bad magic", badMagic), ("major version 2", with(2, at: 8)), ("minor version 1", with(1, at: 12)),
-            ("nr_ports \(options.ports - 1)", with(UInt32(options.ports - 1), at: 16)), ("flags 1", with(1, at: 20)),
+            ("nr_ports \(options.ports - 1)", with(UInt32(options.ports - 1), at: 16)), ("flags 1", with(1, at: 20))
         ]
         for (what, header) in cases {
             let fd = try enterResuming(destination)
@@ -283,7 +287,8 @@ extension VFIOBehaviourChecks {
         let rest = Array(stream[Self.headerSize...])
         c.expectEqual(try c.require(fd.rawWrite(rest), "write the ports after EFAULT"), rest.count, "ports written after the bad header")
         c.expectErrno(fd.rawWrite([0]), .noMemory, "one byte more: the bad header's bytes counted")
-        c.expectSuccess(destinationClient.rawSetState(VFIODeviceState.stop.rawValue).errno, "RESUMING -> STOP after a bad header and a full size")
+        c.expectSuccess(
+            destinationClient.rawSetState(VFIODeviceState.stop.rawValue).errno, "RESUMING -> STOP after a bad header and a full size")
         try destination.reset()
     }
 
@@ -307,7 +312,9 @@ extension VFIOBehaviourChecks {
         c.expectEqual(stop.reply?.dataFD, -1, "failed SET data_fd")
         c.expectEqual(try destination.deviceState(), .resuming, "GET after the failed SET")
         // The typed API reads the real state back after the failure.
-        if let error = c.expectError("typed RESUMING -> STOP after \(short) bytes", { () throws(VFIOError) in try destination.setState(.stop) }) {
+        if let error = c.expectError(
+            "typed RESUMING -> STOP after \(short) bytes", { () throws(VFIOError) in try destination.setState(.stop) })
+        {
             let want = VFIOError.setStateFailed(device: destination.name, requested: .stop, errno: .invalidArgument, actual: .resuming)
             c.expectEqual(error, want, "typed RESUMING -> STOP after \(short) bytes")
         }
@@ -344,7 +351,8 @@ extension VFIOBehaviourChecks {
     /// the new fd and its access mode, the state GET reports, and whether a held data fd survived, all
     /// as the reference's flags-7 table says.
     func statePairs(from current: VFIODeviceState, _ c: inout VFIOCheck) throws {
-        let device = destination, client = destinationClient
+        let device = destination
+        let client = destinationClient
         for requested in VFIOFlags7Reference.columns {
             let pair = "\(current)->\(requested)"
             guard let expected = VFIOFlags7Reference.outcome(from: current, to: requested) else {

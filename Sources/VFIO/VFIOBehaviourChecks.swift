@@ -113,7 +113,7 @@ package final class VFIOBehaviourChecks {
             ("resume-bad-header-bytes-consumed", { $0.resumeBadHeaderConsumed }),
             ("resume-overflow", { $0.resumeOverflow }),
             ("resume-short-then-stop", { $0.resumeShort }),
-            ("reset-disables-save-fd", { $0.resetDisablesSaveFD }),
+            ("reset-disables-save-fd", { $0.resetDisablesSaveFD })
         ]
     }
 

@@ -35,11 +35,11 @@ enum VFIOFlags7Reference {
         (.stopCopy, "S,RP,R | S,RP | S | · | S,RS[fd] | EINVAL | EINVAL"),
         (.resuming, "S,RP,R | S,RP | S | S,SC[fd] | · | S,RP,R,PC[fd] | S,RP,PCP[fd]"),
         (.preCopy, "R | R,RP | R,RP,S | PCP,SC (same fd) | R,RP,S,RS[fd] | · | PCP"),
-        (.preCopyP2P, "RP,R | RP | RP,S | SC (same fd) | RP,S,RS[fd] | PC | ·"),
+        (.preCopyP2P, "RP,R | RP | RP,S | SC (same fd) | RP,S,RS[fd] | PC | ·")
     ]
 
     private static let abbreviations: [String: VFIODeviceState] = [
-        "R": .running, "RP": .runningP2P, "S": .stop, "SC": .stopCopy, "RS": .resuming, "PC": .preCopy, "PCP": .preCopyP2P,
+        "R": .running, "RP": .runningP2P, "S": .stop, "SC": .stopCopy, "RS": .resuming, "PC": .preCopy, "PCP": .preCopyP2P
     ]
 
     static func abbreviation(_ state: VFIODeviceState) -> String {

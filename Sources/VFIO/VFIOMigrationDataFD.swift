@@ -1,3 +1,6 @@
+import Synchronization
+import SystemPackage
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -5,8 +8,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Synchronization
-import SystemPackage
 
 /// The last migration state a device client saw, shared with its data fds so a 0-byte read can be
 /// told apart: temporary end in PRE_COPY states, final end in STOP_COPY.

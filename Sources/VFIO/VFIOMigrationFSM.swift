@@ -10,14 +10,14 @@ public enum VFIOMigrationFSM {
         let e = S.error
         // Columns:       ERROR  STOP         RUNNING      STOP_COPY    RESUMING     RUNNING_P2P  PRE_COPY     PRE_COPY_P2P
         return [
-            /* ERROR */   [e, e, e, e, e, e, e, e],
-            /* STOP */    [e, .stop, .runningP2P, .stopCopy, .resuming, .runningP2P, .runningP2P, .runningP2P],
+            /* ERROR */ [e, e, e, e, e, e, e, e],
+            /* STOP */ [e, .stop, .runningP2P, .stopCopy, .resuming, .runningP2P, .runningP2P, .runningP2P],
             /* RUNNING */ [e, .runningP2P, .running, .runningP2P, .runningP2P, .runningP2P, .preCopy, .runningP2P],
             /* STOP_COPY */ [e, .stop, .stop, .stopCopy, .stop, .stop, e, e],
             /* RESUMING */ [e, .stop, .stop, .stop, .resuming, .stop, .stop, .stop],
             /* RUNNING_P2P */ [e, .stop, .running, .stop, .stop, .runningP2P, .running, .preCopyP2P],
             /* PRE_COPY */ [e, .running, .running, .preCopyP2P, .running, .running, .preCopy, .preCopyP2P],
-            /* PRE_COPY_P2P */ [e, .runningP2P, .runningP2P, .stopCopy, .runningP2P, .runningP2P, .preCopy, .preCopyP2P],
+            /* PRE_COPY_P2P */ [e, .runningP2P, .runningP2P, .stopCopy, .runningP2P, .runningP2P, .preCopy, .preCopyP2P]
         ]
     }()
 

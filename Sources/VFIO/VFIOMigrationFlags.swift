@@ -15,7 +15,7 @@ public struct VFIOMigrationFlags: OptionSet, Sendable, Hashable, CustomStringCon
 
     /// The four flag sets the uAPI defines (1, 3, 5, 7).
     public static let definedCombinations: [VFIOMigrationFlags] = [
-        [.stopCopy], [.stopCopy, .p2p], [.stopCopy, .preCopy], [.stopCopy, .p2p, .preCopy],
+        [.stopCopy], [.stopCopy, .p2p], [.stopCopy, .preCopy], [.stopCopy, .p2p, .preCopy]
     ]
 
     /// Whether this is one of the four defined combinations.

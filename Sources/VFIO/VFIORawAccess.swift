@@ -44,7 +44,8 @@ extension VFIODeviceClient {
     /// (header and payload) as the kernel left them. `argsz` defaults to 8 + the payload's size.
     package func rawFeature(argsz: UInt32?, flags: UInt32, payload: [UInt8]) -> (result: Result<Int32, Errno>, bytes: [UInt8]) {
         guard let fd = deviceFD else { return (.failure(.badFileDescriptor), []) }
-        var bytes = VFIODeviceFeatureHeader(argsz: argsz ?? UInt32(VFIODeviceFeatureHeader.size + payload.count), flags: flags).bytes
+        var bytes =
+            VFIODeviceFeatureHeader(argsz: argsz ?? UInt32(VFIODeviceFeatureHeader.size + payload.count), flags: flags).bytes
             + payload
         let result = bytes.withUnsafeMutableBytes { system.ioctl(fd, VFIOUAPI.deviceFeature, .buffer($0)) }
         return (result, bytes)
@@ -186,7 +187,9 @@ extension VFIOMigrationDataFD {
 
     /// One `VFIO_MIG_GET_PRECOPY_INFO` with the given `flags` and `argsz` in a 24-byte buffer; the
     /// struct as the kernel left it.
-    package func rawPrecopyInfo(flags: UInt32 = 0, argsz: UInt32 = UInt32(VFIOPrecopyInfoLayout.size)) -> Result<VFIOPrecopyInfoLayout, Errno> {
+    package func rawPrecopyInfo(flags: UInt32 = 0, argsz: UInt32 = UInt32(VFIOPrecopyInfoLayout.size)) -> Result<
+        VFIOPrecopyInfoLayout, Errno
+    > {
         guard let fd = rawFD else { return .failure(.badFileDescriptor) }
         var bytes = VFIOPrecopyInfoLayout(argsz: argsz, flags: flags).bytes
         let result = bytes.withUnsafeMutableBytes { system.ioctl(fd, VFIOUAPI.migGetPrecopyInfo, .buffer($0)) }

@@ -34,7 +34,8 @@ public struct VFIOStateHasher: Sendable {
 
     @inline(__always)
     private mutating func absorb(_ word: UInt64) {
-        state = ((state ^ (word &* 0x9E37_79B9_7F4A_7C15)) << 31 | (state ^ (word &* 0x9E37_79B9_7F4A_7C15)) >> 33)
+        state =
+            ((state ^ (word &* 0x9E37_79B9_7F4A_7C15)) << 31 | (state ^ (word &* 0x9E37_79B9_7F4A_7C15)) >> 33)
             &* 0xC2B2_AE3D_27D4_EB4F
     }
 

@@ -136,11 +136,13 @@ package final class VFIOSyscallRecorder: VFIOSyscalls {
 
     private func takeFault(_ kind: VFIOSyscallKind, fd: Int32?, request: UInt?) -> FaultAction? {
         state.withLock { state in
-            guard let index = state.faults.firstIndex(where: { fault in
-                fault.kind == kind && fault.remaining > 0
-                    && (fault.request == nil || fault.request == request)
-                    && (fault.fd == nil || fault.fd == fd)
-            }) else { return nil }
+            guard
+                let index = state.faults.firstIndex(where: { fault in
+                    fault.kind == kind && fault.remaining > 0
+                        && (fault.request == nil || fault.request == request)
+                        && (fault.fd == nil || fault.fd == fd)
+                })
+            else { return nil }
             state.faults[index].remaining -= 1
             let action = state.faults[index].action
             if state.faults[index].remaining == 0 { state.faults.remove(at: index) }

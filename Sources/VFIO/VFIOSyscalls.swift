@@ -4,6 +4,9 @@
 // VFIOSimulator product injects its own seam (`SimulatedVFIOSyscalls`) that serves simulated fds and
 // passes every other call here.
 
+import CSwitchoverLibc
+import SystemPackage
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -11,8 +14,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CSwitchoverLibc
-import SystemPackage
 
 /// The argument of an `ioctl(2)`: none, an integer passed by value, or a buffer passed by pointer.
 package enum VFIOIoctlArgument {
@@ -84,11 +85,12 @@ package struct VFIODescriptorFlags: Sendable, Equatable, CustomStringConvertible
     }
 
     package var description: String {
-        let mode = switch access {
-        case .readOnly: "O_RDONLY"
-        case .writeOnly: "O_WRONLY"
-        case .readWrite: "O_RDWR"
-        }
+        let mode =
+            switch access {
+            case .readOnly: "O_RDONLY"
+            case .writeOnly: "O_WRONLY"
+            case .readWrite: "O_RDWR"
+            }
         return closeOnExec ? mode + "|O_CLOEXEC" : mode
     }
 }

@@ -46,7 +46,9 @@ public struct VFIOMigDeviceStatePayload: VFIOFixedLayout {
 /// `struct vfio_precopy_info`: `u32 argsz @0; u32 flags @4; u64 initial_bytes @8; u64 dirty_bytes @16`.
 public struct VFIOPrecopyInfoLayout: VFIOFixedLayout {
     public static let size = 24
-    public static var fields: [VFIOLayoutField<Self>] { [.field(\.argsz, at: 0), .field(\.flags, at: 4), .field(\.initialBytes, at: 8), .field(\.dirtyBytes, at: 16)] }
+    public static var fields: [VFIOLayoutField<Self>] {
+        [.field(\.argsz, at: 0), .field(\.flags, at: 4), .field(\.initialBytes, at: 8), .field(\.dirtyBytes, at: 16)]
+    }
     public static var zero: Self { Self(argsz: 0) }
     public var argsz: UInt32
     /// Echoed back unchanged by v1 drivers: callers zero it going in and ignore it coming out.
@@ -63,7 +65,9 @@ public struct VFIOPrecopyInfoLayout: VFIOFixedLayout {
 /// u32 cap_offset @16; u32 pad @20` (include/uapi/linux/vfio.h; the kernel needs argsz ≥ 16).
 public struct VFIODeviceInfo: VFIOFixedLayout {
     public static let size = 24
-    public static var fields: [VFIOLayoutField<Self>] { [.field(\.argsz, at: 0), .field(\.flags, at: 4), .field(\.numRegions, at: 8), .field(\.numIRQs, at: 12)] }
+    public static var fields: [VFIOLayoutField<Self>] {
+        [.field(\.argsz, at: 0), .field(\.flags, at: 4), .field(\.numRegions, at: 8), .field(\.numIRQs, at: 12)]
+    }
     public static var zero: Self { Self(argsz: 0) }
     public var argsz: UInt32
     /// `VFIO_DEVICE_FLAGS_RESET` (1), `VFIO_DEVICE_FLAGS_PCI` (2), …
@@ -95,7 +99,9 @@ public struct VFIOGroupStatus: VFIOFixedLayout {
 /// `u64 token_uuid_ptr @16` is not sent, so 6.6-era kernels accept the call).
 public struct VFIODeviceBindIOMMUFD: VFIOFixedLayout {
     public static let size = 16
-    public static var fields: [VFIOLayoutField<Self>] { [.field(\.argsz, at: 0), .field(\.flags, at: 4), .field(\.iommufd, at: 8), .field(\.outDevID, at: 12)] }
+    public static var fields: [VFIOLayoutField<Self>] {
+        [.field(\.argsz, at: 0), .field(\.flags, at: 4), .field(\.iommufd, at: 8), .field(\.outDevID, at: 12)]
+    }
     public static var zero: Self { Self(argsz: 0, iommufd: 0) }
     public var argsz: UInt32
     public var flags: UInt32
@@ -154,7 +160,9 @@ public struct VFIODMALoggingRange: VFIOFixedLayout {
 /// user pointer to an array of `VFIODMALoggingRange`).
 public struct VFIODMALoggingControl: VFIOFixedLayout {
     public static let size = 24
-    public static var fields: [VFIOLayoutField<Self>] { [.field(\.pageSize, at: 0), .field(\.numRanges, at: 8), .field(\.reserved, at: 12), .field(\.ranges, at: 16)] }
+    public static var fields: [VFIOLayoutField<Self>] {
+        [.field(\.pageSize, at: 0), .field(\.numRanges, at: 8), .field(\.reserved, at: 12), .field(\.ranges, at: 16)]
+    }
     public static var zero: Self { Self(pageSize: 0, numRanges: 0, ranges: 0) }
     /// In: the page size hint; out: the page size the driver chose.
     public var pageSize: UInt64
@@ -172,7 +180,9 @@ public struct VFIODMALoggingControl: VFIOFixedLayout {
 /// pointer to a little-endian u64 bitmap the kernel only sets bits in).
 public struct VFIODMALoggingReport: VFIOFixedLayout {
     public static let size = 32
-    public static var fields: [VFIOLayoutField<Self>] { [.field(\.iova, at: 0), .field(\.length, at: 8), .field(\.pageSize, at: 16), .field(\.bitmap, at: 24)] }
+    public static var fields: [VFIOLayoutField<Self>] {
+        [.field(\.iova, at: 0), .field(\.length, at: 8), .field(\.pageSize, at: 16), .field(\.bitmap, at: 24)]
+    }
     public static var zero: Self { Self(iova: 0, length: 0, pageSize: 0, bitmap: 0) }
     public var iova: UInt64
     public var length: UInt64

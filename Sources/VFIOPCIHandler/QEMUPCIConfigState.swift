@@ -127,7 +127,10 @@ public final class QEMUPCIConfigState: VFIOPCIConfigState, @unchecked Sendable {
     }
 
     static func appendBE32(_ value: UInt32, to bytes: inout [UInt8]) {
-        bytes += [UInt8(value >> 24), UInt8(truncatingIfNeeded: value >> 16), UInt8(truncatingIfNeeded: value >> 8), UInt8(truncatingIfNeeded: value)]
+        bytes += [
+            UInt8(value >> 24), UInt8(truncatingIfNeeded: value >> 16), UInt8(truncatingIfNeeded: value >> 8),
+            UInt8(truncatingIfNeeded: value)
+        ]
     }
 
     static func le16(_ value: UInt16) -> [UInt8] { [UInt8(truncatingIfNeeded: value), UInt8(value >> 8)] }
@@ -139,11 +142,14 @@ extension QEMUPCIConfigState {
     /// written back into it on load.
     public convenience init(device: any VFIOConfigSpaceAccess, express: Bool = true) {
         let limit = express ? QEMUPCIConfigState.expressSize : QEMUPCIConfigState.conventionalSize
-        self.init(express: express, read: {
-            let size = min(try device.configSpaceSize(), limit)
-            return try device.readConfigSpace(offset: 0, count: size)
-        }, write: { offset, bytes in
-            try device.writeConfigSpace(offset: offset, bytes: bytes)
-        })
+        self.init(
+            express: express,
+            read: {
+                let size = min(try device.configSpaceSize(), limit)
+                return try device.readConfigSpace(offset: 0, count: size)
+            },
+            write: { offset, bytes in
+                try device.writeConfigSpace(offset: offset, bytes: bytes)
+            })
     }
 }

@@ -30,7 +30,12 @@ public final class PCIConfigSnapshot: VFIOPCIConfigState {
         var bytes = [UInt8](repeating: 0, count: 256)
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in name.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
-        for i in bytes.indices { h ^= h << 13; h ^= h >> 7; h ^= h << 17; bytes[i] = UInt8(truncatingIfNeeded: h) }
+        for i in bytes.indices {
+            h ^= h << 13
+            h ^= h >> 7
+            h ^= h << 17
+            bytes[i] = UInt8(truncatingIfNeeded: h)
+        }
         self.init(bytes: bytes)
     }
 

@@ -38,8 +38,10 @@ extension VFIOPCIHandler {
             case .dataState:
                 // Multifd: the stop-copy data comes as packets, never in the END section.
                 if context.multifdTransfer, header.kind == .end {
-                    throw VFIOPCIHandlerError.badSection(device: device.name, offset: at,
-                        reason: "DATA in the END section while multifd transfer is on (x-migration-multifd-transfer differs between the ends?)")
+                    throw VFIOPCIHandlerError.badSection(
+                        device: device.name, offset: at,
+                        reason:
+                            "DATA in the END section while multifd transfer is on (x-migration-multifd-transfer differs between the ends?)")
                 }
                 try loadChunk(from: reader, at: at)
             case .initDataSent:
@@ -51,8 +53,11 @@ extension VFIOPCIHandler {
                 return
             case .configState:
                 if context.multifdTransfer {
-                    throw VFIOPCIHandlerError.badSection(device: device.name, offset: at,
-                        reason: "CONFIG_STATE on the main channel while multifd transfer is on (x-migration-multifd-transfer differs between the ends?)")
+                    throw VFIOPCIHandlerError.badSection(
+                        device: device.name, offset: at,
+                        reason:
+                            "CONFIG_STATE on the main channel while multifd transfer is on (x-migration-multifd-transfer differs between the ends?)"
+                    )
                 }
                 let count = config.byteCount
                 let bytes = try reader.readBytes(count, "the config state of \(idstr)")
@@ -68,8 +73,10 @@ extension VFIOPCIHandler {
                 // FULL section's only tag, no END_OF_STATE; the config state itself is the last
                 // multifd buffer (loadStateBuffer).
                 guard context.multifdTransfer, header.kind == .full else {
-                    throw VFIOPCIHandlerError.badSection(device: device.name, offset: at,
-                        reason: context.multifdTransfer ? "CONFIG_LOAD_READY outside the FULL section"
+                    throw VFIOPCIHandlerError.badSection(
+                        device: device.name, offset: at,
+                        reason: context.multifdTransfer
+                            ? "CONFIG_LOAD_READY outside the FULL section"
                             : "CONFIG_LOAD_READY needs multifd transfer, which this migration does not use")
                 }
                 return
@@ -89,8 +96,9 @@ extension VFIOPCIHandler {
     private func loadChunk(from reader: StreamReader, at: Int) throws {
         let size = try reader.readBE64("the size of a VFIO data chunk")
         guard size <= Self.maxIncomingChunk else {
-            throw VFIOPCIHandlerError.badSection(device: device.name, offset: at,
-                                                 reason: "DATA chunk of \(size) bytes exceeds the \(Self.maxIncomingChunk)-byte limit")
+            throw VFIOPCIHandlerError.badSection(
+                device: device.name, offset: at,
+                reason: "DATA chunk of \(size) bytes exceeds the \(Self.maxIncomingChunk)-byte limit")
         }
         let fd = lock.withLock { self.dataFD }
         guard let fd else {

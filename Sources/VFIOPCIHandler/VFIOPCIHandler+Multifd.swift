@@ -30,7 +30,9 @@ extension VFIOPCIHandler {
         let buffer = lock.withLock { self.buffer ?? allocateBuffer(Self.defaultChunkSize) }
         while true {
             let n = try buffer.withBytes(upTo: buffer.count) { bytes -> Int? in
-                let result = try vfio("save complete (multifd): read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: bytes) }
+                let result = try vfio("save complete (multifd): read") { () throws(VFIOError) -> VFIODataReadResult in
+                    try fd.read(into: bytes)
+                }
                 guard case .bytes(let n) = result else { return nil }
                 try sender.send(UnsafeRawBufferPointer(rebasing: bytes[..<n]), isConfigState: false)
                 return n

@@ -21,13 +21,14 @@ extension VFIOPCIHandler {
     public func prepareRunStateChange(_ change: VMRunStateChange) throws {
         guard try knownFlags().contains(.p2p) else { return }
         let current = try vfio("run state \(change): read the device state") { () throws(VFIOError) in try device.deviceState() }
-        let target: VFIODeviceState? = switch (change.running, current) {
-        case (false, .running): .runningP2P
-        case (false, .preCopy): .preCopyP2P
-        case (false, _): nil
-        case (true, .running), (true, .preCopy), (true, .runningP2P): nil
-        case (true, _): .runningP2P
-        }
+        let target: VFIODeviceState? =
+            switch (change.running, current) {
+            case (false, .running): .runningP2P
+            case (false, .preCopy): .preCopyP2P
+            case (false, _): nil
+            case (true, .running), (true, .preCopy), (true, .runningP2P): nil
+            case (true, _): .runningP2P
+            }
         guard let target else { return }
         if change.running {
             try startStep(target, change)

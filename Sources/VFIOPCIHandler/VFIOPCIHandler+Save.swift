@@ -13,7 +13,11 @@ extension VFIOPCIHandler {
         // MIG_DATA_SIZE may fail on some drivers; QEMU then uses its default buffer size.
         let stopCopy = (try? device.stopCopySize()) ?? UInt64(Self.defaultChunkSize)
         let size = tuning.chunkSize(stopCopySize: stopCopy)
-        lock.withLock { _ = allocateBuffer(size); initialDataSent = false; stopCopyEntered = false }
+        lock.withLock {
+            _ = allocateBuffer(size)
+            initialDataSent = false
+            stopCopyEntered = false
+        }
 
         try writer.writeVFIOTag(.setupState)
         try writer.writeVFIOTag(.endOfState)
@@ -71,7 +75,10 @@ extension VFIOPCIHandler {
 
     public func saveComplete(to writer: StreamWriter, context: SaveContext) throws {
         // Multifd: the data leaves in saveCompleteMultifd (concurrently); END is a dummy.
-        if context.multifdTransfer { try writer.writeVFIOTag(.endOfState); return }
+        if context.multifdTransfer {
+            try writer.writeVFIOTag(.endOfState)
+            return
+        }
         // Normally the device entered STOP_COPY when the guest stopped (runStateChanged), behind
         // the P2P barrier; a handler driven without a VMRunState enters it here. From PRE_COPY
         // the save fd carries on; otherwise STOP_COPY opens one.
@@ -103,7 +110,10 @@ extension VFIOPCIHandler {
 
     public func saveState(to writer: StreamWriter, context: SaveContext) throws {
         // Multifd: the config state is the last packet; FULL is a dummy (QEMU 10.0).
-        if context.multifdTransfer { try writer.writeVFIOTag(.endOfState); return }
+        if context.multifdTransfer {
+            try writer.writeVFIOTag(.endOfState)
+            return
+        }
         let bytes = try config.save()
         try writer.writeVFIOTag(.configState)
         try writer.writeBytes(bytes)
@@ -137,8 +147,10 @@ extension VFIOPCIHandler {
     /// and then the dirty ones (as QEMU does), refreshes the sizes through the tuning when the
     /// device has nothing for now, and says whether INIT_DATA_SENT is due (once, when the
     /// initial bytes reach zero and switchover-ack is on).
-    func preCopyStep(fd: VFIOMigrationDataFD, buffer: UnsafeMutableRawBufferPointer, phase: String, context: SaveContext,
-                     emit: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
+    func preCopyStep(
+        fd: VFIOMigrationDataFD, buffer: UnsafeMutableRawBufferPointer, phase: String, context: SaveContext,
+        emit: (UnsafeRawBufferPointer) throws -> Void
+    ) throws -> Bool {
         let result = try vfio(phase) { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: buffer) }
         switch result {
         case .bytes(let n):

@@ -128,7 +128,11 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
 
     func releaseSession() {
         let fd = lock.withLock { () -> VFIOMigrationDataFD? in
-            defer { dataFD = nil; inPreCopy = false; stopCopyEntered = false }
+            defer {
+                dataFD = nil
+                inPreCopy = false
+                stopCopyEntered = false
+            }
             return dataFD
         }
         try? fd?.close()

@@ -13,8 +13,10 @@ public struct VFIOVendorModule: Sendable {
     /// Makes the handler that migrates one device. Called once per device, on the caller's thread.
     public var makeHandler: @Sendable (_ device: any VFIOMigrationDevice, _ config: (any VFIOPCIConfigState)?) -> any MigrationHandler
 
-    public init(descriptor: VendorModuleDescriptor,
-                makeHandler: @escaping @Sendable (_ device: any VFIOMigrationDevice, _ config: (any VFIOPCIConfigState)?) -> any MigrationHandler) {
+    public init(
+        descriptor: VendorModuleDescriptor,
+        makeHandler: @escaping @Sendable (_ device: any VFIOMigrationDevice, _ config: (any VFIOPCIConfigState)?) -> any MigrationHandler
+    ) {
         self.descriptor = descriptor
         self.makeHandler = makeHandler
     }
@@ -79,14 +81,17 @@ public struct VFIOVendorRegistry: Sendable {
     /// The one call a VMM makes per device: picks the module, makes its handler and registers
     /// it under QEMU's identity for a VFIO device ("<address>/vfio", instance 0, version 1).
     @discardableResult
-    public func register(_ device: any VFIOMigrationDevice, identity: PCIIdentity, config: (any VFIOPCIConfigState)? = nil,
-                         in registry: HandlerRegistry) throws -> RegisteredVendorHandler {
+    public func register(
+        _ device: any VFIOMigrationDevice, identity: PCIIdentity, config: (any VFIOPCIConfigState)? = nil,
+        in registry: HandlerRegistry
+    ) throws -> RegisteredVendorHandler {
         guard let module = module(for: identity) else {
             throw VFIOVendorRegistryError.noModule(device: device.name, identity: identity)
         }
         let handler = module.makeHandler(device, config)
-        let registered = try registry.register(handler, idstr: VFIOPCIHandler.idstr(for: device.name), instanceID: 0,
-                                               versionID: VFIOPCIHandler.sectionVersion)
+        let registered = try registry.register(
+            handler, idstr: VFIOPCIHandler.idstr(for: device.name), instanceID: 0,
+            versionID: VFIOPCIHandler.sectionVersion)
         return RegisteredVendorHandler(identity: registered, moduleName: module.name, handler: handler)
     }
 }

@@ -1,4 +1,5 @@
 import VFIO
+
 /// Deterministic device content: the byte at `offset` of stream `stream` is a function of
 /// (seed, stream, offset) only, so any range can be produced on demand without storing the state.
 enum DerivedBytes {

@@ -320,7 +320,8 @@ extension SimulatedDriverState {
                 session.images += 1
                 cost += session.images == 1 ? configuration.loadCost.initial : configuration.loadCost.final
             } else if parser.tag == MLX5Record.tagStopCopySize, parser.stopCopySizeBytes.count == 8 {
-                parser.stopCopySize = min(LittleEndianBytes.load(UInt64.self, from: parser.stopCopySizeBytes, at: 0), MLX5Record.maxLoadSize)
+                parser.stopCopySize = min(
+                    LittleEndianBytes.load(UInt64.self, from: parser.stopCopySizeBytes, at: 0), MLX5Record.maxLoadSize)
             }
         }
         while index < buffer.count {

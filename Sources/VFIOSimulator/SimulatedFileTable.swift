@@ -1,12 +1,13 @@
+import CSwitchoverLibc
+import Synchronization
+import SystemPackage
+import VFIO
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import CSwitchoverLibc
-import Synchronization
-import SystemPackage
-import VFIO
 
 /// The kernel side of a simulated fd: what read/write/ioctl/poll on it do.
 package protocol SimulatedFile: AnyObject, Sendable {

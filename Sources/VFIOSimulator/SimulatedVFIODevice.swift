@@ -71,7 +71,12 @@ public final class SimulatedVFIODevice: VFIOMigrationDevice {
     public var recordedArcs: [SimulatedVFIOArc] { driver.state.withLock { $0.arcLog } }
 
     /// Forgets the recorded arcs and transitions.
-    public func clearRecordedArcs() { driver.state.withLock { $0.arcLog.removeAll(); $0.transitionLog.removeAll() } }
+    public func clearRecordedArcs() {
+        driver.state.withLock {
+            $0.arcLog.removeAll()
+            $0.transitionLog.removeAll()
+        }
+    }
 
     /// Every arc and reset so far, oldest first, each numbered in the process-wide order
     /// (``SimulatedVFIOSequence``) so the transitions of several devices can be merged.

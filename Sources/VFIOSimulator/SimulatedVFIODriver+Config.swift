@@ -63,24 +63,35 @@ extension SimulatedVFIOConfiguration {
     /// device-specific area (0x40 on).
     public var pciConfigSpace: [UInt8] {
         var space = [UInt8](repeating: 0, count: 256)
-        func le16(_ value: UInt16, at i: Int) { space[i] = UInt8(value & 0xff); space[i + 1] = UInt8(value >> 8) }
+        func le16(_ value: UInt16, at i: Int) {
+            space[i] = UInt8(value & 0xff)
+            space[i + 1] = UInt8(value >> 8)
+        }
         switch payload {
         case .mtty:
-            le16(0x4348, at: 0); le16(0x3253, at: 2)
-            space[0x09] = 0x02; space[0x0a] = 0x00; space[0x0b] = 0x07
-            space[0x10] = 0x01; space[0x14] = 0x01
+            le16(0x4348, at: 0)
+            le16(0x3253, at: 2)
+            space[0x09] = 0x02
+            space[0x0a] = 0x00
+            space[0x0b] = 0x07
+            space[0x10] = 0x01
+            space[0x14] = 0x01
         case .mlx5:
-            le16(0x15b3, at: 0); le16(0x101e, at: 2)
+            le16(0x15b3, at: 0)
+            le16(0x101e, at: 2)
             space[0x0b] = 0x02
             space[0x10] = 0x0c
         case .opaque:
-            le16(0x1b36, at: 0); le16(0x0010, at: 2)
+            le16(0x1b36, at: 0)
+            le16(0x0010, at: 2)
             space[0x0b] = 0xff
         }
         space[0x3d] = 0x01
         var h = seed &+ 0x9e37_79b9_7f4a_7c15
         for i in 0x40..<0x100 {
-            h ^= h << 13; h ^= h >> 7; h ^= h << 17
+            h ^= h << 13
+            h ^= h >> 7
+            h ^= h << 17
             space[i] = UInt8(truncatingIfNeeded: h)
         }
         return space

@@ -24,8 +24,12 @@ final class SimulatedDeviceFile: SimulatedFile {
     // Device fds read and write regions at offsets: the simulator has the config region alone.
     func read(into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
     func write(from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
-    func pread(into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> { driver.configRead(into: buffer, offset: offset) }
-    func pwrite(from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> { driver.configWrite(from: buffer, offset: offset) }
+    func pread(into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
+        driver.configRead(into: buffer, offset: offset)
+    }
+    func pwrite(from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
+        driver.configWrite(from: buffer, offset: offset)
+    }
     func poll(events: Int16) -> Int16 { 0 }
     var positionalIOError: Errno { .invalidArgument }
     func release() { driver.deviceReleased() }

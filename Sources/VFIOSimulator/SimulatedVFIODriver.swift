@@ -62,8 +62,9 @@ package final class SimulatedVFIODriver: Sendable {
     /// Reset, recorded as a transition.
     private func resetRecording() {
         state.withLock { state in
-            state.transitionLog.append(SimulatedVFIOTransition(
-                sequence: SimulatedVFIOSequence.next(), device: configuration.name, from: state.current, to: .running, isReset: true))
+            state.transitionLog.append(
+                SimulatedVFIOTransition(
+                    sequence: SimulatedVFIOSequence.next(), device: configuration.name, from: state.current, to: .running, isReset: true))
             state.reset(configuration: configuration, now: clock.now())
         }
     }
@@ -143,11 +144,12 @@ package final class SimulatedVFIODriver: Sendable {
         if (get && !isReport) || (set && isReport) { return .failure(.invalidArgument) }
         if probe { return .success(0) }
         if !get && !set { return .failure(.invalidArgument) }
-        let payloadSize = switch feature {
-        case .dmaLoggingStart: 24
-        case .dmaLoggingReport: 32
-        default: 0
-        }
+        let payloadSize =
+            switch feature {
+            case .dmaLoggingStart: 24
+            case .dmaLoggingReport: 32
+            default: 0
+            }
         guard Int(header.argsz) - VFIODeviceFeatureHeader.size >= payloadSize else { return .failure(.invalidArgument) }
         return .failure(.notSupported)
     }
@@ -199,8 +201,9 @@ package final class SimulatedVFIODriver: Sendable {
                 case .failure(let errno): return .failed(errno)
                 }
                 state.arcLog.append(SimulatedVFIOArc(state.current, step))
-                state.transitionLog.append(SimulatedVFIOTransition(
-                    sequence: SimulatedVFIOSequence.next(), device: configuration.name, from: state.current, to: step))
+                state.transitionLog.append(
+                    SimulatedVFIOTransition(
+                        sequence: SimulatedVFIOSequence.next(), device: configuration.name, from: state.current, to: step))
                 state.current = step
             }
             return .done(newSession: session)

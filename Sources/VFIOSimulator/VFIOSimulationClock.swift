@@ -1,3 +1,6 @@
+import Synchronization
+import VFIO
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -5,8 +8,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Synchronization
-import VFIO
 
 /// Time as the simulator sees it: when dirty bytes accrue and how long a destination load takes.
 /// Inject `ManualSimulationClock` in tests so nothing depends on wall time.

@@ -1,6 +1,7 @@
-import CLISupport
 import ArgumentParser
+import CLISupport
 import PCIDiscovery
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,8 +20,10 @@ struct DevProbe: ParsableCommand {
             cannot be read, 2 for bad usage.
             """)
 
-    @Option(name: .customLong("sysfs-root"), help: ArgumentHelp(
-        "Read a tree laid out like /sys: devices come from <dir>/bus/pci/devices.", valueName: "dir"))
+    @Option(
+        name: .customLong("sysfs-root"),
+        help: ArgumentHelp(
+            "Read a tree laid out like /sys: devices come from <dir>/bus/pci/devices.", valueName: "dir"))
     var sysfsRoot: String?
 
     @Option(help: ArgumentHelp("Show only this device (DDDD:BB:DD.F, or BB:DD.F for domain 0).", valueName: "address"))
@@ -35,17 +38,21 @@ struct DevProbe: ParsableCommand {
     @Flag(help: "Print one row per device instead of a block.")
     var table = false
 
-    @Flag(help: ArgumentHelp(
-        "Open each device bound to a VFIO driver and ask the kernel for its migration flags and DMA logging.",
-        discussion: "Needs root (or access to /dev/vfio); a device a VM holds cannot be probed. Not with --sysfs-root."))
+    @Flag(
+        help: ArgumentHelp(
+            "Open each device bound to a VFIO driver and ask the kernel for its migration flags and DMA logging.",
+            discussion: "Needs root (or access to /dev/vfio); a device a VM holds cannot be probed. Not with --sysfs-root."))
     var probe = false
 
-    @Option(name: .customLong("ids-file"), help: ArgumentHelp(
-        "Name devices from this pci.ids file (default: libpci's, /usr/share/misc/pci.ids).", valueName: "file"))
+    @Option(
+        name: .customLong("ids-file"),
+        help: ArgumentHelp(
+            "Name devices from this pci.ids file (default: libpci's, /usr/share/misc/pci.ids).", valueName: "file"))
     var idsFile: String?
 
-    @Flag(name: .customLong("deterministic-names"),
-          help: "Name devices from the ids file alone: no ~/.pciids-cache, no udev hwdb.")
+    @Flag(
+        name: .customLong("deterministic-names"),
+        help: "Name devices from the ids file alone: no ~/.pciids-cache, no udev hwdb.")
     var deterministicNames = false
 
     /// The parsed --device.
@@ -74,9 +81,10 @@ struct DevProbe: ParsableCommand {
     }
 
     func run() throws {
-        let options = sysfsRoot.map {
-            PCIScanOptions(sysfsRoot: $0, idsFile: idsFile, deterministicNames: deterministicNames)
-        } ?? PCIScanOptions(idsFile: idsFile, deterministicNames: deterministicNames)
+        let options =
+            sysfsRoot.map {
+                PCIScanOptions(sysfsRoot: $0, idsFile: idsFile, deterministicNames: deterministicNames)
+            } ?? PCIScanOptions(idsFile: idsFile, deterministicNames: deterministicNames)
         let scanner = PCIScanner(options: options)
         var devices: [PCIDevice]
         do {

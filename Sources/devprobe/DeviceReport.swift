@@ -136,10 +136,12 @@ struct DeviceReport {
 
     /// The row of `--table`.
     var row: [String] {
-        [device.address.description, device.ids, Self.hex(device.classCode, 6), device.driver ?? "-",
-         device.iommuGroup.map(String.init) ?? "-", verdict.isMigratable ? "yes" : "no",
-         verdict.handler ?? "-", verdict.p2p.map { $0 ? "yes" : "no" } ?? "-",
-         verdict.dirtyTracking?.kind.rawValue ?? "-", names]
+        [
+            device.address.description, device.ids, Self.hex(device.classCode, 6), device.driver ?? "-",
+            device.iommuGroup.map(String.init) ?? "-", verdict.isMigratable ? "yes" : "no",
+            verdict.handler ?? "-", verdict.p2p.map { $0 ? "yes" : "no" } ?? "-",
+            verdict.dirtyTracking?.kind.rawValue ?? "-", names
+        ]
     }
 
     static let tableHeader = ["ADDRESS", "IDS", "CLASS", "DRIVER", "IOMMU", "MIGRATABLE", "HANDLER", "P2P", "DIRTY", "DEVICE"]
@@ -176,7 +178,7 @@ struct DeviceReport {
             ("dirtyTracking", .optional(verdict.dirtyTracking?.kind.rawValue)),
             ("dirtyTrackingSource", .optional(verdict.dirtyTracking?.source.rawValue)),
             ("reasons", .strings(verdict.reasons)),
-            ("notes", .strings(verdict.notes)),
+            ("notes", .strings(verdict.notes))
         ])
     }
 }

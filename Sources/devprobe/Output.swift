@@ -1,4 +1,5 @@
 import CLISupport
+
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -44,7 +44,8 @@ enum KernelEnvironment {
     /// Writes bytes one at a time into a register of a port's BAR, as the guest's port I/O would.
     static func guestWrite(_ device: KernelVFIODevice, port: UInt32, register: UInt64, bytes: [UInt8], _ c: inout VFIOCheck) {
         for byte in bytes {
-            c.expectSuccess(device.writeRegion(port, offset: register, bytes: [byte]), "write 0x\(String(byte, radix: 16)) to BAR\(port)+\(register)")
+            c.expectSuccess(
+                device.writeRegion(port, offset: register, bytes: [byte]), "write 0x\(String(byte, radix: 16)) to BAR\(port)+\(register)")
         }
     }
 

@@ -50,8 +50,14 @@ enum LifecycleChecks {
     final class RecordingVCPUs: VMController {
         private let running = Mutex(true)
         var isRunning: Bool { running.withLock { $0 } }
-        func stopVM() throws { running.withLock { $0 = false }; LifecycleChecks.record("vCPUs stop") }
-        func resumeVM() throws { running.withLock { $0 = true }; LifecycleChecks.record("vCPUs start") }
+        func stopVM() throws {
+            running.withLock { $0 = false }
+            LifecycleChecks.record("vCPUs stop")
+        }
+        func resumeVM() throws {
+            running.withLock { $0 = true }
+            LifecycleChecks.record("vCPUs start")
+        }
     }
 
     static func run(source: KernelVFIODevice, destination: KernelVFIODevice, report: inout VFIOCheckReport) {

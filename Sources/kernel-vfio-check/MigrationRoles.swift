@@ -24,10 +24,14 @@ enum MigrationRole {
         // A peer that died must show as a write error, not kill this process.
         signal(SIGPIPE, SIG_IGN)
         guard arguments.count >= 4, arguments[0] == "source" || (arguments[0] == "destination" && arguments.count >= 5) else {
-            KernelEnvironment.printLine("usage: kernel-vfio-check --role source UUID SOCKET REPORT | --role destination UUID SOCKET REPORT SRC_UUID")
+            KernelEnvironment.printLine(
+                "usage: kernel-vfio-check --role source UUID SOCKET REPORT | --role destination UUID SOCKET REPORT SRC_UUID")
             return 2
         }
-        let role = arguments[0], uuid = arguments[1], socketPath = arguments[2], reportPath = arguments[3]
+        let role = arguments[0]
+        let uuid = arguments[1]
+        let socketPath = arguments[2]
+        let reportPath = arguments[3]
         let lines = LineCollector()
         var report = VFIOCheckReport { line in
             if line.hasPrefix("  info: ") {
@@ -71,9 +75,10 @@ enum MigrationRole {
                 c.expectEqual(entry?.ackState, .acknowledged, "the handler's switchover acknowledgement")
                 c.expect(source.acknowledgement.acknowledged, "the switchover was not acknowledged")
                 c.expectEqual(statistics.downtimeEnd, .destinationShut, "downtime measured to the destination's SHUT")
-                c.note("\(entry?.sections ?? 0) sections, \(entry?.bytes ?? 0) handler bytes, \(statistics.bytesTransferred) bytes in all, "
-                    + "\(statistics.iterations) iterations, extensions \(statistics.usedExtensions), "
-                    + "downtime \(statistics.downtime.map { "\($0)" } ?? "-")")
+                c.note(
+                    "\(entry?.sections ?? 0) sections, \(entry?.bytes ?? 0) handler bytes, \(statistics.bytesTransferred) bytes in all, "
+                        + "\(statistics.iterations) iterations, extensions \(statistics.usedExtensions), "
+                        + "downtime \(statistics.downtime.map { "\($0)" } ?? "-")")
             } catch {
                 c.expect(false, "the migration failed: \(error)")
             }
@@ -115,8 +120,9 @@ enum MigrationRole {
                 let entry = statistics.handlers.first { $0.identity == identity }
                 c.expect(statistics.returnPathOpened, "the source did not open the return path")
                 c.expectEqual(entry?.ackState, .acknowledged, "the handler's switchover acknowledgement")
-                c.note("\(entry?.sections ?? 0) sections, \(entry?.bytes ?? 0) handler bytes, \(statistics.bytesTransferred) bytes in all, "
-                    + "extensions \(statistics.usedExtensions)")
+                c.note(
+                    "\(entry?.sections ?? 0) sections, \(entry?.bytes ?? 0) handler bytes, \(statistics.bytesTransferred) bytes in all, "
+                        + "extensions \(statistics.usedExtensions)")
             } catch {
                 c.expect(false, "the migration failed: \(error)")
             }

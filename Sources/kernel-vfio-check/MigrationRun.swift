@@ -37,7 +37,9 @@ enum MigrationRun {
             sourceConfig = try source.readConfigSpace(offset: 0, count: configBytes)
             destinationConfigBefore = try destination.readConfigSpace(offset: 0, count: configBytes)
             c.expect(sourceConfig != destinationConfigBefore, "the source's config space already equals the destination's")
-            c.note("source config: \(KernelEnvironment.hex(sourceConfig)), destination config before: \(KernelEnvironment.hex(destinationConfigBefore))")
+            c.note(
+                "source config: \(KernelEnvironment.hex(sourceConfig)), destination config before: \(KernelEnvironment.hex(destinationConfigBefore))"
+            )
             // The children open the devices again: their groups must be free.
             try source.close()
             try destination.close()
@@ -51,7 +53,7 @@ enum MigrationRun {
             unlink(socketPath)
             let children = [
                 ("destination", ["--role", "destination", destination.name, socketPath, reportPath("destination"), source.name]),
-                ("source", ["--role", "source", source.name, socketPath, reportPath("source")]),
+                ("source", ["--role", "source", source.name, socketPath, reportPath("source")])
             ]
             var pids: [(role: String, pid: pid_t)] = []
             for (role, arguments) in children {
@@ -66,8 +68,10 @@ enum MigrationRun {
                 case .ended(.exited(0))?: break
                 case .ended(let end)?: c.expect(false, "the \(role) \(end)")
                 case .killedAtDeadline(let reaped)?:
-                    c.expect(false, "the \(role) did not finish within \(deadline): its process group was killed (SIGKILL)"
-                        + (reaped ? "" : " and it was still there \(ChildWait.grace) later"))
+                    c.expect(
+                        false,
+                        "the \(role) did not finish within \(deadline): its process group was killed (SIGKILL)"
+                            + (reaped ? "" : " and it was still there \(ChildWait.grace) later"))
                 case .notAChild?, nil: c.expect(false, "the \(role) could not be waited for (ECHILD)")
                 }
             }
@@ -96,8 +100,12 @@ enum MigrationRun {
             guard let sourceAfter = states["source"], let destinationAfter = states["destination"] else {
                 throw VFIOCheckAbort("no state read back from \(states["source"] == nil ? "the source" : "the destination")")
             }
-            c.expect(destinationAfter == sourceBefore, "destination state differs from the source's: \(firstDifference(destinationAfter, sourceBefore))")
-            c.expect(sourceAfter == sourceBefore, "the source's state changed during the migration: \(firstDifference(sourceAfter, sourceBefore))")
+            c.expect(
+                destinationAfter == sourceBefore,
+                "destination state differs from the source's: \(firstDifference(destinationAfter, sourceBefore))")
+            c.expect(
+                sourceAfter == sourceBefore,
+                "the source's state changed during the migration: \(firstDifference(sourceAfter, sourceBefore))")
             c.expect(destinationAfter != destinationBefore, "the destination's state did not change")
             c.note("destination state after: \(KernelEnvironment.hex(destinationAfter))")
         }

@@ -42,7 +42,8 @@ func runChecks(_ arguments: [String]) -> Int32 {
         KernelEnvironment.printLine(report.summary())
         return 1
     }
-    let source = devices[0], destination = devices[1]
+    let source = devices[0]
+    let destination = devices[1]
     report.run(KernelCheck.groupContainerPath.name) { c in
         for (device, mdev) in zip(devices, mdevs) {
             guard case .group(let number, let noIOMMU) = device.openPath else {

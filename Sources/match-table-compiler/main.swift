@@ -36,7 +36,9 @@ func readTable(limit: Int) -> [UInt8]? {
 }
 
 guard let data = readTable(limit: PCIMatchTableFile.maxBytes) else { fail(1, "cannot read the match table") }
-guard !data.isEmpty, data.count <= PCIMatchTableFile.maxBytes else { fail(1, "the table is empty or larger than \(PCIMatchTableFile.maxBytes) bytes") }
+guard !data.isEmpty, data.count <= PCIMatchTableFile.maxBytes else {
+    fail(1, "the table is empty or larger than \(PCIMatchTableFile.maxBytes) bytes")
+}
 guard let text = String(validating: data, as: UTF8.self) else { fail(1, "the table is not UTF-8 text") }
 
 let rules: [PCIMatchRule]

@@ -34,10 +34,13 @@ enum PeerSteps {
             let file = try QEMUFile(path: path)
             let content = try file.vfioContent()
             guard content.count == 1, let qemu = content.first else {
-                fail(name, "\(content.count) VFIO devices in \(path), expected 1"); return 1
+                fail(name, "\(content.count) VFIO devices in \(path), expected 1")
+                return 1
             }
-            info("\(path): machine \(file.configuration.machineType), \(file.records.count) records, VFIO device \(qemu.idstr) "
-                + "instance \(qemu.instanceID) version \(qemu.versionID), \(qemu.data.count) data bytes, config state \(qemu.config?.count ?? 0) bytes")
+            info(
+                "\(path): machine \(file.configuration.machineType), \(file.records.count) records, VFIO device \(qemu.idstr) "
+                    + "instance \(qemu.instanceID) version \(qemu.versionID), \(qemu.data.count) data bytes, config state \(qemu.config?.count ?? 0) bytes"
+            )
             for line in qemu.items { info("  \(line)") }
             let device = try openDevice(uuid)
             let config = kernelConfigState(device)
@@ -49,27 +52,36 @@ enum PeerSteps {
             parameters.switchoverAck = false
             let trimmed = "/tmp/qemu-peer-vfio-only.mig"
             try writeAll(file.vfioOnlyStream(), to: trimmed)
-            let destination = MigrationDestination(registry: registry, vm: StoppedGuest(), configuration: file.configuration, parameters: parameters)
+            let destination = MigrationDestination(
+                registry: registry, vm: StoppedGuest(), configuration: file.configuration, parameters: parameters)
             let statistics = try wait { try await destination.run(from: FileTransport(path: trimmed)) }
-            info("loaded \(statistics.bytesTransferred) bytes (the file's VFIO sections); handler loaded \(handler.statistics.loadedBytes) data bytes")
+            info(
+                "loaded \(statistics.bytesTransferred) bytes (the file's VFIO sections); handler loaded \(handler.statistics.loadedBytes) data bytes"
+            )
             if let loaded = config.lastLoaded, let sent = qemu.config {
-                info("QEMU's config state: PCIDevice version \(loaded.version), INTx \(loaded.interruptLevels), "
-                    + "vendor/device \(hex(Array(loaded.configSpace[0..<4]))), command \(hex(Array(loaded.configSpace[4..<6]))), \(sent.count) bytes")
+                info(
+                    "QEMU's config state: PCIDevice version \(loaded.version), INTx \(loaded.interruptLevels), "
+                        + "vendor/device \(hex(Array(loaded.configSpace[0..<4]))), command \(hex(Array(loaded.configSpace[4..<6]))), \(sent.count) bytes"
+                )
             }
             let ours = try config.save()
             if let theirs = qemu.config {
                 let differing = zip(ours, theirs).enumerated().filter { $0.element.0 != $0.element.1 }.map { $0.offset }
-                info("our config state for this device: \(ours.count) bytes (QEMU's \(theirs.count)); "
-                    + "\(differing.count) bytes differ\(differing.isEmpty ? "" : " at " + differing.prefix(16).map { "\($0)" }.joined(separator: ","))")
+                info(
+                    "our config state for this device: \(ours.count) bytes (QEMU's \(theirs.count)); "
+                        + "\(differing.count) bytes differ\(differing.isEmpty ? "" : " at " + differing.prefix(16).map { "\($0)" }.joined(separator: ","))"
+                )
             }
             let saved = try readStateOut(device)
             info("QEMU's data:       \(hex(qemu.data))")
             info("the device saves:  \(hex(saved))")
             guard !qemu.data.isEmpty, saved == qemu.data else {
-                fail(name, "the device saves \(saved.count) bytes that differ from QEMU's \(qemu.data.count)"); return 1
+                fail(name, "the device saves \(saved.count) bytes that differ from QEMU's \(qemu.data.count)")
+                return 1
             }
             guard qemu.config?.count == config.byteCount else {
-                fail(name, "QEMU's config state has \(qemu.config?.count ?? 0) bytes, the QEMU layout \(config.byteCount)"); return 1
+                fail(name, "QEMU's config state has \(qemu.config?.count ?? 0) bytes, the QEMU layout \(config.byteCount)")
+                return 1
             }
             pass(name)
             return 0
@@ -83,7 +95,8 @@ enum PeerSteps {
         do {
             let content = try QEMUFile(path: path).vfioContent()
             guard content.count == 1, let qemu = content.first else {
-                print("error: \(content.count) VFIO devices in \(path), expected 1"); return 1
+                print("error: \(content.count) VFIO devices in \(path), expected 1")
+                return 1
             }
             for line in qemu.items { info(line) }
             say("data \(hex(qemu.data))")
@@ -99,7 +112,10 @@ enum PeerSteps {
 
     static func source(uuid: String, host: String, port: String, machine: String) -> Int32 {
         let name = "switchover-source-to-qemu-live"
-        guard let portNumber = UInt16(port) else { fail(name, "bad port \(port)"); return 2 }
+        guard let portNumber = UInt16(port) else {
+            fail(name, "bad port \(port)")
+            return 2
+        }
         do {
             let device = try openDevice(uuid)
             // A guest's writes, so this device's state differs from a fresh one: three bytes into
@@ -108,27 +124,40 @@ enum PeerSteps {
             try check(device.writeRegion(1, offset: 3, bytes: [0x1b]), "write BAR1+3")
             let handler = VFIOPCIHandler(device: device, config: kernelConfigState(device))
             let registry = HandlerRegistry()
-            try registry.register(handler, idstr: VFIOPCIHandler.idstr(for: "0000:00:04.0"), instanceID: 0,
-                                  versionID: VFIOPCIHandler.sectionVersion)
+            try registry.register(
+                handler, idstr: VFIOPCIHandler.idstr(for: "0000:00:04.0"), instanceID: 0,
+                versionID: VFIOPCIHandler.sectionVersion)
             var parameters = MigrationParameters()
             parameters.extensions = false
             parameters.switchoverAck = true
             parameters.switchoverBandwidth = 1 << 30
             let guest = RunningGuest()
-            let source = MigrationSource(registry: registry, vm: guest, configuration: MachineConfiguration(machineType: machine),
-                                         parameters: parameters)
+            let source = MigrationSource(
+                registry: registry, vm: guest, configuration: MachineConfiguration(machineType: machine),
+                parameters: parameters)
             let transport = PatientTCPTransport(base: TCPTransport(host: host, port: portNumber), timeout: .seconds(60))
             let statistics = try wait { try await source.run(to: transport) }
             let entry = statistics.handlers.first
-            info("\(statistics.bytesTransferred) bytes, \(statistics.iterations) iterations, downtime \(statistics.downtime.map { "\($0)" } ?? "-"), "
-                + "ends at \(statistics.downtimeEnd), ack \(entry.map { "\($0.ackState)" } ?? "-")")
-            info("handler: \(handler.statistics.preCopyBytes) pre-copy bytes, \(handler.statistics.stopCopyBytes) stop-copy bytes, "
-                + "INIT_DATA_SENT \(handler.statistics.initDataSent)")
+            info(
+                "\(statistics.bytesTransferred) bytes, \(statistics.iterations) iterations, downtime \(statistics.downtime.map { "\($0)" } ?? "-"), "
+                    + "ends at \(statistics.downtimeEnd), ack \(entry.map { "\($0.ackState)" } ?? "-")")
+            info(
+                "handler: \(handler.statistics.preCopyBytes) pre-copy bytes, \(handler.statistics.stopCopyBytes) stop-copy bytes, "
+                    + "INIT_DATA_SENT \(handler.statistics.initDataSent)")
             let sent = try readStateOut(device)
             say("sent \(hex(sent))")
-            guard source.acknowledgement.acknowledged else { fail(name, "QEMU sent no SWITCHOVER_ACK"); return 1 }
-            guard statistics.downtimeEnd == .destinationShut else { fail(name, "QEMU did not send SHUT (\(statistics.downtimeEnd))"); return 1 }
-            guard handler.statistics.initDataSent else { fail(name, "INIT_DATA_SENT was not sent"); return 1 }
+            guard source.acknowledgement.acknowledged else {
+                fail(name, "QEMU sent no SWITCHOVER_ACK")
+                return 1
+            }
+            guard statistics.downtimeEnd == .destinationShut else {
+                fail(name, "QEMU did not send SHUT (\(statistics.downtimeEnd))")
+                return 1
+            }
+            guard handler.statistics.initDataSent else {
+                fail(name, "INIT_DATA_SENT was not sent")
+                return 1
+            }
             pass(name)
             return 0
         } catch {

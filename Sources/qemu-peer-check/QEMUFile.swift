@@ -100,7 +100,9 @@ struct QEMUFile {
         var at = 0
         var names: [String] = []
         func be64(_ i: Int) throws -> UInt64 {
-            guard i >= 0, i + 8 <= body.count else { throw QEMUFileError(description: "\(device.idstr): VFIO body ends inside a field at \(i)") }
+            guard i >= 0, i + 8 <= body.count else {
+                throw QEMUFileError(description: "\(device.idstr): VFIO body ends inside a field at \(i)")
+            }
             return (0..<8).reduce(UInt64(0)) { $0 << 8 | UInt64(body[i + $1]) }
         }
         while at < body.count {
@@ -113,7 +115,9 @@ struct QEMUFile {
             case .dataState:
                 let size = try be64(at)
                 at += 8
-                guard size <= UInt64(body.count - at) else { throw QEMUFileError(description: "\(device.idstr): DATA of \(size) bytes past the body") }
+                guard size <= UInt64(body.count - at) else {
+                    throw QEMUFileError(description: "\(device.idstr): DATA of \(size) bytes past the body")
+                }
                 device.data += body[at..<at + Int(size)]
                 at += Int(size)
                 names.append("DATA(\(size))")

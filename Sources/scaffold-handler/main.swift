@@ -32,7 +32,9 @@ do {
 do {
     let report = try Scaffold(request: request, packageDirectory: URL(fileURLWithPath: packageDirectory)).run()
     for path in report.created { print("Created \(path)") }
-    if report.manifestEdited { print("Package.swift: added \(request.targetName) and \(request.testTargetName) above the scaffold-handler markers") }
+    if report.manifestEdited {
+        print("Package.swift: added \(request.targetName) and \(request.testTargetName) above the scaffold-handler markers")
+    }
     for line in report.lines { print(line) }
 } catch {
     fail(1, error.message)

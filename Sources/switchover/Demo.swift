@@ -1,7 +1,8 @@
-import CLISupport
 import ArgumentParser
+import CLISupport
 import ExampleVM
 import MigrationCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -34,29 +35,36 @@ struct Demo: AsyncParsableCommand {
     static let defaultDevices = ExampleMachineConfiguration.demo().devices.map(\.description)
     static let quickDevices = ["mlx5:state=2MiB,initial=1MiB,load=50ms"]
 
-    @Option(name: .customLong("device"), help: ArgumentHelp(
-        "A simulated device (as for migrate); repeat for more. Default: \(defaultDevices.joined(separator: " and ")).",
-        valueName: "spec"))
+    @Option(
+        name: .customLong("device"),
+        help: ArgumentHelp(
+            "A simulated device (as for migrate); repeat for more. Default: \(defaultDevices.joined(separator: " and ")).",
+            valueName: "spec"))
     var deviceSpecs: [String] = []
 
     @Option(help: ArgumentHelp("Guest RAM.", valueName: "size"))
     var memory = ByteSize("16MiB", bytes: 16 << 20)
 
-    @Option(name: .customLong("dirty-rate"), help: ArgumentHelp("Guest memory dirtied per second while the source runs.", valueName: "rate"))
+    @Option(
+        name: .customLong("dirty-rate"), help: ArgumentHelp("Guest memory dirtied per second while the source runs.", valueName: "rate"))
     var dirtyRate = ByteRate("8MiB/s", bytesPerSecond: 8 << 20)
 
     @Option(name: .customLong("downtime-limit"), help: ArgumentHelp("The longest the guest may stay stopped.", valueName: "duration"))
     var downtimeLimit = DurationArgument("300ms", .milliseconds(300))
 
-    @Option(name: .customLong("multifd-channels"), help: ArgumentHelp(
-        "Channels of the multifd rows (0: no multifd rows).", valueName: "n"))
+    @Option(
+        name: .customLong("multifd-channels"),
+        help: ArgumentHelp(
+            "Channels of the multifd rows (0: no multifd rows).", valueName: "n"))
     var multifdChannels = 4
 
     @Option(name: .customLong("repeat"), help: ArgumentHelp("Runs per scenario (the table shows medians).", valueName: "n"))
     var repeatCount = 3
 
-    @Option(name: .customLong("run-timeout"), help: ArgumentHelp(
-        "Give up on a run that has not completed by then (a migration that never converges iterates forever).", valueName: "duration"))
+    @Option(
+        name: .customLong("run-timeout"),
+        help: ArgumentHelp(
+            "Give up on a run that has not completed by then (a migration that never converges iterates forever).", valueName: "duration"))
     var runTimeout = DurationArgument("60s", .seconds(60))
 
     @Flag(help: "A tiny configuration for a check in seconds: 8 MiB of RAM dirtied at 1 MiB/s, one 2 MiB mlx5 device, one run each.")
@@ -101,12 +109,12 @@ struct Demo: AsyncParsableCommand {
         for ack in [false, true] {
             list.append(Scenario(name: ack ? "ack on" : "ack off", switchoverAck: ack, multifdChannels: 0))
             if multifdChannels > 0 {
-                list.append(Scenario(name: (ack ? "ack on" : "ack off") + ", multifd", switchoverAck: ack, multifdChannels: multifdChannels))
+                list.append(
+                    Scenario(name: (ack ? "ack on" : "ack off") + ", multifd", switchoverAck: ack, multifdChannels: multifdChannels))
             }
         }
         return list
     }
-
 
     struct Outcome {
         var scenario: Scenario
@@ -129,7 +137,8 @@ struct Demo: AsyncParsableCommand {
         var worstPredictionError: Double? {
             let errors = results.compactMap { r -> Double? in
                 guard let measured = r.statistics.downtime.map(Units.milliseconds), measured > 0,
-                      let predicted = r.statistics.decision?.predictedDowntime.map(Units.milliseconds) else { return nil }
+                    let predicted = r.statistics.decision?.predictedDowntime.map(Units.milliseconds)
+                else { return nil }
                 return abs(predicted - measured) / measured
             }
             return errors.max()
@@ -148,8 +157,9 @@ struct Demo: AsyncParsableCommand {
         if !json {
             say("switchover demo: both ends on TCP loopback, \(HostInfo.summary)")
             let rate = Units.bytes(UInt64(configuration.dirtyPagesPerSecond * GuestRAM.pageSize)) + "/s"
-            say("  VM: \(Units.bytes(UInt64(configuration.memoryBytes))) RAM dirtied at \(rate); devices: "
-                + configuration.devices.map(\.description).joined(separator: ", "))
+            say(
+                "  VM: \(Units.bytes(UInt64(configuration.memoryBytes))) RAM dirtied at \(rate); devices: "
+                    + configuration.devices.map(\.description).joined(separator: ", "))
         }
         var outcomes = scenarios().map { Outcome(scenario: $0) }
         for round in 1...repeats {
@@ -168,8 +178,9 @@ struct Demo: AsyncParsableCommand {
                 outcomes[index].results.append(result)
                 if !json {
                     let downtime = result.statistics.downtime.map(Units.duration) ?? "-"
-                    say("  run \(round)/\(repeats) \(scenario.name): downtime \(downtime), total \(Units.duration(result.statistics.totalTime)), "
-                        + (result.verification.verified ? "byte-identical" : "MISMATCH"))
+                    say(
+                        "  run \(round)/\(repeats) \(scenario.name): downtime \(downtime), total \(Units.duration(result.statistics.totalTime)), "
+                            + (result.verification.verified ? "byte-identical" : "MISMATCH"))
                     if round == 1, index == 0 {
                         say("    run state at the switchover (VMRunState: vCPUs, then every device behind the P2P barrier):")
                         say("      source:      " + LifecycleEvent.line(result.sourceLifecycle))
@@ -200,18 +211,27 @@ struct Demo: AsyncParsableCommand {
     }
 
     static func table(_ outcomes: [Outcome], repeats: Int, configuration: ExampleMachineConfiguration) -> String {
-        var rows = [["RUN", "ACK", "MULTIFD", "DOWNTIME", "PREDICTED", "= TRANSFER", "+ BACKLOG", "+ FINAL LOAD", "TOTAL", "BYTES", "IDENTICAL"]]
+        var rows = [
+            ["RUN", "ACK", "MULTIFD", "DOWNTIME", "PREDICTED", "= TRANSFER", "+ BACKLOG", "+ FINAL LOAD", "TOTAL", "BYTES", "IDENTICAL"]
+        ]
         for o in outcomes {
-            rows.append([o.scenario.name, o.scenario.switchoverAck ? "on" : "off",
-                         o.scenario.multifdChannels == 0 ? "off" : "\(o.scenario.multifdChannels) ch",
-                         ms(o.downtime), ms(o.predicted), ms(o.predictedTransfer), ms(o.predictedBacklog), ms(o.predictedFinalLoad), ms(o.total),
-                         o.bytes.map { Units.bytes(UInt64($0)) } ?? "-", o.verified ? "yes" : "NO"])
+            rows.append([
+                o.scenario.name, o.scenario.switchoverAck ? "on" : "off",
+                o.scenario.multifdChannels == 0 ? "off" : "\(o.scenario.multifdChannels) ch",
+                ms(o.downtime), ms(o.predicted), ms(o.predictedTransfer), ms(o.predictedBacklog), ms(o.predictedFinalLoad), ms(o.total),
+                o.bytes.map { Units.bytes(UInt64($0)) } ?? "-", o.verified ? "yes" : "NO"
+            ])
         }
         var lines = Report.table(rows, rightAligned: [3, 4, 5, 6, 7, 8, 9])
         lines.append("")
-        lines.append("Medians of \(repeats) run\(repeats == 1 ? "" : "s") per row. DOWNTIME: guest stopped on the source until the destination's SHUT;")
-        lines.append("PREDICTED: at the switchover decision, in parts: TRANSFER, pending / bandwidth (QEMU's whole formula); BACKLOG, the time")
-        lines.append("the destination still needed for what it had received; FINAL LOAD, its load time for the final data (multifd devices in parallel).")
+        lines.append(
+            "Medians of \(repeats) run\(repeats == 1 ? "" : "s") per row. DOWNTIME: guest stopped on the source until the destination's SHUT;"
+        )
+        lines.append(
+            "PREDICTED: at the switchover decision, in parts: TRANSFER, pending / bandwidth (QEMU's whole formula); BACKLOG, the time")
+        lines.append(
+            "the destination still needed for what it had received; FINAL LOAD, its load time for the final data (multifd devices in parallel)."
+        )
         lines.append(contentsOf: interpretation(outcomes, configuration: configuration))
         #if DEBUG
         lines.append("(A debug build: the simulated devices' byte generation and hashing are slow here and lengthen every")
@@ -223,38 +243,48 @@ struct Demo: AsyncParsableCommand {
     /// A sentence on what the ack changed, beside QEMU's published figure.
     static func interpretation(_ outcomes: [Outcome], configuration: ExampleMachineConfiguration) -> [String] {
         guard let off = outcomes.first(where: { !$0.scenario.switchoverAck && $0.scenario.multifdChannels == 0 })?.downtime,
-              let on = outcomes.first(where: { $0.scenario.switchoverAck && $0.scenario.multifdChannels == 0 })?.downtime,
-              on > 0 else { return [] }
+            let on = outcomes.first(where: { $0.scenario.switchoverAck && $0.scenario.multifdChannels == 0 })?.downtime,
+            on > 0
+        else { return [] }
         let load = configuration.devices.map(\.loadCost).reduce(.zero, +)
         let loadMs = Units.milliseconds(load)
         var lines = [""]
         if loadMs == 0 {
-            lines.append("No device here costs the destination time to load its initial data, so switchover-ack has nothing to move "
-                         + "out of the downtime (\(ms(off)) without, \(ms(on)) with).")
+            lines.append(
+                "No device here costs the destination time to load its initial data, so switchover-ack has nothing to move "
+                    + "out of the downtime (\(ms(off)) without, \(ms(on)) with).")
         } else if off - on >= loadMs / 2 {
-            lines.append("Switchover-ack cut the downtime from \(ms(off)) to \(ms(on)) (\(Units.fixed(off / on, digits: 1))x): the destination's "
-                         + "\(Units.duration(load)) load of the devices' initial data now runs while the guest still runs on the source.")
+            lines.append(
+                "Switchover-ack cut the downtime from \(ms(off)) to \(ms(on)) (\(Units.fixed(off / on, digits: 1))x): the destination's "
+                    + "\(Units.duration(load)) load of the devices' initial data now runs while the guest still runs on the source.")
         } else if outcomes.allSatisfy({ $0.results.allSatisfy(\.statistics.usedExtensions) }) {
-            lines.append("Switchover-ack made little difference here (\(ms(off)) without, \(ms(on)) with): without it, the destination's load "
-                         + "backlog reports held the source until the \(Units.duration(load)) initial load was done; a source without "
-                         + "Switchover's extensions (QEMU's rule) stops the guest during that load.")
+            lines.append(
+                "Switchover-ack made little difference here (\(ms(off)) without, \(ms(on)) with): without it, the destination's load "
+                    + "backlog reports held the source until the \(Units.duration(load)) initial load was done; a source without "
+                    + "Switchover's extensions (QEMU's rule) stops the guest during that load.")
         } else {
-            lines.append("Switchover-ack made little difference here (\(ms(off)) without, \(ms(on)) with): the destination had finished its "
-                         + "\(Units.duration(load)) initial load before the source was ready to switch over (the rest of the pre-copy took longer).")
+            lines.append(
+                "Switchover-ack made little difference here (\(ms(off)) without, \(ms(on)) with): the destination had finished its "
+                    + "\(Units.duration(load)) initial load before the source was ready to switch over (the rest of the pre-copy took longer)."
+            )
         }
-        lines.append("Published (QEMU 8.1, one mlx5 VF with 300 MB of state): 1900 ms without, 420 ms with switchover-ack (4.5x); "
-                     + "the 1480 ms difference is the destination's resource allocation.")
+        lines.append(
+            "Published (QEMU 8.1, one mlx5 VF with 300 MB of state): 1900 ms without, 420 ms with switchover-ack (4.5x); "
+                + "the 1480 ms difference is the destination's resource allocation.")
         if let multifd = outcomes.first(where: { $0.scenario.switchoverAck && $0.scenario.multifdChannels > 0 }),
-           let parallel = multifd.downtime, parallel > 0 {
+            let parallel = multifd.downtime, parallel > 0
+        {
             let single = on
             let channels = multifd.scenario.multifdChannels
             lines.append("")
             if single - parallel >= single / 10 {
-                lines.append("Multifd (\(channels) channels) cut it from \(ms(single)) to \(ms(parallel)) (\(Units.fixed(single / parallel, digits: 1))x): "
-                             + "the devices' final data was read, sent and loaded in parallel instead of one device after the other.")
+                lines.append(
+                    "Multifd (\(channels) channels) cut it from \(ms(single)) to \(ms(parallel)) (\(Units.fixed(single / parallel, digits: 1))x): "
+                        + "the devices' final data was read, sent and loaded in parallel instead of one device after the other.")
             } else {
-                lines.append("Multifd (\(channels) channels) changed little here (\(ms(single)) without, \(ms(parallel)) with): "
-                             + "too little device data is left at the switchover for parallel channels to matter.")
+                lines.append(
+                    "Multifd (\(channels) channels) changed little here (\(ms(single)) without, \(ms(parallel)) with): "
+                        + "too little device data is left at the switchover for parallel channels to matter.")
             }
             lines.append("Published (QEMU 10.0, 4 ConnectX-7 VFs, 6 channels): 1900 ms without multifd, 1095 ms with it (1.7x).")
         }
@@ -264,40 +294,65 @@ struct Demo: AsyncParsableCommand {
     static func json(_ outcomes: [Outcome], repeats: Int) -> JSONValue {
         // Each row: medians, the worst run (downtime, prediction error), and every run.
         var members: [(String, JSONValue)] = [
-            ("runs", .array(outcomes.map { o in
-                .object([
-                    ("name", .string(o.scenario.name)),
-                    ("switchoverAck", .bool(o.scenario.switchoverAck)),
-                    ("multifdChannels", .int(o.scenario.multifdChannels)),
-                    ("downtimeMs", .optional(o.downtime)),
-                    ("predictedDowntimeMs", .optional(o.predicted)),
-                    ("predictedDowntimeQEMUMs", .optional(o.predictedQEMU)),
-                    ("predictedTransferMs", .optional(o.predictedTransfer)),
-                    ("predictedBacklogMs", .optional(o.predictedBacklog)),
-                    ("predictedFinalLoadMs", .optional(o.predictedFinalLoad)),
-                    ("maxDowntimeMs", .optional(o.worstDowntime)),
-                    ("maxPredictionError", .optional(o.worstPredictionError)),
-                    ("perRun", .array(o.results.map { r in
+            (
+                "runs",
+                .array(
+                    outcomes.map { o in
                         .object([
-                            ("downtimeMs", .optional(r.statistics.downtime.map(Units.milliseconds))),
-                            ("predictedDowntimeMs", .optional(r.statistics.decision?.predictedDowntime.map(Units.milliseconds))),
-                            ("predictedTransferMs", .optional(r.statistics.decision?.prediction.map { Units.milliseconds($0.transfer) })),
-                            ("predictedBacklogMs", .optional(r.statistics.decision?.prediction.map { Units.milliseconds($0.destinationBacklog) })),
-                            ("predictedFinalLoadMs", .optional(r.statistics.decision?.prediction.map { Units.milliseconds($0.finalLoad) })),
+                            ("name", .string(o.scenario.name)),
+                            ("switchoverAck", .bool(o.scenario.switchoverAck)),
+                            ("multifdChannels", .int(o.scenario.multifdChannels)),
+                            ("downtimeMs", .optional(o.downtime)),
+                            ("predictedDowntimeMs", .optional(o.predicted)),
+                            ("predictedDowntimeQEMUMs", .optional(o.predictedQEMU)),
+                            ("predictedTransferMs", .optional(o.predictedTransfer)),
+                            ("predictedBacklogMs", .optional(o.predictedBacklog)),
+                            ("predictedFinalLoadMs", .optional(o.predictedFinalLoad)),
+                            ("maxDowntimeMs", .optional(o.worstDowntime)),
+                            ("maxPredictionError", .optional(o.worstPredictionError)),
+                            (
+                                "perRun",
+                                .array(
+                                    o.results.map { r in
+                                        .object([
+                                            ("downtimeMs", .optional(r.statistics.downtime.map(Units.milliseconds))),
+                                            (
+                                                "predictedDowntimeMs",
+                                                .optional(r.statistics.decision?.predictedDowntime.map(Units.milliseconds))
+                                            ),
+                                            (
+                                                "predictedTransferMs",
+                                                .optional(r.statistics.decision?.prediction.map { Units.milliseconds($0.transfer) })
+                                            ),
+                                            (
+                                                "predictedBacklogMs",
+                                                .optional(
+                                                    r.statistics.decision?.prediction.map { Units.milliseconds($0.destinationBacklog) })
+                                            ),
+                                            (
+                                                "predictedFinalLoadMs",
+                                                .optional(r.statistics.decision?.prediction.map { Units.milliseconds($0.finalLoad) })
+                                            )
+                                        ])
+                                    })
+                            ),
+                            ("totalMs", .optional(o.total)),
+                            ("bytes", o.bytes.map { .int(Int($0)) } ?? .null),
+                            ("verified", .bool(o.verified)),
+                            ("repeats", .int(o.results.count))
                         ])
-                    })),
-                    ("totalMs", .optional(o.total)),
-                    ("bytes", o.bytes.map { .int(Int($0)) } ?? .null),
-                    ("verified", .bool(o.verified)),
-                    ("repeats", .int(o.results.count)),
-                ])
-            })),
+                    })
+            )
         ]
         if let first = outcomes.first?.results.first {
-            members.append(("runState", .object([
-                ("source", .array(first.sourceLifecycle.map { .string($0.description) })),
-                ("destination", .array(first.destinationLifecycle.map { .string($0.description) })),
-            ])))
+            members.append(
+                (
+                    "runState",
+                    .object([
+                        ("source", .array(first.sourceLifecycle.map { .string($0.description) })),
+                        ("destination", .array(first.destinationLifecycle.map { .string($0.description) }))
+                    ])
+                ))
         }
         members.append(("machine", .string(HostInfo.summary)))
         return .object(members)

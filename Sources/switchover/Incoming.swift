@@ -22,8 +22,10 @@ struct Incoming: AsyncParsableCommand {
             """
     )
 
-    @Option(name: .customLong("listen"), help: ArgumentHelp(
-        "Where to listen: tcp:HOST:PORT (PORT 0 picks one), tcp:[V6]:PORT, unix:PATH, file:PATH or fd:N.", valueName: "address"))
+    @Option(
+        name: .customLong("listen"),
+        help: ArgumentHelp(
+            "Where to listen: tcp:HOST:PORT (PORT 0 picks one), tcp:[V6]:PORT, unix:PATH, file:PATH or fd:N.", valueName: "address"))
     var address: String
 
     @OptionGroup(title: "Example VM") var machine: MachineOptions
@@ -31,9 +33,11 @@ struct Incoming: AsyncParsableCommand {
     @OptionGroup(title: "Limits on the source (docs/security.md)") var limits: DestinationLimitOptions
     @OptionGroup(title: "TLS") var tls: TLSOptions
 
-    @Option(name: .customLong("tls-authz"), help: ArgumentHelp(
-        "Accept only a source whose certificate subject is this RFC 2253 name (e.g. CN=src.example,O=Example). Repeat for more. Default: any certificate the CA signed.",
-        valueName: "dn"))
+    @Option(
+        name: .customLong("tls-authz"),
+        help: ArgumentHelp(
+            "Accept only a source whose certificate subject is this RFC 2253 name (e.g. CN=src.example,O=Example). Repeat for more. Default: any certificate the CA signed.",
+            valueName: "dn"))
     var tlsAuthz: [String] = []
 
     @Flag(help: "Print the final statistics as one JSON object.")

@@ -19,8 +19,9 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print one JSON object {\"version\", \"machine\", \"records\": [...]} instead of a table.")
     var json = false
 
-    @Option(name: .customLong("rewrite"),
-            help: ArgumentHelp("Write the parsed stream back out to OUT (byte-identical for a well-formed stream).", valueName: "OUT"))
+    @Option(
+        name: .customLong("rewrite"),
+        help: ArgumentHelp("Write the parsed stream back out to OUT (byte-identical for a well-formed stream).", valueName: "OUT"))
     var rewrite: String?
 
     func run() throws {
@@ -52,7 +53,8 @@ struct Inspect: ParsableCommand {
         Inspect.exit(withError: ExitCode(1))
     }
 
-    static let columns = pad("OFFSET", 10) + pad("KIND", 14) + pad("ID", 5, right: true) + "  " + pad("IDSTR", 28)
+    static let columns =
+        pad("OFFSET", 10) + pad("KIND", 14) + pad("ID", 5, right: true) + "  " + pad("IDSTR", 28)
         + pad("INST", 5, right: true) + pad("VER", 5, right: true) + pad("BODY", 10, right: true) + "  SUMMARY"
 
     static func row(_ r: InspectedRecord) -> String {

@@ -1,11 +1,12 @@
 import ArgumentParser
 import Dispatch
-import Foundation
 import ExampleVM
+import Foundation
 import MigrationCore
 import MigrationTLS
 import Synchronization
 import SystemPackage
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -29,25 +30,32 @@ struct Migrate: AsyncParsableCommand {
             """
     )
 
-    @Option(name: .customLong("to"), help: ArgumentHelp(
-        "Where the destination listens: tcp:HOST:PORT, tcp:[V6]:PORT, unix:PATH, file:PATH or fd:N.", valueName: "address"))
+    @Option(
+        name: .customLong("to"),
+        help: ArgumentHelp(
+            "Where the destination listens: tcp:HOST:PORT, tcp:[V6]:PORT, unix:PATH, file:PATH or fd:N.", valueName: "address"))
     var address: String
 
     @OptionGroup(title: "Example VM") var machine: MachineOptions
     @OptionGroup(title: "Migration") var migration: MigrationOptions
     @OptionGroup(title: "TLS") var tls: TLSOptions
 
-    @Option(name: .customLong("tls-hostname"), help: ArgumentHelp(
-        "The name (or address) the destination's certificate must carry. Default: the host of --to.", valueName: "name"))
+    @Option(
+        name: .customLong("tls-hostname"),
+        help: ArgumentHelp(
+            "The name (or address) the destination's certificate must carry. Default: the host of --to.", valueName: "name"))
     var tlsHostname: String?
 
-    @Option(name: .customLong("connect-timeout"), help: ArgumentHelp(
-        "Keep trying to connect this long while the destination is not listening yet.", valueName: "duration"))
+    @Option(
+        name: .customLong("connect-timeout"),
+        help: ArgumentHelp(
+            "Keep trying to connect this long while the destination is not listening yet.", valueName: "duration"))
     var connectTimeout = DurationArgument("10s", .seconds(10))
 
-    @Option(help: ArgumentHelp(
-        "Cancel the migration if it has not completed by then (the guest keeps running here). Default: no limit, as QEMU.",
-        valueName: "duration"))
+    @Option(
+        help: ArgumentHelp(
+            "Cancel the migration if it has not completed by then (the guest keeps running here). Default: no limit, as QEMU.",
+            valueName: "duration"))
     var timeout: DurationArgument?
 
     @Flag(help: "Print the final statistics as one JSON object.")
@@ -62,7 +70,8 @@ struct Migrate: AsyncParsableCommand {
         try tls.validate(target, option: "--to")
         if tlsHostname != nil && tls.credentials == nil { throw ValidationError("--tls-hostname needs --tls-creds") }
         if tls.credentials != nil && tlsHostname == nil {
-            if case .tcp = target {} else {
+            if case .tcp = target {
+            } else {
                 throw ValidationError("--tls-creds over \(target) needs --tls-hostname: the name the destination's certificate carries")
             }
         }
@@ -74,8 +83,10 @@ struct Migrate: AsyncParsableCommand {
         do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--to \(error)") }
         let parameters = migration.parameters
         var transport = target.transport
-        if let configuration = tls.configuration(hostname: tlsHostname, handshakeTimeout: migration.stallTimeout.duration,
-                                                 awaitServerConfirmation: !migration.noExtensions) {
+        if let configuration = tls.configuration(
+            hostname: tlsHostname, handshakeTimeout: migration.stallTimeout.duration,
+            awaitServerConfirmation: !migration.noExtensions)
+        {
             let secured = TLSTransport(base: transport, configuration: configuration)
             do { try secured.checkCredentials(server: false) } catch { Self.fail("migrate", "\(error)") }
             transport = secured

@@ -61,26 +61,32 @@ struct DurationArgument: ExpressibleByArgument, Sendable {
 /// The example VM each end hosts: guest RAM with a dirtying workload and simulated devices.
 /// Source and destination must be given the same options.
 struct MachineOptions: ParsableArguments {
-    @Option(name: .customLong("device"), help: ArgumentHelp(
-        "A simulated device: KIND[:key=value,...], KIND mlx5, vfio-pci or mtty. Repeat for more.",
-        discussion: """
-            Keys: state=SIZE (total state), initial=SIZE (pre-copy initial bytes, default state/4), \
-            load=DURATION (destination load cost of the initial data), final-load=DURATION (of each \
-            later image), dirty=RATE (mlx5: bytes/s dirtied while running), ports=N (mtty), \
-            name=DDDD:BB:DD.F (default 0000:00:0N.0), seed=N. Example: \
-            mlx5:state=256MiB,initial=64MiB,load=300ms
-            """,
-        valueName: "spec"))
+    @Option(
+        name: .customLong("device"),
+        help: ArgumentHelp(
+            "A simulated device: KIND[:key=value,...], KIND mlx5, vfio-pci or mtty. Repeat for more.",
+            discussion: """
+                Keys: state=SIZE (total state), initial=SIZE (pre-copy initial bytes, default state/4), \
+                load=DURATION (destination load cost of the initial data), final-load=DURATION (of each \
+                later image), dirty=RATE (mlx5: bytes/s dirtied while running), ports=N (mtty), \
+                name=DDDD:BB:DD.F (default 0000:00:0N.0), seed=N. Example: \
+                mlx5:state=256MiB,initial=64MiB,load=300ms
+                """,
+            valueName: "spec"))
     var deviceSpecs: [String] = []
 
     @Option(help: ArgumentHelp("Guest RAM.", valueName: "size"))
     var memory = ByteSize("64MiB", bytes: 64 << 20)
 
-    @Option(name: .customLong("dirty-rate"), help: ArgumentHelp(
-        "Guest memory the source's workload dirties per second while it runs.", valueName: "rate"))
+    @Option(
+        name: .customLong("dirty-rate"),
+        help: ArgumentHelp(
+            "Guest memory the source's workload dirties per second while it runs.", valueName: "rate"))
     var dirtyRate = ByteRate("8MiB/s", bytesPerSecond: 8 << 20)
 
-    @Option(name: .customLong("machine-type"), help: ArgumentHelp("The machine type written in the stream; both ends must agree.", valueName: "type"))
+    @Option(
+        name: .customLong("machine-type"),
+        help: ArgumentHelp("The machine type written in the stream; both ends must agree.", valueName: "type"))
     var machineType = "pc-q35-7.2"
 
     /// The parsed `--device` specs (valid after `validate()`).
@@ -99,9 +105,10 @@ struct MachineOptions: ParsableArguments {
     }
 
     var machineConfiguration: ExampleMachineConfiguration {
-        ExampleMachineConfiguration(memoryBytes: Int(memory.bytes),
-                                    dirtyPagesPerSecond: Int(clamping: dirtyRate.bytesPerSecond / UInt64(GuestRAM.pageSize)),
-                                    devices: devices, machineType: machineType)
+        ExampleMachineConfiguration(
+            memoryBytes: Int(memory.bytes),
+            dirtyPagesPerSecond: Int(clamping: dirtyRate.bytesPerSecond / UInt64(GuestRAM.pageSize)),
+            devices: devices, machineType: machineType)
     }
 }
 
@@ -111,45 +118,65 @@ struct MigrationOptions: ParsableArguments {
     @Option(name: .customLong("downtime-limit"), help: ArgumentHelp("The longest the guest may stay stopped.", valueName: "duration"))
     var downtimeLimit = DurationArgument("300ms", .milliseconds(300))
 
-    @Option(name: .customLong("max-bandwidth"), help: ArgumentHelp(
-        "Cap on the live phase's bandwidth, e.g. 1GiB/s (default: no cap; the switchover is never capped).", valueName: "rate"))
+    @Option(
+        name: .customLong("max-bandwidth"),
+        help: ArgumentHelp(
+            "Cap on the live phase's bandwidth, e.g. 1GiB/s (default: no cap; the switchover is never capped).", valueName: "rate"))
     var maxBandwidth: ByteRate?
 
-    @Option(name: .customLong("switchover-bandwidth"), help: ArgumentHelp(
-        "Bandwidth to assume for the switchover decision instead of the measured one, e.g. 10GB/s (QEMU avail-switchover-bandwidth).",
-        valueName: "rate"))
+    @Option(
+        name: .customLong("switchover-bandwidth"),
+        help: ArgumentHelp(
+            "Bandwidth to assume for the switchover decision instead of the measured one, e.g. 10GB/s (QEMU avail-switchover-bandwidth).",
+            valueName: "rate"))
     var switchoverBandwidth: ByteRate?
 
-    @Flag(name: .customLong("switchover-ack"), help: ArgumentHelp(
-        "Wait for the destination to acknowledge each device's initial data before stopping the guest."))
+    @Flag(
+        name: .customLong("switchover-ack"),
+        help: ArgumentHelp(
+            "Wait for the destination to acknowledge each device's initial data before stopping the guest."))
     var switchoverAck = false
 
-    @Option(name: .customLong("multifd-channels"), help: ArgumentHelp(
-        "Extra connections carrying the devices' stop-copy state in parallel (0 = off; 0 to 255). Not with file: or fd:.", valueName: "n"))
+    @Option(
+        name: .customLong("multifd-channels"),
+        help: ArgumentHelp(
+            "Extra connections carrying the devices' stop-copy state in parallel (0 = off; 0 to 255). Not with file: or fd:.",
+            valueName: "n"))
     var multifdChannels = 0
 
-    @Flag(name: .customLong("qemu-decision"), help: ArgumentHelp(
-        "Decide the switchover as QEMU does (pending bytes / bandwidth), not counting the destination's reported load time."))
+    @Flag(
+        name: .customLong("qemu-decision"),
+        help: ArgumentHelp(
+            "Decide the switchover as QEMU does (pending bytes / bandwidth), not counting the destination's reported load time."))
     var qemuDecision = false
 
-    @Flag(name: .customLong("no-extensions"), help: ArgumentHelp(
-        "Do not use Switchover's wire extensions (pre-flight, load reports and backlogs, per-device acks): needed to migrate to QEMU."))
+    @Flag(
+        name: .customLong("no-extensions"),
+        help: ArgumentHelp(
+            "Do not use Switchover's wire extensions (pre-flight, load reports and backlogs, per-device acks): needed to migrate to QEMU."))
     var noExtensions = false
 
     @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Fail when no progress is made for this long.", valueName: "duration"))
     var stallTimeout = DurationArgument("30s", .seconds(30))
 
-    @Option(name: .customLong("switchover-timeout"), help: ArgumentHelp(
-        "Fail when the acknowledgement does not come for this long once the rest is ready.", valueName: "duration"))
+    @Option(
+        name: .customLong("switchover-timeout"),
+        help: ArgumentHelp(
+            "Fail when the acknowledgement does not come for this long once the rest is ready.", valueName: "duration"))
     var switchoverTimeout = DurationArgument("60s", .seconds(60))
 
-    @Option(name: .customLong("convergence-window"), help: ArgumentHelp(
-        "Report the migration as not converging when the pending data has not reached a new low (1 % under the lowest) for this long.",
-        valueName: "duration"))
+    @Option(
+        name: .customLong("convergence-window"),
+        help: ArgumentHelp(
+            "Report the migration as not converging when the pending data has not reached a new low (1 % under the lowest) for this long.",
+            valueName: "duration"))
     var convergenceWindow = DurationArgument("10s", .seconds(10))
 
-    @Flag(name: .customLong("abort-if-not-converging"), help: ArgumentHelp(
-        "Fail (status 1, the guest keeps running) once the migration is not converging, instead of iterating until --timeout or Ctrl-C."))
+    @Flag(
+        name: .customLong("abort-if-not-converging"),
+        help: ArgumentHelp(
+            "Fail (status 1, the guest keeps running) once the migration is not converging, instead of iterating until --timeout or Ctrl-C."
+        ))
     var abortIfNotConverging = false
 
     func validate() throws {
@@ -191,18 +218,24 @@ struct MigrationOptions: ParsableArguments {
 /// What a source may make this destination hold and how slowly it may send: the limits of
 /// docs/security.md (``MigrationParameters/multifdQueueBudget`` and its neighbours).
 struct DestinationLimitOptions: ParsableArguments {
-    @Option(name: .customLong("multifd-queue-budget"), help: ArgumentHelp(
-        "The multifd device state all devices together may hold received and not yet loaded; at least 64MiB (the largest packet).",
-        valueName: "size"))
+    @Option(
+        name: .customLong("multifd-queue-budget"),
+        help: ArgumentHelp(
+            "The multifd device state all devices together may hold received and not yet loaded; at least 64MiB (the largest packet).",
+            valueName: "size"))
     var multifdQueueBudget = ByteSize("256MiB", bytes: 256 << 20)
 
-    @Option(name: .customLong("multifd-drain-timeout"), help: ArgumentHelp(
-        "After the main stream's EOF, how long the remaining multifd data may take to arrive and load.", valueName: "duration"))
+    @Option(
+        name: .customLong("multifd-drain-timeout"),
+        help: ArgumentHelp(
+            "After the main stream's EOF, how long the remaining multifd data may take to arrive and load.", valueName: "duration"))
     var multifdDrainTimeout = DurationArgument("300s", .seconds(300))
 
-    @Option(name: .customLong("min-receive-rate"), help: ArgumentHelp(
-        "Cut off a source that delivers less than this while we wait for it (judged over each --stall-timeout); 0 turns the check off.",
-        valueName: "rate"))
+    @Option(
+        name: .customLong("min-receive-rate"),
+        help: ArgumentHelp(
+            "Cut off a source that delivers less than this while we wait for it (judged over each --stall-timeout); 0 turns the check off.",
+            valueName: "rate"))
     var minimumReceiveRate = ByteRate("1KiB/s", bytesPerSecond: 1024)
 
     func validate() throws {

@@ -1,5 +1,6 @@
 import ExampleVM
 import MigrationCore
+
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -21,10 +21,17 @@ enum Report {
             if let qemu = decision.predictedDowntimeQEMU { predicted += "; QEMU's formula (pending / bandwidth) \(Units.duration(qemu))" }
             lines.append(field("predicted", predicted))
             if let p = decision.prediction {
-                lines.append(field("prediction", "transfer \(Units.duration(p.transfer)) + destination backlog \(Units.duration(p.destinationBacklog)) "
-                                   + "+ final load \(Units.duration(p.finalLoad))"))
+                lines.append(
+                    field(
+                        "prediction",
+                        "transfer \(Units.duration(p.transfer)) + destination backlog \(Units.duration(p.destinationBacklog)) "
+                            + "+ final load \(Units.duration(p.finalLoad))"))
             }
-            lines.append(field("decision", "\(Units.bytes(decision.pendingBytes)) pending at \(Units.rate(decision.bandwidth)), threshold \(Units.bytes(decision.thresholdBytes))"))
+            lines.append(
+                field(
+                    "decision",
+                    "\(Units.bytes(decision.pendingBytes)) pending at \(Units.rate(decision.bandwidth)), threshold \(Units.bytes(decision.thresholdBytes))"
+                ))
         }
         var transferred = "\(Units.bytes(s.bytesTransferred)) in \(s.iterations) passes; setup \(Units.duration(s.setupTime))"
         if s.multifdChannels > 0 { transferred += "; \(Units.bytes(s.multifdBytes)) more over \(s.multifdChannels) multifd channels" }
@@ -41,8 +48,11 @@ enum Report {
     static func incomingText(_ s: IncomingStatistics, address: String, digests: MachineDigests) -> String {
         var lines = ["received on \(address) in \(Units.duration(s.totalTime)); the guest runs here now"]
         lines.append(field("machine", s.configuration.machineType))
-        lines.append(field("transferred", Units.bytes(s.bytesTransferred)
-                           + (s.multifdChannels > 0 ? " (main stream), with \(s.multifdChannels) multifd channels" : "")))
+        lines.append(
+            field(
+                "transferred",
+                Units.bytes(s.bytesTransferred)
+                    + (s.multifdChannels > 0 ? " (main stream), with \(s.multifdChannels) multifd channels" : "")))
         lines.append(field("resume", "\(Units.duration(s.resumeTime)) from EOF to the guest running"))
         lines.append(field("return path", s.returnPathOpened ? "opened" : "not opened"))
         lines.append(field("extensions", s.usedExtensions ? "used" : "not used"))
@@ -68,8 +78,10 @@ enum Report {
     private static func handlerTable(_ handlers: [HandlerStatistics]) -> [String] {
         var rows = [["HANDLER", "BYTES", "SECTIONS", "LOADED", "LOAD TIME", "ACK"]]
         for h in handlers {
-            rows.append([h.identity.idstr, Units.bytes(h.bytes), String(h.sections),
-                         h.bytesLoaded.map(Units.bytes) ?? "-", h.loadTime.map(Units.duration) ?? "-", h.ackState.rawValue])
+            rows.append([
+                h.identity.idstr, Units.bytes(h.bytes), String(h.sections),
+                h.bytesLoaded.map(Units.bytes) ?? "-", h.loadTime.map(Units.duration) ?? "-", h.ackState.rawValue
+            ])
         }
         return table(rows, rightAligned: [1, 2, 3, 4]).map { "  " + $0 }
     }
@@ -99,7 +111,8 @@ enum Report {
 
     static func ms(_ d: Duration?) -> JSONValue { .optional(d.map(Units.milliseconds)) }
 
-    static func sourceJSON(_ s: MigrationStatistics, address: String, parameters: MigrationParameters, digests: MachineDigests) -> JSONValue {
+    static func sourceJSON(_ s: MigrationStatistics, address: String, parameters: MigrationParameters, digests: MachineDigests) -> JSONValue
+    {
         .object([
             ("role", .string("source")),
             ("address", .string(address)),
@@ -124,7 +137,7 @@ enum Report {
             ("multifdChannels", .int(s.multifdChannels)),
             ("multifdBytes", .int(s.multifdBytes)),
             ("handlers", .array(s.handlers.map(handlerJSON))),
-            ("digests", digestsJSON(digests)),
+            ("digests", digestsJSON(digests))
         ])
     }
 
@@ -140,7 +153,7 @@ enum Report {
             ("usedExtensions", .bool(s.usedExtensions)),
             ("multifdChannels", .int(s.multifdChannels)),
             ("handlers", .array(s.handlers.map(handlerJSON))),
-            ("digests", digestsJSON(digests)),
+            ("digests", digestsJSON(digests))
         ])
     }
 
@@ -153,21 +166,25 @@ enum Report {
             ("sections", .int(h.sections)),
             ("bytesLoaded", h.bytesLoaded.map { .int($0) } ?? .null),
             ("loadMs", ms(h.loadTime)),
-            ("ack", .string(h.ackState.rawValue)),
+            ("ack", .string(h.ackState.rawValue))
         ])
     }
 
     static func digestsJSON(_ d: MachineDigests) -> JSONValue {
         .object([
             ("ram", .string(MachineDigests.hex(d.ram))),
-            ("devices", .array(d.devices.map { device in
-                .object([
-                    ("name", .string(device.name)),
-                    ("kind", .string(device.kind.rawValue)),
-                    ("bytes", device.stream.map { .int($0.byteCount) } ?? .null),
-                    ("hash", device.stream.map { .string(MachineDigests.hex($0.hash)) } ?? .null),
-                ])
-            })),
+            (
+                "devices",
+                .array(
+                    d.devices.map { device in
+                        .object([
+                            ("name", .string(device.name)),
+                            ("kind", .string(device.kind.rawValue)),
+                            ("bytes", device.stream.map { .int($0.byteCount) } ?? .null),
+                            ("hash", device.stream.map { .string(MachineDigests.hex($0.hash)) } ?? .null)
+                        ])
+                    })
+            )
         ])
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import MigrationCore
 import MigrationTLS
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,22 +21,28 @@ extension TLSVersion: ExpressibleByArgument {
 
 /// TLS on the migration channels, and the refusal to send a guest in the clear across hosts.
 struct TLSOptions: ParsableArguments {
-    @Option(name: .customLong("tls-creds"), help: ArgumentHelp(
-        "Encrypt and mutually authenticate every channel with TLS, using the x509 files in DIR (QEMU's layout).",
-        discussion: """
-            ca-cert.pem (the CA both ends trust); server-cert.pem and server-key.pem (incoming); \
-            client-cert.pem and client-key.pem (migrate); optional ca-crl.pem (revoked certificates). \
-            See docs/security.md.
-            """,
-        valueName: "dir"))
+    @Option(
+        name: .customLong("tls-creds"),
+        help: ArgumentHelp(
+            "Encrypt and mutually authenticate every channel with TLS, using the x509 files in DIR (QEMU's layout).",
+            discussion: """
+                ca-cert.pem (the CA both ends trust); server-cert.pem and server-key.pem (incoming); \
+                client-cert.pem and client-key.pem (migrate); optional ca-crl.pem (revoked certificates). \
+                See docs/security.md.
+                """,
+            valueName: "dir"))
     var credentials: String?
 
-    @Option(name: .customLong("tls-min-version"), help: ArgumentHelp(
-        "The oldest TLS version accepted: 1.3, or 1.2 when a peer needs it.", valueName: "version"))
+    @Option(
+        name: .customLong("tls-min-version"),
+        help: ArgumentHelp(
+            "The oldest TLS version accepted: 1.3, or 1.2 when a peer needs it.", valueName: "version"))
     var minimumVersion: TLSVersion = .tls13
 
-    @Flag(help: ArgumentHelp(
-        "Allow tcp: to or from a non-loopback address without --tls-creds: the guest's memory and device state cross the network in the clear."))
+    @Flag(
+        help: ArgumentHelp(
+            "Allow tcp: to or from a non-loopback address without --tls-creds: the guest's memory and device state cross the network in the clear."
+        ))
     var insecure = false
 
     /// Refuses what cannot work, and plaintext across hosts unless --insecure.
@@ -44,7 +51,8 @@ struct TLSOptions: ParsableArguments {
         if credentials == nil && minimumVersion != .tls13 { throw ValidationError("--tls-min-version needs --tls-creds") }
         switch address {
         case .tcp(let host, _) where credentials == nil && !insecure && !Self.isLoopback(host):
-            throw ValidationError("""
+            throw ValidationError(
+                """
                 \(option) \(address) is not a loopback address: give --tls-creds DIR to encrypt and authenticate \
                 the migration (docs/security.md), or --insecure to send the guest's memory in the clear
                 """)
@@ -56,8 +64,10 @@ struct TLSOptions: ParsableArguments {
     }
 
     /// The TLS configuration of this end, when --tls-creds is given.
-    func configuration(hostname: String? = nil, authorized: [String] = [], handshakeTimeout: Duration,
-                       awaitServerConfirmation: Bool = true) -> TLSConfiguration? {
+    func configuration(
+        hostname: String? = nil, authorized: [String] = [], handshakeTimeout: Duration,
+        awaitServerConfirmation: Bool = true
+    ) -> TLSConfiguration? {
         guard let credentials else { return nil }
         var c = TLSConfiguration(directory: credentials, hostname: hostname, authorizedClients: authorized.isEmpty ? nil : authorized)
         c.minimumVersion = minimumVersion

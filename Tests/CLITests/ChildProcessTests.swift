@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
-import Testing
 import TestSupport
+import Testing
 
 /// The tests' child-process runner itself.
 @Suite struct ChildProcessTests {
@@ -29,7 +29,8 @@ import TestSupport
     static func isRunning(_ pid: pid_t) -> Bool {
         for _ in 0..<50 {
             guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { return false }
+                let close = stat.lastIndex(of: ")")
+            else { return false }
             if stat[close...].dropFirst(2).first == "Z" { return false }
             usleep(20_000)  // a SIGKILL takes effect asynchronously
         }

@@ -58,7 +58,9 @@ import Testing
         try bytes.prefix(1000).write(to: URL(fileURLWithPath: input))
         let run = try Self.run(["inspect", input])
         #expect(run.status == 1)
-        #expect(run.stderr == "switchover inspect: \(input): stream ends at byte 1000 (0x3e8): expected a ram record (be64 address and flags)\n")
+        #expect(
+            run.stderr == "switchover inspect: \(input): stream ends at byte 1000 (0x3e8): expected a ram record (be64 address and flags)\n"
+        )
     }
 
     @Test func badMagicIsNamedWithItsOffset() throws {

@@ -1,6 +1,6 @@
 import Foundation
-import TestSupport
 import HandlerScaffold
+import TestSupport
 import Testing
 
 let scaffoldPackageTestsEnabled = ProcessInfo.processInfo.environment["SWITCHOVER_SCAFFOLD_TEST"] == "1"
@@ -45,8 +45,10 @@ struct ScaffoldPackageTests {
         try FileManager.default.createDirectory(at: package, withIntermediateDirectories: true)
         try Data(Self.vendorManifest.utf8).write(to: package.appending(path: "Package.swift"))
 
-        let scaffold = ["--allow-writing-to-package-directory", "scaffold-handler", "--name", "Acme", "--vendor-id", "0x1234",
-                        "--device-id", "0x5678", "--device-id", "0x5679", "--driver", "acme_vfio_pci", "--edit-manifest"]
+        let scaffold = [
+            "--allow-writing-to-package-directory", "scaffold-handler", "--name", "Acme", "--vendor-id", "0x1234",
+            "--device-id", "0x5678", "--device-id", "0x5679", "--driver", "acme_vfio_pci", "--edit-manifest"
+        ]
         let made = try swift.run("package", scaffold)
         try #require(made.status == 0, "\(made.output)")
         #expect(made.output.contains("Created Sources/AcmeHandler/AcmeModule.swift\n"))
@@ -60,8 +62,10 @@ struct ScaffoldPackageTests {
         let files = try contents(of: package)
         let again = try swift.run("package", scaffold)
         #expect(again.status != 0)
-        #expect(again.output.contains("error: the package already has a target named AcmeHandler; choose another --name"), "\(again.output)")
-        let badID = try swift.run("package", ["--allow-writing-to-package-directory", "scaffold-handler", "--name", "Beta", "--vendor-id", "0x12345"])
+        #expect(
+            again.output.contains("error: the package already has a target named AcmeHandler; choose another --name"), "\(again.output)")
+        let badID = try swift.run(
+            "package", ["--allow-writing-to-package-directory", "scaffold-handler", "--name", "Beta", "--vendor-id", "0x12345"])
         #expect(badID.status != 0)
         #expect(badID.output.contains("error: --vendor-id \"0x12345\" is not a 16-bit hex id (e.g. 0x1234)"), "\(badID.output)")
         #expect(try contents(of: package) == files)
@@ -88,25 +92,36 @@ struct ScaffoldPackageTests {
     @Test func insideSwitchoverTheEditedManifestBuildsTheNewTargets() throws {
         let copy = Self.work.appending(path: "switchover")
         let swift = SwiftPM(package: copy, scratch: Self.work.appending(path: "switchover-build"))
-        for generated in ["Sources/AcmeHandler", "Tests/AcmeHandlerTests"] { try? FileManager.default.removeItem(at: copy.appending(path: generated)) }
+        for generated in ["Sources/AcmeHandler", "Tests/AcmeHandlerTests"] {
+            try? FileManager.default.removeItem(at: copy.appending(path: generated))
+        }
         try mirror(["Package.swift", "Sources", "Tests", "Plugins"], from: Self.root, to: copy)
 
-        let made = try swift.run("package", ["--allow-writing-to-package-directory", "scaffold-handler",
-                                             "--name", "Acme", "--vendor-id", "0x1234", "--driver", "acme_vfio_pci", "--edit-manifest"])
+        let made = try swift.run(
+            "package",
+            [
+                "--allow-writing-to-package-directory", "scaffold-handler",
+                "--name", "Acme", "--vendor-id", "0x1234", "--driver", "acme_vfio_pci", "--edit-manifest"
+            ])
         try #require(made.status == 0, "\(made.output)")
         let manifest = try String(contentsOf: copy.appending(path: "Package.swift"), encoding: .utf8)
-        #expect(manifest.contains("""
-                    .library(name: "AcmeHandler", targets: ["AcmeHandler"]),
-                    \(ScaffoldRequest.productsMarker)
-            """))
-        #expect(manifest.contains("""
-                    .target(
-                        name: "AcmeHandler",
-                        dependencies: ["VFIOPCIHandler", "MigrationCore", "VFIO", "DeviceMatch"],
-                        plugins: ["MatchTablePlugin"]
-                    ),
-            """))
-        let mlx5 = try swift.run("package", ["--allow-writing-to-package-directory", "scaffold-handler", "--name", "MLX5", "--vendor-id", "15b3"])
+        #expect(
+            manifest.contains(
+                """
+                        .library(name: "AcmeHandler", targets: ["AcmeHandler"]),
+                        \(ScaffoldRequest.productsMarker)
+                """))
+        #expect(
+            manifest.contains(
+                """
+                        .target(
+                            name: "AcmeHandler",
+                            dependencies: ["VFIOPCIHandler", "MigrationCore", "VFIO", "DeviceMatch"],
+                            plugins: ["MatchTablePlugin"]
+                        ),
+                """))
+        let mlx5 = try swift.run(
+            "package", ["--allow-writing-to-package-directory", "scaffold-handler", "--name", "MLX5", "--vendor-id", "15b3"])
         #expect(mlx5.output.contains("error: the package already has a target named MLX5Handler; choose another --name"), "\(mlx5.output)")
 
         let build = try swift.run("build", ["--target", "AcmeHandlerTests"])
@@ -176,8 +191,9 @@ struct SwiftPM {
             "/usr/bin/env", [swift, subcommand, "--package-path", package.path, "--scratch-path", scratch.path] + arguments,
             errorOutput: .merged, limit: .seconds(1800))
         let seconds = (ContinuousClock.now - start).components.seconds
-        print("scaffold test: swift \(subcommand) \(arguments.prefix(3).joined(separator: " ")) in \(package.lastPathComponent): "
-              + "status \(run.status), \(seconds) s")
+        print(
+            "scaffold test: swift \(subcommand) \(arguments.prefix(3).joined(separator: " ")) in \(package.lastPathComponent): "
+                + "status \(run.status), \(seconds) s")
         return Result(status: run.status, output: run.stdout)
     }
 }

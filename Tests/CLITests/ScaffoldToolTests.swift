@@ -5,7 +5,8 @@ import Testing
 /// The `scaffold-handler` tool (what the ScaffoldHandler plugin runs) against throw-away package
 /// folders. `make test-scaffold` builds and tests what it generates (ScaffoldPackageTests).
 @Suite struct ScaffoldToolTests {
-    static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
 
     static let markedManifest = """
         // swift-tools-version:6.1
@@ -50,36 +51,48 @@ import Testing
 
     @Test func itWritesTheModuleAndItsTestsAndEditsAMarkedManifest() throws {
         try withPackage { dir in
-            let result = try scaffold(dir, "--name Acme --vendor-id 0x1234 --device-id 0x5678 --driver acme_vfio_pci --edit-manifest --switchover-package switchover")
+            let result = try scaffold(
+                dir,
+                "--name Acme --vendor-id 0x1234 --device-id 0x5678 --driver acme_vfio_pci --edit-manifest --switchover-package switchover")
             #expect(result.status == 0, "\(result.stderr)")
-            #expect(result.stdout == """
-                Created Sources/AcmeHandler/AcmeModule.swift
-                Created Sources/AcmeHandler/devices.matchtable
-                Created Tests/AcmeHandlerTests/AcmeConformanceTests.swift
-                Package.swift: added AcmeHandler and AcmeHandlerTests above the scaffold-handler markers
-                Then: swift build && swift test --filter AcmeHandlerTests
+            #expect(
+                result.stdout == """
+                    Created Sources/AcmeHandler/AcmeModule.swift
+                    Created Sources/AcmeHandler/devices.matchtable
+                    Created Tests/AcmeHandlerTests/AcmeConformanceTests.swift
+                    Package.swift: added AcmeHandler and AcmeHandlerTests above the scaffold-handler markers
+                    Then: swift build && swift test --filter AcmeHandlerTests
 
-                """)
+                    """)
             let files = try snapshot(dir)
-            #expect(Set(files.keys) == ["Package.swift", "Sources/AcmeHandler/AcmeModule.swift", "Sources/AcmeHandler/devices.matchtable",
-                                        "Tests/AcmeHandlerTests/AcmeConformanceTests.swift"])
+            #expect(
+                Set(files.keys) == [
+                    "Package.swift", "Sources/AcmeHandler/AcmeModule.swift", "Sources/AcmeHandler/devices.matchtable",
+                    "Tests/AcmeHandlerTests/AcmeConformanceTests.swift"
+                ])
             let manifest = String(decoding: files["Package.swift"] ?? Data(), as: UTF8.self)
-            #expect(manifest.contains("""
-                        .library(name: "AcmeHandler", targets: ["AcmeHandler"]),
-                        \(ScaffoldRequest.productsMarker)
-                """))
-            #expect(manifest.contains("""
-                        .testTarget(
-                            name: "AcmeHandlerTests",
-                """))
+            #expect(
+                manifest.contains(
+                    """
+                            .library(name: "AcmeHandler", targets: ["AcmeHandler"]),
+                            \(ScaffoldRequest.productsMarker)
+                    """))
+            #expect(
+                manifest.contains(
+                    """
+                            .testTarget(
+                                name: "AcmeHandlerTests",
+                    """))
             #expect(manifest.contains("        plugins: [.plugin(name: \"MatchTablePlugin\", package: \"switchover\")]\n"))
             let module = String(decoding: files["Sources/AcmeHandler/AcmeModule.swift"] ?? Data(), as: UTF8.self)
             #expect(module.contains("public enum AcmeModule {"))
             #expect(module.contains("public static let module = VFIOVendorModule(descriptor: descriptor)"))
             #expect(module.contains("public final class AcmeTuning: VFIOPCITuning {"))
             let tests = String(decoding: files["Tests/AcmeHandlerTests/AcmeConformanceTests.swift"] ?? Data(), as: UTF8.self)
-            for check in ["checkMigration(scenario)", "checkConnectionLoss()", "checkCancel()", "checkMalformedBodies()",
-                          "checkRunStateOrder(devices: devices, multifd: multifd)"] {
+            for check in [
+                "checkMigration(scenario)", "checkConnectionLoss()", "checkCancel()", "checkMalformedBodies()",
+                "checkRunStateOrder(devices: devices, multifd: multifd)"
+            ] {
                 #expect(tests.contains(check))
             }
             #expect(tests.contains("PCIIdentity(vendorID: 0x1234, deviceID: 0x5678, driver: \"acme_vfio_pci\")"))
@@ -88,13 +101,17 @@ import Testing
 
     @Test func theGeneratedMatchTableCompiles() throws {
         try withPackage { dir in
-            #expect(try scaffold(dir, "--name Acme --vendor-id 0x1234 --device-id 0x5678 --device-id 0x5679 --driver acme-vfio").status == 0)
+            #expect(
+                try scaffold(dir, "--name Acme --vendor-id 0x1234 --device-id 0x5678 --device-id 0x5679 --driver acme-vfio").status == 0)
             let table = dir.appending(path: "Sources/AcmeHandler/devices.matchtable").path
             let output = dir.appending(path: "out.swift").path
             let result = try BuiltProduct.run("match-table-compiler", [table, output])
             #expect(result.status == 0, "\(result.stderr)")
             let source = try String(contentsOfFile: output, encoding: .utf8)
-            #expect(source.contains("PCIMatchRule(vendorID: 0x1234, deviceID: 0x5679, subsystemVendorID: nil, subsystemDeviceID: nil, classCode: nil, classMask: 0xffffff, driver: \"acme-vfio\")"))
+            #expect(
+                source.contains(
+                    "PCIMatchRule(vendorID: 0x1234, deviceID: 0x5679, subsystemVendorID: nil, subsystemDeviceID: nil, classCode: nil, classMask: 0xffffff, driver: \"acme-vfio\")"
+                ))
         }
     }
 
@@ -147,16 +164,20 @@ import Testing
             let result = try scaffold(dir, "--name Acme --vendor-id 0x1234 --edit-manifest")
             #expect(result.status == 0, "\(result.stderr)")
             #expect(try String(contentsOf: dir.appending(path: "Package.swift"), encoding: .utf8) == plain)
-            #expect(result.stdout.contains("Add to Package.swift, in products (Package.swift has no \"\(ScaffoldRequest.productsMarker)\" line):\n"))
-            #expect(result.stdout.contains("""
-                Add to Package.swift, in targets (Package.swift has no "\(ScaffoldRequest.targetsMarker)" line):
-                    // The Acme vendor module (from scaffold-handler) and its conformance tests.
-                    .target(
-                        name: "AcmeHandler",
-                        dependencies: ["VFIOPCIHandler", "MigrationCore", "VFIO", "DeviceMatch"],
-                        plugins: ["MatchTablePlugin"]
-                    ),
-                """))
+            #expect(
+                result.stdout.contains(
+                    "Add to Package.swift, in products (Package.swift has no \"\(ScaffoldRequest.productsMarker)\" line):\n"))
+            #expect(
+                result.stdout.contains(
+                    """
+                    Add to Package.swift, in targets (Package.swift has no "\(ScaffoldRequest.targetsMarker)" line):
+                        // The Acme vendor module (from scaffold-handler) and its conformance tests.
+                        .target(
+                            name: "AcmeHandler",
+                            dependencies: ["VFIOPCIHandler", "MigrationCore", "VFIO", "DeviceMatch"],
+                            plugins: ["MatchTablePlugin"]
+                        ),
+                    """))
         }
     }
 

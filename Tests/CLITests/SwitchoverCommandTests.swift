@@ -19,8 +19,10 @@ final class RunningProduct: Sendable {
 
 /// `switchover migrate`, `incoming` and `demo` run as the built binary.
 @Suite struct SwitchoverCommandTests {
-    static let devices = ["--device", "mlx5:state=2MiB,initial=1MiB,load=20ms", "--device", "vfio-pci:state=256KiB,initial=64KiB",
-                          "--device", "mtty:ports=2"]
+    static let devices = [
+        "--device", "mlx5:state=2MiB,initial=1MiB,load=20ms", "--device", "vfio-pci:state=256KiB,initial=64KiB",
+        "--device", "mtty:ports=2"
+    ]
     /// A generous downtime limit: on a loaded machine a debug build's measured bandwidth can be
     /// low enough that 300 ms never fits the final data, and the migration would iterate on.
     static let machine = ["--memory", "4MiB", "--dirty-rate", "1MiB/s", "--downtime-limit", "2s"] + devices
@@ -35,11 +37,14 @@ final class RunningProduct: Sendable {
     }
 
     /// Both ends as two processes over a Unix socket; the source started first keeps trying.
-    static func migrate(extra: [String] = [], json: Bool = true) async throws -> (source: BuiltProduct.Result, destination: BuiltProduct.Result) {
+    static func migrate(extra: [String] = [], json: Bool = true) async throws -> (
+        source: BuiltProduct.Result, destination: BuiltProduct.Result
+    ) {
         let path = socketPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         let output = json ? ["--json"] : []
-        let source = try RunningProduct("switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s"] + machine + extra + output)
+        let source = try RunningProduct(
+            "switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s"] + machine + extra + output)
         let destination = try RunningProduct("switchover", ["incoming", "--listen", "unix:\(path)"] + machine + extra + output)
         return (await source.finish(), await destination.finish())
     }
@@ -63,7 +68,8 @@ final class RunningProduct: Sendable {
         }
         // The parts add up to the prediction.
         if let total = sent["predictedDowntimeMs"] as? Double, let t = sent["predictedTransferMs"] as? Double,
-           let b = sent["predictedBacklogMs"] as? Double, let f = sent["predictedFinalLoadMs"] as? Double {
+            let b = sent["predictedBacklogMs"] as? Double, let f = sent["predictedFinalLoadMs"] as? Double
+        {
             #expect(abs(total - (t + b + f)) < 0.01, "\(total) = \(t) + \(b) + \(f)")
         }
         #expect((sent["bytes"] as? Int ?? 0) > 1 << 20)
@@ -117,10 +123,16 @@ final class RunningProduct: Sendable {
     @Test func aDestinationWithOtherDevicesFailsBothEndsWithStatusOne() async throws {
         let path = Self.socketPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let source = try RunningProduct("switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s", "--no-progress"] + Self.machine)
-        let destination = try RunningProduct("switchover", ["incoming", "--listen", "unix:\(path)", "--no-progress", "--memory", "4MiB",
-                                                            "--device", "mlx5:state=2MiB,initial=1MiB"])
-        let s = await source.finish(), d = await destination.finish()
+        let source = try RunningProduct(
+            "switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s", "--no-progress"] + Self.machine)
+        let destination = try RunningProduct(
+            "switchover",
+            [
+                "incoming", "--listen", "unix:\(path)", "--no-progress", "--memory", "4MiB",
+                "--device", "mlx5:state=2MiB,initial=1MiB"
+            ])
+        let s = await source.finish()
+        let d = await destination.finish()
         #expect(s.status == 1)
         #expect(d.status == 1)
         #expect(s.stderr.hasPrefix("switchover migrate: "))
@@ -134,18 +146,27 @@ final class RunningProduct: Sendable {
         // 5 s, not less: both processes must have started and connected by then, also under the
         // sanitizers (make test-sanitizers), where starting a process takes seconds.
         let options = ["--memory", "1MiB", "--device", "vfio-pci:state=8MiB,initial=0", "--downtime-limit", "1ms", "--no-progress"]
-        let source = try RunningProduct("switchover", ["migrate", "--to", "unix:\(path)", "--connect-timeout", "30s", "--timeout", "5s",
-                                                       "--switchover-bandwidth", "1MiB/s"] + options)
+        let source = try RunningProduct(
+            "switchover",
+            [
+                "migrate", "--to", "unix:\(path)", "--connect-timeout", "30s", "--timeout", "5s",
+                "--switchover-bandwidth", "1MiB/s"
+            ] + options)
         let destination = try RunningProduct("switchover", ["incoming", "--listen", "unix:\(path)"] + options)
-        let s = await source.finish(), d = await destination.finish()
+        let s = await source.finish()
+        let d = await destination.finish()
         #expect(s.status == 1)
         #expect(s.stderr.hasPrefix("switchover migrate: not completed within --timeout 5s (iterating, "))
         #expect(d.status == 1)
     }
 
     @Test func nothingListeningIsStatusOneWithOneErrorLine() async throws {
-        let run = try await BuiltProduct.run("switchover", ["migrate", "--to", "unix:\(Self.socketPath())", "--connect-timeout", "200ms",
-                                                      "--no-progress", "--memory", "1MiB"])
+        let run = try await BuiltProduct.run(
+            "switchover",
+            [
+                "migrate", "--to", "unix:\(Self.socketPath())", "--connect-timeout", "200ms",
+                "--no-progress", "--memory", "1MiB"
+            ])
         #expect(run.status == 1)
         #expect(run.stderr.hasPrefix("switchover migrate: "))
         #expect(run.stderr.split(separator: "\n").count == 1)
@@ -162,7 +183,7 @@ final class RunningProduct: Sendable {
         ["migrate"],
         ["incoming", "--listen", "tcp:localhost", "--device", "mlx5"],
         ["demo", "--device", "mtty:state=1MiB"],
-        ["demo", "--repeat", "0"],
+        ["demo", "--repeat", "0"]
     ])
     func badUsageIsStatusTwo(arguments: [String]) async throws {
         let run = try await BuiltProduct.run("switchover", arguments)
@@ -172,7 +193,8 @@ final class RunningProduct: Sendable {
     }
 
     @Test func badDeviceSpecNamesTheSpecAndTheProblem() async throws {
-        let run = try await BuiltProduct.run("switchover", ["incoming", "--listen", "tcp:0.0.0.0:0", "--device", "mlx5:state=64MiB,load=fast"])
+        let run = try await BuiltProduct.run(
+            "switchover", ["incoming", "--listen", "tcp:0.0.0.0:0", "--device", "mlx5:state=64MiB,load=fast"])
         #expect(run.status == 2)
         #expect(run.stderr.hasPrefix("Error: --device mlx5:state=64MiB,load=fast: load=fast is not a duration"))
     }
@@ -202,8 +224,10 @@ final class RunningProduct: Sendable {
             #expect(perRun.allSatisfy { $0["downtimeMs"] is Double && $0.keys.contains("predictedBacklogMs") })
         }
         let runState = try #require(object["runState"] as? [String: Any])
-        #expect(runState["source"] as? [String] == ["vCPUs stop", "0000:00:01.0 PRE_COPY→PRE_COPY_P2P", "0000:00:01.0 PRE_COPY_P2P→STOP_COPY"])
-        #expect(runState["destination"] as? [String] == ["0000:00:01.0 STOP→RUNNING_P2P", "0000:00:01.0 RUNNING_P2P→RUNNING", "vCPUs start"])
+        #expect(
+            runState["source"] as? [String] == ["vCPUs stop", "0000:00:01.0 PRE_COPY→PRE_COPY_P2P", "0000:00:01.0 PRE_COPY_P2P→STOP_COPY"])
+        #expect(
+            runState["destination"] as? [String] == ["0000:00:01.0 STOP→RUNNING_P2P", "0000:00:01.0 RUNNING_P2P→RUNNING", "vCPUs start"])
         #expect(run.stderr.isEmpty)
     }
 

@@ -9,13 +9,20 @@ struct TLSCommandTests {
     static let machine = SwitchoverCommandTests.machine + ["--stall-timeout", "120s"]
 
     /// Runs both ends on a free loopback port; `source` and `destination` are their extra options.
-    static func migrate(source: [String], destination: [String]) async throws -> (source: BuiltProduct.Result, destination: BuiltProduct.Result) {
+    static func migrate(source: [String], destination: [String]) async throws -> (
+        source: BuiltProduct.Result, destination: BuiltProduct.Result
+    ) {
         let port = try freeLoopbackPort()
-        let incoming = try RunningProduct("switchover", ["incoming", "--listen", "tcp:127.0.0.1:\(port)", "--no-progress"]
-                                          + machine + destination)
-        let outgoing = try RunningProduct("switchover", ["migrate", "--to", "tcp:127.0.0.1:\(port)", "--connect-timeout", "60s", "--no-progress"]
-                                          + machine + source)
-        let s = await outgoing.finish(), d = await incoming.finish()
+        let incoming = try RunningProduct(
+            "switchover",
+            ["incoming", "--listen", "tcp:127.0.0.1:\(port)", "--no-progress"]
+                + machine + destination)
+        let outgoing = try RunningProduct(
+            "switchover",
+            ["migrate", "--to", "tcp:127.0.0.1:\(port)", "--connect-timeout", "60s", "--no-progress"]
+                + machine + source)
+        let s = await outgoing.finish()
+        let d = await incoming.finish()
         return (s, d)
     }
 
@@ -27,17 +34,22 @@ struct TLSCommandTests {
         let creds = try TestCredentials()
         let (source, destination) = try await Self.migrate(
             source: ["--tls-creds", creds.source, "--multifd-channels", "2", "--switchover-ack", "--json"],
-            destination: ["--tls-creds", creds.destination, "--tls-authz", creds.clientSubject, "--multifd-channels", "2",
-                          "--switchover-ack", "--json"])
+            destination: [
+                "--tls-creds", creds.destination, "--tls-authz", creds.clientSubject, "--multifd-channels", "2",
+                "--switchover-ack", "--json"
+            ])
         try #require(source.status == 0 && destination.status == 0, "\(source.stderr)\n\(destination.stderr)")
         #expect(destination.stderr.contains("(TLS, mutual authentication)"))
-        let sent = try Self.object(source.stdout), received = try Self.object(destination.stdout)
+        let sent = try Self.object(source.stdout)
+        let received = try Self.object(destination.stdout)
         #expect(sent["multifdChannels"] as? Int == 2)
         #expect((sent["multifdBytes"] as? Int ?? 0) > 0)
-        let left = try #require(sent["digests"] as? [String: Any]), arrived = try #require(received["digests"] as? [String: Any])
+        let left = try #require(sent["digests"] as? [String: Any])
+        let arrived = try #require(received["digests"] as? [String: Any])
         #expect(left["ram"] as? String != nil)
         #expect(left["ram"] as? String == arrived["ram"] as? String)
-        let leftDevices = try #require(left["devices"] as? [[String: Any]]), arrivedDevices = try #require(arrived["devices"] as? [[String: Any]])
+        let leftDevices = try #require(left["devices"] as? [[String: Any]])
+        let arrivedDevices = try #require(arrived["devices"] as? [[String: Any]])
         #expect(leftDevices.count == 3)
         #expect(leftDevices.map { $0["hash"] as? String } == arrivedDevices.map { $0["hash"] as? String })
     }
@@ -68,13 +80,16 @@ struct TLSCommandTests {
         #expect(source.status == 1)
         #expect(destination.status == 1)
         #expect(source.stderr.contains("closed the connection during the TLS handshake"), "\(source.stderr)")
-        #expect(destination.stderr.contains("found 0x16030100 (a TLS handshake: the source uses TLS, this end does not"), "\(destination.stderr)")
+        #expect(
+            destination.stderr.contains("found 0x16030100 (a TLS handshake: the source uses TLS, this end does not"),
+            "\(destination.stderr)")
     }
 
     @Test func missingCredentialsFailBeforeConnecting() async throws {
         let creds = try TestCredentials()
         // The destination's directory holds no client files.
-        let run = try await BuiltProduct.run("switchover", ["migrate", "--to", "tcp:127.0.0.1:1", "--tls-creds", creds.destination] + Self.machine)
+        let run = try await BuiltProduct.run(
+            "switchover", ["migrate", "--to", "tcp:127.0.0.1:1", "--tls-creds", creds.destination] + Self.machine)
         #expect(run.status == 1)
         #expect(run.stderr.contains("client-cert.pem: No such file or directory"), "\(run.stderr)")
     }
@@ -87,7 +102,7 @@ struct TLSCommandTests {
         ["migrate", "--to", "tcp:[2001:db8::1]:4444", "--device", "mtty"],
         ["migrate", "--to", "tcp:dst.example:4444", "--device", "mtty"],
         ["incoming", "--listen", "tcp:0.0.0.0:0", "--device", "mtty"],
-        ["incoming", "--listen", "tcp::0", "--device", "mtty"],
+        ["incoming", "--listen", "tcp::0", "--device", "mtty"]
     ])
     func plaintextToAnotherHostNeedsTLSOrInsecure(arguments: [String]) async throws {
         let run = try await BuiltProduct.run("switchover", arguments)
@@ -101,7 +116,7 @@ struct TLSCommandTests {
         (["migrate", "--to", "unix:/tmp/x.sock", "--tls-creds", "/nonexistent"], "needs --tls-hostname"),
         (["migrate", "--to", "tcp:127.0.0.1:4444", "--tls-hostname", "x"], "--tls-hostname needs --tls-creds"),
         (["incoming", "--listen", "tcp:127.0.0.1:0", "--tls-authz", "CN=x"], "--tls-authz needs --tls-creds"),
-        (["incoming", "--listen", "tcp:127.0.0.1:0", "--tls-min-version", "1.1", "--tls-creds", "/x"], "1.1"),
+        (["incoming", "--listen", "tcp:127.0.0.1:0", "--tls-min-version", "1.1", "--tls-creds", "/x"], "1.1")
     ])
     func inconsistentTLSOptionsAreUsageErrors(arguments: [String], message: String) async throws {
         let run = try await BuiltProduct.run("switchover", arguments)

@@ -2,14 +2,15 @@ import DeviceMatch
 import Testing
 
 @Suite struct PCIMatchTableTests {
-    let cx7VF = PCIIdentity(vendorID: 0x15b3, deviceID: 0x101e, subsystemVendorID: 0x15b3,
-                            subsystemDeviceID: 0x0023, classCode: 0x020000, driver: "mlx5_vfio_pci")
+    let cx7VF = PCIIdentity(
+        vendorID: 0x15b3, deviceID: 0x101e, subsystemVendorID: 0x15b3,
+        subsystemDeviceID: 0x0023, classCode: 0x020000, driver: "mlx5_vfio_pci")
 
     @Test func mostSpecificRuleWins() {
         let table = PCIMatchTable([
             VendorModuleDescriptor(name: "any-nvidia", rules: [PCIMatchRule(vendorID: 0x15b3)]),
             VendorModuleDescriptor(name: "mlx5", rules: [PCIMatchRule(vendorID: 0x15b3, deviceID: 0x101e)]),
-            VendorModuleDescriptor(name: "generic", rules: [], isGenericFallback: true),
+            VendorModuleDescriptor(name: "generic", rules: [], isGenericFallback: true)
         ])
         #expect(table.bestMatch(for: cx7VF)?.module.name == "mlx5")
     }
@@ -17,7 +18,7 @@ import Testing
     @Test func genericFallbackOnlyWhenNothingElseMatches() {
         let table = PCIMatchTable([
             VendorModuleDescriptor(name: "generic", rules: [], isGenericFallback: true),
-            VendorModuleDescriptor(name: "mlx5", rules: [PCIMatchRule(vendorID: 0x15b3, deviceID: 0x101e)]),
+            VendorModuleDescriptor(name: "mlx5", rules: [PCIMatchRule(vendorID: 0x15b3, deviceID: 0x101e)])
         ])
         #expect(table.bestMatch(for: cx7VF)?.module.name == "mlx5")
         let intel = PCIIdentity(vendorID: 0x8086, deviceID: 0x1889, classCode: 0x020000, driver: "vfio-pci")

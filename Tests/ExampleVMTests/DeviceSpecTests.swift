@@ -3,7 +3,8 @@ import Testing
 
 @Suite struct DeviceSpecTests {
     @Test func mlx5SpecSetsEveryKey() throws {
-        let spec = try DeviceSpec(parsing: "mlx5:state=256MiB,initial=64MiB,load=300ms,final-load=20ms,dirty=4MiB/s,name=0000:3b:00.2,seed=7")
+        let spec = try DeviceSpec(
+            parsing: "mlx5:state=256MiB,initial=64MiB,load=300ms,final-load=20ms,dirty=4MiB/s,name=0000:3b:00.2,seed=7")
         #expect(spec.kind == .mlx5)
         #expect(spec.stateBytes == 256 << 20)
         #expect(spec.initialBytes == 64 << 20)
@@ -54,7 +55,7 @@ import Testing
         ("mtty:ports=30", "1 to 24 ports"),
         ("mlx5:name=3b:00.2", "not a PCI address"),
         ("mlx5:colour=red", "unknown key"),
-        ("mlx5:state=99999999999999999999", "is not a size"),
+        ("mlx5:state=99999999999999999999", "is not a size")
     ])
     func badSpecsSayWhatIsWrong(text: String, problem: String) {
         #expect {

@@ -9,7 +9,7 @@ import Testing
         devices: [
             DeviceSpec(kind: .mlx5, stateBytes: 2 << 20, initialBytes: 1 << 20, loadCost: .milliseconds(20)),
             DeviceSpec(kind: .vfioPCI, stateBytes: 256 << 10, initialBytes: 64 << 10),
-            DeviceSpec(kind: .mtty, ports: 3),
+            DeviceSpec(kind: .mtty, ports: 3)
         ])
 
     @Test(arguments: [(false, 0), (true, 0), (true, 3)])
@@ -37,7 +37,10 @@ import Testing
     @Test func theDestinationStartsWithOtherContent() throws {
         let source = try ExampleMachine(Self.configuration, role: .source)
         let destination = try ExampleMachine(Self.configuration, role: .destination)
-        defer { source.shutdown(); destination.shutdown() }
+        defer {
+            source.shutdown()
+            destination.shutdown()
+        }
         #expect(source.digests.ram != destination.digests.ram)
         #expect(source.registry.entries.map(\.identity) == destination.registry.entries.map(\.identity))
         #expect(!destination.isRunning)
@@ -47,8 +50,9 @@ import Testing
 
     @Test func aMigrationThatCannotConvergeIsCancelledAtTheTimeout() async throws {
         // 8 MiB left for the stop-copy phase at a 1 MiB/s switchover bandwidth cannot fit 10 ms.
-        let configuration = ExampleMachineConfiguration(memoryBytes: 1 << 20, dirtyPagesPerSecond: 0,
-                                                        devices: [DeviceSpec(kind: .vfioPCI, stateBytes: 8 << 20, initialBytes: 0)])
+        let configuration = ExampleMachineConfiguration(
+            memoryBytes: 1 << 20, dirtyPagesPerSecond: 0,
+            devices: [DeviceSpec(kind: .vfioPCI, stateBytes: 8 << 20, initialBytes: 0)])
         var parameters = MigrationParameters()
         parameters.downtimeLimit = .milliseconds(10)
         parameters.switchoverBandwidth = 1 << 20

@@ -38,7 +38,10 @@ final class StubContext: SaveContext, LoadContext, @unchecked Sendable {
     static func load(_ bytes: [UInt8], into vm: ExampleVM, pieces: [Int] = []) throws {
         let reader = StreamReader(source: MemoryByteSource(bytes, pieceSizes: pieces))
         while try !reader.isAtEnd() {
-            guard case .section(let header) = try reader.readRecord() else { Issue.record("not a section"); return }
+            guard case .section(let header) = try reader.readRecord() else {
+                Issue.record("not a section")
+                return
+            }
             try vm.ramHandler.loadState(from: reader, header: header, context: StubContext())
             try reader.readFooter(sectionID: header.sectionID)
         }

@@ -40,7 +40,10 @@ import Testing
             try w.writeBE64(RAMHandler.Flag.eos)
         }
         let error = try #require(loadError(bytes, into: vm))
-        guard case .badRAMSection(let offset, let reason) = error else { Issue.record("\(error)"); return }
+        guard case .badRAMSection(let offset, let reason) = error else {
+            Issue.record("\(error)")
+            return
+        }
         #expect(offset == 17)  // the page word, right after the 17-byte START header of "ram"
         #expect(reason.contains("outside block"))
     }

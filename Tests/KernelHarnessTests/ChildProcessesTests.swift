@@ -87,7 +87,8 @@ struct ChildProcessesTests {
         #expect(ChildWait.wait([hangs], limit: .milliseconds(200))[hangs] == .killedAtDeadline(reaped: true))
         #expect("\(ChildEnd.exited(3))" == "exited with status 3")
         #expect("\(ChildEnd.killed(signal: SIGSEGV))" == "was killed by signal 11 (SIGSEGV)")
-        let grandchild = try #require(pid_t(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let grandchild = try #require(
+            pid_t(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         #expect(Self.dies(grandchild), "the hung child's sleep \(grandchild) outlived its group's kill")
     }
 

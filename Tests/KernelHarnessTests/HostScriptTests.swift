@@ -19,8 +19,9 @@ struct HostScriptTests {
         env["CI"] = nil
         env.merge(environment) { $1 }
         let prelude = libraries.map { ". \"\(lib)/\($0).sh\"" }.joined(separator: "\n")
-        return try ChildProcess.run("/bin/bash", ["-c", "set -euo pipefail\n" + prelude + "\n" + script],
-                                    environment: env, errorOutput: .merged, limit: .seconds(60))
+        return try ChildProcess.run(
+            "/bin/bash", ["-c", "set -euo pipefail\n" + prelude + "\n" + script],
+            environment: env, errorOutput: .merged, limit: .seconds(60))
     }
 
     /// The verdict on `console` (written to a file).
@@ -56,7 +57,8 @@ struct HostScriptTests {
         #expect(dropped.status == 1)
         #expect(dropped.stdout.contains("but the console has 41 PASS and 0 FAIL lines"), "\(dropped)")
 
-        let exit1 = try Self.verdict(console.replacingOccurrences(of: "guest: kernel-vfio-check exit 0", with: "guest: kernel-vfio-check exit 1"))
+        let exit1 = try Self.verdict(
+            console.replacingOccurrences(of: "guest: kernel-vfio-check exit 0", with: "guest: kernel-vfio-check exit 1"))
         #expect(exit1.status == 1)
         #expect(exit1.stdout.contains("FAILED: kernel-vfio-check exited with status 1"), "\(exit1)")
     }
@@ -83,8 +85,9 @@ struct HostScriptTests {
         console.summary = "kernel-vfio: 42 passed, 0 failed"
         let result = try Self.verdict(console.text)
         #expect(result.status == 1)
-        #expect(result.stdout.contains(
-            "FAILED: the summary says 42 passed, 0 failed, but the console has 41 PASS and 0 FAIL lines"), "\(result)")
+        #expect(
+            result.stdout.contains(
+                "FAILED: the summary says 42 passed, 0 failed, but the console has 41 PASS and 0 FAIL lines"), "\(result)")
     }
 
     @Test("A PASS line printed twice (a child's line counted once) fails")
@@ -197,10 +200,10 @@ struct HostScriptTests {
         let consoleFile = try directory.write("fake-console", console)
         return try bash(
             fake("qemu-system-x86_64", body: qemu, in: directory) + """
-            KT_VMLINUZ=vmlinuz KT_INITRD=initrd KT_KREL=fake
-            kt_boot
-            kt_verdict "$KT_CONSOLE_LOG"
-            """,
+                KT_VMLINUZ=vmlinuz KT_INITRD=initrd KT_KREL=fake
+                kt_boot
+                kt_verdict "$KT_CONSOLE_LOG"
+                """,
             sourcing: ["common", "boot", "verdict"],
             environment: ["KERNEL_TEST_CACHE": directory.path, "KERNEL_TEST_TIMEOUT": "\(timeout)", "FAKE_CONSOLE": consoleFile])
     }
@@ -248,11 +251,12 @@ struct HostScriptTests {
     func skipInCI() throws {
         let result = try Self.bash("kt_skip 'no registry' 'apt-get update'; echo not reached", environment: ["CI": "true"])
         #expect(result.status == 1)
-        #expect(result.stdout == """
-            kernel-vfio: FAILED: no registry (CI=true: what would be a skip elsewhere fails here)
-            kernel-vfio: to fix: apt-get update
+        #expect(
+            result.stdout == """
+                kernel-vfio: FAILED: no registry (CI=true: what would be a skip elsewhere fails here)
+                kernel-vfio: to fix: apt-get update
 
-            """)
+                """)
     }
 
     /// kt_download with a fake apt-get that fails as apt does when its mirror does not answer.
@@ -268,11 +272,11 @@ struct HostScriptTests {
         if ci { environment["CI"] = "true" }
         return try bash(
             fake("apt-get", body: apt, in: directory) + """
-            KT_VERSION=6.12.117-1~deb12u1 KT_IMAGE_PKG=linux-image-6.12.117+deb12-amd64-unsigned KT_ABI=6.12.117+deb12
-            KT_BUSYBOX_VERSION=1:1.35.0-4+deb12u1+b1
-            kt_download
-            echo "downloaded"
-            """,
+                KT_VERSION=6.12.117-1~deb12u1 KT_IMAGE_PKG=linux-image-6.12.117+deb12-amd64-unsigned KT_ABI=6.12.117+deb12
+                KT_BUSYBOX_VERSION=1:1.35.0-4+deb12u1+b1
+                kt_download
+                echo "downloaded"
+                """,
             sourcing: ["common", "fetch"], environment: environment)
     }
 
@@ -280,9 +284,11 @@ struct HostScriptTests {
     func failedDownloadInCI() throws {
         let result = try Self.failingDownload(ci: true)
         #expect(result.status == 1)
-        #expect(result.stdout.contains(
-            "kernel-vfio: FAILED: apt-get download failed: Err:1 http://deb.debian.org/debian-security bookworm-security/main amd64 "
-                + "linux-source-6.12 all 6.12.117-1~deb12u1: Could not connect to deb.debian.org:80 (151.101.2.132), connection timed out"),
+        #expect(
+            result.stdout.contains(
+                "kernel-vfio: FAILED: apt-get download failed: Err:1 http://deb.debian.org/debian-security bookworm-security/main amd64 "
+                    + "linux-source-6.12 all 6.12.117-1~deb12u1: Could not connect to deb.debian.org:80 (151.101.2.132), connection timed out"
+            ),
             "\(result)")
         #expect(result.stdout.contains("kernel-vfio: to fix: check that apt's mirror answers"), "\(result)")
         #expect(!result.stdout.contains("downloaded"))
@@ -300,8 +306,10 @@ struct HostScriptTests {
     func qemuPeerVerdict() throws {
         let directory = try TemporaryDirectory()
         let environment = ["KT_NAME": "qemu-peer", "KT_GUEST_PROGRAM": "qemu-peer-guest"]
-        let steps = ["PASS qemu-saves-vm-to-file", "PASS switchover-inspects-qemu-file", "PASS qemu-file-loaded-by-switchover",
-                     "PASS switchover-source-to-qemu-live", "PASS qemu-destination-completed", "PASS qemu-saves-what-switchover-sent"]
+        let steps = [
+            "PASS qemu-saves-vm-to-file", "PASS switchover-inspects-qemu-file", "PASS qemu-file-loaded-by-switchover",
+            "PASS switchover-source-to-qemu-live", "PASS qemu-destination-completed", "PASS qemu-saves-what-switchover-sent"
+        ]
         let clean = try directory.write("clean.log", Self.qemuPeerConsole(steps: steps, summary: "qemu-peer: 6 passed, 0 failed", exit: 0))
         let passed = try Self.bash("kt_verdict \"\(clean)\"", environment: environment)
         #expect(passed.status == 0, "\(passed)")
@@ -309,7 +317,8 @@ struct HostScriptTests {
 
         var failing = steps
         failing[3] = "FAIL switchover-source-to-qemu-live: QEMU sent no SWITCHOVER_ACK"
-        let failed = try directory.write("failed.log", Self.qemuPeerConsole(steps: failing, summary: "qemu-peer: 5 passed, 1 failed", exit: 1))
+        let failed = try directory.write(
+            "failed.log", Self.qemuPeerConsole(steps: failing, summary: "qemu-peer: 5 passed, 1 failed", exit: 1))
         let result = try Self.bash("kt_verdict \"\(failed)\"", environment: environment)
         #expect(result.status == 1)
         #expect(result.stdout.contains("qemu-peer: FAILED: 1 check(s) failed: switchover-source-to-qemu-live"), "\(result)")
@@ -324,8 +333,9 @@ struct HostScriptTests {
 
     @Test("make test-qemu's skip fails under CI with its own name")
     func qemuPeerSkipInCI() throws {
-        let result = try Self.bash("kt_skip 'apt knows no qemu-system-x86 in bookworm-backports' 'apt-get update'; echo not reached",
-                                   environment: ["CI": "true", "KT_NAME": "qemu-peer"])
+        let result = try Self.bash(
+            "kt_skip 'apt knows no qemu-system-x86 in bookworm-backports' 'apt-get update'; echo not reached",
+            environment: ["CI": "true", "KT_NAME": "qemu-peer"])
         #expect(result.status == 1)
         #expect(result.stdout.hasPrefix("qemu-peer: FAILED: apt knows no qemu-system-x86 in bookworm-backports (CI=true"), "\(result)")
     }
@@ -351,7 +361,7 @@ struct FakeConsole {
             "[    0.000000] Linux version 6.12.117+deb12-amd64 (debian-kernel@lists.debian.org)",
             "guest: kernel 6.12.117+deb12-amd64, 2 cpus",
             "guest: mtty-2 available_instances 12",
-            "guest: source 6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0001 group 0, destination 6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0002 group 1",
+            "guest: source 6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0001 group 0, destination 6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0002 group 1"
         ]
         for (index, check) in checks.enumerated() {
             lines.append("  info: note \(index)")

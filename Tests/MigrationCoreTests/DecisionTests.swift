@@ -20,8 +20,10 @@ import Testing
     /// Migrates a scenario with `device` until the RAM handler has run 30 passes, then cancels:
     /// expects the switchover never to have happened (cancelled while iterating, the guest
     /// never stopped, the source intact).
-    static func expectSwitchoverHeld(device: DeviceHandler.Config, _ p: MigrationParameters,
-                                     sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    static func expectSwitchoverHeld(
+        device: DeviceHandler.Config, _ p: MigrationParameters,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
         let held = try Scenario(device: device)
         let source = held.source(p)
         let canceller = Self.cancel(source, after: 30, of: held.sourceRAM)

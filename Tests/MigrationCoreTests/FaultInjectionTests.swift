@@ -17,8 +17,9 @@ import Testing
     }
 
     static func scenario() throws -> Scenario {
-        try Scenario(ram: { RAMHandler(pages: 40, chunkPages: 16) },
-                     device: DeviceHandler.Config(initialBytes: 24 << 10, chunk: 12 << 10, stopCopyBytes: 4 << 10, needsAck: false))
+        try Scenario(
+            ram: { RAMHandler(pages: 40, chunkPages: 16) },
+            device: DeviceHandler.Config(initialBytes: 24 << 10, chunk: 12 << 10, stopCopyBytes: 4 << 10, needsAck: false))
     }
 
     static func referenceBoundaries() async throws -> [Boundary] {
@@ -42,8 +43,11 @@ import Testing
 
     @Test func theReferenceMigrationHasEveryKindOfRecord() async throws {
         let kinds = Set(try await Self.referenceBoundaries().map { $0.what.split(separator: " ").first.map(String.init) ?? "" })
-        #expect(kinds.isSuperset(of: ["header", "configuration", "OPEN_RETURN_PATH", "PING", "SWITCHOVER_HELLO",
-                                      "SWITCHOVER_PREFLIGHT", "start", "part", "end", "full", "EOF", "VMDESCRIPTION"]))
+        #expect(
+            kinds.isSuperset(of: [
+                "header", "configuration", "OPEN_RETURN_PATH", "PING", "SWITCHOVER_HELLO",
+                "SWITCHOVER_PREFLIGHT", "start", "part", "end", "full", "EOF", "VMDESCRIPTION"
+            ]))
     }
 
     @Test func cuttingTheConnectionAtEveryBoundaryLeavesTheSourceRunning() async throws {

@@ -2,8 +2,8 @@ import Foundation
 import MigrationCore
 import MigrationStream
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 
 /// What a hostile peer can make each end of a migration do: never crash it, never make it hold
 /// more than its budget, never keep it waiting past a deadline.
@@ -26,7 +26,7 @@ import TestSupport
     @Test(arguments: [
         ReturnPathMessage.loadReport(LoadReport(idstr: "evil", instanceID: 7, bytesLoaded: 1, loadMicros: 1, fixedCostMicros: 1)),
         ReturnPathMessage.ackState(idstr: "evil", instanceID: 7, acknowledged: false),
-        ReturnPathMessage.loadBacklog(LoadBacklogReport(idstr: "evil", instanceID: 7, bytes: 1, expectedMicros: 1, loadedThrough: 1)),
+        ReturnPathMessage.loadBacklog(LoadBacklogReport(idstr: "evil", instanceID: 7, bytes: 1, expectedMicros: 1, loadedThrough: 1))
     ])
     func returnPathMessagesForUnknownHandlersFailTheSourceCleanly(message: ReturnPathMessage) async throws {
         let s = try Scenario()
@@ -163,7 +163,10 @@ import TestSupport
             kept.withLock { $0.append(c) }
             return WithholdingConnection(c, dropping: configIndex)
         }
-        for c in kept.withLock({ $0 }) { c.shutdown(); c.close() }
+        for c in kept.withLock({ $0 }) {
+            c.shutdown()
+            c.close()
+        }
         guard case .drainTimedOut(let device, _, let reason)? = MultifdTests.multifdError(incoming) else {
             Issue.record("destination: \(String(describing: incoming.error))")
             return

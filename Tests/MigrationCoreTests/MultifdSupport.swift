@@ -64,7 +64,9 @@ final class MultifdTestDevice: MigrationHandler {
         let body = try readFramed(reader)
         state.withLock { s in
             switch header.kind {
-            case .end: s.received += body; s.endBodies += 1
+            case .end:
+                s.received += body
+                s.endBodies += 1
             case .full: if !body.isEmpty { s.config = body }
             default: break
             }
@@ -98,8 +100,9 @@ final class MultifdScenario: Sendable {
 
     init(devices: Int, stopCopyBytes: Int = 40 << 10, chunk: Int = 4 << 10, destinationSupports: Bool = true) throws {
         let ram = sourceRAM
-        sourceVM = TestVM(name: "source", running: true, log: log,
-                          onStop: { ram.setGuestRunning(false) }, onResume: { ram.setGuestRunning(true) })
+        sourceVM = TestVM(
+            name: "source", running: true, log: log,
+            onStop: { ram.setGuestRunning(false) }, onResume: { ram.setGuestRunning(true) })
         destinationVM = TestVM(name: "destination", running: false, log: log)
         sourceDevices = (0..<devices).map { MultifdTestDevice(stopCopyBytes: stopCopyBytes + $0 * 1000, chunk: chunk, seed: $0 + 1) }
         destinationDevices = (0..<devices).map { _ in MultifdTestDevice(stopCopyBytes: 0, supports: destinationSupports) }
@@ -115,13 +118,17 @@ final class MultifdScenario: Sendable {
 
     /// Migrates through a socketpair transport; `wrap` may wrap the source end of the
     /// `index`-th connection (0 = main, 1… = channels 0…).
-    func migrate(_ parameters: MigrationParameters, destination: MigrationParameters? = nil,
-                 wrap: (@Sendable (Int, DescriptorConnection) -> any MigrationConnection)? = nil)
-        async -> (source: Result<MigrationStatistics, any Error>, destination: Result<IncomingStatistics, any Error>) {
+    func migrate(
+        _ parameters: MigrationParameters, destination: MigrationParameters? = nil,
+        wrap: (@Sendable (Int, DescriptorConnection) -> any MigrationConnection)? = nil
+    )
+        async -> (source: Result<MigrationStatistics, any Error>, destination: Result<IncomingStatistics, any Error>)
+    {
         await migrateOverSocketPairs(
             MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: machine, parameters: parameters),
-            MigrationDestination(registry: destinationRegistry, vm: destinationVM, configuration: machine,
-                                 parameters: destination ?? parameters),
+            MigrationDestination(
+                registry: destinationRegistry, vm: destinationVM, configuration: machine,
+                parameters: destination ?? parameters),
             wrap: wrap)
     }
 
@@ -174,7 +181,10 @@ final class PacketFilterConnection: MigrationConnection {
     func close() { base.close() }
 
     func write(_ bytes: UnsafeRawBufferPointer) throws {
-        let first = writes.withLock { w -> Bool in defer { w += 1 }; return w == 0 }
+        let first = writes.withLock { w -> Bool in
+            defer { w += 1 }
+            return w == 0
+        }
         let offset = MultiFDDeviceStatePacketHeader.encodedLength + 4
         guard !first, bytes.count >= offset + 4 else { return try base.write(bytes) }
         let index = bytes[offset..<offset + 4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }

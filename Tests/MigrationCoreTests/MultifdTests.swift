@@ -1,8 +1,8 @@
 import Foundation
 import MigrationCore
 import MigrationStream
-import Testing
 import TestSupport
+import Testing
 
 /// Multifd device-state transfer in the engine, with generic test devices.
 @Suite struct MultifdTests {
@@ -80,7 +80,8 @@ import TestSupport
     @Test func packetsArrivingOutOfOrderAreLoadedInOrder() async throws {
         let s = try MultifdScenario(devices: 1)
         let (source, destination) = await s.migrate(MultifdScenario.parameters(channels: 1)) { index, c in
-            index == 1 ? PacketFilterConnection(c, [.delay(0, after: 4), .delay(2, after: 3), .delay(5, after: 9)]) as any MigrationConnection : c
+            index == 1
+                ? PacketFilterConnection(c, [.delay(0, after: 4), .delay(2, after: 3), .delay(5, after: 9)]) as any MigrationConnection : c
         }
         _ = try source.get()
         _ = try destination.get()
@@ -259,7 +260,8 @@ import TestSupport
                 transport = UnixSocketTransport(path: path)
             }
             let source = MigrationSource(registry: s.sourceRegistry, vm: s.sourceVM, configuration: machine, parameters: p)
-            let destination = MigrationDestination(registry: s.destinationRegistry, vm: s.destinationVM, configuration: machine, parameters: p)
+            let destination = MigrationDestination(
+                registry: s.destinationRegistry, vm: s.destinationVM, configuration: machine, parameters: p)
             async let r2 = capture { try await destination.run(accepting: listener) }
             async let r1 = capture { try await source.run(to: transport) }
             let (a, b) = await (r1, r2)
@@ -282,9 +284,11 @@ import TestSupport
         }
         let source = MigrationSource(registry: s.sourceRegistry, vm: s.sourceVM, configuration: machine, parameters: p)
         let destination = MigrationDestination(registry: s.destinationRegistry, vm: s.destinationVM, configuration: machine, parameters: p)
-        let main = sourceEnds[0], channels = Array(sourceEnds[1...])
+        let main = sourceEnds[0]
+        let channels = Array(sourceEnds[1...])
         // The destination gets them in another order and classifies them.
-        let incomingMain = destinationEnds[2], incomingOthers = [destinationEnds[0], destinationEnds[3], destinationEnds[1]]
+        let incomingMain = destinationEnds[2]
+        let incomingOthers = [destinationEnds[0], destinationEnds[3], destinationEnds[1]]
         async let r1 = capture { try await source.run(over: main, multifdChannels: channels) }
         async let r2 = capture { try await destination.run(over: incomingMain, multifdChannels: incomingOthers) }
         let (a, b) = await (r1, r2)

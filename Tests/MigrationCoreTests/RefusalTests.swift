@@ -1,8 +1,8 @@
 import Foundation
 import MigrationCore
 import MigrationStream
-import Testing
 import TestSupport
+import Testing
 
 /// The destination refuses what it cannot load, clearly, and the source survives it.
 @Suite struct RefusalTests {
@@ -91,8 +91,9 @@ import TestSupport
     }
 
     @Test func thePreflightReportsVersionAndDeviceDifferences() async throws {
-        let s = try Scenario(device: DeviceHandler.Config(needsAck: false, identity: "15b3:101e fw 28.39.1002"),
-                             destinationDevice: DeviceHandler.Config(needsAck: false, identity: "15b3:101e fw 28.41.1000"))
+        let s = try Scenario(
+            device: DeviceHandler.Config(needsAck: false, identity: "15b3:101e fw 28.39.1002"),
+            destinationDevice: DeviceHandler.Config(needsAck: false, identity: "15b3:101e fw 28.41.1000"))
         try s.sourceRegistry.register(RAMHandler(pages: 4), idstr: "virtio-mem", versionID: 3)
         try s.destinationRegistry.register(RAMHandler(pages: 4), idstr: "virtio-mem", versionID: 2)
         let (result, incoming) = try await s.migrate()

@@ -20,22 +20,26 @@ final class Scenario: Sendable {
     let sourceVM: TestVM
     let destinationVM: TestVM
 
-    init(ram: @Sendable () -> RAMHandler = { RAMHandler() }, device: DeviceHandler.Config? = nil,
-         destinationDevice: DeviceHandler.Config? = nil, guestRunning: Bool = true,
-         sleeper: @escaping @Sendable (Duration) -> Void = realSleeper,
-         beforeLastReinitChunk: (@Sendable () -> Void)? = nil) throws {
+    init(
+        ram: @Sendable () -> RAMHandler = { RAMHandler() }, device: DeviceHandler.Config? = nil,
+        destinationDevice: DeviceHandler.Config? = nil, guestRunning: Bool = true,
+        sleeper: @escaping @Sendable (Duration) -> Void = realSleeper,
+        beforeLastReinitChunk: (@Sendable () -> Void)? = nil
+    ) throws {
         let sourceRAM = ram()
         self.sourceRAM = sourceRAM
         destinationRAM = RAMHandler(pages: sourceRAM.pageCount, pageSize: sourceRAM.pageSize, seed: 200)
         sourceRAM.setGuestRunning(guestRunning)
-        sourceVM = TestVM(name: "source", running: guestRunning, log: log,
-                          onStop: { sourceRAM.setGuestRunning(false) }, onResume: { sourceRAM.setGuestRunning(true) })
+        sourceVM = TestVM(
+            name: "source", running: guestRunning, log: log,
+            onStop: { sourceRAM.setGuestRunning(false) }, onResume: { sourceRAM.setGuestRunning(true) })
         destinationVM = TestVM(name: "destination", running: false, log: log)
         try sourceRegistry.register(sourceRAM, idstr: "ram", instanceID: 0, versionID: 4)
         try destinationRegistry.register(destinationRAM, idstr: "ram", instanceID: 0, versionID: 4)
         if let device {
-            let s = DeviceHandler(name: "source device", config: device, log: log, sleeper: sleeper,
-                                  beforeLastReinitChunk: beforeLastReinitChunk)
+            let s = DeviceHandler(
+                name: "source device", config: device, log: log, sleeper: sleeper,
+                beforeLastReinitChunk: beforeLastReinitChunk)
             let d = DeviceHandler(name: "destination device", config: destinationDevice ?? device, log: log, sleeper: sleeper)
             try sourceRegistry.register(s, idstr: deviceID, versionID: 1)
             try destinationRegistry.register(d, idstr: deviceID, versionID: 1)
@@ -49,21 +53,28 @@ final class Scenario: Sendable {
         try destinationRegistry.register(destinationFull, idstr: "timer", versionID: 2)
     }
 
-    func source(_ parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock()) -> MigrationSource {
+    func source(_ parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock()) -> MigrationSource
+    {
         MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: machine, parameters: parameters, clock: clock)
     }
 
-    func destination(_ parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
-                     configuration: MachineConfiguration = machine) -> MigrationDestination {
-        MigrationDestination(registry: destinationRegistry, vm: destinationVM, configuration: configuration,
-                             parameters: parameters, clock: clock)
+    func destination(
+        _ parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
+        configuration: MachineConfiguration = machine
+    ) -> MigrationDestination {
+        MigrationDestination(
+            registry: destinationRegistry, vm: destinationVM, configuration: configuration,
+            parameters: parameters, clock: clock)
     }
 
     /// Migrates over a socketpair (optionally through a fault or a recorder).
-    func migrate(_ parameters: MigrationParameters = MigrationParameters(), destination destinationParameters: MigrationParameters? = nil,
-                 clock: any MigrationClock = MonotonicClock(), destinationConfiguration: MachineConfiguration = machine,
-                 wrap: (DescriptorConnection) -> any MigrationConnection = { $0 })
-        async throws -> (source: Result<MigrationStatistics, any Error>, destination: Result<IncomingStatistics, any Error>) {
+    func migrate(
+        _ parameters: MigrationParameters = MigrationParameters(), destination destinationParameters: MigrationParameters? = nil,
+        clock: any MigrationClock = MonotonicClock(), destinationConfiguration: MachineConfiguration = machine,
+        wrap: (DescriptorConnection) -> any MigrationConnection = { $0 }
+    )
+        async throws -> (source: Result<MigrationStatistics, any Error>, destination: Result<IncomingStatistics, any Error>)
+    {
         let (a, b) = try DescriptorConnection.socketPair()
         let source = self.source(parameters, clock: clock)
         let destination = self.destination(destinationParameters ?? parameters, clock: clock, configuration: destinationConfiguration)

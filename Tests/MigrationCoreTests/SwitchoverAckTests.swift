@@ -82,8 +82,9 @@ import Testing
                 Thread.sleep(forTimeInterval: 0.005)
             }
         }
-        let config = DeviceHandler.Config(initialBytes: 32 << 10, chunk: 16 << 10, stopCopyBytes: 1 << 10,
-                                          ackDelay: .milliseconds(100), reinitBytes: 32 << 10)
+        let config = DeviceHandler.Config(
+            initialBytes: 32 << 10, chunk: 16 << 10, stopCopyBytes: 1 << 10,
+            ackDelay: .milliseconds(100), reinitBytes: 32 << 10)
         let s = try Scenario(ram: { RAMHandler(pages: 16) }, device: config, beforeLastReinitChunk: gate)
         var p = Self.ackParameters
         p.switchoverBandwidth = 10_000  // threshold 3 kB: only the 1 kB stop-copy data fits

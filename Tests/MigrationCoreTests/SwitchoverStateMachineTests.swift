@@ -1,6 +1,7 @@
-@testable import MigrationCore
 import MigrationStream
 import Testing
+
+@testable import MigrationCore
 
 /// The switchover decision on its own: events in, actions out, on virtual time (plain
 /// Durations; the state machine reads no clock).
@@ -10,25 +11,31 @@ import Testing
     /// 1 MB/s: 1000 bytes per ms, so the 300 ms default limit is a 300 000-byte threshold.
     static let rate = 1_000_000
 
-    static func machine(handlers: Int = 2, multifd: [Bool]? = nil, extensions: Bool = true,
-                        _ adjust: (inout MigrationParameters) -> Void = { _ in }) -> Machine {
+    static func machine(
+        handlers: Int = 2, multifd: [Bool]? = nil, extensions: Bool = true,
+        _ adjust: (inout MigrationParameters) -> Void = { _ in }
+    ) -> Machine {
         var p = MigrationParameters()
         adjust(&p)
-        let config = Machine.Configuration(parameters: p, extensions: extensions, multifd: multifd ?? Array(repeating: false, count: handlers))
+        let config = Machine.Configuration(
+            parameters: p, extensions: extensions, multifd: multifd ?? Array(repeating: false, count: handlers))
         return Machine(configuration: config, now: .zero, bytesWritten: 0)
     }
 
     /// A machine that has measured 1 MB/s in its first window (at t = 100 ms).
-    static func measured(handlers: Int = 2, multifd: [Bool]? = nil, extensions: Bool = true,
-                         _ adjust: (inout MigrationParameters) -> Void = { _ in }) -> Machine {
+    static func measured(
+        handlers: Int = 2, multifd: [Bool]? = nil, extensions: Bool = true,
+        _ adjust: (inout MigrationParameters) -> Void = { _ in }
+    ) -> Machine {
         var m = machine(handlers: handlers, multifd: multifd, extensions: extensions, adjust)
         #expect(m.clockTick(now: .milliseconds(100), bytesWritten: rate / 10) == .windowClosed)
         return m
     }
 
     static func report(_ i: Int, fixed: UInt64 = 0, rateBytes: UInt64 = 0, rateMicros: UInt64 = 0) -> LoadReport {
-        LoadReport(idstr: "h\(i)", instanceID: 0, bytesLoaded: rateBytes, loadMicros: rateMicros, fixedCostMicros: fixed,
-                   rateBytes: rateBytes, rateMicros: rateMicros)
+        LoadReport(
+            idstr: "h\(i)", instanceID: 0, bytesLoaded: rateBytes, loadMicros: rateMicros, fixedCostMicros: fixed,
+            rateBytes: rateBytes, rateMicros: rateMicros)
     }
 
     static func backlog(_ i: Int, ms: UInt64) -> LoadBacklogReport {
@@ -53,7 +60,7 @@ import Testing
         ThresholdRow(pending: [0, 0], switches: true),
         ThresholdRow(pending: [100_000, 200_000], switches: true),
         ThresholdRow(pending: [100_000, 200_001], switches: false),
-        ThresholdRow(pending: [UInt64.max, 1], switches: false),
+        ThresholdRow(pending: [UInt64.max, 1], switches: false)
     ])
     func pendingAgainstTheThreshold(_ row: ThresholdRow) {
         var m = Self.measured()
@@ -163,16 +170,21 @@ import Testing
         BacklogRow(name: "idle destination", expectedBacklogMs: 0, expectedFinalLoadMs: 0, switches: true),
         BacklogRow(name: "backlog within the limit", backlogMs: [100, 50], expectedBacklogMs: 150, expectedFinalLoadMs: 0, switches: true),
         BacklogRow(name: "backlog over the limit", backlogMs: [250, 50], expectedBacklogMs: 300, expectedFinalLoadMs: 0, switches: false),
-        BacklogRow(name: "backlog with final loads", backlogMs: [150, 0], fixedMs: [80, 80],
-                   expectedBacklogMs: 150, expectedFinalLoadMs: 160, switches: false),
-        BacklogRow(name: "multifd final loads run in parallel", backlogMs: [150, 0], fixedMs: [80, 80], multifd: [true, true],
-                   expectedBacklogMs: 150, expectedFinalLoadMs: 80, switches: true),
-        BacklogRow(name: "one device on the main channel, one over multifd", fixedMs: [100, 180], multifd: [false, true],
-                   expectedBacklogMs: 0, expectedFinalLoadMs: 180, switches: true),
-        BacklogRow(name: "QEMU peer: no extensions, the figures do not count", extensions: false, backlogMs: [500, 0],
-                   expectedBacklogMs: 500, expectedFinalLoadMs: 0, switches: true),
-        BacklogRow(name: "load time not counted on request", countLoadTime: false, backlogMs: [500, 0],
-                   expectedBacklogMs: 500, expectedFinalLoadMs: 0, switches: true),
+        BacklogRow(
+            name: "backlog with final loads", backlogMs: [150, 0], fixedMs: [80, 80],
+            expectedBacklogMs: 150, expectedFinalLoadMs: 160, switches: false),
+        BacklogRow(
+            name: "multifd final loads run in parallel", backlogMs: [150, 0], fixedMs: [80, 80], multifd: [true, true],
+            expectedBacklogMs: 150, expectedFinalLoadMs: 80, switches: true),
+        BacklogRow(
+            name: "one device on the main channel, one over multifd", fixedMs: [100, 180], multifd: [false, true],
+            expectedBacklogMs: 0, expectedFinalLoadMs: 180, switches: true),
+        BacklogRow(
+            name: "QEMU peer: no extensions, the figures do not count", extensions: false, backlogMs: [500, 0],
+            expectedBacklogMs: 500, expectedFinalLoadMs: 0, switches: true),
+        BacklogRow(
+            name: "load time not counted on request", countLoadTime: false, backlogMs: [500, 0],
+            expectedBacklogMs: 500, expectedFinalLoadMs: 0, switches: true)
     ])
     func theDestinationsBacklogAndLoadTimeInThePrediction(_ row: BacklogRow) throws {
         var m = Self.measured(multifd: row.multifd, extensions: row.extensions) { $0.countDestinationLoadTime = row.countLoadTime }
@@ -218,8 +230,9 @@ import Testing
         var r = Self.measured()
         _ = r.pendingEstimated([1000, 0])
         func report(through: UInt64, at ms: Int64) {
-            r.backlogReported(LoadBacklogReport(idstr: "h0", instanceID: 0, bytes: 0, expectedMicros: 0, loadedThrough: through),
-                              handler: 0, at: .milliseconds(ms))
+            r.backlogReported(
+                LoadBacklogReport(idstr: "h0", instanceID: 0, bytes: 0, expectedMicros: 0, loadedThrough: through),
+                handler: 0, at: .milliseconds(ms))
         }
         report(through: 1000, at: 100)
         // Iteration began at 0 bytes: loaded through 1000 covers it, and 5000 are written now.
@@ -244,7 +257,8 @@ import Testing
         var off = Self.measured { $0.countDestinationLoadTime = false }
         _ = off.pendingEstimated([400_000, 0])
         _ = off.decide(now: .milliseconds(100), guestRunning: true, bytesWritten: 5000)
-        off.backlogReported(LoadBacklogReport(idstr: "h0", instanceID: 0, bytes: 0, expectedMicros: 0, loadedThrough: 0), handler: 0, at: .zero)
+        off.backlogReported(
+            LoadBacklogReport(idstr: "h0", instanceID: 0, bytes: 0, expectedMicros: 0, loadedThrough: 0), handler: 0, at: .zero)
         _ = off.pendingEstimated([1000, 0])
         #expect(Self.switched(off.decide(now: .milliseconds(110), guestRunning: true, bytesWritten: 6000)) != nil)
     }
@@ -298,8 +312,10 @@ import Testing
 
     @Test func hostileFiguresMakeALongPredictionNeverATrap() throws {
         var m = Self.measured()
-        m.backlogReported(LoadBacklogReport(idstr: "h0", instanceID: 0, bytes: .max, expectedMicros: .max), handler: 0, at: .milliseconds(100))
-        m.backlogReported(LoadBacklogReport(idstr: "h1", instanceID: 0, bytes: .max, expectedMicros: .max), handler: 1, at: .milliseconds(100))
+        m.backlogReported(
+            LoadBacklogReport(idstr: "h0", instanceID: 0, bytes: .max, expectedMicros: .max), handler: 0, at: .milliseconds(100))
+        m.backlogReported(
+            LoadBacklogReport(idstr: "h1", instanceID: 0, bytes: .max, expectedMicros: .max), handler: 1, at: .milliseconds(100))
         m.loadReported(Self.report(0, fixed: .max, rateBytes: 1 << 20, rateMicros: .max), handler: 0)
         m.loadReported(Self.report(1, fixed: .max), handler: 1)
         // Out-of-range handler numbers are ignored, not a crash.
@@ -323,10 +339,12 @@ import Testing
         _ = m.decide(now: .milliseconds(100), guestRunning: true)
         #expect(!m.budgetSpent(bytesWritten: 100_000 + 99_999))
         #expect(m.budgetSpent(bytesWritten: 100_000 + 100_000))
-        #expect(m.passCompleted(now: .milliseconds(150), bytesWritten: 200_000, moved: true, anyMore: true)
+        #expect(
+            m.passCompleted(now: .milliseconds(150), bytesWritten: 200_000, moved: true, anyMore: true)
                 == .sleep(until: .milliseconds(200), rateLimited: true))
         #expect(m.passCompleted(now: .milliseconds(150), bytesWritten: 150_000, moved: true, anyMore: true) == .next)
-        #expect(m.passCompleted(now: .milliseconds(150), bytesWritten: 150_000, moved: true, anyMore: false)
+        #expect(
+            m.passCompleted(now: .milliseconds(150), bytesWritten: 150_000, moved: true, anyMore: false)
                 == .sleep(until: .milliseconds(155), rateLimited: false))
         // Nothing moves for the stall timeout, with data pending and nothing awaited.
         #expect(m.passCompleted(now: .milliseconds(1149), bytesWritten: 150_000, moved: false, anyMore: false) != .next)

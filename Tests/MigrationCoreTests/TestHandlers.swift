@@ -44,7 +44,10 @@ struct PayloadReader {
 }
 
 func be32(_ v: Int) -> [UInt8] {
-    [UInt8(truncatingIfNeeded: v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v)]
+    [
+        UInt8(truncatingIfNeeded: v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8),
+        UInt8(truncatingIfNeeded: v)
+    ]
 }
 
 /// What a handler saw of its own life, for the cleanup assertions.
@@ -84,8 +87,10 @@ final class RAMHandler: MigrationHandler {
     let partLedger = Mutex<[(Duration, Int)]>([])
     let clock: (any MigrationClock)?
 
-    init(pages: Int = 64, pageSize: Int = 4096, chunkPages: Int = 16, dirtyPerIterate: Int = 0,
-         estimateBias: UInt64 = 0, seed: UInt8 = 1, clock: (any MigrationClock)? = nil) {
+    init(
+        pages: Int = 64, pageSize: Int = 4096, chunkPages: Int = 16, dirtyPerIterate: Int = 0,
+        estimateBias: UInt64 = 0, seed: UInt8 = 1, clock: (any MigrationClock)? = nil
+    ) {
         self.pageSize = pageSize
         self.pageCount = pages
         self.chunkPages = chunkPages
@@ -109,12 +114,18 @@ final class RAMHandler: MigrationHandler {
         s.counter &+= 1
         let base = page * pageSize
         for (k, b) in be32(Int(s.counter)).enumerated() { s.pages[base + k] = b }
-        if !s.dirty[page] { s.dirty[page] = true; s.dirtyCount += 1 }
+        if !s.dirty[page] {
+            s.dirty[page] = true
+            s.dirtyCount += 1
+        }
     }
 
     /// Starts a guest workload that dirties `pagesPerTick` pages every `tick` while it runs.
     func startWorkload(pagesPerTick: Int, tick: TimeInterval) {
-        state.withLock { $0.workloadStop = false; $0.workloadEnded = false }
+        state.withLock {
+            $0.workloadStop = false
+            $0.workloadEnded = false
+        }
         let thread = Thread { [self] in
             var page = 7
             while true {
@@ -206,7 +217,8 @@ final class RAMHandler: MigrationHandler {
     func loadState(from reader: StreamReader, header: SectionHeader, context: LoadContext) throws {
         var p = PayloadReader(bytes: try readFramed(reader))
         if header.kind == .start {
-            let count = Int(try p.be32()), size = Int(try p.be32())
+            let count = Int(try p.be32())
+            let size = Int(try p.be32())
             guard count == pageCount, size == pageSize else {
                 throw StreamError.badSectionBody(offset: reader.offset, idstr: "ram", reason: "geometry \(count)×\(size)")
             }
@@ -253,7 +265,13 @@ final class DeviceHandler: MigrationHandler {
         var seed: UInt8 = 9
     }
 
-    private enum Tag: UInt8 { case setup = 1, data = 2, initDataSent = 3, reinit = 4, config = 6 }
+    private enum Tag: UInt8 {
+        case setup = 1
+        case data = 2
+        case initDataSent = 3
+        case reinit = 4
+        case config = 6
+    }
 
     private struct State {
         var device: DeviceState = .running
@@ -275,8 +293,10 @@ final class DeviceHandler: MigrationHandler {
     let beforeLastReinitChunk: (@Sendable () -> Void)?
     private let state = Mutex(State())
 
-    init(name: String, config: Config, log: EventLog, sleeper: @escaping @Sendable (Duration) -> Void = realSleeper,
-         beforeLastReinitChunk: (@Sendable () -> Void)? = nil) {
+    init(
+        name: String, config: Config, log: EventLog, sleeper: @escaping @Sendable (Duration) -> Void = realSleeper,
+        beforeLastReinitChunk: (@Sendable () -> Void)? = nil
+    ) {
         self.name = name
         self.config = config
         self.log = log
@@ -325,7 +345,10 @@ final class DeviceHandler: MigrationHandler {
                 return (payload, .more)
             }
             if s.reinitSent < config.reinitBytes {
-                if !s.reinitStarted { payload += item(.reinit); s.reinitStarted = true }
+                if !s.reinitStarted {
+                    payload += item(.reinit)
+                    s.reinitStarted = true
+                }
                 let n = min(config.chunk, config.reinitBytes - s.reinitSent)
                 if s.reinitSent + n == config.reinitBytes { gate = true }
                 let base = config.initialBytes + s.reinitSent

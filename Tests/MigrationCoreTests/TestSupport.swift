@@ -2,8 +2,8 @@ import Foundation
 import MigrationCore
 import MigrationStream
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 
 /// An ordered record of what happened on both sides, to check causality ("the source stopped
 /// the guest after the destination approved") without timing.
@@ -51,8 +51,10 @@ final class TestVM: VMController {
     private let onStop: @Sendable () -> Void
     private let onResume: @Sendable () -> Void
 
-    init(name: String, running: Bool, log: EventLog, onStop: @escaping @Sendable () -> Void = {},
-         onResume: @escaping @Sendable () -> Void = {}) {
+    init(
+        name: String, running: Bool, log: EventLog, onStop: @escaping @Sendable () -> Void = {},
+        onResume: @escaping @Sendable () -> Void = {}
+    ) {
         self.state = Mutex(State(running: running))
         self.name = name
         self.log = log
@@ -66,12 +68,18 @@ final class TestVM: VMController {
 
     func stopVM() throws {
         onStop()
-        state.withLock { $0.running = false; $0.stops += 1 }
+        state.withLock {
+            $0.running = false
+            $0.stops += 1
+        }
         log.append("\(name) stopVM")
     }
 
     func resumeVM() throws {
-        state.withLock { $0.running = true; $0.resumes += 1 }
+        state.withLock {
+            $0.running = true
+            $0.resumes += 1
+        }
         onResume()
         log.append("\(name) resumeVM")
     }
@@ -117,11 +125,12 @@ func recordBoundaries(_ bytes: [UInt8]) throws -> [Boundary] {
         let at = r.offset
         switch try r.readRecord() {
         case .section(let h):
-            let phase: MigrationPhase = switch h.kind {
-            case .start: .setup
-            case .part: .iterating
-            case .end, .full: .completing
-            }
+            let phase: MigrationPhase =
+                switch h.kind {
+                case .start: .setup
+                case .part: .iterating
+                case .end, .full: .completing
+                }
             out.append(Boundary(offset: at, what: "\(h.kind) \(h.binding.idstr)", sourcePhase: phase))
             let n = try r.readBE32()
             try r.skip(UInt64(n))
@@ -142,9 +151,12 @@ func commandNames(_ bytes: [UInt8]) throws -> [String] {
 }
 
 /// Runs both engines concurrently and returns both outcomes.
-func runBoth(source: MigrationSource, over sourceConnection: any MigrationConnection,
-             destination: MigrationDestination, over destinationConnection: any MigrationConnection)
-    async -> (Result<MigrationStatistics, any Error>, Result<IncomingStatistics, any Error>) {
+func runBoth(
+    source: MigrationSource, over sourceConnection: any MigrationConnection,
+    destination: MigrationDestination, over destinationConnection: any MigrationConnection
+)
+    async -> (Result<MigrationStatistics, any Error>, Result<IncomingStatistics, any Error>)
+{
     async let s = capture { try await source.run(over: sourceConnection) }
     async let d = capture { try await destination.run(over: destinationConnection) }
     return await (s, d)

@@ -1,8 +1,9 @@
 import Foundation
 import MigrationCore
 import MigrationStream
-import Testing
 import TestSupport
+import Testing
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,9 +23,12 @@ import Glibc
     }
 
     /// Runs a destination accepting on `listener` and a source connecting through `transport`.
-    static func migrate(_ s: Scenario, listener: any MigrationListener, transport: any MigrationTransport,
-                        _ p: MigrationParameters = MigrationParameters())
-        async -> (Result<MigrationStatistics, any Error>, Result<IncomingStatistics, any Error>) {
+    static func migrate(
+        _ s: Scenario, listener: any MigrationListener, transport: any MigrationTransport,
+        _ p: MigrationParameters = MigrationParameters()
+    )
+        async -> (Result<MigrationStatistics, any Error>, Result<IncomingStatistics, any Error>)
+    {
         let destination = s.destination(p)
         let source = s.source(p)
         async let d = capture { try await destination.run(accepting: listener) }
@@ -53,7 +57,9 @@ import Glibc
     }
 
     @Test func migratesOverAUnixSocket() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("switchover-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "switchover-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        ).path
         let transport = try MigrationAddress(parsing: "unix:\(path)").transport
         let s = try Scenario()
         let (result, incoming) = await Self.migrate(s, listener: try transport.listen(), transport: transport)
@@ -63,7 +69,9 @@ import Glibc
     }
 
     @Test func migratesToAFileAndLoadsFromIt() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("switchover-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).mig").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "switchover-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).mig"
+        ).path
         defer { try? FileManager.default.removeItem(atPath: path) }
         let transport = try MigrationAddress(parsing: "file:\(path)").transport
         let s = try Scenario(device: DeviceHandler.Config(needsAck: false))

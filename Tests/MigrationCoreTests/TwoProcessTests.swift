@@ -1,7 +1,7 @@
 import Foundation
-import TestSupport
 import MigrationCore
 import MigrationStream
+import TestSupport
 import Testing
 
 /// The destination runs in this process; the source in a second process: this test binary

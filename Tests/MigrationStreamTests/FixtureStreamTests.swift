@@ -39,7 +39,10 @@ import Testing
             return
         }
         #expect(start.totalBytes == 17_309_696)
-        #expect(start.blocks.map(\.name) == ["pc.ram", "/rom@etc/acpi/tables", "pc.bios", "pc.rom", "/rom@etc/table-loader", "/rom@etc/acpi/rsdp"])
+        #expect(
+            start.blocks.map(\.name) == [
+                "pc.ram", "/rom@etc/acpi/tables", "pc.bios", "pc.rom", "/rom@etc/table-loader", "/rom@etc/acpi/rsdp"
+            ])
         #expect(start.blocks.map(\.usedLength) == [16 << 20, 128 << 10, 256 << 10, 128 << 10, 4096, 4096])
         guard case .ram(let part) = result.records[1].body else {
             Issue.record("ram PART has no ram summary")

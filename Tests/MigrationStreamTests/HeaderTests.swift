@@ -39,13 +39,18 @@ import Testing
     @Test func returnPathMessagesRoundTrip() throws {
         let messages: [ReturnPathMessage] = [
             .shut(0), .pong(1), .switchoverAck, .requestPages(start: 4096, length: 8192),
-            .loadReport(LoadReport(idstr: "0000:00:05.0/vfio", instanceID: 0, bytesLoaded: 1 << 20, loadMicros: 1500, fixedCostMicros: 200_000)),
-            .loadReport(LoadReport(idstr: "mlx5", instanceID: 2, bytesLoaded: 3 << 20, loadMicros: 310_000, fixedCostMicros: 0,
-                                   rateBytes: 1 << 20, rateMicros: 9_000)),
+            .loadReport(
+                LoadReport(idstr: "0000:00:05.0/vfio", instanceID: 0, bytesLoaded: 1 << 20, loadMicros: 1500, fixedCostMicros: 200_000)),
+            .loadReport(
+                LoadReport(
+                    idstr: "mlx5", instanceID: 2, bytesLoaded: 3 << 20, loadMicros: 310_000, fixedCostMicros: 0,
+                    rateBytes: 1 << 20, rateMicros: 9_000)),
             .ackState(idstr: "dev", instanceID: 1, acknowledged: false),
             .preflightResult(accepted: false, message: "vendor id differs"),
-            .loadBacklog(LoadBacklogReport(idstr: "0000:00:05.0/vfio", instanceID: 0, bytes: 15 << 20, expectedMicros: 200_000,
-                                           loadedThrough: 80 << 20)),
+            .loadBacklog(
+                LoadBacklogReport(
+                    idstr: "0000:00:05.0/vfio", instanceID: 0, bytes: 15 << 20, expectedMicros: 200_000,
+                    loadedThrough: 80 << 20))
         ]
         let sink = MemoryByteSink()
         let writer = StreamWriter(sink: sink)
@@ -62,14 +67,20 @@ import Testing
         func be64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) } }
         let head: [UInt8] = [3] + Array("dev".utf8) + [0, 0, 0, 1] + be64(4096) + be64(800) + be64(50)
         let full = try ReturnPathMessage.decode(type: ReturnPathMessage.loadReportType, payload: head + be64(2 << 20) + be64(10), offset: 0)
-        guard case .loadReport(let r) = full else { Issue.record("\(full)"); return }
+        guard case .loadReport(let r) = full else {
+            Issue.record("\(full)")
+            return
+        }
         #expect(r.bytesLoaded == 4096 && r.loadMicros == 800 && r.fixedCostMicros == 50)
         #expect(r.rateBytes == 2 << 20 && r.rateMicros == 10)
         #expect(abs(r.microsPerByte - 10.0 / Double(2 << 20)) < 1e-15)
         #expect(ReturnPathMessage.loadReport(r).payload == head + be64(2 << 20) + be64(10))
 
         let short = try ReturnPathMessage.decode(type: ReturnPathMessage.loadReportType, payload: head, offset: 0)
-        guard case .loadReport(let old) = short else { Issue.record("\(short)"); return }
+        guard case .loadReport(let old) = short else {
+            Issue.record("\(short)")
+            return
+        }
         #expect(old.rateBytes == 4096 && old.rateMicros == 800)
 
         #expect(throws: StreamError.self) {
@@ -78,7 +89,8 @@ import Testing
         let noData = LoadReport(idstr: "d", instanceID: 0, bytesLoaded: 10, loadMicros: 5, fixedCostMicros: 0, rateBytes: 0, rateMicros: 0)
         #expect(noData.microsPerByte == 0)
         // One small section's overhead is no per-byte rate.
-        let tiny = LoadReport(idstr: "d", instanceID: 0, bytesLoaded: 16 << 20, loadMicros: 400_000, fixedCostMicros: 0, rateBytes: 56, rateMicros: 19)
+        let tiny = LoadReport(
+            idstr: "d", instanceID: 0, bytesLoaded: 16 << 20, loadMicros: 400_000, fixedCostMicros: 0, rateBytes: 56, rateMicros: 19)
         #expect(tiny.microsPerByte == 0)
     }
 
@@ -88,11 +100,16 @@ import Testing
         func be64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) } }
         let bytes: [UInt8] = [3] + Array("dev".utf8) + [0, 0, 0, 2] + be64(1 << 20) + be64(150_000) + be64(4096)
         let message = try ReturnPathMessage.decode(type: ReturnPathMessage.loadBacklogType, payload: bytes, offset: 0)
-        #expect(message == .loadBacklog(LoadBacklogReport(idstr: "dev", instanceID: 2, bytes: 1 << 20, expectedMicros: 150_000, loadedThrough: 4096)))
+        #expect(
+            message
+                == .loadBacklog(
+                    LoadBacklogReport(idstr: "dev", instanceID: 2, bytes: 1 << 20, expectedMicros: 150_000, loadedThrough: 4096)))
         #expect(message.payload == bytes)
         #expect(ReturnPathMessage.name(of: 0x5304) == "LOAD_BACKLOG")
         for bad in [Array(bytes.dropLast()), bytes + [0]] {
-            #expect(throws: StreamError.self) { try ReturnPathMessage.decode(type: ReturnPathMessage.loadBacklogType, payload: bad, offset: 0) }
+            #expect(throws: StreamError.self) {
+                try ReturnPathMessage.decode(type: ReturnPathMessage.loadBacklogType, payload: bad, offset: 0)
+            }
         }
         #expect(SwitchoverFeatures.loadBacklog.rawValue == 1)
     }

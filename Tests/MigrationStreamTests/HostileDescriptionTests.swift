@@ -7,7 +7,7 @@ import Testing
     @Test(arguments: [
         #"{"devices":[{"name":"a","instance_id":0,"fields":[{"size":9223372036854775807},{"size":1}]}]}"#,
         #"{"devices":[{"name":"a","instance_id":0,"fields":[{"size":4611686018427387904,"array_len":1},{"size":4611686018427387904,"array_len":1}]}]}"#,
-        #"{"devices":[{"name":"a","instance_id":0,"fields":[{"size":9223372036854775800}],"subsections":[{"vmsd_name":"s","fields":[{"size":10}]}]}]}"#,
+        #"{"devices":[{"name":"a","instance_id":0,"fields":[{"size":9223372036854775800}],"subsections":[{"vmsd_name":"s","fields":[{"size":10}]}]}]}"#
     ])
     func sizesThatOverflowGiveNoLength(json: String) throws {
         let description = try VMDescription(json: Array(json.utf8))

@@ -53,7 +53,8 @@ import Testing
 
     @Test func deviceStatePacketOverTheBoundIsRefusedBeforeAllocation() throws {
         let bytes = try MultiFDDeviceStatePacketHeader(idstr: "dev", instanceID: 0, nextPacketSize: 0xFFFF_FFFF).encoded()
-        #expect(throws: StreamError.lengthTooLarge(offset: 272, field: "multifd device-state packet", length: 0xFFFF_FFFF, limit: 1 << 20)) {
+        #expect(throws: StreamError.lengthTooLarge(offset: 272, field: "multifd device-state packet", length: 0xFFFF_FFFF, limit: 1 << 20))
+        {
             try MultiFDDeviceStatePacketHeader.decode(bytes, maxPacketSize: 1 << 20)
         }
     }
@@ -61,7 +62,10 @@ import Testing
     @Test func deviceStatePacketWithOtherFlagsIsRefused() throws {
         var bytes = try MultiFDDeviceStatePacketHeader(idstr: "dev", instanceID: 0, nextPacketSize: 1).encoded()
         bytes[11] = 0x41
-        #expect(throws: StreamError.invalidField(offset: 8, field: "multifd packet flags", reason: "0x41, expected 0x40 (device state, no compression)")) {
+        #expect(
+            throws: StreamError.invalidField(
+                offset: 8, field: "multifd packet flags", reason: "0x41, expected 0x40 (device state, no compression)")
+        ) {
             try MultiFDDeviceStatePacketHeader.decode(bytes)
         }
     }
@@ -91,7 +95,9 @@ import Testing
         #expect(throws: StreamError.invalidField(offset: 0, field: "VFIO device-state packet version", reason: "1, expected 0")) {
             try VFIODeviceStatePacketHeader.decode([0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0])
         }
-        #expect(throws: StreamError.invalidField(offset: 4, field: "VFIO device-state packet idx", reason: "0xffffffff is not a valid index")) {
+        #expect(
+            throws: StreamError.invalidField(offset: 4, field: "VFIO device-state packet idx", reason: "0xffffffff is not a valid index")
+        ) {
             try VFIODeviceStatePacketHeader.decode([0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0])
         }
         #expect(throws: StreamError.truncated(offset: 3, expected: "a 12-byte VFIO device-state packet header")) {
@@ -136,12 +142,14 @@ import Testing
         let cases: [(ReturnPathMessage, [UInt8])] = [
             (.shut(1), [0, 1, 0, 4, 0, 0, 0, 1]),
             (.pong(0x42), [0, 2, 0, 4, 0, 0, 0, 0x42]),
-            (.requestPagesID(start: 0x1000, length: 0x2000, block: "pc.ram"),
-             [0, 3, 0, 19, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0x20, 0, 6] + Array("pc.ram".utf8)),
+            (
+                .requestPagesID(start: 0x1000, length: 0x2000, block: "pc.ram"),
+                [0, 3, 0, 19, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0x20, 0, 6] + Array("pc.ram".utf8)
+            ),
             (.requestPages(start: 0x1000, length: 0x2000), [0, 4, 0, 12, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0x20, 0]),
             (.receivedBitmap(block: "pc.ram"), [0, 5, 0, 7, 6] + Array("pc.ram".utf8)),
             (.resumeAck(1), [0, 6, 0, 4, 0, 0, 0, 1]),
-            (.switchoverAck, [0, 7, 0, 0]),
+            (.switchoverAck, [0, 7, 0, 0])
         ]
         for (message, wire) in cases {
             let sink = MemoryByteSink()
@@ -160,7 +168,7 @@ import Testing
             .openReturnPath, .ping(1), .postcopyAdvise([]), .postcopyAdvise([UInt8](repeating: 1, count: 16)), .postcopyListen,
             .postcopyRun, .postcopyRAMDiscard([0, 6] + Array("pc.ram".utf8) + [0]), .enableCOLO, .postcopyResume,
             .recvBitmap("pc.ram"), .switchoverStart, .switchoverHello(version: 1, features: 3), .preflight(Array("{}".utf8)),
-            .packaged(length: 3),
+            .packaged(length: 3)
         ]
         let bytes = stream { w in
             for c in commands { try w.writeCommand(c) }

@@ -21,11 +21,14 @@ struct Walk: Equatable {
 }
 
 /// Walks `bytes` handed out in pieces of `pieceSizes`, optionally mirroring into a sink.
-func walk(_ bytes: [UInt8], pieceSizes: [Int] = [], trailer: VMDescriptionTrailer? = nil,
-          mirror: MemoryByteSink? = nil, parsers: [SectionBodyParser] = []) throws -> Walk {
+func walk(
+    _ bytes: [UInt8], pieceSizes: [Int] = [], trailer: VMDescriptionTrailer? = nil,
+    mirror: MemoryByteSink? = nil, parsers: [SectionBodyParser] = []
+) throws -> Walk {
     let writer = mirror.map { StreamWriter(sink: $0) }
-    let walker = try StreamWalker(source: MemoryByteSource(bytes, pieceSizes: pieceSizes), mirror: writer,
-                                  trailer: trailer, parsers: parsers)
+    let walker = try StreamWalker(
+        source: MemoryByteSource(bytes, pieceSizes: pieceSizes), mirror: writer,
+        trailer: trailer, parsers: parsers)
     let config = try walker.readPreamble()
     var records: [InspectedRecord] = []
     try walker.walk { records.append($0) }
@@ -93,9 +96,21 @@ enum Synthetic {
         {"name": "globalstate", "instance_id": 0, "vmsd_name": "globalstate", "version": 1, "fields": [{"name": "size", "size": 4, "type": "uint32"}, {"name": "runstate", "size": 8, "type": "buffer"}]}]}
         """
 
-    static func part(_ h: SectionHeader) -> SectionHeader { var p = h; p.kind = .part; return p }
-    static func end(_ h: SectionHeader) -> SectionHeader { var p = h; p.kind = .end; return p }
-    static func full(_ h: SectionHeader) -> SectionHeader { var p = h; p.kind = .full; return p }
+    static func part(_ h: SectionHeader) -> SectionHeader {
+        var p = h
+        p.kind = .part
+        return p
+    }
+    static func end(_ h: SectionHeader) -> SectionHeader {
+        var p = h
+        p.kind = .end
+        return p
+    }
+    static func full(_ h: SectionHeader) -> SectionHeader {
+        var p = h
+        p.kind = .full
+        return p
+    }
 
     static func section(_ w: StreamWriter, _ h: SectionHeader, _ body: () throws -> Void) throws {
         try w.writeSectionHeader(h)

@@ -23,7 +23,7 @@ import Testing
             "full timer 0 v2 body 24 \(full)",
             "full \(idstr) 60 v1 body 40 vfio: CONFIG_STATE(24) END_OF_STATE",
             "full globalstate 40 v1 body 12 \(full)",
-            "eof",
+            "eof"
         ]
     }
 
@@ -32,7 +32,8 @@ import Testing
         case .command: "command \(r.command?.name ?? "?") \(r.bodyLength ?? -1)"
         case .eof: "eof"
         case .vmdescription: "vmdescription \(r.bodyLength ?? -1)"
-        default: "\(r.kind.rawValue) \(r.idstr ?? "?") \(r.sectionID ?? 0) v\(r.versionID ?? 0) body \(r.bodyLength ?? -1) \(r.body?.description ?? "")"
+        default:
+            "\(r.kind.rawValue) \(r.idstr ?? "?") \(r.sectionID ?? 0) v\(r.versionID ?? 0) body \(r.bodyLength ?? -1) \(r.body?.description ?? "")"
         }
     }
 
@@ -40,7 +41,10 @@ import Testing
         let (bytes, eof) = try Synthetic.stream()
         let trailer = VMDescriptionTrailer(eofOffset: eof, json: Array(Synthetic.description.utf8))
         let result = try walk(bytes, trailer: trailer)
-        #expect(result.records.map(Self.describe) == Self.expectedRecords(eofOffset: eof, describedFull: true) + ["vmdescription \(trailer.json.count)"])
+        #expect(
+            result.records.map(Self.describe) == Self.expectedRecords(eofOffset: eof, describedFull: true) + [
+                "vmdescription \(trailer.json.count)"
+            ])
         #expect(result.records.first { $0.kind == .eof }?.offset == eof)
     }
 
@@ -58,7 +62,7 @@ import Testing
         let whole = try walk(bytes, trailer: trailer)
         for pieces in [[1], [2, 3, 5, 7], randomPieceSizes(seed: 3, max: 64), randomPieceSizes(seed: 5, max: 5000), [bytes.count]] {
             #expect(try walk(bytes, pieceSizes: pieces, trailer: trailer) == whole)
-            #expect(try walk(bytes, pieceSizes: pieces) .records.count == whole.records.count)
+            #expect(try walk(bytes, pieceSizes: pieces).records.count == whole.records.count)
         }
     }
 
@@ -78,11 +82,12 @@ import Testing
         try w.writeVFIODataChunkHeader(size: 0x0010_0000)
         try w.writeVFIOTag(.initDataSent)
         try w.flush()
-        #expect(sink.bytes == [
-            0xFF, 0xFF, 0xFF, 0xFF, 0xEF, 0x10, 0x00, 0x03,
-            0xFF, 0xFF, 0xFF, 0xFF, 0xEF, 0x10, 0x00, 0x04, 0, 0, 0, 0, 0, 0x10, 0, 0,
-            0xFF, 0xFF, 0xFF, 0xFF, 0xEF, 0x10, 0x00, 0x05,
-        ])
+        #expect(
+            sink.bytes == [
+                0xFF, 0xFF, 0xFF, 0xFF, 0xEF, 0x10, 0x00, 0x03,
+                0xFF, 0xFF, 0xFF, 0xFF, 0xEF, 0x10, 0x00, 0x04, 0, 0, 0, 0, 0, 0x10, 0, 0,
+                0xFF, 0xFF, 0xFF, 0xFF, 0xEF, 0x10, 0x00, 0x05
+            ])
         #expect(VFIOSectionTag.allCases.map(\.rawValue) == (1...6).map { 0xFFFF_FFFF_EF10_0000 + $0 })
         let reader = StreamReader(source: MemoryByteSource(sink.bytes))
         #expect(try reader.readVFIOTag() == .setupState)
@@ -94,8 +99,14 @@ import Testing
         let trailer = VMDescriptionTrailer(eofOffset: eof, json: Array(Synthetic.description.utf8))
         let result = try walk(bytes, trailer: trailer)
         let json = StreamInspection(configuration: result.configuration, records: result.records).json()
-        #expect(json.hasPrefix(#"{"version": 3, "machine": "pc-i440fx-7.2", "records": [{"offset": 26, "kind": "command", "bodyLength": 0, "command": 1}, "#))
-        #expect(json.contains(#"{"offset": 93, "kind": "start", "sectionID": 60, "idstr": "0000:00:05.0/vfio", "instanceID": 0, "versionID": 1, "bodyLength": 16}"#))
+        #expect(
+            json.hasPrefix(
+                #"{"version": 3, "machine": "pc-i440fx-7.2", "records": [{"offset": 26, "kind": "command", "bodyLength": 0, "command": 1}, "#
+            ))
+        #expect(
+            json.contains(
+                #"{"offset": 93, "kind": "start", "sectionID": 60, "idstr": "0000:00:05.0/vfio", "instanceID": 0, "versionID": 1, "bodyLength": 16}"#
+            ))
         #expect(json.contains(#"{"offset": \#(eof), "kind": "eof"}"#))
         #expect(json.hasSuffix(#"{"offset": \#(eof + 1), "kind": "vmdescription", "bodyLength": \#(trailer.json.count)}]}"#))
         let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]

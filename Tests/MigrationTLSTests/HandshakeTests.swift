@@ -10,8 +10,9 @@ import Testing
 struct HandshakeTests {
     @Test func mutuallyAuthenticatedTLS13CarriesDataBothWays() async throws {
         let creds = try TestCredentials()
-        let (server, client) = try await handshake(server: configuration(creds.destination, authorized: [creds.clientSubject]),
-                                                   client: configuration(creds.source))
+        let (server, client) = try await handshake(
+            server: configuration(creds.destination, authorized: [creds.clientSubject]),
+            client: configuration(creds.source))
         #expect(try server.get() == "hello destination\n")
         #expect(try client.get() == "hello source\n")
     }
@@ -40,7 +41,8 @@ struct HandshakeTests {
         let (server, client) = try await handshake(server: configuration(rogue), client: configuration(creds.source))
         // The rogue server sends its CA's certificate along; either is what we cannot trust.
         guard case .unknownCA(let subject, _) = client.error as? TLSError else {
-            Issue.record("client: \(String(describing: client.error))"); return
+            Issue.record("client: \(String(describing: client.error))")
+            return
         }
         #expect(["CN=switchover-destination,O=Switchover Tests", "CN=Someone Else's CA,O=Switchover Tests"].contains(subject))
         #expect(isRefusal(server.error, alert: 48), "\(String(describing: server.error))")
@@ -52,7 +54,8 @@ struct HandshakeTests {
         let rogue = try creds.pki.directory("rogue-client", client: other.issue("switchover-source", server: false))
         let (server, client) = try await handshake(server: configuration(creds.destination), client: configuration(rogue))
         guard case .unknownCA(let subject, _) = server.error as? TLSError else {
-            Issue.record("server: \(String(describing: server.error))"); return
+            Issue.record("server: \(String(describing: server.error))")
+            return
         }
         #expect(subject == "CN=switchover-source,O=Switchover Tests")
         #expect(isRefusal(client.error, alert: 48), "\(String(describing: client.error))")
@@ -60,11 +63,14 @@ struct HandshakeTests {
 
     @Test func anExpiredServerCertificateIsRefused() async throws {
         let creds = try TestCredentials()
-        let expired = try creds.pki.directory("expired-server", server: creds.pki.issue(
-            "switchover-destination", server: true, validity: ("20200101000000Z", "20200201000000Z")))
+        let expired = try creds.pki.directory(
+            "expired-server",
+            server: creds.pki.issue(
+                "switchover-destination", server: true, validity: ("20200101000000Z", "20200201000000Z")))
         let (server, client) = try await handshake(server: configuration(expired), client: configuration(creds.source))
         guard case .certificateExpired(let subject, let detail) = client.error as? TLSError else {
-            Issue.record("client: \(String(describing: client.error))"); return
+            Issue.record("client: \(String(describing: client.error))")
+            return
         }
         #expect(subject == "CN=switchover-destination,O=Switchover Tests")
         #expect(detail.contains("Feb  1 00:00:00 2020 GMT"))
@@ -73,36 +79,48 @@ struct HandshakeTests {
 
     @Test func anExpiredClientCertificateIsRefused() async throws {
         let creds = try TestCredentials()
-        let expired = try creds.pki.directory("expired-client", client: creds.pki.issue(
-            "switchover-source", server: false, validity: ("20200101000000Z", "20200201000000Z")))
+        let expired = try creds.pki.directory(
+            "expired-client",
+            client: creds.pki.issue(
+                "switchover-source", server: false, validity: ("20200101000000Z", "20200201000000Z")))
         let (server, client) = try await handshake(server: configuration(creds.destination), client: configuration(expired))
-        guard case .certificateExpired = server.error as? TLSError else { Issue.record("server: \(String(describing: server.error))"); return }
+        guard case .certificateExpired = server.error as? TLSError else {
+            Issue.record("server: \(String(describing: server.error))")
+            return
+        }
         #expect(isRefusal(client.error, alert: 45), "\(String(describing: client.error))")
     }
 
     @Test func aCertificateNotYetValidIsRefused() async throws {
         let creds = try TestCredentials()
-        let future = try creds.pki.directory("future-server", server: creds.pki.issue(
-            "switchover-destination", server: true, validity: ("20990101000000Z", "20991231000000Z")))
+        let future = try creds.pki.directory(
+            "future-server",
+            server: creds.pki.issue(
+                "switchover-destination", server: true, validity: ("20990101000000Z", "20991231000000Z")))
         let (server, client) = try await handshake(server: configuration(future), client: configuration(creds.source))
         guard case .certificateNotYetValid(_, let detail) = client.error as? TLSError else {
-            Issue.record("client: \(String(describing: client.error))"); return
+            Issue.record("client: \(String(describing: client.error))")
+            return
         }
         #expect(detail.contains("2099"))
-        #expect(isRefusal(server.error, alert: 45) || isRefusal(server.error, alert: 42) || isRefusal(server.error, alert: 46),
-                "\(String(describing: server.error))")
+        #expect(
+            isRefusal(server.error, alert: 45) || isRefusal(server.error, alert: 42) || isRefusal(server.error, alert: 46),
+            "\(String(describing: server.error))")
     }
 
     @Test func aServerCertificateForAnotherHostIsRefused() async throws {
         let creds = try TestCredentials()
-        let elsewhere = try creds.pki.directory("elsewhere", server: creds.pki.issue(
-            "elsewhere.example", server: true, names: ["DNS:elsewhere.example"]))
+        let elsewhere = try creds.pki.directory(
+            "elsewhere",
+            server: creds.pki.issue(
+                "elsewhere.example", server: true, names: ["DNS:elsewhere.example"]))
         let (server, client) = try await handshake(server: configuration(elsewhere), client: configuration(creds.source))
         #expect(client.error as? TLSError == .hostnameMismatch(expected: "127.0.0.1", subject: "CN=elsewhere.example,O=Switchover Tests"))
         #expect(refusedByPeer(server.error), "\(String(describing: server.error))")
         // The same certificate is fine for the name it carries.
-        let (server2, client2) = try await handshake(server: configuration(elsewhere),
-                                                     client: configuration(creds.source, hostname: "elsewhere.example"))
+        let (server2, client2) = try await handshake(
+            server: configuration(elsewhere),
+            client: configuration(creds.source, hostname: "elsewhere.example"))
         #expect(try client2.get() == "hello source\n")
         #expect(try server2.get() == "hello destination\n")
     }
@@ -142,13 +160,15 @@ struct HandshakeTests {
 
     @Test func aDowngradeToTLS12IsRefusedUnlessBothEndsAllowIt() async throws {
         let creds = try TestCredentials()
-        let (server, client) = try await handshake(server: configuration(creds.destination),
-                                                   client: configuration(creds.source, minimum: .tls12, maximum: .tls12))
+        let (server, client) = try await handshake(
+            server: configuration(creds.destination),
+            client: configuration(creds.source, minimum: .tls12, maximum: .tls12))
         #expect(isVersion(server.error), "\(String(describing: server.error))")
         #expect(isVersion(client.error), "\(String(describing: client.error))")
         // Asked for on both ends, TLS 1.2 works (with mutual authentication).
-        let (server12, client12) = try await handshake(server: configuration(creds.destination, minimum: .tls12),
-                                                       client: configuration(creds.source, minimum: .tls12, maximum: .tls12))
+        let (server12, client12) = try await handshake(
+            server: configuration(creds.destination, minimum: .tls12),
+            client: configuration(creds.source, minimum: .tls12, maximum: .tls12))
         #expect(try server12.get() == "hello destination\n")
         #expect(try client12.get() == "hello source\n")
     }
@@ -172,7 +192,8 @@ struct HandshakeTests {
         // The plaintext end sees the connection end without an answer.
         switch plain {
         case .success(let text): #expect(text.isEmpty)
-        case .failure(let error): #expect(error as? TransportError == .connectionClosed(operation: "read on tcp:127.0.0.1:\(listening.port)"))
+        case .failure(let error):
+            #expect(error as? TransportError == .connectionClosed(operation: "read on tcp:127.0.0.1:\(listening.port)"))
         }
     }
 
@@ -207,7 +228,9 @@ struct HandshakeTests {
             held.close()
             return true
         }
-        let client = await onThread { try TLSTransport(base: TCPTransport(host: "127.0.0.1", port: tcp.port), configuration: quiet).connect() }
+        let client = await onThread {
+            try TLSTransport(base: TCPTransport(host: "127.0.0.1", port: tcp.port), configuration: quiet).connect()
+        }
         #expect(client.error as? TLSError == .handshakeTimedOut(after: .milliseconds(300)))
         _ = await held.value
         tcp.close()

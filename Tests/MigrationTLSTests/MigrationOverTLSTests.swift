@@ -12,7 +12,7 @@ struct MigrationOverTLSTests {
         memoryBytes: 4 << 20, dirtyPagesPerSecond: 200,
         devices: [
             DeviceSpec(kind: .mlx5, stateBytes: 2 << 20, initialBytes: 1 << 20, loadCost: .milliseconds(20)),
-            DeviceSpec(kind: .vfioPCI, stateBytes: 256 << 10, initialBytes: 64 << 10),
+            DeviceSpec(kind: .vfioPCI, stateBytes: 256 << 10, initialBytes: 64 << 10)
         ])
 
     /// TLS on both ends. A 120 s handshake deadline, as the stall timeout: the destination's
@@ -24,8 +24,9 @@ struct MigrationOverTLSTests {
         client.handshakeTimeout = .seconds(120)
         let server = TLSTransport(base: TCPTransport(host: "127.0.0.1", port: 0), configuration: serverConfiguration)
         let clientConfiguration = client
-        return LoopbackSecurity(listener: { try server.secure($0) },
-                                transport: { TLSTransport(base: $0, configuration: clientConfiguration) })
+        return LoopbackSecurity(
+            listener: { try server.secure($0) },
+            transport: { TLSTransport(base: $0, configuration: clientConfiguration) })
     }
 
     @Test(arguments: [0, 3])
@@ -34,8 +35,9 @@ struct MigrationOverTLSTests {
         var parameters = multifdTestParameters(channels: multifdChannels)
         parameters.switchoverAck = true
         parameters.downtimeLimit = .seconds(2)
-        let result = try await LoopbackMigration.run(Self.machine, parameters: parameters, timeout: .seconds(180),
-                                                     secure: Self.security(creds, authorized: [creds.clientSubject]))
+        let result = try await LoopbackMigration.run(
+            Self.machine, parameters: parameters, timeout: .seconds(180),
+            secure: Self.security(creds, authorized: [creds.clientSubject]))
         #expect(result.verification.verified, "\(result.verification.checks.filter { !$0.matches })")
         #expect(result.statistics.multifdChannels == multifdChannels)
         #expect((result.statistics.multifdBytes > 0) == (multifdChannels > 0))
@@ -48,8 +50,9 @@ struct MigrationOverTLSTests {
         var parameters = multifdTestParameters(channels: 2)
         parameters.downtimeLimit = .seconds(2)
         await #expect {
-            try await LoopbackMigration.run(Self.machine, parameters: parameters, timeout: .seconds(180),
-                                            secure: Self.security(creds, authorized: ["CN=someone-else"]))
+            try await LoopbackMigration.run(
+                Self.machine, parameters: parameters, timeout: .seconds(180),
+                secure: Self.security(creds, authorized: ["CN=someone-else"]))
         } throws: { error in
             guard let failure = error as? LoopbackMigrationError else { return false }
             let source = "\(failure.source.map { "\($0)" } ?? "")"

@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import MigrationCore
 import MigrationTLS
 import SystemPackage
 import TestSupport
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Debian's `openssl s_server` and `s_client` as the other end: our client to their server,
 /// their client to our server, with mutual authentication, and refusals both ways.
@@ -21,11 +22,14 @@ struct OpenSSLPeerTests {
 
     /// `openssl s_server` on `port`, answering each line reversed (-rev), once.
     static func sServer(port: UInt16, directory: String, extra: [String] = []) throws -> ChildProcess.Pending {
-        try ChildProcess(try #require(opensslPath), [
-            "s_server", "-accept", "127.0.0.1:\(port)", "-naccept", "1", "-rev",
-            "-cert", directory + "/server-cert.pem", "-key", directory + "/server-key.pem",
-            "-CAfile", directory + "/ca-cert.pem", "-Verify", "1", "-verify_return_error",
-        ] + extra, errorOutput: .merged).collect(limit: .seconds(60))
+        try ChildProcess(
+            try #require(opensslPath),
+            [
+                "s_server", "-accept", "127.0.0.1:\(port)", "-naccept", "1", "-rev",
+                "-cert", directory + "/server-cert.pem", "-key", directory + "/server-key.pem",
+                "-CAfile", directory + "/ca-cert.pem", "-Verify", "1", "-verify_return_error"
+            ] + extra, errorOutput: .merged
+        ).collect(limit: .seconds(60))
     }
 
     /// Connects while the server is not listening yet, for up to 20 s.
@@ -46,7 +50,8 @@ struct OpenSSLPeerTests {
         let port = try Self.freePort()
         let server = try Self.sServer(port: port, directory: serverDirectory)
         let answer = await onThread { () throws -> String in
-            let c = try Self.connect(TLSTransport(base: TCPTransport(host: "127.0.0.1", port: port), configuration: configuration(creds.source)))
+            let c = try Self.connect(
+                TLSTransport(base: TCPTransport(host: "127.0.0.1", port: port), configuration: configuration(creds.source)))
             defer { c.close() }
             try write("switchover\n", c)
             return try readLine(c)
@@ -68,11 +73,14 @@ struct OpenSSLPeerTests {
             try write("from the destination\n", c)
             return c.peerSubject
         }
-        let client = try ChildProcess(try #require(opensslPath), [
-            "s_client", "-connect", "127.0.0.1:\(listening.port)", "-ign_eof", "-verify_return_error",
-            "-verify_hostname", "localhost", "-CAfile", clientDirectory + "/ca-cert.pem",
-            "-cert", clientDirectory + "/client-cert.pem", "-key", clientDirectory + "/client-key.pem",
-        ], errorOutput: .merged).collect(limit: .seconds(60))
+        let client = try ChildProcess(
+            try #require(opensslPath),
+            [
+                "s_client", "-connect", "127.0.0.1:\(listening.port)", "-ign_eof", "-verify_return_error",
+                "-verify_hostname", "localhost", "-CAfile", clientDirectory + "/ca-cert.pem",
+                "-cert", clientDirectory + "/client-cert.pem", "-key", clientDirectory + "/client-key.pem"
+            ], errorOutput: .merged
+        ).collect(limit: .seconds(60))
         let output = await client.value
         #expect(try await accepted.value.get() == creds.clientSubject)
         #expect(output.status == 0, "\(output)")
@@ -102,10 +110,14 @@ struct OpenSSLPeerTests {
             _ = try listening.listener.accept()
             return true
         }
-        let output = await (try ChildProcess(try #require(opensslPath), [
-            "s_client", "-connect", "127.0.0.1:\(listening.port)", "-tls1_2", "-CAfile", clientDirectory + "/ca-cert.pem",
-            "-cert", clientDirectory + "/client-cert.pem", "-key", clientDirectory + "/client-key.pem",
-        ], errorOutput: .merged).collect(limit: .seconds(60))).value
+        let output = await
+            (try ChildProcess(
+                try #require(opensslPath),
+                [
+                    "s_client", "-connect", "127.0.0.1:\(listening.port)", "-tls1_2", "-CAfile", clientDirectory + "/ca-cert.pem",
+                    "-cert", clientDirectory + "/client-cert.pem", "-key", clientDirectory + "/client-key.pem"
+                ], errorOutput: .merged
+            ).collect(limit: .seconds(60))).value
         let refusal = await accepted.value.error
         #expect(isVersion(refusal), "\(String(describing: refusal))")
         #expect(output.status != 0)
@@ -120,9 +132,13 @@ struct OpenSSLPeerTests {
             _ = try listening.listener.accept()
             return true
         }
-        let output = await (try ChildProcess(try #require(opensslPath), [
-            "s_client", "-connect", "127.0.0.1:\(listening.port)", "-CAfile", creds.destination + "/ca-cert.pem",
-        ], errorOutput: .merged).collect(limit: .seconds(60))).value
+        let output = await
+            (try ChildProcess(
+                try #require(opensslPath),
+                [
+                    "s_client", "-connect", "127.0.0.1:\(listening.port)", "-CAfile", creds.destination + "/ca-cert.pem"
+                ], errorOutput: .merged
+            ).collect(limit: .seconds(60))).value
         let refusal = await accepted.value.error
         #expect(refusal as? TLSError == .noPeerCertificate, "\(String(describing: refusal))")
         // In TLS 1.3 s_client finishes its side first: whether it prints our alert before it
@@ -140,7 +156,10 @@ struct OpenSSLPeerTests {
             try Self.connect(TLSTransport(base: TCPTransport(host: "127.0.0.1", port: port), configuration: configuration(creds.source)))
         }
         let output = await server.value
-        guard case .unknownCA = result.error as? TLSError else { Issue.record("\(String(describing: result.error))\n\(output)"); return }
+        guard case .unknownCA = result.error as? TLSError else {
+            Issue.record("\(String(describing: result.error))\n\(output)")
+            return
+        }
         #expect(output.stdout.contains("unknown ca"), "\(output)")
     }
 }

@@ -51,8 +51,10 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async -> 
 }
 
 /// A short handshake timeout: the handshakes here are local, and a failing test should end soon.
-func configuration(_ directory: String, hostname: String? = nil, authorized: [String]? = nil,
-                   minimum: TLSVersion = .tls13, maximum: TLSVersion = .tls13) -> TLSConfiguration {
+func configuration(
+    _ directory: String, hostname: String? = nil, authorized: [String]? = nil,
+    minimum: TLSVersion = .tls13, maximum: TLSVersion = .tls13
+) -> TLSConfiguration {
     var c = TLSConfiguration(directory: directory, hostname: hostname, authorizedClients: authorized)
     c.minimumVersion = minimum
     c.maximumVersion = maximum
@@ -78,7 +80,8 @@ struct LoopbackServer: Sendable {
 
 /// Both ends of one handshake; on success, a message each way.
 func handshake(server: TLSConfiguration, client: TLSConfiguration) async throws
-    -> (server: Result<String, any Error>, client: Result<String, any Error>) {
+    -> (server: Result<String, any Error>, client: Result<String, any Error>)
+{
     let listening = try LoopbackServer(server)
     let accepted = Spawned { () throws -> String in
         defer { listening.listener.close() }

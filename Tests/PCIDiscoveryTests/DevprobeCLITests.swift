@@ -58,8 +58,10 @@ struct DevprobeCLITests {
         #expect(unbound["p2p"] is NSNull)
         #expect(unbound["dirtyTracking"] is NSNull)
         for object in array {
-            for key in ["address", "vendorID", "deviceID", "classCode", "vendorName", "deviceName", "driver",
-                        "iommuGroup", "migratable", "handler", "reasons", "p2p", "dirtyTracking", "dirtyTrackingSource"] {
+            for key in [
+                "address", "vendorID", "deviceID", "classCode", "vendorName", "deviceName", "driver",
+                "iommuGroup", "migratable", "handler", "reasons", "p2p", "dirtyTracking", "dirtyTrackingSource"
+            ] {
                 #expect(object[key] != nil, "\(key) missing")
             }
         }
@@ -75,9 +77,14 @@ struct DevprobeCLITests {
         #expect(rows.map { String($0.prefix(12)) } == ["0000:3b:00.1", "0000:7d:00.1", "0000:81:00.1"])
         let one = try #require(try devprobe(base + ["--device", "3b:00.2"]))
         #expect(one.status == 0)
-        #expect(one.stdout.hasPrefix("0000:3b:00.2 Ethernet controller [0200]: Mellanox Technologies ConnectX Family mlx5Gen Virtual Function [15b3:101e]\n"))
+        #expect(
+            one.stdout.hasPrefix(
+                "0000:3b:00.2 Ethernet controller [0200]: Mellanox Technologies ConnectX Family mlx5Gen Virtual Function [15b3:101e]\n"))
         #expect(one.stdout.contains("\tKernel driver in use: vfio-pci\n"))
-        #expect(one.stdout.contains("\tMIGRATABLE: no\n\t  - bound to vfio-pci, which has no migration support; the variant driver mlx5_vfio_pci serves 15b3:101e: echo mlx5_vfio_pci > /sys/bus/pci/devices/0000:3b:00.2/driver_override"))
+        #expect(
+            one.stdout.contains(
+                "\tMIGRATABLE: no\n\t  - bound to vfio-pci, which has no migration support; the variant driver mlx5_vfio_pci serves 15b3:101e: echo mlx5_vfio_pci > /sys/bus/pci/devices/0000:3b:00.2/driver_override"
+            ))
     }
 
     @Test("a stop-copy-only device: migratable, with P2P, dirty tracking and the downtime note")
@@ -85,19 +92,23 @@ struct DevprobeCLITests {
         let tree = try FakeSysfs.standard()
         guard let result = try devprobe(fixtureArguments(tree) + ["--device", "81:00.1"]) else { return }
         #expect(result.status == 0)
-        #expect(result.stdout.hasSuffix("""
-            \tMIGRATABLE: yes (handler vfio-pci; STOP_COPY, P2P expected from pds_vfio_pci)
-            \tP2P: yes
-            \tDirty tracking: device DMA logging (expected from pds_vfio_pci)
-            \tNote: no PRE_COPY: all device state moves while the guest is stopped: expect a longer downtime
+        #expect(
+            result.stdout.hasSuffix(
+                """
+                \tMIGRATABLE: yes (handler vfio-pci; STOP_COPY, P2P expected from pds_vfio_pci)
+                \tP2P: yes
+                \tDirty tracking: device DMA logging (expected from pds_vfio_pci)
+                \tNote: no PRE_COPY: all device state moves while the guest is stopped: expect a longer downtime
 
-            """))
+                """))
         guard let table = try devprobe(fixtureArguments(tree) + ["--table", "--device", "81:00.1"]) else { return }
         let lines = table.stdout.split(separator: "\n")
-        #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true)
-            == ["ADDRESS", "IDS", "CLASS", "DRIVER", "IOMMU", "MIGRATABLE", "HANDLER", "P2P", "DIRTY", "DEVICE"])
-        #expect(lines.dropFirst().first?.split(separator: " ", omittingEmptySubsequences: true).prefix(9)
-            == ["0000:81:00.1", "1dd8:1003", "020000", "pds_vfio_pci", "80", "yes", "vfio-pci", "yes", "dma-logging"])
+        #expect(
+            lines.first?.split(separator: " ", omittingEmptySubsequences: true)
+                == ["ADDRESS", "IDS", "CLASS", "DRIVER", "IOMMU", "MIGRATABLE", "HANDLER", "P2P", "DIRTY", "DEVICE"])
+        #expect(
+            lines.dropFirst().first?.split(separator: " ", omittingEmptySubsequences: true).prefix(9)
+                == ["0000:81:00.1", "1dd8:1003", "020000", "pds_vfio_pci", "80", "yes", "vfio-pci", "yes", "dma-logging"])
     }
 
     @Test("exit status 1 when the requested device is missing")
@@ -109,10 +120,12 @@ struct DevprobeCLITests {
         #expect(result.stderr == "devprobe: no device 0000:3b:00.7 in \(tree.sysfsPath)/devices\n")
     }
 
-    @Test("exit status 2 for bad usage", arguments: [
-        ["--device", "zz:top"], ["--bogus"], ["--sysfs-root", "/nonexistent"], ["--json", "--table"],
-        ["--probe", "--sysfs-root", "/"], ["--ids-file", "/nonexistent/pci.ids"], ["--device"],
-    ])
+    @Test(
+        "exit status 2 for bad usage",
+        arguments: [
+            ["--device", "zz:top"], ["--bogus"], ["--sysfs-root", "/nonexistent"], ["--json", "--table"],
+            ["--probe", "--sysfs-root", "/"], ["--ids-file", "/nonexistent/pci.ids"], ["--device"]
+        ])
     func badUsage(arguments: [String]) throws {
         guard let result = try devprobe(arguments) else { return }
         #expect(result.status == 2, "\(arguments): \(result.stderr)")
@@ -127,7 +140,10 @@ struct DevprobeCLITests {
         try tree.write("0000:af:00.0", "vendor", "8086")
         guard let result = try devprobe(fixtureArguments(tree) + ["--json"]) else { return }
         #expect(result.status == 0)
-        #expect(result.stderr == "devprobe: warning: skipped \(tree.sysfsPath)/devices/README: not a PCI address in the kernel's DDDD:BB:DD.F form; ignored\n")
+        #expect(
+            result.stderr
+                == "devprobe: warning: skipped \(tree.sysfsPath)/devices/README: not a PCI address in the kernel's DDDD:BB:DD.F form; ignored\n"
+        )
         let array = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
         let nic = try #require(array.first { $0["address"] as? String == "0000:af:00.0" })
         #expect((nic["reasons"] as? [String])?.first?.hasPrefix("sysfs: vendor holds \"8086\"") == true)
@@ -137,8 +153,10 @@ struct DevprobeCLITests {
     func help() throws {
         guard let result = try devprobe(["--help"]) else { return }
         #expect(result.status == 0)
-        for text in ["--sysfs-root <dir>", "--device <address>", "--migratable", "--json", "--table", "--probe",
-                     "--ids-file <file>", "--deterministic-names", "2 for bad usage"] {
+        for text in [
+            "--sysfs-root <dir>", "--device <address>", "--migratable", "--json", "--table", "--probe",
+            "--ids-file <file>", "--deterministic-names", "2 for bad usage"
+        ] {
             #expect(result.stdout.contains(text), "\(text)")
         }
     }

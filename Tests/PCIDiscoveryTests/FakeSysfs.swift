@@ -57,25 +57,32 @@ final class FakeSysfs {
         try write(d.address, "numa_node", String(d.numaNode))
         try write(d.address, "driver_override", d.driverOverride ?? "(null)")
         var config = [UInt8](repeating: 0, count: 256)
-        config[0] = UInt8(d.vendor & 0xff); config[1] = UInt8(d.vendor >> 8)
-        config[2] = UInt8(d.device & 0xff); config[3] = UInt8(d.device >> 8)
+        config[0] = UInt8(d.vendor & 0xff)
+        config[1] = UInt8(d.vendor >> 8)
+        config[2] = UInt8(d.device & 0xff)
+        config[3] = UInt8(d.device >> 8)
         config[8] = d.revision
-        config[9] = UInt8(d.classCode & 0xff); config[10] = UInt8((d.classCode >> 8) & 0xff)
+        config[9] = UInt8(d.classCode & 0xff)
+        config[10] = UInt8((d.classCode >> 8) & 0xff)
         config[11] = UInt8(d.classCode >> 16)
         if let sub = d.subsystem {
-            config[0x2c] = UInt8(sub.vendor & 0xff); config[0x2d] = UInt8(sub.vendor >> 8)
-            config[0x2e] = UInt8(sub.device & 0xff); config[0x2f] = UInt8(sub.device >> 8)
+            config[0x2c] = UInt8(sub.vendor & 0xff)
+            config[0x2d] = UInt8(sub.vendor >> 8)
+            config[0x2e] = UInt8(sub.device & 0xff)
+            config[0x2f] = UInt8(sub.device >> 8)
         }
         try Data(config).write(to: dir.appendingPathComponent("config"))
         try link("bus/pci/devices/\(d.address)", to: "../../../devices/pci\(d.address.prefix(7))/\(d.address)")
         if let driver = d.driver {
-            try fm.createDirectory(at: root.appendingPathComponent("sys/bus/pci/drivers/\(driver)"),
-                                   withIntermediateDirectories: true)
+            try fm.createDirectory(
+                at: root.appendingPathComponent("sys/bus/pci/drivers/\(driver)"),
+                withIntermediateDirectories: true)
             try link(d.address, "driver", to: "../../../bus/pci/drivers/\(driver)")
         }
         if let group = d.iommuGroup {
-            try fm.createDirectory(at: root.appendingPathComponent("sys/kernel/iommu_groups/\(group)/devices"),
-                                   withIntermediateDirectories: true)
+            try fm.createDirectory(
+                at: root.appendingPathComponent("sys/kernel/iommu_groups/\(group)/devices"),
+                withIntermediateDirectories: true)
             try link(d.address, "iommu_group", to: "../../../kernel/iommu_groups/\(group)")
         }
         if let pf = d.physfn { try link(d.address, "physfn", to: "../\(pf)") }
@@ -153,25 +160,41 @@ final class FakeSysfs {
     static func standard() throws -> FakeSysfs {
         let t = try FakeSysfs()
         let cx7Sub = (vendor: UInt16(0x15b3), device: UInt16(0x0041))
-        try t.add(Device(address: "0000:3b:00.0", vendor: 0x15b3, device: 0x1021, classCode: 0x020000,
-                         subsystem: cx7Sub, driver: "mlx5_core", iommuGroup: 40, numaNode: 0,
-                         virtfns: ["0000:3b:00.1", "0000:3b:00.2"]))
-        try t.add(Device(address: "0000:3b:00.1", vendor: 0x15b3, device: 0x101e, classCode: 0x020000,
-                         subsystem: cx7Sub, driver: "mlx5_vfio_pci", iommuGroup: 42, numaNode: 0,
-                         driverOverride: "mlx5_vfio_pci", physfn: "0000:3b:00.0", vfioCdev: "vfio3"))
-        try t.add(Device(address: "0000:3b:00.2", vendor: 0x15b3, device: 0x101e, classCode: 0x020000,
-                         subsystem: cx7Sub, driver: "vfio-pci", iommuGroup: 43, numaNode: 0,
-                         driverOverride: "vfio-pci", physfn: "0000:3b:00.0"))
-        try t.add(Device(address: "0000:5e:01.0", vendor: 0x8086, device: 0x1889, classCode: 0x020000,
-                         subsystem: (0x8086, 0x0000), revision: 0x01, driver: "vfio-pci", iommuGroup: 51, numaNode: 1))
-        try t.add(Device(address: "0000:7d:00.1", vendor: 0x19e5, device: 0xa256, classCode: 0x108000,
-                         revision: 0x21, driver: "hisi_acc_vfio_pci", iommuGroup: 70, numaNode: 0))
-        try t.add(Device(address: "0000:81:00.1", vendor: 0x1dd8, device: 0x1003, classCode: 0x020000,
-                         driver: "pds_vfio_pci", iommuGroup: 80, numaNode: 1))
-        try t.add(Device(address: "0000:af:00.0", vendor: 0x8086, device: 0x1572, classCode: 0x020000,
-                         subsystem: (0x8086, 0x0001), revision: 0x02, driver: "i40e", iommuGroup: 60, numaNode: 1))
-        try t.add(Device(address: "0000:d8:00.0", vendor: 0x1af4, device: 0x1041, classCode: 0x020000,
-                         subsystem: (0x1af4, 0x1100), revision: 0x01))
+        try t.add(
+            Device(
+                address: "0000:3b:00.0", vendor: 0x15b3, device: 0x1021, classCode: 0x020000,
+                subsystem: cx7Sub, driver: "mlx5_core", iommuGroup: 40, numaNode: 0,
+                virtfns: ["0000:3b:00.1", "0000:3b:00.2"]))
+        try t.add(
+            Device(
+                address: "0000:3b:00.1", vendor: 0x15b3, device: 0x101e, classCode: 0x020000,
+                subsystem: cx7Sub, driver: "mlx5_vfio_pci", iommuGroup: 42, numaNode: 0,
+                driverOverride: "mlx5_vfio_pci", physfn: "0000:3b:00.0", vfioCdev: "vfio3"))
+        try t.add(
+            Device(
+                address: "0000:3b:00.2", vendor: 0x15b3, device: 0x101e, classCode: 0x020000,
+                subsystem: cx7Sub, driver: "vfio-pci", iommuGroup: 43, numaNode: 0,
+                driverOverride: "vfio-pci", physfn: "0000:3b:00.0"))
+        try t.add(
+            Device(
+                address: "0000:5e:01.0", vendor: 0x8086, device: 0x1889, classCode: 0x020000,
+                subsystem: (0x8086, 0x0000), revision: 0x01, driver: "vfio-pci", iommuGroup: 51, numaNode: 1))
+        try t.add(
+            Device(
+                address: "0000:7d:00.1", vendor: 0x19e5, device: 0xa256, classCode: 0x108000,
+                revision: 0x21, driver: "hisi_acc_vfio_pci", iommuGroup: 70, numaNode: 0))
+        try t.add(
+            Device(
+                address: "0000:81:00.1", vendor: 0x1dd8, device: 0x1003, classCode: 0x020000,
+                driver: "pds_vfio_pci", iommuGroup: 80, numaNode: 1))
+        try t.add(
+            Device(
+                address: "0000:af:00.0", vendor: 0x8086, device: 0x1572, classCode: 0x020000,
+                subsystem: (0x8086, 0x0001), revision: 0x02, driver: "i40e", iommuGroup: 60, numaNode: 1))
+        try t.add(
+            Device(
+                address: "0000:d8:00.0", vendor: 0x1af4, device: 0x1041, classCode: 0x020000,
+                subsystem: (0x1af4, 0x1100), revision: 0x01))
         return t
     }
 

@@ -28,9 +28,9 @@ struct LspciCrossCheckTests {
             let address = String(line[..<space])
             let rest = line[space...]
             guard let classOpen = rest.firstIndex(of: "["),
-                  let classClose = rest[classOpen...].firstIndex(of: "]"),
-                  let idsOpen = rest.range(of: " [", options: .backwards),
-                  let idsClose = rest[idsOpen.upperBound...].firstIndex(of: "]")
+                let classClose = rest[classOpen...].firstIndex(of: "]"),
+                let idsOpen = rest.range(of: " [", options: .backwards),
+                let idsClose = rest[idsOpen.upperBound...].firstIndex(of: "]")
             else { continue }
             let idsText = String(rest[idsOpen.upperBound..<idsClose])
             devices[address] = LspciDevice(ids: idsText, class16: String(rest[rest.index(after: classOpen)..<classClose]), driver: nil)
@@ -49,16 +49,21 @@ struct LspciCrossCheckTests {
             withKnownIssue("lspci missing: cross-check not run") { throw CancellationError() }
             return
         }
-        let result = try run(lspci, ["-Dnnk", "-A", "linux-sysfs", "-O", "sysfs.path=\(tree.sysfsPath)",
-                                     "-i", try tree.writeIDs(), "-O", "hwdb.disable=1"])
+        let result = try run(
+            lspci,
+            [
+                "-Dnnk", "-A", "linux-sysfs", "-O", "sysfs.path=\(tree.sysfsPath)",
+                "-i", try tree.writeIDs(), "-O", "hwdb.disable=1"
+            ])
         #expect(result.status == 0, "lspci: \(result.stderr)", sourceLocation: sourceLocation)
         let theirs = Self.parse(result.stdout)
         let ours = try scan(tree).devices
         #expect(!ours.isEmpty, sourceLocation: sourceLocation)
         #expect(Set(theirs.keys) == Set(ours.map(\.address.description)), sourceLocation: sourceLocation)
         for device in ours {
-            let mine = LspciDevice(ids: device.ids, class16: String(device.classCode >> 8, radix: 16).leftPadded(4),
-                                   driver: device.driver)
+            let mine = LspciDevice(
+                ids: device.ids, class16: String(device.classCode >> 8, radix: 16).leftPadded(4),
+                driver: device.driver)
             #expect(theirs[device.address.description] == mine, "\(device.address)", sourceLocation: sourceLocation)
         }
     }

@@ -11,11 +11,15 @@ struct MalformedTreeTests {
     /// A tree with one good, migratable device (0000:3b:00.1) to damage.
     func goodTree() throws -> FakeSysfs {
         let tree = try FakeSysfs()
-        try tree.add(.init(address: "0000:3b:00.1", vendor: 0x15b3, device: 0x101e, classCode: 0x020000,
-                           subsystem: (0x15b3, 0x0041), driver: "mlx5_vfio_pci", iommuGroup: 42, numaNode: 0,
-                           physfn: "0000:3b:00.0"))
-        try tree.add(.init(address: "0000:af:00.0", vendor: 0x8086, device: 0x1572, classCode: 0x020000,
-                           driver: "i40e", iommuGroup: 60))
+        try tree.add(
+            .init(
+                address: "0000:3b:00.1", vendor: 0x15b3, device: 0x101e, classCode: 0x020000,
+                subsystem: (0x15b3, 0x0041), driver: "mlx5_vfio_pci", iommuGroup: 42, numaNode: 0,
+                physfn: "0000:3b:00.0"))
+        try tree.add(
+            .init(
+                address: "0000:af:00.0", vendor: 0x8086, device: 0x1572, classCode: 0x020000,
+                driver: "i40e", iommuGroup: 60))
         return tree
     }
 
@@ -92,8 +96,9 @@ struct MalformedTreeTests {
         #expect(result.skipped == [PCISkippedEntry(name: "0000:3b:00.1", reason: "no \(attribute) attribute")])
     }
 
-    @Test("missing optional attributes leave fields empty, without problems",
-          arguments: ["subsystem_vendor", "revision", "numa_node", "driver_override", "config"])
+    @Test(
+        "missing optional attributes leave fields empty, without problems",
+        arguments: ["subsystem_vendor", "revision", "numa_node", "driver_override", "config"])
     func missingOptional(attribute: String) throws {
         let tree = try goodTree()
         try tree.removeAttribute("0000:3b:00.1", attribute)
@@ -112,17 +117,20 @@ struct MalformedTreeTests {
         #expect(device.vendorID == 0x000f)  // strtol("15b3", 0) stops at 'b'
         #expect(device.classCode >> 8 == 0x0020)  // "020000" is octal 8192
         #expect(device.problems.count == 2)
-        try expectReason(tree, "sysfs: vendor holds \"15b3\", not 0x-prefixed hex as the kernel writes it; libpci (and lspci) read it as 000f")
+        try expectReason(
+            tree, "sysfs: vendor holds \"15b3\", not 0x-prefixed hex as the kernel writes it; libpci (and lspci) read it as 000f")
     }
 
-    @Test("garbage in files", arguments: [
-        ("device", "garbage", "device holds \"garbage\""),
-        ("subsystem_vendor", "0xzz", "subsystem_vendor holds \"0xzz\""),
-        ("revision", "0x1234", "revision holds \"0x1234\""),
-        ("numa_node", "north", "numa_node holds \"north\""),
-        ("driver_override", "mlx5 vfio;rm -rf", "driver_override holds \"mlx5 vfio;rm -rf\", not a driver name"),
-        ("sriov_numvfs", "-3", "sriov_numvfs holds \"-3\""),
-    ])
+    @Test(
+        "garbage in files",
+        arguments: [
+            ("device", "garbage", "device holds \"garbage\""),
+            ("subsystem_vendor", "0xzz", "subsystem_vendor holds \"0xzz\""),
+            ("revision", "0x1234", "revision holds \"0x1234\""),
+            ("numa_node", "north", "numa_node holds \"north\""),
+            ("driver_override", "mlx5 vfio;rm -rf", "driver_override holds \"mlx5 vfio;rm -rf\", not a driver name"),
+            ("sriov_numvfs", "-3", "sriov_numvfs holds \"-3\"")
+        ])
     func garbage(attribute: String, text: String, reason: String) throws {
         let tree = try goodTree()
         try tree.write("0000:3b:00.1", attribute, text)
@@ -176,10 +184,11 @@ struct MalformedTreeTests {
         try tree.link("0000:3b:00.1", "virtfn1", to: "../not-a-device")
         let device = try scan(tree).device("0000:3b:00.1")
         #expect(device.virtualFunctions.map(\.description) == ["0000:3b:00.2"])
-        #expect(device.problems == [
-            "the virtfn1 link points to ../not-a-device, not to a PCI device",
-            "sriov_numvfs is 3 but there is no virtfn2 link",
-        ])
+        #expect(
+            device.problems == [
+                "the virtfn1 link points to ../not-a-device, not to a PCI device",
+                "sriov_numvfs is 3 but there is no virtfn2 link"
+            ])
     }
 
     @Test("a tree without devices/ is a typed error; an empty one has no devices")
@@ -188,7 +197,9 @@ struct MalformedTreeTests {
         let empty = try PCIScanner(options: options(tree)).scan()
         #expect(empty.devices.isEmpty)
         let missing = PCIScanner(options: PCIScanOptions(sysfsRoot: tree.sysRoot + "/nowhere"))
-        #expect(throws: PCIDiscoveryError.unreadableTree(path: tree.sysRoot + "/nowhere/bus/pci/devices", reason: "No such file or directory")) {
+        #expect(
+            throws: PCIDiscoveryError.unreadableTree(path: tree.sysRoot + "/nowhere/bus/pci/devices", reason: "No such file or directory")
+        ) {
             try missing.scan()
         }
     }

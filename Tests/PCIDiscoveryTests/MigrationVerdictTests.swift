@@ -29,22 +29,24 @@ struct MigrationVerdictTests {
         let v = try verdict("0000:3b:00.2")
         #expect(!v.isMigratable)
         #expect(v.handler == nil)
-        #expect(v.reasons == [
-            "bound to vfio-pci, which has no migration support; the variant driver mlx5_vfio_pci serves 15b3:101e: "
-                + "echo mlx5_vfio_pci > /sys/bus/pci/devices/0000:3b:00.2/driver_override; "
-                + "echo 0000:3b:00.2 > /sys/bus/pci/devices/0000:3b:00.2/driver/unbind; "
-                + "echo 0000:3b:00.2 > /sys/bus/pci/drivers_probe",
-        ])
+        #expect(
+            v.reasons == [
+                "bound to vfio-pci, which has no migration support; the variant driver mlx5_vfio_pci serves 15b3:101e: "
+                    + "echo mlx5_vfio_pci > /sys/bus/pci/devices/0000:3b:00.2/driver_override; "
+                    + "echo 0000:3b:00.2 > /sys/bus/pci/devices/0000:3b:00.2/driver/unbind; "
+                    + "echo 0000:3b:00.2 > /sys/bus/pci/drivers_probe"
+            ])
     }
 
     @Test("an Intel VF on vfio-pci: no variant driver exists")
     func intelOnPlainVFIO() throws {
         let v = try verdict("0000:5e:01.0")
         #expect(!v.isMigratable)
-        #expect(v.reasons == [
-            "bound to vfio-pci, which has no migration support",
-            "no VFIO variant driver with migration support is known for 8086:1889, and plain vfio-pci has none",
-        ])
+        #expect(
+            v.reasons == [
+                "bound to vfio-pci, which has no migration support",
+                "no VFIO variant driver with migration support is known for 8086:1889, and plain vfio-pci has none"
+            ])
     }
 
     @Test("a NIC on its own driver, and an SR-IOV PF pointing at its VFs")
@@ -55,7 +57,10 @@ struct MigrationVerdictTests {
         let pf = try verdict("0000:3b:00.0")
         #expect(!pf.isMigratable)
         #expect(pf.reasons.first == "bound to mlx5_core, not to a VFIO driver")
-        #expect(pf.notes == ["an SR-IOV physical function with 2 virtual functions (0000:3b:00.1, 0000:3b:00.2): pass through and migrate those"])
+        #expect(
+            pf.notes == [
+                "an SR-IOV physical function with 2 virtual functions (0000:3b:00.1, 0000:3b:00.2): pass through and migrate those"
+            ])
     }
 
     @Test("an unbound device without an IOMMU group")
@@ -70,14 +75,17 @@ struct MigrationVerdictTests {
     @Test("an unbound ConnectX VF is told which driver to bind")
     func unboundVariantCandidate() throws {
         let tree = try FakeSysfs()
-        try tree.add(.init(address: "0000:3b:00.3", vendor: 0x15b3, device: 0x101e, classCode: 0x020000,
-                           iommuGroup: 44, physfn: "0000:3b:00.0"))
+        try tree.add(
+            .init(
+                address: "0000:3b:00.3", vendor: 0x15b3, device: 0x101e, classCode: 0x020000,
+                iommuGroup: 44, physfn: "0000:3b:00.0"))
         let v = advisor.verdict(for: try scan(tree).device("0000:3b:00.3"))
-        #expect(v.reasons == [
-            "not bound to any driver; the variant driver mlx5_vfio_pci serves 15b3:101e: "
-                + "echo mlx5_vfio_pci > /sys/bus/pci/devices/0000:3b:00.3/driver_override; "
-                + "echo 0000:3b:00.3 > /sys/bus/pci/drivers_probe",
-        ])
+        #expect(
+            v.reasons == [
+                "not bound to any driver; the variant driver mlx5_vfio_pci serves 15b3:101e: "
+                    + "echo mlx5_vfio_pci > /sys/bus/pci/devices/0000:3b:00.3/driver_override; "
+                    + "echo 0000:3b:00.3 > /sys/bus/pci/drivers_probe"
+            ])
     }
 
     @Test("hisi_acc_vfio_pci has no P2P and no DMA logging: migratable, with notes")
@@ -123,10 +131,14 @@ struct MigrationVerdictTests {
     @Test("stop-copy only: xe-vfio-pci from the driver table, an unknown variant confirmed by --probe")
     func otherStopCopyOnlyDrivers() throws {
         let tree = try FakeSysfs()
-        try tree.add(.init(address: "0000:03:00.1", vendor: 0x8086, device: 0xe212, classCode: 0x030000,
-                           driver: "xe-vfio-pci", iommuGroup: 7, physfn: "0000:03:00.0"))
-        try tree.add(.init(address: "0000:04:00.0", vendor: 0x1234, device: 0x5678, classCode: 0x020000,
-                           driver: "acme_vfio_pci", iommuGroup: 8))
+        try tree.add(
+            .init(
+                address: "0000:03:00.1", vendor: 0x8086, device: 0xe212, classCode: 0x030000,
+                driver: "xe-vfio-pci", iommuGroup: 7, physfn: "0000:03:00.0"))
+        try tree.add(
+            .init(
+                address: "0000:04:00.0", vendor: 0x1234, device: 0x5678, classCode: 0x020000,
+                driver: "acme_vfio_pci", iommuGroup: 8))
         let result = try scan(tree)
         let xe = advisor.verdict(for: try result.device("0000:03:00.1"))
         #expect(xe.isMigratable)
@@ -148,10 +160,13 @@ struct MigrationVerdictTests {
         #expect(refused.isMigratable)
         #expect(refused.dirtyTracking == .init(kind: .none, source: .probe, detail: "PROBE DMA_LOGGING_START: ENOTTY"))
         #expect(refused.notes.last?.hasPrefix("no device dirty tracking: ") == true)
-        let failed = try verdict("0000:81:00.1", probe: .supported([.stopCopy, .p2p]),
-                                 dmaLogging: .failed(reason: "VFIO_DEVICE_FEATURE(PROBE DMA_LOGGING_START): Input/output error"))
+        let failed = try verdict(
+            "0000:81:00.1", probe: .supported([.stopCopy, .p2p]),
+            dmaLogging: .failed(reason: "VFIO_DEVICE_FEATURE(PROBE DMA_LOGGING_START): Input/output error"))
         #expect(failed.dirtyTracking == .init(kind: .dmaLogging, source: .driverTable))
-        #expect(failed.notes.contains("--probe could not ask for DMA logging: VFIO_DEVICE_FEATURE(PROBE DMA_LOGGING_START): Input/output error"))
+        #expect(
+            failed.notes.contains("--probe could not ask for DMA logging: VFIO_DEVICE_FEATURE(PROBE DMA_LOGGING_START): Input/output error")
+        )
     }
 
     @Test("the kernel's answer wins over the driver table")
@@ -177,13 +192,18 @@ struct MigrationVerdictTests {
     @Test("an unknown VFIO variant driver needs --probe")
     func unknownVariant() throws {
         let tree = try FakeSysfs()
-        try tree.add(.init(address: "0000:01:00.0", vendor: 0x1234, device: 0x5678, classCode: 0x030000,
-                           driver: "acme_vfio_pci", iommuGroup: 5))
+        try tree.add(
+            .init(
+                address: "0000:01:00.0", vendor: 0x1234, device: 0x5678, classCode: 0x030000,
+                driver: "acme_vfio_pci", iommuGroup: 5))
         let device = try scan(tree).device("0000:01:00.0")
         #expect(device.vfioDeviceNode == "/dev/vfio/5")
         let v = advisor.verdict(for: device)
         #expect(!v.isMigratable)
-        #expect(v.reasons == ["bound to acme_vfio_pci, a VFIO driver whose migration support devprobe does not know; run devprobe --probe as root to ask the kernel"])
+        #expect(
+            v.reasons == [
+                "bound to acme_vfio_pci, a VFIO driver whose migration support devprobe does not know; run devprobe --probe as root to ask the kernel"
+            ])
         let unprobed = advisor.verdict(for: device, probe: .failed(reason: "open /dev/vfio/5: Permission denied"))
         #expect(unprobed.reasons == v.reasons)
         #expect(unprobed.notes == ["--probe could not read the migration flags: open /dev/vfio/5: Permission denied"])
@@ -199,10 +219,11 @@ struct MigrationVerdictTests {
         #expect(v.flags == [.stopCopy, .p2p, .preCopy])
         #expect(v.flagsSource == .probe)
         #expect(!v.isMigratable)
-        #expect(v.reasons == [
-            "bound to vfio-pci, which has no migration support",
-            "no VFIO variant driver with migration support is known for 8086:1889, and plain vfio-pci has none",
-        ])
+        #expect(
+            v.reasons == [
+                "bound to vfio-pci, which has no migration support",
+                "no VFIO variant driver with migration support is known for 8086:1889, and plain vfio-pci has none"
+            ])
     }
 
     @Test("no handler module: a table without the generic fallback")
@@ -216,8 +237,10 @@ struct MigrationVerdictTests {
     @Test("no IOMMU group blocks an otherwise migratable device")
     func noIOMMUGroup() throws {
         let tree = try FakeSysfs()
-        try tree.add(.init(address: "0000:3b:00.1", vendor: 0x15b3, device: 0x101e, classCode: 0x020000,
-                           driver: "mlx5_vfio_pci", physfn: "0000:3b:00.0"))
+        try tree.add(
+            .init(
+                address: "0000:3b:00.1", vendor: 0x15b3, device: 0x101e, classCode: 0x020000,
+                driver: "mlx5_vfio_pci", physfn: "0000:3b:00.0"))
         let v = advisor.verdict(for: try scan(tree).device("0000:3b:00.1"))
         #expect(!v.isMigratable)
         #expect(v.handler == "mlx5")
@@ -228,10 +251,14 @@ struct MigrationVerdictTests {
     @Test("virtio_vfio_pci migrates only virtual functions")
     func virtioPhysicalFunction() throws {
         let tree = try FakeSysfs()
-        try tree.add(.init(address: "0000:01:00.0", vendor: 0x1af4, device: 0x1041, classCode: 0x020000,
-                           driver: "virtio_vfio_pci", iommuGroup: 3))
-        try tree.add(.init(address: "0000:02:00.1", vendor: 0x1af4, device: 0x1041, classCode: 0x020000,
-                           driver: "virtio_vfio_pci", iommuGroup: 4, physfn: "0000:02:00.0"))
+        try tree.add(
+            .init(
+                address: "0000:01:00.0", vendor: 0x1af4, device: 0x1041, classCode: 0x020000,
+                driver: "virtio_vfio_pci", iommuGroup: 3))
+        try tree.add(
+            .init(
+                address: "0000:02:00.1", vendor: 0x1af4, device: 0x1041, classCode: 0x020000,
+                driver: "virtio_vfio_pci", iommuGroup: 4, physfn: "0000:02:00.0"))
         let result = try scan(tree)
         let pf = advisor.verdict(for: try result.device("0000:01:00.0"))
         #expect(!pf.isMigratable)

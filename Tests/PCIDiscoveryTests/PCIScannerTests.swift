@@ -7,10 +7,11 @@ struct PCIScannerTests {
     func listsAllDevicesSorted() throws {
         let tree = try FakeSysfs.standard()
         let result = try scan(tree)
-        #expect(result.devices.map(\.address.description) == [
-            "0000:3b:00.0", "0000:3b:00.1", "0000:3b:00.2", "0000:5e:01.0",
-            "0000:7d:00.1", "0000:81:00.1", "0000:af:00.0", "0000:d8:00.0",
-        ])
+        #expect(
+            result.devices.map(\.address.description) == [
+                "0000:3b:00.0", "0000:3b:00.1", "0000:3b:00.2", "0000:5e:01.0",
+                "0000:7d:00.1", "0000:81:00.1", "0000:af:00.0", "0000:d8:00.0"
+            ])
         #expect(result.skipped.isEmpty)
         #expect(result.devices.allSatisfy { $0.problems.isEmpty })
     }
@@ -119,18 +120,22 @@ struct PCIScannerTests {
 
 @Suite("PCI addresses")
 struct PCIAddressTests {
-    @Test("parse and print", arguments: [
-        ("0000:3b:00.1", "0000:3b:00.1"), ("3b:00.1", "0000:3b:00.1"), ("0000:3B:1F.7", "0000:3b:1f.7"),
-        ("10000:00:02.0", "10000:00:02.0"),
-    ])
+    @Test(
+        "parse and print",
+        arguments: [
+            ("0000:3b:00.1", "0000:3b:00.1"), ("3b:00.1", "0000:3b:00.1"), ("0000:3B:1F.7", "0000:3b:1f.7"),
+            ("10000:00:02.0", "10000:00:02.0")
+        ])
     func roundTrip(input: String, printed: String) throws {
         #expect(try address(input).description == printed)
     }
 
-    @Test("reject what is not an address", arguments: [
-        "", "README", "0000:3b:00", "0000:3b:20.0", "0000:3b:00.8", "0000:3b:00.10", "0000::00.1",
-        "x000:3b:00.1", "0000:3b:00.1 ", "123456789:00:00.0", "0000:3b:00:00.1",
-    ])
+    @Test(
+        "reject what is not an address",
+        arguments: [
+            "", "README", "0000:3b:00", "0000:3b:20.0", "0000:3b:00.8", "0000:3b:00.10", "0000::00.1",
+            "x000:3b:00.1", "0000:3b:00.1 ", "123456789:00:00.0", "0000:3b:00:00.1"
+        ])
     func rejects(input: String) {
         #expect(PCIAddress(input) == nil)
     }

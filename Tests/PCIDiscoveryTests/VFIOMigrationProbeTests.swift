@@ -51,8 +51,10 @@ struct ProbeFixture {
     let recorder: VFIOSyscallRecorder
     let probe: VFIOMigrationProbe
 
-    init(cdev: Bool = false, devRoot: String = "/simulated/dev", migration: VFIOMigrationFlags? = [.stopCopy, .p2p, .preCopy],
-         dmaLogging: Bool = false, faults: (any VFIOSyscalls) -> any VFIOSyscalls = { $0 }) {
+    init(
+        cdev: Bool = false, devRoot: String = "/simulated/dev", migration: VFIOMigrationFlags? = [.stopCopy, .p2p, .preCopy],
+        dmaLogging: Bool = false, faults: (any VFIOSyscalls) -> any VFIOSyscalls = { $0 }
+    ) {
         host = SimulatedVFIOHost(paths: VFIOHostPaths(sysfsRoot: "/simulated/sys", devRoot: devRoot), cdevSupport: cdev)
         var configuration = SimulatedVFIOConfiguration.mlx5()
         configuration.migration = migration
@@ -88,46 +90,52 @@ struct ProbeFixture {
 @Suite("The --probe ioctl sequence, on the VFIO module's simulated host")
 struct VFIOMigrationProbeTests {
     func device(group: Int? = 42, cdev: String? = nil) throws -> PCIDevice {
-        PCIDevice(address: try address("0000:3b:00.1"), vendorID: 0x15b3, deviceID: 0x101e, classCode: 0x020000,
-                  driver: "mlx5_vfio_pci", iommuGroup: group, vfioCdevName: cdev)
+        PCIDevice(
+            address: try address("0000:3b:00.1"), vendorID: 0x15b3, deviceID: 0x101e, classCode: 0x020000,
+            driver: "mlx5_vfio_pci", iommuGroup: group, vfioCdevName: cdev)
     }
 
     @Test("group path: container, group, SET_CONTAINER, SET_IOMMU, GET_DEVICE_FD, FEATURE ×2; all closed")
     func groupPath() throws {
         let fixture = ProbeFixture()
         #expect(fixture.probe.probe(try device()) == .supported([.stopCopy, .p2p, .preCopy]))
-        #expect(fixture.trace == [
-            "readlink /simulated/sys/bus/pci/devices/0000:3b:00.1/iommu_group",
-            "open /simulated/dev/vfio/vfio",
-            "ioctl /simulated/dev/vfio/vfio 0x3b64",
-            "open /simulated/dev/vfio/42",
-            "ioctl /simulated/dev/vfio/42 0x3b67",
-            "ioctl /simulated/dev/vfio/42 0x3b68",
-            "ioctl /simulated/dev/vfio/vfio 0x3b65 3",
-            "ioctl /simulated/dev/vfio/vfio 0x3b66 3",
-            "ioctl /simulated/dev/vfio/42 0x3b6a",
-            "ioctl device 0x3b75",
-            "ioctl device 0x3b75 = 25",
-            "close device",
-            "close /simulated/dev/vfio/42",
-            "close /simulated/dev/vfio/vfio",
-        ])
+        #expect(
+            fixture.trace == [
+                "readlink /simulated/sys/bus/pci/devices/0000:3b:00.1/iommu_group",
+                "open /simulated/dev/vfio/vfio",
+                "ioctl /simulated/dev/vfio/vfio 0x3b64",
+                "open /simulated/dev/vfio/42",
+                "ioctl /simulated/dev/vfio/42 0x3b67",
+                "ioctl /simulated/dev/vfio/42 0x3b68",
+                "ioctl /simulated/dev/vfio/vfio 0x3b65 3",
+                "ioctl /simulated/dev/vfio/vfio 0x3b66 3",
+                "ioctl /simulated/dev/vfio/42 0x3b6a",
+                "ioctl device 0x3b75",
+                "ioctl device 0x3b75 = 25",
+                "close device",
+                "close /simulated/dev/vfio/42",
+                "close /simulated/dev/vfio/vfio"
+            ])
         // struct vfio_device_feature { argsz 16; flags GET | MIGRATION } + u64 migration_flags, then
         // { argsz 8; flags PROBE | SET | DMA_LOGGING_START } without a payload.
         let features = fixture.recorder.ioctls.suffix(2).map(\.argumentBytes)
-        #expect(features == [
-            [16, 0, 0, 0, 0x01, 0, 0x01, 0] + [UInt8](repeating: 0, count: 8),
-            [8, 0, 0, 0, 0x06, 0, 0x06, 0],
-        ])
+        #expect(
+            features == [
+                [16, 0, 0, 0, 0x01, 0, 0x01, 0] + [UInt8](repeating: 0, count: 8),
+                [8, 0, 0, 0, 0x06, 0, 0x06, 0]
+            ])
     }
 
     @Test("examine: migration flags and DMA logging from one open; a device without log ops answers ENOTTY")
     func examine() throws {
         let logging = ProbeFixture(migration: [.stopCopy, .p2p], dmaLogging: true)
-        #expect(logging.probe.examine(try device()) == VFIODeviceProbeResult(migration: .supported([.stopCopy, .p2p]), dmaLogging: .supported))
+        #expect(
+            logging.probe.examine(try device()) == VFIODeviceProbeResult(migration: .supported([.stopCopy, .p2p]), dmaLogging: .supported))
         #expect(logging.trace.filter { $0.hasPrefix("open") }.count == 2)
         let plain = ProbeFixture(migration: nil)
-        #expect(plain.probe.examine(try device()) == VFIODeviceProbeResult(migration: .unsupported(errno: ENOTTY), dmaLogging: .unsupported(errno: ENOTTY)))
+        #expect(
+            plain.probe.examine(try device())
+                == VFIODeviceProbeResult(migration: .unsupported(errno: ENOTTY), dmaLogging: .unsupported(errno: ENOTTY)))
         let busy = ProbeFixture { HostFaults(base: $0, openErrors: ["/simulated/dev/vfio/42": .resourceBusy]) }
         #expect(busy.probe.examine(try device()).dmaLogging == nil)
     }
@@ -142,11 +150,13 @@ struct VFIOMigrationProbeTests {
         #expect(fixture.trace.last == "close /simulated/dev/vfio/vfio")
     }
 
-    @Test("ENOTTY and EINVAL mean unsupported; other errnos are failures", arguments: [
-        (ENOTTY, VFIOProbeOutcome.unsupported(errno: ENOTTY)),
-        (EINVAL, VFIOProbeOutcome.unsupported(errno: EINVAL)),
-        (EIO, VFIOProbeOutcome.failed(reason: "VFIO_DEVICE_FEATURE(MIGRATION): Input/output error")),
-    ])
+    @Test(
+        "ENOTTY and EINVAL mean unsupported; other errnos are failures",
+        arguments: [
+            (ENOTTY, VFIOProbeOutcome.unsupported(errno: ENOTTY)),
+            (EINVAL, VFIOProbeOutcome.unsupported(errno: EINVAL)),
+            (EIO, VFIOProbeOutcome.failed(reason: "VFIO_DEVICE_FEATURE(MIGRATION): Input/output error"))
+        ])
     func featureErrors(err: Int32, outcome: VFIOProbeOutcome) throws {
         let fixture = ProbeFixture()
         fixture.recorder.inject(Errno(rawValue: err), on: .ioctl, request: VFIOUAPI.deviceFeature)
@@ -162,8 +172,9 @@ struct VFIOMigrationProbeTests {
     @Test("a busy group and a group that is not viable are failures that say so")
     func groupFailures() throws {
         let busy = ProbeFixture { HostFaults(base: $0, openErrors: ["/simulated/dev/vfio/42": .resourceBusy]) }
-        #expect(busy.probe.probe(try device())
-            == .failed(reason: "open /simulated/dev/vfio/42: Device or resource busy (in use, e.g. by a running VM)"))
+        #expect(
+            busy.probe.probe(try device())
+                == .failed(reason: "open /simulated/dev/vfio/42: Device or resource busy (in use, e.g. by a running VM)"))
         #expect(busy.trace.last == "close /simulated/dev/vfio/vfio")
         let split = ProbeFixture { HostFaults(base: $0, groupsViable: false) }
         guard case .failed(let reason) = split.probe.probe(try device()) else {
@@ -178,18 +189,19 @@ struct VFIOMigrationProbeTests {
     func cdevPath() throws {
         let fixture = ProbeFixture(cdev: true)
         #expect(fixture.probe.probe(try device(cdev: "vfio3")) == .supported([.stopCopy, .p2p, .preCopy]))
-        #expect(fixture.trace == [
-            "list /simulated/sys/bus/pci/devices/0000:3b:00.1/vfio-dev",
-            "open /simulated/dev/iommu",
-            "ioctl /simulated/dev/iommu 0x3b81",
-            "open /simulated/dev/vfio/devices/vfio3",
-            "ioctl /simulated/dev/vfio/devices/vfio3 0x3b76",
-            "ioctl /simulated/dev/vfio/devices/vfio3 0x3b77",
-            "ioctl /simulated/dev/vfio/devices/vfio3 0x3b75",
-            "ioctl /simulated/dev/vfio/devices/vfio3 0x3b75 = 25",
-            "close /simulated/dev/vfio/devices/vfio3",
-            "close /simulated/dev/iommu",
-        ])
+        #expect(
+            fixture.trace == [
+                "list /simulated/sys/bus/pci/devices/0000:3b:00.1/vfio-dev",
+                "open /simulated/dev/iommu",
+                "ioctl /simulated/dev/iommu 0x3b81",
+                "open /simulated/dev/vfio/devices/vfio3",
+                "ioctl /simulated/dev/vfio/devices/vfio3 0x3b76",
+                "ioctl /simulated/dev/vfio/devices/vfio3 0x3b77",
+                "ioctl /simulated/dev/vfio/devices/vfio3 0x3b75",
+                "ioctl /simulated/dev/vfio/devices/vfio3 0x3b75 = 25",
+                "close /simulated/dev/vfio/devices/vfio3",
+                "close /simulated/dev/iommu"
+            ])
     }
 
     @Test("with both a group node and a cdev, the group is used")

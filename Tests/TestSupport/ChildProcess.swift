@@ -1,8 +1,9 @@
+import Foundation
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Foundation
-import Synchronization
 
 /// A child process for tests, started with `posix_spawn` and waited for with `poll` and `waitpid`.
 ///

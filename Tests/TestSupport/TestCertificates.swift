@@ -1,8 +1,9 @@
+import Foundation
+import MigrationCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Foundation
-import MigrationCore
 
 /// Debian's `openssl` command, or nil when it is not installed.
 public let opensslPath: String? = ["/usr/bin/openssl", "/usr/local/bin/openssl", "/bin/openssl"].first { access($0, X_OK) == 0 }
@@ -45,30 +46,32 @@ public final class TestPKI: @unchecked Sendable {
         try "1000\n".write(toFile: root + "/serial", atomically: true, encoding: .utf8)
         try "1000\n".write(toFile: root + "/crlnumber", atomically: true, encoding: .utf8)
         try """
-            [ ca ]
-            default_ca = local
-            [ local ]
-            dir = \(root)
-            database = $dir/index.txt
-            new_certs_dir = $dir/newcerts
-            certificate = $dir/ca-cert.pem
-            private_key = $dir/ca-key.pem
-            serial = $dir/serial
-            crlnumber = $dir/crlnumber
-            default_md = sha256
-            default_days = 30
-            default_crl_days = 30
-            policy = anything
-            unique_subject = no
-            email_in_dn = no
-            [ anything ]
-            organizationName = optional
-            commonName = supplied
-            """.write(toFile: root + "/ca.cnf", atomically: true, encoding: .utf8)
+        [ ca ]
+        default_ca = local
+        [ local ]
+        dir = \(root)
+        database = $dir/index.txt
+        new_certs_dir = $dir/newcerts
+        certificate = $dir/ca-cert.pem
+        private_key = $dir/ca-key.pem
+        serial = $dir/serial
+        crlnumber = $dir/crlnumber
+        default_md = sha256
+        default_days = 30
+        default_crl_days = 30
+        policy = anything
+        unique_subject = no
+        email_in_dn = no
+        [ anything ]
+        organizationName = optional
+        commonName = supplied
+        """.write(toFile: root + "/ca.cnf", atomically: true, encoding: .utf8)
         try key(root + "/ca-key.pem")
-        try openssl(["req", "-x509", "-new", "-key", root + "/ca-key.pem", "-subj", "/O=Switchover Tests/CN=\(name)", "-days", "30",
-                     "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-                     "-out", root + "/ca-cert.pem"])
+        try openssl([
+            "req", "-x509", "-new", "-key", root + "/ca-key.pem", "-subj", "/O=Switchover Tests/CN=\(name)", "-days", "30",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-out", root + "/ca-cert.pem"
+        ])
     }
 
     deinit { try? FileManager.default.removeItem(atPath: root) }
@@ -80,18 +83,23 @@ public final class TestPKI: @unchecked Sendable {
     ///   - server: a server certificate (serverAuth, with `names` as subjectAltNames), else a client one.
     ///   - validity: `openssl ca -startdate/-enddate` values (YYYYMMDDHHMMSSZ); nil = now for 30 days.
     @discardableResult
-    public func issue(_ commonName: String, server: Bool, names: [String] = ["DNS:localhost", "IP:127.0.0.1", "IP:::1"],
-               validity: (start: String, end: String)? = nil) throws -> (certificate: String, key: String) {
+    public func issue(
+        _ commonName: String, server: Bool, names: [String] = ["DNS:localhost", "IP:127.0.0.1", "IP:::1"],
+        validity: (start: String, end: String)? = nil
+    ) throws -> (certificate: String, key: String) {
         serial += 1
         let base = root + "/\(server ? "server" : "client")-\(serial)"
         try key(base + "-key.pem")
         try openssl(["req", "-new", "-key", base + "-key.pem", "-subj", "/O=Switchover Tests/CN=\(commonName)", "-out", base + ".csr"])
-        let extensions = server
+        let extensions =
+            server
             ? "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=\(names.joined(separator: ","))\n"
             : "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n"
         try "[ e ]\n\(extensions)".write(toFile: base + ".ext", atomically: true, encoding: .utf8)
-        var args = ["ca", "-batch", "-config", root + "/ca.cnf", "-notext", "-in", base + ".csr", "-out", base + "-cert.pem",
-                    "-extfile", base + ".ext", "-extensions", "e"]
+        var args = [
+            "ca", "-batch", "-config", root + "/ca.cnf", "-notext", "-in", base + ".csr", "-out", base + "-cert.pem",
+            "-extfile", base + ".ext", "-extensions", "e"
+        ]
         if let validity { args += ["-startdate", validity.start, "-enddate", validity.end] }
         try openssl(args)
         return (base + "-cert.pem", base + "-key.pem")
@@ -105,8 +113,10 @@ public final class TestPKI: @unchecked Sendable {
 
     /// A QEMU-layout credentials directory trusting `trust` (default: this CA), holding the given
     /// server and/or client identity and optionally a CRL.
-    public func directory(_ label: String, trust: TestPKI? = nil, server: (certificate: String, key: String)? = nil,
-                   client: (certificate: String, key: String)? = nil, crl: String? = nil) throws -> String {
+    public func directory(
+        _ label: String, trust: TestPKI? = nil, server: (certificate: String, key: String)? = nil,
+        client: (certificate: String, key: String)? = nil, crl: String? = nil
+    ) throws -> String {
         let dir = root + "/creds-\(label)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try copy((trust ?? self).caCertificate, dir + "/ca-cert.pem")

@@ -1,6 +1,7 @@
 import Foundation
 import SystemPackage
 import Testing
+
 @testable import VFIO
 @testable import VFIOSimulator
 
@@ -46,8 +47,9 @@ struct VMMHeldDevice {
         _ = try host.ioctl(container, VFIOUAPI.setIOMMU, .value(VFIOUAPI.type1v2IOMMU)).get()
         var name = Array(address.name.utf8) + [0]
         let device = try name.withUnsafeMutableBytes { host.ioctl(group, VFIOUAPI.groupGetDeviceFD, .buffer($0)) }.get()
-        return VMMHeldDevice(host: host, driver: driver, deviceFD: device,
-                             iommu: .container(container: FileDescriptor(rawValue: container), group: FileDescriptor(rawValue: group)))
+        return VMMHeldDevice(
+            host: host, driver: driver, deviceFD: device,
+            iommu: .container(container: FileDescriptor(rawValue: container), group: FileDescriptor(rawValue: group)))
     }
 
     var allFDs: [Int32] {
@@ -68,8 +70,9 @@ struct KernelVFIODeviceAdoptionTests {
     func adoptsABoundCDev(group: Bool) throws {
         let vmm = try group ? VMMHeldDevice.group() : VMMHeldDevice.cdev()
         let recorder = VFIOSyscallRecorder(base: vmm.host)
-        let device = try KernelVFIODevice.adopting(deviceFD: FileDescriptor(rawValue: vmm.deviceFD), name: "0000:3b:00.2",
-                                                   iommu: vmm.iommu, ownership: .borrowed, system: recorder)
+        let device = try KernelVFIODevice.adopting(
+            deviceFD: FileDescriptor(rawValue: vmm.deviceFD), name: "0000:3b:00.2",
+            iommu: vmm.iommu, ownership: .borrowed, system: recorder)
         #expect(device.openPath == .adopted)
         #expect(device.iommu == vmm.iommu)
         #expect(device.deviceFileDescriptor?.rawValue == vmm.deviceFD)
@@ -96,8 +99,9 @@ struct KernelVFIODeviceAdoptionTests {
     func borrowedFDsStayOpen() throws {
         let vmm = try VMMHeldDevice.cdev()
         let recorder = VFIOSyscallRecorder(base: vmm.host)
-        let device = try KernelVFIODevice.adopting(deviceFD: FileDescriptor(rawValue: vmm.deviceFD), name: "0000:3b:00.2",
-                                                   iommu: vmm.iommu, ownership: .borrowed, system: recorder)
+        let device = try KernelVFIODevice.adopting(
+            deviceFD: FileDescriptor(rawValue: vmm.deviceFD), name: "0000:3b:00.2",
+            iommu: vmm.iommu, ownership: .borrowed, system: recorder)
         try device.close()
         #expect(device.deviceFileDescriptor == nil)
         #expect(!recorder.records.contains { $0.call == .close })
@@ -111,11 +115,15 @@ struct KernelVFIODeviceAdoptionTests {
     func transferredFDsAreClosed() throws {
         let vmm = try VMMHeldDevice.group()
         let recorder = VFIOSyscallRecorder(base: vmm.host)
-        let device = try KernelVFIODevice.adopting(deviceFD: FileDescriptor(rawValue: vmm.deviceFD), name: "0000:3b:00.2",
-                                                   iommu: vmm.iommu, ownership: .transferred, system: recorder)
+        let device = try KernelVFIODevice.adopting(
+            deviceFD: FileDescriptor(rawValue: vmm.deviceFD), name: "0000:3b:00.2",
+            iommu: vmm.iommu, ownership: .transferred, system: recorder)
         try device.close()
         let closed = recorder.records.filter { $0.call == .close }.compactMap(\.fd)
-        guard case .container(let container, let group) = vmm.iommu else { Issue.record("not a container"); return }
+        guard case .container(let container, let group) = vmm.iommu else {
+            Issue.record("not a container")
+            return
+        }
         #expect(closed == [vmm.deviceFD, group.rawValue, container.rawValue])
     }
 
@@ -124,11 +132,15 @@ struct KernelVFIODeviceAdoptionTests {
         let vmm = try VMMHeldDevice.cdev(bind: false)
         let recorder = VFIOSyscallRecorder(base: vmm.host)
         do {
-            _ = try KernelVFIODevice.adopting(deviceFD: FileDescriptor(rawValue: vmm.deviceFD), name: "0000:3b:00.2",
-                                              iommu: vmm.iommu, ownership: .transferred, system: recorder)
+            _ = try KernelVFIODevice.adopting(
+                deviceFD: FileDescriptor(rawValue: vmm.deviceFD), name: "0000:3b:00.2",
+                iommu: vmm.iommu, ownership: .transferred, system: recorder)
             Issue.record("an unbound cdev was adopted")
         } catch {
-            guard case .deviceNotFound(let name, let detail) = error else { Issue.record("unexpected \(error)"); return }
+            guard case .deviceNotFound(let name, let detail) = error else {
+                Issue.record("unexpected \(error)")
+                return
+            }
             #expect(name == "0000:3b:00.2")
             #expect(detail.contains("VFIO_DEVICE_GET_INFO: "), "\(detail)")
             #expect(detail.contains("VFIO_DEVICE_BIND_IOMMUFD"), "\(detail)")
@@ -145,11 +157,13 @@ struct KernelVFIODeviceAdoptionTests {
         #expect(pipe(&ends) == 0)
         defer { for fd in ends { close(fd) } }
         #expect(throws: VFIOError.self) {
-            try KernelVFIODevice.adopting(deviceFD: FileDescriptor(rawValue: ends[0]), name: "0000:3b:00.2",
-                                          iommu: .iommufd(FileDescriptor(rawValue: ends[1]), ioasID: nil))
+            try KernelVFIODevice.adopting(
+                deviceFD: FileDescriptor(rawValue: ends[0]), name: "0000:3b:00.2",
+                iommu: .iommufd(FileDescriptor(rawValue: ends[1]), ioasID: nil))
         }
         #expect(throws: VFIOError.deviceNotFound(device: "x", detail: "a negative fd was given to adopt")) {
-            try KernelVFIODevice.adopting(deviceFD: FileDescriptor(rawValue: -1), name: "x", iommu: .iommufd(FileDescriptor(rawValue: 3), ioasID: nil))
+            try KernelVFIODevice.adopting(
+                deviceFD: FileDescriptor(rawValue: -1), name: "x", iommu: .iommufd(FileDescriptor(rawValue: 3), ioasID: nil))
         }
         #expect(VMMHeldDevice.isOpen(ends[0]) && VMMHeldDevice.isOpen(ends[1]))
     }
@@ -162,7 +176,9 @@ struct KernelVFIODeviceAdoptionTests {
             #expect(fixture.device.iommu == .iommufd(FileDescriptor(rawValue: opens[0]), ioasID: 1))
         } else {
             // The failed /dev/iommu open has no fd: container, then group.
-            #expect(fixture.device.iommu == .container(container: FileDescriptor(rawValue: opens[0]), group: FileDescriptor(rawValue: opens[1])))
+            #expect(
+                fixture.device.iommu == .container(container: FileDescriptor(rawValue: opens[0]), group: FileDescriptor(rawValue: opens[1]))
+            )
         }
         #expect(fixture.device.ownership == .transferred)
     }

@@ -1,6 +1,7 @@
 import Foundation
 import SystemPackage
 import Testing
+
 @testable import VFIO
 @testable import VFIOSimulator
 
@@ -116,8 +117,10 @@ struct KernelVFIODeviceTests {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("vfio-sysfs-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
         let deviceDirectory = root.appendingPathComponent("bus/pci/devices/0000:3b:00.2")
-        try FileManager.default.createDirectory(at: deviceDirectory.appendingPathComponent("vfio-dev/vfio3"), withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(at: root.appendingPathComponent("kernel/iommu_groups/41"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: deviceDirectory.appendingPathComponent("vfio-dev/vfio3"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: root.appendingPathComponent("kernel/iommu_groups/41"), withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(
             atPath: deviceDirectory.appendingPathComponent("iommu_group").path, withDestinationPath: "../../../kernel/iommu_groups/41")
 
@@ -338,7 +341,8 @@ struct KernelVFIODeviceTests {
         fixture.recorder.inject(.invalidArgument, on: .ioctl, request: 0x3B79)
         #expect(throws: VFIOError.notInPreCopy(device: "0000:3b:00.2")) { try saveFD.precopyInfo() }
         fixture.recorder.inject(.inappropriateIOCTLForDevice, on: .ioctl, request: 0x3B79)
-        #expect(throws: VFIOError.featureUnsupported(operation: .precopyInfo, device: "0000:3b:00.2", errno: .inappropriateIOCTLForDevice)) {
+        #expect(throws: VFIOError.featureUnsupported(operation: .precopyInfo, device: "0000:3b:00.2", errno: .inappropriateIOCTLForDevice))
+        {
             try saveFD.precopyInfo()
         }
         fixture.recorder.inject(.ioError, on: .ioctl, request: 0x3B79)
@@ -363,7 +367,8 @@ struct KernelVFIODeviceTests {
     func stopCopySizeErrors() throws {
         let fixture = try KernelFixture()
         fixture.recorder.inject(.inappropriateIOCTLForDevice, on: .ioctl, request: 0x3B75)
-        #expect(throws: VFIOError.featureUnsupported(operation: .stopCopySize, device: "0000:3b:00.2", errno: .inappropriateIOCTLForDevice)) {
+        #expect(throws: VFIOError.featureUnsupported(operation: .stopCopySize, device: "0000:3b:00.2", errno: .inappropriateIOCTLForDevice))
+        {
             try fixture.device.stopCopySize()
         }
         fixture.recorder.inject(.ioError, on: .ioctl, request: 0x3B75)
@@ -407,8 +412,12 @@ struct KernelVFIODeviceTests {
         try destination.device.setState(.running)
         try source.device.setState(.running)
         #expect(stream.count == 96)
-        #expect(source.driver.recordedArcs.map(\.description)
-            == ["RUNNING→PRE_COPY", "PRE_COPY→PRE_COPY_P2P", "PRE_COPY_P2P→STOP_COPY", "STOP_COPY→STOP", "STOP→RUNNING_P2P", "RUNNING_P2P→RUNNING"])
+        #expect(
+            source.driver.recordedArcs.map(\.description)
+                == [
+                    "RUNNING→PRE_COPY", "PRE_COPY→PRE_COPY_P2P", "PRE_COPY_P2P→STOP_COPY", "STOP_COPY→STOP", "STOP→RUNNING_P2P",
+                    "RUNNING_P2P→RUNNING"
+                ])
         #expect(destination.driver.state.withLock { $0.mttyPorts } == source.driver.state.withLock { $0.mttyPorts })
     }
 }

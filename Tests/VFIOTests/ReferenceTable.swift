@@ -6,7 +6,7 @@ import VFIO
 enum ReferenceTable {
     static let abbreviations: [String: VFIODeviceState] = [
         "S": .stop, "R": .running, "SC": .stopCopy, "RS": .resuming, "RP": .runningP2P, "PC": .preCopy,
-        "PCP": .preCopyP2P, "ERR": .error,
+        "PCP": .preCopyP2P, "ERR": .error
     ]
 
     /// §2.3, row = current, columns STOP RUNNING STOP_COPY RESUMING RUNNING_P2P PRE_COPY PRE_COPY_P2P.
@@ -17,7 +17,7 @@ enum ReferenceTable {
         (.preCopyP2P, "RP RP SC RP RP PC ·"),
         (.stopCopy, "S S · S S ERR ERR"),
         (.resuming, "S S S · S S S"),
-        (.runningP2P, "S R S S · R PCP"),
+        (.runningP2P, "S R S S · R PCP")
     ]
     static let columns: [VFIODeviceState] = [.stop, .running, .stopCopy, .resuming, .runningP2P, .preCopy, .preCopyP2P]
 
@@ -70,7 +70,7 @@ enum ReferenceTable {
         (.stopCopy, ["S,RP,R", "S,RP", "S", "·", "S,RS[fd]", "EINVAL", "EINVAL"]),
         (.resuming, ["S,RP,R", "S,RP", "S", "S,SC[fd]", "·", "S,RP,R,PC[fd]", "S,RP,PCP[fd]"]),
         (.preCopy, ["R", "R,RP", "R,RP,S", "PCP,SC", "R,RP,S,RS[fd]", "·", "PCP"]),
-        (.preCopyP2P, ["RP,R", "RP", "RP,S", "SC", "RP,S,RS[fd]", "PC", "·"]),
+        (.preCopyP2P, ["RP,R", "RP", "RP,S", "SC", "RP,S,RS[fd]", "PC", "·"])
     ]
 
     /// §2.4's listed paths for flags 1, 3 and 5: (flags, from, to, path).
@@ -95,7 +95,7 @@ enum ReferenceTable {
         ([.stopCopy, .preCopy], .stop, .preCopy, "R,PC[fd]"),
         ([.stopCopy, .preCopy], .resuming, .preCopy, "S,R,PC[fd]"),
         ([.stopCopy, .preCopy], .preCopy, .resuming, "R,S,RS[fd]"),
-        ([.stopCopy, .preCopy], .stopCopy, .preCopy, "EINVAL"),
+        ([.stopCopy, .preCopy], .stopCopy, .preCopy, "EINVAL")
     ]
 
     /// Parses "RP,S,SC[fd]" into steps and whether the last one opens an fd; nil for "EINVAL".

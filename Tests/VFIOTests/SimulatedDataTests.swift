@@ -1,15 +1,17 @@
+import SystemPackage
+import Testing
+
+@testable import VFIO
+@testable import VFIOSimulator
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import SystemPackage
-import Testing
-@testable import VFIO
-@testable import VFIOSimulator
 
 @Suite("Simulated device: data fd semantics and payload formats")
 struct SimulatedDataTests {
     static let mttyHeader2: [UInt8] = [
-        0x4E, 0x2C, 0x3E, 0x8C, 0x89, 0x09, 0x9D, 0x7E, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0,
+        0x4E, 0x2C, 0x3E, 0x8C, 0x89, 0x09, 0x9D, 0x7E, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0
     ]
 
     // MARK: mtty
@@ -112,8 +114,11 @@ struct SimulatedDataTests {
         var offset = 0
         while offset + 16 <= stream.count {
             let size = LittleEndianBytes.load(UInt64.self, from: stream, at: offset)
-            result.append((size, LittleEndianBytes.load(UInt32.self, from: stream, at: offset + 8),
-                           LittleEndianBytes.load(UInt32.self, from: stream, at: offset + 12)))
+            result.append(
+                (
+                    size, LittleEndianBytes.load(UInt32.self, from: stream, at: offset + 8),
+                    LittleEndianBytes.load(UInt32.self, from: stream, at: offset + 12)
+                ))
             offset += 16 + Int(size)
         }
         return result
@@ -242,7 +247,8 @@ struct SimulatedDataTests {
         let destination = try SimulatedVFIODevice(.opaque(size: 128), clock: ManualSimulationClock())
         let fd = try #require(try destination.setState(.resuming))
         try fd.write([UInt8](repeating: 1, count: 127))
-        #expect(throws: VFIOError.setStateFailed(device: destination.name, requested: .running, errno: .invalidArgument, actual: .resuming)) {
+        #expect(throws: VFIOError.setStateFailed(device: destination.name, requested: .running, errno: .invalidArgument, actual: .resuming))
+        {
             try destination.setState(.running)
         }
         #expect(destination.loadedStreamDigest == nil)
@@ -289,7 +295,9 @@ struct SimulatedDataTests {
         #expect(throws: VFIOError.syscallFailed(operation: .read, device: destination.name, errno: .badFileDescriptor)) {
             try resumeFD.readChunk(8)
         }
-        #expect(throws: VFIOError.featureUnsupported(operation: .precopyInfo, device: destination.name, errno: .inappropriateIOCTLForDevice)) {
+        #expect(
+            throws: VFIOError.featureUnsupported(operation: .precopyInfo, device: destination.name, errno: .inappropriateIOCTLForDevice)
+        ) {
             try resumeFD.precopyInfo()
         }
     }

@@ -1,5 +1,6 @@
 import SystemPackage
 import Testing
+
 @testable import VFIO
 @testable import VFIOSimulator
 
@@ -21,9 +22,11 @@ struct SimulatedFaultTests {
         #expect(device.recordedArcs.map(\.description) == ["RUNNING→RUNNING_P2P", "RUNNING_P2P→STOP", "STOP→STOP_COPY"])
     }
 
-    @Test("Failure is injectable at every arc of every path", arguments: TransitionCase.all.filter {
-        $0.to != .error && $0.to.isSupported(by: $0.flags) && $0.from != $0.to && !($0.from == .stopCopy && $0.to.isPreCopy)
-    })
+    @Test(
+        "Failure is injectable at every arc of every path",
+        arguments: TransitionCase.all.filter {
+            $0.to != .error && $0.to.isSupported(by: $0.flags) && $0.from != $0.to && !($0.from == .stopCopy && $0.to.isPreCopy)
+        })
     func failureAtEveryArc(_ c: TransitionCase) throws {
         let path = try #require(ReferenceTable.path(c.from, c.to, c.flags))
         var previous = c.from
@@ -136,7 +139,9 @@ struct SimulatedFaultTests {
     @Test("VFIO_DEVICE_FEATURE front-end: argsz, flag and PROBE rules")
     func featureFrontEnd() throws {
         let device = try SimulatedVFIODevice(.mtty(), clock: ManualSimulationClock())
-        let get = VFIOUAPI.featureGet, set = VFIOUAPI.featureSet, probe = VFIOUAPI.featureProbe
+        let get = VFIOUAPI.featureGet
+        let set = VFIOUAPI.featureSet
+        let probe = VFIOUAPI.featureProbe
         let eight = [UInt8](repeating: 0, count: 8)
         #expect(device.rawFeature(flags: probe | get | 1, payload: []).result == .success(0))
         #expect(device.rawFeature(flags: probe | 1, payload: []).result == .success(0))
@@ -160,15 +165,18 @@ struct SimulatedFaultTests {
         configuration.migration = nil
         let device = try SimulatedVFIODevice(configuration, clock: ManualSimulationClock())
         #expect(try device.migrationFlags() == nil)
-        #expect(device.rawFeature(flags: VFIOUAPI.featureGet | 2, payload: [UInt8](repeating: 0, count: 8)).result
-            == .failure(.inappropriateIOCTLForDevice))
+        #expect(
+            device.rawFeature(flags: VFIOUAPI.featureGet | 2, payload: [UInt8](repeating: 0, count: 8)).result
+                == .failure(.inappropriateIOCTLForDevice))
         #expect(throws: VFIOError.migrationUnsupported(device: device.name)) { try device.setState(.stop) }
     }
 
     @Test("Configurations the simulator cannot model are refused")
     func invalidConfigurations() {
-        #expect(throws: VFIOError.invalidConfiguration(
-            device: "0000:5e:00.1", detail: "migration flags P2P|PRE_COPY are not one of the defined combinations 1, 3, 5, 7")) {
+        #expect(
+            throws: VFIOError.invalidConfiguration(
+                device: "0000:5e:00.1", detail: "migration flags P2P|PRE_COPY are not one of the defined combinations 1, 3, 5, 7")
+        ) {
             try SimulatedVFIODevice(.opaque(migration: [.p2p, .preCopy]))
         }
         #expect(throws: VFIOError.self) { try SimulatedVFIODevice(.mtty(ports: 25)) }

@@ -1,6 +1,7 @@
 import SystemPackage
 import Testing
 import VFIO
+
 @testable import VFIOSimulator
 
 @Suite("Simulated device: every transition of every flag set, generated from the reference table")
@@ -69,7 +70,9 @@ struct SimulatedTransitionTests {
             if survives {
                 #expect(throws: Never.self) { try result.get() }
             } else {
-                #expect(throws: VFIOError.syscallFailed(operation: .read, device: device.name, errno: .operationNotSupportedByDevice)) { try result.get() }
+                #expect(throws: VFIOError.syscallFailed(operation: .read, device: device.name, errno: .operationNotSupportedByDevice)) {
+                    try result.get()
+                }
             }
         } else {
             let result = Result { () throws(VFIOError) in try oldFD.write([1]) }
@@ -79,4 +82,3 @@ struct SimulatedTransitionTests {
         }
     }
 }
-

@@ -94,10 +94,12 @@ struct VFIOMigrationFSMTests {
 
     @Test("Argument layouts encode to the kernel's bytes")
     func layoutsEncodeExactly() {
-        #expect(VFIODeviceFeatureHeader.request(.migDeviceState, VFIOUAPI.featureSet, payload: VFIOMigDeviceStatePayload(deviceState: 6).bytes)
-            == [16, 0, 0, 0, 0x02, 0, 0x02, 0, 6, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF])
-        #expect(VFIOPrecopyInfoLayout(initialBytes: 0x0102, dirtyBytes: 3).bytes
-            == [24, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x01, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0])
+        #expect(
+            VFIODeviceFeatureHeader.request(.migDeviceState, VFIOUAPI.featureSet, payload: VFIOMigDeviceStatePayload(deviceState: 6).bytes)
+                == [16, 0, 0, 0, 0x02, 0, 0x02, 0, 6, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF])
+        #expect(
+            VFIOPrecopyInfoLayout(initialBytes: 0x0102, dirtyBytes: 3).bytes
+                == [24, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x01, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0])
         #expect(VFIODeviceBindIOMMUFD(iommufd: 7).bytes == [16, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0])
         #expect(VFIODeviceAttachIOMMUFDPT(ptID: 2).bytes == [12, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0])
         #expect(IOMMUIOASAlloc().bytes == [12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
@@ -121,7 +123,8 @@ struct VFIOMigrationFSMTests {
         let state = VFIOMigDeviceStatePayload(deviceState: 0x0403_0201, dataFD: -2)
         #expect(state.bytes == [1, 2, 3, 4, 0xFE, 0xFF, 0xFF, 0xFF])
         #expect(VFIOMigDeviceStatePayload(bytes: state.bytes) == state)
-        let precopy = VFIOPrecopyInfoLayout(argsz: 0x0403_0201, flags: 0x0807_0605, initialBytes: 0x100F_0E0D_0C0B_0A09, dirtyBytes: 0x1817_1615_1413_1211)
+        let precopy = VFIOPrecopyInfoLayout(
+            argsz: 0x0403_0201, flags: 0x0807_0605, initialBytes: 0x100F_0E0D_0C0B_0A09, dirtyBytes: 0x1817_1615_1413_1211)
         #expect(precopy.bytes == Array(1...24))
         #expect(VFIOPrecopyInfoLayout(bytes: precopy.bytes) == precopy)
         let bind = VFIODeviceBindIOMMUFD(argsz: 0x0403_0201, flags: 0x0807_0605, iommufd: 0x0C0B_0A09, outDevID: 0x100F_0E0D)
@@ -133,7 +136,8 @@ struct VFIOMigrationFSMTests {
         let alloc = IOMMUIOASAlloc(size: 0x0403_0201, flags: 0x0807_0605, outIOASID: 0x0C0B_0A09)
         #expect(alloc.bytes == Array(1...12))
         #expect(IOMMUIOASAlloc(bytes: alloc.bytes) == alloc)
-        let control = VFIODMALoggingControl(pageSize: 0x0807_0605_0403_0201, numRanges: 0x0C0B_0A09, reserved: 0x100F_0E0D, ranges: 0x1817_1615_1413_1211)
+        let control = VFIODMALoggingControl(
+            pageSize: 0x0807_0605_0403_0201, numRanges: 0x0C0B_0A09, reserved: 0x100F_0E0D, ranges: 0x1817_1615_1413_1211)
         #expect(control.bytes == Array(1...24))
         #expect(VFIODMALoggingControl(bytes: control.bytes) == control)
         let report = VFIODMALoggingReport(

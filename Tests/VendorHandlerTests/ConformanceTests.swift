@@ -1,5 +1,5 @@
-import MigrationTestKit
 import MLX5Handler
+import MigrationTestKit
 import Testing
 import VFIO
 import VFIOPCIHandler

@@ -1,13 +1,13 @@
 import DeviceMatch
 import ExampleVM
+import MLX5Handler
 import MigrationCore
 import MigrationStream
 import MigrationTestKit
-import MLX5Handler
 import Testing
 import VFIO
-import VFIOSimulator
 import VFIOPCIHandler
+import VFIOSimulator
 
 /// One migration of a guest with RAM, a simulated mlx5 VF and a generic VFIO device, through
 /// the vendor registry and the real engine, with switchover-ack off and on.
@@ -23,8 +23,9 @@ import VFIOPCIHandler
         // 16 MiB of mlx5 state, 4 MiB of it initial (the demo and the benchmarks move 64 MiB and
         // more in release builds); loading the initial image costs the destination 200 ms
         // (firmware allocation), as seed 002 describes for mlx5.
-        let mlx5 = SimulatedVFIOConfiguration.mlx5(name: "0000:3b:00.2", imageSize: 4 << 20, finalImageSize: 12 << 20,
-                                                   seed: 1, loadCost: .init(initial: .milliseconds(200)))
+        let mlx5 = SimulatedVFIOConfiguration.mlx5(
+            name: "0000:3b:00.2", imageSize: 4 << 20, finalImageSize: 12 << 20,
+            seed: 1, loadCost: .init(initial: .milliseconds(200)))
         let generic = SimulatedVFIOConfiguration.opaque(name: "0000:5e:00.1", size: 4 << 20, initialBytes: 1 << 20, seed: 2)
         let mlx5ID = PCIIdentity(vendorID: 0x15b3, deviceID: 0x101e, classCode: 0x020000, driver: "mlx5_vfio_pci")
         let genericID = PCIIdentity(vendorID: 0x19e5, deviceID: 0xa256, classCode: 0x108000, driver: "hisi_acc_vfio_pci")
@@ -58,8 +59,9 @@ import VFIOPCIHandler
         parameters.stallTimeout = .seconds(120)
         let machine = MachineConfiguration(machineType: "pc-q35-switchover")
         let source = MigrationSource(registry: sourceRegistry, vm: VMAdapter(sourceVM), configuration: machine, parameters: parameters)
-        let destination = MigrationDestination(registry: destinationRegistry, vm: VMAdapter(destinationVM),
-                                               configuration: machine, parameters: parameters)
+        let destination = MigrationDestination(
+            registry: destinationRegistry, vm: VMAdapter(destinationVM),
+            configuration: machine, parameters: parameters)
         sourceVM.resume()
         let (a, b) = try DescriptorConnection.socketPair()
         async let incoming = destination.run(over: b)
@@ -68,8 +70,9 @@ import VFIOPCIHandler
         destinationVM.stop()
 
         let devicesVerified = devices.allSatisfy { $0.1.loadedStreamDigest != nil && $0.1.loadedStreamDigest == $0.0.savedStreamDigest }
-        return Run(downtime: stats.downtime, predicted: stats.decision?.predictedDowntime,
-                   verified: devicesVerified && sourceVM.ram.digest() == destinationVM.ram.digest())
+        return Run(
+            downtime: stats.downtime, predicted: stats.decision?.predictedDowntime,
+            verified: devicesVerified && sourceVM.ram.digest() == destinationVM.ram.digest())
     }
 
     @Test(.timeLimit(.minutes(2)))
@@ -79,7 +82,9 @@ import VFIOPCIHandler
         #expect(without.verified)
         #expect(with.verified)
         // Printed, not asserted: figures come from benchmarks, and this machine is shared.
-        print("end-to-end downtime: switchover-ack off \(without.downtime.map { "\($0)" } ?? "-"), on \(with.downtime.map { "\($0)" } ?? "-") (QEMU anchor for a 300 MB mlx5 device: 1900 ms → 420 ms)")
+        print(
+            "end-to-end downtime: switchover-ack off \(without.downtime.map { "\($0)" } ?? "-"), on \(with.downtime.map { "\($0)" } ?? "-") (QEMU anchor for a 300 MB mlx5 device: 1900 ms → 420 ms)"
+        )
     }
 }
 

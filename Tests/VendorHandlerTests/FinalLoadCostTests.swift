@@ -1,9 +1,9 @@
-import MigrationCore
 import MLX5Handler
+import MigrationCore
 import Testing
 import VFIO
-import VFIOSimulator
 import VFIOPCIHandler
+import VFIOSimulator
 
 /// What a destination handler reports as its final data's fixed load cost (LOAD_REPORT's
 /// fixed cost): the figure its tuning was given, zero by default, never negative.

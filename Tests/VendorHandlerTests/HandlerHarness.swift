@@ -44,14 +44,17 @@ struct HandlerHarness {
     }
 
     /// Source side only: the framed sections, with the VM stopped (run-state hooks) before END.
-    func save(_ handler: VFIOPCIHandler, ack: Bool, vmRunning: Bool = true) throws -> (bytes: [UInt8], parts: Int, context: RecordingContext) {
+    func save(_ handler: VFIOPCIHandler, ack: Bool, vmRunning: Bool = true) throws -> (
+        bytes: [UInt8], parts: Int, context: RecordingContext
+    ) {
         let ctx = RecordingContext(identity: handler.identity, ack: ack)
         ctx.vmRunning = vmRunning
         let sink = MemoryByteSink()
         let w = StreamWriter(sink: sink)
         let id = handler.identity
         func section(_ kind: SectionKind, _ body: () throws -> Void) throws {
-            try w.writeSectionHeader(SectionHeader(kind: kind, sectionID: sectionID, idstr: id.idstr, instanceID: id.instanceID, versionID: id.versionID))
+            try w.writeSectionHeader(
+                SectionHeader(kind: kind, sectionID: sectionID, idstr: id.idstr, instanceID: id.instanceID, versionID: id.versionID))
             try body()
             try w.writeFooter(sectionID: sectionID)
         }

@@ -1,10 +1,10 @@
+import MLX5Handler
 import MigrationCore
 import MigrationStream
-import MLX5Handler
 import Testing
 import VFIO
-import VFIOSimulator
 import VFIOPCIHandler
+import VFIOSimulator
 
 /// Streams a hostile source (or a crafted file) can send a destination's VFIO handlers.
 @Suite struct HostilePeerTests {
@@ -21,7 +21,8 @@ import VFIOPCIHandler
     private func start(id: HandlerIdentity) throws -> [UInt8] {
         let sink = MemoryByteSink()
         let w = StreamWriter(sink: sink)
-        try w.writeSectionHeader(SectionHeader(kind: .start, sectionID: 7, idstr: id.idstr, instanceID: id.instanceID, versionID: id.versionID))
+        try w.writeSectionHeader(
+            SectionHeader(kind: .start, sectionID: 7, idstr: id.idstr, instanceID: id.instanceID, versionID: id.versionID))
         try w.writeVFIOTag(.setupState)
         try w.writeVFIOTag(.endOfState)
         try w.writeFooter(sectionID: 7)
@@ -33,7 +34,8 @@ import VFIOPCIHandler
     private func part(_ chunk: [UInt8], id: HandlerIdentity) throws -> [UInt8] {
         let sink = MemoryByteSink()
         let w = StreamWriter(sink: sink)
-        try w.writeSectionHeader(SectionHeader(kind: .part, sectionID: 7, idstr: id.idstr, instanceID: id.instanceID, versionID: id.versionID))
+        try w.writeSectionHeader(
+            SectionHeader(kind: .part, sectionID: 7, idstr: id.idstr, instanceID: id.instanceID, versionID: id.versionID))
         try chunk.withUnsafeBytes { try w.writeVFIODataChunk($0) }
         try w.writeVFIOTag(.endOfState)
         try w.writeFooter(sectionID: 7)
@@ -57,7 +59,8 @@ import VFIOPCIHandler
         // second larger (the tuning replaces its buffer), then one optional record whose
         // payload fills the rest of the chunk and more than the old buffer.
         let filler = (0..<(700 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
-        let second = stopCopySize(512 << 10) + stopCopySize(4 << 20) + record(MLX5RecordTag(rawValue: 0x77), optional: true, payload: filler)
+        let second =
+            stopCopySize(512 << 10) + stopCopySize(4 << 20) + record(MLX5RecordTag(rawValue: 0x77), optional: true, payload: filler)
         let bytes = try start(id: handler.identity) + part(first, id: handler.identity) + part(second, id: handler.identity)
 
         let ctx = RecordingContext(identity: handler.identity, ack: false)
@@ -65,7 +68,10 @@ import VFIOPCIHandler
         defer { handler.loadCleanup(succeeded: false) }
         let reader = StreamReader(source: MemoryByteSource(bytes, pieceSizes: pieces))
         while try !reader.isAtEnd() {
-            guard case .section(let header) = try reader.readRecord() else { Issue.record("not a section"); return }
+            guard case .section(let header) = try reader.readRecord() else {
+                Issue.record("not a section")
+                return
+            }
             try handler.loadState(from: reader, header: header, context: ctx)
             try reader.readFooter(sectionID: header.sectionID)
         }
@@ -84,7 +90,10 @@ import VFIOPCIHandler
         let tuning = MLX5Tuning(maxPreallocation: 16 << 20)
         let handler = MLX5Module.makeHandler(device: dst, tuning: tuning)
         let filler = [UInt8](repeating: 0x5a, count: 600 << 10)
-        let chunks = [stopCopySize(256 << 10), stopCopySize(512 << 10), stopCopySize(4 << 20) + record(MLX5RecordTag(rawValue: 0x77), optional: true, payload: filler)]
+        let chunks = [
+            stopCopySize(256 << 10), stopCopySize(512 << 10),
+            stopCopySize(4 << 20) + record(MLX5RecordTag(rawValue: 0x77), optional: true, payload: filler)
+        ]
         var bytes = try start(id: handler.identity)
         for c in chunks { bytes += try part(c, id: handler.identity) }
         let ctx = RecordingContext(identity: handler.identity, ack: false)
@@ -92,7 +101,10 @@ import VFIOPCIHandler
         defer { handler.loadCleanup(succeeded: false) }
         let reader = StreamReader(source: MemoryByteSource(bytes, pieceSizes: [1 << 20]))
         while try !reader.isAtEnd() {
-            guard case .section(let header) = try reader.readRecord() else { Issue.record("not a section"); return }
+            guard case .section(let header) = try reader.readRecord() else {
+                Issue.record("not a section")
+                return
+            }
             try handler.loadState(from: reader, header: header, context: ctx)
             try reader.readFooter(sectionID: header.sectionID)
         }

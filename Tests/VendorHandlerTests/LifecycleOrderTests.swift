@@ -3,11 +3,11 @@ import MigrationCore
 import MigrationStream
 import Synchronization
 import SystemPackage
-import Testing
 import TestSupport
+import Testing
 import VFIO
-import VFIOSimulator
 import VFIOPCIHandler
+import VFIOSimulator
 
 /// A guest whose vCPU stops and starts take a number in the simulator's order.
 final class SequencedVM: VMController {
@@ -16,8 +16,18 @@ final class SequencedVM: VMController {
     var isRunning: Bool { state.withLock { $0.running } }
     var stops: [UInt64] { state.withLock { $0.stops } }
     var starts: [UInt64] { state.withLock { $0.starts } }
-    func stopVM() throws { state.withLock { $0.running = false; $0.stops.append(SimulatedVFIOSequence.next()) } }
-    func resumeVM() throws { state.withLock { $0.running = true; $0.starts.append(SimulatedVFIOSequence.next()) } }
+    func stopVM() throws {
+        state.withLock {
+            $0.running = false
+            $0.stops.append(SimulatedVFIOSequence.next())
+        }
+    }
+    func resumeVM() throws {
+        state.withLock {
+            $0.running = true
+            $0.starts.append(SimulatedVFIOSequence.next())
+        }
+    }
 }
 
 /// Stands in for RAM, registered first as the example VM registers it: a live handler whose
@@ -58,15 +68,18 @@ final class LifecycleScenario: Sendable {
     init(flags: [VFIOMigrationFlags]) throws {
         try sourceRegistry.register(marker, idstr: "ram", instanceID: 0, versionID: 4)
         try destinationRegistry.register(FinalPassMarker(), idstr: "ram", instanceID: 0, versionID: 4)
-        var sd: [SimulatedVFIODevice] = [], dd: [SimulatedVFIODevice] = []
+        var sd: [SimulatedVFIODevice] = []
+        var dd: [SimulatedVFIODevice] = []
         for (n, f) in flags.enumerated() {
-            let config = SimulatedVFIOConfiguration.opaque(name: "0000:3b:00.\(n + 1)", migration: f, size: 96 << 10,
-                                                           initialBytes: f.contains(.preCopy) ? 16 << 10 : 0, seed: UInt64(n + 1))
+            let config = SimulatedVFIOConfiguration.opaque(
+                name: "0000:3b:00.\(n + 1)", migration: f, size: 96 << 10,
+                initialBytes: f.contains(.preCopy) ? 16 << 10 : 0, seed: UInt64(n + 1))
             let s = try SimulatedVFIODevice(config)
             let d = try SimulatedVFIODevice(config)
             let source = VFIOPCIHandler(device: s, tuning: MultifdSmallChunkTuning(size: 16 << 10))
-            let destination = VFIOPCIHandler(device: d, config: QEMUPCIConfigState(read: { [] }),
-                                             tuning: MultifdSmallChunkTuning(size: 16 << 10))
+            let destination = VFIOPCIHandler(
+                device: d, config: QEMUPCIConfigState(read: { [] }),
+                tuning: MultifdSmallChunkTuning(size: 16 << 10))
             try sourceRegistry.register(source, idstr: source.identity.idstr, instanceID: 0, versionID: 1)
             try destinationRegistry.register(destination, idstr: destination.identity.idstr, instanceID: 0, versionID: 1)
             sd.append(s)
@@ -83,9 +96,11 @@ final class LifecycleScenario: Sendable {
     let destinationRunState = Mutex<VMRunState?>(nil)
 
     func migrate(_ parameters: MigrationParameters)
-        async -> (source: Result<MigrationStatistics, any Error>, destination: Result<IncomingStatistics, any Error>) {
-        let destination = MigrationDestination(registry: destinationRegistry, vm: destinationVM, configuration: Self.machine,
-                                               parameters: parameters)
+        async -> (source: Result<MigrationStatistics, any Error>, destination: Result<IncomingStatistics, any Error>)
+    {
+        let destination = MigrationDestination(
+            registry: destinationRegistry, vm: destinationVM, configuration: Self.machine,
+            parameters: parameters)
         destinationRunState.withLock { $0 = destination.runState }
         return await migrateOverSocketPairs(
             MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: Self.machine, parameters: parameters),
@@ -149,7 +164,8 @@ extension Array where Element == SimulatedVFIOTransition {
         #expect(running.allSatisfy { $0 < vcpuStart }, "\(label): the vCPUs started before a device ran")
         #expect(scenario.destinationDevices.allSatisfy { $0.currentState == .running })
         for n in scenario.sourceDevices.indices {
-            #expect(scenario.destinationDevices[n].loadedStreamDigest == scenario.sourceDevices[n].savedStreamDigest, "\(label): device \(n)")
+            #expect(
+                scenario.destinationDevices[n].loadedStreamDigest == scenario.sourceDevices[n].savedStreamDigest, "\(label): device \(n)")
         }
     }
 
@@ -172,7 +188,8 @@ extension Array where Element == SimulatedVFIOTransition {
         let before = SimulatedVFIOSequence.next()
         try runState.start()
         let started = LifecycleScenario.transitions(scenario.destinationDevices).after(before)
-        let running = started.into([.running]), runningP2P = started.into([.runningP2P])
+        let running = started.into([.running])
+        let runningP2P = started.into([.runningP2P])
         #expect(running.count == devices && runningP2P.count == devices, "\(started)")
         #expect(runningP2P.max() ?? .max < running.min() ?? 0, "\(started)")
         #expect(scenario.destinationDevices.allSatisfy { $0.currentState == .running })
@@ -190,7 +207,8 @@ extension Array where Element == SimulatedVFIOTransition {
         let source = LifecycleScenario.transitions(scenario.sourceDevices)
         let lastStopCopy = try #require(source.into([.stopCopy]).max())
         let back = source.after(lastStopCopy)
-        let runningP2P = back.into([.runningP2P]), running = back.into([.running])
+        let runningP2P = back.into([.runningP2P])
+        let running = back.into([.running])
         #expect(runningP2P.count == 3 && running.count == 3, "\(back)")
         #expect(runningP2P.max() ?? .max < running.min() ?? 0, "RUNNING before every RUNNING_P2P: \(back)")
         #expect(scenario.sourceDevices.allSatisfy { $0.currentState == .running })
@@ -206,7 +224,10 @@ extension Array where Element == SimulatedVFIOTransition {
         scenario.sourceDevices[1].injectFailure(.init(from: .preCopy, to: .preCopyP2P))
         let (s, d) = await scenario.migrate(lifecycleParameters(multifd: false))
         let error = try #require(multifdFailureOf(s))
-        guard let failure = error as? MigrationError, failure.code == .vmControlFailed else { Issue.record("not a complete error: \(error)"); return }
+        guard let failure = error as? MigrationError, failure.code == .vmControlFailed else {
+            Issue.record("not a complete error: \(error)")
+            return
+        }
         #expect(failure.handler?.idstr == "0000:3b:00.2/vfio", "\(error)")
         #expect(multifdFailureOf(d) != nil)
         let source = LifecycleScenario.transitions(scenario.sourceDevices)
@@ -236,7 +257,10 @@ extension Array where Element == SimulatedVFIOTransition {
         let refused = try LifecycleScenario(flags: flags)
         let (s, _) = await refused.migrate(lifecycleParameters(multifd: false))
         let error = try #require(multifdFailureOf(s))
-        guard (error as? MigrationError)?.code == .handlerFailed else { Issue.record("not a setup error: \(error)"); return }
+        guard (error as? MigrationError)?.code == .handlerFailed else {
+            Issue.record("not a setup error: \(error)")
+            return
+        }
         #expect("\(error)".contains("0000:3b:00.2 lacks P2P"), "\(error)")
         #expect(refused.sourceDevices.allSatisfy { $0.currentState == .running && $0.recordedTransitions.isEmpty })
         #expect(refused.sourceVM.isRunning)
@@ -283,7 +307,8 @@ struct AdoptedDeviceFixture {
 
     init(seed: UInt64) throws {
         let host = SimulatedVFIOHost(cdevSupport: true)
-        let driver = host.addDevice(.pci("0000:00:05.0"), group: 3, cdevIndex: 0, configuration: .mtty(seed: seed), clock: SystemSimulationClock())
+        let driver = host.addDevice(
+            .pci("0000:00:05.0"), group: 3, cdevIndex: 0, configuration: .mtty(seed: seed), clock: SystemSimulationClock())
         let flags = O_RDWR | O_CLOEXEC
         let iommufd = try host.open("/simulated/dev/iommu", flags).get()
         var alloc = IOMMUIOASAlloc().bytes
@@ -295,9 +320,10 @@ struct AdoptedDeviceFixture {
         var attach = VFIODeviceAttachIOMMUFDPT(ptID: ioas).bytes
         _ = try attach.withUnsafeMutableBytes { host.ioctl(fd, VFIOUAPI.deviceAttachIOMMUFDPT, .buffer($0)) }.get()
         let recorder = VFIOSyscallRecorder(base: host)
-        self.device = try KernelVFIODevice.adopting(deviceFD: FileDescriptor(rawValue: fd), name: "0000:00:05.0",
-                                                    iommu: .iommufd(FileDescriptor(rawValue: iommufd), ioasID: ioas),
-                                                    ownership: .transferred, system: recorder)
+        self.device = try KernelVFIODevice.adopting(
+            deviceFD: FileDescriptor(rawValue: fd), name: "0000:00:05.0",
+            iommu: .iommufd(FileDescriptor(rawValue: iommufd), ioasID: ioas),
+            ownership: .transferred, system: recorder)
         self.host = host
         self.driver = driver
         self.recorder = recorder
@@ -306,16 +332,21 @@ struct AdoptedDeviceFixture {
 
 @Suite struct AdoptedDeviceMigrationTests {
     @Test func aVMMsOpenDevicesMigrateWithoutASecondOpen() async throws {
-        let source = try AdoptedDeviceFixture(seed: 3), destination = try AdoptedDeviceFixture(seed: 9)
-        let sourceRegistry = HandlerRegistry(), destinationRegistry = HandlerRegistry()
-        let sh = VFIOPCIHandler(device: source.device), dh = VFIOPCIHandler(device: destination.device)
+        let source = try AdoptedDeviceFixture(seed: 3)
+        let destination = try AdoptedDeviceFixture(seed: 9)
+        let sourceRegistry = HandlerRegistry()
+        let destinationRegistry = HandlerRegistry()
+        let sh = VFIOPCIHandler(device: source.device)
+        let dh = VFIOPCIHandler(device: destination.device)
         try sourceRegistry.register(sh, idstr: sh.identity.idstr, instanceID: 0, versionID: 1)
         try destinationRegistry.register(dh, idstr: dh.identity.idstr, instanceID: 0, versionID: 1)
         let parameters = lifecycleParameters(multifd: false)
         let (s, d) = await migrateOverSocketPairs(
-            MigrationSource(registry: sourceRegistry, vm: SequencedVM(running: true), configuration: LifecycleScenario.machine, parameters: parameters),
-            MigrationDestination(registry: destinationRegistry, vm: SequencedVM(running: false), configuration: LifecycleScenario.machine,
-                                 parameters: parameters))
+            MigrationSource(
+                registry: sourceRegistry, vm: SequencedVM(running: true), configuration: LifecycleScenario.machine, parameters: parameters),
+            MigrationDestination(
+                registry: destinationRegistry, vm: SequencedVM(running: false), configuration: LifecycleScenario.machine,
+                parameters: parameters))
         _ = try s.get()
         _ = try d.get()
         #expect(source.driver.currentState == .stop)

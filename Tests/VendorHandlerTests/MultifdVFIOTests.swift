@@ -3,11 +3,11 @@ import MLX5Handler
 import MigrationCore
 import MigrationStream
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 import VFIO
-import VFIOSimulator
 import VFIOPCIHandler
+import VFIOSimulator
 
 /// A guest the engines stop and resume.
 final class MultifdTestVM: VMController {
@@ -16,8 +16,18 @@ final class MultifdTestVM: VMController {
     var isRunning: Bool { state.withLock { $0.running } }
     var stops: Int { state.withLock { $0.stops } }
     var resumes: Int { state.withLock { $0.resumes } }
-    func stopVM() throws { state.withLock { $0.running = false; $0.stops += 1 } }
-    func resumeVM() throws { state.withLock { $0.running = true; $0.resumes += 1 } }
+    func stopVM() throws {
+        state.withLock {
+            $0.running = false
+            $0.stops += 1
+        }
+    }
+    func resumeVM() throws {
+        state.withLock {
+            $0.running = true
+            $0.resumes += 1
+        }
+    }
 }
 
 /// Reads the save fd in small chunks, so one device's state spans many packets.
@@ -52,8 +62,10 @@ final class MultifdVFIOScenario: Sendable {
     }
 
     init(devices: Int, mlx5Tuning: Bool = false) throws {
-        var sd: [SimulatedVFIODevice] = [], dd: [SimulatedVFIODevice] = []
-        var sh: [VFIOPCIHandler] = [], dh: [VFIOPCIHandler] = []
+        var sd: [SimulatedVFIODevice] = []
+        var dd: [SimulatedVFIODevice] = []
+        var sh: [VFIOPCIHandler] = []
+        var dh: [VFIOPCIHandler] = []
         var configs: [QEMUPCIConfigState] = []
         for n in 0..<devices {
             let config = Self.configuration(n)
@@ -67,8 +79,13 @@ final class MultifdVFIOScenario: Sendable {
             let source = VFIOPCIHandler(device: s, tuning: tuning())
             let destination = VFIOPCIHandler(device: d, config: destinationConfig, tuning: tuning())
             try sourceRegistry.register(source, idstr: source.identity.idstr, instanceID: 0, versionID: VFIOPCIHandler.sectionVersion)
-            try destinationRegistry.register(destination, idstr: destination.identity.idstr, instanceID: 0, versionID: VFIOPCIHandler.sectionVersion)
-            sd.append(s); dd.append(d); sh.append(source); dh.append(destination); configs.append(destinationConfig)
+            try destinationRegistry.register(
+                destination, idstr: destination.identity.idstr, instanceID: 0, versionID: VFIOPCIHandler.sectionVersion)
+            sd.append(s)
+            dd.append(d)
+            sh.append(source)
+            dh.append(destination)
+            configs.append(destinationConfig)
         }
         sourceDevices = sd
         destinationDevices = dd
@@ -79,13 +96,17 @@ final class MultifdVFIOScenario: Sendable {
 
     static func parameters(channels: Int) -> MigrationParameters { multifdTestParameters(channels: channels) }
 
-    func migrate(_ parameters: MigrationParameters, destination: MigrationParameters? = nil,
-                 wrap: (@Sendable (Int, DescriptorConnection) -> any MigrationConnection)? = nil)
-        async -> (source: Result<MigrationStatistics, any Error>, destination: Result<IncomingStatistics, any Error>) {
+    func migrate(
+        _ parameters: MigrationParameters, destination: MigrationParameters? = nil,
+        wrap: (@Sendable (Int, DescriptorConnection) -> any MigrationConnection)? = nil
+    )
+        async -> (source: Result<MigrationStatistics, any Error>, destination: Result<IncomingStatistics, any Error>)
+    {
         await migrateOverSocketPairs(
             MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: Self.machine, parameters: parameters),
-            MigrationDestination(registry: destinationRegistry, vm: destinationVM, configuration: Self.machine,
-                                 parameters: destination ?? parameters),
+            MigrationDestination(
+                registry: destinationRegistry, vm: destinationVM, configuration: Self.machine,
+                parameters: destination ?? parameters),
             wrap: wrap)
     }
 
@@ -95,9 +116,12 @@ final class MultifdVFIOScenario: Sendable {
         for n in sourceDevices.indices {
             let saved = sourceDevices[n].savedStreamDigest
             #expect(saved != nil, "\(label): device \(n) saved nothing", sourceLocation: sourceLocation)
-            #expect(destinationDevices[n].loadedStreamDigest == saved, "\(label): device \(n) state differs", sourceLocation: sourceLocation)
-            #expect(destinationConfigs[n].lastLoaded?.configSpace.prefix(256).elementsEqual(sourceDevices[n].configuration.pciConfigSpace) == true,
-                    "\(label): device \(n) config differs", sourceLocation: sourceLocation)
+            #expect(
+                destinationDevices[n].loadedStreamDigest == saved, "\(label): device \(n) state differs", sourceLocation: sourceLocation)
+            #expect(
+                destinationConfigs[n].lastLoaded?.configSpace.prefix(256).elementsEqual(sourceDevices[n].configuration.pciConfigSpace)
+                    == true,
+                "\(label): device \(n) config differs", sourceLocation: sourceLocation)
             #expect(destinationDevices[n].currentState == .running, sourceLocation: sourceLocation)
             #expect(sourceDevices[n].currentState == .stop, sourceLocation: sourceLocation)
         }

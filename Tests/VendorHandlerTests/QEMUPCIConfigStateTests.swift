@@ -3,8 +3,8 @@ import MigrationStream
 import Synchronization
 import Testing
 import VFIO
-import VFIOSimulator
 import VFIOPCIHandler
+import VFIOSimulator
 
 /// The config state in QEMU 10's vmstate_vfio_pci_config layout (docs/wire-format.md, "The config state").
 @Suite struct QEMUPCIConfigStateTests {

@@ -1,10 +1,11 @@
+import DeviceMatch
+import MLX5Handler
 import MigrationCore
 import MigrationStream
-import MLX5Handler
 import Testing
 import VFIO
-import VFIOSimulator
 import VFIOPCIHandler
+import VFIOSimulator
 
 @Suite struct VFIOPCIHandlerTests {
     let harness = HandlerHarness()
@@ -103,7 +104,8 @@ import VFIOPCIHandler
         let reader = StreamReader(source: MemoryByteSource(sink.bytes))
         let ctx = RecordingContext(identity: handler.identity, ack: false)
         try handler.loadSetup(context: ctx)
-        _ = try reader.readU8(); _ = try reader.readBE32()
+        _ = try reader.readU8()
+        _ = try reader.readBE32()
         let header = SectionHeader(kind: .part, sectionID: 1, idstr: handler.identity.idstr, instanceID: 0, versionID: 1)
         #expect(throws: VFIOPCIHandlerError.self) { try handler.loadState(from: reader, header: header, context: ctx) }
         handler.loadCleanup(succeeded: false)
@@ -170,7 +172,6 @@ import VFIOPCIHandler
     }
 }
 
-import DeviceMatch
 enum PCIMatchRuleFixture {
     static let mlx5 = PCIMatchRule(vendorID: 0x15b3, deviceID: 0x101e, driver: "mlx5_vfio_pci")
 }

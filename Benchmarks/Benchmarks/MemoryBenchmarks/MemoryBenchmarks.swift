@@ -13,10 +13,13 @@ let benchmarks: @Sendable () -> Void = {
     let peaks = sizes.map { BenchmarkMetric.custom("peak RSS, \(label($0)) (MiB)", polarity: .prefersSmaller, useScalingFactor: false) }
     let growth = sizes.map { BenchmarkMetric.custom("RSS growth, \(label($0)) (MiB)", polarity: .prefersSmaller, useScalingFactor: false) }
     let rates = sizes.map { BenchmarkMetric.custom("throughput, \(label($0)) (MB/s)", polarity: .prefersLarger, useScalingFactor: false) }
-    let ratio = BenchmarkMetric.custom("peak \(label(sizes.last ?? 0)) / \(label(sizes.first ?? 0)) (%)", polarity: .prefersSmaller, useScalingFactor: false)
+    let ratio = BenchmarkMetric.custom(
+        "peak \(label(sizes.last ?? 0)) / \(label(sizes.first ?? 0)) (%)", polarity: .prefersSmaller, useScalingFactor: false)
 
-    Benchmark("Peak memory: migrating \(sizes.map(label).joined(separator: " and ")) of device state",
-              configuration: .init(metrics: peaks + growth + rates + [ratio], warmupIterations: 0, maxDuration: .seconds(60), maxIterations: 2)) { benchmark in
+    Benchmark(
+        "Peak memory: migrating \(sizes.map(label).joined(separator: " and ")) of device state",
+        configuration: .init(metrics: peaks + growth + rates + [ratio], warmupIterations: 0, maxDuration: .seconds(60), maxIterations: 2)
+    ) { benchmark in
         for _ in benchmark.scaledIterations {
             var peakBytes: [Double] = []
             for (i, size) in sizes.enumerated() {

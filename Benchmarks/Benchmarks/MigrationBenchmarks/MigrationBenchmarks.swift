@@ -31,8 +31,10 @@ let benchmarks: @Sendable () -> Void = {
     let offOverOn = BenchmarkMetric.custom("ack off / on (%)", polarity: .prefersLarger, useScalingFactor: false)
 
     for load in MigrationScenarios.loadCosts {
-        Benchmark("Downtime: the demo VM, mlx5 initial data loaded in \(load) ms, switchover-ack off vs on",
-                  configuration: .init(metrics: [ackOff, ackOn, offOverOn])) { benchmark in
+        Benchmark(
+            "Downtime: the demo VM, mlx5 initial data loaded in \(load) ms, switchover-ack off vs on",
+            configuration: .init(metrics: [ackOff, ackOn, offOverOn])
+        ) { benchmark in
             let machine = MigrationScenarios.loadCostMachine(loadMs: load)
             for i in benchmark.scaledIterations {
                 // Alternate which goes first, so neither gains from the other's warm-up.
@@ -47,14 +49,19 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     let counts = MigrationScenarios.deviceCounts
-    let perCount = counts.map { BenchmarkMetric.custom("\($0) device\($0 == 1 ? "" : "s") (ms)", polarity: .prefersSmaller, useScalingFactor: false) }
+    let perCount = counts.map {
+        BenchmarkMetric.custom("\($0) device\($0 == 1 ? "" : "s") (ms)", polarity: .prefersSmaller, useScalingFactor: false)
+    }
     let largestOverOne = BenchmarkMetric.custom("\(counts.last ?? 1) vs 1 device (%)", polarity: .prefersSmaller, useScalingFactor: false)
-    Benchmark("Downtime vs device count: \(counts.map(String.init).joined(separator: ", ")) mlx5 VFs of 17 MiB, switchover-ack on, multifd off",
-              configuration: .init(metrics: perCount + [largestOverOne])) { benchmark in
+    Benchmark(
+        "Downtime vs device count: \(counts.map(String.init).joined(separator: ", ")) mlx5 VFs of 17 MiB, switchover-ack on, multifd off",
+        configuration: .init(metrics: perCount + [largestOverOne])
+    ) { benchmark in
         for _ in benchmark.scaledIterations {
             var downtimes: [Double] = []
             for count in counts {
-                downtimes.append(try await MigrationScenarios.run(MigrationScenarios.deviceCountMachine(count), switchoverAck: true).downtimeMs)
+                downtimes.append(
+                    try await MigrationScenarios.run(MigrationScenarios.deviceCountMachine(count), switchoverAck: true).downtimeMs)
             }
             for (metric, value) in zip(perCount, downtimes) { benchmark.measurement(metric, Int(value.rounded())) }
             if let first = downtimes.first, let last = downtimes.last {
@@ -67,9 +74,12 @@ let benchmarks: @Sendable () -> Void = {
     let channels = MigrationScenarios.channelCounts
     if let baseline = channels.first {
         let perChannels = channels.map { BenchmarkMetric.custom("\($0) channels (ms)", polarity: .prefersSmaller, useScalingFactor: false) }
-        let bestOverBaseline = BenchmarkMetric.custom("best vs \(baseline) channels (%)", polarity: .prefersSmaller, useScalingFactor: false)
-        Benchmark("Downtime vs multifd channels: 4 mlx5 VFs of 17 MiB, switchover-ack on",
-                  configuration: .init(metrics: perChannels + [bestOverBaseline])) { benchmark in
+        let bestOverBaseline = BenchmarkMetric.custom(
+            "best vs \(baseline) channels (%)", polarity: .prefersSmaller, useScalingFactor: false)
+        Benchmark(
+            "Downtime vs multifd channels: 4 mlx5 VFs of 17 MiB, switchover-ack on",
+            configuration: .init(metrics: perChannels + [bestOverBaseline])
+        ) { benchmark in
             let machine = MigrationScenarios.deviceCountMachine(4)
             for _ in benchmark.scaledIterations {
                 var downtimes: [Double] = []
@@ -89,8 +99,10 @@ let benchmarks: @Sendable () -> Void = {
     let tlsOverPlain = BenchmarkMetric.custom("TLS / plaintext (%)", polarity: .prefersSmaller, useScalingFactor: false)
     let tlsTotal = BenchmarkMetric.custom("total TLS (ms)", polarity: .prefersSmaller, useScalingFactor: false)
     let plainTotal = BenchmarkMetric.custom("total plaintext (ms)", polarity: .prefersSmaller, useScalingFactor: false)
-    Benchmark("Downtime: the demo VM (mlx5 initial data loaded in 100 ms, switchover-ack on) in TLS 1.3 vs plaintext",
-              configuration: .init(metrics: [plainDowntime, tlsDowntime, tlsOverPlain, plainTotal, tlsTotal])) { benchmark in
+    Benchmark(
+        "Downtime: the demo VM (mlx5 initial data loaded in 100 ms, switchover-ack on) in TLS 1.3 vs plaintext",
+        configuration: .init(metrics: [plainDowntime, tlsDowntime, tlsOverPlain, plainTotal, tlsTotal])
+    ) { benchmark in
         let credentials = try BenchmarkTLS.makeCredentials()
         defer { try? FileManager.default.removeItem(atPath: credentials) }
         let secure = BenchmarkTLS.security(credentials)

@@ -153,9 +153,10 @@ func loopbackPair(tls: String?) throws -> (any MigrationConnection, any Migratio
     defer { listener.close() }
     let plain = TCPTransport(host: "127.0.0.1", port: listener.port)
     let transport: any MigrationTransport = tls.map { TLSTransport(base: plain, configuration: TLSConfiguration(directory: $0)) } ?? plain
-    let accepting: any MigrationListener = try tls.map {
-        try TLSTransport(base: plain, configuration: TLSConfiguration(directory: $0)).secure(listener)
-    } ?? listener
+    let accepting: any MigrationListener =
+        try tls.map {
+            try TLSTransport(base: plain, configuration: TLSConfiguration(directory: $0)).secure(listener)
+        } ?? listener
     let accepted = AcceptedBox()
     let done = DispatchSemaphore(value: 0)
     let thread = Thread {
@@ -188,8 +189,10 @@ let benchmarks: @Sendable () -> Void = {
     let percentOfRaw = BenchmarkMetric.custom("stream % of raw", polarity: .prefersLarger, useScalingFactor: false)
     let memoryMBps = BenchmarkMetric.custom("memory MB/s", polarity: .prefersLarger, useScalingFactor: false)
 
-    Benchmark("Memory: write+read 64 x 1 MiB VFIO DATA chunks",
-              configuration: .init(metrics: [.wallClock, memoryMBps, .mallocCountTotal])) { benchmark in
+    Benchmark(
+        "Memory: write+read 64 x 1 MiB VFIO DATA chunks",
+        configuration: .init(metrics: [.wallClock, memoryMBps, .mallocCountTotal])
+    ) { benchmark in
         let chunk = [UInt8](repeating: 0xA5, count: chunkSize)
         let memory = PreallocatedMemory(capacity: encodedStream.count)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 8)
@@ -206,8 +209,10 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     let rounds = RoundCounter()
-    Benchmark("Socket: StreamWriter/StreamReader vs raw write/read, 64 x 1 MiB DATA chunks",
-              configuration: .init(metrics: [.wallClock, streamMBps, rawMBps, percentOfRaw])) { benchmark in
+    Benchmark(
+        "Socket: StreamWriter/StreamReader vs raw write/read, 64 x 1 MiB DATA chunks",
+        configuration: .init(metrics: [.wallClock, streamMBps, rawMBps, percentOfRaw])
+    ) { benchmark in
         var fds: [Int32] = [0, 0]
         #if canImport(Glibc)
         let streamType = Int32(SOCK_STREAM.rawValue)
@@ -215,7 +220,10 @@ let benchmarks: @Sendable () -> Void = {
         let streamType = SOCK_STREAM
         #endif
         guard socketpair(AF_UNIX, streamType, 0, &fds) == 0 else { throw BenchmarkFailure.socket(errno) }
-        defer { close(fds[0]); close(fds[1]) }
+        defer {
+            close(fds[0])
+            close(fds[1])
+        }
         let (writeFD, readFD) = (fds[0], fds[1])
         let chunk = [UInt8](repeating: 0xA5, count: chunkSize)
         let total = encodedStream.count
@@ -226,36 +234,41 @@ let benchmarks: @Sendable () -> Void = {
             rounds.count += 1
             // Through the wire format.
             let viaStream = {
-                try timedTransfer(write: {
-                    try writeDeviceState(StreamWriter(sink: FileDescriptorByteSink(fd: writeFD)), chunk: chunk)
-                }, read: {
-                    let data = try readDeviceState(StreamReader(source: FileDescriptorByteSource(fd: readFD)), buffer: buffer)
-                    guard data == chunkSize * chunkCount else { throw BenchmarkFailure.unexpected("data \(data)") }
-                })
+                try timedTransfer(
+                    write: {
+                        try writeDeviceState(StreamWriter(sink: FileDescriptorByteSink(fd: writeFD)), chunk: chunk)
+                    },
+                    read: {
+                        let data = try readDeviceState(StreamReader(source: FileDescriptorByteSource(fd: readFD)), buffer: buffer)
+                        guard data == chunkSize * chunkCount else { throw BenchmarkFailure.unexpected("data \(data)") }
+                    })
             }
             // As many bytes, raw, over the same socket: write(2) of the same 1 MiB buffer the
             // stream sends its chunks from (so both read warm memory), read(2) into 1 MiB.
             let viaRaw = {
-                try timedTransfer(write: {
-                    try chunk.withUnsafeBytes { bytes in
+                try timedTransfer(
+                    write: {
+                        try chunk.withUnsafeBytes { bytes in
+                            var done = 0
+                            while done < total {
+                                let n = write(writeFD, bytes.baseAddress!, min(chunkSize, total - done))
+                                guard n > 0 else { throw BenchmarkFailure.socket(errno) }
+                                done += n
+                            }
+                        }
+                    },
+                    read: {
                         var done = 0
                         while done < total {
-                            let n = write(writeFD, bytes.baseAddress!, min(chunkSize, total - done))
+                            let n = read(readFD, buffer.baseAddress!, min(chunkSize, total - done))
                             guard n > 0 else { throw BenchmarkFailure.socket(errno) }
                             done += n
                         }
-                    }
-                }, read: {
-                    var done = 0
-                    while done < total {
-                        let n = read(readFD, buffer.baseAddress!, min(chunkSize, total - done))
-                        guard n > 0 else { throw BenchmarkFailure.socket(errno) }
-                        done += n
-                    }
-                })
+                    })
             }
             // Alternate which goes first, so neither gains from the other's warm-up.
-            let stream: Duration, raw: Duration
+            let stream: Duration
+            let raw: Duration
             if rounds.count % 2 == 0 {
                 stream = try viaStream()
                 raw = try viaRaw()
@@ -275,8 +288,10 @@ let benchmarks: @Sendable () -> Void = {
     let tlsMBps = BenchmarkMetric.custom("TLS MB/s", polarity: .prefersLarger, useScalingFactor: false)
     let tlsPercent = BenchmarkMetric.custom("TLS % of plaintext", polarity: .prefersLarger, useScalingFactor: false)
     let tlsRounds = RoundCounter()
-    Benchmark("TCP loopback: the main stream in TLS 1.3 (mutual x509 auth) vs plaintext, 64 x 1 MiB DATA chunks",
-              configuration: .init(metrics: [.wallClock, plainMBps, tlsMBps, tlsPercent])) { benchmark in
+    Benchmark(
+        "TCP loopback: the main stream in TLS 1.3 (mutual x509 auth) vs plaintext, 64 x 1 MiB DATA chunks",
+        configuration: .init(metrics: [.wallClock, plainMBps, tlsMBps, tlsPercent])
+    ) { benchmark in
         let credentials = try BenchmarkTLS.makeCredentials()
         defer { try? FileManager.default.removeItem(atPath: credentials) }
         let (plainOut, plainIn) = try loopbackPair(tls: nil)
@@ -286,17 +301,20 @@ let benchmarks: @Sendable () -> Void = {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 8)
         defer { buffer.deallocate() }
         func transfer(_ out: any MigrationConnection, _ into: any MigrationConnection) throws -> Duration {
-            try timedTransfer(write: {
-                try writeDeviceState(StreamWriter(sink: out), chunk: chunk)
-            }, read: {
-                let data = try readDeviceState(StreamReader(source: into), buffer: buffer)
-                guard data == chunkSize * chunkCount else { throw BenchmarkFailure.unexpected("data \(data)") }
-            })
+            try timedTransfer(
+                write: {
+                    try writeDeviceState(StreamWriter(sink: out), chunk: chunk)
+                },
+                read: {
+                    let data = try readDeviceState(StreamReader(source: into), buffer: buffer)
+                    guard data == chunkSize * chunkCount else { throw BenchmarkFailure.unexpected("data \(data)") }
+                })
         }
         for _ in benchmark.scaledIterations {
             tlsRounds.count += 1
             // Alternate which goes first, so neither gains from the other's warm-up.
-            let plain: Duration, tls: Duration
+            let plain: Duration
+            let tls: Duration
             if tlsRounds.count % 2 == 0 {
                 plain = try transfer(plainOut, plainIn)
                 tls = try transfer(tlsOut, tlsIn)

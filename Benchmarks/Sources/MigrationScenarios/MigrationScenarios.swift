@@ -31,17 +31,22 @@ public enum MigrationScenarios {
     /// `count` mlx5 VFs of 17 MiB each: 16 MiB of initial data that takes the destination 100 ms
     /// to load, a 1 MiB final image that takes it 20 ms.
     public static func deviceCountMachine(_ count: Int) -> ExampleMachineConfiguration {
-        ExampleMachineConfiguration(memoryBytes: 16 << 20, dirtyPagesPerSecond: 256, devices: (0..<count).map { _ in
-            DeviceSpec(kind: .mlx5, stateBytes: 17 << 20, initialBytes: 16 << 20, loadCost: .milliseconds(100),
-                       finalLoadCost: .milliseconds(20))
-        })
+        ExampleMachineConfiguration(
+            memoryBytes: 16 << 20, dirtyPagesPerSecond: 256,
+            devices: (0..<count).map { _ in
+                DeviceSpec(
+                    kind: .mlx5, stateBytes: 17 << 20, initialBytes: 16 << 20, loadCost: .milliseconds(100),
+                    finalLoadCost: .milliseconds(20))
+            })
     }
 
     /// One generic VFIO device (a blob, a quarter of it pre-copy) of `stateBytes` and 1 MiB of RAM.
     public static func memoryMachine(stateBytes: UInt64) -> ExampleMachineConfiguration {
-        ExampleMachineConfiguration(memoryBytes: 1 << 20, dirtyPagesPerSecond: 0, devices: [
-            DeviceSpec(kind: .vfioPCI, stateBytes: stateBytes, initialBytes: stateBytes / 4),
-        ])
+        ExampleMachineConfiguration(
+            memoryBytes: 1 << 20, dirtyPagesPerSecond: 0,
+            devices: [
+                DeviceSpec(kind: .vfioPCI, stateBytes: stateBytes, initialBytes: stateBytes / 4)
+            ])
     }
 
     /// QEMU's defaults (300 ms downtime limit) with switchover-ack on or off and `channels`
@@ -68,16 +73,22 @@ public enum MigrationScenarios {
     }
 
     /// Migrates `machine` once over loopback (every channel in TLS with `secure`).
-    public static func run(_ machine: ExampleMachineConfiguration, switchoverAck: Bool, channels: Int = 0,
-                           secure: LoopbackSecurity? = nil) async throws -> Sample {
-        let result = try await LoopbackMigration.run(machine, parameters: parameters(switchoverAck: switchoverAck, channels: channels),
-                                                     timeout: .seconds(60), secure: secure)
-        guard result.verification.verified else { throw ScenarioError.mismatch(result.verification.checks.filter { !$0.matches }.map(\.name)) }
+    public static func run(
+        _ machine: ExampleMachineConfiguration, switchoverAck: Bool, channels: Int = 0,
+        secure: LoopbackSecurity? = nil
+    ) async throws -> Sample {
+        let result = try await LoopbackMigration.run(
+            machine, parameters: parameters(switchoverAck: switchoverAck, channels: channels),
+            timeout: .seconds(60), secure: secure)
+        guard result.verification.verified else {
+            throw ScenarioError.mismatch(result.verification.checks.filter { !$0.matches }.map(\.name))
+        }
         let s = result.statistics
-        return Sample(downtimeMs: s.downtime.map(Units.milliseconds) ?? 0,
-                      predictedMs: s.decision?.predictedDowntime.map(Units.milliseconds) ?? 0,
-                      predictedQEMUMs: s.decision?.predictedDowntimeQEMU.map(Units.milliseconds) ?? 0,
-                      totalMs: Units.milliseconds(s.totalTime), bytes: s.bytesTransferred, verified: true)
+        return Sample(
+            downtimeMs: s.downtime.map(Units.milliseconds) ?? 0,
+            predictedMs: s.decision?.predictedDowntime.map(Units.milliseconds) ?? 0,
+            predictedQEMUMs: s.decision?.predictedDowntimeQEMU.map(Units.milliseconds) ?? 0,
+            totalMs: Units.milliseconds(s.totalTime), bytes: s.bytesTransferred, verified: true)
     }
 
     /// What the peak-memory run measured.
@@ -102,9 +113,12 @@ public enum MigrationScenarios {
         let start = ContinuousClock.now
         let result = try await LoopbackMigration.run(memoryMachine(stateBytes: stateBytes), parameters: p, timeout: .seconds(600))
         let elapsed = ContinuousClock.now - start
-        guard result.verification.verified else { throw ScenarioError.mismatch(result.verification.checks.filter { !$0.matches }.map(\.name)) }
-        return MemorySample(stateBytes: stateBytes, baselineBytes: baseline, peakBytes: ProcessMemory.peakBytes,
-                            peakWasReset: wasReset, seconds: Units.milliseconds(elapsed) / 1000)
+        guard result.verification.verified else {
+            throw ScenarioError.mismatch(result.verification.checks.filter { !$0.matches }.map(\.name))
+        }
+        return MemorySample(
+            stateBytes: stateBytes, baselineBytes: baseline, peakBytes: ProcessMemory.peakBytes,
+            peakWasReset: wasReset, seconds: Units.milliseconds(elapsed) / 1000)
     }
 
     /// The median of `values` (0 when empty).

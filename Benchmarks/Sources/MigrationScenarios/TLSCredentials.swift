@@ -30,13 +30,21 @@ public enum BenchmarkTLS {
             guard process.terminationStatus == 0 else { throw Failure.openssl(args, process.terminationStatus) }
         }
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-        try openssl(["req", "-x509"] + ec + ["-keyout", dir + "/ca-key.pem", "-out", dir + "/ca-cert.pem", "-days", "2",
-                     "-subj", "/CN=Benchmark CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"])
-        for (role, ext) in [("server", "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n"), ("client", "extendedKeyUsage=clientAuth\n")] {
-            try openssl(["req", "-new"] + ec + ["-keyout", dir + "/\(role)-key.pem", "-out", dir + "/\(role).csr", "-subj", "/CN=bench-\(role)"])
+        try openssl(
+            ["req", "-x509"] + ec + [
+                "-keyout", dir + "/ca-key.pem", "-out", dir + "/ca-cert.pem", "-days", "2",
+                "-subj", "/CN=Benchmark CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"
+            ])
+        for (role, ext) in [
+            ("server", "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n"), ("client", "extendedKeyUsage=clientAuth\n")
+        ] {
+            try openssl(
+                ["req", "-new"] + ec + ["-keyout", dir + "/\(role)-key.pem", "-out", dir + "/\(role).csr", "-subj", "/CN=bench-\(role)"])
             try ext.write(toFile: dir + "/\(role).ext", atomically: true, encoding: .utf8)
-            try openssl(["x509", "-req", "-in", dir + "/\(role).csr", "-CA", dir + "/ca-cert.pem", "-CAkey", dir + "/ca-key.pem",
-                         "-CAcreateserial", "-days", "2", "-extfile", dir + "/\(role).ext", "-out", dir + "/\(role)-cert.pem"])
+            try openssl([
+                "x509", "-req", "-in", dir + "/\(role).csr", "-CA", dir + "/ca-cert.pem", "-CAkey", dir + "/ca-key.pem",
+                "-CAcreateserial", "-days", "2", "-extfile", dir + "/\(role).ext", "-out", dir + "/\(role)-cert.pem"
+            ])
         }
         return dir
     }
@@ -45,7 +53,8 @@ public enum BenchmarkTLS {
     public static func security(_ directory: String) -> LoopbackSecurity {
         let configuration = TLSConfiguration(directory: directory)
         let server = TLSTransport(base: TCPTransport(host: "127.0.0.1", port: 0), configuration: configuration)
-        return LoopbackSecurity(listener: { try server.secure($0) },
-                                transport: { TLSTransport(base: $0, configuration: configuration) })
+        return LoopbackSecurity(
+            listener: { try server.secure($0) },
+            transport: { TLSTransport(base: $0, configuration: configuration) })
     }
 }

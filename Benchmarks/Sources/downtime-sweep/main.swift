@@ -38,7 +38,7 @@ func summary(_ samples: [MigrationScenarios.Sample]) -> [String: Any] {
         "predictedMedianMs": MigrationScenarios.median(samples.map(\.predictedMs)),
         "predictedQEMUMedianMs": MigrationScenarios.median(samples.map(\.predictedQEMUMs)),
         "totalMedianMs": MigrationScenarios.median(samples.map(\.totalMs)),
-        "verified": samples.allSatisfy(\.verified),
+        "verified": samples.allSatisfy(\.verified)
     ]
 }
 
@@ -51,7 +51,8 @@ do {
     print("  LOAD     ACK OFF    ACK ON   OFF/ON")
     for load in MigrationScenarios.loadCosts {
         let machine = MigrationScenarios.loadCostMachine(loadMs: load)
-        var off: [MigrationScenarios.Sample] = [], on: [MigrationScenarios.Sample] = []
+        var off: [MigrationScenarios.Sample] = []
+        var on: [MigrationScenarios.Sample] = []
         for i in 0..<repeats {
             for ack in i % 2 == 0 ? [false, true] : [true, false] {
                 let sample = try await MigrationScenarios.run(machine, switchoverAck: ack)
@@ -59,8 +60,9 @@ do {
             }
         }
         let (a, b) = (MigrationScenarios.median(off.map(\.downtimeMs)), MigrationScenarios.median(on.map(\.downtimeMs)))
-        print("  " + "\(load) ms".padding(toLength: 7, withPad: " ", startingAt: 0) + ms(a).leftPad(10) + ms(b).leftPad(10)
-              + (Units.fixed(a / max(b, 0.001), digits: 1) + "x").leftPad(9))
+        print(
+            "  " + "\(load) ms".padding(toLength: 7, withPad: " ", startingAt: 0) + ms(a).leftPad(10) + ms(b).leftPad(10)
+                + (Units.fixed(a / max(b, 0.001), digits: 1) + "x").leftPad(9))
         loadPoints.append(["loadMs": load, "ackOff": summary(off), "ackOn": summary(on)])
     }
 
@@ -71,7 +73,8 @@ do {
     var baseline: Double?
     for count in MigrationScenarios.deviceCounts {
         let machine = MigrationScenarios.deviceCountMachine(count)
-        var off: [MigrationScenarios.Sample] = [], on: [MigrationScenarios.Sample] = []
+        var off: [MigrationScenarios.Sample] = []
+        var on: [MigrationScenarios.Sample] = []
         for i in 0..<repeats {
             for channels in i % 2 == 0 ? [0, parallel] : [parallel, 0] {
                 let sample = try await MigrationScenarios.run(machine, switchoverAck: true, channels: channels)
@@ -80,9 +83,10 @@ do {
         }
         let (a, b) = (MigrationScenarios.median(off.map(\.downtimeMs)), MigrationScenarios.median(on.map(\.downtimeMs)))
         baseline = baseline ?? a
-        print("  \(count)".padding(toLength: 9, withPad: " ", startingAt: 0) + ms(a).leftPad(11) + ms(b).leftPad(11)
-              + (Units.fixed(a / max(b, 0.001), digits: 2) + "x").leftPad(9)
-              + "   (multifd off: \(Units.fixed(a / max(baseline ?? a, 0.001), digits: 2))x the 1-device downtime)")
+        print(
+            "  \(count)".padding(toLength: 9, withPad: " ", startingAt: 0) + ms(a).leftPad(11) + ms(b).leftPad(11)
+                + (Units.fixed(a / max(b, 0.001), digits: 2) + "x").leftPad(9)
+                + "   (multifd off: \(Units.fixed(a / max(baseline ?? a, 0.001), digits: 2))x the 1-device downtime)")
         countPoints.append(["devices": count, "ackOn": summary(off), "ackOnMultifd": summary(on), "multifdChannels": parallel])
     }
 
@@ -94,7 +98,8 @@ do {
         for channels in MigrationScenarios.channelCounts {
             var samples: [MigrationScenarios.Sample] = []
             for _ in 0..<repeats {
-                samples.append(try await MigrationScenarios.run(MigrationScenarios.deviceCountMachine(4), switchoverAck: true, channels: channels))
+                samples.append(
+                    try await MigrationScenarios.run(MigrationScenarios.deviceCountMachine(4), switchoverAck: true, channels: channels))
             }
             print("  \(channels) channels" + ms(MigrationScenarios.median(samples.map(\.downtimeMs))).leftPad(10))
             channelPoints.append(["channels": channels, "ackOn": summary(samples)])
@@ -106,19 +111,20 @@ do {
         "date": ISO8601DateFormatter().string(from: Date()),
         "repeats": repeats,
         "loadCost": [
-            "vm": "16 MiB RAM; " + MigrationScenarios.loadCostMachine(loadMs: 0).devices.map(\.description).joined(separator: ", ")
+            "vm": "16 MiB RAM; "
+                + MigrationScenarios.loadCostMachine(loadMs: 0).devices.map(\.description).joined(separator: ", ")
                 .replacingOccurrences(of: "initial=16MiB", with: "initial=16MiB,load=X"),
-            "points": loadPoints,
+            "points": loadPoints
         ],
         "deviceCount": [
             "vm": "16 MiB RAM; N x " + (MigrationScenarios.deviceCountMachine(1).devices.first?.description ?? ""),
-            "points": countPoints,
+            "points": countPoints
         ],
         "channels": [
             "available": !MigrationScenarios.channelCounts.isEmpty,
             "vm": "16 MiB RAM; 4 x " + (MigrationScenarios.deviceCountMachine(1).devices.first?.description ?? ""),
-            "points": channelPoints,
-        ],
+            "points": channelPoints
+        ]
     ]
     let data = try JSONSerialization.data(withJSONObject: result, options: [.prettyPrinted, .sortedKeys])
     if let output {

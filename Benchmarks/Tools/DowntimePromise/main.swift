@@ -62,25 +62,29 @@ let scenarios = [
     Scenario(name: "ack off", ack: false, channels: 0),
     Scenario(name: "ack off, multifd", ack: false, channels: 4),
     Scenario(name: "ack on", ack: true, channels: 0),
-    Scenario(name: "ack on, multifd", ack: true, channels: 4),
+    Scenario(name: "ack on, multifd", ack: true, channels: 4)
 ]
 
 func machine(loadMs: Int) -> ExampleMachineConfiguration {
-    let spec = DeviceSpec(kind: .mlx5, stateBytes: 17 << 20, initialBytes: 16 << 20, loadCost: .milliseconds(loadMs),
-                          finalLoadCost: .milliseconds(20))
-    return ExampleMachineConfiguration(memoryBytes: 16 << 20, dirtyPagesPerSecond: (8 << 20) / GuestRAM.pageSize,
-                                       devices: Array(repeating: spec, count: 4))
+    let spec = DeviceSpec(
+        kind: .mlx5, stateBytes: 17 << 20, initialBytes: 16 << 20, loadCost: .milliseconds(loadMs),
+        finalLoadCost: .milliseconds(20))
+    return ExampleMachineConfiguration(
+        memoryBytes: 16 << 20, dirtyPagesPerSecond: (8 << 20) / GuestRAM.pageSize,
+        devices: Array(repeating: spec, count: 4))
 }
 
 func ms(_ d: Duration?) -> String { d.map { Units.fixed(Units.milliseconds($0), digits: 0) } ?? "-" }
 
 let options = Options(Array(CommandLine.arguments.dropFirst()))
 let limit = Duration.milliseconds(options.limitMs)
-print("DowntimePromise: 4 mlx5 VFs (17 MiB state, 16 MiB initial, 20 ms final load), limit \(options.limitMs) ms, "
-      + "\(options.runs) runs per row, \(HostInfo.summary)")
+print(
+    "DowntimePromise: 4 mlx5 VFs (17 MiB state, 16 MiB initial, 20 ms final load), limit \(options.limitMs) ms, "
+        + "\(options.runs) runs per row, \(HostInfo.summary)")
 print("")
 print("INITIAL LOAD  SCENARIO          DOWNTIME  /LIMIT  PREDICTED  TRANSFER  BACKLOG  FINAL LOAD  ERROR   OK")
-var rows = 0, passed = 0
+var rows = 0
+var passed = 0
 for load in [200] + options.loads.filter({ $0 != 200 }) {
     for scenario in scenarios {
         for _ in 0..<options.runs {
@@ -113,7 +117,7 @@ for load in [200] + options.loads.filter({ $0 != 200 }) {
                 ms(prediction?.total).leftPad(9), ms(prediction?.transfer).leftPad(8), ms(prediction?.destinationBacklog).leftPad(7),
                 ms(prediction?.finalLoad).leftPad(10),
                 (error.map { (($0 >= 0) ? "+" : "") + Units.fixed($0 * 100, digits: 0) + " %" } ?? "-").leftPad(6),
-                ok ? "yes" : "NO",
+                ok ? "yes" : "NO"
             ]
             print(cells.joined(separator: "  "))
         }

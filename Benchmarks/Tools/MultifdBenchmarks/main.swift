@@ -20,8 +20,8 @@ import MLX5Handler
 import MigrationCore
 import MigrationStream
 import VFIO
-import VFIOSimulator
 import VFIOPCIHandler
+import VFIOSimulator
 
 struct Options {
     var runs = 5
@@ -89,7 +89,8 @@ struct RunResult {
 
 /// One migration with fresh devices; checks the destination absorbed exactly what the source produced.
 func migrate(_ o: Options, channels: Int, precopyOverChannels: Bool) async throws -> RunResult {
-    let sourceRegistry = HandlerRegistry(), destinationRegistry = HandlerRegistry()
+    let sourceRegistry = HandlerRegistry()
+    let destinationRegistry = HandlerRegistry()
     var pairs: [(SimulatedVFIODevice, SimulatedVFIODevice)] = []
     for n in 0..<o.devices {
         var config = SimulatedVFIOConfiguration.mlx5(
@@ -114,7 +115,8 @@ func migrate(_ o: Options, channels: Int, precopyOverChannels: Bool) async throw
     let machine = MachineConfiguration(machineType: "pc-q35-10.0")
     let transport = SocketPairTransport()
     let source = MigrationSource(registry: sourceRegistry, vm: BenchVM(running: true), configuration: machine, parameters: p)
-    let destination = MigrationDestination(registry: destinationRegistry, vm: BenchVM(running: false), configuration: machine, parameters: p)
+    let destination = MigrationDestination(
+        registry: destinationRegistry, vm: BenchVM(running: false), configuration: machine, parameters: p)
     async let incoming = destination.run(from: transport)
     let stats = try await source.run(to: transport)
     _ = try await incoming
@@ -129,7 +131,8 @@ func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(
 func percentile(_ values: [Double], _ p: Double) -> Double {
     let sorted = values.sorted()
     let rank = p * Double(sorted.count - 1)
-    let lo = Int(rank.rounded(.down)), hi = Int(rank.rounded(.up))
+    let lo = Int(rank.rounded(.down))
+    let hi = Int(rank.rounded(.up))
     return sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - Double(lo))
 }
 
@@ -143,17 +146,19 @@ do {
     exit(2)
 }
 
-print("Multifd downtime: \(options.devices) simulated mlx5 VFs, \(options.stateMiB) MiB stop-copy each "
-    + "(+\(options.initialMiB) MiB pre-copy image), read \(options.readMsPerMiB) ms/MiB, load \(options.loadMs) ms; "
-    + "\(options.runs) runs per row, p25 and median in ms"
-    + (options.bandwidthMiB.map { ", live phase capped at \($0) MiB/s" } ?? ""))
+print(
+    "Multifd downtime: \(options.devices) simulated mlx5 VFs, \(options.stateMiB) MiB stop-copy each "
+        + "(+\(options.initialMiB) MiB pre-copy image), read \(options.readMsPerMiB) ms/MiB, load \(options.loadMs) ms; "
+        + "\(options.runs) runs per row, p25 and median in ms"
+        + (options.bandwidthMiB.map { ", live phase capped at \($0) MiB/s" } ?? ""))
 var rows: [(label: String, p25: Double, median: Double, total: Double)] = []
 var configurations: [(String, Int, Bool)] = options.channels.map { ($0 == 0 ? "0 (main only)" : "\($0)", $0, false) }
 if options.precopy {
     for c in options.channels where c > 0 { configurations.append(("\(c) + precopy", c, true)) }
 }
 for (label, channels, precopy) in configurations {
-    var downtimes: [Double] = [], totals: [Double] = []
+    var downtimes: [Double] = []
+    var totals: [Double] = []
     for _ in 0..<options.runs {
         do {
             let r = try await migrate(options, channels: channels, precopyOverChannels: precopy)
@@ -171,9 +176,10 @@ print("")
 print("| channels        | downtime p25 | downtime median | ratio to 0 | total median |")
 print("|-----------------|-------------:|----------------:|-----------:|-------------:|")
 for r in rows {
-    print("| \(r.label.padding(toLength: 15, withPad: " ", startingAt: 0)) | \(pad(String(format: "%.0f", r.p25), 12)) | "
-        + "\(pad(String(format: "%.0f", r.median), 15)) | \(pad(String(format: "%.2f", r.median / base), 10)) | "
-        + "\(pad(String(format: "%.0f", r.total), 12)) |")
+    print(
+        "| \(r.label.padding(toLength: 15, withPad: " ", startingAt: 0)) | \(pad(String(format: "%.0f", r.p25), 12)) | "
+            + "\(pad(String(format: "%.0f", r.median), 15)) | \(pad(String(format: "%.2f", r.median / base), 10)) | "
+            + "\(pad(String(format: "%.0f", r.total), 12)) |")
 }
 print("")
 print("QEMU 10.0 anchor (A2, 4 × ConnectX-7 VF, p25 of 70-100 runs): 0 → 1900 ms, 6 channels → 1095 ms (ratio 0.58).")

@@ -37,8 +37,10 @@ public struct FuzzInput {
     /// Frames parts as ``part()`` reads them: how the seed tool writes multi-part inputs.
     public static func frame(_ parts: [[UInt8]]) -> [UInt8] {
         parts.flatMap { p in
-            [UInt8(truncatingIfNeeded: p.count >> 24), UInt8(truncatingIfNeeded: p.count >> 16),
-             UInt8(truncatingIfNeeded: p.count >> 8), UInt8(truncatingIfNeeded: p.count)] + p
+            [
+                UInt8(truncatingIfNeeded: p.count >> 24), UInt8(truncatingIfNeeded: p.count >> 16),
+                UInt8(truncatingIfNeeded: p.count >> 8), UInt8(truncatingIfNeeded: p.count)
+            ] + p
         }
     }
 }

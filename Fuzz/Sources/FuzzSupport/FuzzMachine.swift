@@ -6,10 +6,11 @@ import MigrationCore
 /// mtty handlers in a few milliseconds.
 public enum FuzzMachine {
     public static let configuration = ExampleMachineConfiguration(
-        memoryBytes: 272 << 10, dirtyPagesPerSecond: 100, devices: [
+        memoryBytes: 272 << 10, dirtyPagesPerSecond: 100,
+        devices: [
             DeviceSpec(kind: .mlx5, stateBytes: 24 << 10, initialBytes: 8 << 10),
             DeviceSpec(kind: .vfioPCI, stateBytes: 12 << 10, initialBytes: 4 << 10),
-            DeviceSpec(kind: .mtty, ports: 1),
+            DeviceSpec(kind: .mtty, ports: 1)
         ])
 
     /// The first byte of an engine target's input: which parameters the run has.

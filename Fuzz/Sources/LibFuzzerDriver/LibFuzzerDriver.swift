@@ -7,6 +7,8 @@ import Glibc
 // own main, linked from the same archive, is never used), so the target hands the process to
 // libFuzzer's driver itself.
 
+// swift-format-ignore: AlwaysUseLowerCamelCase
+// (libFuzzer's C entry point keeps its C name)
 @_silgen_name("LLVMFuzzerRunDriver")
 private func LLVMFuzzerRunDriver(
     _ argc: UnsafeMutablePointer<CInt>,

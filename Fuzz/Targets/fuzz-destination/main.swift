@@ -21,8 +21,9 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     } catch {
         fatalError("cannot build the example machine: \(error)")
     }
-    let destination = MigrationDestination(registry: machine.registry, vm: machine, configuration: machine.machine,
-                                           parameters: FuzzMachine.parameters(mode))
+    let destination = MigrationDestination(
+        registry: machine.registry, vm: machine, configuration: machine.machine,
+        parameters: FuzzMachine.parameters(mode))
     _ = runBlocking {
         (try? await destination.run(over: connections[0], multifdChannels: Array(connections.dropFirst()))) != nil
     }

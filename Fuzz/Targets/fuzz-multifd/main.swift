@@ -1,7 +1,8 @@
 import FuzzSupport
 import LibFuzzerDriver
-@testable import MigrationCore
 import MigrationStream
+
+@testable import MigrationCore
 
 // Multifd on the destination: the channel classifier (main stream vs channels, by their first
 // bytes), then each channel as its receiver reads it: the 64-byte MultiFDInit, then device-state
@@ -17,7 +18,8 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let maxPacket = mode & 4 == 0 ? 1 << 20 : 64
     for part in parts {
         _ = try? MultiFDInit.decode(Array(part.prefix(MultiFDInit.encodedLength)))
-        _ = try? MultiFDDeviceStatePacketHeader.decode(Array(part.prefix(MultiFDDeviceStatePacketHeader.encodedLength)), maxPacketSize: maxPacket)
+        _ = try? MultiFDDeviceStatePacketHeader.decode(
+            Array(part.prefix(MultiFDDeviceStatePacketHeader.encodedLength)), maxPacketSize: maxPacket)
         _ = try? VFIODeviceStatePacketHeader.decode(part)
     }
     let connections = parts.map { MemoryConnection($0, pieceSize: Int(mode >> 4)) }
@@ -26,7 +28,8 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         let reader = StreamReader(source: channel.connection, bufferSize: 4096)
         while let header = try? reader.readMultiFDDeviceStatePacketHeader(maxPacketSize: maxPacket) {
             guard let buffer = try? reader.readBytes(Int(header.nextPacketSize), "a device-state buffer"),
-                  let vfio = try? VFIODeviceStatePacketHeader.decode(buffer) else { break }
+                let vfio = try? VFIODeviceStatePacketHeader.decode(buffer)
+            else { break }
             _ = vfio.isConfigState
         }
     }

@@ -1,8 +1,9 @@
 import ExampleVM
 import FuzzSupport
 import LibFuzzerDriver
-@testable import MigrationCore
 import MigrationStream
+
+@testable import MigrationCore
 
 // What the source reads from the destination: the return path. Input: a mode byte, then the
 // destination's messages. Even modes run the return-path reader thread alone (fast) and query
@@ -42,8 +43,9 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         fatalError("cannot build the example machine: \(error)")
     }
     machine.start()
-    let source = MigrationSource(registry: machine.registry, vm: machine, configuration: machine.machine,
-                                 parameters: FuzzMachine.parameters(mode))
+    let source = MigrationSource(
+        registry: machine.registry, vm: machine, configuration: machine.machine,
+        parameters: FuzzMachine.parameters(mode))
     let watcher = Task { for await event in source.progress { _ = event.predictedDowntime } }
     _ = runBlocking { (try? await source.run(over: connection)) != nil }
     watcher.cancel()

@@ -20,8 +20,10 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         for record in inspection.records { _ = record.body?.description }
     }
     let pieces = [1 + bytes.count % 13, 4096, 3]
-    if let walker = try? StreamWalker(source: MemoryByteSource(bytes, pieceSizes: pieces),
-                                      mirror: StreamWriter(sink: MemoryByteSink()), bufferSize: 4096) {
+    if let walker = try? StreamWalker(
+        source: MemoryByteSource(bytes, pieceSizes: pieces),
+        mirror: StreamWriter(sink: MemoryByteSink()), bufferSize: 4096)
+    {
         _ = try? walker.walk { _ in }
     }
     return 0

@@ -1,9 +1,11 @@
+import FuzzSupport
+import LibFuzzerDriver
+
+@testable import PCIDiscovery
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import FuzzSupport
-import LibFuzzerDriver
-@testable import PCIDiscovery
 
 // PCIDiscovery's sysfs readers (what devprobe runs on every device of a tree it is given with
 // --sysfs-root) over one device directory written from the input: for each entry below, a
@@ -16,16 +18,20 @@ import LibFuzzerDriver
 enum Tree {
     static let root: String = {
         let root = makeScratchDirectory("sysfs")
-        for dir in ["/bus", "/bus/pci", "/bus/pci/devices", "/bus/pci/drivers", "/bus/pci/drivers/vfio-pci",
-                    "/kernel", "/kernel/iommu_groups", "/kernel/iommu_groups/7", "/devices"] {
+        for dir in [
+            "/bus", "/bus/pci", "/bus/pci/devices", "/bus/pci/drivers", "/bus/pci/drivers/vfio-pci",
+            "/kernel", "/kernel/iommu_groups", "/kernel/iommu_groups/7", "/devices"
+        ] {
             mkdir(root + dir, 0o755)
         }
         return root
     }()
     static let device = root + "/bus/pci/devices/0000:00:01.0"
-    static let entries = ["vendor", "device", "class", "subsystem_vendor", "subsystem_device", "revision", "driver_override",
-                          "numa_node", "sriov_numvfs", "driver", "iommu_group", "physfn", "virtfn0", "virtfn1", "virtfn2",
-                          "vfio-dev", "config"]
+    static let entries = [
+        "vendor", "device", "class", "subsystem_vendor", "subsystem_device", "revision", "driver_override",
+        "numa_node", "sriov_numvfs", "driver", "iommu_group", "physfn", "virtfn0", "virtfn1", "virtfn2",
+        "vfio-dev", "config"
+    ]
 }
 
 /// Removes `path` and everything under it (a tree this target made: no links are followed).

@@ -1,9 +1,9 @@
 import ExampleVM
 import Foundation
 import FuzzSupport
+import MLX5Handler
 import MigrationCore
 import MigrationStream
-import MLX5Handler
 import Synchronization
 
 // Writes the seed corpora of every fuzz target into OUTDIR/<target>/: the committed stream
@@ -61,13 +61,18 @@ func capture(_ mode: FuzzMachine.Mode) async throws -> [Recorder] {
     let parameters = FuzzMachine.parameters(mode)
     let sourceMachine = try ExampleMachine(FuzzMachine.configuration, role: .source)
     let destinationMachine = try ExampleMachine(FuzzMachine.configuration, role: .destination)
-    defer { sourceMachine.shutdown(); destinationMachine.shutdown() }
+    defer {
+        sourceMachine.shutdown()
+        destinationMachine.shutdown()
+    }
     sourceMachine.start()
     let listener = try transport.listen()
-    let destination = MigrationDestination(registry: destinationMachine.registry, vm: destinationMachine,
-                                           configuration: destinationMachine.machine, parameters: parameters)
-    let source = MigrationSource(registry: sourceMachine.registry, vm: sourceMachine,
-                                 configuration: sourceMachine.machine, parameters: parameters)
+    let destination = MigrationDestination(
+        registry: destinationMachine.registry, vm: destinationMachine,
+        configuration: destinationMachine.machine, parameters: parameters)
+    let source = MigrationSource(
+        registry: sourceMachine.registry, vm: sourceMachine,
+        configuration: sourceMachine.machine, parameters: parameters)
     async let incoming = destination.run(accepting: listener)
     let outgoing = try await source.run(to: transport)
     _ = try await incoming
@@ -113,8 +118,10 @@ func run() async throws {
     let stopCopy = (0..<8).map { UInt8(truncatingIfNeeded: (40_000 as UInt64) >> (8 * UInt64($0))) }
     let image = (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 7) }
     try seed("fuzz-mlx5-records", "initial", [0] + record(.stopCopySize, flags: 1, stopCopy) + record(.firmwareData, image))
-    try seed("fuzz-mlx5-records", "final-pieces", [5] + record(.firmwareData, image) + record(MLX5RecordTag(rawValue: 9), flags: 1, [1, 2, 3])
-        + record(.stopCopySize, flags: 1, stopCopy) + record(.stopCopySize, flags: 1, stopCopy))
+    try seed(
+        "fuzz-mlx5-records", "final-pieces",
+        [5] + record(.firmwareData, image) + record(MLX5RecordTag(rawValue: 9), flags: 1, [1, 2, 3])
+            + record(.stopCopySize, flags: 1, stopCopy) + record(.stopCopySize, flags: 1, stopCopy))
     // Match tables: the shipped ones.
     for path in ["Sources/MLX5Handler/devices.matchtable", "Sources/VFIOPCIHandler/VFIODrivers.matchtable"] {
         let bytes = [UInt8](try Data(contentsOf: repo.appendingPathComponent(path)))
@@ -125,12 +132,14 @@ func run() async throws {
         let b = Array(text.utf8)
         return [kind, UInt8(b.count >> 8), UInt8(b.count & 0xFF)] + b
     }
-    let vf = entry(1, "0x15b3\n") + entry(1, "0x101e\n") + entry(1, "0x020000\n") + entry(1, "0x15b3\n") + entry(1, "0x0047\n")
+    let vf =
+        entry(1, "0x15b3\n") + entry(1, "0x101e\n") + entry(1, "0x020000\n") + entry(1, "0x15b3\n") + entry(1, "0x0047\n")
         + entry(1, "0x00\n") + entry(1, "(null)\n") + entry(1, "0\n") + entry(0, "") + entry(2, "../../../bus/pci/drivers/vfio-pci")
         + entry(2, "../../../kernel/iommu_groups/7") + entry(2, "../0000:00:00.0") + entry(0, "") + entry(0, "") + entry(0, "")
         + entry(3, "vfio3") + entry(1, String(repeating: "\u{1}", count: 64))
     try seed("fuzz-sysfs", "vf", vf)
-    let pf = entry(1, "0x15b3") + entry(1, "0x101d") + entry(1, "0x020000") + entry(0, "") + entry(0, "") + entry(1, "0x01")
+    let pf =
+        entry(1, "0x15b3") + entry(1, "0x101d") + entry(1, "0x020000") + entry(0, "") + entry(0, "") + entry(1, "0x01")
         + entry(1, "vfio-pci") + entry(1, "-1") + entry(1, "2") + entry(2, "../../../bus/pci/drivers/vfio-pci")
         + entry(2, "../../../kernel/iommu_groups/7") + entry(0, "") + entry(2, "../0000:00:01.1") + entry(2, "../0000:00:01.2")
         + entry(0, "") + entry(3, "vfio0/vfio12") + entry(0, "")
