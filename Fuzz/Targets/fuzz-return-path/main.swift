@@ -28,7 +28,7 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let mode = FuzzMachine.Mode(input.byte() & ~0x0A)  // always a return path, no multifd
     let connection = MemoryConnection(input.rest(), pieceSize: mode.pieceSize)
     if mode.raw & 0x80 == 0 {
-        let reader = SourceReturnPath(extensions: mode.extensions, known: Known.keys, logger: quietLogger())
+        let reader = SourceReturnPath(extensions: mode.extensions, known: Known.keys, clock: MonotonicClock(), logger: quietLogger())
         reader.start(reading: connection)
         guard reader.join(timeout: .seconds(10)) else { fatalError("the return-path reader did not end at the end of its input") }
         let keys = reader.state.withLock { Array($0.ackStates.keys) + Array($0.loadReports.keys) }
@@ -42,7 +42,11 @@ public func fuzzOne(_ pointer: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     } catch {
         fatalError("cannot build the example machine: \(error)")
     }
-    machine.start()
+    do {
+        try machine.start()
+    } catch {
+        fatalError("cannot start the example machine: \(error)")
+    }
     let source = MigrationSource(
         registry: machine.registry, vm: machine, configuration: machine.machine,
         parameters: FuzzMachine.parameters(mode))

@@ -65,7 +65,7 @@ func capture(_ mode: FuzzMachine.Mode) async throws -> [Recorder] {
         sourceMachine.shutdown()
         destinationMachine.shutdown()
     }
-    sourceMachine.start()
+    try sourceMachine.start()
     let listener = try transport.listen()
     let destination = MigrationDestination(
         registry: destinationMachine.registry, vm: destinationMachine,
