@@ -1,4 +1,7 @@
 // swift-tools-version:6.1
+// swift-format-ignore-file
+// (not formatted: `swift package scaffold-handler` inserts targets above its marker lines and
+// relies on the trailing comma before each marker, which the formatter would remove)
 // Switchover: live migration of passthrough (VFIO) devices, wire-compatible with QEMU.
 import PackageDescription
 
@@ -176,7 +179,7 @@ let package = Package(
         // (verdict, boot, skip) on fake consoles, a fake QEMU and a failing apt.
         // Fixtures/ is read from the source tree, as are the scripts and docs these tests check.
         .testTarget(
-            name: "KernelHarnessTests", dependencies: ["kernel-vfio-check", "VFIO", "VFIOSimulator", "TestSupport"], exclude: ["Fixtures"])
+            name: "KernelHarnessTests", dependencies: ["kernel-vfio-check", "VFIO", "VFIOSimulator", "TestSupport"], exclude: ["Fixtures"]),
         // scaffold-handler: new vendor modules go above this line
     ],
     swiftLanguageModes: [.v6]
