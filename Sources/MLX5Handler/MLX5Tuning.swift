@@ -1,5 +1,6 @@
 import Foundation
 import MigrationCore
+import MigrationStream
 import Synchronization
 import VFIO
 import VFIOPCIHandler
@@ -75,7 +76,7 @@ public final class MLX5Tuning: VFIOPCITuning, Sendable {
                 cost = imageCost(s.parser.recordCount[MLX5RecordTag.firmwareData.rawValue, default: 0] + 1)
             }
             if let loading = s.loadingImage {
-                bytes = bytes.addingReportingOverflow(loading.bytes).overflow ? .max : bytes + loading.bytes
+                bytes = [bytes, loading.bytes].saturatingSum
                 cost += max(.zero, loading.cost - (clock.now - loading.since))
             }
             return LoadBacklog(bytes: bytes, expectedMicros: cost.wholeMicroseconds)

@@ -139,6 +139,10 @@ final class MultifdDestinationSession: Sendable {
     /// Admits a packet of `size` bytes into the budget before its data is read. Over the
     /// budget: wait while buffers are loading (they make room), else refuse: nothing would.
     private func admit(_ size: Int, key: HandlerKey, channel: Int) throws {
+        func refusal(_ s: State) -> MultifdError {
+            let identity = s.devices[key]?.identity ?? HandlerIdentity(idstr: key.idstr, instanceID: key.instanceID, versionID: 0)
+            return .budgetExceeded(channel: channel, device: identity, packetSize: size, queued: s.queuedBytes, budget: budget)
+        }
         let admitted = try state.wait(timeout: stallTimeout) { s -> Bool? in
             if s.aborted || s.failure != nil { throw MultifdError.aborted }
             if s.queuedBytes <= budget - size {
@@ -153,15 +157,9 @@ final class MultifdDestinationSession: Sendable {
                 s.loading > 0 || s.reading > 0 || !s.loadStarted
                 || s.devices.values.contains { $0.buffers[$0.next] != nil }
             if roomMayCome { return nil }
-            let identity = s.devices[key]?.identity ?? HandlerIdentity(idstr: key.idstr, instanceID: key.instanceID, versionID: 0)
-            throw MultifdError.budgetExceeded(channel: channel, device: identity, packetSize: size, queued: s.queuedBytes, budget: budget)
+            throw refusal(s)
         }
-        guard admitted != nil else {
-            let identity =
-                state.withLock { $0.devices[key]?.identity } ?? HandlerIdentity(idstr: key.idstr, instanceID: key.instanceID, versionID: 0)
-            let queued = state.withLock { $0.queuedBytes }
-            throw MultifdError.budgetExceeded(channel: channel, device: identity, packetSize: size, queued: queued, budget: budget)
-        }
+        guard admitted != nil else { throw state.withLock { refusal($0) } }
     }
 
     /// Files one buffer in its device's reorder buffer. When the device's queue is full but
