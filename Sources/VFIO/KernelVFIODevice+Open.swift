@@ -197,12 +197,23 @@ struct VFIODeviceOpener {
         if case .failure(let errno) = ioctl(deviceFD, VFIOUAPI.deviceBindIOMMUFD, bytes: &bind) {
             throw fail(.bindIOMMUFD, errno, closing: fds + [deviceFD])
         }
-        var attach = VFIODeviceAttachIOMMUFDPT(ptID: ioas).bytes
+        // As QEMU (iommufd_cdev_autodomains_get): a HWPT with dirty tracking when the IOMMU has
+        // it (EOPNOTSUPP otherwise, hw_pagetable.c), so the IOMMU can log the device's DMA writes.
+        let deviceID = VFIODeviceBindIOMMUFD(bytes: bind)?.outDevID ?? 0
+        var hwpt: UInt32?
+        var hwptAlloc = IOMMUHWPTAlloc(flags: VFIOUAPI.hwptAllocDirtyTracking, devID: deviceID, ptID: ioas).bytes
+        if case .success = ioctl(iommufd, VFIOUAPI.iommuHWPTAlloc, bytes: &hwptAlloc), let id = IOMMUHWPTAlloc(bytes: hwptAlloc)?.outHWPTID,
+            id != 0
+        {
+            hwpt = id
+        }
+        var attach = VFIODeviceAttachIOMMUFDPT(ptID: hwpt ?? ioas).bytes
         if case .failure(let errno) = ioctl(deviceFD, VFIOUAPI.deviceAttachIOMMUFDPT, bytes: &attach) {
             throw fail(.attachIOMMUFDPT, errno, closing: fds + [deviceFD])
         }
         return KernelVFIODevice(
             name: name, openPath: .cdev(name: cdev, ioasID: ioas), deviceFD: deviceFD,
-            iommu: .iommufd(FileDescriptor(rawValue: iommufd), ioasID: ioas), system: system)
+            iommu: .iommufd(FileDescriptor(rawValue: iommufd), ioasID: ioas), system: system, dirtyTrackingHWPT: hwpt,
+            iommufdDeviceID: deviceID)
     }
 }

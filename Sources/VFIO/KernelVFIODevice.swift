@@ -109,11 +109,20 @@ public final class KernelVFIODevice: VFIOMigrationDevice {
     /// The `VFIO_GROUP_GET_STATUS` flags read before `VFIO_GROUP_SET_CONTAINER` (group path only).
     /// Emulated mdev groups have been seen reporting VIABLE (Debian 6.12) and 0 (elsewhere).
     package let groupStatusBeforeContainer: UInt32?
+    /// The HWPT the device is attached to when it was opened through its cdev and the IOMMU
+    /// gave it dirty tracking (`IOMMU_HWPT_ALLOC_DIRTY_TRACKING`); nil otherwise.
+    public let dirtyTrackingHWPT: UInt32?
+    /// The device's id in its iommufd (`out_devid` of `VFIO_DEVICE_BIND_IOMMUFD`), for
+    /// `IOMMU_HWPT_ALLOC`; nil unless opened through the cdev here.
+    public let iommufdDeviceID: UInt32?
 
     init(
         name: String, openPath: VFIODeviceOpenPath, deviceFD: Int32, iommu: VFIOIOMMUContext, system: any VFIOSyscalls,
-        ownership: VFIODescriptorOwnership = .transferred, groupStatusBeforeContainer: UInt32? = nil
+        ownership: VFIODescriptorOwnership = .transferred, groupStatusBeforeContainer: UInt32? = nil,
+        dirtyTrackingHWPT: UInt32? = nil, iommufdDeviceID: UInt32? = nil
     ) {
+        self.dirtyTrackingHWPT = dirtyTrackingHWPT
+        self.iommufdDeviceID = iommufdDeviceID
         self.name = name
         self.openPath = openPath
         self.iommu = iommu
@@ -207,6 +216,20 @@ public final class KernelVFIODevice: VFIOMigrationDevice {
                 throw VFIOError.syscallFailed(operation: .close, device: name, errno: errno)
             }
         }
+    }
+
+    /// The type1 container the device's DMA is mapped through (nil for a cdev/iommufd device
+    /// and for a no-IOMMU group, whose container answers nothing but CHECK_EXTENSION).
+    public var type1Container: VFIOType1Container? {
+        guard case .container(let container, _) = iommu else { return nil }
+        if case .group(_, noIOMMU: true) = openPath { return nil }
+        return VFIOType1Container(fileDescriptor: container, system: system)
+    }
+
+    /// The iommufd the device is bound to (nil on the group/container path).
+    public var iommufd: VFIOIOMMUFD? {
+        guard case .iommufd(let fd, _) = iommu else { return nil }
+        return VFIOIOMMUFD(fileDescriptor: fd, system: system)
     }
 
     /// What ``migrationFlags()`` answers, keeping the errno (ENOTTY or EINVAL) when it is "unsupported".

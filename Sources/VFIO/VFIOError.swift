@@ -6,6 +6,34 @@ public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
     case probeMigration
     /// `VFIO_DEVICE_FEATURE` PROBE | SET of `DMA_LOGGING_START` (does the device log its DMA writes?).
     case probeDMALogging
+    /// `VFIO_DEVICE_FEATURE` SET of `DMA_LOGGING_START` (ranges and a page size).
+    case startDMALogging
+    /// `VFIO_DEVICE_FEATURE` SET of `DMA_LOGGING_STOP`.
+    case stopDMALogging
+    /// `VFIO_DEVICE_FEATURE` GET of `DMA_LOGGING_REPORT` (read and clear a range's log).
+    case reportDMALogging
+    /// `VFIO_IOMMU_GET_INFO` on a type1 container.
+    case iommuGetInfo
+    /// `VFIO_IOMMU_MAP_DMA`.
+    case mapDMA
+    /// `VFIO_IOMMU_UNMAP_DMA`.
+    case unmapDMA
+    /// `VFIO_IOMMU_DIRTY_PAGES` with `START`.
+    case startDirtyPages
+    /// `VFIO_IOMMU_DIRTY_PAGES` with `STOP`.
+    case stopDirtyPages
+    /// `VFIO_IOMMU_DIRTY_PAGES` with `GET_BITMAP`.
+    case getDirtyBitmap
+    /// `IOMMU_IOAS_MAP`.
+    case mapIOAS
+    /// `IOMMU_IOAS_UNMAP`.
+    case unmapIOAS
+    /// `IOMMU_HWPT_ALLOC`.
+    case allocateHWPT
+    /// `IOMMU_HWPT_SET_DIRTY_TRACKING`.
+    case setHWPTDirtyTracking
+    /// `IOMMU_HWPT_GET_DIRTY_BITMAP`.
+    case getHWPTDirtyBitmap
     /// `VFIO_DEVICE_FEATURE` GET of `MIG_DEVICE_STATE`.
     case getState
     /// `VFIO_DEVICE_FEATURE` SET of `MIG_DEVICE_STATE`.
@@ -54,6 +82,20 @@ public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .probeMigration: "VFIO_DEVICE_FEATURE GET MIGRATION"
         case .probeDMALogging: "VFIO_DEVICE_FEATURE PROBE|SET DMA_LOGGING_START"
+        case .startDMALogging: "VFIO_DEVICE_FEATURE SET DMA_LOGGING_START"
+        case .stopDMALogging: "VFIO_DEVICE_FEATURE SET DMA_LOGGING_STOP"
+        case .reportDMALogging: "VFIO_DEVICE_FEATURE GET DMA_LOGGING_REPORT"
+        case .iommuGetInfo: "VFIO_IOMMU_GET_INFO"
+        case .mapDMA: "VFIO_IOMMU_MAP_DMA"
+        case .unmapDMA: "VFIO_IOMMU_UNMAP_DMA"
+        case .startDirtyPages: "VFIO_IOMMU_DIRTY_PAGES START"
+        case .stopDirtyPages: "VFIO_IOMMU_DIRTY_PAGES STOP"
+        case .getDirtyBitmap: "VFIO_IOMMU_DIRTY_PAGES GET_BITMAP"
+        case .mapIOAS: "IOMMU_IOAS_MAP"
+        case .unmapIOAS: "IOMMU_IOAS_UNMAP"
+        case .allocateHWPT: "IOMMU_HWPT_ALLOC"
+        case .setHWPTDirtyTracking: "IOMMU_HWPT_SET_DIRTY_TRACKING"
+        case .getHWPTDirtyBitmap: "IOMMU_HWPT_GET_DIRTY_BITMAP"
         case .getState: "VFIO_DEVICE_FEATURE GET MIG_DEVICE_STATE"
         case .setState: "VFIO_DEVICE_FEATURE SET MIG_DEVICE_STATE"
         case .stopCopySize: "VFIO_DEVICE_FEATURE GET MIG_DATA_SIZE"
@@ -106,6 +148,9 @@ public enum VFIOError: Error, Sendable, Equatable, CustomStringConvertible {
     case deviceNotFound(device: String, detail: String)
     /// A simulated device's configuration is not one the simulator can model.
     case invalidConfiguration(device: String, detail: String)
+    /// A request refused before reaching the kernel: its arguments are out of bounds (a range
+    /// that overflows, a bitmap larger than the kernel accepts, a page size that is no power of two).
+    case invalidRequest(operation: VFIOOperation, device: String, detail: String)
 
     /// The errno carried by this error, when it has one.
     public var errno: Errno? {
@@ -125,7 +170,7 @@ public enum VFIOError: Error, Sendable, Equatable, CustomStringConvertible {
             .forbiddenTransition(let device, _, _), .unsupportedState(let device, _, _),
             .migrationUnsupported(let device), .featureUnsupported(_, let device, _), .notInPreCopy(let device),
             .unexpectedReply(_, let device, _), .dataFDClosed(_, let device), .deviceNotFound(let device, _),
-            .invalidConfiguration(let device, _):
+            .invalidConfiguration(let device, _), .invalidRequest(_, let device, _):
             device
         }
     }
@@ -155,6 +200,8 @@ public enum VFIOError: Error, Sendable, Equatable, CustomStringConvertible {
             "\(device): cannot open the VFIO device: \(detail)"
         case .invalidConfiguration(let device, let detail):
             "\(device): invalid simulated device configuration: \(detail)"
+        case .invalidRequest(let operation, let device, let detail):
+            "\(device): \(operation) not sent: \(detail)"
         }
     }
 }

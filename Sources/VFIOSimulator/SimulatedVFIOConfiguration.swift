@@ -121,10 +121,20 @@ public struct SimulatedVFIOConfiguration: Sendable, Equatable {
     /// several devices read in parallel. Default zero.
     public var readTimePerMiB: Duration = .zero
     /// Whether the driver has DMA-logging ops (device dirty tracking, features 6–8): a PROBE of
-    /// them answers 0, without them ENOTTY, as the kernel answers. Only the PROBE is modelled: a
-    /// START, STOP or REPORT that passes the kernel's header and size checks fails EOPNOTSUPP.
+    /// them answers 0, without them every DMA-logging request fails ENOTTY, as the kernel
+    /// answers. With them START (ranges, page size), REPORT (read and clear into the caller's
+    /// bitmap) and STOP behave as vfio_main.c and the drivers do, and the pages the device writes
+    /// by ``SimulatedVFIODevice/dmaWrite(iova:bytes:)`` inside the started ranges are logged.
     /// Default false; ``mtty(name:ports:seed:)`` sets it (mtty registers log ops).
     public var dmaLogging = false
+    /// When set, every DMA-logging REPORT that passes the kernel's checks fails with this errno:
+    /// Debian's 6.12 answers EOPNOTSUPP (no `CONFIG_IOMMUFD_DRIVER`, the bitmap walker is a stub)
+    /// although PROBE and START succeed.
+    public var dmaLoggingReportFailure: Errno?
+    /// Whether the device's IOMMU tracks dirty pages (`IOMMU_CAP_DIRTY_TRACKING`): an iommufd
+    /// `IOMMU_HWPT_ALLOC` with `IOMMU_HWPT_ALLOC_DIRTY_TRACKING` for it succeeds; without it,
+    /// EOPNOTSUPP. Default false.
+    public var iommuDirtyTracking = false
     /// Failures armed at start.
     public var failures: [ArcFailure]
     /// How ERROR answers SETs.

@@ -10,6 +10,10 @@ package final class SimulatedVFIODriver: Sendable {
     let state: Mutex<SimulatedDriverState>
     /// The PCI config space behind the config region (SimulatedVFIODriver+Config.swift).
     let configSpace: Mutex<[UInt8]>
+    /// The device's DMA log while started (SimulatedVFIODriver+DMA.swift).
+    let dmaLog = Mutex<SimulatedDMALog?>(nil)
+    /// The container or IOAS/HWPT the device's DMA goes through, once attached.
+    let iommu = Mutex<SimulatedIOMMUAttachment?>(nil)
 
     init(configuration: SimulatedVFIOConfiguration, clock: any VFIOSimulationClock) {
         self.configuration = configuration
@@ -56,6 +60,8 @@ package final class SimulatedVFIODriver: Sendable {
 
     /// The device fd was closed: data fds die and the next open starts at RUNNING.
     func deviceReleased() {
+        // Closing the device ends its DMA log, as the drivers' close_device does (mlx5, pds).
+        dmaLog.withLock { $0 = nil }
         resetRecording()
     }
 
@@ -90,7 +96,7 @@ package final class SimulatedVFIODriver: Sendable {
         let index = header.flags & VFIOUAPI.featureMask
         guard let feature = VFIOFeature(rawValue: index) else { return .failure(.inappropriateIOCTLForDevice) }
         if [.dmaLoggingStart, .dmaLoggingStop, .dmaLoggingReport].contains(feature) {
-            return dmaLogging(feature, header: header, get: get, set: set, probe: probe)
+            return dmaLogging(feature, header: header, get: get, set: set, probe: probe, buffer: buffer)
         }
         guard [.migration, .migDeviceState, .migDataSize].contains(feature) else { return .failure(.inappropriateIOCTLForDevice) }
         guard flags != nil else { return .failure(.inappropriateIOCTLForDevice) }
@@ -133,34 +139,13 @@ package final class SimulatedVFIODriver: Sendable {
         }
     }
 
-    /// The DMA-logging features: ENOTTY without log ops (the kernel checks them before anything
-    /// else), then the GET/SET permission and, without PROBE, the payload size (control 24 bytes,
-    /// none, report 32 bytes). Logging itself is not modelled (``SimulatedVFIOConfiguration/dmaLogging``).
-    private func dmaLogging(_ feature: VFIOFeature, header: VFIODeviceFeatureHeader, get: Bool, set: Bool, probe: Bool)
-        -> Result<Int32, Errno>
-    {
-        guard configuration.dmaLogging else { return .failure(.inappropriateIOCTLForDevice) }
-        let isReport = feature == .dmaLoggingReport
-        if (get && !isReport) || (set && isReport) { return .failure(.invalidArgument) }
-        if probe { return .success(0) }
-        if !get && !set { return .failure(.invalidArgument) }
-        let payloadSize =
-            switch feature {
-            case .dmaLoggingStart: 24
-            case .dmaLoggingReport: 32
-            default: 0
-            }
-        guard Int(header.argsz) - VFIODeviceFeatureHeader.size >= payloadSize else { return .failure(.invalidArgument) }
-        return .failure(.notSupported)
-    }
-
     private func store(_ value: UInt64, into payload: UnsafeMutableRawBufferPointer) {
         var bytes: [UInt8] = []
         LittleEndianBytes.append(value, to: &bytes)
         store(bytes, into: payload)
     }
 
-    private func store(_ bytes: [UInt8], into payload: UnsafeMutableRawBufferPointer) {
+    func store(_ bytes: [UInt8], into payload: UnsafeMutableRawBufferPointer) {
         for (index, byte) in bytes.enumerated() where index < payload.count { payload[index] = byte }
     }
 

@@ -20,12 +20,17 @@ package final class SimulatedVFIOHost: VFIOSyscalls {
     package let cdevSupport: Bool
     /// Whether readlink/listDirectory under `paths.sysfsRoot` are answered from the device table.
     package let virtualSysfs: Bool
+    /// Whether the type1 containers it opens have the migration capability (dirty tracking).
+    package let type1MigrationCapability: Bool
+    private let accessor = Mutex<SimulatedDMAMemoryAccessor?>(nil)
     private let devices = Mutex<[String: DeviceEntry]>([:])
 
     package init(
         paths: VFIOHostPaths = VFIOHostPaths(sysfsRoot: "/simulated/sys", devRoot: "/simulated/dev"),
-        cdevSupport: Bool = false, virtualSysfs: Bool = true, base: any VFIOSyscalls = VFIOSystem.simulated
+        cdevSupport: Bool = false, virtualSysfs: Bool = true, type1MigrationCapability: Bool = true,
+        base: any VFIOSyscalls = VFIOSystem.simulated
     ) {
+        self.type1MigrationCapability = type1MigrationCapability
         self.paths = paths
         self.cdevSupport = cdevSupport
         self.virtualSysfs = virtualSysfs
@@ -47,6 +52,10 @@ package final class SimulatedVFIOHost: VFIOSyscalls {
         return driver
     }
 
+    /// The function the DMA writes of devices behind the containers and IOASes opened from now
+    /// on store through (nil: the direct store).
+    package func setMemoryAccessor(_ accessor: SimulatedDMAMemoryAccessor?) { self.accessor.withLock { $0 = accessor } }
+
     package func device(named name: String) -> DeviceEntry? { devices.withLock { $0[name] } }
 
     private func devices(inGroup group: Int) -> [DeviceEntry] {
@@ -59,9 +68,12 @@ package final class SimulatedVFIOHost: VFIOSyscalls {
         let dev = paths.devRoot
         guard path.hasPrefix(dev + "/") else { return base.open(path, flags) }
         let table = SimulatedFileTable.shared
-        if path == "\(dev)/vfio/vfio" { return table.open(SimulatedContainerFile(host: self)) }
+        let accessor = accessor.withLock { $0 }
+        if path == "\(dev)/vfio/vfio" {
+            return table.open(SimulatedType1ContainerFile(migrationCapability: type1MigrationCapability, accessor: accessor))
+        }
         if path == "\(dev)/iommu" {
-            return cdevSupport ? table.open(SimulatedIOMMUFDFile()) : .failure(.noSuchFileOrDirectory)
+            return cdevSupport ? table.open(SimulatedIOMMUFDFile(accessor: accessor)) : .failure(.noSuchFileOrDirectory)
         }
         let devicesPrefix = "\(dev)/vfio/devices/"
         if path.hasPrefix(devicesPrefix) {
@@ -113,8 +125,9 @@ package final class SimulatedVFIOHost: VFIOSyscalls {
 
     // MARK: Group files
 
-    fileprivate func deviceFD(named name: String, inGroup group: Int) -> Result<Int32, Errno> {
+    fileprivate func deviceFD(named name: String, inGroup group: Int, container: SimulatedType1ContainerFile) -> Result<Int32, Errno> {
         guard let entry = devices.withLock({ $0[name] }), entry.group == group else { return .failure(.operationNotSupportedByDevice) }
+        entry.driver.attach(container.attachment)
         return SimulatedFileTable.shared.open(SimulatedDeviceFile(driver: entry.driver))
     }
 }
@@ -129,47 +142,11 @@ extension SimulatedControlFile {
     func release() {}
 }
 
-/// /dev/vfio/vfio.
-private final class SimulatedContainerFile: SimulatedControlFile {
-    struct State {
-        var groups = 0
-        var iommuType: UInt?
-    }
-
-    let host: SimulatedVFIOHost
-    let state = Mutex(State())
-
-    init(host: SimulatedVFIOHost) { self.host = host }
-
-    var isReady: Bool { state.withLock { $0.groups > 0 && $0.iommuType != nil } }
-
-    func attachGroup() { state.withLock { $0.groups += 1 } }
-
-    func ioctl(_ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
-        switch (request, argument) {
-        case (VFIOUAPI.getAPIVersion, _):
-            return .success(VFIOUAPI.apiVersion)
-        case (VFIOUAPI.checkExtension, .value(let extensionNumber)):
-            // type1 (1), type1v2 (3) and no-IOMMU (8).
-            return .success([1, VFIOUAPI.type1v2IOMMU, VFIOUAPI.noIOMMU].contains(extensionNumber) ? 1 : 0)
-        case (VFIOUAPI.setIOMMU, .value(let type)):
-            return state.withLock { state in
-                guard state.groups > 0 else { return .failure(.invalidArgument) }
-                guard state.iommuType == nil else { return .failure(.resourceBusy) }
-                state.iommuType = type
-                return .success(0)
-            }
-        default:
-            return .failure(.inappropriateIOCTLForDevice)
-        }
-    }
-}
-
 /// /dev/vfio/N.
 private final class SimulatedGroupFile: SimulatedControlFile {
     let host: SimulatedVFIOHost
     let number: Int
-    let container = Mutex<SimulatedContainerFile?>(nil)
+    let container = Mutex<SimulatedType1ContainerFile?>(nil)
 
     init(host: SimulatedVFIOHost, number: Int) {
         self.host = host
@@ -189,7 +166,7 @@ private final class SimulatedGroupFile: SimulatedControlFile {
         case VFIOUAPI.groupSetContainer:
             guard buffer.count >= 4 else { return .failure(.badAddress) }
             let fd = LittleEndianBytes.load(Int32.self, from: UnsafeRawBufferPointer(buffer), at: 0)
-            guard let file = SimulatedFileTable.shared.file(for: fd) as? SimulatedContainerFile else {
+            guard let file = SimulatedFileTable.shared.file(for: fd) as? SimulatedType1ContainerFile else {
                 return .failure(.badFileDescriptor)
             }
             return container.withLock { current in
@@ -202,29 +179,10 @@ private final class SimulatedGroupFile: SimulatedControlFile {
             guard let container = container.withLock({ $0 }), container.isReady else { return .failure(.invalidArgument) }
             guard let end = buffer.firstIndex(of: 0) else { return .failure(.badAddress) }
             let name = String(decoding: buffer[0..<end], as: UTF8.self)
-            return host.deviceFD(named: name, inGroup: number)
+            return host.deviceFD(named: name, inGroup: number, container: container)
         default:
             return .failure(.inappropriateIOCTLForDevice)
         }
-    }
-}
-
-/// /dev/iommu.
-private final class SimulatedIOMMUFDFile: SimulatedControlFile {
-    let nextID = Mutex<UInt32>(1)
-
-    func ioctl(_ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
-        guard request == VFIOUAPI.iommuIOASAlloc, case .buffer(let buffer) = argument else {
-            return .failure(.inappropriateIOCTLForDevice)
-        }
-        guard let alloc = IOMMUIOASAlloc(bytes: UnsafeRawBufferPointer(buffer)) else { return .failure(.badAddress) }
-        guard alloc.size >= UInt32(IOMMUIOASAlloc.size), alloc.flags == 0 else { return .failure(.invalidArgument) }
-        let id = nextID.withLock { id in
-            defer { id += 1 }
-            return id
-        }
-        for (index, byte) in IOMMUIOASAlloc(size: alloc.size, flags: 0, outIOASID: id).bytes.enumerated() { buffer[index] = byte }
-        return .success(0)
     }
 }
 
@@ -232,6 +190,7 @@ private final class SimulatedIOMMUFDFile: SimulatedControlFile {
 private final class SimulatedCDevFile: SimulatedFile {
     struct State {
         var boundTo: Int32?
+        var iommufd: SimulatedIOMMUFDFile?
         var attached = false
     }
 
@@ -247,11 +206,15 @@ private final class SimulatedCDevFile: SimulatedFile {
             guard bind.argsz >= UInt32(VFIODeviceBindIOMMUFD.size), bind.flags == 0, bind.iommufd >= 0 else {
                 return .failure(.invalidArgument)
             }
-            guard SimulatedFileTable.shared.file(for: bind.iommufd) is SimulatedIOMMUFDFile else { return .failure(.badFileDescriptor) }
+            guard let iommufd = SimulatedFileTable.shared.file(for: bind.iommufd) as? SimulatedIOMMUFDFile else {
+                return .failure(.badFileDescriptor)
+            }
             return state.withLock { state in
                 guard state.boundTo == nil else { return .failure(.invalidArgument) }
                 state.boundTo = bind.iommufd
-                let reply = VFIODeviceBindIOMMUFD(argsz: bind.argsz, flags: 0, iommufd: bind.iommufd, outDevID: 1).bytes
+                state.iommufd = iommufd
+                let devID = iommufd.bind(driver)
+                let reply = VFIODeviceBindIOMMUFD(argsz: bind.argsz, flags: 0, iommufd: bind.iommufd, outDevID: devID).bytes
                 for (index, byte) in reply.enumerated() { buffer[index] = byte }
                 return .success(0)
             }
@@ -259,7 +222,10 @@ private final class SimulatedCDevFile: SimulatedFile {
             guard let attach = VFIODeviceAttachIOMMUFDPT(bytes: UnsafeRawBufferPointer(buffer)) else { return .failure(.badAddress) }
             guard attach.argsz >= UInt32(VFIODeviceAttachIOMMUFDPT.size), attach.flags == 0 else { return .failure(.invalidArgument) }
             return state.withLock { state in
-                guard state.boundTo != nil else { return .failure(.invalidArgument) }
+                guard state.boundTo != nil, let iommufd = state.iommufd else { return .failure(.invalidArgument) }
+                // iommufd_device_attach: the IOAS or HWPT id must exist (ENOENT).
+                guard let attachment = iommufd.attachment(for: attach.ptID) else { return .failure(.noSuchFileOrDirectory) }
+                driver.attach(attachment)
                 state.attached = true
                 return .success(0)
             }

@@ -185,7 +185,7 @@ struct VFIOMigrationProbeTests {
         #expect(split.trace.suffix(2) == ["close /simulated/dev/vfio/42", "close /simulated/dev/vfio/vfio"])
     }
 
-    @Test("cdev path when there is no group node: iommufd, IOAS, device, BIND_IOMMUFD, ATTACH, FEATURE ×2")
+    @Test("cdev path when there is no group node: iommufd, IOAS, device, BIND_IOMMUFD, HWPT_ALLOC (dirty), ATTACH, FEATURE ×2")
     func cdevPath() throws {
         let fixture = ProbeFixture(cdev: true)
         #expect(fixture.probe.probe(try device(cdev: "vfio3")) == .supported([.stopCopy, .p2p, .preCopy]))
@@ -196,6 +196,7 @@ struct VFIOMigrationProbeTests {
                 "ioctl /simulated/dev/iommu 0x3b81",
                 "open /simulated/dev/vfio/devices/vfio3",
                 "ioctl /simulated/dev/vfio/devices/vfio3 0x3b76",
+                "ioctl /simulated/dev/iommu 0x3b89 = 95",
                 "ioctl /simulated/dev/vfio/devices/vfio3 0x3b77",
                 "ioctl /simulated/dev/vfio/devices/vfio3 0x3b75",
                 "ioctl /simulated/dev/vfio/devices/vfio3 0x3b75 = 25",

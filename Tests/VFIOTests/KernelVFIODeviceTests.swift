@@ -81,8 +81,14 @@ struct KernelVFIODeviceTests {
         #expect(records[2].argumentAfter == [12, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0])
         #expect(records[3].call == .open(path: "/simulated/dev/vfio/devices/vfio0", flags: O_RDWR | O_CLOEXEC))
         #expect(records[4].call == .ioctl(request: 0x3B76, argument: .bytes([16, 0, 0, 0, 0, 0, 0, 0] + le32(iommufd) + [0, 0, 0, 0])))
-        #expect(records[5].call == .ioctl(request: 0x3B77, argument: .bytes([12, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0])))
-        #expect(records.count == 6)
+        // A HWPT with dirty tracking is asked for first (dev_id 2, IOAS 1); this IOMMU has none: EOPNOTSUPP.
+        #expect(
+            records[5].call
+                == .ioctl(request: 0x3B89, argument: .bytes([40, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 1] + [UInt8](repeating: 0, count: 27))))
+        #expect(records[5].result.failureErrno == .notSupported)
+        #expect(records[6].call == .ioctl(request: 0x3B77, argument: .bytes([12, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0])))
+        #expect(records.count == 7)
+        #expect(fixture.device.dirtyTrackingHWPT == nil)
         #expect(try fixture.device.migrationFlags() == [.stopCopy, .p2p, .preCopy])
     }
 
