@@ -57,7 +57,7 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
         private enum Value: Hashable, Sendable {
             case invalidParameters, transport, incompatible, malformedStream, handlerFailed, vmControlFailed
             case returnPath, destinationFailed, multifdFailed, stallTimeout, switchoverAckTimeout, peerTooSlow
-            case notConverging, cancelled, unknown
+            case notConverging, cancelled, dirtyTrackingUnavailable, unknown
         }
 
         private let value: Value
@@ -94,6 +94,10 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
         public static var notConverging: Code { Code(.notConverging) }
         /// ``MigrationSource/cancel()``/``MigrationDestination/cancel()`` or task cancellation.
         public static var cancelled: Code { Code(.cancelled) }
+        /// Source: a device that writes guest memory by DMA can be tracked neither by its own DMA
+        /// logging nor by its IOMMU, and ``MigrationParameters/allowUntrackedDMA`` is off: the
+        /// migration was refused before any byte was sent (the message names the device and why).
+        public static var dirtyTrackingUnavailable: Code { Code(.dirtyTrackingUnavailable) }
         /// An error no other code describes (``cause`` holds it).
         public static var unknown: Code { Code(.unknown) }
 
@@ -116,6 +120,7 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
             case .peerTooSlow: "too-slow peer"
             case .notConverging: "not converging"
             case .cancelled: "cancelled"
+            case .dirtyTrackingUnavailable: "dirty tracking unavailable"
             case .unknown: "unknown"
             }
         }
