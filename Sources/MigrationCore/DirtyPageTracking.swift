@@ -74,8 +74,14 @@ public struct DirtyPageBitmap: Sendable, Hashable {
 
     /// The number of dirty pages inside the range.
     public var dirtyPageCount: Int {
+        let pages = pageCount
         var count = 0
-        forEachDirtyPage { _ in count += 1 }
+        for (index, word) in words.enumerated() where word != 0 {
+            let first = UInt64(index) &* 64
+            guard first < pages else { break }
+            let bits = min(64, pages - first)
+            count += (bits == 64 ? word : word & ((1 << bits) - 1)).nonzeroBitCount
+        }
         return count
     }
 

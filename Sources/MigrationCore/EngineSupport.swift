@@ -117,11 +117,14 @@ final class EngineSaveContext: SaveContext {
     let parameters: MigrationParameters
     let participants: [any MigrationHandler]
     private let running: SharedFlag
+    private let dirtyTracking: DirtyTrackingSession?
 
     init(
         identity: HandlerIdentity, switchoverAckEnabled: Bool, multifdTransfer: Bool = false, running: SharedFlag,
-        parameters: MigrationParameters = MigrationParameters(), participants: [any MigrationHandler] = []
+        parameters: MigrationParameters = MigrationParameters(), participants: [any MigrationHandler] = [],
+        dirtyTracking: DirtyTrackingSession? = nil
     ) {
+        self.dirtyTracking = dirtyTracking
         self.identity = identity
         self.switchoverAckEnabled = switchoverAckEnabled
         self.multifdTransfer = multifdTransfer
@@ -131,6 +134,7 @@ final class EngineSaveContext: SaveContext {
     }
 
     var vmRunning: Bool { running.get }
+    var dirtyMemory: DirtyMemoryLog? { dirtyTracking?.log }
 }
 
 /// Why a ``LoadContext`` call was refused.

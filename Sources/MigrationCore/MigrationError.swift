@@ -95,8 +95,10 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
         /// ``MigrationSource/cancel()``/``MigrationDestination/cancel()`` or task cancellation.
         public static var cancelled: Code { Code(.cancelled) }
         /// Source: a device that writes guest memory by DMA can be tracked neither by its own DMA
-        /// logging nor by its IOMMU, and ``MigrationParameters/allowUntrackedDMA`` is off: the
-        /// migration was refused before any byte was sent (the message names the device and why).
+        /// logging nor by its IOMMU, and ``MigrationParameters/allowUntrackedDMA`` is off, or
+        /// starting the tracking failed: the migration was refused before any byte was sent (the
+        /// message names the device and why). Also: tracking ran but no handler made the final
+        /// sync of ``SaveContext/dirtyMemory`` after the devices stopped (refused before EOF).
         public static var dirtyTrackingUnavailable: Code { Code(.dirtyTrackingUnavailable) }
         /// An error no other code describes (``cause`` holds it).
         public static var unknown: Code { Code(.unknown) }

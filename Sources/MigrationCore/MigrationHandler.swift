@@ -48,11 +48,17 @@ public protocol SaveContext: AnyObject, Sendable {
     /// Every active handler of this migration, in emission order (this one included): for a
     /// check that spans devices, such as VFIO's refusal of several devices without P2P.
     var participants: [any MigrationHandler] { get }
+    /// The guest pages devices wrote by DMA, when the VMM registered DMA-writing devices
+    /// (``MigrationSource/dirtyTracking``); nil otherwise. The VMM's RAM handler merges them
+    /// into its dirty bitmap at every pass and once more in ``MigrationHandler/saveComplete(to:context:)``
+    /// (see ``DirtyMemoryLog``).
+    var dirtyMemory: DirtyMemoryLog? { get }
 }
 
 extension SaveContext {
     public var parameters: MigrationParameters { MigrationParameters() }
     public var participants: [any MigrationHandler] { [] }
+    public var dirtyMemory: DirtyMemoryLog? { nil }
 }
 
 /// What the engine offers a destination-side hook.

@@ -26,6 +26,9 @@ public final class MigrationSource: Sendable {
     /// Written after the file header.
     public let configuration: MachineConfiguration
     public let parameters: MigrationParameters
+    /// The devices that write guest memory by DMA and the ranges they may write: tracked from
+    /// the start to the end of the migration (DirtyTrackingPlan.swift, docs/engine.md).
+    public let dirtyTracking: DirtyTrackingConfiguration
     let clock: any MigrationClock
     let logger: Logger
     let control = EngineControl()
@@ -43,16 +46,17 @@ public final class MigrationSource: Sendable {
     ///   - configuration: the machine configuration written after the header; the destination
     ///     must run the same machine type.
     ///   - parameters: the migration's parameters (downtime limit, bandwidth, switchover-ack…).
+    ///   - dirtyTracking: the devices that write guest memory by DMA, and that memory.
     ///   - clock: the engine's time source (a virtual one in tests).
     ///   - logger: defaults to a silent logger labelled "switchover.migration".
     public convenience init(
         registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
-        parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
-        logger: Logger? = nil
+        parameters: MigrationParameters = MigrationParameters(), dirtyTracking: DirtyTrackingConfiguration = .none,
+        clock: any MigrationClock = MonotonicClock(), logger: Logger? = nil
     ) {
         self.init(
             runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
-            clock: clock, logger: logger)
+            dirtyTracking: dirtyTracking, clock: clock, logger: logger)
     }
 
     /// A source on the VMM's own ``VMRunState`` (the object it pauses and resumes the guest
@@ -61,13 +65,15 @@ public final class MigrationSource: Sendable {
     ///   - runState: the guest and the handlers whose state moves (its registry).
     ///   - configuration: the machine configuration written after the header.
     ///   - parameters: the migration's parameters.
+    ///   - dirtyTracking: the devices that write guest memory by DMA, and that memory.
     ///   - clock: the engine's time source (a virtual one in tests).
     ///   - logger: defaults to a silent logger labelled "switchover.migration".
     public init(
         runState: VMRunState, configuration: MachineConfiguration,
-        parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
-        logger: Logger? = nil
+        parameters: MigrationParameters = MigrationParameters(), dirtyTracking: DirtyTrackingConfiguration = .none,
+        clock: any MigrationClock = MonotonicClock(), logger: Logger? = nil
     ) {
+        self.dirtyTracking = dirtyTracking
         self.runState = runState
         self.registry = runState.registry
         self.vm = runState.vcpus
@@ -159,6 +165,7 @@ final class SourceRun {
     private let entries: [RegisteredHandler]
     private let contexts: [EngineSaveContext]
     private let vmRunning: SharedFlag
+    private let dirty: DirtyTrackingSession
     private let returnPathOn: Bool
     private let extensionsOn: Bool
     private var rp: SourceReturnPath?
@@ -210,11 +217,13 @@ final class SourceRun {
             owner.parameters.multifdPrecopy
             ? Set(entries.indices.filter { plan.enabled[$0] && entries[$0].handler is any MultifdPrecopyHandler }) : []
         let participants = entries.filter { $0.handler.isActive }.map(\.handler)
+        let dirty = DirtyTrackingSession(owner.dirtyTracking)
+        self.dirty = dirty
         self.contexts = entries.indices.map {
             EngineSaveContext(
                 identity: entries[$0].identity, switchoverAckEnabled: owner.parameters.switchoverAck,
                 multifdTransfer: plan.enabled[$0], running: running, parameters: owner.parameters,
-                participants: participants)
+                participants: participants, dirtyTracking: dirty)
         }
         self.returnPathOn = owner.parameters.returnPath && connection.supportsReturnPath
         let extensionsOn = owner.parameters.extensions && owner.parameters.returnPath && connection.supportsReturnPath
@@ -237,6 +246,7 @@ final class SourceRun {
         defer { owner.progressContinuation.finish() }
         do {
             try validate()
+            try dirty.start(parameters: params)
             try header()
             try setup()
             try iterate()
@@ -592,6 +602,7 @@ final class SourceRun {
             throw MigrationError(.vmControlFailed, phase: phase, handler: handler, message: "the guest could not be stopped", cause: error)
         }
         vmRunning.set(false)
+        dirty.log?.devicesStopped()
         // Multifd: each device's stop-copy data leaves on its own thread while the main
         // channel carries SWITCHOVER_START (always, then) and the END pass, whose bodies are
         // the handlers' dummies (docs/multifd.md).
@@ -622,6 +633,7 @@ final class SourceRun {
             try writeSection(.full, i) { h, w, c in try h.saveState(to: w, context: c) }
             described.append((entries[i].identity, writer.bytesWritten - before - header.encodedLength - 5))
         }
+        try dirty.checkFinalSync(phase: phase)
         try writer.writeEOF()
         if params.vmDescription {
             let pageSize = owner.configuration.targetPageBits.map { 1 << Int($0) } ?? 4096
@@ -660,6 +672,7 @@ final class SourceRun {
         let end = clock.now
         let downtime = weStoppedVM ? downtimeStart.map { end - $0 } : nil
         rp?.join(timeout: .seconds(5))
+        dirty.stop()
         for e in entries { e.handler.saveCleanup(succeeded: true) }
         connection.close()
         enter(.completed)
@@ -713,6 +726,7 @@ final class SourceRun {
                 logger.error("after the failed migration: \(error)")
             }
         }
+        dirty.stop()
         for e in entries { e.handler.saveCleanup(succeeded: false) }
         vmRunning.set(owner.vm.isRunning)
         connection.close()
@@ -767,7 +781,7 @@ final class SourceRun {
             handlers: entries.indices.map {
                 HandlerProgress(identity: entries[$0].identity, bytes: bytes[$0], pending: pending[$0], ackState: handlerAckState($0))
             },
-            converging: machine.converging, prediction: machine.prediction)
+            converging: machine.converging, prediction: machine.prediction, dirtyTracking: dirty.log?.kind)
         owner.progressContinuation.yield(event)
     }
 
@@ -786,6 +800,6 @@ final class SourceRun {
                     identity: entries[i].identity, bytes: bytes[i] + (multifdBytes[i] ?? 0), sections: sections[i],
                     loadTime: report.map { .microseconds(Int64($0.loadMicros)) },
                     bytesLoaded: report?.bytesLoaded, ackState: handlerAckState(i))
-            })
+            }, dirtyTracking: dirty.log?.statistics)
     }
 }
