@@ -54,10 +54,10 @@ extension DestinationRun {
                 throw MigrationError(.handlerFailed, phase: phase, handler: e.identity, message: "loadSetup failed", cause: error)
             }
         }
-        var needed: Set<HandlerKey> = []
+        var needed: Set<HandlerIdentity.Key> = []
         if params.switchoverAck {
             for (i, e) in entries.enumerated() where e.handler.isActive && e.handler.switchoverAckNeeded(context: contexts[i]) {
-                needed.insert(HandlerKey(e.identity))
+                needed.insert(e.identity.key)
             }
         }
         acks.configure(enabled: params.switchoverAck, needed: needed)

@@ -19,7 +19,7 @@ final class DestinationRun {
     /// The minimum receive rate over the main stream and the multifd channels.
     let watchdog: ReceiveWatchdog?
     let entries: [RegisteredHandler]
-    let index: [HandlerKey: Int]
+    let index: [HandlerIdentity.Key: Int]
     let rp: ReturnPathWriter
     let acks: DestinationAcks
     let contexts: [EngineLoadContext]
@@ -64,8 +64,8 @@ final class DestinationRun {
         self.reader = StreamReader(source: timedSource)
         let entries = owner.registry.entries
         self.entries = entries
-        var index: [HandlerKey: Int] = [:]
-        for (i, e) in entries.enumerated() { index[HandlerKey(e.identity)] = i }
+        var index: [HandlerIdentity.Key: Int] = [:]
+        for (i, e) in entries.enumerated() { index[e.identity.key] = i }
         self.index = index
         let rp = ReturnPathWriter(connection: connection)
         self.rp = rp
@@ -127,7 +127,7 @@ final class DestinationRun {
             handlers: entries.indices.map {
                 HandlerProgress(
                     identity: entries[$0].identity, bytes: bytes[$0], pending: 0,
-                    ackState: acks.ackState(HandlerKey(entries[$0].identity)))
+                    ackState: acks.ackState(entries[$0].identity.key))
             })
         owner.progressContinuation.yield(event)
     }
@@ -143,7 +143,7 @@ final class DestinationRun {
                 return HandlerStatistics(
                     identity: entries[$0].identity, bytes: bytes[$0] + (m?.bytes ?? 0), sections: sections[$0],
                     loadTime: loadTime[$0] + (m?.loadTime ?? .zero), bytesLoaded: bytes[$0] + (m?.bytes ?? 0),
-                    ackState: acks.ackState(HandlerKey(entries[$0].identity)))
+                    ackState: acks.ackState(entries[$0].identity.key))
             })
     }
 }

@@ -135,7 +135,7 @@ public final class MigrationSource: Sendable {
     public var acknowledgement: SwitchoverAcknowledgement {
         guard let rp = returnPathBox.withLock({ $0 }) else { return SwitchoverAcknowledgement(acknowledged: false, handlers: [:]) }
         var states: [HandlerIdentity: AckState] = [:]
-        for e in registry.entries { states[e.identity] = rp.ackState(of: HandlerKey(e.identity), ackEnabled: parameters.switchoverAck) }
+        for e in registry.entries { states[e.identity] = rp.ackState(of: e.identity.key, ackEnabled: parameters.switchoverAck) }
         return SwitchoverAcknowledgement(acknowledged: rp.acknowledged, handlers: states)
     }
 }

@@ -6,7 +6,7 @@ extension SourceRun {
 
     func handlerAckState(_ i: Int) -> AckState {
         guard params.switchoverAck else { return .notNeeded }
-        return rp?.ackState(of: HandlerKey(entries[i].identity), ackEnabled: true) ?? .unknown
+        return rp?.ackState(of: entries[i].identity.key, ackEnabled: true) ?? .unknown
     }
 
     /// An acknowledgement given or withdrawn is reported at once, not at the next window.
@@ -43,7 +43,7 @@ extension SourceRun {
             exactQueries: exactQueries, usedExtensions: extensionsOn,
             multifdChannels: multifd?.sender.channelCount ?? 0, multifdBytes: multifd?.sender.bytesWritten ?? 0,
             handlers: entries.indices.map { i in
-                let report = reports[HandlerKey(entries[i].identity)]
+                let report = reports[entries[i].identity.key]
                 return HandlerStatistics(
                     identity: entries[i].identity, bytes: bytes[i] + (multifdBytes[i] ?? 0), sections: sections[i],
                     loadTime: report.map { .microseconds(Int64($0.loadMicros)) },

@@ -90,7 +90,7 @@ extension SourceRun {
         try writer.writeConfiguration(owner.configuration)
         if returnPathOn {
             let rp = SourceReturnPath(
-                extensions: extensionsOn, known: Set(entries.map { HandlerKey($0.identity) }), clock: clock, logger: logger)
+                extensions: extensionsOn, known: Set(entries.map { $0.identity.key }), clock: clock, logger: logger)
             self.rp = rp
             owner.returnPathBox.withLock { $0 = rp }
             rp.start(reading: connection)

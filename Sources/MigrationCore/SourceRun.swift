@@ -31,7 +31,7 @@ final class SourceRun {
     // Per handler (index = entries index).
     var bytes: [UInt64]
     var sections: [Int]
-    let keyIndex: [HandlerKey: Int]
+    let keyIndex: [HandlerIdentity.Key: Int]
 
     // Iteration: counts, and the switchover decision (SwitchoverStateMachine.swift).
     var iterations = 0
@@ -81,8 +81,8 @@ final class SourceRun {
         self.startTime = owner.clock.now
         self.bytes = Array(repeating: 0, count: entries.count)
         self.sections = Array(repeating: 0, count: entries.count)
-        var keyIndex: [HandlerKey: Int] = [:]
-        for (i, e) in entries.enumerated() { keyIndex[HandlerKey(e.identity)] = i }
+        var keyIndex: [HandlerIdentity.Key: Int] = [:]
+        for (i, e) in entries.enumerated() { keyIndex[e.identity.key] = i }
         self.keyIndex = keyIndex
         self.machine = SwitchoverStateMachine(
             configuration: .init(parameters: owner.parameters, extensions: extensionsOn, multifd: entries.indices.map { plan.enabled[$0] }),
