@@ -234,7 +234,7 @@ public final class GuestRAM: @unchecked Sendable {
 
     /// Fills a received zero page (destination side).
     public func loadFill(block: Int, page: Int, byte: UInt8) {
-        state.withLock { _ in
+        _ = state.withLock { _ in
             UnsafeMutableRawBufferPointer(rebasing: blocks[block][page * Self.pageSize..<(page + 1) * Self.pageSize])
                 .initializeMemory(as: UInt8.self, repeating: byte)
         }

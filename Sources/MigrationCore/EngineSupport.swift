@@ -3,21 +3,6 @@ import Logging
 import MigrationStream
 import Synchronization
 
-/// (idstr, instance id): how both ends match handlers.
-struct HandlerKey: Hashable, Sendable, CustomStringConvertible {
-    var idstr: String
-    var instanceID: UInt32
-
-    init(_ idstr: String, _ instanceID: UInt32) {
-        self.idstr = idstr
-        self.instanceID = instanceID
-    }
-
-    init(_ identity: HandlerIdentity) { self.init(identity.idstr, identity.instanceID) }
-
-    var description: String { "\"\(idstr)\" instance \(instanceID)" }
-}
-
 /// Cancellation and the resources a cancel must unblock, shared by the public engine object,
 /// its migration thread and whoever calls `cancel()`.
 final class EngineControl: Sendable {

@@ -94,7 +94,7 @@ public struct MigrationParameters: Sendable, Hashable {
 
     /// Per-device `x-migration-multifd-transfer`, keyed by (idstr, instance id); devices not
     /// listed use ``multifdTransferDefault``. Both ends must resolve each device alike.
-    public var multifdTransfer: [HandlerID: MultifdTransferSetting] = [:]
+    public var multifdTransfer: [HandlerIdentity.Key: MultifdTransferSetting] = [:]
 
     /// The setting of devices not in ``multifdTransfer`` (QEMU: AUTO).
     public var multifdTransferDefault: MultifdTransferSetting = .auto
