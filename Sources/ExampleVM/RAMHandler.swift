@@ -8,9 +8,15 @@ import MigrationStream
 /// dirty pages (PAGE records, or ZERO records for all-zero pages), then EOS. END: every page
 /// still dirty, then EOS. The first record of each section names its block; later records in
 /// the same block carry the CONTINUE flag instead.
+///
+/// Device DMA: when the source tracks the pages devices write (``SaveContext/dirtyMemory``),
+/// each pass (``saveIterate(to:context:)``, ``pendingExact(context:)``) first merges them into
+/// the RAM's dirty bitmap, and ``saveComplete(to:context:)`` merges them once more — after every
+/// device has stopped — before sending what is left.
 public final class RAMHandler: MigrationHandler, @unchecked Sendable {
-    // @unchecked: `bytesSent` is touched only by the hooks, which the engine calls from one
-    // migration thread at a time (MigrationHandler's threading contract).
+    // @unchecked: `bytesSent`, `dmaPages` and `outsidePages` are touched only by the hooks,
+    // which the engine calls from one migration thread at a time (MigrationHandler's threading
+    // contract).
     public static let identity = HandlerIdentity(idstr: "ram", instanceID: 0, versionID: 4)
 
     /// QEMU's `RAM_SAVE_FLAG_*` values (migration/ram.c).
@@ -29,6 +35,12 @@ public final class RAMHandler: MigrationHandler, @unchecked Sendable {
     /// Pages per PART section: 256 pages = 1 MiB, a bounded chunk per iteration.
     public let pagesPerSection: Int
     private var bytesSent: UInt64 = 0
+    private var dmaPages = 0
+    private var outsidePages = 0
+
+    /// Source side: the pages device dirty tracking reported that were not already dirty,
+    /// merged so far, and the reported pages that lay outside guest RAM (ignored).
+    public var mergedDeviceDirtyPages: (merged: Int, outside: Int) { (dmaPages, outsidePages) }
 
     public init(ram: GuestRAM, pagesPerSection: Int = 256) {
         self.ram = ram
@@ -51,16 +63,33 @@ public final class RAMHandler: MigrationHandler, @unchecked Sendable {
     }
 
     public func saveIterate(to writer: StreamWriter, context: SaveContext) throws -> IterationResult {
+        try syncDeviceDirtyPages(context)
         try writePages(max: pagesPerSection, to: writer)
         return ram.dirtyPages == 0 ? .done : .more
     }
 
     public func saveComplete(to writer: StreamWriter, context: SaveContext) throws {
+        // The final sync: the devices have stopped (the run state stops them before any END
+        // section), so this collects the last pages they wrote.
+        try syncDeviceDirtyPages(context)
         try writePages(max: Int.max, to: writer)
     }
 
     public func pendingEstimate(context: SaveContext) -> PendingBytes {
         PendingBytes(mustPrecopy: UInt64(ram.dirtyPages * GuestRAM.pageSize))
+    }
+
+    public func pendingExact(context: SaveContext) throws -> PendingBytes {
+        try syncDeviceDirtyPages(context)
+        return pendingEstimate(context: context)
+    }
+
+    /// Merges the pages devices wrote since the previous sync into the RAM's dirty bitmap.
+    private func syncDeviceDirtyPages(_ context: SaveContext) throws {
+        guard let log = context.dirtyMemory else { return }
+        let (newly, outside) = ram.mergeDirty(try log.sync())
+        dmaPages += newly
+        outsidePages += outside
     }
 
     private func writePages(max: Int, to writer: StreamWriter) throws {

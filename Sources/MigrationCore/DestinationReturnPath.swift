@@ -41,9 +41,9 @@ final class ReturnPathWriter: Sendable {
 final class DestinationAcks: Sendable {
     private struct State {
         var enabled = false
-        var needed: Set<HandlerKey> = []
-        var acked: Set<HandlerKey> = []
-        var everAcked: Set<HandlerKey> = []
+        var needed: Set<HandlerIdentity.Key> = []
+        var acked: Set<HandlerIdentity.Key> = []
+        var everAcked: Set<HandlerIdentity.Key> = []
         var singleAckSent = false
         var extensions = false
     }
@@ -58,7 +58,7 @@ final class DestinationAcks: Sendable {
     }
 
     /// After loadSetup: the handlers that will acknowledge.
-    func configure(enabled: Bool, needed: Set<HandlerKey>) {
+    func configure(enabled: Bool, needed: Set<HandlerIdentity.Key>) {
         state.withLock { s in
             s.enabled = enabled
             s.needed = needed
@@ -91,7 +91,7 @@ final class DestinationAcks: Sendable {
     }
 
     func approve(_ identity: HandlerIdentity) throws {
-        let key = HandlerKey(identity)
+        let key = identity.key
         try state.withLock { s in
             guard s.enabled else { throw SwitchoverAckError.disabled(identity) }
             guard s.needed.contains(key) else { throw SwitchoverAckError.notNeeded(identity) }
@@ -104,7 +104,7 @@ final class DestinationAcks: Sendable {
     }
 
     func revoke(_ identity: HandlerIdentity) throws {
-        let key = HandlerKey(identity)
+        let key = identity.key
         try state.withLock { s in
             guard s.enabled else { throw SwitchoverAckError.disabled(identity) }
             guard s.acked.contains(key) else { throw SwitchoverAckError.notAcknowledged(identity) }
@@ -118,7 +118,7 @@ final class DestinationAcks: Sendable {
         }
     }
 
-    func ackState(_ key: HandlerKey) -> AckState {
+    func ackState(_ key: HandlerIdentity.Key) -> AckState {
         state.withLock { s in
             guard s.enabled, s.needed.contains(key) else { return .notNeeded }
             if s.acked.contains(key) { return .acknowledged }

@@ -3,21 +3,6 @@ import Logging
 import MigrationStream
 import Synchronization
 
-/// (idstr, instance id): how both ends match handlers.
-struct HandlerKey: Hashable, Sendable, CustomStringConvertible {
-    var idstr: String
-    var instanceID: UInt32
-
-    init(_ idstr: String, _ instanceID: UInt32) {
-        self.idstr = idstr
-        self.instanceID = instanceID
-    }
-
-    init(_ identity: HandlerIdentity) { self.init(identity.idstr, identity.instanceID) }
-
-    var description: String { "\"\(idstr)\" instance \(instanceID)" }
-}
-
 /// Cancellation and the resources a cancel must unblock, shared by the public engine object,
 /// its migration thread and whoever calls `cancel()`.
 final class EngineControl: Sendable {
@@ -117,11 +102,14 @@ final class EngineSaveContext: SaveContext {
     let parameters: MigrationParameters
     let participants: [any MigrationHandler]
     private let running: SharedFlag
+    private let dirtyTracking: DirtyTrackingSession?
 
     init(
         identity: HandlerIdentity, switchoverAckEnabled: Bool, multifdTransfer: Bool = false, running: SharedFlag,
-        parameters: MigrationParameters = MigrationParameters(), participants: [any MigrationHandler] = []
+        parameters: MigrationParameters = MigrationParameters(), participants: [any MigrationHandler] = [],
+        dirtyTracking: DirtyTrackingSession? = nil
     ) {
+        self.dirtyTracking = dirtyTracking
         self.identity = identity
         self.switchoverAckEnabled = switchoverAckEnabled
         self.multifdTransfer = multifdTransfer
@@ -131,6 +119,7 @@ final class EngineSaveContext: SaveContext {
     }
 
     var vmRunning: Bool { running.get }
+    var dirtyMemory: DirtyMemoryLog? { dirtyTracking?.log }
 }
 
 /// Why a ``LoadContext`` call was refused.

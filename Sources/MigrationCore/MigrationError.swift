@@ -57,7 +57,7 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
         private enum Value: Hashable, Sendable {
             case invalidParameters, transport, incompatible, malformedStream, handlerFailed, vmControlFailed
             case returnPath, destinationFailed, multifdFailed, stallTimeout, switchoverAckTimeout, peerTooSlow
-            case notConverging, cancelled, unknown
+            case notConverging, cancelled, dirtyTrackingUnavailable, unknown
         }
 
         private let value: Value
@@ -94,6 +94,12 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
         public static var notConverging: Code { Code(.notConverging) }
         /// ``MigrationSource/cancel()``/``MigrationDestination/cancel()`` or task cancellation.
         public static var cancelled: Code { Code(.cancelled) }
+        /// Source: a device that writes guest memory by DMA can be tracked neither by its own DMA
+        /// logging nor by its IOMMU, and ``MigrationParameters/allowUntrackedDMA`` is off, or
+        /// starting the tracking failed: the migration was refused before any byte was sent (the
+        /// message names the device and why). Also: tracking ran but no handler made the final
+        /// sync of ``SaveContext/dirtyMemory`` after the devices stopped (refused before EOF).
+        public static var dirtyTrackingUnavailable: Code { Code(.dirtyTrackingUnavailable) }
         /// An error no other code describes (``cause`` holds it).
         public static var unknown: Code { Code(.unknown) }
 
@@ -116,6 +122,7 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
             case .peerTooSlow: "too-slow peer"
             case .notConverging: "not converging"
             case .cancelled: "cancelled"
+            case .dirtyTrackingUnavailable: "dirty tracking unavailable"
             case .unknown: "unknown"
             }
         }

@@ -48,11 +48,17 @@ public protocol SaveContext: AnyObject, Sendable {
     /// Every active handler of this migration, in emission order (this one included): for a
     /// check that spans devices, such as VFIO's refusal of several devices without P2P.
     var participants: [any MigrationHandler] { get }
+    /// The guest pages devices wrote by DMA, when the VMM registered DMA-writing devices
+    /// (``MigrationSource/dirtyTracking``); nil otherwise. The VMM's RAM handler merges them
+    /// into its dirty bitmap at every pass and once more in ``MigrationHandler/saveComplete(to:context:)``
+    /// (see ``DirtyMemoryLog``).
+    var dirtyMemory: DirtyMemoryLog? { get }
 }
 
 extension SaveContext {
     public var parameters: MigrationParameters { MigrationParameters() }
     public var participants: [any MigrationHandler] { [] }
+    public var dirtyMemory: DirtyMemoryLog? { nil }
 }
 
 /// What the engine offers a destination-side hook.
@@ -313,6 +319,26 @@ public struct HandlerIdentity: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(idstr) (instance \(instanceID), version \(versionID))" }
+
+    /// (idstr, instance id): how both ends match a handler, whatever section version each
+    /// end runs (a destination loads older versions). It keys the return path's per-handler
+    /// state and per-handler parameters such as ``MigrationParameters/multifdTransfer``.
+    public struct Key: Sendable, Hashable, CustomStringConvertible {
+        public var idstr: String
+        public var instanceID: UInt32
+
+        public init(_ idstr: String, instanceID: UInt32 = 0) {
+            self.idstr = idstr
+            self.instanceID = instanceID
+        }
+
+        public init(_ identity: HandlerIdentity) { self.init(identity.idstr, instanceID: identity.instanceID) }
+
+        public var description: String { "\"\(idstr)\" instance \(instanceID)" }
+    }
+
+    /// The version-free part of the identity that both ends match on.
+    public var key: Key { Key(self) }
 }
 
 /// What a destination handler holds received but not yet loaded

@@ -78,6 +78,13 @@ public struct MigrationParameters: Sendable, Hashable {
     /// in `savePrepare` (``SaveContext/parameters``).
     public var allowDevicesWithoutP2P = false
 
+    /// Source: when a device that writes guest memory by DMA can be tracked neither by its own
+    /// DMA logging nor by its IOMMU, treat all DMA-mapped guest memory as dirty at every sync
+    /// (QEMU's fallback: correct, but the RAM never converges below the mapped size) instead
+    /// of refusing the migration with ``MigrationError/Code/dirtyTrackingUnavailable``. The
+    /// statistics then say ``DirtyTrackingKind/allMappedDirty``. See docs/engine.md.
+    public var allowUntrackedDMA = false
+
     // MARK: Multifd (docs/multifd.md)
 
     /// Extra channels beside the main one for device state (QEMU `multifd-channels`, but
@@ -87,7 +94,7 @@ public struct MigrationParameters: Sendable, Hashable {
 
     /// Per-device `x-migration-multifd-transfer`, keyed by (idstr, instance id); devices not
     /// listed use ``multifdTransferDefault``. Both ends must resolve each device alike.
-    public var multifdTransfer: [HandlerID: MultifdTransferSetting] = [:]
+    public var multifdTransfer: [HandlerIdentity.Key: MultifdTransferSetting] = [:]
 
     /// The setting of devices not in ``multifdTransfer`` (QEMU: AUTO).
     public var multifdTransferDefault: MultifdTransferSetting = .auto

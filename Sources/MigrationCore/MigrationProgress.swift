@@ -54,6 +54,9 @@ public struct MigrationProgress: Sendable, Hashable {
     public var converging = true
     /// Source: the parts of ``predictedDowntime`` (nil before the first bandwidth sample).
     public var prediction: DowntimePrediction? = nil
+    /// Source: how guest pages written by device DMA are tracked (nil: no DMA-writing device
+    /// registered, or before tracking starts).
+    public var dirtyTracking: DirtyTrackingKind? = nil
 }
 
 /// The source's downtime prediction and its parts: ``total`` = ``destinationBacklog`` +
@@ -146,6 +149,9 @@ public struct MigrationStatistics: Sendable, Hashable {
     public var multifdBytes: UInt64 = 0
     /// Per handler; a multifd device's ``HandlerStatistics/bytes`` include its packet buffers.
     public var handlers: [HandlerStatistics]
+    /// How guest pages written by device DMA were tracked; nil when no DMA-writing device
+    /// was registered (``MigrationSource/dirtyTracking``).
+    public var dirtyTracking: DirtyTrackingStatistics? = nil
 }
 
 /// The final statistics of an incoming migration.

@@ -11,22 +11,6 @@ public enum MultifdTransferSetting: String, Sendable, Hashable, CaseIterable {
     case off
 }
 
-/// (idstr, instance id): the key of per-handler parameters such as
-/// ``MigrationParameters/multifdTransfer``.
-public struct HandlerID: Sendable, Hashable, CustomStringConvertible {
-    public var idstr: String
-    public var instanceID: UInt32
-
-    public init(_ idstr: String, instanceID: UInt32 = 0) {
-        self.idstr = idstr
-        self.instanceID = instanceID
-    }
-
-    public init(_ identity: HandlerIdentity) { self.init(identity.idstr, instanceID: identity.instanceID) }
-
-    public var description: String { "\"\(idstr)\" instance \(instanceID)" }
-}
-
 /// Why a multifd transfer failed. Carried as the ``MigrationError/cause`` of a ``MigrationError``
 /// with code ``MigrationError/Code/multifdFailed``; every case names the channel or the device.
 public enum MultifdError: Error, Sendable, CustomStringConvertible {
@@ -124,7 +108,7 @@ struct MultifdPlan {
         var refusal: String?
         let channels = parameters.multifdChannels
         for e in entries {
-            let setting = parameters.multifdTransfer[HandlerID(e.identity)] ?? parameters.multifdTransferDefault
+            let setting = parameters.multifdTransfer[e.identity.key] ?? parameters.multifdTransferDefault
             let capable = e.handler.isActive && e.handler.isLive && e.handler.supportsMultifdTransfer
             switch setting {
             case .off:

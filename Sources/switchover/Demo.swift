@@ -185,6 +185,7 @@ struct Demo: AsyncParsableCommand {
                         say("    run state at the switchover (VMRunState: vCPUs, then every device behind the P2P barrier):")
                         say("      source:      " + LifecycleEvent.line(result.sourceLifecycle))
                         say("      destination: " + LifecycleEvent.line(result.destinationLifecycle))
+                        say("    device DMA: " + Report.dirtyTrackingText(result.statistics.dirtyTracking))
                     }
                 }
             }
@@ -339,6 +340,7 @@ struct Demo: AsyncParsableCommand {
                             ("totalMs", .optional(o.total)),
                             ("bytes", o.bytes.map { .int(Int($0)) } ?? .null),
                             ("verified", .bool(o.verified)),
+                            ("dirtyTracking", Report.dirtyTrackingJSON(o.results.first?.statistics.dirtyTracking)),
                             ("repeats", .int(o.results.count))
                         ])
                     })

@@ -36,6 +36,7 @@ enum Report {
         var transferred = "\(Units.bytes(s.bytesTransferred)) in \(s.iterations) passes; setup \(Units.duration(s.setupTime))"
         if s.multifdChannels > 0 { transferred += "; \(Units.bytes(s.multifdBytes)) more over \(s.multifdChannels) multifd channels" }
         lines.append(field("transferred", transferred))
+        lines.append(field("device DMA", dirtyTrackingText(s.dirtyTracking)))
         lines.append(field("switchover-ack", ackSummary(s.handlers, enabled: parameters.switchoverAck)))
         lines.append(field("extensions", s.usedExtensions ? "used (pre-flight, load reports, per-device acks)" : "not used"))
         lines.append("")
@@ -61,6 +62,29 @@ enum Report {
         lines.append("")
         lines += digestLines(digests, heading: "digests of what arrived (compare with the source's):")
         return lines.joined(separator: "\n")
+    }
+
+    /// How the pages devices wrote by DMA were tracked, in one line.
+    static func dirtyTrackingText(_ t: DirtyTrackingStatistics?) -> String {
+        guard let t else { return "no device writes guest memory by DMA (nothing tracked)" }
+        let syncs = t.pagesPerSync.count
+        var text =
+            "\(t.kind.rawValue) (\(t.trackerCount) tracker\(t.trackerCount == 1 ? "" : "s"): \(t.trackers.joined(separator: ", "))); "
+        text += "\(t.pagesPerSync.reduce(0, +)) pages reported in \(syncs) sync\(syncs == 1 ? "" : "s"), "
+        text += "\(t.finalSyncPages.map(String.init) ?? "none") in the final sync"
+        if t.kind == .allMappedDirty { text += " (every mapped page counts at every sync: " + t.reasons.joined(separator: "; ") + ")" }
+        return text
+    }
+
+    static func dirtyTrackingJSON(_ t: DirtyTrackingStatistics?) -> JSONValue {
+        guard let t else { return .null }
+        return .object([
+            ("kind", .string(t.kind.rawValue)),
+            ("trackers", .array(t.trackers.map { .string($0) })),
+            ("pagesPerSync", .array(t.pagesPerSync.map { .int($0) })),
+            ("finalSyncPages", t.finalSyncPages.map { .int($0) } ?? .null),
+            ("reasons", .array(t.reasons.map { .string($0) }))
+        ])
     }
 
     private static func field(_ name: String, _ value: String) -> String {
@@ -136,6 +160,7 @@ enum Report {
             ("usedExtensions", .bool(s.usedExtensions)),
             ("multifdChannels", .int(s.multifdChannels)),
             ("multifdBytes", .int(s.multifdBytes)),
+            ("dirtyTracking", dirtyTrackingJSON(s.dirtyTracking)),
             ("handlers", .array(s.handlers.map(handlerJSON))),
             ("digests", digestsJSON(digests))
         ])

@@ -91,7 +91,7 @@ final class StubContext: SaveContext, LoadContext, @unchecked Sendable {
 
     @Test func workloadDirtiesPagesOnlyWhileRunning() throws {
         let vm = try ExampleVM(memoryBytes: 1 << 20, dirtyPagesPerSecond: 20_000)
-        _ = vm.ram.takeDirtyPages(max: .max) { _, _, _ in }
+        _ = try vm.ram.takeDirtyPages(max: .max) { _, _, _ in }
         #expect(vm.ram.dirtyPages == 0)
         vm.resume()
         while vm.workload.pagesWritten == 0 { Thread.sleep(forTimeInterval: 0.001) }
