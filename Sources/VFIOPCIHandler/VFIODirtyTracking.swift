@@ -1,0 +1,314 @@
+// The adapters from the VFIO layer's dirty tracking to MigrationCore's protocols (VFIO does not
+// import MigrationCore): a VFIO device as a `DMAWritingDevice`, and one `DirtyPageTracker` per
+// kind — the device's DMA log, a type1 container's, an iommufd HWPT's.
+
+import MigrationCore
+import Synchronization
+import SystemPackage
+import VFIO
+
+/// A VFIO device that may write guest memory by DMA, for the engine's choice of dirty tracking
+/// (``MigrationCore/DirtyTrackingPlan``): it offers its own DMA log when a PROBE says the driver
+/// has one, and its container's or HWPT's IOMMU tracker when that tracks dirty pages.
+public final class VFIODMADevice: DMAWritingDevice {
+    public let dmaDeviceName: String
+    private let logging: VFIODeviceLoggingTracker
+    private let probe: @Sendable () throws(VFIOError) -> VFIODMALoggingSupport
+    private let iommu: @Sendable () throws(VFIOError) -> (tracker: (any DirtyPageTracker)?, reason: String)
+
+    /// A kernel device: its DMA log, and the tracker of the container (type1 with the migration
+    /// capability) or the HWPT (allocated with dirty tracking at open) its DMA goes through —
+    /// one shared object per container fd or HWPT.
+    public convenience init(_ device: KernelVFIODevice) {
+        let name = device.name
+        self.init(
+            client: device, name: name,
+            iommu: { () throws(VFIOError) in
+                if let container = device.type1Container { return try VFIOType1DirtyTracker.offer(for: container) }
+                if let iommufd = device.iommufd {
+                    guard let hwpt = device.dirtyTrackingHWPT else {
+                        return (
+                            nil,
+                            "its IOMMU has no dirty tracking (IOMMU_HWPT_ALLOC with DIRTY_TRACKING was refused, or the VMM attached the device)"
+                        )
+                    }
+                    return (VFIOIOMMUFDDirtyTracker.shared(iommufd: iommufd, hwptID: hwpt), "")
+                }
+                return (nil, "its no-IOMMU container tracks nothing")
+            })
+    }
+
+    /// Any client-backed device (a simulated one) with the IOMMU tracker of the container it is
+    /// attached to, or nil and why not.
+    package init(
+        client device: some VFIOClientBackedDevice, name: String,
+        iommu: @escaping @Sendable () throws(VFIOError) -> (tracker: (any DirtyPageTracker)?, reason: String)
+    ) {
+        self.dmaDeviceName = name
+        let client = device.client
+        self.probe = { () throws(VFIOError) in try client.dmaLoggingSupport() }
+        self.logging = VFIODeviceLoggingTracker(client: client)
+        self.iommu = iommu
+    }
+
+    /// A device whose IOMMU tracker the VMM gives (nil: none), e.g. a simulated device and
+    /// the ``VFIOType1DirtyTracker`` of the container it is attached to.
+    package convenience init(client device: some VFIOClientBackedDevice, name: String, iommuTracker: (any DirtyPageTracker)?) {
+        self.init(client: device, name: name, iommu: { () throws(VFIOError) in (iommuTracker, "no IOMMU dirty tracker was given") })
+    }
+
+    /// A PROBE of DMA logging and a GET_INFO of the container: changes nothing.
+    public func dirtyTrackingOffer() throws -> DirtyTrackingOffer {
+        var offer = DirtyTrackingOffer()
+        var reasons: [String] = []
+        switch try probe() {
+        case .supported: offer.deviceLogging = logging
+        case .unsupported(let errno): reasons.append("no device DMA logging (PROBE of DMA_LOGGING_START answered \(errno))")
+        }
+        let (tracker, reason) = try iommu()
+        offer.iommu = tracker
+        if tracker == nil { reasons.append("no IOMMU dirty tracking: \(reason)") }
+        if offer.deviceLogging == nil, offer.iommu == nil {
+            offer.unavailableReason = "\(dmaDeviceName): " + reasons.joined(separator: "; ")
+        }
+        return offer
+    }
+}
+
+/// Page-aligned IOVA ranges for `ranges` (start rounded down, end up), in order.
+func alignedRanges(_ ranges: [GuestMemoryRange], pageSize: UInt64, owner: String) throws -> [(iova: UInt64, length: UInt64)] {
+    guard pageSize >= 4096, pageSize.nonzeroBitCount == 1 else {
+        throw VFIOError.invalidRequest(
+            operation: .startDMALogging, device: owner, detail: "page size \(pageSize) is not a power of two ≥ 4096")
+    }
+    return try ranges.map { range in
+        guard let end = range.end, end <= UInt64.max - pageSize else {
+            throw VFIOError.invalidRequest(operation: .startDMALogging, device: owner, detail: "range \(range) overflows")
+        }
+        let start = range.start - range.start % pageSize
+        let alignedEnd = end % pageSize == 0 ? end : end + (pageSize - end % pageSize)
+        return (start, alignedEnd - start)
+    }
+}
+
+/// A VFIO bitmap at the kernel's page size as a MigrationCore bitmap at `pageSize`: a page is
+/// dirty when any kernel page inside it is.
+func dirtyPageBitmap(_ bitmap: VFIODirtyBitmap, pageSize: UInt64) -> DirtyPageBitmap {
+    let range = GuestMemoryRange(start: bitmap.iova, length: bitmap.length)
+    if bitmap.pageSize == pageSize { return DirtyPageBitmap(range: range, pageSize: pageSize, words: bitmap.words) }
+    var result = DirtyPageBitmap(clean: range, pageSize: pageSize)
+    for address in bitmap.dirtyAddresses {
+        var page = address - (address - bitmap.iova) % pageSize
+        let end = address &+ bitmap.pageSize
+        while page < end, range.contains(page) {
+            result.markDirty(guestAddress: page)
+            page &+= pageSize
+        }
+    }
+    return result
+}
+
+/// One device's DMA log (`VFIO_DEVICE_FEATURE_DMA_LOGGING_*`) as a tracker.
+public final class VFIODeviceLoggingTracker: DirtyPageTracker {
+    private struct Session {
+        var ranges: [(iova: UInt64, length: UInt64)]
+        var pageSize: UInt64
+    }
+
+    public var kind: DirtyTrackingKind { .deviceDMALogging }
+    public let trackerName: String
+    private let client: VFIODeviceClient
+    private let session = Mutex<Session?>(nil)
+
+    package init(client: VFIODeviceClient) {
+        self.client = client
+        self.trackerName = client.name
+    }
+
+    /// START over the page-aligned ranges (at most 256: the kernel's LOG_MAX_RANGES), then one
+    /// REPORT of the first page: a kernel can accept START and refuse every REPORT (Debian's 6.12
+    /// answers EOPNOTSUPP), and that must stop the migration before it sends anything.
+    public func startTracking(ranges: [GuestMemoryRange], pageSize: UInt64) throws {
+        let aligned = try alignedRanges(ranges, pageSize: pageSize, owner: trackerName)
+        _ = try client.startDMALogging(ranges: aligned, pageSize: pageSize)
+        session.withLock { $0 = Session(ranges: aligned, pageSize: pageSize) }
+        if let first = aligned.first {
+            do {
+                _ = try client.reportDMALogging(iova: first.iova, length: pageSize, pageSize: pageSize, maxBitmapBytes: 8)
+            } catch {
+                stopTracking()
+                throw error
+            }
+        }
+    }
+
+    /// One REPORT per range (split so no bitmap exceeds 256 MiB), read-and-clear.
+    public func collectDirtyPages() throws -> [DirtyPageBitmap] {
+        guard let session = session.withLock({ $0 }) else { return [] }
+        var bitmaps: [DirtyPageBitmap] = []
+        for range in session.ranges {
+            for piece in VFIODirtyBitmap.chunks(
+                iova: range.iova, length: range.length, pageSize: session.pageSize, maxBytes: VFIOUAPI.type1MaxDirtyBitmapSize)
+            {
+                let bitmap = try client.reportDMALogging(
+                    iova: piece.iova, length: piece.length, pageSize: session.pageSize, maxBitmapBytes: VFIOUAPI.type1MaxDirtyBitmapSize)
+                bitmaps.append(dirtyPageBitmap(bitmap, pageSize: session.pageSize))
+            }
+        }
+        return bitmaps
+    }
+
+    public func stopTracking() {
+        guard
+            session.withLock({ session in
+                defer { session = nil }
+                return session != nil
+            })
+        else { return }
+        try? client.stopDMALogging()
+    }
+}
+
+/// A type1 container's IOMMU dirty tracking (`VFIO_IOMMU_DIRTY_PAGES`) as a tracker: one object
+/// per container, whatever number of devices share it.
+public final class VFIOType1DirtyTracker: DirtyPageTracker {
+    private struct Session {
+        var ranges: [(iova: UInt64, length: UInt64)]
+        var pageSize: UInt64
+        var capability: VFIOType1MigrationCapability
+    }
+
+    public var kind: DirtyTrackingKind { .iommu }
+    public var trackerName: String { container.name }
+    public let container: VFIOType1Container
+    private let session = Mutex<Session?>(nil)
+
+    public init(container: VFIOType1Container) { self.container = container }
+
+    private static let registry = Mutex<[Int32: VFIOType1DirtyTracker]>([:])
+
+    /// The tracker of the container at `container`'s fd: the same object for every device that
+    /// maps through it. Keyed by the fd number: a VMM that closes a container and opens another
+    /// on the same number creates a fresh ``VFIOType1DirtyTracker`` for it instead.
+    public static func shared(for container: VFIOType1Container) -> VFIOType1DirtyTracker {
+        registry.withLock { trackers in
+            if let tracker = trackers[container.fileDescriptor.rawValue] { return tracker }
+            let tracker = VFIOType1DirtyTracker(container: container)
+            trackers[container.fileDescriptor.rawValue] = tracker
+            return tracker
+        }
+    }
+
+    /// The shared tracker when GET_INFO has the migration capability, else nil and why.
+    static func offer(for container: VFIOType1Container) throws(VFIOError) -> (tracker: (any DirtyPageTracker)?, reason: String) {
+        guard try container.info().migration != nil else {
+            return (nil, "\(container.name) has no migration capability in VFIO_IOMMU_GET_INFO")
+        }
+        return (shared(for: container), "")
+    }
+
+    /// GET_INFO (the capability's page size and bitmap limit), then DIRTY_PAGES START.
+    public func startTracking(ranges: [GuestMemoryRange], pageSize: UInt64) throws {
+        guard let capability = try container.info().migration, let kernelPage = capability.pageSize else {
+            throw VFIOError.featureUnsupported(operation: .startDirtyPages, device: container.name, errno: .inappropriateIOCTLForDevice)
+        }
+        let aligned = try alignedRanges(ranges, pageSize: max(pageSize, kernelPage), owner: container.name)
+        try container.startDirtyTracking()
+        session.withLock { $0 = Session(ranges: aligned, pageSize: pageSize, capability: capability) }
+    }
+
+    /// GET_BITMAP per range at the container's page size (split by `max_dirty_bitmap_size`),
+    /// folded into the tracker's page size.
+    public func collectDirtyPages() throws -> [DirtyPageBitmap] {
+        guard let session = session.withLock({ $0 }), let kernelPage = session.capability.pageSize else { return [] }
+        var bitmaps: [DirtyPageBitmap] = []
+        for range in session.ranges {
+            for piece in VFIODirtyBitmap.chunks(
+                iova: range.iova, length: range.length, pageSize: kernelPage, maxBytes: session.capability.maxDirtyBitmapSize)
+            {
+                let bitmap = try container.dirtyBitmap(
+                    iova: piece.iova, length: piece.length, pageSize: kernelPage, maxBitmapBytes: session.capability.maxDirtyBitmapSize)
+                bitmaps.append(dirtyPageBitmap(bitmap, pageSize: session.pageSize))
+            }
+        }
+        return bitmaps
+    }
+
+    public func stopTracking() {
+        guard
+            session.withLock({ session in
+                defer { session = nil }
+                return session != nil
+            })
+        else { return }
+        try? container.stopDirtyTracking()
+    }
+}
+
+/// An iommufd HWPT's dirty tracking (`IOMMU_HWPT_SET_DIRTY_TRACKING`,
+/// `IOMMU_HWPT_GET_DIRTY_BITMAP`) as a tracker: one object per HWPT.
+public final class VFIOIOMMUFDDirtyTracker: DirtyPageTracker {
+    private struct Session {
+        var ranges: [(iova: UInt64, length: UInt64)]
+        var pageSize: UInt64
+    }
+
+    public var kind: DirtyTrackingKind { .iommu }
+    public var trackerName: String { "\(iommufd.name) HWPT \(hwptID)" }
+    public let iommufd: VFIOIOMMUFD
+    public let hwptID: UInt32
+    private let session = Mutex<Session?>(nil)
+
+    public init(iommufd: VFIOIOMMUFD, hwptID: UInt32) {
+        self.iommufd = iommufd
+        self.hwptID = hwptID
+    }
+
+    private struct Key: Hashable {
+        var fd: Int32
+        var hwpt: UInt32
+    }
+
+    private static let registry = Mutex<[Key: VFIOIOMMUFDDirtyTracker]>([:])
+
+    /// The tracker of HWPT `hwptID` in `iommufd`: the same object for every device attached to it.
+    public static func shared(iommufd: VFIOIOMMUFD, hwptID: UInt32) -> VFIOIOMMUFDDirtyTracker {
+        registry.withLock { trackers in
+            let key = Key(fd: iommufd.fileDescriptor.rawValue, hwpt: hwptID)
+            if let tracker = trackers[key] { return tracker }
+            let tracker = VFIOIOMMUFDDirtyTracker(iommufd: iommufd, hwptID: hwptID)
+            trackers[key] = tracker
+            return tracker
+        }
+    }
+
+    public func startTracking(ranges: [GuestMemoryRange], pageSize: UInt64) throws {
+        let aligned = try alignedRanges(ranges, pageSize: pageSize, owner: trackerName)
+        try iommufd.setDirtyTracking(hwptID: hwptID, enabled: true)
+        session.withLock { $0 = Session(ranges: aligned, pageSize: pageSize) }
+    }
+
+    public func collectDirtyPages() throws -> [DirtyPageBitmap] {
+        guard let session = session.withLock({ $0 }) else { return [] }
+        var bitmaps: [DirtyPageBitmap] = []
+        for range in session.ranges {
+            for piece in VFIODirtyBitmap.chunks(
+                iova: range.iova, length: range.length, pageSize: session.pageSize, maxBytes: VFIOUAPI.type1MaxDirtyBitmapSize)
+            {
+                let bitmap = try iommufd.dirtyBitmap(hwptID: hwptID, iova: piece.iova, length: piece.length, pageSize: session.pageSize)
+                bitmaps.append(dirtyPageBitmap(bitmap, pageSize: session.pageSize))
+            }
+        }
+        return bitmaps
+    }
+
+    public func stopTracking() {
+        guard
+            session.withLock({ session in
+                defer { session = nil }
+                return session != nil
+            })
+        else { return }
+        try? iommufd.setDirtyTracking(hwptID: hwptID, enabled: false)
+    }
+}
