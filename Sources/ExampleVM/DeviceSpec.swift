@@ -19,6 +19,8 @@ import VFIOSimulator
 /// | `load` | destination load cost of the initial data (mlx5's firmware allocation) | all | 0ms |
 /// | `final-load` | destination load cost of each later image / the final data | all | 0ms |
 /// | `dirty` | state dirtied per second while the guest runs (`1MiB` or `1MiB/s`) | mlx5 | 0 |
+/// | `dma` | guest RAM the device writes by DMA per second while the guest runs (`1MiB` or `1MiB/s`, whole 4 KiB pages) | all | 0 |
+/// | `dma-tracking` | what can track those writes: `log` (the device's DMA log), `iommu` (only its container), `none` | all | `log` (mlx5, mtty), `iommu` |
 /// | `ports` | serial ports | mtty | 2 |
 /// | `name` | the PCI address (idstr `<name>/vfio`) | all | assigned `0000:00:0N.0` |
 /// | `seed` | the source content's seed (the destination's differs) | all | from the position |
@@ -31,6 +33,17 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
         case mtty
     }
 
+    /// What can track the pages a device writes by DMA (`dma-tracking=`).
+    public enum DMATracking: String, Sendable, Hashable, CaseIterable {
+        /// The device has a DMA log (its driver has log ops: mlx5, pds, mtty); its container
+        /// tracks dirty pages too.
+        case log
+        /// No DMA log (hisi_acc, qat style); its type1 container tracks dirty pages.
+        case iommu
+        /// Neither: a type1 container without the migration capability (before Linux 5.8).
+        case none
+    }
+
     public var kind: Kind
     /// The PCI address; nil = assigned by position (``defaultName(index:)``).
     public var name: String?
@@ -41,6 +54,10 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
     public var loadCost: Duration
     public var finalLoadCost: Duration
     public var dirtyBytesPerSecond: UInt64
+    /// Guest RAM written by DMA per second while the guest runs (`dma=`), in bytes.
+    public var dmaBytesPerSecond: UInt64
+    /// What can track the device's DMA writes; nil = by kind (``defaultDMATracking``).
+    public var dmaTracking: DMATracking?
     public var ports: Int
     public var seed: UInt64?
 
@@ -48,11 +65,25 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
     /// field even when dirtied state is added to the final one.
     public static let maxMLX5State: UInt64 = 0xFFFF_F000
 
+    /// The fastest `dma=` rate: 1 GiB/s.
+    public static let maxDMARate: UInt64 = 1 << 30
+
+    /// What tracks the device's DMA: ``dmaTracking``, else `log` for mlx5 (with the firmware's
+    /// adv_virtualization) and mtty (log ops), `iommu` for the generic device.
+    public var effectiveDMATracking: DMATracking { dmaTracking ?? (kind == .vfioPCI ? .iommu : .log) }
+
+    /// Pages of guest RAM the device writes by DMA per second (at least one when `dma` is set).
+    public var dmaPagesPerSecond: Int {
+        dmaBytesPerSecond == 0 ? 0 : max(1, Int(dmaBytesPerSecond / UInt64(GuestRAM.pageSize)))
+    }
+
     public init(
         kind: Kind, name: String? = nil, stateBytes: UInt64? = nil, initialBytes: UInt64? = nil,
         loadCost: Duration = .zero, finalLoadCost: Duration = .zero, dirtyBytesPerSecond: UInt64 = 0,
-        ports: Int = 2, seed: UInt64? = nil
+        dmaBytesPerSecond: UInt64 = 0, dmaTracking: DMATracking? = nil, ports: Int = 2, seed: UInt64? = nil
     ) {
+        self.dmaBytesPerSecond = dmaBytesPerSecond
+        self.dmaTracking = dmaTracking
         self.kind = kind
         self.name = name
         let state = kind == .mtty ? 0 : stateBytes ?? (kind == .mlx5 ? 64 << 20 : 16 << 20)
@@ -128,6 +159,18 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
                     throw DeviceSpecError(spec: text, problem: "dirty=\(value) is not a rate (e.g. 4MiB or 4MiB/s)")
                 }
                 spec.dirtyBytesPerSecond = bytes
+            case "dma":
+                let rate = value.hasSuffix("/s") ? String(value.dropLast(2)) : value
+                guard let bytes = Units.parseBytes(rate), bytes <= Self.maxDMARate else {
+                    throw DeviceSpecError(
+                        spec: text, problem: "dma=\(value) is not a rate up to 1GiB/s (e.g. 1MiB or 1MiB/s)")
+                }
+                spec.dmaBytesPerSecond = bytes
+            case "dma-tracking":
+                guard let tracking = DMATracking(rawValue: value) else {
+                    throw DeviceSpecError(spec: text, problem: "dma-tracking=\(value): expected log, iommu or none")
+                }
+                spec.dmaTracking = tracking
             case "ports":
                 try only(.mtty)
                 guard let ports = Int(value), (1...24).contains(ports) else {
@@ -143,8 +186,8 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
                 guard let seed = UInt64(value) else { throw DeviceSpecError(spec: text, problem: "seed=\(value) is not a number") }
                 spec.seed = seed
             default:
-                throw DeviceSpecError(
-                    spec: text, problem: "unknown key \"\(key)\" (state, initial, load, final-load, dirty, ports, name, seed)")
+                let keys = "state, initial, load, final-load, dirty, dma, dma-tracking, ports, name, seed"
+                throw DeviceSpecError(spec: text, problem: "unknown key \"\(key)\" (\(keys))")
             }
         }
         if kind != .mtty {
@@ -184,20 +227,22 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
     /// The simulator's configuration for this device.
     public func simulatedConfiguration(name: String, seed: UInt64) -> SimulatedVFIOConfiguration {
         let cost = SimulatedVFIOConfiguration.LoadCost(initial: loadCost, final: finalLoadCost)
+        var configuration: SimulatedVFIOConfiguration
         switch kind {
         case .mlx5:
-            return .mlx5(
+            configuration = .mlx5(
                 name: name, imageSize: initialBytes, finalImageSize: stateBytes - initialBytes, seed: seed,
                 dirtyBytesPerSecond: dirtyBytesPerSecond, loadCost: cost)
         case .vfioPCI:
-            var configuration = SimulatedVFIOConfiguration.opaque(name: name, size: stateBytes, initialBytes: initialBytes, seed: seed)
+            configuration = .opaque(name: name, size: stateBytes, initialBytes: initialBytes, seed: seed)
             configuration.loadCost = cost
-            return configuration
         case .mtty:
-            var configuration = SimulatedVFIOConfiguration.mtty(name: name, ports: ports, seed: seed)
+            configuration = .mtty(name: name, ports: ports, seed: seed)
             configuration.loadCost = cost
-            return configuration
         }
+        // The driver has DMA-logging ops only when the spec says the device logs its DMA.
+        configuration.dmaLogging = effectiveDMATracking == .log
+        return configuration
     }
 
     /// The handler a VMM would pick for this device: the mlx5 module for mlx5, the generic
@@ -223,6 +268,8 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
         if loadCost != .zero { keys.append("load=\(Self.durationText(loadCost))") }
         if finalLoadCost != .zero { keys.append("final-load=\(Self.durationText(finalLoadCost))") }
         if dirtyBytesPerSecond != 0 { keys.append("dirty=\(Self.sizeText(dirtyBytesPerSecond))/s") }
+        if dmaBytesPerSecond != 0 { keys.append("dma=\(Self.sizeText(dmaBytesPerSecond))/s") }
+        if let dmaTracking { keys.append("dma-tracking=\(dmaTracking.rawValue)") }
         if let seed { keys.append("seed=\(seed)") }
         return kind.rawValue + ":" + keys.joined(separator: ",")
     }

@@ -77,6 +77,10 @@ public final class ExampleMachine: VMController, Sendable {
     /// The run state the engines and the VMM change: give it to `MigrationSource(runState:…)`
     /// and `MigrationDestination(runState:…)`.
     public let runState: VMRunState
+    /// Source: the devices that write guest RAM by DMA (specs with `dma=`) and the RAM they may
+    /// write, for `MigrationSource(…, dirtyTracking:)`; `.none` on a destination or without them.
+    public var dirtyTracking: DirtyTrackingConfiguration { dma.tracking }
+    private let dma: ExampleMachineDMA
 
     /// The machine configuration written after the stream header.
     public var machine: MachineConfiguration { MachineConfiguration(machineType: configuration.machineType) }
@@ -106,6 +110,7 @@ public final class ExampleMachine: VMController, Sendable {
             devices.append(ExampleDevice(spec: spec, name: names[index], device: simulated, handler: spec.makeHandler(device: simulated)))
         }
         self.devices = devices
+        dma = try ExampleMachineDMA(devices: devices, vm: vm, role: role)
         vcpus = ExampleVCPUs(vm: vm, drivesWorkload: role == .source || workloadAfterResume)
         runState = VMRunState(registry: registry, vcpus: vcpus)
         let ram = RAMHandler.identity
@@ -127,6 +132,7 @@ public final class ExampleMachine: VMController, Sendable {
     public func shutdown() {
         vm.stop()
         for device in devices { try? device.device.close() }
+        dma.close()
     }
 
     // MARK: VMController (the vCPUs)
@@ -242,8 +248,9 @@ public struct MigrationVerification: Sendable, Hashable {
 extension ExampleMachineConfiguration {
     /// What `switchover demo` migrates, and the benchmarks' load-cost sweep: 16 MiB of RAM
     /// dirtied at 8 MiB/s; an mlx5 VF whose 16 MiB of initial data take the destination
-    /// `initialLoad` to load (firmware resource allocation) and whose 2 MiB final image takes it
-    /// `finalLoad`; a generic VFIO device of 2 MiB whose final data also takes `finalLoad`.
+    /// `initialLoad` to load (firmware resource allocation), whose 2 MiB final image takes it
+    /// `finalLoad`, and which writes 1 MiB/s of guest RAM by DMA (tracked by its DMA log); a
+    /// generic VFIO device of 2 MiB whose final data also takes `finalLoad`.
     ///
     /// The device's initial data is about as large as what the RAM sends, so the source is
     /// ready to switch over soon after it: without switchover-ack the destination may still be
@@ -253,7 +260,9 @@ extension ExampleMachineConfiguration {
         ExampleMachineConfiguration(
             memoryBytes: 16 << 20, dirtyPagesPerSecond: (8 << 20) / GuestRAM.pageSize,
             devices: [
-                DeviceSpec(kind: .mlx5, stateBytes: 18 << 20, initialBytes: 16 << 20, loadCost: initialLoad, finalLoadCost: finalLoad),
+                DeviceSpec(
+                    kind: .mlx5, stateBytes: 18 << 20, initialBytes: 16 << 20, loadCost: initialLoad, finalLoadCost: finalLoad,
+                    dmaBytesPerSecond: 1 << 20),
                 DeviceSpec(kind: .vfioPCI, stateBytes: 2 << 20, initialBytes: 1 << 20, finalLoadCost: finalLoad)
             ])
     }

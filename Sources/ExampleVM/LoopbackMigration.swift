@@ -18,6 +18,8 @@ public struct LoopbackResult: Sendable {
     public var sourceLifecycle: [LifecycleEvent]
     /// The destination's start: every device RUNNING_P2P, then RUNNING, then the vCPUs.
     public var destinationLifecycle: [LifecycleEvent]
+    /// What the source's devices wrote into guest RAM by DMA while it ran (specs with `dma=`).
+    public var deviceDMA: [DeviceDMAReport] = []
 }
 
 /// Why a loopback migration failed: each side's error (the source's is the one to show
@@ -84,6 +86,15 @@ public enum LoopbackMigration {
         progress: (@Sendable (MigrationProgress) -> Void)? = nil,
         secure: LoopbackSecurity? = nil
     ) async throws -> LoopbackResult {
+        try await run(configuration, parameters: parameters, timeout: timeout, progress: progress, secure: secure, trackDeviceDMA: true)
+    }
+
+    /// As the public `run`; `trackDeviceDMA` false is the tests' switch that leaves the devices'
+    /// DMA untracked (the danger the tracking exists for).
+    static func run(
+        _ configuration: ExampleMachineConfiguration, parameters: MigrationParameters, timeout: Duration?,
+        progress: (@Sendable (MigrationProgress) -> Void)?, secure: LoopbackSecurity?, trackDeviceDMA: Bool
+    ) async throws -> LoopbackResult {
         let sourceMachine = try ExampleMachine(configuration, role: .source)
         let destinationMachine = try ExampleMachine(configuration, role: .destination)
         defer {
@@ -99,7 +110,8 @@ public enum LoopbackMigration {
             configuration: destinationMachine.machine, parameters: parameters)
         let source = MigrationSource(
             runState: sourceMachine.runState,
-            configuration: sourceMachine.machine, parameters: parameters)
+            configuration: sourceMachine.machine, parameters: parameters,
+            dirtyTracking: trackDeviceDMA ? sourceMachine.dirtyTracking : .none)
         let last = LastProgress()
         let watcher = Task {
             for await event in source.progress {
@@ -130,7 +142,7 @@ public enum LoopbackMigration {
                 destinationDigests: destinationDigests,
                 verification: sourceDigests.verify(destination: destinationDigests),
                 sourceLifecycle: sourceMachine.switchoverLifecycle,
-                destinationLifecycle: destinationMachine.switchoverLifecycle)
+                destinationLifecycle: destinationMachine.switchoverLifecycle, deviceDMA: sourceMachine.vm.workload.deviceDMA)
         case (.failure(let s), .failure(let d)):
             throw LoopbackMigrationError(source: s, destination: d, timedOut: last.timeout)
         case (.failure(let s), .success):

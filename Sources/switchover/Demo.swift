@@ -33,7 +33,7 @@ struct Demo: AsyncParsableCommand {
     )
 
     static let defaultDevices = ExampleMachineConfiguration.demo().devices.map(\.description)
-    static let quickDevices = ["mlx5:state=2MiB,initial=1MiB,load=50ms"]
+    static let quickDevices = ["mlx5:state=2MiB,initial=1MiB,load=50ms,dma=256KiB/s"]
 
     @Option(
         name: .customLong("device"),
@@ -67,7 +67,11 @@ struct Demo: AsyncParsableCommand {
             "Give up on a run that has not completed by then (a migration that never converges iterates forever).", valueName: "duration"))
     var runTimeout = DurationArgument("60s", .seconds(60))
 
-    @Flag(help: "A tiny configuration for a check in seconds: 8 MiB of RAM dirtied at 1 MiB/s, one 2 MiB mlx5 device, one run each.")
+    @Flag(
+        help: """
+            A tiny configuration for a check in seconds: 8 MiB of RAM dirtied at 1 MiB/s, one 2 MiB mlx5 device writing 256 KiB/s \
+            of it by DMA, one run each.
+            """)
     var quick = false
 
     @Flag(help: "Print {\"runs\": [...]} as one JSON object instead of the table.")
@@ -148,7 +152,10 @@ struct Demo: AsyncParsableCommand {
         var total: Double? { median { Units.milliseconds($0.statistics.totalTime) } }
         /// The main stream and the multifd channels.
         var bytes: Double? { median { Double($0.statistics.bytesTransferred + $0.statistics.multifdBytes) } }
-        var verified: Bool { !results.isEmpty && results.allSatisfy(\.verification.verified) }
+        /// Every byte arrived, and every device's DMA worked (a write that faulted is a failure).
+        var verified: Bool {
+            !results.isEmpty && results.allSatisfy { $0.verification.verified && $0.deviceDMA.allSatisfy { $0.failure == nil } }
+        }
     }
 
     func run() async throws {
@@ -185,7 +192,7 @@ struct Demo: AsyncParsableCommand {
                         say("    run state at the switchover (VMRunState: vCPUs, then every device behind the P2P barrier):")
                         say("      source:      " + LifecycleEvent.line(result.sourceLifecycle))
                         say("      destination: " + LifecycleEvent.line(result.destinationLifecycle))
-                        say("    device DMA: " + Report.dirtyTrackingText(result.statistics.dirtyTracking))
+                        say("    device DMA: " + Self.dmaText(result))
                     }
                 }
             }
@@ -199,6 +206,13 @@ struct Demo: AsyncParsableCommand {
         if !outcomes.allSatisfy(\.verified) {
             Migrate.fail("demo", "a destination's state differs from its source's (see the IDENTICAL column)")
         }
+    }
+
+    /// What the devices wrote by DMA and how it was tracked.
+    static func dmaText(_ result: LoopbackResult) -> String {
+        let written = result.deviceDMA.map { "\($0.name) wrote \($0.pages) pages" + ($0.failure.map { " (FAILED: \($0))" } ?? "") }
+        return (written.isEmpty ? "" : written.joined(separator: ", ") + "; tracked by ")
+            + Report.dirtyTrackingText(result.statistics.dirtyTracking)
     }
 
     /// A line on standard output, flushed at once (the runs take seconds each).

@@ -92,7 +92,8 @@ struct Migrate: AsyncParsableCommand {
             transport = secured
         }
         let vm = try Self.build(machine.machineConfiguration, role: .source, command: "migrate")
-        let source = MigrationSource(runState: vm.runState, configuration: vm.machine, parameters: parameters)
+        let source = MigrationSource(
+            runState: vm.runState, configuration: vm.machine, parameters: parameters, dirtyTracking: vm.dirtyTracking)
         let showProgress = !noProgress
         let last = LastEvent()
         let watcher = Task {

@@ -68,7 +68,9 @@ struct MachineOptions: ParsableArguments {
             discussion: """
                 Keys: state=SIZE (total state), initial=SIZE (pre-copy initial bytes, default state/4), \
                 load=DURATION (destination load cost of the initial data), final-load=DURATION (of each \
-                later image), dirty=RATE (mlx5: bytes/s dirtied while running), ports=N (mtty), \
+                later image), dirty=RATE (mlx5: bytes/s dirtied while running), dma=RATE (bytes/s of guest \
+                RAM the device writes by DMA while the guest runs), dma-tracking=log|iommu|none (what can \
+                track those writes; default log for mlx5 and mtty, iommu for vfio-pci), ports=N (mtty), \
                 name=DDDD:BB:DD.F (default 0000:00:0N.0), seed=N. Example: \
                 mlx5:state=256MiB,initial=64MiB,load=300ms
                 """,
@@ -179,6 +181,13 @@ struct MigrationOptions: ParsableArguments {
         ))
     var abortIfNotConverging = false
 
+    @Flag(
+        name: .customLong("allow-untracked-dma"),
+        help: ArgumentHelp(
+            "When a device's DMA writes can be tracked neither by its DMA log nor by its IOMMU, count all DMA-mapped guest memory as dirty at every pass (QEMU's fallback) instead of refusing the migration."
+        ))
+    var allowUntrackedDMA = false
+
     func validate() throws {
         guard downtimeLimit.duration > .zero else { throw ValidationError("--downtime-limit must be more than 0") }
         if let maxBandwidth, maxBandwidth.bytesPerSecond < 10 {
@@ -212,6 +221,7 @@ struct MigrationOptions: ParsableArguments {
         p.multifdChannels = multifdChannels
         p.convergenceWindow = convergenceWindow.duration
         p.abortWhenNotConverging = abortIfNotConverging
+        p.allowUntrackedDMA = allowUntrackedDMA
     }
 }
 

@@ -4,13 +4,14 @@ import Testing
 @Suite struct DeviceSpecTests {
     @Test func mlx5SpecSetsEveryKey() throws {
         let spec = try DeviceSpec(
-            parsing: "mlx5:state=256MiB,initial=64MiB,load=300ms,final-load=20ms,dirty=4MiB/s,name=0000:3b:00.2,seed=7")
+            parsing: "mlx5:state=256MiB,initial=64MiB,load=300ms,final-load=20ms,dirty=4MiB/s,dma=1MiB/s,name=0000:3b:00.2,seed=7")
         #expect(spec.kind == .mlx5)
         #expect(spec.stateBytes == 256 << 20)
         #expect(spec.initialBytes == 64 << 20)
         #expect(spec.loadCost == .milliseconds(300))
         #expect(spec.finalLoadCost == .milliseconds(20))
         #expect(spec.dirtyBytesPerSecond == 4 << 20)
+        #expect(spec.dmaBytesPerSecond == 1 << 20 && spec.dmaPagesPerSecond == 256)
         #expect(spec.name == "0000:3b:00.2")
         #expect(spec.seed == 7)
         // The description is itself a spec that parses to the same device.
@@ -24,6 +25,9 @@ import Testing
         #expect(blob.kind == .vfioPCI && blob.initialBytes == 2 << 20)
         let mtty = try DeviceSpec(parsing: "mtty:ports=4,load=1ms")
         #expect(mtty.ports == 4 && mtty.stateBytes == 0 && mtty.loadCost == .milliseconds(1))
+        #expect(mtty.dmaBytesPerSecond == 0 && mtty.dmaPagesPerSecond == 0)
+        // Any kind may DMA; less than a page a second still writes one.
+        #expect(try DeviceSpec(parsing: "mtty:dma=100").dmaPagesPerSecond == 1)
     }
 
     @Test func simulatedConfigurationSplitsTheMLX5StateIntoInitialAndFinalImages() throws {
@@ -52,6 +56,8 @@ import Testing
         ("mlx5:state=8GiB", "at most"),
         ("mtty:state=1MiB", "applies to mlx5 and vfio-pci"),
         ("vfio-pci:dirty=1MiB", "applies to mlx5"),
+        ("mtty:dma=fast", "is not a rate"),
+        ("mtty:dma=2GiB/s", "up to 1GiB/s"),
         ("mtty:ports=30", "1 to 24 ports"),
         ("mlx5:name=3b:00.2", "not a PCI address"),
         ("mlx5:colour=red", "unknown key"),
