@@ -169,6 +169,7 @@ public final class GuestRAM: @unchecked Sendable {
     public func mergeDirty(_ bitmaps: [DirtyPageBitmap]) -> (newlyDirty: Int, outside: Int) {
         var newly = 0
         var outside = 0
+        let ramEnd = guestRanges.last?.end ?? 0
         state.withLock { s in
             for bitmap in bitmaps where bitmap.pageSize > 0 {
                 bitmap.forEachDirtyPage { address in
@@ -182,8 +183,9 @@ public final class GuestRAM: @unchecked Sendable {
                             any = true
                             if s.set(block: block, page: page) { newly += 1 }
                         }
+                        // Bounded by guest RAM however large the tracking page claims to be.
                         let (next, overflow) = (a / UInt64(Self.pageSize) + 1).multipliedReportingOverflow(by: UInt64(Self.pageSize))
-                        guard !overflow, !last.overflow, next <= last.partialValue else { break }
+                        guard !overflow, next < ramEnd, !last.overflow, next <= last.partialValue else { break }
                         a = next
                     }
                     if !any { outside += 1 }

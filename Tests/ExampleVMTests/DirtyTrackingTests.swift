@@ -221,6 +221,15 @@ import Testing
         #expect(taken == ["a6", "a7", "b0", "b1"])
     }
 
+    @Test func aHugeTrackingPageDirtiesAllOfRAMAndNoMore() throws {
+        let ram = try GuestRAM(layout: [RAMBlockLayout(name: "a", size: 8 * 4096), RAMBlockLayout(name: "b", size: 4 * 4096)])
+        _ = try ram.takeDirtyPages(max: .max) { _, _, _ in }
+        // One bit for 2^62 bytes from address 0: a tracker's claim, bounded by guest RAM.
+        let huge = DirtyPageBitmap(range: GuestMemoryRange(start: 0, length: 1 << 62), pageSize: 1 << 62, words: [1])
+        #expect(ram.mergeDirty([huge]) == (newlyDirty: 12, outside: 0))
+        #expect(ram.dirtyPages == 12)
+    }
+
     @Test func dmaOutsideRAMWritesNothing() throws {
         let ram = try GuestRAM(layout: [RAMBlockLayout(name: "a", size: 2 * 4096)])
         let digest = ram.digest()
