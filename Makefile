@@ -87,7 +87,8 @@ demo: build
 
 # The ordo-one benchmarks in Benchmarks/ (stream throughput vs raw socket I/O; downtime vs the
 # destination's load cost with switchover-ack off and on, and vs device count; peak memory
-# migrating 1 GiB and 4 GiB of device state), then devprobe (text and --json) against lspci -nnk.
+# migrating 1 GiB and 4 GiB of device state; one dirty sync per GiB of tracked guest memory vs a
+# RAM pass), then devprobe (text and --json) against lspci -nnk.
 bench: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
 	bash scripts/bench-devprobe.sh

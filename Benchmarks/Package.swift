@@ -47,6 +47,19 @@ let package = Package(
             path: "Benchmarks/MigrationBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        // One dirty sync per GiB of tracked guest memory (time, bitmap bytes) beside the RAM pass
+        // without device tracking, in the same iterations, as a ratio.
+        .executableTarget(
+            name: "DirtyTrackingBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "ExampleVM", package: root),
+                .product(name: "MigrationCore", package: root),
+                .product(name: "MigrationStream", package: root)
+            ],
+            path: "Benchmarks/DirtyTrackingBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
         // Peak RSS while migrating 1 GiB and 4 GiB of device state.
         .executableTarget(
             name: "MemoryBenchmarks",
