@@ -210,9 +210,13 @@ public protocol MigrationHandler: AnyObject, Sendable {
 
     // MARK: Multifd (device state over parallel channels)
 
-    /// Whether the handler can send its stop-copy data as multifd device-state packets.
-    /// Default: false.
-    var supportsMultifdTransfer: Bool { get }
+    /// What the handler can send over the multifd channels: its stop-copy data
+    /// (``MultifdSupport/stopCopy``), and also its pre-copy data
+    /// (``MultifdSupport/precopy``). The handler's one opt-in: the engine reads it when the
+    /// migration starts and calls the multifd hooks below only for what it names. A value, not
+    /// a protocol conformance, so a wrapper forwards it and a handler can answer per device.
+    /// Default: none.
+    var multifdSupport: MultifdSupport { get }
 
     /// Sends the stop-copy data as device-state packets (QEMU `save_complete_precopy_thread`).
     /// Runs on a thread of its own, concurrently with the END pass of the main channel — and,
@@ -228,23 +232,32 @@ public protocol MigrationHandler: AnyObject, Sendable {
     /// then dummies). `isConfigState` marks the last buffer. Every call returns before
     /// ``loadComplete(context:)`` or ``loadCleanup(succeeded:)``.
     func loadStateBuffer(_ buffer: UnsafeRawBufferPointer, index: UInt32, isConfigState: Bool, context: LoadContext) throws
-}
 
-// MARK: Multifd pre-copy (beyond QEMU 10.0)
-
-/// Pre-copy device data over the multifd channels (``MigrationParameters/multifdPrecopy``,
-/// Switchover peers only). A handler opts in; the engine then gives it no PART sections and
-/// calls ``saveIterateMultifd(to:budget:context:)`` on a thread of its own during the live
-/// phase instead. Its buffers take the first indices; the stop-copy buffers continue the same
-/// sequence, so the destination's load thread (started at load setup in this mode) feeds them
-/// all in order.
-public protocol MultifdPrecopyHandler: MigrationHandler {
-    /// Sends pre-copy data as device-state buffers: about `budget` bytes at most (one bounded
-    /// buffer is the usual answer). Runs on the handler's pre-copy thread, concurrently with
-    /// the main thread's `pendingEstimate`/`pendingExact` of this handler (and hooks of the
-    /// others), never with its own ``MigrationHandler/saveCompleteMultifd(to:context:)``.
+    /// Pre-copy over the channels (``MigrationParameters/multifdPrecopy``, Switchover peers
+    /// only, beyond QEMU 10.0), for a handler whose ``multifdSupport`` contains
+    /// ``MultifdSupport/precopy``: the engine then gives it no PART sections and calls this on
+    /// a thread of its own during the live phase instead. Sends pre-copy data as device-state
+    /// buffers: about `budget` bytes at most (one bounded buffer is the usual answer). Its
+    /// buffers take the first indices; the stop-copy buffers continue the same sequence, so the
+    /// destination's load thread (started at load setup in this mode) feeds them all in order.
+    /// Runs concurrently with the main thread's `pendingEstimate`/`pendingExact` of this handler
+    /// (and hooks of the others), never with its own ``saveCompleteMultifd(to:context:)``.
     /// `.done`: nothing to send right now.
     func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult
+}
+
+/// What a handler can send over the multifd channels (``MigrationHandler/multifdSupport``).
+public struct MultifdSupport: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// The stop-copy data as device-state packets (QEMU 10.0's `x-migration-multifd-transfer`):
+    /// ``MigrationHandler/saveCompleteMultifd(to:context:)`` and
+    /// ``MigrationHandler/loadStateBuffer(_:index:isConfigState:context:)``.
+    public static let stopCopy = MultifdSupport(rawValue: 1 << 0)
+    /// Also the pre-copy data (``MigrationParameters/multifdPrecopy``):
+    /// ``MigrationHandler/saveIterateMultifd(to:budget:context:)``. Implies ``stopCopy``.
+    public static let precopy = MultifdSupport(rawValue: 1 << 1)
 }
 
 /// Sends one handler's device-state packets over the multifd channels.
@@ -278,12 +291,15 @@ extension MigrationHandler {
     public func loadCleanup(succeeded: Bool) {}
     public func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64 { 0 }
     public func loadBacklog(context: LoadContext) -> LoadBacklog { .none }
-    public var supportsMultifdTransfer: Bool { false }
+    public var multifdSupport: MultifdSupport { [] }
     public func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws {
         throw MigrationHandlerError.unsupported(identity: context.identity, hook: "saveCompleteMultifd")
     }
     public func loadStateBuffer(_ buffer: UnsafeRawBufferPointer, index: UInt32, isConfigState: Bool, context: LoadContext) throws {
         throw MigrationHandlerError.unsupported(identity: context.identity, hook: "loadStateBuffer")
+    }
+    public func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult {
+        throw MigrationHandlerError.unsupported(identity: context.identity, hook: "saveIterateMultifd")
     }
 }
 

@@ -251,7 +251,7 @@ final class MultifdSourceSession: Sendable {
     /// share of `windowBudget` bytes per 100 ms window (the channels' own budget, beside the
     /// main channel's).
     func startPrecopy(
-        _ list: [(entry: Int, identity: HandlerIdentity, handler: any MultifdPrecopyHandler, context: SaveContext)],
+        _ list: [(entry: Int, identity: HandlerIdentity, handler: any MigrationHandler, context: SaveContext)],
         windowBudget: Int?, clock: any MigrationClock
     ) {
         guard !list.isEmpty else { return }

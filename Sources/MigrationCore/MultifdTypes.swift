@@ -109,7 +109,7 @@ struct MultifdPlan {
         let channels = parameters.multifdChannels
         for e in entries {
             let setting = parameters.multifdTransfer[e.identity.key] ?? parameters.multifdTransferDefault
-            let capable = e.handler.isActive && e.handler.isLive && e.handler.supportsMultifdTransfer
+            let capable = e.handler.isActive && e.handler.isLive && !e.handler.multifdSupport.isEmpty
             switch setting {
             case .off:
                 enabled.append(false)
