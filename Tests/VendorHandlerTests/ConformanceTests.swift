@@ -44,6 +44,34 @@ import VFIOPCIHandler
     }
 }
 
+/// A device without PRE_COPY: the kit runs what it can, and the two PRE_COPY scenarios are
+/// reported as skipped through Swift Testing (the kit's trait), not as passes.
+@Suite(.timeLimit(.minutes(3))) struct GenericModuleStopCopyOnlyConformance {
+    static let kit = VendorConformance(
+        module: VFIOPCIHandler.module,
+        device: .opaque(name: "0000:5e:00.2", migration: [.stopCopy, .p2p], size: 1 << 20, initialBytes: 64 << 10, seed: 13))
+
+    @Test func onlyTheStopCopyScenarioCanRun() {
+        #expect(Self.kit.runnableScenarios == [.stopCopyOnly])
+    }
+
+    @Test(Self.kit.enabled(for: .preCopyWithAck)) func migratesWithPreCopyAndAck() async throws {
+        try await Self.kit.checkMigration(.preCopyWithAck)
+    }
+
+    @Test(Self.kit.enabled(for: .preCopyWithoutAck)) func migratesWithPreCopy() async throws {
+        try await Self.kit.checkMigration(.preCopyWithoutAck)
+    }
+
+    @Test(Self.kit.enabled(for: .stopCopyOnly)) func migratesInStopCopyOnly() async throws {
+        try await Self.kit.checkMigration(.stopCopyOnly)
+    }
+
+    @Test(Self.kit.enabled(for: .stopCopyOnly)) func cancelInEveryPhaseLeavesTheSourceRunning() async throws {
+        try await Self.kit.checkCancel(.stopCopyOnly)
+    }
+}
+
 /// The mlx5 module passes the conformance kit with a simulated ConnectX VF.
 @Suite(.timeLimit(.minutes(3))) struct MLX5ModuleConformance {
     let kit = VendorConformance(
