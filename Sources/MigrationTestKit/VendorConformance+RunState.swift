@@ -46,19 +46,11 @@ extension VendorConformance {
             sources.append(source)
             destinations.append(destination)
         }
-        var parameters = MigrationParameters()
-        parameters.downtimeLimit = .seconds(30)
-        parameters.stallTimeout = .seconds(20)
-        parameters.switchoverTimeout = .seconds(20)
+        var parameters = Self.parameters
         parameters.resumeOnCompletion = false
         parameters.allowDevicesWithoutP2P = allowDevicesWithoutP2P
         parameters.multifdChannels = multifd ? 2 : 0
-        let machine = MachineConfiguration(machineType: "switchover-conformance")
-        let sourceVM = TestVM(running: true)
-        let destinationVM = TestVM(running: false)
-        let source = MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: machine, parameters: parameters)
-        let destination = MigrationDestination(
-            registry: destinationRegistry, vm: destinationVM, configuration: machine, parameters: parameters)
+        let (source, destination, sourceVM, destinationVM) = Self.engines(sourceRegistry, destinationRegistry, parameters)
         let pairs = try (0...(multifd ? 2 : 0)).map { _ in try DescriptorConnection.socketPair() }
         async let s = capture { try await source.run(over: pairs[0].0, multifdChannels: pairs.dropFirst().map(\.0)) }
         async let d = capture { try await destination.run(over: pairs[0].1, multifdChannels: pairs.dropFirst().map(\.1)) }

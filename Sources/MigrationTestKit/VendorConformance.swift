@@ -145,20 +145,9 @@ public struct VendorConformance: Sendable {
             try destinationRegistry.register(PhaseCanceller(phase: .idle), idstr: PhaseCanceller.idstr, instanceID: 0, versionID: 1)
         }
 
-        var parameters = MigrationParameters()
+        var parameters = Self.parameters
         parameters.switchoverAck = scenario.switchoverAck
-        // The kit checks what a module moves and how it recovers, not the switchover decision
-        // (the engine's own tests cover that): a generous limit lets every run converge on a
-        // slow debug build.
-        parameters.downtimeLimit = .seconds(30)
-        parameters.stallTimeout = .seconds(20)
-        parameters.switchoverTimeout = .seconds(20)
-        let machine = MachineConfiguration(machineType: "switchover-conformance")
-        let sourceVM = TestVM(running: true)
-        let destinationVM = TestVM(running: false)
-        let source = MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: machine, parameters: parameters)
-        let destination = MigrationDestination(
-            registry: destinationRegistry, vm: destinationVM, configuration: machine, parameters: parameters)
+        let (source, destination, sourceVM, destinationVM) = Self.engines(sourceRegistry, destinationRegistry, parameters)
 
         let (a, b) = try DescriptorConnection.socketPair()
         let recorder = RecordingConnection(wrapping: a)
@@ -172,6 +161,31 @@ public struct VendorConformance: Sendable {
         return Outcome(
             source: sourceDevice, destination: destinationDevice, sourceDevice: sourceSide, destinationDevice: destinationSide,
             sourceVM: sourceVM, destinationVM: destinationVM, sourceResult: s, destinationResult: d, stream: recorder.recorded)
+    }
+
+    /// The kit's migration parameters. It checks what a module moves and how it recovers, not
+    /// the switchover decision or the engine's deadlines (the engine's own tests cover those):
+    /// limits generous enough that no run meets one on a loaded machine or a slow debug build,
+    /// while a hung peer still ends the run.
+    static var parameters: MigrationParameters {
+        var parameters = MigrationParameters()
+        parameters.downtimeLimit = .seconds(30)
+        parameters.stallTimeout = .seconds(300)
+        parameters.switchoverTimeout = .seconds(300)
+        return parameters
+    }
+
+    /// Both engines of one kit migration, each guest on a ``TestVM`` (the source's running).
+    static func engines(
+        _ sourceRegistry: HandlerRegistry, _ destinationRegistry: HandlerRegistry, _ parameters: MigrationParameters
+    ) -> (source: MigrationSource, destination: MigrationDestination, sourceVM: TestVM, destinationVM: TestVM) {
+        let machine = MachineConfiguration(machineType: "switchover-conformance")
+        let sourceVM = TestVM(running: true)
+        let destinationVM = TestVM(running: false)
+        let source = MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: machine, parameters: parameters)
+        let destination = MigrationDestination(
+            registry: destinationRegistry, vm: destinationVM, configuration: machine, parameters: parameters)
+        return (source, destination, sourceVM, destinationVM)
     }
 
     // MARK: Checks
