@@ -1,5 +1,6 @@
 import Logging
 import MigrationStream
+import Synchronization
 
 /// The destination's return-path writer: messages go out whole, one at a time, from the load
 /// thread or from a handler's own thread (an acknowledgement).
@@ -11,7 +12,7 @@ final class ReturnPathWriter: Sendable {
     }
 
     private let connection: any MigrationConnection
-    private let state = Monitor(State())
+    private let state = Mutex(State())
 
     init(connection: any MigrationConnection) { self.connection = connection }
 
@@ -48,7 +49,7 @@ final class DestinationAcks: Sendable {
         var extensions = false
     }
 
-    private let state = Monitor(State())
+    private let state = Mutex(State())
     private let rp: ReturnPathWriter
     private let logger: Logger
 

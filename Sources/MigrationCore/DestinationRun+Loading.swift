@@ -30,7 +30,7 @@ extension DestinationRun {
                 return
             }
             let through = UInt64(reader.offset)
-            loadedThrough.withLock { $0 = through }
+            loadedThrough.set(through)
             let now = clock.now
             if now - lastProgress >= MigrationParameters.rateLimitWindow {
                 lastProgress = now
@@ -142,7 +142,7 @@ extension DestinationRun {
                         handlers: entries.indices.filter { entries[$0].handler.isActive }.map {
                             (entries[$0].identity, entries[$0].handler, contexts[$0])
                         },
-                        returnPath: rp, position: { position.withLock { $0 } }, logger: logger)
+                        returnPath: rp, position: { position.get }, logger: logger)
                 }
             case .preflight(let payload):
                 guard extensionsActive else { throw refuse("PREFLIGHT without SWITCHOVER_HELLO") }

@@ -47,7 +47,7 @@ final class DestinationRun {
     /// LOAD_BACKLOG while the destination works (a source that asked for it).
     var backlogReporter: DestinationBacklogReporter?
     /// The main-stream offset through which every record is loaded (read by the reporter).
-    let loadedThrough = Monitor<UInt64>(0)
+    let loadedThrough = SharedValue<UInt64>(0)
 
     init(owner: MigrationDestination, connection: any MigrationConnection, channels: [AcceptedChannel]) {
         self.owner = owner

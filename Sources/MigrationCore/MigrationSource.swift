@@ -1,5 +1,6 @@
 import Logging
 import MigrationStream
+import Synchronization
 
 /// The outgoing side of a migration.
 ///
@@ -33,7 +34,7 @@ public final class MigrationSource: Sendable {
     let logger: Logger
     let control = EngineControl()
     /// The source's view of the switchover acknowledgement, published by the return path.
-    let returnPathBox = Monitor<SourceReturnPath?>(nil)
+    let returnPathBox = Mutex<SourceReturnPath?>(nil)
 
     /// Progress events: at each phase change and at most once per 100 ms window. One consumer;
     /// finishes when `run` returns.

@@ -14,9 +14,8 @@ extension SourceRun {
         let live = liveIndices.filter { !precopyOverChannels.contains($0) }
         if let multifd, !precopyOverChannels.isEmpty {
             multifd.startPrecopy(
-                precopyOverChannels.sorted().compactMap { i in
-                    (entries[i].handler as? any MultifdPrecopyHandler).map { (i, entries[i].identity, $0, contexts[i] as SaveContext) }
-                }, windowBudget: params.maxBandwidth.map { Int($0 / 10) }, clock: clock)
+                precopyOverChannels.sorted().map { i in (i, entries[i].identity, entries[i].handler, contexts[i] as SaveContext) },
+                windowBudget: params.maxBandwidth.map { Int($0 / 10) }, clock: clock)
         }
         var multifdSent = multifd?.bytesSentSoFar ?? 0
         while true {

@@ -68,7 +68,7 @@ final class SourceRun {
         self.channelSource = channels
         self.precopyOverChannels =
             owner.parameters.multifdPrecopy
-            ? Set(entries.indices.filter { plan.enabled[$0] && entries[$0].handler is any MultifdPrecopyHandler }) : []
+            ? Set(entries.indices.filter { plan.enabled[$0] && entries[$0].handler.multifdSupport.contains(.precopy) }) : []
         let participants = entries.filter { $0.handler.isActive }.map(\.handler)
         let dirty = DirtyTrackingSession(owner.dirtyTracking)
         self.dirty = dirty

@@ -14,7 +14,8 @@ import VFIO
 // data buffers go to the resume fd, the config buffer is parsed and loaded last.
 
 extension VFIOPCIHandler {
-    public var supportsMultifdTransfer: Bool { true }
+    /// Both the stop-copy data and (Switchover peers) the pre-copy data.
+    public var multifdSupport: MultifdSupport { [.stopCopy, .precopy] }
 
     public func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws {
         // From PRE_COPY the save fd carries on; otherwise STOP_COPY opens one.
@@ -93,7 +94,7 @@ extension VFIOPCIHandler {
 // reads at most one buffer in PRE_COPY and sends it as a packet; once the initial bytes are
 // all read and switchover-ack is on, an empty buffer tells the destination to approve (the
 // INIT_DATA_SENT of the classic PART section). Switchover peers only.
-extension VFIOPCIHandler: MultifdPrecopyHandler {
+extension VFIOPCIHandler {
     public func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult {
         let (fd, buffer) = lock.withLock { (inPreCopy ? self.dataFD : nil, self.buffer) }
         guard let fd, let buffer else { return .done }
