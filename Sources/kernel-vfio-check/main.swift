@@ -5,6 +5,8 @@
 //  2. runs VFIOBehaviourChecks, the suite VFIOTests also runs against the simulator;
 //  3. checks the device lifecycle: the P2P barrier of a run-state stop and start across both devices,
 //     and adopting an already-open device fd (LifecycleChecks.swift);
+//  3b. asks what the kernel answers for DMA logging and type1 dirty tracking, and checks the engine's
+//     choice and blocker against those answers (DirtyTrackingChecks.swift);
 //  4. migrates the source into the destination with the generic VFIO-PCI handler on both ends, through
 //     MigrationCore's source and destination engines in two processes over a Unix socket, switchover-ack
 //     on, and compares the destination's state read back out with the source's.
@@ -89,6 +91,7 @@ func runChecks(_ arguments: [String]) -> Int32 {
     }
 
     LifecycleChecks.run(source: source, destination: destination, report: &report)
+    DirtyTrackingChecks.run(source: source, destination: destination, report: &report)
     MigrationRun.run(source: source, destination: destination, report: &report)
     KernelEnvironment.printLine(report.summary())
     return report.failed == 0 ? 0 : 1
