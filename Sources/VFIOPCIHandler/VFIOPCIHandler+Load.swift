@@ -9,16 +9,17 @@ extension VFIOPCIHandler {
         guard let fd else {
             throw VFIOPCIHandlerError.badSection(device: device.name, offset: 0, reason: "RESUMING opened no data fd")
         }
-        lock.withLock {
-            dataFD = fd
-            _ = allocateBuffer(tuning.chunkSize(stopCopySize: UInt64(Self.defaultChunkSize)))
+        let size = tuning.chunkSize(stopCopySize: UInt64(Self.defaultChunkSize))
+        state.withLock {
+            $0.dataFD = fd
+            _ = $0.buffer(atLeast: size)
         }
     }
 
     /// A device with PRE_COPY sends initial data and waits for its acknowledgement (QEMU:
     /// `vfio_switchover_ack_needed`).
     public func switchoverAckNeeded(context: LoadContext) -> Bool {
-        lock.withLock { flags.contains(.preCopy) }
+        state.withLock { $0.flags.contains(.preCopy) }
     }
 
     public func loadState(from reader: StreamReader, header: SectionHeader, context: LoadContext) throws {
@@ -45,11 +46,11 @@ extension VFIOPCIHandler {
                 }
                 try loadChunk(from: reader, at: at)
             case .initDataSent:
-                guard context.switchoverAckEnabled, lock.withLock({ flags.contains(.preCopy) }) else {
+                guard context.switchoverAckEnabled, state.withLock({ $0.flags.contains(.preCopy) }) else {
                     throw VFIOPCIHandlerError.unexpectedInitDataSent(device: device.name, offset: at)
                 }
                 try context.approveSwitchover()
-                lock.withLock { counters.acknowledged = true }
+                state.withLock { $0.counters.acknowledged = true }
                 return
             case .configState:
                 if context.multifdTransfer {
@@ -100,7 +101,7 @@ extension VFIOPCIHandler {
                 device: device.name, offset: at,
                 reason: "DATA chunk of \(size) bytes exceeds the \(Self.maxIncomingChunk)-byte limit")
         }
-        let fd = lock.withLock { self.dataFD }
+        let fd = state.withLock { $0.dataFD }
         guard let fd else {
             throw VFIOPCIHandlerError.badSection(device: device.name, offset: at, reason: "DATA chunk before load setup")
         }
@@ -109,7 +110,7 @@ extension VFIOPCIHandler {
             // The buffer is looked up for every piece and held while in use: observeResumeData
             // may replace the tuning's buffer (mlx5 grows it for a larger STOP_COPY_SIZE), and
             // the reference keeps the one being used alive until the piece is written.
-            guard let buffer = lock.withLock({ tuning.preferredReceiveBuffer ?? self.buffer }) else {
+            guard let buffer = state.withLock({ tuning.preferredReceiveBuffer ?? $0.buffer }) else {
                 throw VFIOPCIHandlerError.badSection(device: device.name, offset: at, reason: "DATA chunk before load setup")
             }
             let written = try buffer.withBytes(upTo: Int(min(left, UInt64(buffer.count)))) { piece -> Int in
@@ -120,9 +121,9 @@ extension VFIOPCIHandler {
             }
             left -= UInt64(written)
         }
-        lock.withLock {
-            counters.loadedBytes += size
-            counters.chunks += 1
+        state.withLock {
+            $0.counters.loadedBytes += size
+            $0.counters.chunks += 1
         }
     }
 

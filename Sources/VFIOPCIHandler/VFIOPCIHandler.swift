@@ -1,7 +1,7 @@
 import DeviceMatch
-import Foundation
 import MigrationCore
 import MigrationStream
+import Synchronization
 import VFIO
 
 /// The generic VFIO-PCI handler: migrates any VFIO device with migration support through
@@ -21,10 +21,7 @@ import VFIO
 /// every device and then RUNNING when the guest starts.
 ///
 /// Vendors tune it through a ``VFIOPCITuning`` rather than by copying it.
-public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
-    // @unchecked: the mutable fields below are guarded by `lock` by convention (every access in the
-    // four VFIOPCIHandler files takes it), which the compiler cannot check; `device`, `tuning` and
-    // `config` are Sendable lets. Moving the fields into one Mutex-guarded struct makes it checked.
+public final class VFIOPCIHandler: MigrationHandler, Sendable {
     /// QEMU's `VFIO_MIG_DEFAULT_DATA_BUFFER_SIZE`.
     public static let defaultChunkSize = 1 << 20
     /// The largest DATA chunk a destination accepts (a bound on untrusted input, not a buffer size).
@@ -43,17 +40,31 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
     public let tuning: VFIOPCITuning
     public let config: VFIOPCIConfigState
 
-    let lock = NSLock()
-    var flags: VFIOMigrationFlags = []
-    var dataFD: VFIOMigrationDataFD?
-    var inPreCopy = false
-    /// The device entered STOP_COPY when the guest stopped (``runStateChanged(_:)``).
-    var stopCopyEntered = false
-    var initialBytes: UInt64 = 0
-    var dirtyBytes: UInt64 = 0
-    var initialDataSent = false
-    var buffer: DeviceDataBuffer?
-    var counters = Counters()
+    /// Everything the handler's hooks change, under one lock (the engine calls the hooks from its
+    /// migration thread, the run-state hooks and statistics from others).
+    struct State {
+        var flags: VFIOMigrationFlags = []
+        var dataFD: VFIOMigrationDataFD?
+        var inPreCopy = false
+        /// The device entered STOP_COPY when the guest stopped (``runStateChanged(_:)``).
+        var stopCopyEntered = false
+        var initialBytes: UInt64 = 0
+        var dirtyBytes: UInt64 = 0
+        var initialDataSent = false
+        var buffer: DeviceDataBuffer?
+        var counters = Counters()
+
+        /// The handler's buffer, replaced by a larger one when `size` needs it. A caller that
+        /// still uses the old buffer holds its reference, which keeps it alive.
+        mutating func buffer(atLeast size: Int) -> DeviceDataBuffer {
+            if let b = buffer, b.count >= size { return b }
+            let b = DeviceDataBuffer(byteCount: size)
+            buffer = b
+            return b
+        }
+    }
+
+    let state = Mutex(State())
 
     /// What the handler has moved, for statistics and tests.
     public struct Counters: Sendable, Hashable {
@@ -95,7 +106,7 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
     }
 
     /// A snapshot of what the handler has moved.
-    public var statistics: Counters { lock.withLock { counters } }
+    public var statistics: Counters { state.withLock { $0.counters } }
 
     public var isLive: Bool { true }
     public var hasFullState: Bool { true }
@@ -108,7 +119,7 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
         do { probed = try device.migrationFlags() } catch { throw VFIOPCIHandlerError.device(device: device.name, phase: phase, error) }
         guard let probed else { throw VFIOPCIHandlerError.migrationUnsupported(device: device.name) }
         guard probed.contains(.stopCopy) else { throw VFIOPCIHandlerError.noStopCopy(device: device.name, flags: probed) }
-        lock.withLock { flags = probed }
+        state.withLock { $0.flags = probed }
         return probed
     }
 
@@ -117,23 +128,14 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
         do { return try body() } catch { throw VFIOPCIHandlerError.device(device: device.name, phase: phase, error) }
     }
 
-    /// The handler's buffer, replaced by a larger one when `size` needs it. Call under `lock`.
-    /// A caller that still uses the old buffer holds its reference, which keeps it alive.
-    func allocateBuffer(_ size: Int) -> DeviceDataBuffer {
-        if let b = buffer, b.count >= size { return b }
-        let b = DeviceDataBuffer(byteCount: size)
-        buffer = b
-        return b
-    }
-
     func releaseSession() {
-        let fd = lock.withLock { () -> VFIOMigrationDataFD? in
+        let fd = state.withLock { s -> VFIOMigrationDataFD? in
             defer {
-                dataFD = nil
-                inPreCopy = false
-                stopCopyEntered = false
+                s.dataFD = nil
+                s.inPreCopy = false
+                s.stopCopyEntered = false
             }
-            return dataFD
+            return s.dataFD
         }
         try? fd?.close()
     }
