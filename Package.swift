@@ -177,7 +177,8 @@ let package = Package(
             ]
         ),
         .testTarget(
-            name: "CLITests", dependencies: ["switchover", "match-table-compiler", "scaffold-handler", "HandlerScaffold", "TestSupport"]),
+            name: "CLITests",
+            dependencies: ["switchover", "match-table-compiler", "scaffold-handler", "HandlerScaffold", "TestSupport", "MigrationStream"]),
         // The make test-kernel harness itself: kernel-vfio-check's child processes, and the host's scripts
         // (verdict, boot, skip) on fake consoles, a fake QEMU and a failing apt.
         // Fixtures/ is read from the source tree, as are the scripts and docs these tests check.

@@ -46,11 +46,16 @@ enum PeerSteps {
             var parameters = MigrationParameters()
             parameters.extensions = false
             parameters.switchoverAck = false
-            let trimmed = "/tmp/qemu-peer-vfio-only.mig"
-            try writeAll(file.vfioOnlyStream(), to: trimmed)
+            // The library's path for a QEMU file (switchover incoming --devices-only): the sections
+            // without a handler here are skipped by their VMDESCRIPTION sizes.
+            let selection = try SectionSelection(fileAt: path) { registry.entry(idstr: $0, instanceID: $1) != nil }
+            info(
+                "selection: kept \(selection.kept.joined(separator: ", ")) (\(selection.keptBytes) bytes in \(selection.ranges.count) ranges), "
+                    + "skipped \(selection.skipped.count) sections: \(selection.skipped.prefix(8).map(\.idstr).joined(separator: ", "))")
             let destination = MigrationDestination(
                 registry: registry, vm: FlagGuest(running: false), configuration: file.configuration, parameters: parameters)
-            let statistics = try KernelTestSupport.wait { try await destination.run(from: FileTransport(path: trimmed)) }
+            let transport = SelectedFileTransport(path: path, selection: selection)
+            let statistics = try KernelTestSupport.wait { try await destination.run(from: transport) }
             info(
                 "loaded \(statistics.bytesTransferred) bytes (the file's VFIO sections); handler loaded \(handler.statistics.loadedBytes) data bytes"
             )
@@ -179,18 +184,5 @@ enum PeerSteps {
 
     /// The device's whole state: → STOP_COPY (a fresh fd from STOP or RUNNING), read to the end, → RUNNING.
     static func readStateOut(_ device: KernelVFIODevice) throws -> [UInt8] { try KernelTestSupport.readStateOut(device) }
-
-    static func writeAll(_ bytes: [UInt8], to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw QEMUFileError(description: "cannot create \(path): errno \(errno)") }
-        defer { close(fd) }
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0, errno == EINTR { continue }
-            guard n > 0 else { throw QEMUFileError(description: "write \(path): errno \(errno)") }
-            offset += n
-        }
-    }
 }
 #endif
