@@ -13,6 +13,9 @@ extension VFIOPCIHandler {
         state.withLock {
             $0.dataFD = fd
             _ = $0.buffer(atLeast: size)
+            $0.configLoadReady = false
+            $0.pendingConfig = nil
+            $0.configLoaded = false
         }
     }
 
@@ -66,23 +69,43 @@ extension VFIOPCIHandler {
                 guard let next = try reader.peek(8), next == VFIOSectionTag.endOfState.bytes else {
                     throw VFIOPCIHandlerError.configStateMismatch(device: device.name, offset: at, expected: count)
                 }
-                try config.load(bytes)
+                try loadConfig(bytes)
                 try expectEnd(reader, idstr: idstr, after: "CONFIG_STATE")
                 return
             case .configLoadReady:
-                // QEMU 10.1 with multifd transfer (and its config loaded after the iterations): the
-                // FULL section's only tag, no END_OF_STATE; the config state itself is the last
-                // multifd buffer (loadStateBuffer).
-                guard context.multifdTransfer, header.kind == .full else {
-                    throw VFIOPCIHandlerError.badSection(
-                        device: device.name, offset: at,
-                        reason: context.multifdTransfer
-                            ? "CONFIG_LOAD_READY outside the FULL section"
-                            : "CONFIG_LOAD_READY needs multifd transfer, which this migration does not use")
-                }
+                // QEMU 10.1 with multifd transfer and load-config-after-iter: the FULL section's only
+                // tag, no END_OF_STATE; the config state itself is the last multifd buffer, loaded
+                // now if it came first (loadStateBuffer keeps it until this tag), else when it comes.
+                try configLoadReady(context: context, header: header, at: at)
                 return
             }
         }
+    }
+
+    private func configLoadReady(context: LoadContext, header: SectionHeader, at: Int) throws {
+        func refuse(_ reason: String) -> VFIOPCIHandlerError { .badSection(device: device.name, offset: at, reason: reason) }
+        guard context.multifdTransfer else { throw refuse("CONFIG_LOAD_READY needs multifd transfer, which this migration does not use") }
+        guard header.kind == .full else { throw refuse("CONFIG_LOAD_READY outside the FULL section") }
+        guard loadConfigAfterIterations else {
+            throw refuse(
+                "CONFIG_LOAD_READY, but loading the config after the iterations is off here (x-migration-load-config-after-iter differs between the ends?)"
+            )
+        }
+        let (pending, again) = state.withLock { s -> ([UInt8]?, Bool) in
+            defer {
+                s.configLoadReady = true
+                s.pendingConfig = nil
+            }
+            return (s.pendingConfig, s.configLoadReady)
+        }
+        guard !again else { throw refuse("a second CONFIG_LOAD_READY") }
+        if let pending { try loadConfig(pending) }
+    }
+
+    /// Loads a config state and records it (the destination's check at load completion).
+    func loadConfig(_ bytes: [UInt8]) throws {
+        try config.load(bytes)
+        state.withLock { $0.configLoaded = true }
     }
 
     private func expectEnd(_ reader: StreamReader, idstr: String, after: String) throws {
@@ -136,6 +159,17 @@ extension VFIOPCIHandler {
     }
 
     public func loadComplete(context: LoadContext) throws {
+        if context.multifdTransfer, loadConfigAfterIterations {
+            let (ready, loaded) = state.withLock { ($0.configLoadReady, $0.configLoaded) }
+            guard ready, loaded else {
+                throw VFIOPCIHandlerError.badSection(
+                    device: device.name, offset: 0,
+                    reason: ready
+                        ? "CONFIG_LOAD_READY came, but no config state over the channels"
+                        : "the config state came over the channels, but no CONFIG_LOAD_READY (x-migration-load-config-after-iter differs between the ends?)"
+                )
+            }
+        }
         releaseSession()
         // RESUMING → STOP is where the kernel checks what it received. The device runs when
         // the guest starts (runStateChanged), after every device has reached RUNNING_P2P.

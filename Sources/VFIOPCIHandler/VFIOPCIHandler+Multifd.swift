@@ -11,7 +11,8 @@ import VFIO
 // END and FULL bodies on the main channel are a lone END_OF_STATE.
 //
 // Destination: the engine feeds `loadStateBuffer` in index order on the device's load thread;
-// data buffers go to the resume fd, the config buffer is parsed and loaded last.
+// data buffers go to the resume fd, the config buffer is parsed and loaded last — with
+// load-config-after-iter (QEMU 10.1), not before the FULL section's CONFIG_LOAD_READY.
 
 extension VFIOPCIHandler {
     public var supportsMultifdTransfer: Bool { true }
@@ -85,7 +86,18 @@ extension VFIOPCIHandler {
         guard bytes.count == 16 + count, Array(bytes[(8 + count)...]) == VFIOSectionTag.endOfState.bytes else {
             throw VFIOPCIHandlerError.configStateMismatch(device: device.name, offset: 8, expected: count)
         }
-        try config.load(Array(bytes[8..<(8 + count)]))
+        let body = Array(bytes[8..<(8 + count)])
+        // Load-config-after-iter: until the FULL section's CONFIG_LOAD_READY, the validated
+        // state waits (QEMU's load thread waits for it the same way, at the same point).
+        if loadConfigAfterIterations {
+            let wait = try state.withLock { s -> Bool in
+                guard s.pendingConfig == nil, !s.configLoaded else { throw refuse("a second config state") }
+                if !s.configLoadReady { s.pendingConfig = body }
+                return !s.configLoadReady
+            }
+            if wait { return }
+        }
+        try loadConfig(body)
     }
 }
 

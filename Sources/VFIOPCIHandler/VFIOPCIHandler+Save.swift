@@ -109,9 +109,11 @@ extension VFIOPCIHandler {
     }
 
     public func saveState(to writer: StreamWriter, context: SaveContext) throws {
-        // Multifd: the config state is the last packet; FULL is a dummy (QEMU 10.0).
+        // Multifd: the config state is the last packet; FULL is a dummy (QEMU 10.0), or (QEMU 10.1
+        // with load-config-after-iter) CONFIG_LOAD_READY alone, which tells the destination that
+        // every section before this one is loaded and the config state may follow.
         if context.multifdTransfer {
-            try writer.writeVFIOTag(.endOfState)
+            try writer.writeVFIOTag(loadConfigAfterIterations ? .configLoadReady : .endOfState)
             return
         }
         let bytes = try config.save()

@@ -39,6 +39,12 @@ public final class VFIOPCIHandler: MigrationHandler, Sendable {
     public let device: VFIOMigrationDevice
     public let tuning: VFIOPCITuning
     public let config: VFIOPCIConfigState
+    /// QEMU 10.1's `x-migration-load-config-after-iter` (on by default only for ARM hosts, whose
+    /// interrupt controller must be restored before a device's MSI config): with multifd transfer,
+    /// the source's FULL section is CONFIG_LOAD_READY alone, and the destination loads the config
+    /// state (still the last multifd buffer) only once that FULL section has come, i.e. after every
+    /// section before it. Both ends must agree, as in QEMU.
+    public let loadConfigAfterIterations: Bool
 
     /// Everything the handler's hooks change, under one lock (the engine calls the hooks from its
     /// migration thread, the run-state hooks and statistics from others).
@@ -53,6 +59,11 @@ public final class VFIOPCIHandler: MigrationHandler, Sendable {
         var initialDataSent = false
         var buffer: DeviceDataBuffer?
         var counters = Counters()
+        /// Destination, multifd with ``VFIOPCIHandler/loadConfigAfterIterations``: the FULL
+        /// section's CONFIG_LOAD_READY has come; the config state it waits for, when its buffer came first.
+        var configLoadReady = false
+        var pendingConfig: [UInt8]?
+        var configLoaded = false
 
         /// The handler's buffer, replaced by a larger one when `size` needs it. A caller that
         /// still uses the old buffer holds its reference, which keeps it alive.
@@ -82,10 +93,16 @@ public final class VFIOPCIHandler: MigrationHandler, Sendable {
     ///     (``QEMUPCIConfigState``) over the device's VFIO config region when it can be read
     ///     (kernel and simulated devices), else a stand-in snapshot.
     ///   - tuning: a vendor module's tuning; QEMU's defaults otherwise.
-    public init(device: VFIOMigrationDevice, config: VFIOPCIConfigState? = nil, tuning: VFIOPCITuning = GenericVFIOPCITuning()) {
+    ///   - loadConfigAfterIterations: QEMU 10.1's `x-migration-load-config-after-iter`
+    ///     (``loadConfigAfterIterations``); off as on QEMU's x86 hosts.
+    public init(
+        device: VFIOMigrationDevice, config: VFIOPCIConfigState? = nil, tuning: VFIOPCITuning = GenericVFIOPCITuning(),
+        loadConfigAfterIterations: Bool = false
+    ) {
         self.device = device
         self.config = config ?? Self.defaultConfig(for: device)
         self.tuning = tuning
+        self.loadConfigAfterIterations = loadConfigAfterIterations
     }
 
     /// QEMU's layout over the device's config region when a one-byte read of it works (a probe at
