@@ -48,6 +48,8 @@ extension VFIOPCIHandler {
                             "DATA in the END section while multifd transfer is on (x-migration-multifd-transfer differs between the ends?)")
                 }
                 try loadChunk(from: reader, at: at)
+            case .reinit:
+                try reinitReceived(context: context, header: header, at: at)
             case .initDataSent:
                 guard context.switchoverAckEnabled, state.withLock({ $0.flags.contains(.preCopy) }) else {
                     throw VFIOPCIHandlerError.unexpectedInitDataSent(device: device.name, offset: at)
@@ -80,6 +82,23 @@ extension VFIOPCIHandler {
                 return
             }
         }
+    }
+
+    /// The source's device has new initial data (REINIT): this device's acknowledgement is
+    /// withdrawn until its next INIT_DATA_SENT (``LoadContext/revokeSwitchover()``).
+    private func reinitReceived(context: LoadContext, header: SectionHeader, at: Int) throws {
+        guard header.kind == .part, context.switchoverAckEnabled, state.withLock({ $0.flags.contains(.preCopy) }) else {
+            throw VFIOPCIHandlerError.badSection(
+                device: device.name, offset: at,
+                reason: header.kind == .part ? "REINIT without switchover-ack or pre-copy" : "REINIT outside a PART section")
+        }
+        let revoke = state.withLock { s -> Bool in
+            guard s.counters.acknowledged else { return false }
+            s.counters.acknowledged = false
+            s.counters.revocations += 1
+            return true
+        }
+        if revoke { try context.revokeSwitchover() }
     }
 
     private func configLoadReady(context: LoadContext, header: SectionHeader, at: Int) throws {

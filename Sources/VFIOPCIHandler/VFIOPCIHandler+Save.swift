@@ -23,6 +23,15 @@ extension VFIOPCIHandler {
         try writer.writeVFIOTag(.endOfState)
 
         if flags.contains(.preCopy), context.vmRunning {
+            // REINIT (the 2026 uAPI) only where the destination can be told: a Switchover peer with
+            // switchover-ack; a kernel without PRECOPY_INFOv2 answers ENOTTY and nothing changes.
+            let reinit =
+                context.switchoverAckEnabled && context.parameters.extensions
+                && ((try? device.enablePrecopyInfoV2()) ?? false)
+            state.withLock {
+                $0.reportsReinit = reinit
+                $0.reinitPending = false
+            }
             let fd = try vfio("save setup: enter PRE_COPY") { () throws(VFIOError) in try device.setState(.preCopy) }
             guard let fd else {
                 throw VFIOPCIHandlerError.badSection(device: device.name, offset: writer.bytesWritten, reason: "PRE_COPY opened no data fd")
@@ -31,8 +40,7 @@ extension VFIOPCIHandler {
             state.withLock {
                 $0.dataFD = fd
                 $0.inPreCopy = true
-                $0.initialBytes = info.initialBytes
-                $0.dirtyBytes = info.dirtyBytes
+                $0.absorb(info)
             }
         }
     }
@@ -42,11 +50,16 @@ extension VFIOPCIHandler {
     }
 
     public func saveIterate(to writer: StreamWriter, context: SaveContext) throws -> IterationResult {
-        let (fd, buffer) = state.withLock { ($0.dataFD, $0.buffer) }
+        let (fd, buffer, reinit) = state.withLock { s in
+            defer { s.reinitPending = false }
+            return (s.dataFD, s.buffer, s.reinitPending)
+        }
         guard let fd, let buffer else {
             try writer.writeVFIOTag(.endOfState)
             return .done
         }
+        // New initial data follows: the destination withdraws its acknowledgement first.
+        if reinit { try writer.writeVFIOTag(.reinit) }
         let sendInitDataSent = try buffer.withBytes(upTo: buffer.count) { bytes in
             try preCopyStep(fd: fd, buffer: bytes, phase: "save iterate: read", context: context) {
                 try writer.writeVFIODataChunk($0)
@@ -65,10 +78,7 @@ extension VFIOPCIHandler {
         // refreshed for the next estimate.
         let stopCopy = (try? device.stopCopySize()) ?? Self.unknownStopCopySize
         if let fd = state.withLock({ $0.inPreCopy ? $0.dataFD : nil }), let info = try? fd.precopyInfo() {
-            state.withLock {
-                $0.initialBytes = info.initialBytes
-                $0.dirtyBytes = info.dirtyBytes
-            }
+            state.withLock { $0.absorb(info) }
         }
         return PendingBytes(mustPrecopy: stopCopy)
     }
@@ -166,10 +176,7 @@ extension VFIOPCIHandler {
             }
         case .drainedForNow, .endOfStream:
             let fresh = try tuning.preCopyDrained(dataFD: fd)
-            state.withLock {
-                $0.initialBytes = fresh?.initialBytes ?? 0
-                $0.dirtyBytes = fresh?.dirtyBytes ?? 0
-            }
+            state.withLock { $0.absorb(fresh ?? VFIOPrecopyInfo(initialBytes: 0, dirtyBytes: 0)) }
         }
         return state.withLock { s -> Bool in
             guard context.switchoverAckEnabled, !s.initialDataSent, s.initialBytes == 0 else { return false }

@@ -64,6 +64,21 @@ public final class VFIOPCIHandler: MigrationHandler, Sendable {
         var configLoadReady = false
         var pendingConfig: [UInt8]?
         var configLoaded = false
+        /// Source: the device reports REINIT (the PRECOPY_INFOv2 opt-in took, with a Switchover peer).
+        var reportsReinit = false
+        /// Source: a REINIT seen and not yet announced to the destination (the next PART's first tag).
+        var reinitPending = false
+
+        /// Takes fresh pre-copy sizes; a REINIT (only reported after the opt-in) means new
+        /// initial data: INIT_DATA_SENT is due again once it is sent, and the destination is told first.
+        mutating func absorb(_ info: VFIOPrecopyInfo) {
+            initialBytes = info.initialBytes
+            dirtyBytes = info.dirtyBytes
+            guard info.reinit, reportsReinit else { return }
+            reinitPending = true
+            initialDataSent = false
+            counters.reinits += 1
+        }
 
         /// The handler's buffer, replaced by a larger one when `size` needs it. A caller that
         /// still uses the old buffer holds its reference, which keeps it alive.
@@ -85,6 +100,10 @@ public final class VFIOPCIHandler: MigrationHandler, Sendable {
         public var chunks = 0
         public var initDataSent = false
         public var acknowledged = false
+        /// Source: how often the device reported `VFIO_PRECOPY_INFO_REINIT` (new initial data).
+        public var reinits = 0
+        /// Destination: how often a REINIT withdrew this device's acknowledgement.
+        public var revocations = 0
     }
 
     /// - Parameters:
