@@ -3,6 +3,7 @@
 // checks, while both devices are open in the parent.
 #if os(Linux)
 import Glibc
+import KernelTestSupport
 import MigrationCore
 import SystemPackage
 import VFIO
@@ -182,7 +183,7 @@ enum DirtyTrackingChecks {
             registry: HandlerRegistry(), vm: FlagGuest(running: true), configuration: EngineSupport.configuration,
             dirtyTracking: DirtyTrackingConfiguration(devices: devices, ranges: ranges))
         do {
-            _ = try EngineSupport.wait { try await engine.run(to: FileTransport(path: path)) }
+            _ = try KernelTestSupport.wait { try await engine.run(to: FileTransport(path: path)) }
             c.expect(false, "the migration ran although the device log cannot be read")
         } catch let error as MigrationError {
             c.note("the engine refused: \(error)")
