@@ -147,12 +147,15 @@ let package = Package(
         // Runs inside a QEMU guest against the real kernel's mtty sample device (make test-kernel).
         .executableTarget(
             name: "kernel-vfio-check",
-            dependencies: ["VFIO", "VFIOPCIHandler", "MigrationCore", "MigrationStream"]
+            dependencies: ["VFIO", "VFIOPCIHandler", "MigrationCore", "MigrationStream", "KernelTestSupport"]
         ),
+        // What kernel-vfio-check and qemu-peer-check share (a guest stand-in, a patient transport, the
+        // async bridge, a device's state read out); not a product.
+        .target(name: "KernelTestSupport", dependencies: ["VFIO", "MigrationCore"]),
         // Runs inside the kernel-test guest beside a real QEMU 10 (make test-qemu, docs/qemu-peer-test.md).
         .executableTarget(
             name: "qemu-peer-check",
-            dependencies: ["VFIO", "VFIOPCIHandler", "MigrationCore", "MigrationStream"]
+            dependencies: ["VFIO", "VFIOPCIHandler", "MigrationCore", "MigrationStream", "KernelTestSupport"]
         ),
         // What several test targets share: a child-process runner that needs no run loop.
         .target(name: "TestSupport", dependencies: ["MigrationCore"], path: "Tests/TestSupport"),
@@ -180,7 +183,8 @@ let package = Package(
             ]
         ),
         .testTarget(
-            name: "CLITests", dependencies: ["switchover", "match-table-compiler", "scaffold-handler", "HandlerScaffold", "TestSupport"]),
+            name: "CLITests",
+            dependencies: ["switchover", "match-table-compiler", "scaffold-handler", "HandlerScaffold", "TestSupport", "MigrationStream"]),
         // The make test-kernel harness itself: kernel-vfio-check's child processes, and the host's scripts
         // (verdict, boot, skip) on fake consoles, a fake QEMU and a failing apt.
         // Fixtures/ is read from the source tree, as are the scripts and docs these tests check.

@@ -221,12 +221,17 @@ public final class StreamWalker {
     }
 
     /// True when `length` body bytes are followed by this section's footer (or when that lies
-    /// beyond the lookahead, in which case the footer read will tell).
+    /// beyond the lookahead, in which case the footer read will tell). A length the description
+    /// got wrong (negative, past the trailer's EOF, overflowing) is false: the body is scanned.
     private func footerFollows(after length: Int, sectionID: UInt32) throws -> Bool {
         let footer = [RecordType.sectionFooter.rawValue] + bigEndianBytes(sectionID)
-        guard length + footer.count <= reader.lookaheadCapacity else { return true }
-        return try reader.withBufferedBytes(atLeast: length + footer.count) { buf in
-            buf.count >= length + footer.count && footer.indices.allSatisfy { buf[length + $0] == footer[$0] }
+        guard length >= 0 else { return false }
+        let (need, overflow) = length.addingReportingOverflow(footer.count)
+        guard !overflow else { return false }
+        if let eof = eofOffset, need > eof - reader.offset { return false }
+        guard need <= reader.lookaheadCapacity else { return true }
+        return try reader.withBufferedBytes(atLeast: need) { buf in
+            buf.count >= need && footer.indices.allSatisfy { buf[length + $0] == footer[$0] }
         }
     }
 

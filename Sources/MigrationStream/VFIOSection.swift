@@ -14,6 +14,11 @@ public enum VFIOSectionTag: UInt64, Sendable, CaseIterable, CustomStringConverti
     case initDataSent = 0xFFFF_FFFF_EF10_0005
     /// Multifd transfer with config loaded after the iterations: the FULL body's only tag.
     case configLoadReady = 0xFFFF_FFFF_EF10_0006
+    /// Switchover's own, sent only to a Switchover peer (docs/wire-format.md §7): starts a PART
+    /// body whose data is new initial data (the source device reported `VFIO_PRECOPY_INFO_REINIT`);
+    /// the destination withdraws this device's switchover acknowledgement until the next
+    /// INIT_DATA_SENT. Not a terminator: DATA and END_OF_STATE or INIT_DATA_SENT follow.
+    case reinit = 0xFFFF_FFFF_EF10_5301
 
     public var description: String {
         switch self {
@@ -23,6 +28,7 @@ public enum VFIOSectionTag: UInt64, Sendable, CaseIterable, CustomStringConverti
         case .dataState: "DATA_STATE"
         case .initDataSent: "INIT_DATA_SENT"
         case .configLoadReady: "CONFIG_LOAD_READY"
+        case .reinit: "REINIT"
         }
     }
 
@@ -124,6 +130,8 @@ public final class VFIOBodyParser: SectionBodyParser {
             case .endOfState, .initDataSent, .configLoadReady:
                 items.append(.tag(tag))
                 return .vfio(VFIOBodySummary(items: items))
+            case .reinit:
+                items.append(.tag(tag))
             case .setupState:
                 items.append(.tag(tag))
                 let endAt = body.offset

@@ -29,6 +29,52 @@ public struct MigrationVerdict: Sendable, Hashable {
     /// Which dirty tracking the device itself offers; nil when its migration flags are unknown.
     public var dirtyTracking: DirtyTracking?
 
+    /// IOMMU dirty tracking of the device's container or HWPT, as `--probe` found it; nil when
+    /// not asked (it is a fact of the host's IOMMU, not of the driver).
+    public var iommuDirtyTracking: IOMMUDirtyTracking?
+
+    /// IOMMU dirty tracking, as the kernel answered.
+    public struct IOMMUDirtyTracking: Sendable, Hashable {
+        public enum Kind: String, Sendable, Hashable {
+            /// A type1 container with the migration capability (`VFIO_IOMMU_DIRTY_PAGES`).
+            case type1
+            /// An iommufd HWPT with dirty tracking (`IOMMU_HWPT_GET_DIRTY_BITMAP`).
+            case iommufd
+            /// Neither.
+            case none
+        }
+
+        public var kind: Kind
+        /// The kernel's answer, in words, when there is none.
+        public var detail: String?
+
+        public init(kind: Kind, detail: String? = nil) {
+            self.kind = kind
+            self.detail = detail
+        }
+    }
+
+    /// Which tracking a VMM would use for the guest pages the device writes by DMA, in QEMU's
+    /// order: its own DMA logging, else the IOMMU's; nil when not known.
+    public enum TrackingOffered: String, Sendable, Hashable {
+        case deviceDMALogging = "device-dma-logging"
+        case iommuType1 = "iommu-type1"
+        case iommufd = "iommufd"
+        case none = "none"
+    }
+
+    /// See ``TrackingOffered``: device logging when known to exist, else the IOMMU's kind once
+    /// probed, else none when both are known absent.
+    public var trackingOffered: TrackingOffered? {
+        if dirtyTracking?.kind == .dmaLogging { return .deviceDMALogging }
+        switch iommuDirtyTracking?.kind {
+        case .type1?: return .iommuType1
+        case .iommufd?: return .iommufd
+        case .none?: return dirtyTracking?.kind == DirtyTracking.Kind.none ? TrackingOffered.none : nil
+        case nil: return nil
+        }
+    }
+
     /// Whether the device can stop its peer-to-peer DMA apart from stopping (flag P2P), which a
     /// VMM needs when more than one device of a VM migrates; nil when the flags are unknown.
     public var p2p: Bool? { flags.map { $0.contains(.p2p) } }
@@ -63,8 +109,9 @@ public struct MigrationVerdict: Sendable, Hashable {
     public init(
         isMigratable: Bool, handler: String? = nil, reasons: [String] = [], notes: [String] = [],
         flags: VFIOMigrationFlags? = nil, flagsSource: FlagsSource? = nil, variantDriver: String? = nil,
-        dirtyTracking: DirtyTracking? = nil
+        dirtyTracking: DirtyTracking? = nil, iommuDirtyTracking: IOMMUDirtyTracking? = nil
     ) {
+        self.iommuDirtyTracking = iommuDirtyTracking
         self.isMigratable = isMigratable
         self.handler = handler
         self.reasons = reasons
@@ -100,14 +147,14 @@ public struct MigrationAdvisor: Sendable {
 
     /// The verdict for `device` from everything ``VFIOMigrationProbe/examine(_:)`` learned.
     public func verdict(for device: PCIDevice, probed: VFIODeviceProbeResult) -> MigrationVerdict {
-        verdict(for: device, probe: probed.migration, dmaLogging: probed.dmaLogging)
+        verdict(for: device, probe: probed.migration, dmaLogging: probed.dmaLogging, iommu: probed.iommuDirtyTracking)
     }
 
     /// The verdict for `device`; `probe` and `dmaLogging` are what ``VFIOMigrationProbe`` said,
     /// nil when not asked.
     public func verdict(
         for device: PCIDevice, probe: VFIOProbeOutcome? = nil,
-        dmaLogging: VFIODMALoggingOutcome? = nil
+        dmaLogging: VFIODMALoggingOutcome? = nil, iommu: VFIOIOMMUTrackingOutcome? = nil
     ) -> MigrationVerdict {
         var reasons = device.problems.map { "sysfs: " + $0 }
         var notes: [String] = []
@@ -213,6 +260,7 @@ public struct MigrationAdvisor: Sendable {
 
         // 3. What the flags allow: STOP_COPY is enough to migrate; the others change how.
         var dirtyTracking: MigrationVerdict.DirtyTracking?
+        var iommuTracking: MigrationVerdict.IOMMUDirtyTracking?
         if let current = flags, current.contains(.stopCopy) {
             if !current.contains(.preCopy) {
                 notes.append("no PRE_COPY: all device state moves while the guest is stopped: expect a longer downtime")
@@ -223,7 +271,15 @@ public struct MigrationAdvisor: Sendable {
                 )
             }
             dirtyTracking = self.dirtyTracking(bound: bound, probe: dmaLogging, notes: &notes)
-            if dirtyTracking?.kind == MigrationVerdict.DirtyTracking.Kind.none {
+            switch iommu {
+            case .type1?: iommuTracking = .init(kind: .type1)
+            case .iommufd?: iommuTracking = .init(kind: .iommufd)
+            case .unsupported(let why)?: iommuTracking = .init(kind: .none, detail: why)
+            case .failed(let why)?: notes.append("--probe could not ask for IOMMU dirty tracking: \(why)")
+            case nil: break
+            }
+            let iommuTracks = iommuTracking.map { $0.kind != .none } ?? false
+            if dirtyTracking?.kind == MigrationVerdict.DirtyTracking.Kind.none, !iommuTracks {
                 notes.append(
                     "no device dirty tracking: the VMM must find the guest pages it writes by DMA through IOMMU dirty tracking, or count all guest memory as dirty (QEMU's enable-migration=auto refuses a device with neither)"
                 )
@@ -257,7 +313,7 @@ public struct MigrationAdvisor: Sendable {
         return MigrationVerdict(
             isMigratable: migratable, handler: handler, reasons: reasons, notes: notes,
             flags: flags, flagsSource: source, variantDriver: candidate?.name ?? bound?.name,
-            dirtyTracking: dirtyTracking)
+            dirtyTracking: dirtyTracking, iommuDirtyTracking: iommuTracking)
     }
 
     /// Device dirty tracking: the kernel's answer when it gave one, else the bound variant

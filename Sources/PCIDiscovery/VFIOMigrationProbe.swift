@@ -25,17 +25,32 @@ public enum VFIODMALoggingOutcome: Sendable, Hashable {
     case failed(reason: String)
 }
 
+/// What the kernel said about IOMMU dirty tracking for the IOMMU a device's DMA goes through.
+public enum VFIOIOMMUTrackingOutcome: Sendable, Hashable {
+    /// The device's type1 container has the migration capability (`VFIO_IOMMU_GET_INFO`).
+    case type1
+    /// The device's cdev was attached to an iommufd HWPT allocated with dirty tracking.
+    case iommufd
+    /// Neither: `reason` names the kernel's answer.
+    case unsupported(reason: String)
+    /// The question failed; `reason` names the ioctl and the error.
+    case failed(reason: String)
+}
+
 /// Everything `--probe` asks one device, from one open of it.
 public struct VFIODeviceProbeResult: Sendable, Hashable {
     /// The migration flags.
     public var migration: VFIOProbeOutcome
     /// Device dirty tracking; nil when the device could not be opened.
     public var dmaLogging: VFIODMALoggingOutcome?
+    /// IOMMU dirty tracking of the device's container or HWPT; nil when not asked.
+    public var iommuDirtyTracking: VFIOIOMMUTrackingOutcome?
 
     /// A result with the given answers.
-    public init(migration: VFIOProbeOutcome, dmaLogging: VFIODMALoggingOutcome?) {
+    public init(migration: VFIOProbeOutcome, dmaLogging: VFIODMALoggingOutcome?, iommuDirtyTracking: VFIOIOMMUTrackingOutcome? = nil) {
         self.migration = migration
         self.dmaLogging = dmaLogging
+        self.iommuDirtyTracking = iommuDirtyTracking
     }
 }
 
@@ -103,7 +118,25 @@ public struct VFIOMigrationProbe: Sendable {
         } catch {
             dmaLogging = .failed(reason: Self.reason(for: error))
         }
-        return VFIODeviceProbeResult(migration: migration, dmaLogging: dmaLogging)
+        return VFIODeviceProbeResult(migration: migration, dmaLogging: dmaLogging, iommuDirtyTracking: Self.iommuTracking(opened))
+    }
+
+    /// IOMMU dirty tracking, asked without changing anything: `VFIO_IOMMU_GET_INFO` of a type1
+    /// container, or whether the cdev open got a dirty-tracking HWPT.
+    static func iommuTracking(_ device: KernelVFIODevice) -> VFIOIOMMUTrackingOutcome {
+        if let container = device.type1Container {
+            do throws(VFIOError) {
+                return try container.info().migration != nil
+                    ? .type1 : .unsupported(reason: "no migration capability in VFIO_IOMMU_GET_INFO (a type1 driver older than 5.8)")
+            } catch {
+                return .failed(reason: reason(for: error))
+            }
+        }
+        if device.iommufd != nil {
+            return device.dirtyTrackingHWPT != nil
+                ? .iommufd : .unsupported(reason: "IOMMU_HWPT_ALLOC with DIRTY_TRACKING refused: the IOMMU has no dirty tracking")
+        }
+        return .unsupported(reason: "a no-IOMMU group has no IOMMU to track with")
     }
 
     /// The step that failed and why, in the words of the ioctl or path.

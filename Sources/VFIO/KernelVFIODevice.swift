@@ -249,4 +249,6 @@ public final class KernelVFIODevice: VFIOMigrationDevice {
     public func stopCopySize() throws(VFIOError) -> UInt64 { try client.stopCopySize() }
 
     public func reset() throws(VFIOError) { try client.reset() }
+
+    public func enablePrecopyInfoV2() throws(VFIOError) -> Bool { try client.enablePrecopyInfoV2() }
 }

@@ -198,6 +198,16 @@ package final class VFIODeviceClient: Sendable {
         }
     }
 
+    package func enablePrecopyInfoV2() throws(VFIOError) -> Bool {
+        try withDevice(.precopyInfoV2) { (fd) throws(VFIOError) -> Bool in
+            switch feature(fd, .migPrecopyInfoV2, VFIOUAPI.featureSet, payload: []) {
+            case .success: return true
+            case .failure(let errno) where errno == .inappropriateIOCTLForDevice || errno == .invalidArgument: return false
+            case .failure(let errno): throw VFIOError.syscallFailed(operation: .precopyInfoV2, device: name, errno: errno)
+            }
+        }
+    }
+
     package func reset() throws(VFIOError) {
         try withDevice(.reset) { (fd) throws(VFIOError) in
             while true {

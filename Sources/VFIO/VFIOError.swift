@@ -48,6 +48,8 @@ public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
     case write
     /// `VFIO_MIG_GET_PRECOPY_INFO` on a migration data fd.
     case precopyInfo
+    /// `VFIO_DEVICE_FEATURE` SET of `MIG_PRECOPY_INFOv2` (the opt-in to REINIT).
+    case precopyInfoV2
     /// `close(2)`.
     case close
     /// `open(2)` of a path.
@@ -103,6 +105,7 @@ public enum VFIOOperation: Sendable, Equatable, CustomStringConvertible {
         case .read: "read of the migration data fd"
         case .write: "write of the migration data fd"
         case .precopyInfo: "VFIO_MIG_GET_PRECOPY_INFO"
+        case .precopyInfoV2: "VFIO_DEVICE_FEATURE SET MIG_PRECOPY_INFOv2"
         case .close: "close"
         case .open(let path): "open \(path)"
         case .sysfs(let path): "sysfs lookup \(path)"

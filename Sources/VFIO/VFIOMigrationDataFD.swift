@@ -135,8 +135,9 @@ public final class VFIOMigrationDataFD: Sendable {
         try result.get()
     }
 
-    /// The pre-copy estimates (`VFIO_MIG_GET_PRECOPY_INFO` on this fd). `flags` is zeroed going in and
-    /// ignored coming out (v1 drivers echo it). Outside PRE_COPY states the kernel answers EINVAL:
+    /// The pre-copy estimates (`VFIO_MIG_GET_PRECOPY_INFO` on this fd). `flags` is zeroed going in, so
+    /// a v1 driver's echo is 0 and bit 0 of the answer is `VFIO_PRECOPY_INFO_REINIT` only from a driver
+    /// that was told to report it (``VFIOMigrationDevice/enablePrecopyInfoV2()``). Outside PRE_COPY states the kernel answers EINVAL:
     /// `VFIOError.notInPreCopy`; ENOTTY: `VFIOError.featureUnsupported`.
     public func precopyInfo() throws(VFIOError) -> VFIOPrecopyInfo {
         try withFD(.precopyInfo) { (fd) throws(VFIOError) -> VFIOPrecopyInfo in
@@ -148,7 +149,8 @@ public final class VFIOMigrationDataFD: Sendable {
                     guard let info = VFIOPrecopyInfoLayout(bytes: bytes) else {
                         throw VFIOError.unexpectedReply(operation: .precopyInfo, device: deviceName, detail: "short reply")
                     }
-                    return VFIOPrecopyInfo(initialBytes: info.initialBytes, dirtyBytes: info.dirtyBytes)
+                    return VFIOPrecopyInfo(
+                        initialBytes: info.initialBytes, dirtyBytes: info.dirtyBytes, reinit: info.flags & VFIOUAPI.precopyInfoReinit != 0)
                 case .failure(.interrupted):
                     continue
                 case .failure(.invalidArgument):

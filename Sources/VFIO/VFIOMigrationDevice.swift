@@ -31,6 +31,16 @@ public protocol VFIOMigrationDevice: AnyObject, Sendable {
     /// Resets the device: state back to RUNNING, every open data fd disabled (ENODEV).
     /// Wraps `VFIO_DEVICE_RESET`.
     func reset() throws(VFIOError)
+
+    /// Opts in to `VFIO_MIG_GET_PRECOPY_INFO` v2 (`VFIO_DEVICE_FEATURE` SET
+    /// `MIG_PRECOPY_INFOv2`, no payload): afterwards the driver may report
+    /// ``VFIOPrecopyInfo/reinit``. False when the kernel or driver does not offer it (ENOTTY,
+    /// EINVAL). Default: false (a device that cannot say).
+    func enablePrecopyInfoV2() throws(VFIOError) -> Bool
+}
+
+extension VFIOMigrationDevice {
+    public func enablePrecopyInfoV2() throws(VFIOError) -> Bool { false }
 }
 
 /// `VFIO_MIG_GET_PRECOPY_INFO`'s answer.
@@ -39,13 +49,18 @@ public struct VFIOPrecopyInfo: Sendable, Equatable, CustomStringConvertible {
     public var initialBytes: UInt64
     /// Bytes of state changed since it was last read; may grow or shrink.
     public var dirtyBytes: UInt64
+    /// `VFIO_PRECOPY_INFO_REINIT` (flags bit 0, only after ``VFIOMigrationDevice/enablePrecopyInfoV2()``):
+    /// new initial data is on the stream; `initialBytes` restarts from a new value and
+    /// `dirtyBytes` counts from it.
+    public var reinit: Bool
 
-    public init(initialBytes: UInt64, dirtyBytes: UInt64) {
+    public init(initialBytes: UInt64, dirtyBytes: UInt64, reinit: Bool = false) {
         self.initialBytes = initialBytes
         self.dirtyBytes = dirtyBytes
+        self.reinit = reinit
     }
 
-    public var description: String { "initial \(initialBytes) B, dirty \(dirtyBytes) B" }
+    public var description: String { "initial \(initialBytes) B, dirty \(dirtyBytes) B\(reinit ? ", REINIT" : "")" }
 }
 
 /// What one `read(2)` of a migration data fd produced.

@@ -82,6 +82,9 @@ public enum VFIOUAPI {
 
     // MARK: VFIO_DEVICE_FEATURE flags
 
+    /// `VFIO_PRECOPY_INFO_REINIT`: bit 0 of `vfio_precopy_info.flags` on output, after the
+    /// `MIG_PRECOPY_INFOv2` opt-in.
+    public static let precopyInfoReinit: UInt32 = 1 << 0
     /// `VFIO_DEVICE_FEATURE_MASK`: bits 15:0 hold the feature index.
     public static let featureMask: UInt32 = 0xFFFF
     /// `VFIO_DEVICE_FEATURE_GET`.
@@ -116,4 +119,7 @@ public enum VFIOFeature: UInt32, Sendable, CaseIterable {
     case migDataSize = 9
     /// `VFIO_DEVICE_FEATURE_BUS_MASTER` (SET, `u32 op`; CDX bus only).
     case busMaster = 10
+    /// `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2` (SET, no payload; 2026 uAPI): opts in to
+    /// `VFIO_MIG_GET_PRECOPY_INFO` answering with valid `flags` (``VFIOPrecopyInfo/reinit``).
+    case migPrecopyInfoV2 = 12
 }

@@ -4,10 +4,10 @@
 /// handler, a tuning) has meanwhile replaced the buffer with a larger one. Nothing else
 /// frees it.
 public final class DeviceDataBuffer: @unchecked Sendable {
-    // @unchecked: it owns raw memory, written by one hook at a time (the engine's threading
-    // contract) and freed only in deinit, when no reference (and so no lent pointer) is left.
-    // @unchecked: the pointer and size never change after init; the bytes are used by one
-    // thread at a time (the handler's migration or load thread), which the handler ensures.
+    // @unchecked: it owns raw memory the compiler cannot see into. The pointer and size never
+    // change after init; the bytes are written by one hook at a time (the engine's threading
+    // contract: the handler's migration or load thread), and freed only in deinit, when no
+    // reference (and so no lent pointer) is left.
     private let storage: UnsafeMutableRawBufferPointer
 
     /// Allocates `byteCount` bytes (at least 1), aligned to a 4 KiB page. With `prefault`, every

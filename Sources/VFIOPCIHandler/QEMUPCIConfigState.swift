@@ -1,4 +1,4 @@
-import Foundation
+import Synchronization
 import VFIO
 
 /// The config state in QEMU 10's layout (`vmstate_vfio_pci_config` in hw/vfio/pci.c): what a
@@ -19,7 +19,7 @@ import VFIO
 /// writes it back as QEMU's `vfio_pci_load_config` does: COMMAND with I/O and memory decoding
 /// off, the six BARs, then COMMAND as received. A VMM that emulates parts of the config space
 /// supplies its own ``VFIOPCIConfigState`` instead.
-public final class QEMUPCIConfigState: VFIOPCIConfigState, @unchecked Sendable {
+public final class QEMUPCIConfigState: VFIOPCIConfigState, Sendable {
     /// The PCIDevice vmstate version QEMU 10 writes (`pci_dev->version_id`).
     public static let pciDeviceVersion: UInt32 = 2
     /// PCI_NUM_PINS.
@@ -50,8 +50,7 @@ public final class QEMUPCIConfigState: VFIOPCIConfigState, @unchecked Sendable {
     public let express: Bool
     private let read: Reader
     private let write: Writer?
-    private let lock = NSLock()
-    private var received: Fields?
+    private let received = Mutex<Fields?>(nil)
 
     /// - Parameters:
     ///   - express: the device sits on a PCIe bus (QEMU then migrates 4096 bytes of config space).
@@ -68,7 +67,7 @@ public final class QEMUPCIConfigState: VFIOPCIConfigState, @unchecked Sendable {
     public var byteCount: Int { 4 + configSpaceSize + 4 * Self.interruptPins }
 
     /// What the last ``load(_:)`` received, decoded.
-    public var lastLoaded: Fields? { lock.withLock { received } }
+    public var lastLoaded: Fields? { received.withLock { $0 } }
 
     public func save() throws -> [UInt8] {
         let space = try read()
@@ -84,7 +83,7 @@ public final class QEMUPCIConfigState: VFIOPCIConfigState, @unchecked Sendable {
 
     public func load(_ bytes: [UInt8]) throws {
         let fields = try decode(bytes)
-        lock.withLock { received = fields }
+        received.withLock { $0 = fields }
         guard let write else { return }
         let space = fields.configSpace
         let command = UInt16(space[Self.command]) | UInt16(space[Self.command + 1]) << 8

@@ -38,6 +38,12 @@ public final class VFIODMADevice: DMAWritingDevice {
             })
     }
 
+    /// A kernel device whose IOMMU tracker the VMM supplies (nil: none), e.g. for a cdev the VMM
+    /// attached to its own dirty-tracking HWPT, or a container it shares between devices.
+    public convenience init(_ device: KernelVFIODevice, iommuTracker: (any DirtyPageTracker)?) {
+        self.init(client: device, name: device.name, iommuTracker: iommuTracker)
+    }
+
     /// Any client-backed device (a simulated one) with the IOMMU tracker of the container it is
     /// attached to, or nil and why not.
     package init(

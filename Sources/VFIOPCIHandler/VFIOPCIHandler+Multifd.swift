@@ -11,7 +11,8 @@ import VFIO
 // END and FULL bodies on the main channel are a lone END_OF_STATE.
 //
 // Destination: the engine feeds `loadStateBuffer` in index order on the device's load thread;
-// data buffers go to the resume fd, the config buffer is parsed and loaded last.
+// data buffers go to the resume fd, the config buffer is parsed and loaded last — with
+// load-config-after-iter (QEMU 10.1), not before the FULL section's CONFIG_LOAD_READY.
 
 extension VFIOPCIHandler {
     /// Both the stop-copy data and (Switchover peers) the pre-copy data.
@@ -20,15 +21,15 @@ extension VFIOPCIHandler {
     public func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws {
         // From PRE_COPY the save fd carries on; otherwise STOP_COPY opens one.
         let opened = try enterStopCopy(phase: "save complete (multifd): enter STOP_COPY")
-        let fd = lock.withLock { () -> VFIOMigrationDataFD? in
-            if let opened { dataFD = opened }
-            inPreCopy = false
-            return dataFD
+        let fd = state.withLock { s -> VFIOMigrationDataFD? in
+            if let opened { s.dataFD = opened }
+            s.inPreCopy = false
+            return s.dataFD
         }
         guard let fd else {
             throw VFIOPCIHandlerError.badSection(device: device.name, offset: 0, reason: "STOP_COPY opened no data fd")
         }
-        let buffer = lock.withLock { self.buffer ?? allocateBuffer(Self.defaultChunkSize) }
+        let buffer = state.withLock { $0.buffer ?? $0.buffer(atLeast: Self.defaultChunkSize) }
         while true {
             let n = try buffer.withBytes(upTo: buffer.count) { bytes -> Int? in
                 let result = try vfio("save complete (multifd): read") { () throws(VFIOError) -> VFIODataReadResult in
@@ -39,9 +40,9 @@ extension VFIOPCIHandler {
                 return n
             }
             guard let n else { break }
-            lock.withLock {
-                counters.stopCopyBytes += UInt64(n)
-                counters.chunks += 1
+            state.withLock {
+                $0.counters.stopCopyBytes += UInt64(n)
+                $0.counters.chunks += 1
             }
         }
         let body = VFIOSectionTag.configState.bytes + (try config.save()) + VFIOSectionTag.endOfState.bytes
@@ -56,20 +57,20 @@ extension VFIOPCIHandler {
         if buffer.isEmpty {
             // Pre-copy over the channels: the empty buffer marks the initial data as sent
             // (INIT_DATA_SENT); every buffer before it is loaded now.
-            guard context.switchoverAckEnabled, lock.withLock({ flags.contains(.preCopy) && !counters.acknowledged }) else { return }
+            guard context.switchoverAckEnabled, state.withLock({ $0.flags.contains(.preCopy) && !$0.counters.acknowledged }) else { return }
             try context.approveSwitchover()
-            lock.withLock { counters.acknowledged = true }
+            state.withLock { $0.counters.acknowledged = true }
             return
         }
-        let fd = lock.withLock { dataFD }
+        let fd = state.withLock { $0.dataFD }
         guard let fd else {
             throw VFIOPCIHandlerError.badSection(device: device.name, offset: 0, reason: "multifd buffer \(index) before load setup")
         }
         try tuning.observeResumeData(buffer)
         try vfio("load (multifd): write device data") { () throws(VFIOError) -> Void in try fd.write(buffer) }
-        lock.withLock {
-            counters.loadedBytes += UInt64(buffer.count)
-            counters.chunks += 1
+        state.withLock {
+            $0.counters.loadedBytes += UInt64(buffer.count)
+            $0.counters.chunks += 1
         }
     }
 
@@ -86,7 +87,18 @@ extension VFIOPCIHandler {
         guard bytes.count == 16 + count, Array(bytes[(8 + count)...]) == VFIOSectionTag.endOfState.bytes else {
             throw VFIOPCIHandlerError.configStateMismatch(device: device.name, offset: 8, expected: count)
         }
-        try config.load(Array(bytes[8..<(8 + count)]))
+        let body = Array(bytes[8..<(8 + count)])
+        // Load-config-after-iter: until the FULL section's CONFIG_LOAD_READY, the validated
+        // state waits (QEMU's load thread waits for it the same way, at the same point).
+        if loadConfigAfterIterations {
+            let wait = try state.withLock { s -> Bool in
+                guard s.pendingConfig == nil, !s.configLoaded else { throw refuse("a second config state") }
+                if !s.configLoadReady { s.pendingConfig = body }
+                return !s.configLoadReady
+            }
+            if wait { return }
+        }
+        try loadConfig(body)
     }
 }
 
@@ -96,7 +108,7 @@ extension VFIOPCIHandler {
 // INIT_DATA_SENT of the classic PART section). Switchover peers only.
 extension VFIOPCIHandler {
     public func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult {
-        let (fd, buffer) = lock.withLock { (inPreCopy ? self.dataFD : nil, self.buffer) }
+        let (fd, buffer) = state.withLock { ($0.inPreCopy ? $0.dataFD : nil, $0.buffer) }
         guard let fd, let buffer else { return .done }
         let marker = try buffer.withBytes(upTo: max(budget, 4096)) { piece in
             try preCopyStep(fd: fd, buffer: piece, phase: "save iterate (multifd): read", context: context) {
@@ -104,6 +116,6 @@ extension VFIOPCIHandler {
             }
         }
         if marker { try sender.send(UnsafeRawBufferPointer(start: nil, count: 0), isConfigState: false) }
-        return lock.withLock { initialBytes == 0 && dirtyBytes == 0 } ? .done : .more
+        return state.withLock { $0.initialBytes == 0 && $0.dirtyBytes == 0 } ? .done : .more
     }
 }

@@ -49,10 +49,10 @@ extension VFIOPCIHandler {
         let target: VFIODeviceState = change.reason == .switchover || current.isPreCopy ? .stopCopy : .stop
         guard current != target else { return }
         let opened = try vfio("run state \(change): enter \(target)") { () throws(VFIOError) in try device.setState(target) }
-        lock.withLock {
-            if let opened { dataFD = opened }
-            if target == .stopCopy { stopCopyEntered = true }
-            inPreCopy = false
+        state.withLock {
+            if let opened { $0.dataFD = opened }
+            if target == .stopCopy { $0.stopCopyEntered = true }
+            $0.inPreCopy = false
         }
     }
 
@@ -65,13 +65,13 @@ extension VFIOPCIHandler {
             let reset: Result<Void, VFIOError> = Result { () throws(VFIOError) in try device.reset() }
             throw VFIOPCIHandlerError.startFailed(device: device.name, target: target, error, resetError: reset.failure)
         }
-        lock.withLock { inPreCopy = false }
+        state.withLock { $0.inPreCopy = false }
     }
 
     /// The migration flags probed by the last setup, or probed now (a run-state change outside
     /// a migration).
     private func knownFlags() throws -> VFIOMigrationFlags {
-        let known = lock.withLock { flags }
+        let known = state.withLock { $0.flags }
         if !known.isEmpty { return known }
         return try vfio("run state: probe the migration flags") { () throws(VFIOError) in try device.migrationFlags() } ?? []
     }

@@ -13,62 +13,72 @@ extension VFIOPCIHandler {
         // MIG_DATA_SIZE may fail on some drivers; QEMU then uses its default buffer size.
         let stopCopy = (try? device.stopCopySize()) ?? UInt64(Self.defaultChunkSize)
         let size = tuning.chunkSize(stopCopySize: stopCopy)
-        lock.withLock {
-            _ = allocateBuffer(size)
-            initialDataSent = false
-            stopCopyEntered = false
+        state.withLock {
+            _ = $0.buffer(atLeast: size)
+            $0.initialDataSent = false
+            $0.stopCopyEntered = false
         }
 
         try writer.writeVFIOTag(.setupState)
         try writer.writeVFIOTag(.endOfState)
 
         if flags.contains(.preCopy), context.vmRunning {
+            // REINIT (the 2026 uAPI) only where the destination can be told: a Switchover peer with
+            // switchover-ack; a kernel without PRECOPY_INFOv2 answers ENOTTY and nothing changes.
+            let reinit =
+                context.switchoverAckEnabled && context.parameters.extensions
+                && ((try? device.enablePrecopyInfoV2()) ?? false)
+            state.withLock {
+                $0.reportsReinit = reinit
+                $0.reinitPending = false
+            }
             let fd = try vfio("save setup: enter PRE_COPY") { () throws(VFIOError) in try device.setState(.preCopy) }
             guard let fd else {
                 throw VFIOPCIHandlerError.badSection(device: device.name, offset: writer.bytesWritten, reason: "PRE_COPY opened no data fd")
             }
             let info = try vfio("save setup: precopy info") { () throws(VFIOError) in try fd.precopyInfo() }
-            lock.withLock {
-                dataFD = fd
-                inPreCopy = true
-                initialBytes = info.initialBytes
-                dirtyBytes = info.dirtyBytes
+            state.withLock {
+                $0.dataFD = fd
+                $0.inPreCopy = true
+                $0.absorb(info)
             }
         }
     }
 
     public func isActiveIterate(context: SaveContext) -> Bool {
-        lock.withLock { inPreCopy }
+        state.withLock { $0.inPreCopy }
     }
 
     public func saveIterate(to writer: StreamWriter, context: SaveContext) throws -> IterationResult {
-        let (fd, buffer) = lock.withLock { (self.dataFD, self.buffer) }
+        let (fd, buffer, reinit) = state.withLock { s in
+            defer { s.reinitPending = false }
+            return (s.dataFD, s.buffer, s.reinitPending)
+        }
         guard let fd, let buffer else {
             try writer.writeVFIOTag(.endOfState)
             return .done
         }
+        // New initial data follows: the destination withdraws its acknowledgement first.
+        if reinit { try writer.writeVFIOTag(.reinit) }
         let sendInitDataSent = try buffer.withBytes(upTo: buffer.count) { bytes in
             try preCopyStep(fd: fd, buffer: bytes, phase: "save iterate: read", context: context) {
                 try writer.writeVFIODataChunk($0)
             }
         }
         try writer.writeVFIOTag(sendInitDataSent ? .initDataSent : .endOfState)
-        return lock.withLock { initialBytes == 0 && dirtyBytes == 0 } ? .done : .more
+        return state.withLock { $0.initialBytes == 0 && $0.dirtyBytes == 0 } ? .done : .more
     }
 
     public func pendingEstimate(context: SaveContext) -> PendingBytes {
-        lock.withLock { inPreCopy ? PendingBytes(mustPrecopy: [initialBytes, dirtyBytes].saturatingSum) : .zero }
+        state.withLock { $0.inPreCopy ? PendingBytes(mustPrecopy: [$0.initialBytes, $0.dirtyBytes].saturatingSum) : .zero }
     }
 
     public func pendingExact(context: SaveContext) throws -> PendingBytes {
         // Since QEMU 9.2 the exact figure is the stop-copy size alone; the pre-copy sizes are
         // refreshed for the next estimate.
         let stopCopy = (try? device.stopCopySize()) ?? Self.unknownStopCopySize
-        if let fd = lock.withLock({ inPreCopy ? dataFD : nil }), let info = try? fd.precopyInfo() {
-            lock.withLock {
-                initialBytes = info.initialBytes
-                dirtyBytes = info.dirtyBytes
-            }
+        if let fd = state.withLock({ $0.inPreCopy ? $0.dataFD : nil }), let info = try? fd.precopyInfo() {
+            state.withLock { $0.absorb(info) }
         }
         return PendingBytes(mustPrecopy: stopCopy)
     }
@@ -83,15 +93,15 @@ extension VFIOPCIHandler {
         // the P2P barrier; a handler driven without a VMRunState enters it here. From PRE_COPY
         // the save fd carries on; otherwise STOP_COPY opens one.
         let opened = try enterStopCopy(phase: "save complete: enter STOP_COPY")
-        let fd = lock.withLock { () -> VFIOMigrationDataFD? in
-            if let opened { dataFD = opened }
-            inPreCopy = false
-            return dataFD
+        let fd = state.withLock { s -> VFIOMigrationDataFD? in
+            if let opened { s.dataFD = opened }
+            s.inPreCopy = false
+            return s.dataFD
         }
         guard let fd else {
             throw VFIOPCIHandlerError.badSection(device: device.name, offset: writer.bytesWritten, reason: "STOP_COPY opened no data fd")
         }
-        let buffer = lock.withLock { self.buffer ?? allocateBuffer(Self.defaultChunkSize) }
+        let buffer = state.withLock { $0.buffer ?? $0.buffer(atLeast: Self.defaultChunkSize) }
         while true {
             let n = try buffer.withBytes(upTo: buffer.count) { bytes -> Int? in
                 let result = try vfio("save complete: read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: bytes) }
@@ -100,18 +110,20 @@ extension VFIOPCIHandler {
                 return n
             }
             guard let n else { break }
-            lock.withLock {
-                counters.stopCopyBytes += UInt64(n)
-                counters.chunks += 1
+            state.withLock {
+                $0.counters.stopCopyBytes += UInt64(n)
+                $0.counters.chunks += 1
             }
         }
         try writer.writeVFIOTag(.endOfState)
     }
 
     public func saveState(to writer: StreamWriter, context: SaveContext) throws {
-        // Multifd: the config state is the last packet; FULL is a dummy (QEMU 10.0).
+        // Multifd: the config state is the last packet; FULL is a dummy (QEMU 10.0), or (QEMU 10.1
+        // with load-config-after-iter) CONFIG_LOAD_READY alone, which tells the destination that
+        // every section before this one is loaded and the config state may follow.
         if context.multifdTransfer {
-            try writer.writeVFIOTag(.endOfState)
+            try writer.writeVFIOTag(loadConfigAfterIterations ? .configLoadReady : .endOfState)
             return
         }
         let bytes = try config.save()
@@ -136,9 +148,9 @@ extension VFIOPCIHandler {
 extension VFIOPCIHandler {
     /// STOP_COPY, unless the device entered it when the guest stopped; the new save fd, if any.
     func enterStopCopy(phase: String) throws -> VFIOMigrationDataFD? {
-        if lock.withLock({ stopCopyEntered }) { return nil }
+        if state.withLock({ $0.stopCopyEntered }) { return nil }
         let opened = try vfio(phase) { () throws(VFIOError) in try device.setState(.stopCopy) }
-        lock.withLock { stopCopyEntered = true }
+        state.withLock { $0.stopCopyEntered = true }
         return opened
     }
 
@@ -155,24 +167,21 @@ extension VFIOPCIHandler {
         switch result {
         case .bytes(let n):
             try emit(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
-            lock.withLock {
-                let fromInitial = min(UInt64(n), initialBytes)
-                initialBytes -= fromInitial
-                dirtyBytes -= min(UInt64(n) - fromInitial, dirtyBytes)
-                counters.preCopyBytes += UInt64(n)
-                counters.chunks += 1
+            state.withLock {
+                let fromInitial = min(UInt64(n), $0.initialBytes)
+                $0.initialBytes -= fromInitial
+                $0.dirtyBytes -= min(UInt64(n) - fromInitial, $0.dirtyBytes)
+                $0.counters.preCopyBytes += UInt64(n)
+                $0.counters.chunks += 1
             }
         case .drainedForNow, .endOfStream:
             let fresh = try tuning.preCopyDrained(dataFD: fd)
-            lock.withLock {
-                initialBytes = fresh?.initialBytes ?? 0
-                dirtyBytes = fresh?.dirtyBytes ?? 0
-            }
+            state.withLock { $0.absorb(fresh ?? VFIOPrecopyInfo(initialBytes: 0, dirtyBytes: 0)) }
         }
-        return lock.withLock { () -> Bool in
-            guard context.switchoverAckEnabled, !initialDataSent, initialBytes == 0 else { return false }
-            initialDataSent = true
-            counters.initDataSent = true
+        return state.withLock { s -> Bool in
+            guard context.switchoverAckEnabled, !s.initialDataSent, s.initialBytes == 0 else { return false }
+            s.initialDataSent = true
+            s.counters.initDataSent = true
             return true
         }
     }

@@ -1,7 +1,7 @@
 import DeviceMatch
-import Foundation
 import MigrationCore
 import MigrationStream
+import Synchronization
 import VFIO
 
 /// The generic VFIO-PCI handler: migrates any VFIO device with migration support through
@@ -21,10 +21,7 @@ import VFIO
 /// every device and then RUNNING when the guest starts.
 ///
 /// Vendors tune it through a ``VFIOPCITuning`` rather than by copying it.
-public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
-    // @unchecked: the mutable fields below are guarded by `lock` by convention (every access in the
-    // four VFIOPCIHandler files takes it), which the compiler cannot check; `device`, `tuning` and
-    // `config` are Sendable lets. Moving the fields into one Mutex-guarded struct makes it checked.
+public final class VFIOPCIHandler: MigrationHandler, Sendable {
     /// QEMU's `VFIO_MIG_DEFAULT_DATA_BUFFER_SIZE`.
     public static let defaultChunkSize = 1 << 20
     /// The largest DATA chunk a destination accepts (a bound on untrusted input, not a buffer size).
@@ -42,18 +39,58 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
     public let device: VFIOMigrationDevice
     public let tuning: VFIOPCITuning
     public let config: VFIOPCIConfigState
+    /// QEMU 10.1's `x-migration-load-config-after-iter` (on by default only for ARM hosts, whose
+    /// interrupt controller must be restored before a device's MSI config): with multifd transfer,
+    /// the source's FULL section is CONFIG_LOAD_READY alone, and the destination loads the config
+    /// state (still the last multifd buffer) only once that FULL section has come, i.e. after every
+    /// section before it. Both ends must agree, as in QEMU.
+    public let loadConfigAfterIterations: Bool
 
-    let lock = NSLock()
-    var flags: VFIOMigrationFlags = []
-    var dataFD: VFIOMigrationDataFD?
-    var inPreCopy = false
-    /// The device entered STOP_COPY when the guest stopped (``runStateChanged(_:)``).
-    var stopCopyEntered = false
-    var initialBytes: UInt64 = 0
-    var dirtyBytes: UInt64 = 0
-    var initialDataSent = false
-    var buffer: DeviceDataBuffer?
-    var counters = Counters()
+    /// Everything the handler's hooks change, under one lock (the engine calls the hooks from its
+    /// migration thread, the run-state hooks and statistics from others).
+    struct State {
+        var flags: VFIOMigrationFlags = []
+        var dataFD: VFIOMigrationDataFD?
+        var inPreCopy = false
+        /// The device entered STOP_COPY when the guest stopped (``runStateChanged(_:)``).
+        var stopCopyEntered = false
+        var initialBytes: UInt64 = 0
+        var dirtyBytes: UInt64 = 0
+        var initialDataSent = false
+        var buffer: DeviceDataBuffer?
+        var counters = Counters()
+        /// Destination, multifd with ``VFIOPCIHandler/loadConfigAfterIterations``: the FULL
+        /// section's CONFIG_LOAD_READY has come; the config state it waits for, when its buffer came first.
+        var configLoadReady = false
+        var pendingConfig: [UInt8]?
+        var configLoaded = false
+        /// Source: the device reports REINIT (the PRECOPY_INFOv2 opt-in took, with a Switchover peer).
+        var reportsReinit = false
+        /// Source: a REINIT seen and not yet announced to the destination (the next PART's first tag).
+        var reinitPending = false
+
+        /// Takes fresh pre-copy sizes; a REINIT (only reported after the opt-in) means new
+        /// initial data: INIT_DATA_SENT is due again once it is sent, and the destination is told first.
+        mutating func absorb(_ info: VFIOPrecopyInfo) {
+            initialBytes = info.initialBytes
+            dirtyBytes = info.dirtyBytes
+            guard info.reinit, reportsReinit else { return }
+            reinitPending = true
+            initialDataSent = false
+            counters.reinits += 1
+        }
+
+        /// The handler's buffer, replaced by a larger one when `size` needs it. A caller that
+        /// still uses the old buffer holds its reference, which keeps it alive.
+        mutating func buffer(atLeast size: Int) -> DeviceDataBuffer {
+            if let b = buffer, b.count >= size { return b }
+            let b = DeviceDataBuffer(byteCount: size)
+            buffer = b
+            return b
+        }
+    }
+
+    let state = Mutex(State())
 
     /// What the handler has moved, for statistics and tests.
     public struct Counters: Sendable, Hashable {
@@ -63,6 +100,10 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
         public var chunks = 0
         public var initDataSent = false
         public var acknowledged = false
+        /// Source: how often the device reported `VFIO_PRECOPY_INFO_REINIT` (new initial data).
+        public var reinits = 0
+        /// Destination: how often a REINIT withdrew this device's acknowledgement.
+        public var revocations = 0
     }
 
     /// - Parameters:
@@ -71,10 +112,16 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
     ///     (``QEMUPCIConfigState``) over the device's VFIO config region when it can be read
     ///     (kernel and simulated devices), else a stand-in snapshot.
     ///   - tuning: a vendor module's tuning; QEMU's defaults otherwise.
-    public init(device: VFIOMigrationDevice, config: VFIOPCIConfigState? = nil, tuning: VFIOPCITuning = GenericVFIOPCITuning()) {
+    ///   - loadConfigAfterIterations: QEMU 10.1's `x-migration-load-config-after-iter`
+    ///     (``loadConfigAfterIterations``); off as on QEMU's x86 hosts.
+    public init(
+        device: VFIOMigrationDevice, config: VFIOPCIConfigState? = nil, tuning: VFIOPCITuning = GenericVFIOPCITuning(),
+        loadConfigAfterIterations: Bool = false
+    ) {
         self.device = device
         self.config = config ?? Self.defaultConfig(for: device)
         self.tuning = tuning
+        self.loadConfigAfterIterations = loadConfigAfterIterations
     }
 
     /// QEMU's layout over the device's config region when a one-byte read of it works (a probe at
@@ -95,7 +142,7 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
     }
 
     /// A snapshot of what the handler has moved.
-    public var statistics: Counters { lock.withLock { counters } }
+    public var statistics: Counters { state.withLock { $0.counters } }
 
     public var isLive: Bool { true }
     public var hasFullState: Bool { true }
@@ -108,7 +155,7 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
         do { probed = try device.migrationFlags() } catch { throw VFIOPCIHandlerError.device(device: device.name, phase: phase, error) }
         guard let probed else { throw VFIOPCIHandlerError.migrationUnsupported(device: device.name) }
         guard probed.contains(.stopCopy) else { throw VFIOPCIHandlerError.noStopCopy(device: device.name, flags: probed) }
-        lock.withLock { flags = probed }
+        state.withLock { $0.flags = probed }
         return probed
     }
 
@@ -117,23 +164,14 @@ public final class VFIOPCIHandler: MigrationHandler, @unchecked Sendable {
         do { return try body() } catch { throw VFIOPCIHandlerError.device(device: device.name, phase: phase, error) }
     }
 
-    /// The handler's buffer, replaced by a larger one when `size` needs it. Call under `lock`.
-    /// A caller that still uses the old buffer holds its reference, which keeps it alive.
-    func allocateBuffer(_ size: Int) -> DeviceDataBuffer {
-        if let b = buffer, b.count >= size { return b }
-        let b = DeviceDataBuffer(byteCount: size)
-        buffer = b
-        return b
-    }
-
     func releaseSession() {
-        let fd = lock.withLock { () -> VFIOMigrationDataFD? in
+        let fd = state.withLock { s -> VFIOMigrationDataFD? in
             defer {
-                dataFD = nil
-                inPreCopy = false
-                stopCopyEntered = false
+                s.dataFD = nil
+                s.inPreCopy = false
+                s.stopCopyEntered = false
             }
-            return dataFD
+            return s.dataFD
         }
         try? fd?.close()
     }

@@ -223,10 +223,20 @@ extension SimulatedDriverState {
 
     mutating func precopyInfo(
         _ ref: SimulatedSessionRef, configuration: SimulatedVFIOConfiguration
-    ) -> Result<(UInt64, UInt64), Errno> {
+    ) -> Result<(initial: UInt64, dirty: UInt64, reinit: Bool), Errno> {
         guard current.isPreCopy else { return .failure(.invalidArgument) }
         guard var session = save, session.id == ref.id else { return .failure(.operationNotSupportedByDevice) }
         var firmwareDirty: UInt64 = 0
+        var reinit = false
+        if case .mlx5 = configuration.payload, let size = configuration.reinitImageSize, !reinitFired, current == .preCopy,
+            session.initialRemaining == 0, session.buffered == 0
+        {
+            // The firmware reports a new initial chunk: with the v2 opt-in it is new initial data
+            // (REINIT, dirty counted from it), without it dirty data like any other image.
+            reinitFired = true
+            reinit = precopyInfoV2
+            queueImage(size, into: &session, initial: precopyInfoV2)
+        }
         if case .mlx5 = configuration.payload {
             // mlx5: with everything read and firmware reporting changes, this ioctl starts the next
             // incremental SAVE. In PRE_COPY_P2P the device is suspended and only buffered bytes count.
@@ -237,7 +247,7 @@ extension SimulatedDriverState {
             firmwareDirty = current == .preCopy ? pendingDirty : 0
         }
         save = session
-        return .success((session.initialRemaining, session.buffered - session.initialRemaining + firmwareDirty))
+        return .success((session.initialRemaining, session.buffered - session.initialRemaining + firmwareDirty, reinit))
     }
 
     // MARK: Resume fd

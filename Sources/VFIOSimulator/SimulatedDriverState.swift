@@ -16,6 +16,10 @@ struct SimulatedDriverState {
     var dirtyCarry: UInt64 = 0
     /// mlx5: bytes the firmware would put in the next incremental image.
     var pendingDirty: UInt64 = 0
+    /// The PRECOPY_INFOv2 opt-in (feature 12 SET): `flags` are output, REINIT may be reported.
+    var precopyInfoV2 = false
+    /// The configured REINIT event has happened (once per device).
+    var reinitFired = false
     /// Every dirty byte accrued since open or reset (growing MIG_DATA_SIZE estimate).
     var totalDirtied: UInt64 = 0
 

@@ -135,6 +135,16 @@ public struct SimulatedVFIOConfiguration: Sendable, Equatable {
     /// `IOMMU_HWPT_ALLOC` with `IOMMU_HWPT_ALLOC_DIRTY_TRACKING` for it succeeds; without it,
     /// EOPNOTSUPP. Default false.
     public var iommuDirtyTracking = false
+    /// Whether the kernel offers `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2` (feature 12, the 2026
+    /// uAPI): a SET opts in and PRECOPY_INFO's `flags` become valid output; without it, ENOTTY as
+    /// on a 6.12 kernel. Default false.
+    public var precopyInfoV2 = false
+    /// A REINIT event (mlx5 only): once the initial image has been read, the firmware reports a
+    /// new initial chunk of this many bytes (a device reconfigured during pre-copy), queued as a
+    /// new image. After the v2 opt-in the PRECOPY_INFO that finds it answers
+    /// `VFIO_PRECOPY_INFO_REINIT` with it as initial bytes; without the opt-in it is dirty data.
+    /// Default nil.
+    public var reinitImageSize: UInt64?
     /// Failures armed at start.
     public var failures: [ArcFailure]
     /// How ERROR answers SETs.
@@ -213,6 +223,10 @@ public struct SimulatedVFIOConfiguration: Sendable, Equatable {
     public var validationError: String? {
         if let migration, !migration.isDefinedCombination {
             return "migration flags \(migration) are not one of the defined combinations 1, 3, 5, 7"
+        }
+        if let reinit = reinitImageSize {
+            guard case .mlx5 = payload else { return "a REINIT event needs the mlx5 payload" }
+            guard (1...UInt64(UInt32.max)).contains(reinit) else { return "a REINIT image of \(reinit) bytes (1 to 2^32-1)" }
         }
         switch payload {
         case .mtty(let ports) where !(1...24).contains(ports):

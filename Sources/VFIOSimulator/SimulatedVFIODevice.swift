@@ -56,6 +56,8 @@ public final class SimulatedVFIODevice: VFIOMigrationDevice {
 
     public func reset() throws(VFIOError) { try client.reset() }
 
+    public func enablePrecopyInfoV2() throws(VFIOError) -> Bool { try client.enablePrecopyInfoV2() }
+
     /// Closes the device fd: every data fd is disabled and the device is back at RUNNING.
     public func close() throws(VFIOError) { try client.close() }
 

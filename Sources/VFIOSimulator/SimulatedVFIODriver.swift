@@ -98,6 +98,15 @@ package final class SimulatedVFIODriver: Sendable {
         if [.dmaLoggingStart, .dmaLoggingStop, .dmaLoggingReport].contains(feature) {
             return dmaLogging(feature, header: header, get: get, set: set, probe: probe, buffer: buffer)
         }
+        if feature == .migPrecopyInfoV2 {
+            // SET only, no payload (any given is ignored); ENOTTY where the kernel lacks it or the
+            // device has no PRE_COPY.
+            guard configuration.precopyInfoV2, flags?.contains(.preCopy) == true else { return .failure(.inappropriateIOCTLForDevice) }
+            if get || (!set && !probe) { return .failure(.invalidArgument) }
+            if probe { return .success(0) }
+            state.withLock { $0.precopyInfoV2 = true }
+            return .success(0)
+        }
         guard [.migration, .migDeviceState, .migDataSize].contains(feature) else { return .failure(.inappropriateIOCTLForDevice) }
         guard flags != nil else { return .failure(.inappropriateIOCTLForDevice) }
 
@@ -255,10 +264,11 @@ package final class SimulatedVFIODriver: Sendable {
         switch answer {
         case .failure(let errno):
             return .failure(errno)
-        case .success(let (initial, dirty)):
-            // v1 drivers leave `flags` as the caller passed it.
+        case .success(let (initial, dirty, reinit)):
+            // v1 drivers leave `flags` as the caller passed it; after the v2 opt-in they are output.
             info.initialBytes = initial
             info.dirtyBytes = dirty
+            if state.withLock({ $0.precopyInfoV2 }) { info.flags = reinit ? VFIOUAPI.precopyInfoReinit : 0 }
             for (index, byte) in info.bytes.enumerated() { buffer[index] = byte }
             return .success(0)
         }

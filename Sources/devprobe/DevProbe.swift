@@ -40,7 +40,7 @@ struct DevProbe: ParsableCommand {
 
     @Flag(
         help: ArgumentHelp(
-            "Open each device bound to a VFIO driver and ask the kernel for its migration flags and DMA logging.",
+            "Open each device bound to a VFIO driver and ask the kernel for its migration flags, DMA logging and IOMMU dirty tracking.",
             discussion: "Needs root (or access to /dev/vfio); a device a VM holds cannot be probed. Not with --sysfs-root."))
     var probe = false
 

@@ -120,6 +120,23 @@ struct DeviceReport {
             out.write("\tDirty tracking: ")
             out.line(dirtyTrackingText(tracking))
         }
+        if let iommu = verdict.iommuDirtyTracking {
+            out.write("\tIOMMU dirty tracking: ")
+            switch iommu.kind {
+            case .type1: out.line("type1 container (confirmed by the kernel: VFIO_IOMMU_GET_INFO has the migration capability)")
+            case .iommufd: out.line("iommufd HWPT (confirmed by the kernel: IOMMU_HWPT_ALLOC with DIRTY_TRACKING)")
+            case .none: out.line("none (confirmed by the kernel: \(iommu.detail ?? "no answer"))")
+            }
+        }
+        if let offered = verdict.trackingOffered {
+            out.write("\tTracking offered: ")
+            switch offered {
+            case .deviceDMALogging: out.line("device DMA logging")
+            case .iommuType1: out.line("IOMMU type1")
+            case .iommufd: out.line("iommufd")
+            case .none: out.line("none")
+            }
+        }
         for note in verdict.notes {
             out.write("\tNote: ")
             out.line(note)
@@ -140,11 +157,11 @@ struct DeviceReport {
             device.address.description, device.ids, Self.hex(device.classCode, 6), device.driver ?? "-",
             device.iommuGroup.map(String.init) ?? "-", verdict.isMigratable ? "yes" : "no",
             verdict.handler ?? "-", verdict.p2p.map { $0 ? "yes" : "no" } ?? "-",
-            verdict.dirtyTracking?.kind.rawValue ?? "-", names
+            verdict.dirtyTracking?.kind.rawValue ?? "-", verdict.trackingOffered?.rawValue ?? "-", names
         ]
     }
 
-    static let tableHeader = ["ADDRESS", "IDS", "CLASS", "DRIVER", "IOMMU", "MIGRATABLE", "HANDLER", "P2P", "DIRTY", "DEVICE"]
+    static let tableHeader = ["ADDRESS", "IDS", "CLASS", "DRIVER", "IOMMU", "MIGRATABLE", "HANDLER", "P2P", "DIRTY", "TRACKING", "DEVICE"]
 
     /// One device in `--json`: the documented keys, in this order.
     var json: JSONValue {
@@ -177,6 +194,9 @@ struct DeviceReport {
             ("p2p", verdict.p2p.map { .bool($0) } ?? .null),
             ("dirtyTracking", .optional(verdict.dirtyTracking?.kind.rawValue)),
             ("dirtyTrackingSource", .optional(verdict.dirtyTracking?.source.rawValue)),
+            ("iommuDirtyTracking", .optional(verdict.iommuDirtyTracking?.kind.rawValue)),
+            ("iommuDirtyTrackingDetail", .optional(verdict.iommuDirtyTracking?.detail)),
+            ("trackingOffered", .optional(verdict.trackingOffered?.rawValue)),
             ("reasons", .strings(verdict.reasons)),
             ("notes", .strings(verdict.notes))
         ])

@@ -13,6 +13,10 @@ enum KernelCheck: String, CaseIterable {
     // The device lifecycle (LifecycleChecks.swift).
     case p2pBarrierOrder = "p2p-barrier-order"
     case adoptOpenDeviceFD = "adopt-open-device-fd"
+    // Dirty tracking (DirtyTrackingChecks.swift).
+    case dmaLoggingAnswer = "dma-logging-answer"
+    case type1DirtyTracking = "type1-dirty-tracking"
+    case dirtyTrackingChoice = "dirty-tracking-choice"
     // The migration (MigrationRun.swift, the parent; MigrationRoles.swift, the two children).
     case migrationPrepare = "migration-prepare"
     case migrationTwoProcesses = "migration-two-processes"

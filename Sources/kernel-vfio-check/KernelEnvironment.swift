@@ -49,35 +49,6 @@ enum KernelEnvironment {
         }
     }
 
-    /// RUNNING → STOP_COPY, everything read through the typed API, back to RUNNING.
-    static func readStateOut(_ device: any VFIOMigrationDevice) throws -> [UInt8] {
-        guard let fd = try device.setState(.stopCopy) else {
-            throw VFIOCheckAbort("\(device.name): STOP_COPY opened no data fd")
-        }
-        let bytes = try drain(fd)
-        try device.setState(.running)
-        return bytes
-    }
-
-    /// Reads a save fd to its end through the typed API.
-    static func drain(_ fd: VFIOMigrationDataFD) throws -> [UInt8] {
-        var bytes: [UInt8] = []
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 8)
-        defer { buffer.deallocate() }
-        while case .bytes(let n) = try fd.read(into: buffer) { bytes += buffer[0..<n] }
-        return bytes
-    }
-
-    /// The lines the checks print, flushed at once (the console is the only output).
-    static func printLine(_ line: String) {
-        print(line)
-        fflush(nil)
-    }
-
-    static func hex(_ bytes: [UInt8]) -> String {
-        bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-    }
-
     static func bytes(fromHex text: Substring) -> [UInt8]? {
         let digits = Array(text.utf8)
         guard digits.count % 2 == 0 else { return nil }

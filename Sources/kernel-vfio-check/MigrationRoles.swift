@@ -9,6 +9,7 @@
 
 #if os(Linux)
 import Glibc
+import KernelTestSupport
 import MigrationCore
 import VFIO
 import VFIOPCIHandler
@@ -24,7 +25,7 @@ enum MigrationRole {
         // A peer that died must show as a write error, not kill this process.
         signal(SIGPIPE, SIG_IGN)
         guard arguments.count >= 4, arguments[0] == "source" || (arguments[0] == "destination" && arguments.count >= 5) else {
-            KernelEnvironment.printLine(
+            KernelTestSupport.printLine(
                 "usage: kernel-vfio-check --role source UUID SOCKET REPORT | --role destination UUID SOCKET REPORT SRC_UUID")
             return 2
         }
@@ -35,7 +36,7 @@ enum MigrationRole {
         let lines = LineCollector()
         var report = VFIOCheckReport { line in
             if line.hasPrefix("  info: ") {
-                KernelEnvironment.printLine("  info: [\(role)] " + line.dropFirst(8))
+                KernelTestSupport.printLine("  info: [\(role)] " + line.dropFirst(8))
             } else {
                 lines.append(line)
             }
@@ -53,7 +54,7 @@ enum MigrationRole {
             }
         }
         guard lines.write(to: reportPath) else {
-            KernelEnvironment.printLine("  info: [\(role)] cannot write \(reportPath): errno \(errno)")
+            KernelTestSupport.printLine("  info: [\(role)] cannot write \(reportPath): errno \(errno)")
             return 1
         }
         return report.failed == 0 ? 0 : 1
@@ -70,7 +71,9 @@ enum MigrationRole {
             let source = MigrationSource(
                 registry: registry, vm: guest, configuration: EngineSupport.configuration, parameters: EngineSupport.parameters)
             do {
-                let statistics = try EngineSupport.wait { try await source.run(to: PatientUnixSocketTransport(path: socketPath)) }
+                let statistics = try KernelTestSupport.wait {
+                    try await source.run(to: PatientTransport(UnixSocketTransport(path: socketPath), timeout: .seconds(30)))
+                }
                 let entry = statistics.handlers.first { $0.identity == identity }
                 c.expectEqual(entry?.ackState, .acknowledged, "the handler's switchover acknowledgement")
                 c.expect(source.acknowledgement.acknowledged, "the switchover was not acknowledged")
@@ -97,9 +100,9 @@ enum MigrationRole {
         report.run(KernelCheck.migrationSourceReadback.name) { c in
             c.expectEqual(try device.deviceState(), .stop, "state after the migration")
             // STOP → STOP_COPY opens a fresh fd with the whole state.
-            let bytes = try KernelEnvironment.readStateOut(device)
+            let bytes = try KernelTestSupport.readStateOut(device)
             c.expectEqual(bytes.count, streamSize, "state size")
-            lines.append("state " + KernelEnvironment.hex(bytes))
+            lines.append("state " + KernelTestSupport.hex(bytes))
         }
     }
 
@@ -116,7 +119,7 @@ enum MigrationRole {
             let destination = MigrationDestination(
                 registry: registry, vm: guest, configuration: EngineSupport.configuration, parameters: EngineSupport.parameters)
             do {
-                let statistics = try EngineSupport.wait { try await destination.run(from: UnixSocketTransport(path: socketPath)) }
+                let statistics = try KernelTestSupport.wait { try await destination.run(from: UnixSocketTransport(path: socketPath)) }
                 let entry = statistics.handlers.first { $0.identity == identity }
                 c.expect(statistics.returnPathOpened, "the source did not open the return path")
                 c.expectEqual(entry?.ackState, .acknowledged, "the handler's switchover acknowledgement")
@@ -145,11 +148,11 @@ enum MigrationRole {
         }
         report.run(KernelCheck.migrationDestinationReadback.name) { c in
             c.expectEqual(try device.deviceState(), .running, "state after the migration")
-            let bytes = try KernelEnvironment.readStateOut(device)
+            let bytes = try KernelTestSupport.readStateOut(device)
             c.expectEqual(bytes.count, streamSize, "state size")
-            lines.append("state " + KernelEnvironment.hex(bytes))
+            lines.append("state " + KernelTestSupport.hex(bytes))
             // The config space as the load left it, for the parent's migration-config-state-restored.
-            lines.append("config " + KernelEnvironment.hex(try device.readConfigSpace(offset: 0, count: MigrationRun.configBytes)))
+            lines.append("config " + KernelTestSupport.hex(try device.readConfigSpace(offset: 0, count: MigrationRun.configBytes)))
         }
     }
 }

@@ -5,6 +5,7 @@
 
 #if os(Linux)
 import Glibc
+import KernelTestSupport
 import VFIO
 
 enum MigrationRun {
@@ -26,11 +27,11 @@ enum MigrationRun {
             // Different registers from the behaviour checks' writes, whose state the destination now holds.
             KernelEnvironment.guestWrite(source, port: 1, register: KernelEnvironment.UART.transmit, bytes: Array("Go".utf8), &c)
             KernelEnvironment.guestWrite(source, port: 0, register: KernelEnvironment.UART.lineControl, bytes: [0x03], &c)
-            sourceBefore = try KernelEnvironment.readStateOut(source)
-            destinationBefore = try KernelEnvironment.readStateOut(destination)
+            sourceBefore = try KernelTestSupport.readStateOut(source)
+            destinationBefore = try KernelTestSupport.readStateOut(destination)
             c.expect(sourceBefore != destinationBefore, "the source's state already equals the destination's")
-            c.note("source state before: \(KernelEnvironment.hex(sourceBefore))")
-            c.note("destination state before: \(KernelEnvironment.hex(destinationBefore))")
+            c.note("source state before: \(KernelTestSupport.hex(sourceBefore))")
+            c.note("destination state before: \(KernelTestSupport.hex(destinationBefore))")
             // A BAR address in the source's config space, through the VFIO config region, as a guest's
             // BIOS would program it: the config state must carry it into the destination device.
             try source.writeConfigSpace(offset: 0x10, bytes: sourceBAR0)
@@ -38,7 +39,7 @@ enum MigrationRun {
             destinationConfigBefore = try destination.readConfigSpace(offset: 0, count: configBytes)
             c.expect(sourceConfig != destinationConfigBefore, "the source's config space already equals the destination's")
             c.note(
-                "source config: \(KernelEnvironment.hex(sourceConfig)), destination config before: \(KernelEnvironment.hex(destinationConfigBefore))"
+                "source config: \(KernelTestSupport.hex(sourceConfig)), destination config before: \(KernelTestSupport.hex(destinationConfigBefore))"
             )
             // The children open the devices again: their groups must be free.
             try source.close()
@@ -107,7 +108,7 @@ enum MigrationRun {
                 sourceAfter == sourceBefore,
                 "the source's state changed during the migration: \(firstDifference(sourceAfter, sourceBefore))")
             c.expect(destinationAfter != destinationBefore, "the destination's state did not change")
-            c.note("destination state after: \(KernelEnvironment.hex(destinationAfter))")
+            c.note("destination state after: \(KernelTestSupport.hex(destinationAfter))")
         }
 
         // The generic handler's config state (QEMU's layout, read from the source's VFIO config region
@@ -115,7 +116,7 @@ enum MigrationRun {
         // config space now holds the source's COMMAND and BARs.
         report.run(KernelCheck.migrationConfigStateRestored.name) { c in
             guard let after = destinationConfigAfter else { throw VFIOCheckAbort("no config space read back from the destination") }
-            c.note("destination config after: \(KernelEnvironment.hex(after))")
+            c.note("destination config after: \(KernelTestSupport.hex(after))")
             c.expectEqual(Array(after[0x10..<0x14]), sourceBAR0, "the destination's BAR0")
             c.expectEqual(Array(after[0x04..<0x06]), Array(sourceConfig[0x04..<0x06]), "the destination's COMMAND")
             c.expectEqual(Array(after[0x10..<0x28]), Array(sourceConfig[0x10..<0x28]), "the destination's BARs")

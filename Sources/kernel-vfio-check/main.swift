@@ -5,6 +5,8 @@
 //  2. runs VFIOBehaviourChecks, the suite VFIOTests also runs against the simulator;
 //  3. checks the device lifecycle: the P2P barrier of a run-state stop and start across both devices,
 //     and adopting an already-open device fd (LifecycleChecks.swift);
+//  3b. asks what the kernel answers for DMA logging and type1 dirty tracking, and checks the engine's
+//     choice and blocker against those answers (DirtyTrackingChecks.swift);
 //  4. migrates the source into the destination with the generic VFIO-PCI handler on both ends, through
 //     MigrationCore's source and destination engines in two processes over a Unix socket, switchover-ack
 //     on, and compares the destination's state read back out with the source's.
@@ -18,16 +20,17 @@
 
 #if os(Linux)
 import Glibc
+import KernelTestSupport
 import VFIO
 
 func runChecks(_ arguments: [String]) -> Int32 {
     guard let mdevs = KernelEnvironment.parseDevices(arguments) else {
-        KernelEnvironment.printLine("usage: kernel-vfio-check SRC_UUID SRC_GROUP DST_UUID DST_GROUP | SRC_UUID DST_UUID")
-        KernelEnvironment.printLine("FAIL arguments: no two mdevs")
-        KernelEnvironment.printLine("kernel-vfio: 0 passed, 1 failed")
+        KernelTestSupport.printLine("usage: kernel-vfio-check SRC_UUID SRC_GROUP DST_UUID DST_GROUP | SRC_UUID DST_UUID")
+        KernelTestSupport.printLine("FAIL arguments: no two mdevs")
+        KernelTestSupport.printLine("kernel-vfio: 0 passed, 1 failed")
         return 2
     }
-    var report = VFIOCheckReport(output: KernelEnvironment.printLine)
+    var report = VFIOCheckReport(output: KernelTestSupport.printLine)
     var devices: [KernelVFIODevice] = []
     report.run(KernelCheck.openDevices.name) { _ in
         for mdev in mdevs {
@@ -39,7 +42,7 @@ func runChecks(_ arguments: [String]) -> Int32 {
         }
     }
     guard devices.count == 2 else {
-        KernelEnvironment.printLine(report.summary())
+        KernelTestSupport.printLine(report.summary())
         return 1
     }
     let source = devices[0]
@@ -73,7 +76,7 @@ func runChecks(_ arguments: [String]) -> Int32 {
         case .answered(let errno): return .returned(errno)
         case .failed(let what): return .failed(what)
         case .timedOut(let what):
-            KernelEnvironment.printLine("  info: \(what)")
+            KernelTestSupport.printLine("  info: \(what)")
             return .hung
         }
     }
@@ -81,7 +84,7 @@ func runChecks(_ arguments: [String]) -> Int32 {
         let checks = try VFIOBehaviourChecks(source: source, destination: destination, options: options)
         if checks.run(into: &report) == .stoppedByHang {
             // The device's state mutex stays held by the child: nothing more can be asked of it.
-            KernelEnvironment.printLine(report.summary())
+            KernelTestSupport.printLine(report.summary())
             _exit(1)
         }
     } catch {
@@ -89,8 +92,9 @@ func runChecks(_ arguments: [String]) -> Int32 {
     }
 
     LifecycleChecks.run(source: source, destination: destination, report: &report)
+    DirtyTrackingChecks.run(source: source, destination: destination, report: &report)
     MigrationRun.run(source: source, destination: destination, report: &report)
-    KernelEnvironment.printLine(report.summary())
+    KernelTestSupport.printLine(report.summary())
     return report.failed == 0 ? 0 : 1
 }
 

@@ -2,11 +2,10 @@
 // through the engine and the generic handler, and a live source towards a QEMU destination.
 
 #if os(Linux)
-import Dispatch
 import Glibc
+import KernelTestSupport
 import MigrationCore
 import MigrationStream
-import Synchronization
 import VFIO
 import VFIOPCIHandler
 
@@ -15,16 +14,13 @@ enum PeerSteps {
     static func fail(_ name: String, _ reason: String) { say("FAIL \(name): \(reason)") }
     static func info(_ text: String) { say("  info: \(text)") }
     /// One line, flushed at once: the console interleaves it with QEMU's and the script's.
-    static func say(_ line: String) {
-        print(line)
-        fflush(nil)
-    }
+    static func say(_ line: String) { KernelTestSupport.printLine(line) }
 
     /// An mdev through /dev/vfio/vfio and /dev/vfio/<group>.
     static func openDevice(_ uuid: String) throws -> KernelVFIODevice {
         try KernelVFIODevice.open(.mdev(uuid), access: .group)
     }
-    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format2: $0) }.joined() }
+    static func hex(_ bytes: [UInt8]) -> String { KernelTestSupport.hex(bytes) }
 
     // MARK: QEMU file → device
 
@@ -50,11 +46,16 @@ enum PeerSteps {
             var parameters = MigrationParameters()
             parameters.extensions = false
             parameters.switchoverAck = false
-            let trimmed = "/tmp/qemu-peer-vfio-only.mig"
-            try writeAll(file.vfioOnlyStream(), to: trimmed)
+            // The library's path for a QEMU file (switchover incoming --devices-only): the sections
+            // without a handler here are skipped by their VMDESCRIPTION sizes.
+            let selection = try SectionSelection(fileAt: path) { registry.entry(idstr: $0, instanceID: $1) != nil }
+            info(
+                "selection: kept \(selection.kept.joined(separator: ", ")) (\(selection.keptBytes) bytes in \(selection.ranges.count) ranges), "
+                    + "skipped \(selection.skipped.count) sections: \(selection.skipped.prefix(8).map(\.idstr).joined(separator: ", "))")
             let destination = MigrationDestination(
-                registry: registry, vm: StoppedGuest(), configuration: file.configuration, parameters: parameters)
-            let statistics = try wait { try await destination.run(from: FileTransport(path: trimmed)) }
+                registry: registry, vm: FlagGuest(running: false), configuration: file.configuration, parameters: parameters)
+            let transport = SelectedFileTransport(path: path, selection: selection)
+            let statistics = try KernelTestSupport.wait { try await destination.run(from: transport) }
             info(
                 "loaded \(statistics.bytesTransferred) bytes (the file's VFIO sections); handler loaded \(handler.statistics.loadedBytes) data bytes"
             )
@@ -131,12 +132,12 @@ enum PeerSteps {
             parameters.extensions = false
             parameters.switchoverAck = true
             parameters.switchoverBandwidth = 1 << 30
-            let guest = RunningGuest()
+            let guest = FlagGuest(running: true)
             let source = MigrationSource(
                 registry: registry, vm: guest, configuration: MachineConfiguration(machineType: machine),
                 parameters: parameters)
-            let transport = PatientTCPTransport(base: TCPTransport(host: host, port: portNumber), timeout: .seconds(60))
-            let statistics = try wait { try await source.run(to: transport) }
+            let transport = PatientTransport(TCPTransport(host: host, port: portNumber), timeout: .seconds(60), retry: .milliseconds(100))
+            let statistics = try KernelTestSupport.wait { try await source.run(to: transport) }
             let entry = statistics.handlers.first
             info(
                 "\(statistics.bytesTransferred) bytes, \(statistics.iterations) iterations, downtime \(statistics.downtime.map { "\($0)" } ?? "-"), "
@@ -182,86 +183,6 @@ enum PeerSteps {
     }
 
     /// The device's whole state: → STOP_COPY (a fresh fd from STOP or RUNNING), read to the end, → RUNNING.
-    static func readStateOut(_ device: KernelVFIODevice) throws -> [UInt8] {
-        guard let fd = try device.setState(.stopCopy) else { throw QEMUFileError(description: "STOP_COPY opened no data fd") }
-        var bytes: [UInt8] = []
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 8)
-        defer { buffer.deallocate() }
-        while case .bytes(let n) = try fd.read(into: buffer) { bytes += buffer[0..<n] }
-        try device.setState(.running)
-        return bytes
-    }
-
-    static func writeAll(_ bytes: [UInt8], to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw QEMUFileError(description: "cannot create \(path): errno \(errno)") }
-        defer { close(fd) }
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0, errno == EINTR { continue }
-            guard n > 0 else { throw QEMUFileError(description: "write \(path): errno \(errno)") }
-            offset += n
-        }
-    }
-
-    /// Runs an engine's async `run` from this synchronous process and waits for it.
-    static func wait<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
-        let outcome = Mutex<Result<T, any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            let result: Result<T, any Error>
-            do { result = .success(try await operation()) } catch { result = .failure(error) }
-            outcome.withLock { $0 = result }
-            done.signal()
-        }
-        done.wait()
-        guard let result = outcome.withLock({ $0 }) else { throw CancellationError() }
-        return try result.get()
-    }
-}
-
-extension String {
-    init(format2 byte: UInt8) {
-        let digits = Array("0123456789abcdef")
-        self = String([digits[Int(byte >> 4)], digits[Int(byte & 0xf)]])
-    }
-}
-
-/// The destination's guest: stopped until the engine resumes it.
-final class StoppedGuest: VMController {
-    private let running = Mutex(false)
-    var isRunning: Bool { running.withLock { $0 } }
-    func stopVM() throws { running.withLock { $0 = false } }
-    func resumeVM() throws { running.withLock { $0 = true } }
-}
-
-/// The source's guest: running until the engine stops it at the switchover.
-final class RunningGuest: VMController {
-    private let running = Mutex(true)
-    var isRunning: Bool { running.withLock { $0 } }
-    func stopVM() throws { running.withLock { $0 = false } }
-    func resumeVM() throws { running.withLock { $0 = true } }
-}
-
-/// `tcp:HOST:PORT` for a source that may start before QEMU listens: connect is retried until `timeout`.
-struct PatientTCPTransport: MigrationTransport {
-    let base: TCPTransport
-    let timeout: Duration
-
-    func connect() throws -> any MigrationConnection {
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        while true {
-            do {
-                return try base.connect()
-            } catch {
-                guard clock.now < deadline else { throw error }
-                usleep(100_000)
-            }
-        }
-    }
-
-    func listen() throws -> any MigrationListener { try base.listen() }
+    static func readStateOut(_ device: KernelVFIODevice) throws -> [UInt8] { try KernelTestSupport.readStateOut(device) }
 }
 #endif

@@ -1,6 +1,6 @@
-// A QEMU-written migration file, walked with MigrationStream's StreamWalker: where each record is, the
-// VFIO sections' device data and config state, and the file cut down to its VFIO sections for a
-// destination that has handlers for those alone.
+// A QEMU-written migration file, walked with MigrationStream's StreamWalker: where each record is, and
+// the VFIO sections' device data and config state (what the check compares a loaded device with). The
+// file is cut down to its VFIO sections by the library (SectionSelection, SelectedFileTransport).
 
 #if os(Linux)
 import Glibc
@@ -81,19 +81,6 @@ struct QEMUFile {
             try Self.parseVFIOBody(body, kind: record.kind, into: &devices[i])
         }
         return devices
-    }
-
-    /// The file with only its header, configuration, VFIO sections, EOF and the VMDESCRIPTION
-    /// trailer after it: what a destination that has handlers for the VFIO devices alone can load.
-    func vfioOnlyStream() -> [UInt8] {
-        var out = Array(bytes[0..<preambleEnd])
-        for (start, end, _) in vfioRecords { out += bytes[start..<end] }
-        if let eof = records.last, eof.record.kind == .eof {
-            out += bytes[eof.start...]
-        } else {
-            out.append(RecordType.eof.rawValue)
-        }
-        return out
     }
 
     static func parseVFIOBody(_ body: [UInt8], kind: InspectedRecord.Kind, into device: inout QEMUVFIOContent) throws {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ExampleVM
 import MigrationCore
+import MigrationStream
 import MigrationTLS
 
 /// `switchover incoming --listen ADDRESS`: the destination end. Builds the same example VM
@@ -15,7 +16,16 @@ struct Incoming: AsyncParsableCommand {
             the RAM and of each device's loaded state to compare with the source's. On a \
             non-loopback tcp: address, give --tls-creds (or --insecure).
 
-            Example:
+            With --devices-only and --listen file:FILE, the file may come from another VMM \
+            (QEMU's `migrate "exec:cat > FILE"`): only the VFIO sections of the devices given are \
+            loaded; every other section (ram, QEMU's device vmstates) is skipped by the size the \
+            file's VMDESCRIPTION trailer gives it, and the guest RAM keeps its content. Name each \
+            device as QEMU did (name=0000:00:04.0 for QEMU's 0000:00:04.0/vfio) and give the \
+            file's --machine-type.
+
+            Examples:
+              switchover incoming --listen file:qemu.mig --devices-only --machine-type pc-q35-10.0 \
+                --device mtty:name=0000:00:04.0
               switchover incoming --listen tcp:0.0.0.0:4444 --tls-creds /etc/switchover/tls \\
                 --tls-authz CN=src.example,O=Example --switchover-ack \\
                 --device mlx5:state=256MiB,initial=64MiB,load=300ms
@@ -40,6 +50,13 @@ struct Incoming: AsyncParsableCommand {
             valueName: "dn"))
     var tlsAuthz: [String] = []
 
+    @Flag(
+        name: .customLong("devices-only"),
+        help: ArgumentHelp(
+            "With --listen file:FILE: load only the VFIO sections of the devices given; skip every other section by its size in the file's VMDESCRIPTION (a QEMU-written file)."
+        ))
+    var devicesOnly = false
+
     @Flag(help: "Print the final statistics as one JSON object.")
     var json = false
 
@@ -51,6 +68,9 @@ struct Incoming: AsyncParsableCommand {
         do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--listen \(error)") }
         try tls.validate(target, option: "--listen")
         if !tlsAuthz.isEmpty && tls.credentials == nil { throw ValidationError("--tls-authz needs --tls-creds") }
+        if devicesOnly {
+            guard case .file = target else { throw ValidationError("--devices-only needs --listen file:FILE") }
+        }
     }
 
     func run() async throws {
@@ -70,7 +90,9 @@ struct Incoming: AsyncParsableCommand {
         let listener: any MigrationListener
         var bound = target
         do {
-            if case .tcp(let host, let port) = target {
+            if devicesOnly, case .file(let path) = target {
+                listener = try Self.selectDevices(path: path, registry: vm.runState.registry).listen()
+            } else if case .tcp(let host, let port) = target {
                 let tcp = try TCPListener(host: host, port: port)
                 bound = .tcp(host: host, port: tcp.port)
                 listener = try secured?.secure(tcp) ?? tcp
@@ -79,7 +101,7 @@ struct Incoming: AsyncParsableCommand {
             }
         } catch {
             vm.shutdown()
-            Migrate.fail("incoming", "cannot listen on \(target): \(error)")
+            Migrate.fail("incoming", "cannot \(devicesOnly ? "read" : "listen on") \(target): \(error)")
         }
         var standardError = StandardError()
         print("listening on \(bound)\(secured == nil ? "" : " (TLS, mutual authentication)")", to: &standardError)
@@ -109,5 +131,26 @@ struct Incoming: AsyncParsableCommand {
         } else {
             print(Report.incomingText(statistics, address: bound.description, digests: digests))
         }
+    }
+
+    /// The file cut down to the VFIO sections this destination has handlers for; what is skipped
+    /// goes to standard error.
+    static func selectDevices(path: String, registry: HandlerRegistry) throws -> SelectedFileTransport {
+        let selection = try SectionSelection(fileAt: path) { idstr, instance in
+            idstr.hasSuffix(VFIOSectionTag.idstrSuffix) && registry.entry(idstr: idstr, instanceID: instance) != nil
+        }
+        var standardError = StandardError()
+        let skipped = selection.skipped.map { "\($0.idstr)" + ($0.instanceID == 0 ? "" : "#\($0.instanceID)") }
+        print(
+            "\(path): loading \(selection.kept.isEmpty ? "no section" : selection.kept.joined(separator: ", ")); "
+                + "skipped \(selection.skipped.reduce(0) { $0 + $1.bytes }) bytes of \(skipped.count) sections without a device here"
+                + (skipped.isEmpty ? "" : " (\(skipped.prefix(12).joined(separator: ", "))\(skipped.count > 12 ? ", …" : ""))"),
+            to: &standardError)
+        let devices = registry.entries.filter { $0.identity.idstr.hasSuffix(VFIOSectionTag.idstrSuffix) }
+        let missing = devices.map(\.identity.idstr).filter { !selection.kept.contains($0) }
+        guard missing.isEmpty else {
+            throw ValidationError("\(path) has no section for \(missing.joined(separator: ", "))")
+        }
+        return SelectedFileTransport(path: path, selection: selection)
     }
 }

@@ -88,7 +88,8 @@ import Testing
                 0xFF, 0xFF, 0xFF, 0xFF, 0xEF, 0x10, 0x00, 0x04, 0, 0, 0, 0, 0, 0x10, 0, 0,
                 0xFF, 0xFF, 0xFF, 0xFF, 0xEF, 0x10, 0x00, 0x05
             ])
-        #expect(VFIOSectionTag.allCases.map(\.rawValue) == (1...6).map { 0xFFFF_FFFF_EF10_0000 + $0 })
+        // QEMU's six, then Switchover's own REINIT (sent only to a Switchover peer).
+        #expect(VFIOSectionTag.allCases.map(\.rawValue) == (1...6).map { 0xFFFF_FFFF_EF10_0000 + $0 } + [0xFFFF_FFFF_EF10_5301])
         let reader = StreamReader(source: MemoryByteSource(sink.bytes))
         #expect(try reader.readVFIOTag() == .setupState)
         #expect(try reader.readVFIOTag() == .dataState)

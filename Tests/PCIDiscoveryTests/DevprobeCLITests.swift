@@ -98,6 +98,7 @@ struct DevprobeCLITests {
                 \tMIGRATABLE: yes (handler vfio-pci; STOP_COPY, P2P expected from pds_vfio_pci)
                 \tP2P: yes
                 \tDirty tracking: device DMA logging (expected from pds_vfio_pci)
+                \tTracking offered: device DMA logging
                 \tNote: no PRE_COPY: all device state moves while the guest is stopped: expect a longer downtime
 
                 """))
@@ -105,10 +106,13 @@ struct DevprobeCLITests {
         let lines = table.stdout.split(separator: "\n")
         #expect(
             lines.first?.split(separator: " ", omittingEmptySubsequences: true)
-                == ["ADDRESS", "IDS", "CLASS", "DRIVER", "IOMMU", "MIGRATABLE", "HANDLER", "P2P", "DIRTY", "DEVICE"])
+                == ["ADDRESS", "IDS", "CLASS", "DRIVER", "IOMMU", "MIGRATABLE", "HANDLER", "P2P", "DIRTY", "TRACKING", "DEVICE"])
         #expect(
-            lines.dropFirst().first?.split(separator: " ", omittingEmptySubsequences: true).prefix(9)
-                == ["0000:81:00.1", "1dd8:1003", "020000", "pds_vfio_pci", "80", "yes", "vfio-pci", "yes", "dma-logging"])
+            lines.dropFirst().first?.split(separator: " ", omittingEmptySubsequences: true).prefix(10)
+                == [
+                    "0000:81:00.1", "1dd8:1003", "020000", "pds_vfio_pci", "80", "yes", "vfio-pci", "yes", "dma-logging",
+                    "device-dma-logging"
+                ])
     }
 
     @Test("exit status 1 when the requested device is missing")

@@ -53,12 +53,16 @@ struct ProbeFixture {
 
     init(
         cdev: Bool = false, devRoot: String = "/simulated/dev", migration: VFIOMigrationFlags? = [.stopCopy, .p2p, .preCopy],
-        dmaLogging: Bool = false, faults: (any VFIOSyscalls) -> any VFIOSyscalls = { $0 }
+        dmaLogging: Bool = false, type1MigrationCapability: Bool = true, iommuDirtyTracking: Bool = false,
+        faults: (any VFIOSyscalls) -> any VFIOSyscalls = { $0 }
     ) {
-        host = SimulatedVFIOHost(paths: VFIOHostPaths(sysfsRoot: "/simulated/sys", devRoot: devRoot), cdevSupport: cdev)
+        host = SimulatedVFIOHost(
+            paths: VFIOHostPaths(sysfsRoot: "/simulated/sys", devRoot: devRoot), cdevSupport: cdev,
+            type1MigrationCapability: type1MigrationCapability)
         var configuration = SimulatedVFIOConfiguration.mlx5()
         configuration.migration = migration
         configuration.dmaLogging = dmaLogging
+        configuration.iommuDirtyTracking = iommuDirtyTracking
         host.addDevice(.pci("0000:3b:00.1"), group: 42, cdevIndex: 3, configuration: configuration, clock: ManualSimulationClock())
         recorder = VFIOSyscallRecorder(base: faults(host))
         probe = VFIOMigrationProbe(paths: host.paths, system: recorder)
@@ -112,13 +116,16 @@ struct VFIOMigrationProbeTests {
                 "ioctl /simulated/dev/vfio/42 0x3b6a",
                 "ioctl device 0x3b75",
                 "ioctl device 0x3b75 = 25",
+                // IOMMU dirty tracking: VFIO_IOMMU_GET_INFO at 24 bytes, then at the 72 it asks for.
+                "ioctl /simulated/dev/vfio/vfio 0x3b70",
+                "ioctl /simulated/dev/vfio/vfio 0x3b70",
                 "close device",
                 "close /simulated/dev/vfio/42",
                 "close /simulated/dev/vfio/vfio"
             ])
         // struct vfio_device_feature { argsz 16; flags GET | MIGRATION } + u64 migration_flags, then
         // { argsz 8; flags PROBE | SET | DMA_LOGGING_START } without a payload.
-        let features = fixture.recorder.ioctls.suffix(2).map(\.argumentBytes)
+        let features = fixture.recorder.ioctls.dropLast(2).suffix(2).map(\.argumentBytes)
         #expect(
             features == [
                 [16, 0, 0, 0, 0x01, 0, 0x01, 0] + [UInt8](repeating: 0, count: 8),
@@ -126,16 +133,47 @@ struct VFIOMigrationProbeTests {
             ])
     }
 
+    @Test("examine: IOMMU dirty tracking from the type1 container's GET_INFO or the cdev's HWPT")
+    func iommuTracking() throws {
+        let old = ProbeFixture(type1MigrationCapability: false)
+        #expect(
+            old.probe.examine(try device()).iommuDirtyTracking
+                == .unsupported(reason: "no migration capability in VFIO_IOMMU_GET_INFO (a type1 driver older than 5.8)"))
+        let dirty = ProbeFixture(cdev: true, iommuDirtyTracking: true)
+        #expect(dirty.probe.examine(try device(cdev: "vfio3")).iommuDirtyTracking == .iommufd)
+        let plain = ProbeFixture(cdev: true)
+        guard case .unsupported(let reason)? = plain.probe.examine(try device(cdev: "vfio3")).iommuDirtyTracking else {
+            Issue.record("a cdev without an IOMMU that tracks offered IOMMU tracking")
+            return
+        }
+        #expect(reason.contains("IOMMU_HWPT_ALLOC"))
+        // What devprobe shows: the tracking a VMM would use, in QEMU's order.
+        let none = MigrationVerdict(
+            isMigratable: true, dirtyTracking: .init(kind: .none, source: .probe),
+            iommuDirtyTracking: .init(kind: .none, detail: reason))
+        #expect(none.trackingOffered == MigrationVerdict.TrackingOffered.none)
+        #expect(
+            MigrationVerdict(isMigratable: true, dirtyTracking: .init(kind: .none, source: .probe), iommuDirtyTracking: .init(kind: .type1))
+                .trackingOffered == .iommuType1)
+        #expect(
+            MigrationVerdict(
+                isMigratable: true, dirtyTracking: .init(kind: .dmaLogging, source: .probe), iommuDirtyTracking: .init(kind: .iommufd)
+            ).trackingOffered == .deviceDMALogging)
+        #expect(MigrationVerdict(isMigratable: true).trackingOffered == nil)
+    }
+
     @Test("examine: migration flags and DMA logging from one open; a device without log ops answers ENOTTY")
     func examine() throws {
         let logging = ProbeFixture(migration: [.stopCopy, .p2p], dmaLogging: true)
         #expect(
-            logging.probe.examine(try device()) == VFIODeviceProbeResult(migration: .supported([.stopCopy, .p2p]), dmaLogging: .supported))
+            logging.probe.examine(try device())
+                == VFIODeviceProbeResult(migration: .supported([.stopCopy, .p2p]), dmaLogging: .supported, iommuDirtyTracking: .type1))
         #expect(logging.trace.filter { $0.hasPrefix("open") }.count == 2)
         let plain = ProbeFixture(migration: nil)
         #expect(
             plain.probe.examine(try device())
-                == VFIODeviceProbeResult(migration: .unsupported(errno: ENOTTY), dmaLogging: .unsupported(errno: ENOTTY)))
+                == VFIODeviceProbeResult(
+                    migration: .unsupported(errno: ENOTTY), dmaLogging: .unsupported(errno: ENOTTY), iommuDirtyTracking: .type1))
         let busy = ProbeFixture { HostFaults(base: $0, openErrors: ["/simulated/dev/vfio/42": .resourceBusy]) }
         #expect(busy.probe.examine(try device()).dmaLogging == nil)
     }

@@ -237,6 +237,59 @@ struct DirtyTrackingSimulatorTests {
         }
     }
 
+    @Test("type1 UNMAP_DMA refuses to split a mapping; a group-path kernel device has the container, a no-IOMMU one none")
+    func type1KernelDevice() throws {
+        let host = SimulatedVFIOHost()
+        host.addDevice(.pci("0000:5e:00.1"), group: 7, configuration: .opaque(), clock: ManualSimulationClock())
+        let device = try KernelVFIODevice.open(.pci("0000:5e:00.1"), access: .group, paths: host.paths, system: host)
+        let type1 = try #require(device.type1Container)
+        #expect(device.iommufd == nil)
+        #expect(try type1.info().migration?.pageSize == 4096)
+        let buffer = DMABuffer(pages: 4)
+        try type1.mapDMA(iova: Self.iova, hostAddress: buffer.address, size: UInt64(buffer.size))
+        #expect(throws: VFIOError.syscallFailed(operation: .unmapDMA, device: type1.name, errno: .invalidArgument)) {
+            try type1.unmapDMA(iova: Self.iova, size: 4096)
+        }
+        // DIRTY_PAGES with two operations at once is EINVAL.
+        var both = VFIOIOMMUType1DirtyBitmap(argsz: 8, flags: VFIOUAPI.dirtyPagesStart | VFIOUAPI.dirtyPagesStop).bytes
+        let result = both.withUnsafeMutableBytes { host.ioctl(type1.fileDescriptor.rawValue, VFIOUAPI.iommuDirtyPages, .buffer($0)) }
+        #expect(result.failureErrno == .invalidArgument)
+        #expect(try type1.unmapDMA(iova: Self.iova, size: UInt64(buffer.size)) == UInt64(buffer.size))
+        try device.close()
+    }
+
+    @Test("iommufd GET_DIRTY_BITMAP: unknown flags EOPNOTSUPP, overflow EOVERFLOW, a page size below 4 KiB EINVAL")
+    func iommufdBitmapRefusals() throws {
+        let (host, device, _) = try Self.cdevHost(iommuDirtyTracking: true)
+        let hwpt = try #require(device.dirtyTrackingHWPT)
+        let iommufd = try #require(device.iommufd)
+        func raw(_ request: IOMMUHWPTGetDirtyBitmap) -> Errno? {
+            var words = [UInt64](repeating: 0, count: 4)
+            return words.withUnsafeMutableBytes { buffer in
+                var request = request
+                request.data = UInt64(UInt(bitPattern: buffer.baseAddress))
+                var bytes = request.bytes
+                return bytes.withUnsafeMutableBytes {
+                    host.ioctl(iommufd.fileDescriptor.rawValue, VFIOUAPI.iommuHWPTGetDirtyBitmap, .buffer($0))
+                }
+                .failureErrno
+            }
+        }
+        #expect(raw(IOMMUHWPTGetDirtyBitmap(hwptID: hwpt, flags: 2, iova: 0, length: 4096, pageSize: 4096, data: 0)) == .notSupported)
+        #expect(raw(IOMMUHWPTGetDirtyBitmap(hwptID: hwpt, iova: .max - 4095, length: 8192, pageSize: 4096, data: 0)) == .overflow)
+        #expect(raw(IOMMUHWPTGetDirtyBitmap(hwptID: hwpt, iova: 0, length: 4096, pageSize: 2048, data: 0)) == .invalidArgument)
+        #expect(raw(IOMMUHWPTGetDirtyBitmap(hwptID: hwpt, iova: 0, length: 4096, pageSize: 4096, data: 0)) == nil)
+        #expect(throws: VFIOError.featureUnsupported(operation: .setHWPTDirtyTracking, device: iommufd.name, errno: .notSupported)) {
+            var set = IOMMUHWPTSetDirtyTracking(flags: 4, hwptID: hwpt).bytes
+            let result = set.withUnsafeMutableBytes {
+                host.ioctl(iommufd.fileDescriptor.rawValue, VFIOUAPI.iommuHWPTSetDirtyTracking, .buffer($0))
+            }
+            if let errno = result.failureErrno {
+                throw VFIOError.featureUnsupported(operation: .setHWPTDirtyTracking, device: iommufd.name, errno: errno)
+            }
+        }
+    }
+
     // MARK: iommufd
 
     static func cdevHost(iommuDirtyTracking: Bool) throws -> (SimulatedVFIOHost, KernelVFIODevice, SimulatedVFIODriver) {

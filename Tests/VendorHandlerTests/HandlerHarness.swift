@@ -12,6 +12,7 @@ final class RecordingContext: SaveContext, LoadContext, @unchecked Sendable {
     private let lock = NSLock()
     private var running = true
     private var approved = 0
+    private var revoked = 0
 
     init(identity: HandlerIdentity, ack: Bool, multifd: Bool = false) {
         self.identity = identity
@@ -26,8 +27,17 @@ final class RecordingContext: SaveContext, LoadContext, @unchecked Sendable {
 
     var approvals: Int { lock.withLock { approved } }
 
+    private var chosen = MigrationParameters()
+    /// What the source's hooks see (extensions on by default, as MigrationParameters).
+    var parameters: MigrationParameters {
+        get { lock.withLock { chosen } }
+        set { lock.withLock { chosen = newValue } }
+    }
+
+    var revocations: Int { lock.withLock { revoked } }
+
     func approveSwitchover() throws { lock.withLock { approved += 1 } }
-    func revokeSwitchover() throws {}
+    func revokeSwitchover() throws { lock.withLock { revoked += 1 } }
 }
 
 /// Drives one source handler and one destination handler by hand, as the engine would,

@@ -61,7 +61,15 @@ final class MultifdVFIOScenario: Sendable {
         }
     }
 
-    init(devices: Int, mlx5Tuning: Bool = false) throws {
+    init(
+        devices: Int, mlx5Tuning: Bool = false, loadConfigAfterIterations: (source: Bool, destination: Bool) = (false, false),
+        before: (source: any MigrationHandler, destination: any MigrationHandler)? = nil
+    ) throws {
+        if let before {
+            // Registered first: its FULL section comes before the devices'.
+            try sourceRegistry.register(before.source, idstr: "marker", instanceID: 0, versionID: 1)
+            try destinationRegistry.register(before.destination, idstr: "marker", instanceID: 0, versionID: 1)
+        }
         var sd: [SimulatedVFIODevice] = []
         var dd: [SimulatedVFIODevice] = []
         var sh: [VFIOPCIHandler] = []
@@ -76,8 +84,9 @@ final class MultifdVFIOScenario: Sendable {
             let destinationConfig = QEMUPCIConfigState(read: { [] })
             let isMLX5: Bool = if case .mlx5 = config.payload { true } else { false }
             let tuning: () -> VFIOPCITuning = { mlx5Tuning && isMLX5 ? MLX5Tuning() : MultifdSmallChunkTuning() }
-            let source = VFIOPCIHandler(device: s, tuning: tuning())
-            let destination = VFIOPCIHandler(device: d, config: destinationConfig, tuning: tuning())
+            let source = VFIOPCIHandler(device: s, tuning: tuning(), loadConfigAfterIterations: loadConfigAfterIterations.source)
+            let destination = VFIOPCIHandler(
+                device: d, config: destinationConfig, tuning: tuning(), loadConfigAfterIterations: loadConfigAfterIterations.destination)
             try sourceRegistry.register(source, idstr: source.identity.idstr, instanceID: 0, versionID: VFIOPCIHandler.sectionVersion)
             try destinationRegistry.register(
                 destination, idstr: destination.identity.idstr, instanceID: 0, versionID: VFIOPCIHandler.sectionVersion)
@@ -227,5 +236,77 @@ func multifdErrorIn<T>(_ result: Result<T, any Error>) -> MultifdError? {
         }
         #expect(multifdFailureOf(source) != nil && s.sourceVM.isRunning)
         #expect(s.sourceDevices[0].currentState == .running)
+    }
+}
+
+/// A FULL-only handler whose one-byte section the destination loads by first waiting, up to a
+/// deadline, for `until` to hold: it records whether the devices' config states were loaded by
+/// the time its own section was.
+final class OrderMarkerHandler: MigrationHandler {
+    private let until: @Sendable () -> Bool
+    private let seen = Mutex<Bool?>(nil)
+    init(until: @escaping @Sendable () -> Bool = { false }) { self.until = until }
+    var isLive: Bool { false }
+    var hasFullState: Bool { true }
+    /// Destination: whether `until` held when the marker's FULL section was loaded (nil before).
+    var conditionHeldAtLoad: Bool? { seen.withLock { $0 } }
+
+    func saveState(to writer: StreamWriter, context: SaveContext) throws { try writer.writeU8(0x4d) }
+
+    func loadState(from reader: StreamReader, header: SectionHeader, context: LoadContext) throws {
+        _ = try reader.readU8()
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(2)
+        while !until(), clock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        let held = until()
+        seen.withLock { $0 = held }
+    }
+}
+
+/// QEMU 10.1's load-config-after-iter (`x-migration-load-config-after-iter`): the source's FULL
+/// section is CONFIG_LOAD_READY alone, and the destination loads the config state (the last
+/// multifd buffer) only after that FULL section, i.e. after every section before it.
+@Suite struct ConfigLoadReadyTests {
+    @Test func theConfigStateIsLoadedOnlyAfterTheSectionsBeforeIt() async throws {
+        let box = Mutex<MultifdVFIOScenario?>(nil)
+        // The marker's FULL comes before the devices'; its load waits (2 s at most) for a config
+        // state to be loaded: with the ordering none can be, so it records false.
+        let marker = OrderMarkerHandler {
+            box.withLock { $0?.destinationConfigs.contains { $0.lastLoaded != nil } } ?? false
+        }
+        let s = try MultifdVFIOScenario(devices: 2, loadConfigAfterIterations: (true, true), before: (OrderMarkerHandler(), marker))
+        box.withLock { $0 = s }
+        let (source, destination) = await s.migrate(MultifdVFIOScenario.parameters(channels: 2))
+        _ = try source.get()
+        _ = try destination.get()
+        s.expectIdentical("load-config-after-iter")
+        #expect(marker.conditionHeldAtLoad == false, "a config state was loaded before the FULL section that precedes the device's")
+        box.withLock { $0 = nil }
+    }
+
+    @Test func withoutItTheConfigStateDoesNotWaitForTheFULLSections() async throws {
+        let box = Mutex<MultifdVFIOScenario?>(nil)
+        let marker = OrderMarkerHandler {
+            box.withLock { s in s.map { $0.destinationConfigs.allSatisfy { $0.lastLoaded != nil } } } ?? false
+        }
+        let s = try MultifdVFIOScenario(devices: 2, before: (OrderMarkerHandler(), marker))
+        box.withLock { $0 = s }
+        let (source, destination) = await s.migrate(MultifdVFIOScenario.parameters(channels: 2))
+        _ = try source.get()
+        _ = try destination.get()
+        s.expectIdentical("QEMU 10.0's order")
+        // QEMU 10.0: the config buffers are loaded by the load threads as they come, while the
+        // main channel's FULL sections are still being read.
+        #expect(marker.conditionHeldAtLoad == true)
+        box.withLock { $0 = nil }
+    }
+
+    @Test(arguments: [(true, false), (false, true)])
+    func bothEndsMustAgree(source: Bool, destination: Bool) async throws {
+        let s = try MultifdVFIOScenario(devices: 1, loadConfigAfterIterations: (source, destination))
+        let (_, incoming) = await s.migrate(MultifdVFIOScenario.parameters(channels: 2))
+        let error = try #require(multifdFailureOf(incoming))
+        let expected = source ? "loading the config after the iterations is off here" : "no CONFIG_LOAD_READY"
+        #expect("\(error)".contains(expected), "\(error)")
     }
 }

@@ -111,10 +111,12 @@ import VFIOSimulator
         handler.loadCleanup(succeeded: false)
     }
 
-    @Test("CONFIG_LOAD_READY (QEMU 10.1) is a FULL section's whole body with multifd transfer, refused without it or in a PART")
+    @Test(
+        "CONFIG_LOAD_READY (QEMU 10.1) is a FULL section's whole body with multifd transfer and load-config-after-iter, refused without either, twice, or in a PART"
+    )
     func configLoadReadyWithMultifd() throws {
         let dst = try SimulatedVFIODevice(.mtty(name: "0000:00:05.0"))
-        let handler = VFIOPCIHandler(device: dst)
+        let handler = VFIOPCIHandler(device: dst, loadConfigAfterIterations: true)
         let tag = VFIOSectionTag.configLoadReady.bytes
         let full = SectionHeader(kind: .full, sectionID: 1, idstr: handler.identity.idstr, instanceID: 0, versionID: 1)
         let part = SectionHeader(kind: .part, sectionID: 1, idstr: handler.identity.idstr, instanceID: 0, versionID: 1)
@@ -127,7 +129,18 @@ import VFIOSimulator
         #expect(throws: VFIOPCIHandlerError.self) {
             try handler.loadState(from: StreamReader(source: MemoryByteSource(tag)), header: part, context: multifd)
         }
+        #expect(throws: VFIOPCIHandlerError.self, "a second CONFIG_LOAD_READY") {
+            try handler.loadState(from: StreamReader(source: MemoryByteSource(tag)), header: full, context: multifd)
+        }
         handler.loadCleanup(succeeded: false)
+
+        // Off at this end (QEMU's default on x86): refused, as QEMU's "was disabled".
+        let off = VFIOPCIHandler(device: dst)
+        try off.loadSetup(context: multifd)
+        #expect(throws: VFIOPCIHandlerError.self) {
+            try off.loadState(from: StreamReader(source: MemoryByteSource(tag)), header: full, context: multifd)
+        }
+        off.loadCleanup(succeeded: false)
 
         let classic = RecordingContext(identity: handler.identity, ack: false)
         try handler.loadSetup(context: classic)

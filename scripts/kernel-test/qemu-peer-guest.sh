@@ -167,6 +167,26 @@ else
     fail qemu-file-loaded-by-switchover "no file from QEMU"
 fi
 
+# --- 3b. The same file through the command line: switchover incoming --devices-only, a simulated mtty --
+step=switchover-incoming-loads-qemu-file
+if [ -s /tmp/qemu-source.mig ]; then
+    /switchover incoming --listen file:/tmp/qemu-source.mig --devices-only --machine-type "$MACHINE" \
+        --device mtty:name=0000:00:04.0 --memory 1MiB --json --no-progress >/tmp/step3b.txt 2>/tmp/step3b.err
+    rc=$?
+    sed 's/^/  incoming: /' /tmp/step3b.err | head -n 5
+    # The device's loaded bytes (the JSON's digests) against the DATA bytes of QEMU's file.
+    loaded=$(tr ',' '\n' </tmp/step3b.txt | sed -n 's/.*"bytes" *: *\([0-9]*\).*/\1/p' | tail -n 1)
+    qemu_bytes=$(($(/qemu-peer-check file-data /tmp/qemu-source.mig | sed -n 's/^data //p' | wc -c) / 2))
+    info "the simulated mtty loaded ${loaded:-?} bytes; QEMU's file holds $qemu_bytes"
+    if [ "$rc" = 0 ] && grep -q 'loading 0000:00:04.0/vfio' /tmp/step3b.err && [ "${loaded:-0}" = "$qemu_bytes" ]; then
+        pass $step
+    else
+        fail $step "switchover incoming exited $rc, or loaded ${loaded:-no} bytes of QEMU's $qemu_bytes"
+    fi
+else
+    fail $step "no file from QEMU"
+fi
+
 # --- 4. Switchover → QEMU, live over TCP, return path and switchover-ack on both ends -----------------
 qemu_start qdst 4 "$QEMU_DST" -S -incoming defer
 sleep 3

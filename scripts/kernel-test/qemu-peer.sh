@@ -34,31 +34,12 @@ export KT_APPEND_EXTRA='printk.devkmsg=on printk.time=0'
 . "$KT_DIR/lib/verdict.sh"
 # shellcheck source=lib/qemu10.sh
 . "$KT_DIR/lib/qemu10.sh"
+# shellcheck source=lib/steps.sh
+. "$KT_DIR/lib/steps.sh"
 
-last=${1:-boot}
-case $last in fetch | build | initramfs | boot) ;; *) kt_die "unknown step $last (fetch, build, initramfs, boot)" ;; esac
-[ "$(uname -m)" = x86_64 ] || kt_die "needs an x86_64 host (this is $(uname -m))"
-mkdir -p "$KT_CACHE"
-total_start=$(date +%s.%N)
-
-kt_step host-tools kt_host_packages
-kt_step versions kt_resolve_versions
-kt_step download kt_download
-kt_step extract kt_extract
-kt_step qemu10 kt_qemu_resolve
-kt_step qemu10-get kt_qemu_fetch
-[ "$last" = fetch ] && exit 0
-
-kt_step mtty.ko kt_build_mtty
-kt_step swift-peer kt_build_peer_swift
-[ "$last" = build ] && exit 0
-
+KT_EXTRA_FETCH="qemu10:kt_qemu_resolve qemu10-get:kt_qemu_fetch"
+KT_SWIFT_STEP=swift-peer
+KT_SWIFT_BUILD=kt_build_peer_swift
 KT_GUEST_INIT="$KT_DIR/qemu-peer-guest.sh"
 KT_CONSOLE_NAME=qemu-peer-console.log
-kt_step initramfs kt_pack_initramfs
-[ "$last" = initramfs ] && exit 0
-
-kt_step boot kt_boot
-total_end=$(date +%s.%N)
-kt_log "$(awk -v s="$total_start" -v e="$total_end" 'BEGIN { printf "total      %6.1f s", e - s }')"
-kt_verdict "$KT_CONSOLE_LOG"
+kt_run_steps "${1:-boot}"

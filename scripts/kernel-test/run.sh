@@ -24,29 +24,7 @@ set -euo pipefail
 . "$KT_DIR/lib/boot.sh"
 # shellcheck source=lib/verdict.sh
 . "$KT_DIR/lib/verdict.sh"
+# shellcheck source=lib/steps.sh
+. "$KT_DIR/lib/steps.sh"
 
-last=${1:-boot}
-case $last in fetch | build | initramfs | boot) ;; *) kt_die "unknown step $last (fetch, build, initramfs, boot)" ;; esac
-
-# The guest runs Debian's amd64 kernel and the host-built binary: both must be x86_64.
-[ "$(uname -m)" = x86_64 ] || kt_die "needs an x86_64 host (this is $(uname -m))"
-mkdir -p "$KT_CACHE"
-total_start=$(date +%s.%N)
-
-kt_step host-tools kt_host_packages
-kt_step versions kt_resolve_versions
-kt_step download kt_download
-kt_step extract kt_extract
-[ "$last" = fetch ] && exit 0
-
-kt_step mtty.ko kt_build_mtty
-kt_step swift kt_build_swift
-[ "$last" = build ] && exit 0
-
-kt_step initramfs kt_pack_initramfs
-[ "$last" = initramfs ] && exit 0
-
-kt_step boot kt_boot
-total_end=$(date +%s.%N)
-kt_log "$(awk -v s="$total_start" -v e="$total_end" 'BEGIN { printf "total      %6.1f s", e - s }')"
-kt_verdict "$KT_CONSOLE_LOG"
+kt_run_steps "${1:-boot}"
