@@ -106,36 +106,6 @@ public final class DirtyMemoryLog: Sendable {
     }
 }
 
-/// How guest pages written by device DMA were tracked in a migration
-/// (``MigrationStatistics/dirtyTracking``).
-public struct DirtyTrackingStatistics: Sendable, Hashable {
-    /// The tracking used.
-    public var kind: DirtyTrackingKind
-    /// The trackers' names (devices for device logging, containers for IOMMU tracking).
-    public var trackers: [String]
-    /// The pages reported by tracking at each sync while the devices ran.
-    public var pagesPerSync: [Int]
-    /// The pages reported after the devices stopped (the final sync); nil when none was made.
-    public var finalSyncPages: Int?
-    /// Why a better kind was not used (see ``DirtyTrackingPlan/reasons``).
-    public var reasons: [String]
-
-    /// How many trackers ran.
-    public var trackerCount: Int { trackers.count }
-}
-
-/// A tracker failed while the migration ran.
-public enum DirtyTrackingError: Error, Sendable, CustomStringConvertible {
-    /// Reading and clearing `tracker`'s dirty pages failed.
-    case collectFailed(tracker: String, cause: any Error)
-
-    public var description: String {
-        switch self {
-        case .collectFailed(let tracker, let cause): "reading the dirty pages of \(tracker) failed: \(cause)"
-        }
-    }
-}
-
 /// A migration's dirty tracking on the source, from the choice to the stop.
 final class DirtyTrackingSession: Sendable {
     let configuration: DirtyTrackingConfiguration

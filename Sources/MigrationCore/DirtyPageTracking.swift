@@ -1,3 +1,6 @@
+// The vocabulary of dirty-page tracking that MigrationCore shares with the VFIO adapters
+// (VFIOPCIHandler) and a VMM's own trackers: small types kept in one file, as one contract.
+
 /// A guest-physical range that devices may write by DMA.
 ///
 /// The IOVA a device uses is the guest-physical address: a VMM maps guest RAM 1:1 into the
