@@ -15,11 +15,7 @@ import Synchronization
 /// Swift concurrency pool. Cancel with ``cancel()`` or by cancelling the awaiting task; on
 /// any failure or cancel every handler's `saveCleanup(succeeded: false)` runs and a guest the
 /// engine stopped is resumed. One instance runs one migration.
-public final class MigrationSource: Sendable {
-    /// The handlers to migrate (snapshot taken when `run` starts).
-    public let registry: HandlerRegistry
-    /// The guest's vCPUs (``runState``'s).
-    public let vm: any VMController
+public final class MigrationSource: MigrationEngine, EngineInternals {
     /// The VM's run state: stopped at the switchover (vCPUs, then the P2P barrier across every
     /// handler, then every handler, before any END section) and started again when the
     /// migration fails after that.
@@ -27,34 +23,13 @@ public final class MigrationSource: Sendable {
     /// Written after the file header.
     public let configuration: MachineConfiguration
     public let parameters: MigrationParameters
-    let clock: any MigrationClock
-    let logger: Logger
-    let control = EngineControl()
+    let parts: EngineParts
     /// The source's view of the switchover acknowledgement, published by the return path.
     let returnPathBox = Mutex<SourceReturnPath?>(nil)
 
     /// Progress events: at each phase change and at most once per 100 ms window. One consumer;
     /// finishes when `run` returns.
-    public let progress: AsyncStream<MigrationProgress>
-    let progressContinuation: AsyncStream<MigrationProgress>.Continuation
-
-    /// - Parameters:
-    ///   - registry: the handlers whose state moves, registered as on the destination.
-    ///   - vm: the guest, stopped for the switchover and resumed if the migration fails.
-    ///   - configuration: the machine configuration written after the header; the destination
-    ///     must run the same machine type.
-    ///   - parameters: the migration's parameters (downtime limit, bandwidth, switchover-ack…).
-    ///   - clock: the engine's time source (a virtual one in tests).
-    ///   - logger: defaults to a silent logger labelled "switchover.migration".
-    public convenience init(
-        registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
-        parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
-        logger: Logger? = nil
-    ) {
-        self.init(
-            runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
-            clock: clock, logger: logger)
-    }
+    public var progress: AsyncStream<MigrationProgress> { parts.progress }
 
     /// A source on the VMM's own ``VMRunState`` (the object it pauses and resumes the guest
     /// through), so a migration and the VMM never change the run state at the same time.
@@ -70,13 +45,9 @@ public final class MigrationSource: Sendable {
         logger: Logger? = nil
     ) {
         self.runState = runState
-        self.registry = runState.registry
-        self.vm = runState.vcpus
         self.configuration = configuration
         self.parameters = parameters
-        self.clock = clock
-        self.logger = logger ?? quietLogger()
-        (progress, progressContinuation) = AsyncStream.makeStream(of: MigrationProgress.self, bufferingPolicy: .bufferingNewest(256))
+        self.parts = EngineParts(clock: clock, logger: logger)
     }
 
     /// Connects through `transport` and migrates.
