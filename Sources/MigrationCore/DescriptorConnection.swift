@@ -152,5 +152,3 @@ public final class DescriptorConnection: MigrationConnection, CustomStringConver
         if first && ownsDescriptor { _ = Glibc.close(fd) }
     }
 }
-
-// MARK: - TCP

@@ -14,11 +14,7 @@ import MigrationStream
 /// answers the return-path commands, resumes the guest after EOF and reports the result to
 /// the source (SHUT). On failure or cancel every handler's `loadCleanup(succeeded: false)`
 /// runs. The load loop runs on a dedicated thread. One instance runs one migration.
-public final class MigrationDestination: Sendable {
-    /// The handlers sections are dispatched to (snapshot taken when `run` starts).
-    public let registry: HandlerRegistry
-    /// The guest's vCPUs (``runState``'s).
-    public let vm: any VMController
+public final class MigrationDestination: MigrationEngine, EngineInternals {
     /// The VM's run state: started after a successful stream (every device RUNNING_P2P, then
     /// every device RUNNING, then the vCPUs), or — with ``MigrationParameters/resumeOnCompletion``
     /// off — left stopped, devices in STOP, until the VMM calls ``VMRunState/start(_:)``.
@@ -26,30 +22,10 @@ public final class MigrationDestination: Sendable {
     /// The local machine configuration the stream's must match.
     public let configuration: MachineConfiguration
     public let parameters: MigrationParameters
-    let clock: any MigrationClock
-    let logger: Logger
-    let control = EngineControl()
+    let parts: EngineParts
 
     /// Progress events: at each phase change and at most every 100 ms while loading.
-    public let progress: AsyncStream<MigrationProgress>
-    let progressContinuation: AsyncStream<MigrationProgress>.Continuation
-
-    /// - Parameters:
-    ///   - registry: the handlers to load sections into, registered as on the source.
-    ///   - vm: the guest to resume once everything is loaded.
-    ///   - configuration: this destination's machine; the stream's machine type must equal it.
-    ///   - parameters: the migration's parameters; those both ends share must match the source's.
-    ///   - clock: the engine's time source (a virtual one in tests).
-    ///   - logger: defaults to a silent logger labelled "switchover.migration".
-    public convenience init(
-        registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
-        parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
-        logger: Logger? = nil
-    ) {
-        self.init(
-            runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
-            clock: clock, logger: logger)
-    }
+    public var progress: AsyncStream<MigrationProgress> { parts.progress }
 
     /// A destination on the VMM's own ``VMRunState``: the VMM later starts the guest through
     /// the same object when ``MigrationParameters/resumeOnCompletion`` is off.
@@ -65,13 +41,9 @@ public final class MigrationDestination: Sendable {
         logger: Logger? = nil
     ) {
         self.runState = runState
-        self.registry = runState.registry
-        self.vm = runState.vcpus
         self.configuration = configuration
         self.parameters = parameters
-        self.clock = clock
-        self.logger = logger ?? quietLogger()
-        (progress, progressContinuation) = AsyncStream.makeStream(of: MigrationProgress.self, bufferingPolicy: .bufferingNewest(256))
+        self.parts = EngineParts(clock: clock, logger: logger)
     }
 
     /// Listens on `transport`, accepts one migration and loads it.

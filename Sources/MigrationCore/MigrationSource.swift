@@ -15,11 +15,7 @@ import Synchronization
 /// Swift concurrency pool. Cancel with ``cancel()`` or by cancelling the awaiting task; on
 /// any failure or cancel every handler's `saveCleanup(succeeded: false)` runs and a guest the
 /// engine stopped is resumed. One instance runs one migration.
-public final class MigrationSource: Sendable {
-    /// The handlers to migrate (snapshot taken when `run` starts).
-    public let registry: HandlerRegistry
-    /// The guest's vCPUs (``runState``'s).
-    public let vm: any VMController
+public final class MigrationSource: MigrationEngine, EngineInternals {
     /// The VM's run state: stopped at the switchover (vCPUs, then the P2P barrier across every
     /// handler, then every handler, before any END section) and started again when the
     /// migration fails after that.
@@ -30,35 +26,13 @@ public final class MigrationSource: Sendable {
     /// The devices that write guest memory by DMA and the ranges they may write: tracked from
     /// the start to the end of the migration (DirtyTrackingPlan.swift, docs/engine.md).
     public let dirtyTracking: DirtyTrackingConfiguration
-    let clock: any MigrationClock
-    let logger: Logger
-    let control = EngineControl()
+    let parts: EngineParts
     /// The source's view of the switchover acknowledgement, published by the return path.
     let returnPathBox = Mutex<SourceReturnPath?>(nil)
 
     /// Progress events: at each phase change and at most once per 100 ms window. One consumer;
     /// finishes when `run` returns.
-    public let progress: AsyncStream<MigrationProgress>
-    let progressContinuation: AsyncStream<MigrationProgress>.Continuation
-
-    /// - Parameters:
-    ///   - registry: the handlers whose state moves, registered as on the destination.
-    ///   - vm: the guest, stopped for the switchover and resumed if the migration fails.
-    ///   - configuration: the machine configuration written after the header; the destination
-    ///     must run the same machine type.
-    ///   - parameters: the migration's parameters (downtime limit, bandwidth, switchover-ack…).
-    ///   - dirtyTracking: the devices that write guest memory by DMA, and that memory.
-    ///   - clock: the engine's time source (a virtual one in tests).
-    ///   - logger: defaults to a silent logger labelled "switchover.migration".
-    public convenience init(
-        registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
-        parameters: MigrationParameters = MigrationParameters(), dirtyTracking: DirtyTrackingConfiguration = .none,
-        clock: any MigrationClock = MonotonicClock(), logger: Logger? = nil
-    ) {
-        self.init(
-            runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
-            dirtyTracking: dirtyTracking, clock: clock, logger: logger)
-    }
+    public var progress: AsyncStream<MigrationProgress> { parts.progress }
 
     /// A source on the VMM's own ``VMRunState`` (the object it pauses and resumes the guest
     /// through), so a migration and the VMM never change the run state at the same time.
@@ -66,23 +40,58 @@ public final class MigrationSource: Sendable {
     ///   - runState: the guest and the handlers whose state moves (its registry).
     ///   - configuration: the machine configuration written after the header.
     ///   - parameters: the migration's parameters.
-    ///   - dirtyTracking: the devices that write guest memory by DMA, and that memory.
+    ///   - clock: the engine's time source (a virtual one in tests).
+    ///   - logger: defaults to a silent logger labelled "switchover.migration".
+    public convenience init(
+        runState: VMRunState, configuration: MachineConfiguration,
+        parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
+        logger: Logger? = nil
+    ) {
+        self.init(
+            runState: runState, configuration: configuration, parameters: parameters, dirtyTracking: .none, clock: clock,
+            logger: logger)
+    }
+
+    /// A source on a run state of its own over `registry` and `vm`, whose guest has devices that
+    /// write its memory by DMA (``dirtyTracking``).
+    /// - Parameters:
+    ///   - registry: the handlers whose state moves, registered as on the destination.
+    ///   - vm: the guest, stopped for the switchover and resumed if the migration fails.
+    ///   - configuration: the machine configuration written after the header.
+    ///   - parameters: the migration's parameters (``MigrationParameters/allowUntrackedDMA``).
+    ///   - dirtyTracking: the DMA-writing devices and the guest memory they may write.
+    ///   - clock: the engine's time source (a virtual one in tests).
+    ///   - logger: defaults to a silent logger labelled "switchover.migration".
+    public convenience init(
+        registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
+        parameters: MigrationParameters = MigrationParameters(), dirtyTracking: DirtyTrackingConfiguration,
+        clock: any MigrationClock = MonotonicClock(), logger: Logger? = nil
+    ) {
+        self.init(
+            runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
+            dirtyTracking: dirtyTracking, clock: clock, logger: logger)
+    }
+
+    /// A source whose guest has devices that write its memory by DMA: ``dirtyTracking`` says
+    /// which, and the guest-physical ranges they may write (docs/engine.md, "Guest memory
+    /// written by device DMA").
+    /// - Parameters:
+    ///   - runState: the guest and the handlers whose state moves (its registry).
+    ///   - configuration: the machine configuration written after the header.
+    ///   - parameters: the migration's parameters (``MigrationParameters/allowUntrackedDMA``).
+    ///   - dirtyTracking: the DMA-writing devices and the guest memory they may write.
     ///   - clock: the engine's time source (a virtual one in tests).
     ///   - logger: defaults to a silent logger labelled "switchover.migration".
     public init(
         runState: VMRunState, configuration: MachineConfiguration,
-        parameters: MigrationParameters = MigrationParameters(), dirtyTracking: DirtyTrackingConfiguration = .none,
+        parameters: MigrationParameters = MigrationParameters(), dirtyTracking: DirtyTrackingConfiguration,
         clock: any MigrationClock = MonotonicClock(), logger: Logger? = nil
     ) {
         self.dirtyTracking = dirtyTracking
         self.runState = runState
-        self.registry = runState.registry
-        self.vm = runState.vcpus
         self.configuration = configuration
         self.parameters = parameters
-        self.clock = clock
-        self.logger = logger ?? quietLogger()
-        (progress, progressContinuation) = AsyncStream.makeStream(of: MigrationProgress.self, bufferingPolicy: .bufferingNewest(256))
+        self.parts = EngineParts(clock: clock, logger: logger)
     }
 
     /// Connects through `transport` and migrates.

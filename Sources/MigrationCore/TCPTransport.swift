@@ -82,8 +82,7 @@ public struct TCPTransport: MigrationTransport {
 
 /// Listens on a TCP address (SO_REUSEADDR). Port 0 picks a free port: read ``port``.
 public final class TCPListener: MigrationListener {
-    private let fd: Int32
-    private let closed = Mutex(false)
+    private let listening: ListeningSocket
     /// The port actually bound.
     public let port: UInt16
 
@@ -120,23 +119,40 @@ public final class TCPListener: MigrationListener {
                 // sin_port and sin6_port both sit at offset 2, in network order.
                 UInt16(raw[2]) << 8 | UInt16(raw[3])
             }
-            self.fd = fd
+            self.listening = ListeningSocket(fd)
             self.port = bound
             return
         }
         throw lastError
     }
 
+    public func accept() throws -> any MigrationConnection {
+        try listening.accept { c in
+            setNoDelay(c)
+            return DescriptorConnection(fd: c, label: "tcp connection on port \(port)")
+        }
+    }
+
+    public func close() { listening.close() }
+}
+
+/// A listening socket: its descriptor, the accept loop and the close that wakes it, shared by
+/// the TCP and Unix listeners.
+final class ListeningSocket: Sendable {
+    private let fd: Int32
+    private let closed = Mutex(false)
+
+    /// Takes ownership of `fd`, bound and listening; closed in deinit.
+    init(_ fd: Int32) { self.fd = fd }
+
     deinit { _ = Glibc.close(fd) }
 
-    public func accept() throws -> any MigrationConnection {
+    /// Accepts one connection (retrying EINTR and ECONNABORTED); `made` wraps its descriptor.
+    func accept(_ made: (Int32) -> DescriptorConnection) throws -> any MigrationConnection {
         while true {
             if closed.withLock({ $0 }) { throw TransportError.shutDown }
             let c = acceptCloexec(fd)
-            if c >= 0 {
-                setNoDelay(c)
-                return DescriptorConnection(fd: c, label: "tcp connection on port \(port)")
-            }
+            if c >= 0 { return made(c) }
             let e = errno
             if e == EINTR || e == ECONNABORTED { continue }
             if closed.withLock({ $0 }) { throw TransportError.shutDown }
@@ -144,14 +160,12 @@ public final class TCPListener: MigrationListener {
         }
     }
 
-    public func close() {
+    /// The first call wakes a thread blocked in accept() (shutdown); the descriptor is closed in deinit.
+    func close() {
         let first = closed.withLock { c -> Bool in
             defer { c = true }
             return !c
         }
-        // shutdown() wakes a thread blocked in accept(); the descriptor is closed in deinit.
         if first { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
     }
 }
-
-// MARK: - Unix sockets

@@ -54,8 +54,7 @@ public struct UnixSocketTransport: MigrationTransport {
 
 /// Listens on a Unix socket path (an existing socket file is replaced).
 public final class UnixSocketListener: MigrationListener {
-    private let fd: Int32
-    private let closed = Mutex(false)
+    private let listening: ListeningSocket
     public let path: String
 
     public init(path: String, backlog: Int32 = 4) throws {
@@ -71,34 +70,15 @@ public final class UnixSocketListener: MigrationListener {
             _ = Glibc.close(fd)
             throw error
         }
-        self.fd = fd
+        self.listening = ListeningSocket(fd)
         self.path = path
     }
 
-    deinit {
-        _ = Glibc.close(fd)
-        _ = unlink(path)
-    }
+    deinit { _ = unlink(path) }
 
     public func accept() throws -> any MigrationConnection {
-        while true {
-            if closed.withLock({ $0 }) { throw TransportError.shutDown }
-            let c = acceptCloexec(fd)
-            if c >= 0 { return DescriptorConnection(fd: c, label: "unix:\(path)") }
-            let e = errno
-            if e == EINTR || e == ECONNABORTED { continue }
-            if closed.withLock({ $0 }) { throw TransportError.shutDown }
-            throw systemError("accept", e)
-        }
+        try listening.accept { DescriptorConnection(fd: $0, label: "unix:\(path)") }
     }
 
-    public func close() {
-        let first = closed.withLock { c -> Bool in
-            defer { c = true }
-            return !c
-        }
-        if first { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
-    }
+    public func close() { listening.close() }
 }
-
-// MARK: - Files and descriptors

@@ -189,8 +189,8 @@ struct DMAMigrationRig {
             ? DirtyTrackingConfiguration(devices: devices, ranges: sourceVM.ram.guestRanges, pageSize: UInt64(GuestRAM.pageSize))
             : .none
         source = MigrationSource(
-            registry: sourceRegistry, vm: FlagVCPUs(running: true), configuration: MachineConfiguration(machineType: "pc-q35-7.2"),
-            parameters: parameters, dirtyTracking: tracking)
+            runState: VMRunState(registry: sourceRegistry, vcpus: FlagVCPUs(running: true)),
+            configuration: MachineConfiguration(machineType: "pc-q35-7.2"), parameters: parameters, dirtyTracking: tracking)
         destination = MigrationDestination(
             registry: destinationRegistry, vm: FlagVCPUs(running: false),
             configuration: MachineConfiguration(machineType: "pc-q35-7.2"), parameters: parameters)
