@@ -56,7 +56,7 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
     public var dirtyBytesPerSecond: UInt64
     /// Guest RAM written by DMA per second while the guest runs (`dma=`), in bytes.
     public var dmaBytesPerSecond: UInt64
-    /// What can track the device's DMA writes; nil = by kind (``defaultDMATracking``).
+    /// What can track the device's DMA writes; nil = by kind (``effectiveDMATracking``).
     public var dmaTracking: DMATracking?
     public var ports: Int
     public var seed: UInt64?

@@ -9,7 +9,7 @@ import MigrationStream
 /// still dirty, then EOS. The first record of each section names its block; later records in
 /// the same block carry the CONTINUE flag instead.
 ///
-/// Device DMA: when the source tracks the pages devices write (``SaveContext/dirtyMemory``),
+/// Device DMA: when the source tracks the pages devices write (`SaveContext.dirtyMemory`),
 /// each pass (``saveIterate(to:context:)``, ``pendingExact(context:)``) first merges them into
 /// the RAM's dirty bitmap, and ``saveComplete(to:context:)`` merges them once more — after every
 /// device has stopped — before sending what is left.

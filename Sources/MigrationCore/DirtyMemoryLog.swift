@@ -3,7 +3,7 @@ import Synchronization
 /// The guest pages devices wrote by DMA during a migration, as the VMM's RAM handler reads
 /// them (``SaveContext/dirtyMemory``).
 ///
-/// The RAM handler calls ``sync()`` at every pass (in `saveIterate`, or in `pendingEstimate`
+/// The RAM handler calls ``sync()`` at every pass (in `saveIterate`, and in `pendingExact`
 /// when it recounts its dirty pages) and merges the pages into its own dirty bitmap; and once
 /// more in `saveComplete`, which runs after every device has stopped: that final sync
 /// collects the pages written just before the devices stopped. The source engine fails a
