@@ -3,7 +3,7 @@ import MigrationCore
 import MigrationStream
 import Synchronization
 
-/// The outcome of ``LoopbackMigration/run(_:parameters:timeout:progress:)``.
+/// The outcome of ``LoopbackMigration/run(_:parameters:timeout:progress:secure:)``.
 public struct LoopbackResult: Sendable {
     /// The source's statistics (downtime, predictions, bytes, per handler).
     public var statistics: MigrationStatistics
