@@ -29,8 +29,7 @@ final class SourceRun {
     var downtimeStart: Duration?
 
     // Per handler (index = entries index).
-    var bytes: [UInt64]
-    var sections: [Int]
+    var tally: SectionTally
     let keyIndex: [HandlerIdentity.Key: Int]
 
     // Iteration: counts, and the switchover decision (SwitchoverStateMachine.swift).
@@ -79,11 +78,8 @@ final class SourceRun {
         let extensionsOn = owner.parameters.extensions && owner.parameters.returnPath && connection.supportsReturnPath
         self.extensionsOn = extensionsOn
         self.startTime = owner.clock.now
-        self.bytes = Array(repeating: 0, count: entries.count)
-        self.sections = Array(repeating: 0, count: entries.count)
-        var keyIndex: [HandlerIdentity.Key: Int] = [:]
-        for (i, e) in entries.enumerated() { keyIndex[e.identity.key] = i }
-        self.keyIndex = keyIndex
+        self.tally = SectionTally(count: entries.count)
+        self.keyIndex = entries.indexByKey
         self.machine = SwitchoverStateMachine(
             configuration: .init(parameters: owner.parameters, extensions: extensionsOn, multifd: entries.indices.map { plan.enabled[$0] }),
             now: startTime, bytesWritten: 0)
@@ -159,8 +155,7 @@ final class SourceRun {
             try writer.writeSectionHeader(header)
             let result = try body(e.handler, writer, contexts[i])
             try writer.writeFooter(sectionID: e.sectionID)
-            bytes[i] += UInt64(writer.bytesWritten - start)
-            sections[i] += 1
+            tally.add(i, bytes: UInt64(writer.bytesWritten - start))
             return result
         } catch {
             throw classify(
