@@ -40,7 +40,7 @@ extension DestinationRun {
     }
 
     func loadSection(_ header: SectionHeader, at: Int) throws {
-        let key = HandlerIdentity.Key(header.binding.idstr, instanceID: header.binding.instanceID)
+        let key = header.binding.key
         guard let i = index[key] else {
             throw MigrationError(
                 .incompatible, phase: phase, section: header, offset: at,

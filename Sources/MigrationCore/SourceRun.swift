@@ -147,9 +147,7 @@ final class SourceRun {
         _ body: (any MigrationHandler, StreamWriter, SaveContext) throws -> R
     ) throws -> R {
         let e = entries[i]
-        let header = SectionHeader(
-            kind: kind, sectionID: e.sectionID, idstr: e.identity.idstr,
-            instanceID: e.identity.instanceID, versionID: e.identity.versionID)
+        let header = SectionHeader(kind: kind, sectionID: e.sectionID, binding: e.identity)
         let start = writer.bytesWritten
         do {
             try writer.writeSectionHeader(header)

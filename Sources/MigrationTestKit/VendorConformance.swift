@@ -319,7 +319,7 @@ public struct VendorConformance: Sendable {
             let context = ConformanceLoadContext(identity: identity)
             try handler.loadSetup(context: context)
             let header = SectionHeader(
-                kind: .part, sectionID: 1, binding: SectionBinding(idstr: identity.idstr, instanceID: 0, versionID: 1))
+                kind: .part, sectionID: 1, binding: identity)
             let reader = StreamReader(source: MemoryByteSource(body))
             #expect(throws: (any Error).self, "\(module.name): \(name) was accepted", sourceLocation: sourceLocation) {
                 try handler.loadState(from: reader, header: header, context: context)
