@@ -1,7 +1,8 @@
 import MigrationStream
 
 /// Where a handler is registered: QEMU's (idstr, instance id, version id), the triple a START or
-/// FULL section binds its section id to (``SectionBinding``, one type for both). `versionID` is
+/// FULL section binds its section id to (MigrationStream's `SectionBinding`, one type for both; its `Key` and `key` are
+/// defined here). `versionID` is
 /// the newest section version the handler writes and reads; `idstr` is at most 255 bytes
 /// (e.g. "ram", "0000:00:05.0/vfio").
 public typealias HandlerIdentity = SectionBinding

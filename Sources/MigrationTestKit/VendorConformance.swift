@@ -119,7 +119,7 @@ public struct VendorConformance: Sendable {
     ///   - fault: a fault on the source's outgoing stream.
     ///   - cancelAt: cancel the source from inside the engine as it works in this phase
     ///     (`.connecting`: before it starts; `.header`, `.setup`, `.iterating`: from a
-    ///     ``MigrationHandler`` hook of that phase), so the cancel always lands.
+    ///     `MigrationHandler` hook of that phase), so the cancel always lands.
     public func migrate(
         _ scenario: Scenario, fault: FaultInjectingConnection.Fault? = nil,
         cancelAt: MigrationPhase? = nil
