@@ -108,26 +108,10 @@ final class SourceRun {
         emitProgress()
     }
 
+    /// Throws when the migration was cancelled, or the return path says it is over.
     func checkAbort() throws {
         if owner.control.isCancelled { throw TransportError.shutDown }
-        if let rp {
-            let (shut, failure) = rp.state.withLock { ($0.shut, $0.failure) }
-            if let shut, shut != 0 {
-                throw MigrationError(
-                    .destinationFailed, phase: phase, offset: writer.bytesWritten,
-                    message: "the destination reported failure (SHUT \(shut))")
-            }
-            if shut != nil && phase != .finishing {
-                throw MigrationError(.returnPath, phase: phase, message: "the destination ended the migration early (SHUT 0)")
-            }
-            if let failure {
-                let closed = (failure as? StreamError).map { if case .truncated = $0 { true } else { false } } ?? false
-                throw MigrationError(
-                    .returnPath, phase: phase,
-                    message: closed ? "the destination closed the connection without a verdict" : "the return path failed",
-                    cause: failure)
-            }
-        }
+        try rp?.checkNotEnded(phase: phase, offset: writer.bytesWritten)
     }
 
     func flush() throws {
