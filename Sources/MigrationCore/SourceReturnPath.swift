@@ -125,6 +125,79 @@ final class SourceReturnPath: Sendable {
     }
 }
 
+// MARK: What the source's phases wait for
+
+extension SourceReturnPath {
+    /// Throws when the return path says the migration is over: the destination's SHUT (a
+    /// failure; a success before `.finishing` is early), or the return path failed.
+    func checkNotEnded(phase: MigrationPhase, offset: Int) throws {
+        let (shut, failure) = state.withLock { ($0.shut, $0.failure) }
+        if let shut, shut != 0 { throw Self.destinationFailed(shut, phase: phase, offset: offset) }
+        if shut != nil && phase != .finishing {
+            throw MigrationError(.returnPath, phase: phase, message: "the destination ended the migration early (SHUT 0)")
+        }
+        if let failure {
+            let closed = (failure as? StreamError).map { if case .truncated = $0 { true } else { false } } ?? false
+            throw MigrationError(
+                .returnPath, phase: phase,
+                message: closed ? "the destination closed the connection without a verdict" : "the return path failed",
+                cause: failure)
+        }
+    }
+
+    /// Waits for the destination's answer to the pre-flight inventory: throws its refusal
+    /// (before the SHUT(1) that follows it), a cancel, the end of the migration, or no answer
+    /// within `timeout`.
+    func awaitPreflightAnswer(timeout: Duration?, phase: MigrationPhase, offset: Int, cancelled: () -> Bool) throws {
+        let answer = state.wait(timeout: timeout) { s -> (accepted: Bool, message: String)?? in
+            if let r = s.preflightResult { return .some(r) }
+            if s.ended || s.failure != nil || s.shut != nil || cancelled() { return .some(nil) }
+            return nil
+        }
+        // The destination's refusal comes first, then its SHUT(1): report the refusal.
+        if let answer = answer ?? nil, !answer.accepted {
+            throw MigrationError(.incompatible, phase: phase, message: "the destination refused the migration: \(answer.message)")
+        }
+        if cancelled() { throw TransportError.shutDown }
+        try checkNotEnded(phase: phase, offset: offset)
+        guard let answer else {
+            throw MigrationError(
+                .stallTimeout, phase: phase,
+                message: "no pre-flight answer from the destination within \(timeout.map { "\($0)" } ?? "-")")
+        }
+        guard answer != nil else {
+            throw MigrationError(
+                .returnPath, phase: phase, message: "the return path closed before the pre-flight answer",
+                cause: ReturnPathError.closed)
+        }
+    }
+
+    /// Waits for the destination's verdict on the whole stream (SHUT): throws unless it is 0.
+    func awaitVerdict(timeout: Duration?, phase: MigrationPhase, offset: Int) throws {
+        let verdict = state.wait(timeout: timeout) { s -> UInt32?? in
+            if let shut = s.shut { return .some(shut) }
+            if s.ended || s.failure != nil { return .some(nil) }
+            return nil
+        }
+        guard let verdict else {
+            throw MigrationError(
+                .stallTimeout, phase: phase,
+                message: "the destination did not report its result within \(timeout.map { "\($0)" } ?? "-")")
+        }
+        guard let shut = verdict else {
+            let failure = state.withLock { $0.failure }
+            throw MigrationError(
+                .returnPath, phase: phase, message: "the return path closed before the destination's verdict",
+                cause: failure ?? ReturnPathError.closed)
+        }
+        guard shut == 0 else { throw Self.destinationFailed(shut, phase: phase, offset: offset) }
+    }
+
+    static func destinationFailed(_ shut: UInt32, phase: MigrationPhase, offset: Int) -> MigrationError {
+        MigrationError(.destinationFailed, phase: phase, offset: offset, message: "the destination reported failure (SHUT \(shut))")
+    }
+}
+
 /// A return-path problem seen by the source.
 enum ReturnPathError: Error, Sendable, CustomStringConvertible {
     case unexpected(String)

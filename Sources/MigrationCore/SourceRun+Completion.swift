@@ -64,27 +64,7 @@ extension SourceRun {
         owner.control.setUncancellable()
         guard let rp else { return }
         enter(.finishing)
-        let verdict = rp.state.wait(timeout: params.stallTimeout) { s -> UInt32?? in
-            if let shut = s.shut { return .some(shut) }
-            if s.ended || s.failure != nil { return .some(nil) }
-            return nil
-        }
-        guard let verdict else {
-            throw MigrationError(
-                .stallTimeout, phase: phase,
-                message: "the destination did not report its result within \(params.stallTimeout.map { "\($0)" } ?? "-")")
-        }
-        guard let shut = verdict else {
-            let failure = rp.state.withLock { $0.failure }
-            throw MigrationError(
-                .returnPath, phase: phase, message: "the return path closed before the destination's verdict",
-                cause: failure ?? ReturnPathError.closed)
-        }
-        guard shut == 0 else {
-            throw MigrationError(
-                .destinationFailed, phase: phase, offset: writer.bytesWritten,
-                message: "the destination reported failure (SHUT \(shut))")
-        }
+        try rp.awaitVerdict(timeout: params.stallTimeout, phase: phase, offset: writer.bytesWritten)
     }
 
     // MARK: Endings

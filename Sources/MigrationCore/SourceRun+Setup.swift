@@ -112,26 +112,7 @@ extension SourceRun {
         try writer.writeCommand(.preflight(try inventory.encoded()))
         try writer.flush()
         enter(.preflight)
-        let answer = rp.state.wait(timeout: params.stallTimeout) { s -> (accepted: Bool, message: String)?? in
-            if let r = s.preflightResult { return .some(r) }
-            if s.ended || s.failure != nil || s.shut != nil || owner.control.isCancelled { return .some(nil) }
-            return nil
-        }
-        // The destination's refusal comes first, then its SHUT(1): report the refusal.
-        if let answer = answer ?? nil, !answer.accepted {
-            throw MigrationError(.incompatible, phase: phase, message: "the destination refused the migration: \(answer.message)")
-        }
-        try checkAbort()
-        guard let answer else {
-            throw MigrationError(
-                .stallTimeout, phase: phase,
-                message: "no pre-flight answer from the destination within \(params.stallTimeout.map { "\($0)" } ?? "-")")
-        }
-        guard answer != nil else {
-            throw MigrationError(
-                .returnPath, phase: phase, message: "the return path closed before the pre-flight answer",
-                cause: ReturnPathError.closed)
-        }
+        try rp.awaitPreflightAnswer(timeout: params.stallTimeout, phase: phase, offset: writer.bytesWritten) { owner.control.isCancelled }
     }
 
     // MARK: Setup

@@ -30,8 +30,7 @@ final class SourceRun {
     var downtimeStart: Duration?
 
     // Per handler (index = entries index).
-    var bytes: [UInt64]
-    var sections: [Int]
+    var tally: SectionTally
     let keyIndex: [HandlerIdentity.Key: Int]
 
     // Iteration: counts, and the switchover decision (SwitchoverStateMachine.swift).
@@ -82,11 +81,8 @@ final class SourceRun {
         let extensionsOn = owner.parameters.extensions && owner.parameters.returnPath && connection.supportsReturnPath
         self.extensionsOn = extensionsOn
         self.startTime = owner.clock.now
-        self.bytes = Array(repeating: 0, count: entries.count)
-        self.sections = Array(repeating: 0, count: entries.count)
-        var keyIndex: [HandlerIdentity.Key: Int] = [:]
-        for (i, e) in entries.enumerated() { keyIndex[e.identity.key] = i }
-        self.keyIndex = keyIndex
+        self.tally = SectionTally(count: entries.count)
+        self.keyIndex = entries.indexByKey
         self.machine = SwitchoverStateMachine(
             configuration: .init(parameters: owner.parameters, extensions: extensionsOn, multifd: entries.indices.map { plan.enabled[$0] }),
             now: startTime, bytesWritten: 0)
@@ -116,26 +112,10 @@ final class SourceRun {
         emitProgress()
     }
 
+    /// Throws when the migration was cancelled, or the return path says it is over.
     func checkAbort() throws {
         if owner.control.isCancelled { throw TransportError.shutDown }
-        if let rp {
-            let (shut, failure) = rp.state.withLock { ($0.shut, $0.failure) }
-            if let shut, shut != 0 {
-                throw MigrationError(
-                    .destinationFailed, phase: phase, offset: writer.bytesWritten,
-                    message: "the destination reported failure (SHUT \(shut))")
-            }
-            if shut != nil && phase != .finishing {
-                throw MigrationError(.returnPath, phase: phase, message: "the destination ended the migration early (SHUT 0)")
-            }
-            if let failure {
-                let closed = (failure as? StreamError).map { if case .truncated = $0 { true } else { false } } ?? false
-                throw MigrationError(
-                    .returnPath, phase: phase,
-                    message: closed ? "the destination closed the connection without a verdict" : "the return path failed",
-                    cause: failure)
-            }
-        }
+        try rp?.checkNotEnded(phase: phase, offset: writer.bytesWritten)
     }
 
     func flush() throws {
@@ -155,16 +135,13 @@ final class SourceRun {
         _ body: (any MigrationHandler, StreamWriter, SaveContext) throws -> R
     ) throws -> R {
         let e = entries[i]
-        let header = SectionHeader(
-            kind: kind, sectionID: e.sectionID, idstr: e.identity.idstr,
-            instanceID: e.identity.instanceID, versionID: e.identity.versionID)
+        let header = SectionHeader(kind: kind, sectionID: e.sectionID, binding: e.identity)
         let start = writer.bytesWritten
         do {
             try writer.writeSectionHeader(header)
             let result = try body(e.handler, writer, contexts[i])
             try writer.writeFooter(sectionID: e.sectionID)
-            bytes[i] += UInt64(writer.bytesWritten - start)
-            sections[i] += 1
+            tally.add(i, bytes: UInt64(writer.bytesWritten - start))
             return result
         } catch {
             throw classify(

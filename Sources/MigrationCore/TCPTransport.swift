@@ -55,24 +55,14 @@ public struct TCPTransport: MigrationTransport {
 
     public func connect() throws -> any MigrationConnection {
         let label = MigrationAddress.tcp(host: host, port: port).description
-        var lastError: TransportError = .invalidAddress(label, reason: "no address")
-        for (family, address) in try resolve(host: host, port: port, passive: false) {
-            let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            if fd < 0 {
-                lastError = systemError("socket")
-                continue
-            }
+        let fd = try firstSocket(host: host, port: port, passive: false, label: label) { fd, address in
             let rc = address.withUnsafeBytes { raw in
                 Glibc.connect(fd, raw.baseAddress?.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
             }
-            if rc == 0 {
-                setNoDelay(fd)
-                return DescriptorConnection(fd: fd, label: label)
-            }
-            lastError = systemError("connect to \(label)")
-            _ = Glibc.close(fd)
+            return rc == 0 ? nil : systemError("connect to \(label)")
         }
-        throw lastError
+        setNoDelay(fd)
+        return DescriptorConnection(fd: fd, label: label)
     }
 
     public func listen() throws -> any MigrationListener {
@@ -88,42 +78,28 @@ public final class TCPListener: MigrationListener {
 
     public init(host: String, port: UInt16, backlog: Int32 = 4) throws {
         let label = MigrationAddress.tcp(host: host, port: port).description
-        var lastError: TransportError = .invalidAddress(label, reason: "no address")
-        for (family, address) in try resolve(host: host, port: port, passive: true) {
-            let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            if fd < 0 {
-                lastError = systemError("socket")
-                continue
-            }
+        var bound: UInt16 = 0
+        let fd = try firstSocket(host: host, port: port, passive: true, label: label) { fd, address in
             var one: Int32 = 1
             _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
             let rc = address.withUnsafeBytes { raw in
                 bind(fd, raw.baseAddress?.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
             }
-            guard rc == 0, Glibc.listen(fd, backlog) == 0 else {
-                lastError = systemError("bind/listen on \(label)")
-                _ = Glibc.close(fd)
-                continue
-            }
+            guard rc == 0, Glibc.listen(fd, backlog) == 0 else { return systemError("bind/listen on \(label)") }
             var storage = sockaddr_storage()
             var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
             let ok = withUnsafeMutablePointer(to: &storage) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
             }
-            guard ok == 0 else {
-                lastError = systemError("getsockname")
-                _ = Glibc.close(fd)
-                continue
-            }
-            let bound: UInt16 = withUnsafeBytes(of: &storage) { raw in
+            guard ok == 0 else { return systemError("getsockname") }
+            bound = withUnsafeBytes(of: &storage) { raw in
                 // sin_port and sin6_port both sit at offset 2, in network order.
                 UInt16(raw[2]) << 8 | UInt16(raw[3])
             }
-            self.listening = ListeningSocket(fd)
-            self.port = bound
-            return
+            return nil
         }
-        throw lastError
+        self.listening = ListeningSocket(fd)
+        self.port = bound
     }
 
     public func accept() throws -> any MigrationConnection {
@@ -168,4 +144,24 @@ final class ListeningSocket: Sendable {
         }
         if first { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
     }
+}
+
+/// A stream socket on the first address `host` resolves to that `setUp` accepts (it returns
+/// nil); an address it refuses (with the error) is closed and the next tried. Throws the last
+/// error when none is accepted.
+func firstSocket(
+    host: String, port: UInt16, passive: Bool, label: String, _ setUp: (Int32, [UInt8]) -> TransportError?
+) throws -> Int32 {
+    var lastError: TransportError = .invalidAddress(label, reason: "no address")
+    for (family, address) in try resolve(host: host, port: port, passive: passive) {
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if fd < 0 {
+            lastError = systemError("socket")
+            continue
+        }
+        guard let error = setUp(fd, address) else { return fd }
+        lastError = error
+        _ = Glibc.close(fd)
+    }
+    throw lastError
 }

@@ -36,34 +36,29 @@ public final class SectionBodyReader {
 
     /// Reads one body byte; `what` names it in a truncation error.
     public func readU8(_ what: @autoclosure () -> String = "a byte") throws -> UInt8 {
-        let v = try reader.readU8(what())
-        try mirror?.writeU8(v)
-        bytesRead += 1
-        return v
+        try consumed(reader.readU8(what())) { try $0.writeU8($1) }
     }
 
     /// Reads a big-endian 16-bit body field.
     public func readBE16(_ what: @autoclosure () -> String = "a be16") throws -> UInt16 {
-        let v = try reader.readBE16(what())
-        try mirror?.writeBE16(v)
-        bytesRead += 2
-        return v
+        try consumed(reader.readBE16(what())) { try $0.writeBE16($1) }
     }
 
     /// Reads a big-endian 32-bit body field.
     public func readBE32(_ what: @autoclosure () -> String = "a be32") throws -> UInt32 {
-        let v = try reader.readBE32(what())
-        try mirror?.writeBE32(v)
-        bytesRead += 4
-        return v
+        try consumed(reader.readBE32(what())) { try $0.writeBE32($1) }
     }
 
     /// Reads a big-endian 64-bit body field.
     public func readBE64(_ what: @autoclosure () -> String = "a be64") throws -> UInt64 {
-        let v = try reader.readBE64(what())
-        try mirror?.writeBE64(v)
-        bytesRead += 8
-        return v
+        try consumed(reader.readBE64(what())) { try $0.writeBE64($1) }
+    }
+
+    /// A field just read: copied to the mirror (with `write`) and counted.
+    private func consumed<T: FixedWidthInteger>(_ value: T, _ write: (StreamWriter, T) throws -> Void) throws -> T {
+        if let mirror { try write(mirror, value) }
+        bytesRead += MemoryLayout<T>.size
+        return value
     }
 
     /// Reads `count` bytes into a new array, refusing counts over `limit` before allocating.
