@@ -58,7 +58,8 @@ extension SimulatedVFIODriver {
         case .dmaLoggingStart: return startLogging(payload)
         case .dmaLoggingReport: return reportLogging(UnsafeRawBufferPointer(payload))
         default:
-            // mtty's log_stop and the core accept a STOP without a START.
+            // A STOP without a START is accepted (the core passes it to the driver, whose answer
+            // is its own).
             dmaLog.withLock { $0 = nil }
             return .success(0)
         }
@@ -106,7 +107,8 @@ extension SimulatedVFIODriver {
     }
 
     /// vfio_ioctl_device_feature_logging_report: page size < 4 KiB or not a power of two EINVAL,
-    /// overflow EOVERFLOW; then the driver: no log started EINVAL (mlx5); the configured failure
+    /// overflow EOVERFLOW; then the driver: no log started EINVAL (the simulator's choice: the uAPI
+    /// says only "an error"); the configured failure
     /// (Debian 6.12: EOPNOTSUPP). Bits are set, never cleared, in the caller's bitmap; the range's
     /// log is cleared.
     private func reportLogging(_ payload: UnsafeRawBufferPointer) -> Result<Int32, Errno> {
