@@ -56,7 +56,11 @@ public final class VFIOIOMMUFD: Sendable {
     public func unmapIOAS(_ ioasID: UInt32, iova: UInt64, length: UInt64) throws(VFIOError) -> UInt64 {
         var bytes = IOMMUIOASUnmap(ioasID: ioasID, iova: iova, length: length).bytes
         try call(VFIOUAPI.iommuIOASUnmap, &bytes, .unmapIOAS)
-        return IOMMUIOASUnmap(bytes: bytes)?.length ?? 0
+        let unmapped = IOMMUIOASUnmap(bytes: bytes)?.length ?? 0
+        guard unmapped <= length else {
+            throw VFIOError.unexpectedReply(operation: .unmapIOAS, device: name, detail: "\(unmapped) bytes unmapped of \(length) asked")
+        }
+        return unmapped
     }
 
     /// `IOMMU_HWPT_ALLOC` for device `deviceID` (its `out_devid` from `VFIO_DEVICE_BIND_IOMMUFD`)

@@ -165,7 +165,12 @@ public final class VFIOType1Container: Sendable {
         if case .failure(let errno) = ioctl(VFIOUAPI.iommuUnmapDMA, &bytes) {
             throw VFIOError.syscallFailed(operation: .unmapDMA, device: name, errno: errno)
         }
-        return VFIOIOMMUType1DMAUnmap(bytes: bytes)?.size ?? 0
+        let unmapped = VFIOIOMMUType1DMAUnmap(bytes: bytes)?.size ?? 0
+        // The kernel unmaps whole mappings inside the range: never more than was asked.
+        guard unmapped <= size else {
+            throw VFIOError.unexpectedReply(operation: .unmapDMA, device: name, detail: "\(unmapped) bytes unmapped of \(size) asked")
+        }
+        return unmapped
     }
 
     // MARK: Dirty pages

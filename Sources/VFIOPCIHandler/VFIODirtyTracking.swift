@@ -8,7 +8,7 @@ import SystemPackage
 import VFIO
 
 /// A VFIO device that may write guest memory by DMA, for the engine's choice of dirty tracking
-/// (``MigrationCore/DirtyTrackingPlan``): it offers its own DMA log when a PROBE says the driver
+/// (``/MigrationCore/DirtyTrackingPlan``): it offers its own DMA log when a PROBE says the driver
 /// has one, and its container's or HWPT's IOMMU tracker when that tracks dirty pages.
 public final class VFIODMADevice: DMAWritingDevice {
     public let dmaDeviceName: String

@@ -10,7 +10,10 @@ public typealias SimulatedDMAMemoryAccessor = @Sendable (_ hostAddress: UInt64, 
 /// The default accessor: a plain store into this process's memory at `hostAddress`.
 public let directDMAMemoryAccessor: SimulatedDMAMemoryAccessor = { hostAddress, bytes in
     guard let pointer = UnsafeMutableRawPointer(bitPattern: UInt(hostAddress)) else { return }
-    bytes.withUnsafeBytes { pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    bytes.withUnsafeBytes { source in
+        guard let base = source.baseAddress else { return }
+        pointer.copyMemory(from: base, byteCount: source.count)
+    }
 }
 
 /// One IOVA → host-address mapping (`VFIO_IOMMU_MAP_DMA`, `IOMMU_IOAS_MAP`).

@@ -25,8 +25,9 @@ extension SimulatedVFIODriver {
         case .failure(let errno): return .failure(errno)
         case .success(let pages):
             dmaLog.withLock { log in
-                guard log != nil else { return }
-                for page in pages where log!.watches(page) { log!.pages.insert(page) }
+                guard var started = log else { return }
+                for page in pages where started.watches(page) { started.pages.insert(page) }
+                log = started
             }
             return .success(())
         }
@@ -57,7 +58,8 @@ extension SimulatedVFIODriver {
         case .dmaLoggingStart: return startLogging(payload)
         case .dmaLoggingReport: return reportLogging(UnsafeRawBufferPointer(payload))
         default:
-            // mtty's log_stop and the core accept a STOP without a START.
+            // A STOP without a START is accepted (the core passes it to the driver, whose answer
+            // is its own).
             dmaLog.withLock { $0 = nil }
             return .success(0)
         }
@@ -105,7 +107,8 @@ extension SimulatedVFIODriver {
     }
 
     /// vfio_ioctl_device_feature_logging_report: page size < 4 KiB or not a power of two EINVAL,
-    /// overflow EOVERFLOW; then the driver: no log started EINVAL (mlx5); the configured failure
+    /// overflow EOVERFLOW; then the driver: no log started EINVAL (the simulator's choice: the uAPI
+    /// says only "an error"); the configured failure
     /// (Debian 6.12: EOPNOTSUPP). Bits are set, never cleared, in the caller's bitmap; the range's
     /// log is cleared.
     private func reportLogging(_ payload: UnsafeRawBufferPointer) -> Result<Int32, Errno> {
@@ -115,16 +118,17 @@ extension SimulatedVFIODriver {
         if let failure = configuration.dmaLoggingReportFailure { return .failure(failure) }
         guard report.length > 0 else { return .success(0) }
         let words = dmaLog.withLock { log -> [UInt64]? in
-            guard log != nil else { return nil }
+            guard var started = log else { return nil }
             let pages = report.length / report.pageSize + (report.length % report.pageSize == 0 ? 0 : 1)
             var words = [UInt64](repeating: 0, count: Int(pages / 64 + (pages % 64 == 0 ? 0 : 1)))
             let last = report.iova + report.length - 1
-            let hits = log!.pages.filter { $0 >= report.iova && $0 <= last }
+            let hits = started.pages.filter { $0 >= report.iova && $0 <= last }
             for page in hits {
                 let bit = (page - report.iova) / report.pageSize
                 words[Int(bit / 64)] |= 1 << (bit % 64)
             }
-            log!.pages.subtract(hits)
+            started.pages.subtract(hits)
+            log = started
             return words
         }
         guard let words else { return .failure(.invalidArgument) }

@@ -125,8 +125,11 @@ enum DirtyTrackingChecks {
                 argsz: UInt32(VFIOIOMMUType1DirtyBitmap.size), flags: VFIOUAPI.dirtyPagesGetBitmap, iova: iova, length: length,
                 pageSize: 4096, bitmapSize: 8, bitmapData: UInt64(UInt(bitPattern: buffer.baseAddress))
             ).bytes
-            return bytes.withUnsafeMutableBytes { ioctl(container.fileDescriptor.rawValue, VFIOUAPI.iommuDirtyPages, $0.baseAddress!) }
-                == 0 ? .success(0) : .failure(Errno(rawValue: errno))
+            let rc = bytes.withUnsafeMutableBytes { argument -> Int32 in
+                guard let base = argument.baseAddress else { return -1 }
+                return ioctl(container.fileDescriptor.rawValue, VFIOUAPI.iommuDirtyPages, base)
+            }
+            return rc == 0 ? .success(0) : .failure(Errno(rawValue: errno))
         }
         c.expectErrno(short, .invalidArgument, "GET_BITMAP with a bitmap shorter than the range needs")
         do { try container.stopDirtyTracking() } catch { c.expect(false, "DIRTY_PAGES STOP: \(error)") }

@@ -91,6 +91,26 @@ struct DirtyTrackingHostileTests {
         #expect(throws: VFIOError.self) { _ = try container.info() }
     }
 
+    @Test("An UNMAP_DMA answer of more bytes than asked is refused")
+    func unmapOverclaim() throws {
+        let owner = try SimulatedVFIOContainer()
+        defer { owner.close() }
+        let fd = try #require(owner.fileDescriptor)
+        let system = TamperingSyscalls(base: VFIOSystem.simulated, request: VFIOUAPI.iommuUnmapDMA) { buffer in
+            for i in 16..<24 { buffer[i] = 0xFF }
+        }
+        let container = VFIOType1Container(fileDescriptor: fd, system: system)
+        let page = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 4096)
+        defer { page.deallocate() }
+        try container.mapDMA(iova: 0x1000, hostAddress: UInt64(UInt(bitPattern: page)), size: 4096)
+        #expect(
+            throws: VFIOError.unexpectedReply(
+                operation: .unmapDMA, device: container.name, detail: "\(UInt64.max) bytes unmapped of 4096 asked")
+        ) {
+            try container.unmapDMA(iova: 0x1000, size: 4096)
+        }
+    }
+
     @Test("A START answer with a page size that is no power of two: refused, and logging stopped")
     func startPageSize() throws {
         let device = try SimulatedVFIODevice(.mtty())
