@@ -6,6 +6,7 @@ import Glibc
 import KernelTestSupport
 import MigrationCore
 import MigrationStream
+import MigrationTLS
 import VFIO
 import VFIOPCIHandler
 
@@ -111,8 +112,8 @@ enum PeerSteps {
 
     // MARK: Live source → QEMU
 
-    static func source(uuid: String, host: String, port: String, machine: String) -> Int32 {
-        let name = "switchover-source-to-qemu-live"
+    static func source(uuid: String, host: String, port: String, machine: String, tls: String? = nil) -> Int32 {
+        let name = tls == nil ? "switchover-source-to-qemu-live" : "switchover-source-to-qemu-tls"
         guard let portNumber = UInt16(port) else {
             fail(name, "bad port \(port)")
             return 2
@@ -136,7 +137,18 @@ enum PeerSteps {
             let source = MigrationSource(
                 registry: registry, vm: guest, configuration: MachineConfiguration(machineType: machine),
                 parameters: parameters)
-            let transport = PatientTransport(TCPTransport(host: host, port: portNumber), timeout: .seconds(60), retry: .milliseconds(100))
+            let tcp = PatientTransport(TCPTransport(host: host, port: portNumber), timeout: .seconds(60), retry: .milliseconds(100))
+            let transport: any MigrationTransport
+            if let tls {
+                // QEMU's tls-creds-x509 with verify-peer=on: our client certificate, its server's
+                // checked against the CA and the host. GnuTLS sends no session ticket to wait for.
+                var configuration = TLSConfiguration(directory: tls, hostname: host)
+                configuration.awaitServerConfirmation = false
+                configuration.handshakeTimeout = .seconds(60)
+                transport = TLSTransport(base: tcp, configuration: configuration)
+            } else {
+                transport = tcp
+            }
             let statistics = try KernelTestSupport.wait { try await source.run(to: transport) }
             let entry = statistics.handlers.first
             info(

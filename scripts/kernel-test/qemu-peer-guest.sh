@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# /init of the make test-qemu guest: loads VFIO and mtty, creates four mtty-2 mdevs and runs the steps
+# /init of the make test-qemu guest: loads VFIO and mtty, creates six mtty-2 mdevs and runs the steps
 # between QEMU 10 and Switchover (docs/qemu-peer-test.md). Each step prints `PASS name` or
 # `FAIL name: reason`; the run ends with `qemu-peer: N passed, M failed` and
 # `guest: qemu-peer-guest exit N`, which the host's verdict (lib/verdict.sh) reads.
@@ -28,7 +28,11 @@ QEMU_SRC=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0011
 OUR_DST=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0012
 OUR_SRC=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0013
 QEMU_DST=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0014
+# The TLS run's pair: our source, QEMU's destination.
+OUR_TLS_SRC=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0015
+QEMU_TLS_DST=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0016
 PORT=4444
+TLS_PORT=4445
 QEMU=/usr/bin/qemu-system-x86_64
 RESULTS=/tmp/results
 
@@ -52,7 +56,7 @@ done </modules/order
 ifconfig lo 127.0.0.1 up || setup_failed "ifconfig lo up"
 types=/sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2
 [ -d "$types" ] || setup_failed "no $types"
-for u in $QEMU_SRC $OUR_DST $OUR_SRC $QEMU_DST; do
+for u in $QEMU_SRC $OUR_DST $OUR_SRC $QEMU_DST $OUR_TLS_SRC $QEMU_TLS_DST; do
     echo "$u" >"$types/create" || setup_failed "create $u"
 done
 "$QEMU" --version | head -n 1 | sed 's/^/guest: /' || setup_failed "$QEMU does not run"
@@ -230,6 +234,26 @@ else
     fail $step "QEMU 10 did not save the received VM to a file"
 fi
 if [ "$(grep -c '^FAIL ' "$RESULTS")" = 0 ]; then qemu_stop qdst 4 quiet; else qemu_stop qdst 4; fi
+
+# --- 6. Switchover → QEMU, live over TLS: QEMU's tls-creds-x509 (verify-peer=on), our MigrationTLS client -----
+qemu_start qtls 3 "$QEMU_TLS_DST" -S -incoming defer \
+    -object tls-creds-x509,id=tls0,dir=/tls/server,endpoint=server,verify-peer=on
+sleep 3
+hmp 3 "migrate_set_capability return-path on"
+hmp 3 "migrate_set_capability switchover-ack on"
+hmp 3 "migrate_set_parameter tls-creds tls0"
+hmp 3 "migrate_incoming tcp:127.0.0.1:$TLS_PORT"
+/qemu-peer-check source "$OUR_TLS_SRC" 127.0.0.1 "$TLS_PORT" "$MACHINE" /tls/client | tee /tmp/step6.txt
+grep -E '^(PASS|FAIL) ' /tmp/step6.txt >>"$RESULTS"
+grep -qE '^(PASS|FAIL) ' /tmp/step6.txt || fail switchover-source-to-qemu-tls "qemu-peer-check printed no verdict"
+step=qemu-tls-destination-completed
+if wait_migration qtls 3 120; then
+    pass $step
+    qemu_stop qtls 3 quiet
+else
+    fail $step "QEMU 10 did not report the incoming TLS migration completed"
+    qemu_stop qtls 3
+fi
 
 passed=$(grep -c '^PASS ' "$RESULTS")
 failed=$(grep -c '^FAIL ' "$RESULTS")
