@@ -12,6 +12,11 @@
 //                                                  tcp:HOST:PORT (over TLS with the client files of
 //                                                  TLSDIR: ca-cert.pem, client-cert.pem, client-key.pem),
 //                                                  then print `sent HEX`
+//   qemu-peer-check destination UUID HOST PORT MACHINE
+//                                                  listen on tcp:HOST:PORT for a live QEMU source, load
+//                                                  its VFIO section into the mdev UUID (every other
+//                                                  section skipped), then print `loaded HEX` and
+//                                                  `received HEX` (the DATA bytes of QEMU's stream)
 
 #if os(Linux)
 import Glibc
@@ -27,8 +32,12 @@ case "file-data" where arguments.count == 2:
 case "source" where arguments.count == 5 || arguments.count == 6:
     status = PeerSteps.source(
         uuid: arguments[1], host: arguments[2], port: arguments[3], machine: arguments[4], tls: arguments.count == 6 ? arguments[5] : nil)
+case "destination" where arguments.count == 5:
+    status = PeerSteps.destination(uuid: arguments[1], host: arguments[2], port: arguments[3], machine: arguments[4])
 default:
-    print("usage: qemu-peer-check file-to-device FILE UUID | file-data FILE | source UUID HOST PORT MACHINE [TLSDIR]")
+    print(
+        "usage: qemu-peer-check file-to-device FILE UUID | file-data FILE | source UUID HOST PORT MACHINE [TLSDIR] | destination UUID HOST PORT MACHINE"
+    )
     status = 2
 }
 exit(status)
