@@ -5,9 +5,15 @@
 // Switchover: live migration of passthrough (VFIO) devices, wire-compatible with QEMU.
 import PackageDescription
 
+// Linux only: the engine and the VFIO layer call Glibc, the Linux VFIO and iommufd uAPI and
+// libpci. Any other host stops here, at manifest compile time, with this message instead of
+// failing later in a module that imports Glibc.
+#if !os(Linux)
+#error("Switchover builds and runs on Linux only (Glibc, the Linux VFIO uAPI, libpci): see README.md, Requirements")
+#endif
+
 let package = Package(
     name: "Switchover",
-    platforms: [.macOS(.v15)],
     products: [
         // Wire format only: QEMU savevm v3 sections, commands, return path, multifd headers.
         .library(name: "MigrationStream", targets: ["MigrationStream"]),

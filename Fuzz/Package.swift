@@ -24,7 +24,6 @@ func fuzzTarget(_ name: String, _ products: [String]) -> Target {
 
 let package = Package(
     name: "SwitchoverFuzz",
-    platforms: [.macOS(.v15)],
     dependencies: [.package(path: "..")],
     targets: [
         // What the targets and the seed tool share: input splitting, an in-memory connection, the machine.
