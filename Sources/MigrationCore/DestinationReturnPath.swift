@@ -1,5 +1,6 @@
 import Logging
 import MigrationStream
+import Synchronization
 
 /// The destination's return-path writer: messages go out whole, one at a time, from the load
 /// thread or from a handler's own thread (an acknowledgement).
@@ -11,7 +12,7 @@ final class ReturnPathWriter: Sendable {
     }
 
     private let connection: any MigrationConnection
-    private let state = Monitor(State())
+    private let state = Mutex(State())
 
     init(connection: any MigrationConnection) { self.connection = connection }
 
@@ -41,14 +42,14 @@ final class ReturnPathWriter: Sendable {
 final class DestinationAcks: Sendable {
     private struct State {
         var enabled = false
-        var needed: Set<HandlerKey> = []
-        var acked: Set<HandlerKey> = []
-        var everAcked: Set<HandlerKey> = []
+        var needed: Set<HandlerIdentity.Key> = []
+        var acked: Set<HandlerIdentity.Key> = []
+        var everAcked: Set<HandlerIdentity.Key> = []
         var singleAckSent = false
         var extensions = false
     }
 
-    private let state = Monitor(State())
+    private let state = Mutex(State())
     private let rp: ReturnPathWriter
     private let logger: Logger
 
@@ -58,7 +59,7 @@ final class DestinationAcks: Sendable {
     }
 
     /// After loadSetup: the handlers that will acknowledge.
-    func configure(enabled: Bool, needed: Set<HandlerKey>) {
+    func configure(enabled: Bool, needed: Set<HandlerIdentity.Key>) {
         state.withLock { s in
             s.enabled = enabled
             s.needed = needed
@@ -91,7 +92,7 @@ final class DestinationAcks: Sendable {
     }
 
     func approve(_ identity: HandlerIdentity) throws {
-        let key = HandlerKey(identity)
+        let key = identity.key
         try state.withLock { s in
             guard s.enabled else { throw SwitchoverAckError.disabled(identity) }
             guard s.needed.contains(key) else { throw SwitchoverAckError.notNeeded(identity) }
@@ -104,7 +105,7 @@ final class DestinationAcks: Sendable {
     }
 
     func revoke(_ identity: HandlerIdentity) throws {
-        let key = HandlerKey(identity)
+        let key = identity.key
         try state.withLock { s in
             guard s.enabled else { throw SwitchoverAckError.disabled(identity) }
             guard s.acked.contains(key) else { throw SwitchoverAckError.notAcknowledged(identity) }
@@ -118,7 +119,7 @@ final class DestinationAcks: Sendable {
         }
     }
 
-    func ackState(_ key: HandlerKey) -> AckState {
+    func ackState(_ key: HandlerIdentity.Key) -> AckState {
         state.withLock { s in
             guard s.enabled, s.needed.contains(key) else { return .notNeeded }
             if s.acked.contains(key) { return .acknowledged }

@@ -3,21 +3,6 @@ import Logging
 import MigrationStream
 import Synchronization
 
-/// (idstr, instance id): how both ends match handlers.
-struct HandlerKey: Hashable, Sendable, CustomStringConvertible {
-    var idstr: String
-    var instanceID: UInt32
-
-    init(_ idstr: String, _ instanceID: UInt32) {
-        self.idstr = idstr
-        self.instanceID = instanceID
-    }
-
-    init(_ identity: HandlerIdentity) { self.init(identity.idstr, identity.instanceID) }
-
-    var description: String { "\"\(idstr)\" instance \(instanceID)" }
-}
-
 /// Cancellation and the resources a cancel must unblock, shared by the public engine object,
 /// its migration thread and whoever calls `cancel()`.
 final class EngineControl: Sendable {
@@ -31,7 +16,7 @@ final class EngineControl: Sendable {
         var listener: (any MigrationListener)?
     }
 
-    private let state = Monitor(State())
+    private let state = Mutex(State())
 
     /// Marks the engine started; an engine runs once.
     func begin() throws {
@@ -103,10 +88,19 @@ func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
 
 /// A flag shared between the migration thread and handler contexts.
 final class SharedFlag: Sendable {
-    private let value: Monitor<Bool>
-    init(_ initial: Bool) { value = Monitor(initial) }
+    private let value: Mutex<Bool>
+    init(_ initial: Bool) { value = Mutex(initial) }
     var get: Bool { value.withLock { $0 } }
     func set(_ v: Bool) { value.withLock { $0 = v } }
+}
+
+/// A value shared between the migration thread and another thread that reads it (nobody
+/// waits for it to change).
+final class SharedValue<Value: Sendable>: Sendable {
+    private let value: Mutex<Value>
+    init(_ initial: Value) { value = Mutex(initial) }
+    var get: Value { value.withLock { $0 } }
+    func set(_ v: Value) { value.withLock { $0 = v } }
 }
 
 /// The ``SaveContext`` the source hands to each handler.
@@ -131,27 +125,6 @@ final class EngineSaveContext: SaveContext {
     }
 
     var vmRunning: Bool { running.get }
-}
-
-/// Why a ``LoadContext`` call was refused.
-public enum SwitchoverAckError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// Switchover-ack is off for this migration.
-    case disabled(HandlerIdentity)
-    /// The handler said it does not need an acknowledgement.
-    case notNeeded(HandlerIdentity)
-    /// Approved twice without a revocation between.
-    case alreadyAcknowledged(HandlerIdentity)
-    /// Revoked while not acknowledged.
-    case notAcknowledged(HandlerIdentity)
-
-    public var description: String {
-        switch self {
-        case .disabled(let id): "\(id): switchover-ack is not used in this migration"
-        case .notNeeded(let id): "\(id): the handler did not ask for a switchover acknowledgement"
-        case .alreadyAcknowledged(let id): "\(id): the switchover is already acknowledged"
-        case .notAcknowledged(let id): "\(id): the switchover was not acknowledged, there is nothing to revoke"
-        }
-    }
 }
 
 /// The ``LoadContext`` the destination hands to each handler.

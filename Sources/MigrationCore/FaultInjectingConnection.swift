@@ -1,4 +1,5 @@
 import MigrationStream
+import Synchronization
 
 /// Wraps a source's connection to break it on purpose, for tests: cut it when the stream
 /// reaches a byte offset (the bytes before arrive, then both directions are shut down), or
@@ -15,7 +16,7 @@ public final class FaultInjectingConnection: MigrationConnection {
     private let base: any MigrationConnection
     /// The fault this wrapper injects.
     public let fault: Fault
-    private let written = Monitor(0)
+    private let written = Mutex(0)
 
     /// Wraps `base` (usually the source's end of a connection).
     public init(wrapping base: any MigrationConnection, fault: Fault) {

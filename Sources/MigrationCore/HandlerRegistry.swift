@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Where a handler sits in the emission order (QEMU's `MigrationPriority`): higher first,
 /// registration order within a priority.
 public struct MigrationPriority: RawRepresentable, Sendable, Hashable, Comparable {
@@ -62,7 +64,7 @@ public final class HandlerRegistry: Sendable {
         var nextSectionID: UInt32 = 1
     }
 
-    private let state = Monitor(State())
+    private let state = Mutex(State())
 
     public init() {}
 

@@ -1,78 +1,5 @@
 import MigrationStream
 
-/// How much state a handler still has to send, in bytes, split as QEMU splits it.
-public struct PendingBytes: Sendable, Hashable {
-    /// Bytes that must move before the switchover.
-    public var mustPrecopy: UInt64
-    /// Bytes that could move after it (postcopy); Switchover does not use postcopy, so the
-    /// engine adds this to `mustPrecopy` when it decides.
-    public var canPostcopy: UInt64
-
-    public init(mustPrecopy: UInt64 = 0, canPostcopy: UInt64 = 0) {
-        self.mustPrecopy = mustPrecopy
-        self.canPostcopy = canPostcopy
-    }
-
-    public static let zero = PendingBytes()
-
-    /// Both figures together; `UInt64.max` when they do not fit (the figures come from devices).
-    public var total: UInt64 { [mustPrecopy, canPostcopy].saturatingSum }
-
-    /// The sum of each figure, saturating at `UInt64.max`.
-    public static func + (a: PendingBytes, b: PendingBytes) -> PendingBytes {
-        PendingBytes(mustPrecopy: [a.mustPrecopy, b.mustPrecopy].saturatingSum, canPostcopy: [a.canPostcopy, b.canPostcopy].saturatingSum)
-    }
-}
-
-/// What one `saveIterate` call says about the handler's live data.
-public enum IterationResult: Sendable, Hashable {
-    /// More data remains (or may appear); keep iterating.
-    case more
-    /// Everything the handler has right now has been sent.
-    case done
-}
-
-/// What the engine tells a source-side hook about the migration it runs in.
-public protocol SaveContext: AnyObject, Sendable {
-    /// The handler's registration (idstr, instance id, version id).
-    var identity: HandlerIdentity { get }
-    /// Whether the switchover-ack capability is on for this migration.
-    var switchoverAckEnabled: Bool { get }
-    /// Whether this handler's stop-copy data goes over multifd channels.
-    var multifdTransfer: Bool { get }
-    /// Whether the guest is running (false once the VM is stopped for the switchover, or if
-    /// the migration started with a paused guest).
-    var vmRunning: Bool { get }
-    /// The migration's parameters (e.g. ``MigrationParameters/allowDevicesWithoutP2P``).
-    var parameters: MigrationParameters { get }
-    /// Every active handler of this migration, in emission order (this one included): for a
-    /// check that spans devices, such as VFIO's refusal of several devices without P2P.
-    var participants: [any MigrationHandler] { get }
-}
-
-extension SaveContext {
-    public var parameters: MigrationParameters { MigrationParameters() }
-    public var participants: [any MigrationHandler] { [] }
-}
-
-/// What the engine offers a destination-side hook.
-public protocol LoadContext: AnyObject, Sendable {
-    var identity: HandlerIdentity { get }
-    var switchoverAckEnabled: Bool { get }
-    var multifdTransfer: Bool { get }
-    /// Acknowledges this handler for the switchover (its initial data is loaded): QEMU's
-    /// `qemu_loadvm_approve_switchover`. Throws when switchover-ack is off, the handler did
-    /// not say it needs an acknowledgement, or it is already acknowledged. Usually called from
-    /// ``MigrationHandler/loadState(from:header:context:)``; safe to call from any thread.
-    func approveSwitchover() throws
-    /// Withdraws this handler's acknowledgement because new initial data appeared (the 2026
-    /// `VFIO_PRECOPY_INFO_REINIT`); the source will not switch over until it is given again.
-    /// Only a Switchover source hears of a revocation that follows the one QEMU-compatible
-    /// SWITCHOVER_ACK (through ACK_STATE); a QEMU source has already been told it may switch
-    /// over. Throws when the handler is not acknowledged. Safe to call from any thread.
-    func revokeSwitchover() throws
-}
-
 /// A participant in a migration: QEMU's `SaveVMHandlers`, in Swift.
 ///
 /// A handler is registered under a ``HandlerIdentity`` (idstr, instance id, version id) on
@@ -210,9 +137,13 @@ public protocol MigrationHandler: AnyObject, Sendable {
 
     // MARK: Multifd (device state over parallel channels)
 
-    /// Whether the handler can send its stop-copy data as multifd device-state packets.
-    /// Default: false.
-    var supportsMultifdTransfer: Bool { get }
+    /// What the handler can send over the multifd channels: its stop-copy data
+    /// (``MultifdSupport/stopCopy``), and also its pre-copy data
+    /// (``MultifdSupport/precopy``). The handler's one opt-in: the engine reads it when the
+    /// migration starts and calls the multifd hooks below only for what it names. A value, not
+    /// a protocol conformance, so a wrapper forwards it and a handler can answer per device.
+    /// Default: none.
+    var multifdSupport: MultifdSupport { get }
 
     /// Sends the stop-copy data as device-state packets (QEMU `save_complete_precopy_thread`).
     /// Runs on a thread of its own, concurrently with the END pass of the main channel — and,
@@ -228,31 +159,18 @@ public protocol MigrationHandler: AnyObject, Sendable {
     /// then dummies). `isConfigState` marks the last buffer. Every call returns before
     /// ``loadComplete(context:)`` or ``loadCleanup(succeeded:)``.
     func loadStateBuffer(_ buffer: UnsafeRawBufferPointer, index: UInt32, isConfigState: Bool, context: LoadContext) throws
-}
 
-// MARK: Multifd pre-copy (beyond QEMU 10.0)
-
-/// Pre-copy device data over the multifd channels (``MigrationParameters/multifdPrecopy``,
-/// Switchover peers only). A handler opts in; the engine then gives it no PART sections and
-/// calls ``saveIterateMultifd(to:budget:context:)`` on a thread of its own during the live
-/// phase instead. Its buffers take the first indices; the stop-copy buffers continue the same
-/// sequence, so the destination's load thread (started at load setup in this mode) feeds them
-/// all in order.
-public protocol MultifdPrecopyHandler: MigrationHandler {
-    /// Sends pre-copy data as device-state buffers: about `budget` bytes at most (one bounded
-    /// buffer is the usual answer). Runs on the handler's pre-copy thread, concurrently with
-    /// the main thread's `pendingEstimate`/`pendingExact` of this handler (and hooks of the
-    /// others), never with its own ``MigrationHandler/saveCompleteMultifd(to:context:)``.
+    /// Pre-copy over the channels (``MigrationParameters/multifdPrecopy``, Switchover peers
+    /// only, beyond QEMU 10.0), for a handler whose ``multifdSupport`` contains
+    /// ``MultifdSupport/precopy``: the engine then gives it no PART sections and calls this on
+    /// a thread of its own during the live phase instead. Sends pre-copy data as device-state
+    /// buffers: about `budget` bytes at most (one bounded buffer is the usual answer). Its
+    /// buffers take the first indices; the stop-copy buffers continue the same sequence, so the
+    /// destination's load thread (started at load setup in this mode) feeds them all in order.
+    /// Runs concurrently with the main thread's `pendingEstimate`/`pendingExact` of this handler
+    /// (and hooks of the others), never with its own ``saveCompleteMultifd(to:context:)``.
     /// `.done`: nothing to send right now.
     func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult
-}
-
-/// Sends one handler's device-state packets over the multifd channels.
-public protocol DeviceStateSender: AnyObject, Sendable {
-    /// Queues one buffer; the engine assigns it the next index and a channel. The bytes are
-    /// copied: the caller may reuse its buffer at once. Blocks while the channels' queues are
-    /// full; throws when the transfer failed (a channel lost) so the handler stops.
-    func send(_ buffer: UnsafeRawBufferPointer, isConfigState: Bool) throws
 }
 
 extension MigrationHandler {
@@ -278,56 +196,14 @@ extension MigrationHandler {
     public func loadCleanup(succeeded: Bool) {}
     public func expectedFinalLoadCostMicros(context: LoadContext) -> UInt64 { 0 }
     public func loadBacklog(context: LoadContext) -> LoadBacklog { .none }
-    public var supportsMultifdTransfer: Bool { false }
+    public var multifdSupport: MultifdSupport { [] }
     public func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws {
         throw MigrationHandlerError.unsupported(identity: context.identity, hook: "saveCompleteMultifd")
     }
     public func loadStateBuffer(_ buffer: UnsafeRawBufferPointer, index: UInt32, isConfigState: Bool, context: LoadContext) throws {
         throw MigrationHandlerError.unsupported(identity: context.identity, hook: "loadStateBuffer")
     }
-}
-
-/// Errors the default hook implementations raise.
-public enum MigrationHandlerError: Error, Sendable, CustomStringConvertible {
-    case unsupported(identity: HandlerIdentity, hook: String)
-
-    public var description: String {
-        switch self {
-        case .unsupported(let id, let hook): "\(id): the handler does not implement \(hook)"
-        }
+    public func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult {
+        throw MigrationHandlerError.unsupported(identity: context.identity, hook: "saveIterateMultifd")
     }
-}
-
-/// Where a handler is registered: QEMU's (idstr, instance id, version id).
-public struct HandlerIdentity: Sendable, Hashable, CustomStringConvertible {
-    /// e.g. "ram", "0000:00:05.0/vfio". At most 255 bytes.
-    public var idstr: String
-    public var instanceID: UInt32
-    /// The newest section version this handler writes and reads.
-    public var versionID: UInt32
-
-    public init(idstr: String, instanceID: UInt32, versionID: UInt32) {
-        self.idstr = idstr
-        self.instanceID = instanceID
-        self.versionID = versionID
-    }
-
-    public var description: String { "\(idstr) (instance \(instanceID), version \(versionID))" }
-}
-
-/// What a destination handler holds received but not yet loaded
-/// (``MigrationHandler/loadBacklog(context:)``).
-public struct LoadBacklog: Sendable, Hashable {
-    /// Bytes received and not yet loaded.
-    public var bytes: UInt64
-    /// The time loading them is expected to take from now, in microseconds.
-    public var expectedMicros: UInt64
-
-    public init(bytes: UInt64, expectedMicros: UInt64) {
-        self.bytes = bytes
-        self.expectedMicros = expectedMicros
-    }
-
-    /// Nothing waiting: the handler is idle.
-    public static let none = LoadBacklog(bytes: 0, expectedMicros: 0)
 }

@@ -87,7 +87,7 @@ public struct MigrationParameters: Sendable, Hashable {
 
     /// Per-device `x-migration-multifd-transfer`, keyed by (idstr, instance id); devices not
     /// listed use ``multifdTransferDefault``. Both ends must resolve each device alike.
-    public var multifdTransfer: [HandlerID: MultifdTransferSetting] = [:]
+    public var multifdTransfer: [HandlerIdentity.Key: MultifdTransferSetting] = [:]
 
     /// The setting of devices not in ``multifdTransfer`` (QEMU: AUTO).
     public var multifdTransferDefault: MultifdTransferSetting = .auto
@@ -130,7 +130,7 @@ public struct MigrationParameters: Sendable, Hashable {
     /// Beyond QEMU 10.0 (Switchover peers only, both ends must agree): devices with multifd
     /// transfer also send their pre-copy data as packets over the channels, on a thread per
     /// device with a fair share of the bandwidth cap per 100 ms window; the PART sections then
-    /// carry nothing for them. Handlers opt in by conforming to ``MultifdPrecopyHandler``.
+    /// carry nothing for them. Handlers opt in with ``MultifdSupport/precopy``.
     public var multifdPrecopy = false
 
     public init() {}

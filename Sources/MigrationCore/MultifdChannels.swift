@@ -1,4 +1,5 @@
 import MigrationStream
+import Synchronization
 
 // Opening and classifying multifd channels (reference §6): every channel starts with a
 // 64-byte MultiFDInit; the destination accepts main + N connections in whatever order they
@@ -15,11 +16,11 @@ struct AcceptedChannel {
 /// A connection whose first bytes were already read (to classify it) and are replayed first.
 final class PrefixedConnection: MigrationConnection, CustomStringConvertible {
     private let base: any MigrationConnection
-    private let prefix: Monitor<[UInt8]>
+    private let prefix: Mutex<[UInt8]>
 
     init(_ base: any MigrationConnection, prefix: [UInt8]) {
         self.base = base
-        self.prefix = Monitor(prefix)
+        self.prefix = Mutex(prefix)
     }
 
     var description: String { "\(base)" }
@@ -105,12 +106,12 @@ enum MultifdChannels {
             accepted.append(try listener.accept())
             // The rest follow at once; a watchdog closes the listener if they do not.
             let done = Monitor(false)
-            let fired = Monitor(false)
+            let fired = SharedFlag(false)
             if let timeout {
                 startThread(name: "switchover-multifd-accept") {
                     let finished = done.wait(timeout: timeout) { $0 ? true : nil } ?? false
                     if !finished {
-                        fired.withLock { $0 = true }
+                        fired.set(true)
                         listener.close()
                     }
                 }
@@ -120,7 +121,7 @@ enum MultifdChannels {
                 do {
                     accepted.append(try listener.accept())
                 } catch {
-                    if fired.withLock({ $0 }) {
+                    if fired.get {
                         throw MultifdError.channelSetup(
                             "only \(accepted.count) of \(count + 1) connections (main + \(count) multifd channels) "
                                 + "arrived within \(timeout.map { "\($0)" } ?? "-"); both ends must use the same multifdChannels")
@@ -177,66 +178,5 @@ enum MultifdChannels {
             throw MultifdError.channelSetup("\(channels.count) multifd channels arrived, \(count) expected")
         }
         return (main, channels.sorted { $0.id < $1.id })
-    }
-}
-
-/// An in-process transport for tests, demos and benchmarks: every ``connect()`` creates a
-/// Unix socketpair and queues its other end for the listener, so a source can open its main
-/// connection and any number of multifd channels to a destination in the same process.
-/// Connections made before ``listen()`` wait for it. One listener per transport.
-public final class SocketPairTransport: MigrationTransport, Sendable {
-    private struct State {
-        var pending: [any MigrationConnection] = []
-        var closed = false
-        var connects = 0
-    }
-
-    private let state = Monitor(State())
-    private let wrap: (@Sendable (_ index: Int, _ connection: DescriptorConnection) -> any MigrationConnection)?
-
-    /// - Parameter wrapSource: wraps the source's end of the `index`-th connection (0 = the
-    ///   first `connect()`, the main one for a ``MigrationSource``; then the channels in order),
-    ///   e.g. in a ``FaultInjectingConnection``.
-    public init(wrapSource: (@Sendable (_ index: Int, _ connection: DescriptorConnection) -> any MigrationConnection)? = nil) {
-        self.wrap = wrapSource
-    }
-
-    public func connect() throws -> any MigrationConnection {
-        let (a, b) = try DescriptorConnection.socketPair()
-        let index = try state.update { s -> Int in
-            guard !s.closed else { throw TransportError.connectionClosed(operation: "connect to a closed socketpair listener") }
-            s.pending.append(b)
-            defer { s.connects += 1 }
-            return s.connects
-        }
-        return wrap?(index, a) ?? a
-    }
-
-    public func listen() throws -> any MigrationListener { Listener(transport: self) }
-
-    fileprivate func accept() throws -> any MigrationConnection {
-        let next = state.wait(timeout: nil) { s -> (any MigrationConnection)?? in
-            if !s.pending.isEmpty { return .some(s.pending.removeFirst()) }
-            if s.closed { return .some(nil) }
-            return nil
-        }
-        guard let next = next ?? nil else { throw TransportError.shutDown }
-        return next
-    }
-
-    fileprivate func closeListener() {
-        let orphans = state.update { s -> [any MigrationConnection] in
-            s.closed = true
-            defer { s.pending.removeAll() }
-            return s.pending
-        }
-        for c in orphans { c.close() }
-    }
-
-    private final class Listener: MigrationListener {
-        let transport: SocketPairTransport
-        init(transport: SocketPairTransport) { self.transport = transport }
-        func accept() throws -> any MigrationConnection { try transport.accept() }
-        func close() { transport.closeListener() }
     }
 }

@@ -19,7 +19,7 @@ final class MultifdDestinationSession: Sendable {
     }
 
     private struct State {
-        var devices: [HandlerKey: Device]
+        var devices: [HandlerIdentity.Key: Device]
         /// Bytes admitted and not yet loaded (packets being read, queued, being loaded).
         var queuedBytes = 0
         /// Buffers taken by a load thread and not yet loaded.
@@ -39,7 +39,7 @@ final class MultifdDestinationSession: Sendable {
     private let channels: [AcceptedChannel]
     private let state: Monitor<State>
     /// Every registered handler (to tell an unknown device from one whose multifd is off).
-    private let known: [HandlerKey: HandlerIdentity]
+    private let known: [HandlerIdentity.Key: HandlerIdentity]
     private let maxQueued: Int
     private let maxPacketSize: Int
     private let budget: Int
@@ -54,11 +54,11 @@ final class MultifdDestinationSession: Sendable {
         parameters: MigrationParameters, watchdog: ReceiveWatchdog? = nil, logger: Logger
     ) {
         self.channels = channels
-        var map: [HandlerKey: Device] = [:]
-        for d in devices { map[HandlerKey(d.identity)] = Device(entry: d.entry, identity: d.identity) }
+        var map: [HandlerIdentity.Key: Device] = [:]
+        for d in devices { map[d.identity.key] = Device(entry: d.entry, identity: d.identity) }
         self.state = Monitor(State(devices: map, receiversRunning: 0))
-        var k: [HandlerKey: HandlerIdentity] = [:]
-        for id in known { k[HandlerKey(id)] = id }
+        var k: [HandlerIdentity.Key: HandlerIdentity] = [:]
+        for id in known { k[id.key] = id }
         self.known = k
         self.maxQueued = parameters.multifdMaxQueuedBuffers
         self.maxPacketSize = parameters.multifdMaxPacketSize
@@ -112,7 +112,7 @@ final class MultifdDestinationSession: Sendable {
                 }
                 connection.setTimeouts(read: stallTimeout, write: nil)
                 let header = try reader.readMultiFDDeviceStatePacketHeader(maxPacketSize: maxPacketSize)
-                let key = HandlerKey(header.idstr, header.instanceID)
+                let key = HandlerIdentity.Key(header.idstr, instanceID: header.instanceID)
                 let isOurs = state.withLock { $0.devices[key] != nil }
                 guard isOurs else {
                     if let identity = known[key] { throw MultifdError.transferOff(channel: channel.id, device: identity) }
@@ -138,7 +138,7 @@ final class MultifdDestinationSession: Sendable {
 
     /// Admits a packet of `size` bytes into the budget before its data is read. Over the
     /// budget: wait while buffers are loading (they make room), else refuse: nothing would.
-    private func admit(_ size: Int, key: HandlerKey, channel: Int) throws {
+    private func admit(_ size: Int, key: HandlerIdentity.Key, channel: Int) throws {
         func refusal(_ s: State) -> MultifdError {
             let identity = s.devices[key]?.identity ?? HandlerIdentity(idstr: key.idstr, instanceID: key.instanceID, versionID: 0)
             return .budgetExceeded(channel: channel, device: identity, packetSize: size, queued: s.queuedBytes, budget: budget)
@@ -165,7 +165,7 @@ final class MultifdDestinationSession: Sendable {
     /// Files one buffer in its device's reorder buffer. When the device's queue is full but
     /// its next buffer is there, the load thread is draining it: wait (backpressure through
     /// the channel). Full with the next index missing is a flood: refuse.
-    private func file(_ data: [UInt8], _ header: VFIODeviceStatePacketHeader, key: HandlerKey, channel: Int) throws {
+    private func file(_ data: [UInt8], _ header: VFIODeviceStatePacketHeader, key: HandlerIdentity.Key, channel: Int) throws {
         _ = try state.wait(timeout: nil) { s -> Bool? in
             if s.aborted || s.failure != nil { throw MultifdError.aborted }
             guard var d = s.devices[key] else { return true }
@@ -196,7 +196,7 @@ final class MultifdDestinationSession: Sendable {
 
     /// SWITCHOVER_START: one load thread per device.
     func startLoading(handlers: [Int: (any MigrationHandler, LoadContext)], clock: any MigrationClock) {
-        let keys = state.update { s -> [HandlerKey] in
+        let keys = state.update { s -> [HandlerIdentity.Key] in
             guard !s.loadStarted else { return [] }
             s.loadStarted = true
             s.loadersRunning = s.devices.count
@@ -211,7 +211,8 @@ final class MultifdDestinationSession: Sendable {
         }
     }
 
-    private func loadLoop(_ key: HandlerKey, _ handler: any MigrationHandler, _ context: LoadContext, _ clock: any MigrationClock) {
+    private func loadLoop(_ key: HandlerIdentity.Key, _ handler: any MigrationHandler, _ context: LoadContext, _ clock: any MigrationClock)
+    {
         defer { state.update { $0.loadersRunning -= 1 } }
         let channelCount = channels.count
         while true {

@@ -1,5 +1,6 @@
 import Logging
 import MigrationStream
+import Synchronization
 
 /// The source's multifd channels: one writer thread per channel, each owning its connection
 /// and taking whole packets from its own bounded queue. Producers (the per-device save
@@ -149,7 +150,7 @@ final class MultifdDeviceSender: DeviceStateSender {
 
     let identity: HandlerIdentity
     private let sender: MultifdSender
-    private let state = Monitor(State())
+    private let state = Mutex(State())
 
     init(identity: HandlerIdentity, sender: MultifdSender) {
         self.identity = identity
@@ -223,7 +224,7 @@ final class MultifdSourceSession: Sendable {
     private let devices = Monitor<[Device]>([])
     /// One sender per device for the whole migration: pre-copy and stop-copy buffers share
     /// one index sequence.
-    private let deviceSenders = Monitor<[Int: MultifdDeviceSender]>([:])
+    private let deviceSenders = Mutex<[Int: MultifdDeviceSender]>([:])
     private let precopy = Monitor(PrecopyState())
 
     private struct PrecopyState {
@@ -251,7 +252,7 @@ final class MultifdSourceSession: Sendable {
     /// share of `windowBudget` bytes per 100 ms window (the channels' own budget, beside the
     /// main channel's).
     func startPrecopy(
-        _ list: [(entry: Int, identity: HandlerIdentity, handler: any MultifdPrecopyHandler, context: SaveContext)],
+        _ list: [(entry: Int, identity: HandlerIdentity, handler: any MigrationHandler, context: SaveContext)],
         windowBudget: Int?, clock: any MigrationClock
     ) {
         guard !list.isEmpty else { return }

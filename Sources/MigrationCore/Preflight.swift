@@ -36,8 +36,8 @@ func preflightDifferences(
         lines.append("machine type: source \"\(inventory.machineType)\", destination \"\(localMachine)\"")
     }
     for h in inventory.handlers {
-        let key = HandlerKey(h.idstr, h.instanceID)
-        guard let entry = local.first(where: { HandlerKey($0.identity) == key }) else {
+        let key = HandlerIdentity.Key(h.idstr, instanceID: h.instanceID)
+        guard let entry = local.first(where: { $0.identity.key == key }) else {
             lines.append("missing handler: \(key) (version \(h.versionID)) is not registered on the destination")
             continue
         }

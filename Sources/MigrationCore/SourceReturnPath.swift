@@ -15,11 +15,11 @@ final class SourceReturnPath: Sendable {
         /// The QEMU-compatible single SWITCHOVER_ACK.
         var switchoverAcked = false
         /// ACK_STATE per handler (extensions): true = acknowledged now.
-        var ackStates: [HandlerKey: Bool] = [:]
-        var everAcked: Set<HandlerKey> = []
-        var loadReports: [HandlerKey: LoadReport] = [:]
+        var ackStates: [HandlerIdentity.Key: Bool] = [:]
+        var everAcked: Set<HandlerIdentity.Key> = []
+        var loadReports: [HandlerIdentity.Key: LoadReport] = [:]
         /// LOAD_BACKLOG per handler, with when it arrived (the engine's clock).
-        var backlogs: [HandlerKey: (report: LoadBacklogReport, at: Duration)] = [:]
+        var backlogs: [HandlerIdentity.Key: (report: LoadBacklogReport, at: Duration)] = [:]
         var preflightResult: (accepted: Bool, message: String)?
         /// The engine is tearing down: a read error is expected, not a failure.
         var stopping = false
@@ -32,11 +32,11 @@ final class SourceReturnPath: Sendable {
     private let extensions: Bool
     /// The handlers this source migrates: a LOAD_REPORT or ACK_STATE may name only these, so
     /// what the destination can make us hold is bounded by our own registry.
-    private let known: Set<HandlerKey>
+    private let known: Set<HandlerIdentity.Key>
     private let logger: Logger
     private let clock: any MigrationClock
 
-    init(extensions: Bool, known: Set<HandlerKey>, clock: any MigrationClock, logger: Logger) {
+    init(extensions: Bool, known: Set<HandlerIdentity.Key>, clock: any MigrationClock, logger: Logger) {
         self.extensions = extensions
         self.known = known
         self.clock = clock
@@ -76,16 +76,16 @@ final class SourceReturnPath: Sendable {
         case .switchoverAck:
             state.update { $0.switchoverAcked = true }
         case .loadReport(let report) where extensions:
-            let key = HandlerKey(report.idstr, report.instanceID)
+            let key = HandlerIdentity.Key(report.idstr, instanceID: report.instanceID)
             guard known.contains(key) else { throw ReturnPathError.unknownHandler("LOAD_REPORT", key.description) }
             state.update { $0.loadReports[key] = report }
         case .loadBacklog(let report) where extensions:
-            let key = HandlerKey(report.idstr, report.instanceID)
+            let key = HandlerIdentity.Key(report.idstr, instanceID: report.instanceID)
             guard known.contains(key) else { throw ReturnPathError.unknownHandler("LOAD_BACKLOG", key.description) }
             let now = clock.now
             state.update { $0.backlogs[key] = (report, now) }
         case .ackState(let idstr, let instance, let acknowledged) where extensions:
-            let key = HandlerKey(idstr, instance)
+            let key = HandlerIdentity.Key(idstr, instanceID: instance)
             guard known.contains(key) else { throw ReturnPathError.unknownHandler("ACK_STATE", key.description) }
             state.update { s in
                 s.ackStates[key] = acknowledged
@@ -105,7 +105,7 @@ final class SourceReturnPath: Sendable {
         state.withLock { s in s.switchoverAcked && !s.ackStates.values.contains(false) }
     }
 
-    func ackState(of key: HandlerKey, ackEnabled: Bool) -> AckState {
+    func ackState(of key: HandlerIdentity.Key, ackEnabled: Bool) -> AckState {
         guard ackEnabled else { return .notNeeded }
         return state.withLock { s in
             guard extensions else { return .unknown }

@@ -17,13 +17,7 @@ extension StreamReader {
         guard type == RecordType.configuration.rawValue else {
             throw StreamError.unexpectedRecord(offset: at, found: describe(type), expected: "the configuration section (0x07)")
         }
-        let lenAt = offset
-        let len = try readBE32("the machine name length")
-        guard len <= SavevmFormat.maxMachineNameLength else {
-            throw StreamError.lengthTooLarge(
-                offset: lenAt, field: "machine name", length: UInt64(len),
-                limit: UInt64(SavevmFormat.maxMachineNameLength))
-        }
+        let len = try readLength("the machine name length", field: "machine name", limit: SavevmFormat.maxMachineNameLength)
         let name = String(decoding: try readBytes(Int(len), "the machine name"), as: UTF8.self)
         var config = MachineConfiguration(machineType: name)
         // Subsections: 0x05, counted name that starts with "configuration/", be32 version.
@@ -40,13 +34,7 @@ extension StreamReader {
             case MachineConfiguration.pageBitsName:
                 config.targetPageBits = try readBE32("target page bits")
             case MachineConfiguration.capabilitiesName:
-                let countAt = offset
-                let count = try readBE32("the capability count")
-                guard count <= MachineConfiguration.maxCapabilities else {
-                    throw StreamError.lengthTooLarge(
-                        offset: countAt, field: "capability count", length: UInt64(count),
-                        limit: UInt64(MachineConfiguration.maxCapabilities))
-                }
+                let count = try readLength("the capability count", field: "capability count", limit: MachineConfiguration.maxCapabilities)
                 var caps: [String] = []
                 for _ in 0..<count { caps.append(try readCountedString("a capability name")) }
                 config.capabilities = caps
@@ -113,12 +101,19 @@ extension StreamReader {
             throw StreamError.unexpectedRecord(offset: at, found: describe(byte), expected: "the VMDESCRIPTION trailer (0x06) or the end")
         }
         _ = try readU8()
-        let lenAt = offset
-        let len = try readBE32("the VMDESCRIPTION length")
-        guard Int(len) <= limit else {
-            throw StreamError.lengthTooLarge(offset: lenAt, field: "VMDESCRIPTION", length: UInt64(len), limit: UInt64(limit))
-        }
+        let len = try readLength("the VMDESCRIPTION length", field: "VMDESCRIPTION", limit: limit)
         return try readBytes(Int(len), "the VMDESCRIPTION JSON")
+    }
+
+    /// A be32 length or count, refused (``StreamError/lengthTooLarge``) above `limit`.
+    func readLength(_ what: @autoclosure () -> String, field: String, limit: some BinaryInteger) throws -> UInt32 {
+        let at = offset
+        let value = try readBE32(what())
+        let bound = UInt64(clamping: limit)
+        guard UInt64(value) <= bound else {
+            throw StreamError.lengthTooLarge(offset: at, field: field, length: UInt64(value), limit: bound)
+        }
+        return value
     }
 
     func describe(_ byte: UInt8) -> String {

@@ -105,19 +105,16 @@ public final class StreamReader {
         return UInt16(storage[head]) << 8 | UInt16(storage[head + 1])
     }
 
-    public func readBE32(_ what: @autoclosure () -> String = "a be32") throws -> UInt32 {
-        try require(4, what())
-        var v: UInt32 = 0
-        for i in 0..<4 { v = v << 8 | UInt32(storage[head + i]) }
-        head += 4
-        return v
-    }
+    public func readBE32(_ what: @autoclosure () -> String = "a be32") throws -> UInt32 { try readBigEndian(what()) }
 
-    public func readBE64(_ what: @autoclosure () -> String = "a be64") throws -> UInt64 {
-        try require(8, what())
-        var v: UInt64 = 0
-        for i in 0..<8 { v = v << 8 | UInt64(storage[head + i]) }
-        head += 8
+    public func readBE64(_ what: @autoclosure () -> String = "a be64") throws -> UInt64 { try readBigEndian(what()) }
+
+    private func readBigEndian<T: FixedWidthInteger & UnsignedInteger>(_ what: @autoclosure () -> String) throws -> T {
+        let size = MemoryLayout<T>.size
+        try require(size, what())
+        var v: T = 0
+        for i in 0..<size { v = v << 8 | T(storage[head + i]) }
+        head += size
         return v
     }
 

@@ -11,6 +11,10 @@ extension VendorConformance {
     public struct RunStateOutcome: Sendable {
         public var sources: [SimulatedVFIODevice]
         public var destinations: [SimulatedVFIODevice]
+        /// The source devices with the config states their handlers saved from.
+        public var sourceDevices: [MigratedDevice]
+        /// The destination devices with the config states their handlers restored into.
+        public var destinationDevices: [MigratedDevice]
         public var sourceVM: TestVM
         public var destinationVM: TestVM
         public var sourceResult: Result<MigrationStatistics, any Error>
@@ -24,45 +28,36 @@ extension VendorConformance {
     public func migrateSeveral(devices: Int, multifd: Bool, allowDevicesWithoutP2P: Bool = false) async throws -> RunStateOutcome {
         let sourceRegistry = HandlerRegistry()
         let destinationRegistry = HandlerRegistry()
-        var sources: [SimulatedVFIODevice] = []
-        var destinations: [SimulatedVFIODevice] = []
+        var sources: [MigratedDevice] = []
+        var destinations: [MigratedDevice] = []
         for n in 0..<devices {
             var config = device
             config.name = String(format: "0000:7%01x:00.%d", n / 8, n % 8)
             config.seed = device.seed &+ UInt64(n)
             var destinationConfig = config
             destinationConfig.seed = config.seed &+ 0x5EED
-            let source = try SimulatedVFIODevice(config)
-            let destination = try SimulatedVFIODevice(destinationConfig)
+            let source = try MigratedDevice(config)
+            let destination = try MigratedDevice(destinationConfig)
+            try Self.programAsGuest(source.device, seed: config.seed)
             let idstr = VFIOPCIHandler.idstr(for: config.name)
-            try sourceRegistry.register(
-                module.makeHandler(source, PCIConfigSnapshot(simulatedFor: config.name)),
-                idstr: idstr, instanceID: 0, versionID: 1)
+            try sourceRegistry.register(module.makeHandler(source.device, source.config), idstr: idstr, instanceID: 0, versionID: 1)
             try destinationRegistry.register(
-                module.makeHandler(destination, PCIConfigSnapshot(bytes: [UInt8](repeating: 0, count: 256))),
-                idstr: idstr, instanceID: 0, versionID: 1)
+                module.makeHandler(destination.device, destination.config), idstr: idstr, instanceID: 0, versionID: 1)
             sources.append(source)
             destinations.append(destination)
         }
-        var parameters = MigrationParameters()
-        parameters.downtimeLimit = .seconds(30)
-        parameters.stallTimeout = .seconds(20)
-        parameters.switchoverTimeout = .seconds(20)
+        var parameters = Self.parameters
         parameters.resumeOnCompletion = false
         parameters.allowDevicesWithoutP2P = allowDevicesWithoutP2P
         parameters.multifdChannels = multifd ? 2 : 0
-        let machine = MachineConfiguration(machineType: "switchover-conformance")
-        let sourceVM = TestVM(running: true)
-        let destinationVM = TestVM(running: false)
-        let source = MigrationSource(registry: sourceRegistry, vm: sourceVM, configuration: machine, parameters: parameters)
-        let destination = MigrationDestination(
-            registry: destinationRegistry, vm: destinationVM, configuration: machine, parameters: parameters)
+        let (source, destination, sourceVM, destinationVM) = Self.engines(sourceRegistry, destinationRegistry, parameters)
         let pairs = try (0...(multifd ? 2 : 0)).map { _ in try DescriptorConnection.socketPair() }
         async let s = capture { try await source.run(over: pairs[0].0, multifdChannels: pairs.dropFirst().map(\.0)) }
         async let d = capture { try await destination.run(over: pairs[0].1, multifdChannels: pairs.dropFirst().map(\.1)) }
         let (sr, dr) = await (s, d)
         return RunStateOutcome(
-            sources: sources, destinations: destinations, sourceVM: sourceVM, destinationVM: destinationVM,
+            sources: sources.map(\.device), destinations: destinations.map(\.device), sourceDevices: sources,
+            destinationDevices: destinations, sourceVM: sourceVM, destinationVM: destinationVM,
             sourceResult: sr, destinationResult: dr, destinationRunState: destination.runState)
     }
 
@@ -145,10 +140,12 @@ extension VendorConformance {
         } else {
             Issue.record("\(what): the destination vCPUs never started", sourceLocation: sourceLocation)
         }
-        for n in outcome.sources.indices {
-            #expect(
-                outcome.destinations[n].loadedStreamDigest == outcome.sources[n].savedStreamDigest, "\(what): device \(n) state differs",
-                sourceLocation: sourceLocation)
+        // zip drops what one side has more of: the counts first.
+        try #require(
+            outcome.sourceDevices.count == devices && outcome.destinationDevices.count == devices, "\(what): device counts",
+            sourceLocation: sourceLocation)
+        for (n, (source, destination)) in zip(outcome.sourceDevices, outcome.destinationDevices).enumerated() {
+            try expectRestoredState(source: source, destination: destination, "\(what): device \(n)", sourceLocation: sourceLocation)
         }
     }
 }

@@ -15,7 +15,8 @@ import VFIO
 // load-config-after-iter (QEMU 10.1), not before the FULL section's CONFIG_LOAD_READY.
 
 extension VFIOPCIHandler {
-    public var supportsMultifdTransfer: Bool { true }
+    /// Both the stop-copy data and (Switchover peers) the pre-copy data.
+    public var multifdSupport: MultifdSupport { [.stopCopy, .precopy] }
 
     public func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws {
         // From PRE_COPY the save fd carries on; otherwise STOP_COPY opens one.
@@ -105,7 +106,7 @@ extension VFIOPCIHandler {
 // reads at most one buffer in PRE_COPY and sends it as a packet; once the initial bytes are
 // all read and switchover-ack is on, an empty buffer tells the destination to approve (the
 // INIT_DATA_SENT of the classic PART section). Switchover peers only.
-extension VFIOPCIHandler: MultifdPrecopyHandler {
+extension VFIOPCIHandler {
     public func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult {
         let (fd, buffer) = state.withLock { ($0.inPreCopy ? $0.dataFD : nil, $0.buffer) }
         guard let fd, let buffer else { return .done }

@@ -34,7 +34,7 @@ final class ObservingHandler: MigrationHandler {
     var isActive: Bool { inner.isActive }
     var isLive: Bool { inner.isLive }
     var hasFullState: Bool { inner.hasFullState }
-    var supportsMultifdTransfer: Bool { inner.supportsMultifdTransfer }
+    var multifdSupport: MultifdSupport { inner.multifdSupport }
     var preflightIdentity: String? { inner.preflightIdentity }
 
     func savePrepare(context: SaveContext) throws { try observe("savePrepare") { try inner.savePrepare(context: context) } }
@@ -78,6 +78,9 @@ final class ObservingHandler: MigrationHandler {
     }
     func loadStateBuffer(_ buffer: UnsafeRawBufferPointer, index: UInt32, isConfigState: Bool, context: LoadContext) throws {
         try inner.loadStateBuffer(buffer, index: index, isConfigState: isConfigState, context: context)
+    }
+    func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult {
+        try inner.saveIterateMultifd(to: sender, budget: budget, context: context)
     }
 }
 #endif

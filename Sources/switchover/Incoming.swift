@@ -57,15 +57,10 @@ struct Incoming: AsyncParsableCommand {
         ))
     var devicesOnly = false
 
-    @Flag(help: "Print the final statistics as one JSON object.")
-    var json = false
-
-    @Flag(name: .customLong("no-progress"), help: "Do not show the progress line.")
-    var noProgress = false
+    @OptionGroup var output: OutputOptions
 
     func validate() throws {
-        let target: MigrationAddress
-        do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--listen \(error)") }
+        let target = try OutputOptions.address(address, option: "--listen")
         try tls.validate(target, option: "--listen")
         if !tlsAuthz.isEmpty && tls.credentials == nil { throw ValidationError("--tls-authz needs --tls-creds") }
         if devicesOnly {
@@ -74,8 +69,7 @@ struct Incoming: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let target: MigrationAddress
-        do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--listen \(error)") }
+        let target = try OutputOptions.address(address, option: "--listen")
         var parameters = migration.parameters
         limits.apply(to: &parameters)
         let secured = tls.configuration(authorized: tlsAuthz, handshakeTimeout: migration.stallTimeout.duration).map {
@@ -106,7 +100,7 @@ struct Incoming: AsyncParsableCommand {
         var standardError = StandardError()
         print("listening on \(bound)\(secured == nil ? "" : " (TLS, mutual authentication)")", to: &standardError)
 
-        let showProgress = !noProgress
+        let showProgress = !output.noProgress
         let watcher = Task {
             let display = ProgressDisplay(enabled: showProgress, role: .destination, switchoverAck: parameters.switchoverAck)
             for await event in destination.progress { display.show(event) }
@@ -126,7 +120,7 @@ struct Incoming: AsyncParsableCommand {
         interrupt.stop()
         let digests = vm.digests
         vm.shutdown()
-        if json {
+        if output.json {
             print(Report.incomingJSON(statistics, address: bound.description, digests: digests).text)
         } else {
             print(Report.incomingText(statistics, address: bound.description, digests: digests))

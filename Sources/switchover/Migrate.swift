@@ -58,15 +58,10 @@ struct Migrate: AsyncParsableCommand {
             valueName: "duration"))
     var timeout: DurationArgument?
 
-    @Flag(help: "Print the final statistics as one JSON object.")
-    var json = false
-
-    @Flag(name: .customLong("no-progress"), help: "Do not show the progress line.")
-    var noProgress = false
+    @OptionGroup var output: OutputOptions
 
     func validate() throws {
-        let target: MigrationAddress
-        do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--to \(error)") }
+        let target = try OutputOptions.address(address, option: "--to")
         try tls.validate(target, option: "--to")
         if tlsHostname != nil && tls.credentials == nil { throw ValidationError("--tls-hostname needs --tls-creds") }
         if tls.credentials != nil && tlsHostname == nil {
@@ -79,8 +74,7 @@ struct Migrate: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let target: MigrationAddress
-        do { target = try MigrationAddress(parsing: address) } catch { throw ValidationError("--to \(error)") }
+        let target = try OutputOptions.address(address, option: "--to")
         let parameters = migration.parameters
         var transport = target.transport
         if let configuration = tls.configuration(
@@ -93,7 +87,7 @@ struct Migrate: AsyncParsableCommand {
         }
         let vm = try Self.build(machine.machineConfiguration, role: .source, command: "migrate")
         let source = MigrationSource(runState: vm.runState, configuration: vm.machine, parameters: parameters)
-        let showProgress = !noProgress
+        let showProgress = !output.noProgress
         let last = LastEvent()
         let watcher = Task {
             let display = ProgressDisplay(enabled: showProgress, role: .source, switchoverAck: parameters.switchoverAck)
@@ -136,7 +130,7 @@ struct Migrate: AsyncParsableCommand {
         interrupt.stop()
         let digests = vm.digests
         vm.shutdown()
-        if json {
+        if output.json {
             print(Report.sourceJSON(statistics, address: target.description, parameters: parameters, digests: digests).text)
         } else {
             print(Report.sourceText(statistics, address: target.description, parameters: parameters, digests: digests))

@@ -3,59 +3,58 @@ import ExampleVM
 import MigrationCore
 import MigrationStream
 
-/// A byte count on the command line: `64MiB`, `4096`, `1GiB`.
-struct ByteSize: ExpressibleByArgument, Sendable {
-    var bytes: UInt64
+/// A value on the command line with the text it was given (shown as the default in `--help`),
+/// parsed by `Unit`: ``ByteSize``, ``ByteRate``, ``DurationArgument``.
+struct ParsedArgument<Unit: ArgumentUnit>: ExpressibleByArgument, Sendable {
+    var value: Unit.Value
     var text: String
 
-    init(_ text: String, bytes: UInt64) {
+    init(_ text: String, _ value: Unit.Value) {
         self.text = text
-        self.bytes = bytes
+        self.value = value
     }
 
     init?(argument: String) {
-        guard let bytes = Units.parseBytes(argument) else { return nil }
-        self.init(argument, bytes: bytes)
+        guard let value = Unit.parse(argument) else { return nil }
+        self.init(argument, value)
     }
 
     var defaultValueDescription: String { text }
+}
+
+/// How a ``ParsedArgument`` reads its text.
+protocol ArgumentUnit {
+    associatedtype Value: Sendable
+    static func parse(_ text: String) -> Value?
+}
+
+/// A byte count on the command line: `64MiB`, `4096`, `1GiB`.
+typealias ByteSize = ParsedArgument<Bytes>
+enum Bytes: ArgumentUnit {
+    static func parse(_ text: String) -> UInt64? { Units.parseBytes(text) }
+}
+extension ParsedArgument where Unit == Bytes {
+    init(_ text: String, bytes: UInt64) { self.init(text, bytes) }
+    var bytes: UInt64 { value }
 }
 
 /// A rate in bytes per second: `8MiB`, `8MiB/s`, `1GB/s`.
-struct ByteRate: ExpressibleByArgument, Sendable {
-    var bytesPerSecond: UInt64
-    var text: String
-
-    init(_ text: String, bytesPerSecond: UInt64) {
-        self.text = text
-        self.bytesPerSecond = bytesPerSecond
-    }
-
-    init?(argument: String) {
-        let number = argument.hasSuffix("/s") ? String(argument.dropLast(2)) : argument
-        guard let bytes = Units.parseBytes(number) else { return nil }
-        self.init(argument, bytesPerSecond: bytes)
-    }
-
-    var defaultValueDescription: String { text }
+typealias ByteRate = ParsedArgument<BytesPerSecond>
+enum BytesPerSecond: ArgumentUnit {
+    static func parse(_ text: String) -> UInt64? { Units.parseBytes(text.hasSuffix("/s") ? String(text.dropLast(2)) : text) }
+}
+extension ParsedArgument where Unit == BytesPerSecond {
+    init(_ text: String, bytesPerSecond: UInt64) { self.init(text, bytesPerSecond) }
+    var bytesPerSecond: UInt64 { value }
 }
 
 /// A duration on the command line: `300ms`, `1.5s`, `2min`.
-struct DurationArgument: ExpressibleByArgument, Sendable {
-    var duration: Duration
-    var text: String
-
-    init(_ text: String, _ duration: Duration) {
-        self.text = text
-        self.duration = duration
-    }
-
-    init?(argument: String) {
-        guard let duration = Units.parseDuration(argument) else { return nil }
-        self.init(argument, duration)
-    }
-
-    var defaultValueDescription: String { text }
+typealias DurationArgument = ParsedArgument<Seconds>
+enum Seconds: ArgumentUnit {
+    static func parse(_ text: String) -> Duration? { Units.parseDuration(text) }
+}
+extension ParsedArgument where Unit == Seconds {
+    var duration: Duration { value }
 }
 
 /// The example VM each end hosts: guest RAM with a dirtying workload and simulated devices.
@@ -249,5 +248,19 @@ struct DestinationLimitOptions: ParsableArguments {
         p.multifdQueueBudget = Int(multifdQueueBudget.bytes)
         p.multifdDrainTimeout = multifdDrainTimeout.duration
         p.minimumReceiveRate = minimumReceiveRate.bytesPerSecond == 0 ? nil : minimumReceiveRate.bytesPerSecond
+    }
+}
+
+/// How `migrate` and `incoming` report: the final statistics as JSON, the progress line.
+struct OutputOptions: ParsableArguments {
+    @Flag(help: "Print the final statistics as one JSON object.")
+    var json = false
+
+    @Flag(name: .customLong("no-progress"), help: "Do not show the progress line.")
+    var noProgress = false
+
+    /// The migration address given to `option`, or a usage error naming the option.
+    static func address(_ text: String, option: String) throws -> MigrationAddress {
+        do { return try MigrationAddress(parsing: text) } catch { throw ValidationError("\(option) \(error)") }
     }
 }

@@ -38,11 +38,7 @@ enum Report {
         lines.append(field("transferred", transferred))
         lines.append(field("switchover-ack", ackSummary(s.handlers, enabled: parameters.switchoverAck)))
         lines.append(field("extensions", s.usedExtensions ? "used (pre-flight, load reports, per-device acks)" : "not used"))
-        lines.append("")
-        lines += handlerTable(s.handlers)
-        lines.append("")
-        lines += digestLines(digests, heading: "digests of what left (compare with the destination's):")
-        return lines.joined(separator: "\n")
+        return withHandlersAndDigests(lines, s.handlers, digests, heading: "digests of what left (compare with the destination's):")
     }
 
     static func incomingText(_ s: IncomingStatistics, address: String, digests: MachineDigests) -> String {
@@ -56,11 +52,14 @@ enum Report {
         lines.append(field("resume", "\(Units.duration(s.resumeTime)) from EOF to the guest running"))
         lines.append(field("return path", s.returnPathOpened ? "opened" : "not opened"))
         lines.append(field("extensions", s.usedExtensions ? "used" : "not used"))
-        lines.append("")
-        lines += handlerTable(s.handlers)
-        lines.append("")
-        lines += digestLines(digests, heading: "digests of what arrived (compare with the source's):")
-        return lines.joined(separator: "\n")
+        return withHandlersAndDigests(lines, s.handlers, digests, heading: "digests of what arrived (compare with the source's):")
+    }
+
+    /// A report's `lines`, then its handler table and its digests, as one text.
+    static func withHandlersAndDigests(
+        _ lines: [String], _ handlers: [HandlerStatistics], _ digests: MachineDigests, heading: String
+    ) -> String {
+        (lines + [""] + handlerTable(handlers) + [""] + digestLines(digests, heading: heading)).joined(separator: "\n")
     }
 
     private static func field(_ name: String, _ value: String) -> String {

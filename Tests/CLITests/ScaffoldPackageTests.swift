@@ -76,7 +76,7 @@ struct ScaffoldPackageTests {
         let test = try swift.run("test", ["--skip-build"])
         #expect(test.status == 0, "\(test.output)")
         #expect(test.output.contains("✔ Suite AcmeConformanceTests passed"), "\(test.output)")
-        #expect(test.output.contains("✔ Test run with 6 tests"), "\(test.output)")
+        #expect(test.output.contains("✔ Test run with 8 tests"), "\(test.output)")
 
         // A malformed rule fails the build at its line, through MatchTablePlugin.
         let table = package.appending(path: "Sources/AcmeHandler/devices.matchtable")

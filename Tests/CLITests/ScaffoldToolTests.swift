@@ -90,7 +90,8 @@ import Testing
             #expect(module.contains("public final class AcmeTuning: VFIOPCITuning {"))
             let tests = String(decoding: files["Tests/AcmeHandlerTests/AcmeConformanceTests.swift"] ?? Data(), as: UTF8.self)
             for check in [
-                "checkMigration(scenario)", "checkConnectionLoss()", "checkCancel()", "checkMalformedBodies()",
+                "checkMigration(.preCopyWithAck)", "checkMigration(.preCopyWithoutAck)", "checkMigration(.stopCopyOnly)",
+                "@Test(Self.kit.enabled(for: .stopCopyOnly))", "checkConnectionLoss()", "checkCancel()", "checkMalformedBodies()",
                 "checkRunStateOrder(devices: devices, multifd: multifd)"
             ] {
                 #expect(tests.contains(check))

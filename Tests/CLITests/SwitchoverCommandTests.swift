@@ -140,24 +140,45 @@ final class RunningProduct: Sendable {
     }
 
     @Test func aMigrationThatCannotCompleteInTimeIsCancelled() async throws {
-        let path = Self.socketPath()
-        defer { try? FileManager.default.removeItem(atPath: path) }
         // 8 MiB of stop-copy data cannot fit a 1 ms downtime at 1 MiB/s (QEMU's avail-switchover-bandwidth).
-        // 5 s, not less: both processes must have started and connected by then, also under the
-        // sanitizers (make test-sanitizers), where starting a process takes seconds.
         let options = ["--memory", "1MiB", "--device", "vfio-pci:state=8MiB,initial=0", "--downtime-limit", "1ms", "--no-progress"]
-        let source = try RunningProduct(
-            "switchover",
-            [
-                "migrate", "--to", "unix:\(path)", "--connect-timeout", "30s", "--timeout", "5s",
-                "--switchover-bandwidth", "1MiB/s"
-            ] + options)
-        let destination = try RunningProduct("switchover", ["incoming", "--listen", "unix:\(path)"] + options)
-        let s = await source.finish()
-        let d = await destination.finish()
-        #expect(s.status == 1)
-        #expect(s.stderr.hasPrefix("switchover migrate: not completed within --timeout 5s (iterating, "))
-        #expect(d.status == 1)
+        // --timeout is real time from the source's start. Whatever it is, every run must end
+        // with the timeout's message and status 1 on both ends. On a loaded machine (or under the
+        // sanitizers, where starting a process takes seconds) it can fire before the source
+        // iterates, which says nothing about convergence: such a run is repeated with a timeout
+        // four times longer, so the outcome does not depend on scheduling. The destination
+        // listens before the source starts (its socket exists), so the source connects at once.
+        var seconds = 5
+        var iterating = false
+        for _ in 0..<4 where !iterating {
+            let path = Self.socketPath()
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let destination = try RunningProduct("switchover", ["incoming", "--listen", "unix:\(path)"] + options, limit: .seconds(600))
+            try await Self.waitForFile(path)
+            let source = try RunningProduct(
+                "switchover",
+                [
+                    "migrate", "--to", "unix:\(path)", "--connect-timeout", "30s", "--timeout", "\(seconds)s",
+                    "--switchover-bandwidth", "1MiB/s"
+                ] + options, limit: .seconds(600))
+            let s = await source.finish()
+            let d = await destination.finish()
+            #expect(s.status == 1)
+            #expect(s.stderr.hasPrefix("switchover migrate: not completed within --timeout \(seconds)s ("), "\(s.stderr)")
+            #expect(d.status == 1)
+            iterating = s.stderr.hasPrefix("switchover migrate: not completed within --timeout \(seconds)s (iterating, ")
+            seconds *= 4
+        }
+        #expect(iterating, "the timeout never fired while the source iterated")
+    }
+
+    /// Waits until `path` exists (a listener's socket file), checking every 20 ms, for at most
+    /// a minute (a destination that never listens fails the test instead of hanging it).
+    static func waitForFile(_ path: String) async throws {
+        for _ in 0..<3000 where !FileManager.default.fileExists(atPath: path) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try #require(FileManager.default.fileExists(atPath: path), "nothing listens at \(path)")
     }
 
     @Test func nothingListeningIsStatusOneWithOneErrorLine() async throws {

@@ -31,7 +31,7 @@ final class MultifdTestDevice: MigrationHandler {
 
     var isLive: Bool { true }
     var hasFullState: Bool { true }
-    var supportsMultifdTransfer: Bool { supports }
+    var multifdSupport: MultifdSupport { supports ? .stopCopy : [] }
 
     var received: [UInt8] { state.withLock { $0.received } }
     var receivedConfig: [UInt8] { state.withLock { $0.config } }

@@ -68,7 +68,7 @@ import Testing
     @Test func perDeviceOffKeepsThatDeviceOnTheMainChannel() async throws {
         let s = try MultifdScenario(devices: 2)
         var p = MultifdScenario.parameters(channels: 2)
-        p.multifdTransfer[HandlerID(MultifdScenario.deviceID(1))] = .off
+        p.multifdTransfer[HandlerIdentity.Key(MultifdScenario.deviceID(1))] = .off
         let (source, destination) = await s.migrate(p)
         _ = try source.get()
         _ = try destination.get()
@@ -177,7 +177,7 @@ import Testing
     @Test func onWithoutChannelsIsRefusedAtStart() async throws {
         let s = try MultifdScenario(devices: 1)
         var p = MultifdScenario.parameters(channels: 0)
-        p.multifdTransfer[HandlerID(MultifdScenario.deviceID(0))] = .on
+        p.multifdTransfer[HandlerIdentity.Key(MultifdScenario.deviceID(0))] = .on
         let (source, destination) = await s.migrate(p)
         guard let text = source.error as? MigrationError, text.code == .invalidParameters else {
             Issue.record("source: \(String(describing: source.error))")
@@ -194,7 +194,7 @@ import Testing
     @Test func onForAHandlerWithoutSupportIsRefused() async throws {
         let s = try MultifdScenario(devices: 1)
         var p = MultifdScenario.parameters(channels: 1)
-        p.multifdTransfer[HandlerID("ram")] = .on
+        p.multifdTransfer[HandlerIdentity.Key("ram")] = .on
         var destination = MultifdScenario.parameters(channels: 1)
         destination.stallTimeout = .milliseconds(300)
         let (source, _) = await s.migrate(p, destination: destination)
@@ -208,7 +208,7 @@ import Testing
     @Test func aSettingOnOnlyAtTheSourceIsAClearError() async throws {
         let s = try MultifdScenario(devices: 1)
         var destination = MultifdScenario.parameters(channels: 1)
-        destination.multifdTransfer[HandlerID(MultifdScenario.deviceID(0))] = .off
+        destination.multifdTransfer[HandlerIdentity.Key(MultifdScenario.deviceID(0))] = .off
         let (source, incoming) = await s.migrate(MultifdScenario.parameters(channels: 1), destination: destination)
         guard case .transferOff(_, let device)? = Self.multifdError(incoming) else {
             Issue.record("destination: \(String(describing: incoming.error))")
@@ -221,7 +221,7 @@ import Testing
     @Test func aSettingOnOnlyAtTheDestinationIsAClearError() async throws {
         let s = try MultifdScenario(devices: 1)
         var p = MultifdScenario.parameters(channels: 1)
-        p.multifdTransfer[HandlerID(MultifdScenario.deviceID(0))] = .off
+        p.multifdTransfer[HandlerIdentity.Key(MultifdScenario.deviceID(0))] = .off
         let (source, incoming) = await s.migrate(p, destination: MultifdScenario.parameters(channels: 1))
         guard case .switchoverStartMissing(let device)? = Self.multifdError(incoming) else {
             Issue.record("destination: \(String(describing: incoming.error))")

@@ -12,10 +12,10 @@ import MigrationStream
 // verdict, acks, load reports the downtime prediction and statistics use, SHUT).
 /// The handlers the example machine registers: the only ones a LOAD_REPORT or ACK_STATE may name.
 enum Known {
-    static let keys: Set<HandlerKey> = {
-        var keys: Set<HandlerKey> = [HandlerKey(RAMHandler.identity.idstr, RAMHandler.identity.instanceID)]
+    static let keys: Set<HandlerIdentity.Key> = {
+        var keys: Set<HandlerIdentity.Key> = [RAMHandler.identity.key]
         for name in (try? FuzzMachine.configuration.deviceNames()) ?? [] {
-            keys.insert(HandlerKey(name + VFIOSectionTag.idstrSuffix, 0))
+            keys.insert(HandlerIdentity.Key(name + VFIOSectionTag.idstrSuffix, instanceID: 0))
         }
         return keys
     }()

@@ -1,0 +1,149 @@
+import Logging
+import MigrationStream
+
+// DestinationRun is split by phase across files: this one holds its state, the driver and its
+// reporting; DestinationRun+Setup (header, configuration, setup), DestinationRun+Loading (the
+// record loop, sections, commands), DestinationRun+Completion (the guest resumed, the verdict,
+// failure and cancel).
+
+/// One incoming migration, on its load thread.
+final class DestinationRun {
+    let owner: MigrationDestination
+    let params: MigrationParameters
+    let clock: any MigrationClock
+    let logger: Logger
+    let connection: any MigrationConnection
+    let reader: StreamReader
+    /// The main channel as the reader sees it, counting the time reads block.
+    let timedSource: TimedByteSource
+    /// The minimum receive rate over the main stream and the multifd channels.
+    let watchdog: ReceiveWatchdog?
+    let entries: [RegisteredHandler]
+    let index: [HandlerIdentity.Key: Int]
+    let rp: ReturnPathWriter
+    let acks: DestinationAcks
+    let contexts: [EngineLoadContext]
+
+    var phase: MigrationPhase = .idle
+    let startTime: Duration
+    var extensionsActive = false
+    var sourceMachine = ""
+    var resumeTime: Duration = .zero
+    var lastProgress: Duration = .zero
+
+    var bytes: [UInt64]
+    var loadTime: [Duration]
+    /// What was loaded once a handler's initial data was in: the final data's rate basis.
+    var rateBytes: [UInt64]
+    var rateTime: [Duration]
+    var sections: [Int]
+    var lastReport: [Duration?]
+    var sectionsSinceReport: [Int]
+
+    // Multifd (MultifdDestination.swift).
+    let channels: [AcceptedChannel]
+    let multifdPlan: MultifdPlan
+    var multifd: MultifdDestinationSession?
+    /// LOAD_BACKLOG while the destination works (a source that asked for it).
+    var backlogReporter: DestinationBacklogReporter?
+    /// The main-stream offset through which every record is loaded (read by the reporter).
+    let loadedThrough = SharedValue<UInt64>(0)
+
+    init(owner: MigrationDestination, connection: any MigrationConnection, channels: [AcceptedChannel]) {
+        self.owner = owner
+        self.params = owner.parameters
+        self.clock = owner.clock
+        self.logger = owner.logger
+        self.connection = connection
+        let watchdog = owner.parameters.minimumReceiveRate.map {
+            ReceiveWatchdog(minimumRate: $0, window: owner.parameters.stallTimeout ?? .seconds(30))
+        }
+        self.watchdog = watchdog
+        let timedSource = TimedByteSource(connection, clock: owner.clock, watchdog: watchdog)
+        self.timedSource = timedSource
+        self.reader = StreamReader(source: timedSource)
+        let entries = owner.registry.entries
+        self.entries = entries
+        var index: [HandlerIdentity.Key: Int] = [:]
+        for (i, e) in entries.enumerated() { index[e.identity.key] = i }
+        self.index = index
+        let rp = ReturnPathWriter(connection: connection)
+        self.rp = rp
+        let acks = DestinationAcks(rp: rp, logger: owner.logger)
+        self.acks = acks
+        let plan = MultifdPlan(entries: entries, parameters: owner.parameters)
+        self.multifdPlan = plan
+        self.channels = channels
+        self.contexts = entries.indices.map {
+            EngineLoadContext(
+                identity: entries[$0].identity, switchoverAckEnabled: owner.parameters.switchoverAck,
+                multifdTransfer: plan.enabled[$0], acks: acks)
+        }
+        self.startTime = owner.clock.now
+        self.bytes = Array(repeating: 0, count: entries.count)
+        self.loadTime = Array(repeating: .zero, count: entries.count)
+        self.rateBytes = Array(repeating: 0, count: entries.count)
+        self.rateTime = Array(repeating: .zero, count: entries.count)
+        self.sections = Array(repeating: 0, count: entries.count)
+        self.lastReport = Array(repeating: nil, count: entries.count)
+        self.sectionsSinceReport = Array(repeating: 0, count: entries.count)
+        owner.control.attach(connection)
+    }
+
+    func run() throws -> IncomingStatistics {
+        defer { owner.progressContinuation.finish() }
+        do {
+            if let refusal = multifdPlan.refusal { throw MigrationError.invalidParameters(refusal) }
+            try header()
+            try setup()
+            try load()
+            try finish()
+        } catch {
+            throw fail(error)
+        }
+        return statistics()
+    }
+
+    func enter(_ next: MigrationPhase) {
+        phase = next
+        logger.debug("destination phase \(next)")
+        emitProgress()
+    }
+
+    func wrap(
+        _ error: any Error, handler: HandlerIdentity? = nil, section: SectionHeader? = nil,
+        offset: Int? = nil, message: String? = nil
+    ) -> MigrationError {
+        classify(
+            error, phase: phase, cancelled: owner.control.isCancelled, handler: handler, section: section,
+            offset: offset ?? reader.offset, message: message)
+    }
+
+    func emitProgress() {
+        let event = MigrationProgress(
+            phase: phase, elapsed: clock.now - startTime, bytesTransferred: UInt64(reader.offset), iterations: 0,
+            pendingBytes: 0, bandwidth: 0, thresholdBytes: 0, predictedDowntimeQEMU: nil, predictedDowntime: nil,
+            switchoverAcknowledged: acks.allAcknowledged,
+            handlers: entries.indices.map {
+                HandlerProgress(
+                    identity: entries[$0].identity, bytes: bytes[$0], pending: 0,
+                    ackState: acks.ackState(entries[$0].identity.key))
+            })
+        owner.progressContinuation.yield(event)
+    }
+
+    func statistics() -> IncomingStatistics {
+        let extra = multifd?.statisticsPerEntry ?? [:]
+        return IncomingStatistics(
+            totalTime: clock.now - startTime, bytesTransferred: UInt64(reader.offset),
+            configuration: MachineConfigurationSummary(machineType: sourceMachine), usedExtensions: extensionsActive,
+            returnPathOpened: rp.isOpen, resumeTime: resumeTime, multifdChannels: channels.count,
+            handlers: entries.indices.map {
+                let m = extra[$0]
+                return HandlerStatistics(
+                    identity: entries[$0].identity, bytes: bytes[$0] + (m?.bytes ?? 0), sections: sections[$0],
+                    loadTime: loadTime[$0] + (m?.loadTime ?? .zero), bytesLoaded: bytes[$0] + (m?.bytes ?? 0),
+                    ackState: acks.ackState(entries[$0].identity.key))
+            })
+    }
+}

@@ -1,0 +1,36 @@
+/// Where a handler is registered: QEMU's (idstr, instance id, version id).
+public struct HandlerIdentity: Sendable, Hashable, CustomStringConvertible {
+    /// e.g. "ram", "0000:00:05.0/vfio". At most 255 bytes.
+    public var idstr: String
+    public var instanceID: UInt32
+    /// The newest section version this handler writes and reads.
+    public var versionID: UInt32
+
+    public init(idstr: String, instanceID: UInt32, versionID: UInt32) {
+        self.idstr = idstr
+        self.instanceID = instanceID
+        self.versionID = versionID
+    }
+
+    public var description: String { "\(idstr) (instance \(instanceID), version \(versionID))" }
+
+    /// (idstr, instance id): how both ends match a handler, whatever section version each
+    /// end runs (a destination loads older versions). It keys the return path's per-handler
+    /// state and per-handler parameters such as ``MigrationParameters/multifdTransfer``.
+    public struct Key: Sendable, Hashable, CustomStringConvertible {
+        public var idstr: String
+        public var instanceID: UInt32
+
+        public init(_ idstr: String, instanceID: UInt32 = 0) {
+            self.idstr = idstr
+            self.instanceID = instanceID
+        }
+
+        public init(_ identity: HandlerIdentity) { self.init(identity.idstr, instanceID: identity.instanceID) }
+
+        public var description: String { "\"\(idstr)\" instance \(instanceID)" }
+    }
+
+    /// The version-free part of the identity that both ends match on.
+    public var key: Key { Key(self) }
+}

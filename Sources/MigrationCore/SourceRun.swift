@@ -1,0 +1,172 @@
+import Logging
+import MigrationStream
+
+// SourceRun is split by phase across files: this one holds its state, the driver and the
+// section writing every phase uses; SourceRun+Setup (parameters, header, pre-flight, setup),
+// SourceRun+Iteration (the pre-copy loop and the switchover decision), SourceRun+Completion
+// (switchover and the verdict), SourceRun+Cleanup (failure and cancel), SourceRun+Reporting
+// (progress and statistics).
+
+/// One source migration, on its migration thread.
+final class SourceRun {
+    let owner: MigrationSource
+    let params: MigrationParameters
+    let clock: any MigrationClock
+    let logger: Logger
+    let connection: any MigrationConnection
+    let writer: StreamWriter
+    let entries: [RegisteredHandler]
+    let contexts: [EngineSaveContext]
+    let vmRunning: SharedFlag
+    let returnPathOn: Bool
+    let extensionsOn: Bool
+    var rp: SourceReturnPath?
+
+    var phase: MigrationPhase = .idle
+    let startTime: Duration
+    var setupTime: Duration = .zero
+    var weStoppedVM = false
+    var downtimeStart: Duration?
+
+    // Per handler (index = entries index).
+    var bytes: [UInt64]
+    var sections: [Int]
+    let keyIndex: [HandlerIdentity.Key: Int]
+
+    // Iteration: counts, and the switchover decision (SwitchoverStateMachine.swift).
+    var iterations = 0
+    var rateLimitWaits = 0
+    var exactQueries = 0
+    var machine: SwitchoverStateMachine
+    var lastAckStates: [AckState] = []
+
+    // Multifd (MultifdSource.swift).
+    enum ChannelSource {
+        case transport(any MigrationTransport)
+        case given([any MigrationConnection])
+    }
+    let channelSource: ChannelSource
+    let multifdPlan: MultifdPlan
+    var multifd: MultifdSourceSession?
+    /// Entries whose pre-copy data goes over the channels (multifdPrecopy): no PART sections.
+    let precopyOverChannels: Set<Int>
+
+    init(owner: MigrationSource, connection: any MigrationConnection, channels: ChannelSource) {
+        self.owner = owner
+        self.params = owner.parameters
+        self.clock = owner.clock
+        self.logger = owner.logger
+        self.connection = connection
+        self.writer = StreamWriter(sink: connection)
+        let entries = owner.registry.entries
+        self.entries = entries
+        let running = SharedFlag(owner.vm.isRunning)
+        self.vmRunning = running
+        let plan = MultifdPlan(entries: entries, parameters: owner.parameters)
+        self.multifdPlan = plan
+        self.channelSource = channels
+        self.precopyOverChannels =
+            owner.parameters.multifdPrecopy
+            ? Set(entries.indices.filter { plan.enabled[$0] && entries[$0].handler.multifdSupport.contains(.precopy) }) : []
+        let participants = entries.filter { $0.handler.isActive }.map(\.handler)
+        self.contexts = entries.indices.map {
+            EngineSaveContext(
+                identity: entries[$0].identity, switchoverAckEnabled: owner.parameters.switchoverAck,
+                multifdTransfer: plan.enabled[$0], running: running, parameters: owner.parameters,
+                participants: participants)
+        }
+        self.returnPathOn = owner.parameters.returnPath && connection.supportsReturnPath
+        let extensionsOn = owner.parameters.extensions && owner.parameters.returnPath && connection.supportsReturnPath
+        self.extensionsOn = extensionsOn
+        self.startTime = owner.clock.now
+        self.bytes = Array(repeating: 0, count: entries.count)
+        self.sections = Array(repeating: 0, count: entries.count)
+        var keyIndex: [HandlerIdentity.Key: Int] = [:]
+        for (i, e) in entries.enumerated() { keyIndex[e.identity.key] = i }
+        self.keyIndex = keyIndex
+        self.machine = SwitchoverStateMachine(
+            configuration: .init(parameters: owner.parameters, extensions: extensionsOn, multifd: entries.indices.map { plan.enabled[$0] }),
+            now: startTime, bytesWritten: 0)
+        owner.control.attach(connection)
+    }
+
+    // MARK: Driver
+
+    func run() throws -> MigrationStatistics {
+        defer { owner.progressContinuation.finish() }
+        do {
+            try validate()
+            try header()
+            try setup()
+            try iterate()
+            try complete()
+        } catch {
+            throw fail(error)
+        }
+        return succeed()
+    }
+
+    func enter(_ next: MigrationPhase) {
+        phase = next
+        logger.debug("source phase \(next)")
+        emitProgress()
+    }
+
+    func checkAbort() throws {
+        if owner.control.isCancelled { throw TransportError.shutDown }
+        if let rp {
+            let (shut, failure) = rp.state.withLock { ($0.shut, $0.failure) }
+            if let shut, shut != 0 {
+                throw MigrationError(
+                    .destinationFailed, phase: phase, offset: writer.bytesWritten,
+                    message: "the destination reported failure (SHUT \(shut))")
+            }
+            if shut != nil && phase != .finishing {
+                throw MigrationError(.returnPath, phase: phase, message: "the destination ended the migration early (SHUT 0)")
+            }
+            if let failure {
+                let closed = (failure as? StreamError).map { if case .truncated = $0 { true } else { false } } ?? false
+                throw MigrationError(
+                    .returnPath, phase: phase,
+                    message: closed ? "the destination closed the connection without a verdict" : "the return path failed",
+                    cause: failure)
+            }
+        }
+    }
+
+    func flush() throws {
+        do {
+            try writer.flush()
+        } catch {
+            throw classify(
+                error, phase: phase, cancelled: owner.control.isCancelled, offset: writer.bytesWritten,
+                message: "writing the stream failed")
+        }
+    }
+
+    /// Writes one section (header, body from `body`, footer) for entry `i`, counting its bytes.
+    @discardableResult
+    func writeSection<R>(
+        _ kind: SectionKind, _ i: Int,
+        _ body: (any MigrationHandler, StreamWriter, SaveContext) throws -> R
+    ) throws -> R {
+        let e = entries[i]
+        let header = SectionHeader(
+            kind: kind, sectionID: e.sectionID, idstr: e.identity.idstr,
+            instanceID: e.identity.instanceID, versionID: e.identity.versionID)
+        let start = writer.bytesWritten
+        do {
+            try writer.writeSectionHeader(header)
+            let result = try body(e.handler, writer, contexts[i])
+            try writer.writeFooter(sectionID: e.sectionID)
+            bytes[i] += UInt64(writer.bytesWritten - start)
+            sections[i] += 1
+            return result
+        } catch {
+            throw classify(
+                error, phase: phase, cancelled: owner.control.isCancelled, handler: e.identity, section: header,
+                offset: start, message: "\(kind) section of \(e.identity) failed")
+        }
+    }
+
+}
