@@ -17,6 +17,9 @@ import MigrationStream
 public final class SectionFilteringConnection: MigrationConnection, CustomStringConvertible {
     /// The most bytes queued for the engine.
     public static let maxQueued = 16 << 20
+    /// The most idstrs ``skippedBytes`` names; further ones count under "(others)" (a hostile
+    /// source could invent a new idstr for every record).
+    public static let maxSkippedNames = 1024
 
     private struct State {
         var queue: [UInt8] = []
@@ -146,7 +149,10 @@ public final class SectionFilteringConnection: MigrationConnection, CustomString
                 }
                 if let idstr = record.idstr, record.sectionID != nil, !keep(idstr, record.instanceID ?? 0) {
                     let dropped = tee.take(upTo: end).count
-                    state.withLock { $0.skipped[idstr, default: 0] += dropped }
+                    state.withLock { s in
+                        let key = s.skipped[idstr] != nil || s.skipped.count < maxSkippedNames ? idstr : "(others)"
+                        s.skipped[key, default: 0] += dropped
+                    }
                     continue
                 }
                 if let idstr = record.idstr { state.withLock { _ = $0.keptSections.insert(idstr) } }

@@ -7,6 +7,7 @@ import KernelTestSupport
 import MigrationCore
 import MigrationStream
 import MigrationTLS
+import Synchronization
 import VFIO
 import VFIOPCIHandler
 
@@ -248,9 +249,12 @@ enum PeerSteps {
 /// A TCP listener whose accepted connection passes on only the sections `keep` names (MigrationCore's
 /// SectionFilteringConnection); the recorder keeps it for the step's report.
 final class FilteredListener: MigrationListener {
-    final class Recorder: @unchecked Sendable {
-        // @unchecked: written once by accept() on the engine's thread before the run ends, read after.
-        var connection: SectionFilteringConnection?
+    final class Recorder: Sendable {
+        private let accepted = Mutex<SectionFilteringConnection?>(nil)
+        var connection: SectionFilteringConnection? {
+            get { accepted.withLock { $0 } }
+            set { accepted.withLock { $0 = newValue } }
+        }
     }
 
     let base: TCPListener
