@@ -1,9 +1,6 @@
-import MigrationStream
 import Synchronization
-import SystemPackage
 
 #if canImport(Glibc)
-import CSwitchoverLibc
 import Glibc
 #elseif canImport(Darwin)
 import Darwin

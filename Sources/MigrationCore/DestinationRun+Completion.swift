@@ -56,12 +56,7 @@ extension DestinationRun {
         }
         resumeTime = clock.now - t0
         multifd?.close()
-        for e in entries { e.handler.loadCleanup(succeeded: true) }
-        do {
-            try rp.send(.shut(0))
-        } catch {
-            logger.error("the guest runs here, but SHUT(0) could not be sent: \(error)")
-        }
+        cleanUpAndSendVerdict(succeeded: true) { logger.error("the guest runs here, but SHUT(0) could not be sent: \($0)") }
         backlogReporter?.stop()
         connection.close()
         enter(.completed)
@@ -78,23 +73,26 @@ extension DestinationRun {
             multifd.abort()
             if !cancelled, let failure, !(result.cause is MultifdError) { result = multifdFailure(failure) }
         } else {
-            for c in channels {
-                c.connection.shutdown()
-                c.connection.close()
-            }
+            abandon(channels.map(\.connection))
         }
         logger.info("destination failed: \(result)")
         backlogReporter?.stop()
-        for e in entries { e.handler.loadCleanup(succeeded: false) }
-        do {
-            try rp.send(.shut(1))
-        } catch {
-            logger.debug("SHUT(1) could not be sent: \(error)")
-        }
+        cleanUpAndSendVerdict(succeeded: false) { logger.debug("SHUT(1) could not be sent: \($0)") }
         connection.shutdown()
         connection.close()
         enter(cancelled ? .cancelled : .failed)
         return result
+    }
+
+    /// Every handler cleans up, then the source hears the verdict (SHUT 0 or 1); `unsent` is
+    /// told why a verdict could not be sent.
+    private func cleanUpAndSendVerdict(succeeded: Bool, unsent: (any Error) -> Void) {
+        for e in entries { e.handler.loadCleanup(succeeded: succeeded) }
+        do {
+            try rp.send(.shut(succeeded ? 0 : 1))
+        } catch {
+            unsent(error)
+        }
     }
 
     /// The main stream ended or broke (rather than carrying something wrong).

@@ -40,7 +40,7 @@ extension DestinationRun {
     }
 
     func loadSection(_ header: SectionHeader, at: Int) throws {
-        let key = HandlerIdentity.Key(header.binding.idstr, instanceID: header.binding.instanceID)
+        let key = header.binding.key
         guard let i = index[key] else {
             throw MigrationError(
                 .incompatible, phase: phase, section: header, offset: at,
@@ -74,14 +74,8 @@ extension DestinationRun {
         // source still producing the section, the link) is not the destination's cost.
         let spent = max(.zero, (clock.now - t0) - (timedSource.waited - waited0))
         let loaded = UInt64(reader.offset - bodyStart)
-        loadTime[i] += spent
-        bytes[i] += loaded
         if pastInitialData, e.handler.loadBacklog(context: contexts[i]) != .none { pastInitialData = false }
-        if pastInitialData {
-            rateTime[i] += spent
-            rateBytes[i] += loaded
-        }
-        sections[i] += 1
+        tally.loaded(i, bytes: loaded, spent: spent, pastInitialData: pastInitialData)
         do {
             try reader.readFooter(sectionID: header.sectionID)
         } catch {
@@ -95,17 +89,13 @@ extension DestinationRun {
     /// LOAD_REPORT (extensions): a handler's load figures, at most every 100 ms or 64 sections.
     func reportLoad(_ i: Int) throws {
         guard extensionsActive else { return }
-        let now = clock.now
-        sectionsSinceReport[i] += 1
-        if let last = lastReport[i], now - last < MigrationParameters.rateLimitWindow, sectionsSinceReport[i] < 64 { return }
-        lastReport[i] = now
-        sectionsSinceReport[i] = 0
+        guard tally.reportDue(i, now: clock.now) else { return }
         let e = entries[i]
         let report = LoadReport(
-            idstr: e.identity.idstr, instanceID: e.identity.instanceID, bytesLoaded: bytes[i],
-            loadMicros: loadTime[i].wholeMicroseconds,
+            idstr: e.identity.idstr, instanceID: e.identity.instanceID, bytesLoaded: tally.moved.bytes[i],
+            loadMicros: tally.loadTime[i].wholeMicroseconds,
             fixedCostMicros: e.handler.expectedFinalLoadCostMicros(context: contexts[i]),
-            rateBytes: rateBytes[i], rateMicros: rateTime[i].wholeMicroseconds)
+            rateBytes: tally.rateBytes[i], rateMicros: tally.rateTime[i].wholeMicroseconds)
         do {
             try rp.send(.loadReport(report))
         } catch {

@@ -31,14 +31,7 @@ final class DestinationRun {
     var resumeTime: Duration = .zero
     var lastProgress: Duration = .zero
 
-    var bytes: [UInt64]
-    var loadTime: [Duration]
-    /// What was loaded once a handler's initial data was in: the final data's rate basis.
-    var rateBytes: [UInt64]
-    var rateTime: [Duration]
-    var sections: [Int]
-    var lastReport: [Duration?]
-    var sectionsSinceReport: [Int]
+    var tally: LoadTally
 
     // Multifd (MultifdDestination.swift).
     let channels: [AcceptedChannel]
@@ -64,9 +57,7 @@ final class DestinationRun {
         self.reader = StreamReader(source: timedSource)
         let entries = owner.registry.entries
         self.entries = entries
-        var index: [HandlerIdentity.Key: Int] = [:]
-        for (i, e) in entries.enumerated() { index[e.identity.key] = i }
-        self.index = index
+        self.index = entries.indexByKey
         let rp = ReturnPathWriter(connection: connection)
         self.rp = rp
         let acks = DestinationAcks(rp: rp, logger: owner.logger)
@@ -80,13 +71,7 @@ final class DestinationRun {
                 multifdTransfer: plan.enabled[$0], acks: acks)
         }
         self.startTime = owner.clock.now
-        self.bytes = Array(repeating: 0, count: entries.count)
-        self.loadTime = Array(repeating: .zero, count: entries.count)
-        self.rateBytes = Array(repeating: 0, count: entries.count)
-        self.rateTime = Array(repeating: .zero, count: entries.count)
-        self.sections = Array(repeating: 0, count: entries.count)
-        self.lastReport = Array(repeating: nil, count: entries.count)
-        self.sectionsSinceReport = Array(repeating: 0, count: entries.count)
+        self.tally = LoadTally(count: entries.count)
         owner.control.attach(connection)
     }
 
@@ -126,7 +111,7 @@ final class DestinationRun {
             switchoverAcknowledged: acks.allAcknowledged,
             handlers: entries.indices.map {
                 HandlerProgress(
-                    identity: entries[$0].identity, bytes: bytes[$0], pending: 0,
+                    identity: entries[$0].identity, bytes: tally.moved.bytes[$0], pending: 0,
                     ackState: acks.ackState(entries[$0].identity.key))
             })
         owner.progressContinuation.yield(event)
@@ -141,8 +126,8 @@ final class DestinationRun {
             handlers: entries.indices.map {
                 let m = extra[$0]
                 return HandlerStatistics(
-                    identity: entries[$0].identity, bytes: bytes[$0] + (m?.bytes ?? 0), sections: sections[$0],
-                    loadTime: loadTime[$0] + (m?.loadTime ?? .zero), bytesLoaded: bytes[$0] + (m?.bytes ?? 0),
+                    identity: entries[$0].identity, bytes: tally.moved.bytes[$0] + (m?.bytes ?? 0), sections: tally.moved.sections[$0],
+                    loadTime: tally.loadTime[$0] + (m?.loadTime ?? .zero), bytesLoaded: tally.moved.bytes[$0] + (m?.bytes ?? 0),
                     ackState: acks.ackState(entries[$0].identity.key))
             })
     }

@@ -1,19 +1,13 @@
-/// Where a handler is registered: QEMU's (idstr, instance id, version id).
-public struct HandlerIdentity: Sendable, Hashable, CustomStringConvertible {
-    /// e.g. "ram", "0000:00:05.0/vfio". At most 255 bytes.
-    public var idstr: String
-    public var instanceID: UInt32
-    /// The newest section version this handler writes and reads.
-    public var versionID: UInt32
+import MigrationStream
 
-    public init(idstr: String, instanceID: UInt32, versionID: UInt32) {
-        self.idstr = idstr
-        self.instanceID = instanceID
-        self.versionID = versionID
-    }
+/// Where a handler is registered: QEMU's (idstr, instance id, version id), the triple a START or
+/// FULL section binds its section id to (MigrationStream's `SectionBinding`, one type for both; its `Key` and `key` are
+/// defined here). `versionID` is
+/// the newest section version the handler writes and reads; `idstr` is at most 255 bytes
+/// (e.g. "ram", "0000:00:05.0/vfio").
+public typealias HandlerIdentity = SectionBinding
 
-    public var description: String { "\(idstr) (instance \(instanceID), version \(versionID))" }
-
+extension HandlerIdentity {
     /// (idstr, instance id): how both ends match a handler, whatever section version each
     /// end runs (a destination loads older versions). It keys the return path's per-handler
     /// state and per-handler parameters such as ``MigrationParameters/multifdTransfer``.

@@ -114,10 +114,7 @@ public final class MigrationDestination: MigrationEngine, EngineInternals {
                             [connection] + multifdChannels, count: parameters.multifdChannels,
                             readTimeout: parameters.stallTimeout)
                     } catch {
-                        for c in [connection] + multifdChannels {
-                            c.shutdown()
-                            c.close()
-                        }
+                        abandon([connection] + multifdChannels)
                         for e in registry.entries { e.handler.loadCleanup(succeeded: false) }
                         progressContinuation.finish()
                         if error is MigrationError { throw error }

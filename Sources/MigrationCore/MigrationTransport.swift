@@ -45,3 +45,11 @@ extension ByteIOError {
     /// of Switchover uses (MigrationStream depends on nothing, so it keeps the raw value).
     public var errno: Errno { Errno(rawValue: code) }
 }
+
+/// Shuts down and closes every connection of a migration that will not use them.
+func abandon(_ connections: [any MigrationConnection]) {
+    for c in connections {
+        c.shutdown()
+        c.close()
+    }
+}

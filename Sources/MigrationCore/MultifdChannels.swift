@@ -85,10 +85,7 @@ enum MultifdChannels {
             }
             return opened
         } catch {
-            for c in opened {
-                c.shutdown()
-                c.close()
-            }
+            abandon(opened)
             throw error
         }
     }
@@ -131,10 +128,7 @@ enum MultifdChannels {
             }
             return try classify(accepted, count: count, readTimeout: readTimeout)
         } catch {
-            for c in accepted {
-                c.shutdown()
-                c.close()
-            }
+            abandon(accepted)
             throw error
         }
     }

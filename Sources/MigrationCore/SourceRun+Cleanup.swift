@@ -22,10 +22,7 @@ extension SourceRun {
                     message: "multifd channel \(channel) failed", cause: channelFailure)
             }
         } else if case .given(let list) = channelSource {
-            for c in list {
-                c.shutdown()
-                c.close()
-            }
+            abandon(list)
         }
         if let rp {
             // A write that failed because the destination gave up and closed: prefer its verdict.

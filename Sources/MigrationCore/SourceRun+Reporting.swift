@@ -27,7 +27,7 @@ extension SourceRun {
             thresholdBytes: machine.threshold, predictedDowntimeQEMU: machine.predictionQEMU, predictedDowntime: machine.prediction?.total,
             switchoverAcknowledged: !params.switchoverAck || (rp?.acknowledged ?? false),
             handlers: entries.indices.map {
-                HandlerProgress(identity: entries[$0].identity, bytes: bytes[$0], pending: pending[$0], ackState: handlerAckState($0))
+                HandlerProgress(identity: entries[$0].identity, bytes: tally.bytes[$0], pending: pending[$0], ackState: handlerAckState($0))
             },
             converging: machine.converging, prediction: machine.prediction)
         owner.progressContinuation.yield(event)
@@ -45,7 +45,7 @@ extension SourceRun {
             handlers: entries.indices.map { i in
                 let report = reports[entries[i].identity.key]
                 return HandlerStatistics(
-                    identity: entries[i].identity, bytes: bytes[i] + (multifdBytes[i] ?? 0), sections: sections[i],
+                    identity: entries[i].identity, bytes: tally.bytes[i] + (multifdBytes[i] ?? 0), sections: tally.sections[i],
                     loadTime: report.map { .microseconds(Int64($0.loadMicros)) },
                     bytesLoaded: report?.bytesLoaded, ackState: handlerAckState(i))
             })

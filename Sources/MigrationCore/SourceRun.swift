@@ -29,8 +29,7 @@ final class SourceRun {
     var downtimeStart: Duration?
 
     // Per handler (index = entries index).
-    var bytes: [UInt64]
-    var sections: [Int]
+    var tally: SectionTally
     let keyIndex: [HandlerIdentity.Key: Int]
 
     // Iteration: counts, and the switchover decision (SwitchoverStateMachine.swift).
@@ -79,11 +78,8 @@ final class SourceRun {
         let extensionsOn = owner.parameters.extensions && owner.parameters.returnPath && connection.supportsReturnPath
         self.extensionsOn = extensionsOn
         self.startTime = owner.clock.now
-        self.bytes = Array(repeating: 0, count: entries.count)
-        self.sections = Array(repeating: 0, count: entries.count)
-        var keyIndex: [HandlerIdentity.Key: Int] = [:]
-        for (i, e) in entries.enumerated() { keyIndex[e.identity.key] = i }
-        self.keyIndex = keyIndex
+        self.tally = SectionTally(count: entries.count)
+        self.keyIndex = entries.indexByKey
         self.machine = SwitchoverStateMachine(
             configuration: .init(parameters: owner.parameters, extensions: extensionsOn, multifd: entries.indices.map { plan.enabled[$0] }),
             now: startTime, bytesWritten: 0)
@@ -151,16 +147,13 @@ final class SourceRun {
         _ body: (any MigrationHandler, StreamWriter, SaveContext) throws -> R
     ) throws -> R {
         let e = entries[i]
-        let header = SectionHeader(
-            kind: kind, sectionID: e.sectionID, idstr: e.identity.idstr,
-            instanceID: e.identity.instanceID, versionID: e.identity.versionID)
+        let header = SectionHeader(kind: kind, sectionID: e.sectionID, binding: e.identity)
         let start = writer.bytesWritten
         do {
             try writer.writeSectionHeader(header)
             let result = try body(e.handler, writer, contexts[i])
             try writer.writeFooter(sectionID: e.sectionID)
-            bytes[i] += UInt64(writer.bytesWritten - start)
-            sections[i] += 1
+            tally.add(i, bytes: UInt64(writer.bytesWritten - start))
             return result
         } catch {
             throw classify(

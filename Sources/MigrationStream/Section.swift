@@ -22,8 +22,9 @@ public enum SectionKind: UInt8, Sendable, CustomStringConvertible {
     public var carriesIdentity: Bool { self == .start || self == .full }
 }
 
-/// What a START or FULL section binds a section id to.
-public struct SectionBinding: Sendable, Hashable {
+/// What a START or FULL section binds a section id to: QEMU's (idstr, instance id, version
+/// id), the identity a handler is registered under (MigrationCore's `HandlerIdentity`).
+public struct SectionBinding: Sendable, Hashable, CustomStringConvertible {
     public var idstr: String
     public var instanceID: UInt32
     public var versionID: UInt32
@@ -33,6 +34,8 @@ public struct SectionBinding: Sendable, Hashable {
         self.instanceID = instanceID
         self.versionID = versionID
     }
+
+    public var description: String { "\(idstr) (instance \(instanceID), version \(versionID))" }
 }
 
 /// A section header. For PART and END sections the reader fills `binding` from the START or

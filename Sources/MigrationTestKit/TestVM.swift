@@ -19,9 +19,9 @@ public final class TestVM: VMController, Sendable {
     public var isRunning: Bool { state.withLock { $0.running } }
     public var stopCount: Int { state.withLock { $0.stops.count } }
     public var resumeCount: Int { state.withLock { $0.resumes.count } }
-    /// The ``SimulatedVFIOSequence`` number of each vCPU stop, oldest first.
+    /// The `SimulatedVFIOSequence` number of each vCPU stop, oldest first.
     public var stopSequences: [UInt64] { state.withLock { $0.stops } }
-    /// The ``SimulatedVFIOSequence`` number of each vCPU start, oldest first.
+    /// The `SimulatedVFIOSequence` number of each vCPU start, oldest first.
     public var resumeSequences: [UInt64] { state.withLock { $0.resumes } }
 
     public func stopVM() throws {

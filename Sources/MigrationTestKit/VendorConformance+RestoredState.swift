@@ -6,7 +6,7 @@ import VFIOSimulator
 
 extension VendorConformance {
     /// One device of a migration with its config state: the handler's
-    /// (``QEMUPCIConfigState``, QEMU's layout over the device's config region) and the device.
+    /// (`QEMUPCIConfigState`, QEMU's layout over the device's config region) and the device.
     public struct MigratedDevice: Sendable {
         public var device: SimulatedVFIODevice
         public var config: QEMUPCIConfigState

@@ -24,7 +24,7 @@ extension VendorConformance {
     }
 
     /// Migrates `devices` devices of the module at once, destination guest left stopped
-    /// (``MigrationParameters/resumeOnCompletion`` off).
+    /// (`MigrationParameters.resumeOnCompletion` off).
     public func migrateSeveral(devices: Int, multifd: Bool, allowDevicesWithoutP2P: Bool = false) async throws -> RunStateOutcome {
         let sourceRegistry = HandlerRegistry()
         let destinationRegistry = HandlerRegistry()

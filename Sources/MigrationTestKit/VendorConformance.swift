@@ -119,7 +119,7 @@ public struct VendorConformance: Sendable {
     ///   - fault: a fault on the source's outgoing stream.
     ///   - cancelAt: cancel the source from inside the engine as it works in this phase
     ///     (`.connecting`: before it starts; `.header`, `.setup`, `.iterating`: from a
-    ///     ``MigrationHandler`` hook of that phase), so the cancel always lands.
+    ///     `MigrationHandler` hook of that phase), so the cancel always lands.
     public func migrate(
         _ scenario: Scenario, fault: FaultInjectingConnection.Fault? = nil,
         cancelAt: MigrationPhase? = nil
@@ -319,7 +319,7 @@ public struct VendorConformance: Sendable {
             let context = ConformanceLoadContext(identity: identity)
             try handler.loadSetup(context: context)
             let header = SectionHeader(
-                kind: .part, sectionID: 1, binding: SectionBinding(idstr: identity.idstr, instanceID: 0, versionID: 1))
+                kind: .part, sectionID: 1, binding: identity)
             let reader = StreamReader(source: MemoryByteSource(body))
             #expect(throws: (any Error).self, "\(module.name): \(name) was accepted", sourceLocation: sourceLocation) {
                 try handler.loadState(from: reader, header: header, context: context)
