@@ -155,7 +155,7 @@ let package = Package(
         // Runs inside the kernel-test guest beside a real QEMU 10 (make test-qemu, docs/qemu-peer-test.md).
         .executableTarget(
             name: "qemu-peer-check",
-            dependencies: ["VFIO", "VFIOPCIHandler", "MigrationCore", "MigrationStream", "KernelTestSupport"]
+            dependencies: ["VFIO", "VFIOPCIHandler", "MigrationCore", "MigrationStream", "MigrationTLS", "KernelTestSupport"]
         ),
         // What several test targets share: a child-process runner that needs no run loop.
         .target(name: "TestSupport", dependencies: ["MigrationCore"], path: "Tests/TestSupport"),

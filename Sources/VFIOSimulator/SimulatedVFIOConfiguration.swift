@@ -145,6 +145,9 @@ public struct SimulatedVFIOConfiguration: Sendable, Equatable {
     /// `VFIO_PRECOPY_INFO_REINIT` with it as initial bytes; without the opt-in it is dirty data.
     /// Default nil.
     public var reinitImageSize: UInt64?
+    /// An MSI-X capability with this many vectors (1 to 2048) in the config space
+    /// (``pciConfigSpace``). Only the capability is modelled: no table, no interrupts. Default nil.
+    public var msixVectors: Int?
     /// Failures armed at start.
     public var failures: [ArcFailure]
     /// How ERROR answers SETs.
@@ -224,6 +227,7 @@ public struct SimulatedVFIOConfiguration: Sendable, Equatable {
         if let migration, !migration.isDefinedCombination {
             return "migration flags \(migration) are not one of the defined combinations 1, 3, 5, 7"
         }
+        if let vectors = msixVectors, !(1...2048).contains(vectors) { return "MSI-X has 1 to 2048 vectors, not \(vectors)" }
         if let reinit = reinitImageSize {
             guard case .mlx5 = payload else { return "a REINIT event needs the mlx5 payload" }
             guard (1...UInt64(UInt32.max)).contains(reinit) else { return "a REINIT image of \(reinit) bytes (1 to 2^32-1)" }

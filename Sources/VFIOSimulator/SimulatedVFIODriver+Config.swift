@@ -60,7 +60,8 @@ extension SimulatedVFIOConfiguration {
     /// The 256-byte config space the simulated device starts with: ids and class by payload (mtty:
     /// 4348:3253, a serial controller with two I/O BARs; mlx5: 15b3:101e, an Ethernet controller with
     /// a 64-bit memory BAR; otherwise 1b36:0010), then bytes derived from the seed in the
-    /// device-specific area (0x40 on).
+    /// device-specific area (0x40 on); with ``msixVectors``, an MSI-X capability at 0x40 (the only
+    /// one: Status says there is a list, 0x34 points to it; table in BAR 0 at 0, pending bits at 0x800).
     public var pciConfigSpace: [UInt8] {
         var space = [UInt8](repeating: 0, count: 256)
         func le16(_ value: UInt16, at i: Int) {
@@ -93,6 +94,15 @@ extension SimulatedVFIOConfiguration {
             h ^= h >> 7
             h ^= h << 17
             space[i] = UInt8(truncatingIfNeeded: h)
+        }
+        if let vectors = msixVectors {
+            space[0x06] |= 0x10
+            space[0x34] = 0x40
+            space[0x40] = 0x11
+            space[0x41] = 0x00
+            le16(UInt16(max(1, min(vectors, 2048)) - 1), at: 0x42)
+            space[0x44..<0x48] = [0, 0, 0, 0]
+            space[0x48..<0x4c] = [0x00, 0x08, 0, 0]
         }
         return space
     }

@@ -6,6 +6,8 @@ import Glibc
 import KernelTestSupport
 import MigrationCore
 import MigrationStream
+import MigrationTLS
+import Synchronization
 import VFIO
 import VFIOPCIHandler
 
@@ -111,8 +113,8 @@ enum PeerSteps {
 
     // MARK: Live source → QEMU
 
-    static func source(uuid: String, host: String, port: String, machine: String) -> Int32 {
-        let name = "switchover-source-to-qemu-live"
+    static func source(uuid: String, host: String, port: String, machine: String, tls: String? = nil) -> Int32 {
+        let name = tls == nil ? "switchover-source-to-qemu-live" : "switchover-source-to-qemu-tls"
         guard let portNumber = UInt16(port) else {
             fail(name, "bad port \(port)")
             return 2
@@ -136,7 +138,18 @@ enum PeerSteps {
             let source = MigrationSource(
                 registry: registry, vm: guest, configuration: MachineConfiguration(machineType: machine),
                 parameters: parameters)
-            let transport = PatientTransport(TCPTransport(host: host, port: portNumber), timeout: .seconds(60), retry: .milliseconds(100))
+            let tcp = PatientTransport(TCPTransport(host: host, port: portNumber), timeout: .seconds(60), retry: .milliseconds(100))
+            let transport: any MigrationTransport
+            if let tls {
+                // QEMU's tls-creds-x509 with verify-peer=on: our client certificate, its server's
+                // checked against the CA and the host. GnuTLS sends no session ticket to wait for.
+                var configuration = TLSConfiguration(directory: tls, hostname: host)
+                configuration.awaitServerConfirmation = false
+                configuration.handshakeTimeout = .seconds(60)
+                transport = TLSTransport(base: tcp, configuration: configuration)
+            } else {
+                transport = tcp
+            }
             let statistics = try KernelTestSupport.wait { try await source.run(to: transport) }
             let entry = statistics.handlers.first
             info(
@@ -167,6 +180,54 @@ enum PeerSteps {
         }
     }
 
+    // MARK: Live QEMU → destination
+
+    static func destination(uuid: String, host: String, port: String, machine: String) -> Int32 {
+        let name = "qemu-source-to-switchover-live"
+        guard let portNumber = UInt16(port) else {
+            fail(name, "bad port \(port)")
+            return 2
+        }
+        do {
+            let device = try openDevice(uuid)
+            let config = kernelConfigState(device)
+            let handler = VFIOPCIHandler(device: device, config: config)
+            let idstr = VFIOPCIHandler.idstr(for: "0000:00:04.0")
+            let registry = HandlerRegistry()
+            try registry.register(handler, idstr: idstr, instanceID: 0, versionID: VFIOPCIHandler.sectionVersion)
+            var parameters = MigrationParameters()
+            parameters.extensions = false
+            parameters.switchoverAck = true
+            // QEMU's trailer, if it sends one, is not needed: the SHUT follows EOF.
+            parameters.vmDescription = false
+            let recorder = FilteredListener.Recorder()
+            let listener = FilteredListener(base: try TCPListener(host: host, port: portNumber), recorder: recorder) { idstr, _ in
+                registry.entry(idstr: idstr, instanceID: 0) != nil
+            }
+            say("listening on tcp:\(host):\(port)")
+            let destination = MigrationDestination(
+                registry: registry, vm: FlagGuest(running: false), configuration: MachineConfiguration(machineType: machine),
+                parameters: parameters)
+            let statistics = try KernelTestSupport.wait { try await destination.run(accepting: listener) }
+            let skipped = recorder.connection?.skippedBytes ?? [:]
+            info(
+                "loaded \(statistics.bytesTransferred) bytes of the filtered stream; handler loaded \(handler.statistics.loadedBytes) data bytes, "
+                    + "acknowledged \(handler.statistics.acknowledged); skipped \(skipped.values.reduce(0, +)) bytes of \(skipped.count) sections "
+                    + "(\(skipped.keys.sorted().prefix(10).joined(separator: ", ")))")
+            let loaded = try readStateOut(device)
+            say("loaded \(hex(loaded))")
+            guard handler.statistics.loadedBytes > 0, config.lastLoaded != nil else {
+                fail(name, "no device data or no config state arrived")
+                return 1
+            }
+            pass(name)
+            return 0
+        } catch {
+            fail(name, "\(error)")
+            return 1
+        }
+    }
+
     // MARK: Helpers
 
     /// The config state in QEMU's layout, read from and written to the device's VFIO config region
@@ -184,5 +245,34 @@ enum PeerSteps {
 
     /// The device's whole state: → STOP_COPY (a fresh fd from STOP or RUNNING), read to the end, → RUNNING.
     static func readStateOut(_ device: KernelVFIODevice) throws -> [UInt8] { try KernelTestSupport.readStateOut(device) }
+}
+/// A TCP listener whose accepted connection passes on only the sections `keep` names (MigrationCore's
+/// SectionFilteringConnection); the recorder keeps it for the step's report.
+final class FilteredListener: MigrationListener {
+    final class Recorder: Sendable {
+        private let accepted = Mutex<SectionFilteringConnection?>(nil)
+        var connection: SectionFilteringConnection? {
+            get { accepted.withLock { $0 } }
+            set { accepted.withLock { $0 = newValue } }
+        }
+    }
+
+    let base: TCPListener
+    let recorder: Recorder
+    let keep: @Sendable (String, UInt32) -> Bool
+
+    init(base: TCPListener, recorder: Recorder, keep: @escaping @Sendable (String, UInt32) -> Bool) {
+        self.base = base
+        self.recorder = recorder
+        self.keep = keep
+    }
+
+    func accept() throws -> any MigrationConnection {
+        let connection = SectionFilteringConnection(base: try base.accept(), keep: keep)
+        recorder.connection = connection
+        return connection
+    }
+
+    func close() { base.close() }
 }
 #endif

@@ -24,7 +24,7 @@ struct Incoming: AsyncParsableCommand {
             file's --machine-type.
 
             Examples:
-              switchover incoming --listen file:qemu.mig --devices-only --machine-type pc-q35-10.0 \
+              switchover incoming --listen file:qemu.mig --devices-only --machine-type pc-q35-10.0 \\
                 --device mtty:name=0000:00:04.0
               switchover incoming --listen tcp:0.0.0.0:4444 --tls-creds /etc/switchover/tls \\
                 --tls-authz CN=src.example,O=Example --switchover-ack \\

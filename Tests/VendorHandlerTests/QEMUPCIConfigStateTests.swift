@@ -73,3 +73,83 @@ import VFIOSimulator
         #expect(dst.mttyPortBytes == src.mttyPortBytes)
     }
 }
+
+/// MSI-X in QEMU's layout: after the INTx levels, the table (16 bytes a vector) and the pending
+/// bits ((vectors + 7) / 8 bytes), for a device whose config space has an MSI-X capability. mtty
+/// has none; the simulated device gets one through `msixVectors`.
+@Suite struct QEMUPCIConfigStateMSIXTests {
+    static func msix(_ vectors: Int, seed: UInt8 = 1) -> QEMUPCIConfigState.MSIX {
+        QEMUPCIConfigState.MSIX(
+            table: (0..<(vectors * 16)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ Int(seed)) },
+            pendingBits: (0..<((vectors + 7) / 8)).map { UInt8(truncatingIfNeeded: $0 &+ Int(seed)) })
+    }
+
+    @Test func theVectorCountComesFromTheCapability() throws {
+        var configuration = SimulatedVFIOConfiguration.mlx5(name: "0000:3b:00.2")
+        configuration.msixVectors = 12
+        #expect(QEMUPCIConfigState.msixVectors(in: configuration.pciConfigSpace) == 12)
+        configuration.msixVectors = nil
+        #expect(QEMUPCIConfigState.msixVectors(in: configuration.pciConfigSpace) == nil)
+        // A capability list that loops, or points below 0x40, ends the walk.
+        var looping = configuration.pciConfigSpace
+        looping[0x06] |= 0x10
+        looping[0x34] = 0x40
+        looping[0x40] = 0x05
+        looping[0x41] = 0x40
+        #expect(QEMUPCIConfigState.msixVectors(in: looping) == nil)
+        looping[0x41] = 0x10
+        #expect(QEMUPCIConfigState.msixVectors(in: looping) == nil)
+    }
+
+    @Test("Table and pending bits follow the INTx levels: 4116 + 12·16 + 2 bytes for 12 vectors")
+    func layout() throws {
+        var configuration = SimulatedVFIOConfiguration.mlx5(name: "0000:3b:00.2")
+        configuration.msixVectors = 12
+        let space = configuration.pciConfigSpace
+        let state = QEMUPCIConfigState(read: { space }, msixTable: { Self.msix($0) })
+        #expect(state.byteCount == 4116 + 192 + 2)
+        let bytes = try state.save()
+        try #require(bytes.count == state.byteCount)
+        #expect(Array(bytes[4116..<4308]) == Self.msix(12).table)
+        #expect(Array(bytes[4308...]) == Self.msix(12).pendingBits)
+    }
+
+    @Test func withoutTheVMMsTableADeviceWithMSIXCannotBeSaved() throws {
+        var configuration = SimulatedVFIOConfiguration.mlx5(name: "0000:3b:00.2")
+        configuration.msixVectors = 4
+        let space = configuration.pciConfigSpace
+        #expect(throws: QEMUPCIConfigState.Refusal.self) { try QEMUPCIConfigState(read: { space }).save() }
+        let short = QEMUPCIConfigState(read: { space }, msixTable: { _ in Self.msix(3) })
+        #expect(throws: QEMUPCIConfigState.Refusal.self) { try short.save() }
+    }
+
+    @Test(
+        "The generic handler carries the MSI-X state between simulated devices with the capability; the destination's VMM gets it after the BARs"
+    )
+    func handlerCarriesMSIX() throws {
+        var configuration = SimulatedVFIOConfiguration.mlx5(name: "0000:3b:00.2", imageSize: 64 << 10, finalImageSize: 16 << 10)
+        configuration.msixVectors = 9
+        let src = try SimulatedVFIODevice(configuration)
+        let dst = try SimulatedVFIODevice(configuration)
+        let applied = Mutex<QEMUPCIConfigState.MSIX?>(nil)
+        let source = VFIOPCIHandler(device: src, config: QEMUPCIConfigState(device: src, msixTable: { Self.msix($0, seed: 5) }))
+        let receiving = QEMUPCIConfigState(device: dst, msixLoad: { msix in applied.withLock { $0 = msix } })
+        let destination = VFIOPCIHandler(device: dst, config: receiving)
+        let outcome = try HandlerHarness().migrate(source, destination, ack: true)
+        #expect(applied.withLock { $0 } == Self.msix(9, seed: 5))
+        #expect(receiving.lastLoaded?.msix?.vectors == 9)
+        #expect(dst.loadedStreamDigest == src.savedStreamDigest)
+        #expect(outcome.stream.count > 4116 + 9 * 16)
+    }
+
+    @Test func aDestinationWithoutTheCapabilityRefusesTheLongerState() throws {
+        var configuration = SimulatedVFIOConfiguration.mlx5(name: "0000:3b:00.2", imageSize: 64 << 10, finalImageSize: 16 << 10)
+        configuration.msixVectors = 2
+        let src = try SimulatedVFIODevice(configuration)
+        configuration.msixVectors = nil
+        let dst = try SimulatedVFIODevice(configuration)
+        let source = VFIOPCIHandler(device: src, config: QEMUPCIConfigState(device: src, msixTable: { Self.msix($0) }))
+        let destination = VFIOPCIHandler(device: dst)
+        #expect(throws: VFIOPCIHandlerError.self) { try HandlerHarness().migrate(source, destination, ack: true) }
+    }
+}

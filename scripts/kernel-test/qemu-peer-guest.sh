@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# /init of the make test-qemu guest: loads VFIO and mtty, creates four mtty-2 mdevs and runs the steps
+# /init of the make test-qemu guest: loads VFIO and mtty, creates eight mtty-2 mdevs and runs the steps
 # between QEMU 10 and Switchover (docs/qemu-peer-test.md). Each step prints `PASS name` or
 # `FAIL name: reason`; the run ends with `qemu-peer: N passed, M failed` and
 # `guest: qemu-peer-guest exit N`, which the host's verdict (lib/verdict.sh) reads.
@@ -28,7 +28,15 @@ QEMU_SRC=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0011
 OUR_DST=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0012
 OUR_SRC=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0013
 QEMU_DST=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0014
+# The TLS run's pair: our source, QEMU's destination.
+OUR_TLS_SRC=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0015
+QEMU_TLS_DST=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0016
+# QEMU → Switchover live: QEMU's source, our destination.
+QEMU_LIVE_SRC=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0017
+OUR_LIVE_DST=6a1e3c5d-0b7f-4c2a-9d10-5e7a0f1c0018
 PORT=4444
+TLS_PORT=4445
+LIVE_PORT=4446
 QEMU=/usr/bin/qemu-system-x86_64
 RESULTS=/tmp/results
 
@@ -52,7 +60,7 @@ done </modules/order
 ifconfig lo 127.0.0.1 up || setup_failed "ifconfig lo up"
 types=/sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2
 [ -d "$types" ] || setup_failed "no $types"
-for u in $QEMU_SRC $OUR_DST $OUR_SRC $QEMU_DST; do
+for u in $QEMU_SRC $OUR_DST $OUR_SRC $QEMU_DST $OUR_TLS_SRC $QEMU_TLS_DST $QEMU_LIVE_SRC $OUR_LIVE_DST; do
     echo "$u" >"$types/create" || setup_failed "create $u"
 done
 "$QEMU" --version | head -n 1 | sed 's/^/guest: /' || setup_failed "$QEMU does not run"
@@ -230,6 +238,65 @@ else
     fail $step "QEMU 10 did not save the received VM to a file"
 fi
 if [ "$(grep -c '^FAIL ' "$RESULTS")" = 0 ]; then qemu_stop qdst 4 quiet; else qemu_stop qdst 4; fi
+
+# --- 6. Switchover → QEMU, live over TLS: QEMU's tls-creds-x509 (verify-peer=on), our MigrationTLS client -----
+qemu_start qtls 3 "$QEMU_TLS_DST" -S -incoming defer \
+    -object tls-creds-x509,id=tls0,dir=/tls/server,endpoint=server,verify-peer=on
+sleep 3
+hmp 3 "migrate_set_capability return-path on"
+hmp 3 "migrate_set_capability switchover-ack on"
+hmp 3 "migrate_set_parameter tls-creds tls0"
+hmp 3 "migrate_incoming tcp:127.0.0.1:$TLS_PORT"
+/qemu-peer-check source "$OUR_TLS_SRC" 127.0.0.1 "$TLS_PORT" "$MACHINE" /tls/client | tee /tmp/step6.txt
+grep -E '^(PASS|FAIL) ' /tmp/step6.txt >>"$RESULTS"
+grep -qE '^(PASS|FAIL) ' /tmp/step6.txt || fail switchover-source-to-qemu-tls "qemu-peer-check printed no verdict"
+step=qemu-tls-destination-completed
+if wait_migration qtls 3 120; then
+    pass $step
+    qemu_stop qtls 3 quiet
+else
+    fail $step "QEMU 10 did not report the incoming TLS migration completed"
+    qemu_stop qtls 3
+fi
+
+# --- 7. QEMU → Switchover, live over TCP: every section but the VFIO device's skipped on the way in ------
+/qemu-peer-check destination "$OUR_LIVE_DST" 127.0.0.1 "$LIVE_PORT" "$MACHINE" >/tmp/step7.txt 2>&1 &
+our_dst_pid=$!
+qemu_start qlive 3 "$QEMU_LIVE_SRC"
+sleep 3
+# A guest's writes through QEMU, so the device's state is not a fresh one: three bytes into port 0's FIFO
+# at the I/O address the BIOS gave BAR0 (`info pci`), as step 4's source does through VFIO.
+mark=$(log_mark qlive)
+hmp 3 "info pci"
+sleep 2
+io=$(log_since qlive "$mark" | sed -n '/device *4,/,/BAR0/s/.*BAR0: I\/O at \(0x[0-9a-f]*\).*/\1/p' | head -n 1)
+info "QEMU's mtty BAR0: I/O at ${io:-?}"
+if [ -n "$io" ]; then
+    for b in 0x51 0x45 0x4d; do hmp 3 "o /b $io $b"; done
+fi
+hmp 3 "migrate_set_capability return-path on"
+hmp 3 "migrate_set_capability switchover-ack on"
+hmp 3 "migrate tcp:127.0.0.1:$LIVE_PORT"
+step=qemu-source-to-switchover-completed
+if wait_migration qlive 3 240; then
+    pass $step
+    qemu_stop qlive 3 quiet
+else
+    fail $step "QEMU 10 did not report the migration to Switchover completed"
+    qemu_stop qlive 3
+fi
+for i in $(seq 1 60); do kill -0 "$our_dst_pid" 2>/dev/null || break; sleep 1; done
+kill -9 "$our_dst_pid" 2>/dev/null
+sed 's/^/  [destination] /' /tmp/step7.txt | grep -v '^  \[destination\] \(PASS\|FAIL\) '
+grep -E '^(PASS|FAIL) ' /tmp/step7.txt | tee -a "$RESULTS"
+grep -qE '^(PASS|FAIL) ' /tmp/step7.txt || fail qemu-source-to-switchover-live "qemu-peer-check printed no verdict"
+step=switchover-holds-what-qemu-sent
+LOADED=$(sed -n 's/^loaded //p' /tmp/step7.txt)
+if [ -n "$io" ] && echo "$LOADED" | grep -q 51454d; then
+    pass $step
+else
+    fail $step "the device our destination loaded does not hold the bytes written through QEMU (BAR0 ${io:-unknown}): ${LOADED:-nothing}"
+fi
 
 passed=$(grep -c '^PASS ' "$RESULTS")
 failed=$(grep -c '^FAIL ' "$RESULTS")

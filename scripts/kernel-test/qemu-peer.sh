@@ -37,7 +37,7 @@ export KT_APPEND_EXTRA='printk.devkmsg=on printk.time=0'
 # shellcheck source=lib/steps.sh
 . "$KT_DIR/lib/steps.sh"
 
-KT_EXTRA_FETCH="qemu10:kt_qemu_resolve qemu10-get:kt_qemu_fetch"
+KT_EXTRA_FETCH="qemu10:kt_qemu_resolve qemu10-get:kt_qemu_fetch tls-certs:kt_qemu_tls_certs"
 KT_SWIFT_STEP=swift-peer
 KT_SWIFT_BUILD=kt_build_peer_swift
 KT_GUEST_INIT="$KT_DIR/qemu-peer-guest.sh"

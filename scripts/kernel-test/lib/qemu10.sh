@@ -92,6 +92,34 @@ kt_build_peer_swift() {
 # Called by kt_pack_initramfs: QEMU 10 at its Debian paths (its firmware search path is
 # /usr/share/qemu:/usr/share/seabios), its libraries as ldd names them on this host, and the two
 # Swift binaries.
+# Certificates for the TLS step, made afresh each run with the host's openssl (no key is committed or
+# cached): a CA, a server certificate for 127.0.0.1 in QEMU's tls-creds-x509 layout (server/: ca-cert.pem,
+# server-cert.pem, server-key.pem) and a client certificate in MigrationTLS's (client/: ca-cert.pem,
+# client-cert.pem, client-key.pem). RSA with digitalSignature and keyEncipherment, as QEMU's
+# crypto/tlscredsx509.c checks key usage; serverAuth/clientAuth as it checks the purpose.
+kt_qemu_tls_certs() {
+    command -v openssl >/dev/null || kt_skip "the openssl command is not installed (the TLS step's certificates)" \
+        "sudo apt-get install openssl"
+    local d="$KT_CACHE/qemu-tls" who usage
+    rm -rf "$d"
+    mkdir -p "$d/ca" "$d/server" "$d/client"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/O=Switchover make test-qemu/CN=test CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout "$d/ca/ca-key.pem" -out "$d/ca/ca-cert.pem" 2>/dev/null || kt_die "openssl: the test CA"
+    for who in server client; do
+        usage=clientAuth
+        [ "$who" = server ] && usage=serverAuth
+        openssl req -new -newkey rsa:2048 -nodes -subj "/O=Switchover make test-qemu/CN=127.0.0.1" \
+            -keyout "$d/$who/$who-key.pem" -out "$d/$who.csr" 2>/dev/null || kt_die "openssl: the $who key"
+        printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=%s\nsubjectAltName=IP:127.0.0.1\n' \
+            "$usage" >"$d/$who.ext"
+        openssl x509 -req -in "$d/$who.csr" -CA "$d/ca/ca-cert.pem" -CAkey "$d/ca/ca-key.pem" -set_serial "$RANDOM$RANDOM" \
+            -days 2 -extfile "$d/$who.ext" -out "$d/$who/$who-cert.pem" 2>/dev/null || kt_die "openssl: the $who certificate"
+        cp "$d/ca/ca-cert.pem" "$d/$who/ca-cert.pem"
+    done
+    kt_log "TLS: a test CA, server and client certificates for 127.0.0.1 in $d"
+}
+
 kt_initramfs_extra() {
     local stage=$1 f
     kt_stage_binary "$stage" "$KT_QEMU_BIN" /usr/bin/qemu-system-x86_64
@@ -104,4 +132,7 @@ kt_initramfs_extra() {
     cp -a "$KT_QEMU_ROOT/usr/share/seabios" "$stage/usr/share/"
     kt_stage_binary "$stage" "$KT_PEER_BIN" /qemu-peer-check
     kt_stage_binary "$stage" "$KT_SWITCHOVER_BIN" /switchover
+    # The TLS step's credentials (kt_qemu_tls_certs): QEMU's server directory, our client's.
+    mkdir -p "$stage/tls"
+    cp -a "$KT_CACHE/qemu-tls/server" "$KT_CACHE/qemu-tls/client" "$stage/tls/"
 }
