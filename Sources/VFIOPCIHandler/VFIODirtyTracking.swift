@@ -265,10 +265,7 @@ public final class VFIOIOMMUFDDirtyTracker: DirtyPageTracker {
     public let hwptID: UInt32
     private let session = Mutex<Session?>(nil)
 
-    public init(iommufd: VFIOIOMMUFD, hwptID: UInt32) {
-        self.iommufd = iommufd
-        self.hwptID = hwptID
-    }
+    public init(iommufd: VFIOIOMMUFD, hwptID: UInt32) { (self.iommufd, self.hwptID) = (iommufd, hwptID) }
 
     private struct Key: Hashable {
         var fd: Int32
