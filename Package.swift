@@ -128,7 +128,9 @@ let package = Package(
             providers: [.apt(["libpci-dev"])]
         ),
         .target(name: "CPCIShim", dependencies: ["CLibPCI"]),
-        .target(name: "PCIDiscovery", dependencies: ["CLibPCI", "CPCIShim", "DeviceMatch", "VFIO"]),
+        .target(
+            name: "PCIDiscovery",
+            dependencies: ["CLibPCI", "CPCIShim", "DeviceMatch", "VFIO", .product(name: "SystemPackage", package: "swift-system")]),
         .executableTarget(
             name: "devprobe",
             dependencies: [

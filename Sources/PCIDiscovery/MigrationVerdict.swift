@@ -1,4 +1,5 @@
 import DeviceMatch
+import SystemPackage
 import VFIO
 
 /// Whether a device can be live-migrated with Switchover, and if not, why, in sentences a person
@@ -345,11 +346,5 @@ public struct MigrationAdvisor: Sendable {
     }
 }
 
-/// `ENOTTY` / `EINVAL` / the number.
-func errnoName(_ err: Int32) -> String {
-    switch err {
-    case 25: return "ENOTTY"
-    case 22: return "EINVAL"
-    default: return "errno \(err)"
-    }
-}
+/// `ENOTTY` / `EINVAL` / … or the number.
+func errnoName(_ err: Errno) -> String { VFIOCheck.name(err) }

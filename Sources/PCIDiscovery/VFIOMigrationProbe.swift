@@ -1,3 +1,4 @@
+import SystemPackage
 import VFIO
 
 #if canImport(Glibc)
@@ -9,7 +10,7 @@ public enum VFIOProbeOutcome: Sendable, Hashable {
     /// `VFIO_DEVICE_FEATURE` GET MIGRATION answered with these flags.
     case supported(VFIOMigrationFlags)
     /// The device has no migration support (the ioctl failed with ENOTTY or EINVAL).
-    case unsupported(errno: Int32)
+    case unsupported(Errno)
     /// The question could not be asked (no permission, device busy, no VFIO node); `reason` says which step failed.
     case failed(reason: String)
 }
@@ -20,7 +21,7 @@ public enum VFIODMALoggingOutcome: Sendable, Hashable {
     /// The driver has DMA-logging ops: the device reports the pages it writes.
     case supported
     /// The PROBE failed with ENOTTY (or EINVAL from an older kernel): no device dirty tracking.
-    case unsupported(errno: Int32)
+    case unsupported(Errno)
     /// The PROBE failed otherwise; `reason` names the ioctl and the error.
     case failed(reason: String)
 }
@@ -99,7 +100,7 @@ public struct VFIOMigrationProbe: Sendable {
         do throws(VFIOError) {
             switch try opened.migrationSupport() {
             case .supported(let flags): migration = .supported(flags)
-            case .unsupported(let errno): migration = .unsupported(errno: errno.rawValue)
+            case .unsupported(let errno): migration = .unsupported(errno)
             }
         } catch {
             migration = .failed(reason: Self.reason(for: error))
@@ -108,7 +109,7 @@ public struct VFIOMigrationProbe: Sendable {
         do throws(VFIOError) {
             switch try opened.dmaLoggingSupport() {
             case .supported: dmaLogging = .supported
-            case .unsupported(let errno): dmaLogging = .unsupported(errno: errno.rawValue)
+            case .unsupported(let errno): dmaLogging = .unsupported(errno)
             }
         } catch {
             dmaLogging = .failed(reason: Self.reason(for: error))

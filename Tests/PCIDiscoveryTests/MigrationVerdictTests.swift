@@ -156,7 +156,8 @@ struct MigrationVerdictTests {
         let confirmed = try verdict("0000:7d:00.1", probe: .supported([.stopCopy, .preCopy]), dmaLogging: .supported)
         #expect(confirmed.dirtyTracking == .init(kind: .dmaLogging, source: .probe))
         #expect(!confirmed.notes.contains { $0.hasPrefix("no device dirty tracking") })
-        let refused = try verdict("0000:81:00.1", probe: .supported([.stopCopy, .p2p]), dmaLogging: .unsupported(errno: 25))
+        let refused = try verdict(
+            "0000:81:00.1", probe: .supported([.stopCopy, .p2p]), dmaLogging: .unsupported(.inappropriateIOCTLForDevice))
         #expect(refused.isMigratable)
         #expect(refused.dirtyTracking == .init(kind: .none, source: .probe, detail: "PROBE DMA_LOGGING_START: ENOTTY"))
         #expect(refused.notes.last?.hasPrefix("no device dirty tracking: ") == true)
@@ -171,7 +172,7 @@ struct MigrationVerdictTests {
 
     @Test("the kernel's answer wins over the driver table")
     func probeOutcomes() throws {
-        let refused = try verdict("0000:3b:00.1", probe: .unsupported(errno: 25))
+        let refused = try verdict("0000:3b:00.1", probe: .unsupported(.inappropriateIOCTLForDevice))
         #expect(!refused.isMigratable)
         #expect(refused.reasons.first?.contains("VFIO_DEVICE_FEATURE MIGRATION: ENOTTY") == true)
         let noStopCopy = try verdict("0000:3b:00.1", probe: .supported([.p2p]))

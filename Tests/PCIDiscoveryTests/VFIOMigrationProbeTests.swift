@@ -173,7 +173,8 @@ struct VFIOMigrationProbeTests {
         #expect(
             plain.probe.examine(try device())
                 == VFIODeviceProbeResult(
-                    migration: .unsupported(errno: ENOTTY), dmaLogging: .unsupported(errno: ENOTTY), iommuDirtyTracking: .type1))
+                    migration: .unsupported(.inappropriateIOCTLForDevice), dmaLogging: .unsupported(.inappropriateIOCTLForDevice),
+                    iommuDirtyTracking: .type1))
         let busy = ProbeFixture { HostFaults(base: $0, openErrors: ["/simulated/dev/vfio/42": .resourceBusy]) }
         #expect(busy.probe.examine(try device()).dmaLogging == nil)
     }
@@ -191,8 +192,8 @@ struct VFIOMigrationProbeTests {
     @Test(
         "ENOTTY and EINVAL mean unsupported; other errnos are failures",
         arguments: [
-            (ENOTTY, VFIOProbeOutcome.unsupported(errno: ENOTTY)),
-            (EINVAL, VFIOProbeOutcome.unsupported(errno: EINVAL)),
+            (ENOTTY, VFIOProbeOutcome.unsupported(.inappropriateIOCTLForDevice)),
+            (EINVAL, VFIOProbeOutcome.unsupported(.invalidArgument)),
             (EIO, VFIOProbeOutcome.failed(reason: "VFIO_DEVICE_FEATURE(MIGRATION): Input/output error"))
         ])
     func featureErrors(err: Int32, outcome: VFIOProbeOutcome) throws {
@@ -204,7 +205,7 @@ struct VFIOMigrationProbeTests {
     @Test("a device without migration answers ENOTTY: unsupported")
     func deviceWithoutMigration() throws {
         let fixture = ProbeFixture(migration: nil)
-        #expect(fixture.probe.probe(try device()) == .unsupported(errno: ENOTTY))
+        #expect(fixture.probe.probe(try device()) == .unsupported(.inappropriateIOCTLForDevice))
     }
 
     @Test("a busy group and a group that is not viable are failures that say so")
