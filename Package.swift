@@ -90,7 +90,7 @@ let package = Package(
         .target(name: "CLISupport", dependencies: ["MigrationStream"]),
         .target(
             name: "ExampleVM",
-            dependencies: ["CLISupport", "MigrationCore", "MigrationStream", "VFIO", "VFIOSimulator", "VFIOPCIHandler", "MLX5Handler"]),
+            dependencies: ["CLISupport", "DeviceMatch", "MigrationCore", "MigrationStream", "VFIO", "VFIOSimulator", "VFIOPCIHandler", "MLX5Handler"]),
         .executableTarget(name: "match-table-compiler", dependencies: ["DeviceMatch"]),
         .plugin(name: "MatchTablePlugin", capability: .buildTool(), dependencies: ["match-table-compiler"]),
         // The vendor-module generator, its tool and the command plugin that runs it.
@@ -172,7 +172,7 @@ let package = Package(
         ),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "VFIOSimulator"]),
         .testTarget(name: "DeviceMatchTests", dependencies: ["DeviceMatch"]),
-        .testTarget(name: "ExampleVMTests", dependencies: ["ExampleVM", "MigrationCore", "MigrationStream"]),
+        .testTarget(name: "ExampleVMTests", dependencies: ["ExampleVM", "MigrationCore", "MigrationStream", "VFIOPCIHandler", "MLX5Handler"]),
         .testTarget(
             name: "PCIDiscoveryTests",
             dependencies: ["PCIDiscovery", "DeviceMatch", "VFIO", "VFIOSimulator", "VFIOPCIHandler", "MLX5Handler", "TestSupport"]

@@ -1,3 +1,4 @@
+import DeviceMatch
 import MLX5Handler
 import VFIO
 import VFIOPCIHandler
@@ -245,14 +246,26 @@ public struct DeviceSpec: Sendable, Hashable, CustomStringConvertible {
         return configuration
     }
 
-    /// The handler a VMM would pick for this device: the mlx5 module for mlx5, the generic
-    /// VFIO-PCI handler otherwise. Its tuning reports `finalLoadCost` as the final data's load
-    /// cost, and (mlx5) `loadCost` as the initial image's, as a vendor module reports its
-    /// hardware's measured figures.
-    public func makeHandler(device: VFIOMigrationDevice) -> VFIOPCIHandler {
-        kind == .mlx5
-            ? MLX5Module.makeHandler(device: device, tuning: MLX5Tuning(finalLoadCost: finalLoadCost, initialLoadCost: loadCost))
-            : VFIOPCIHandler(device: device, tuning: GenericVFIOPCITuning(finalLoadCost: finalLoadCost))
+    /// The vendor modules a VMM would register this device with: the mlx5 module (mlx5) and the
+    /// generic fallback, their tunings reporting `finalLoadCost` as the final data's load cost
+    /// and (mlx5) `loadCost` as the initial image's, as a vendor module reports its hardware's
+    /// measured figures. ``pciIdentity`` picks one of them.
+    public var vendors: VFIOVendorRegistry {
+        let (initial, final) = (loadCost, finalLoadCost)
+        return VFIOVendorRegistry(
+            [MLX5Module.module { MLX5Tuning(finalLoadCost: final, initialLoadCost: initial) }],
+            generic: VFIOPCIHandler.module { GenericVFIOPCITuning(finalLoadCost: final) })
+    }
+
+    /// What a VMM reads from sysfs for the device (vendor, device, class, bound driver): a
+    /// ConnectX VF under mlx5_vfio_pci, a virtio-net VF under virtio_vfio_pci (a variant driver with
+    /// migration, served by the generic module: plain vfio-pci has none), or the mtty sample.
+    public var pciIdentity: PCIIdentity {
+        switch kind {
+        case .mlx5: PCIIdentity(vendorID: 0x15b3, deviceID: 0x101e, classCode: 0x020000, driver: "mlx5_vfio_pci")
+        case .vfioPCI: PCIIdentity(vendorID: 0x1af4, deviceID: 0x1041, classCode: 0x020000, driver: "virtio_vfio_pci")
+        case .mtty: PCIIdentity(vendorID: 0x4348, deviceID: 0x3253, classCode: 0x070002, driver: "mtty")
+        }
     }
 
     /// The spec as it would be written (every key, so it can be reused).

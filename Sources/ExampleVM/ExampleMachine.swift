@@ -101,23 +101,26 @@ public final class ExampleMachine: VMController, Sendable {
         vm = try ExampleVM(
             memoryBytes: configuration.memoryBytes,
             dirtyPagesPerSecond: configuration.dirtyPagesPerSecond, seed: Self.ramSeed(role))
+        let simulated = try configuration.devices.enumerated().map { index, spec in
+            try SimulatedVFIODevice(
+                spec.simulatedConfiguration(name: names[index], seed: Self.deviceSeed(spec, index: index, role: role)))
+        }
+        let ram = RAMHandler.identity
+        try registry.register(vm.ramHandler, idstr: ram.idstr, instanceID: ram.instanceID, versionID: ram.versionID)
+        // As a VMM does: each device through the vendor registry, which picks its module by the
+        // device's PCI identity and registers the handler under QEMU's "<address>/vfio".
         var devices: [ExampleDevice] = []
         for (index, spec) in configuration.devices.enumerated() {
-            let simulated = try SimulatedVFIODevice(
-                spec.simulatedConfiguration(name: names[index], seed: Self.deviceSeed(spec, index: index, role: role)))
-            devices.append(ExampleDevice(spec: spec, name: names[index], device: simulated, handler: spec.makeHandler(device: simulated)))
+            let registered = try spec.vendors.register(simulated[index], identity: spec.pciIdentity, in: registry)
+            guard let handler = registered.handler as? VFIOPCIHandler else {
+                throw ExampleVMError.badLayout("\(names[index]): module \(registered.moduleName) made no VFIO-PCI handler")
+            }
+            devices.append(ExampleDevice(spec: spec, name: names[index], device: simulated[index], handler: handler))
         }
         self.devices = devices
         dma = try ExampleMachineDMA(devices: devices, vm: vm, role: role)
         vcpus = ExampleVCPUs(vm: vm, drivesWorkload: role == .source || workloadAfterResume)
         runState = VMRunState(registry: registry, vcpus: vcpus)
-        let ram = RAMHandler.identity
-        try registry.register(vm.ramHandler, idstr: ram.idstr, instanceID: ram.instanceID, versionID: ram.versionID)
-        for device in devices {
-            try registry.register(
-                device.handler, idstr: VFIOPCIHandler.idstr(for: device.name), instanceID: 0,
-                versionID: VFIOPCIHandler.sectionVersion)
-        }
     }
 
     /// Starts the guest through the run state (a source before it migrates; a destination

@@ -9,8 +9,13 @@ public enum MLX5Module {
     public static let descriptor = VendorModuleDescriptor(name: "mlx5", rules: DevicesMatchTable.rules)
 
     /// The module to add to a VMM's `VFIOVendorRegistry`.
-    public static let module = VFIOVendorModule(descriptor: descriptor) { device, config in
-        makeHandler(device: device, config: config)
+    public static let module = module { MLX5Tuning() }
+
+    /// The module whose handlers get their tuning from `makeTuning`, one per handler (a tuning
+    /// holds its device's buffers): the load costs a VMM measured on its hardware, or the example
+    /// VM's simulated ones.
+    public static func module(makeTuning: @escaping @Sendable () -> MLX5Tuning) -> VFIOVendorModule {
+        VFIOVendorModule(descriptor: descriptor) { device, config in makeHandler(device: device, config: config, tuning: makeTuning()) }
     }
 
     /// A handler for one mlx5 device.

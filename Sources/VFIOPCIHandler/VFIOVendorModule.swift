@@ -29,6 +29,13 @@ extension VFIOPCIHandler {
     public static let module = VFIOVendorModule(descriptor: descriptor) { device, config in
         VFIOPCIHandler(device: device, config: config)
     }
+
+    /// The generic module whose handlers get their tuning from `makeTuning`, one per handler.
+    public static func module(makeTuning: @escaping @Sendable () -> GenericVFIOPCITuning) -> VFIOVendorModule {
+        VFIOVendorModule(descriptor: descriptor) { device, config in
+            VFIOPCIHandler(device: device, config: config, tuning: makeTuning())
+        }
+    }
 }
 
 /// What ``VFIOVendorRegistry/register(_:identity:config:in:)`` did.
@@ -59,9 +66,9 @@ public enum VFIOVendorRegistryError: Error, Sendable, CustomStringConvertible {
 public struct VFIOVendorRegistry: Sendable {
     public private(set) var modules: [VFIOVendorModule]
 
-    /// The given modules, then the generic one as the fallback.
-    public init(_ modules: [VFIOVendorModule] = []) {
-        self.modules = modules + [VFIOPCIHandler.module]
+    /// The given modules, then `generic` (by default ``VFIOPCIHandler/module``) as the fallback.
+    public init(_ modules: [VFIOVendorModule] = [], generic: VFIOVendorModule = VFIOPCIHandler.module) {
+        self.modules = modules + [generic]
     }
 
     /// Adds a vendor module (ahead of the generic fallback).

@@ -1,5 +1,7 @@
 import ExampleVM
+import MLX5Handler
 import Testing
+import VFIOPCIHandler
 
 @Suite struct DeviceSpecTests {
     @Test func mlx5SpecSetsEveryKey() throws {
@@ -96,5 +98,31 @@ import Testing
         #expect(Units.bytes(1536) == "1.50 KiB")
         #expect(Units.duration(.milliseconds(212)) == "212 ms")
         #expect(Units.fixed(-0.25, digits: 1) == "-0.3" || Units.fixed(-0.25, digits: 1) == "-0.2")
+    }
+}
+
+/// The example VM makes its device handlers as a VMM does: through `VFIOVendorRegistry`, which
+/// picks the module by the device's PCI identity.
+@Suite struct VendorRegistryPathTests {
+    @Test func eachDeviceGetsTheModuleItsIdentityMatches() throws {
+        let configuration = ExampleMachineConfiguration(devices: [
+            try DeviceSpec(parsing: "mlx5:state=1MiB,initial=512KiB,load=3ms,final-load=2ms"),
+            try DeviceSpec(parsing: "vfio-pci:state=1MiB,final-load=4ms"), try DeviceSpec(parsing: "mtty")
+        ])
+        let machine = try ExampleMachine(configuration, role: .destination)
+        defer { machine.shutdown() }
+        try #require(machine.devices.count == 3)
+        let (mlx5, generic, mtty) = (machine.devices[0].handler, machine.devices[1].handler, machine.devices[2].handler)
+        let mlx5Tuning = try #require(mlx5.tuning as? MLX5Tuning)
+        #expect(mlx5Tuning.finalLoadCost == .milliseconds(2))
+        #expect(mlx5Tuning.initialLoadCost == .milliseconds(3))
+        #expect((generic.tuning as? GenericVFIOPCITuning)?.finalLoadCost == .milliseconds(4))
+        #expect(mtty.tuning is GenericVFIOPCITuning)
+        // Registered under QEMU's "<address>/vfio", after RAM.
+        #expect(machine.registry.entries.map(\.identity.idstr) == ["ram", "0000:00:01.0/vfio", "0000:00:02.0/vfio", "0000:00:03.0/vfio"])
+        // Each handler has its own tuning (a tuning holds its device's buffers).
+        let second = try ExampleMachine(configuration, role: .destination)
+        defer { second.shutdown() }
+        #expect(second.devices[0].handler.tuning as AnyObject !== mlx5.tuning as AnyObject)
     }
 }
