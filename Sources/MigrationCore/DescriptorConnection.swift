@@ -5,8 +5,6 @@ import SystemPackage
 #if canImport(Glibc)
 import CSwitchoverLibc
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 func systemError(_ operation: String, _ code: Int32 = errno) -> TransportError {

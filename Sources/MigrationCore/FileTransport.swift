@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// `file:PATH`: migrate to a file and load from it. No return path, so no switchover-ack

@@ -4,8 +4,6 @@ import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// `file:PATH` for a destination that loads only some of the file's sections: a file another VMM

@@ -5,8 +5,6 @@ import SystemPackage
 #if canImport(Glibc)
 import CSwitchoverLibc
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// `accept4(2)` with SOCK_CLOEXEC: the new socket is close-on-exec from its creation (accept4 is a GNU

@@ -4,8 +4,6 @@ import SystemPackage
 import Glibc
 #elseif canImport(Musl)
 import Musl
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// The steps that find a device in sysfs and obtain its fd (reference §3).

@@ -5,8 +5,6 @@ import SystemPackage
 import Glibc
 #elseif canImport(Musl)
 import Musl
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// The last migration state a device client saw, shared with its data fds so a 0-byte read can be

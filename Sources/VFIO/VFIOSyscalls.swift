@@ -11,8 +11,6 @@ import SystemPackage
 import Glibc
 #elseif canImport(Musl)
 import Musl
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// The argument of an `ioctl(2)`: none, an integer passed by value, or a buffer passed by pointer.

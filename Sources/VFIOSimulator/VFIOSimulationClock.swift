@@ -5,8 +5,6 @@ import VFIO
 import Glibc
 #elseif canImport(Musl)
 import Musl
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// Time as the simulator sees it: when dirty bytes accrue and how long a destination load takes.

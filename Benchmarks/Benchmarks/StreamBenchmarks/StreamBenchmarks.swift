@@ -14,8 +14,6 @@ import MigrationTLS
 
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 let chunkSize = 1 << 20
