@@ -150,7 +150,7 @@ public struct VendorConformance: Sendable {
         let recorder = RecordingConnection(wrapping: a)
         let outgoing: any MigrationConnection = fault.map { FaultInjectingConnection(wrapping: recorder, fault: $0) } ?? recorder
 
-        canceller?.arm { source.cancel() }
+        canceller?.arm { [weak source] in source?.cancel() }  // weak: the source's registry holds the canceller
         if cancelAt == .connecting { source.cancel() }
         async let sourceResult = capture { try await source.run(over: outgoing) }
         async let destinationResult = capture { try await destination.run(over: b) }

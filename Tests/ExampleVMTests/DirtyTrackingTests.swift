@@ -112,6 +112,7 @@ import Testing
             if pass == 3 { box.withLock { $0 }?.cancel() }
         }
         box.withLock { $0 = rig.source }
+        defer { box.withLock { $0 = nil } }  // a device the source's registry holds keeps the box: break the cycle
         let error = try await #require(throws: MigrationError.self) { try await rig.run().source.get() }
         #expect(error.code == .cancelled)
         let log = try #require(trackers[0].log)
