@@ -7,7 +7,7 @@ import VFIOSimulator
 /// The example VM's vCPUs: on a source they are the guest workload (stopping the vCPUs stops
 /// the page dirtying); on a destination a flag, and the workload when asked to run after
 /// the migration. Each stop and start takes a number in the simulator's order
-/// (``SimulatedVFIOSequence``), so ``ExampleMachine/lifecycle`` can place it among the
+/// (``/VFIOSimulator/SimulatedVFIOSequence``), so ``ExampleMachine/lifecycle`` can place it among the
 /// devices' transitions.
 public final class ExampleVCPUs: VMController, Sendable {
     private let vm: ExampleVM
@@ -40,7 +40,7 @@ public final class ExampleVCPUs: VMController, Sendable {
 
 /// One step of a machine's run-state history: a vCPU stop or start, or a device's state change.
 public struct LifecycleEvent: Sendable, Hashable, CustomStringConvertible {
-    /// The place in the process-wide order (``SimulatedVFIOSequence``).
+    /// The place in the process-wide order (``/VFIOSimulator/SimulatedVFIOSequence``).
     public var sequence: UInt64
     /// "vCPUs" or a device's address.
     public var subject: String

@@ -3,14 +3,14 @@ import MigrationStream
 /// A live incoming stream cut down to the sections a destination has handlers for: what
 /// ``SelectedFileTransport`` does for a file, for a socket, where no VMDESCRIPTION comes first.
 ///
-/// A thread of its own walks the base connection's bytes with a ``StreamWalker`` (RAM and VFIO
+/// A thread of its own walks the base connection's bytes with a ``/MigrationStream/StreamWalker`` (RAM and VFIO
 /// bodies parsed, any other FULL body found by its footer followed by a plausible record, as
 /// `switchover inspect` finds them without a description) and queues, byte for byte, the file
 /// header and configuration, the kept sections, every command and EOF; everything after EOF
 /// (QEMU's VMDESCRIPTION) is passed through as it comes. The engine reads the queue; its
 /// return-path writes go straight to the base connection. The queue holds at most
 /// ``maxQueued`` bytes (the walker waits for room), so a fast source cannot make it grow without
-/// bound. A record the walker cannot follow ends the stream with its ``StreamError``.
+/// bound. A record the walker cannot follow ends the stream with its ``/MigrationStream/StreamError``.
 ///
 /// For QEMU → Switchover live (docs/qemu-peer-test.md): QEMU's `ram` and device vmstates (timer,
 /// cpu, apic, …) are skipped; its VFIO sections reach the generic handler.

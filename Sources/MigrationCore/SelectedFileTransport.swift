@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// `file:PATH` for a destination that loads only some of the file's sections: a file another VMM
-/// wrote (QEMU's), read through a ``SectionSelection`` so that the engine sees the file header,
+/// wrote (QEMU's), read through a ``/MigrationStream/SectionSelection`` so that the engine sees the file header,
 /// the configuration, the kept sections, the commands and EOF, and never a section it has no
 /// handler for. The file is read in place (`lseek` from one kept range to the next); nothing is
 /// copied.

@@ -10,11 +10,11 @@ import VFIO
 /// Source: START = SETUP_STATE, END_OF_STATE (and the device enters PRE_COPY when it can and
 /// the guest runs); PART = at most one DATA chunk read from the save fd, then END_OF_STATE, or
 /// INIT_DATA_SENT once when the initial bytes are all sent and switchover-ack is on. When the
-/// guest stops (``VMRunState``) every device first enters PRE_COPY_P2P or RUNNING_P2P, and only
+/// guest stops (``/MigrationCore/VMRunState``) every device first enters PRE_COPY_P2P or RUNNING_P2P, and only
 /// then STOP_COPY; END = DATA chunks until the end of the save stream, END_OF_STATE; FULL =
 /// CONFIG_STATE, the config state, END_OF_STATE. On failure or cancel the device goes back to
 /// RUNNING (or is reset when that fails). More than one VFIO device in a migration, one of them
-/// without P2P, is refused in `savePrepare` unless ``MigrationParameters/allowDevicesWithoutP2P``.
+/// without P2P, is refused in `savePrepare` unless ``/MigrationCore/MigrationParameters/allowDevicesWithoutP2P``.
 ///
 /// Destination: RESUMING at load setup; every DATA chunk streamed into the resume fd; an
 /// acknowledgement after INIT_DATA_SENT; RESUMING → STOP at load completion; RUNNING_P2P on
