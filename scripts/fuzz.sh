@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 SWIFT=${SWIFT:-swift}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_DIR=${FUZZ_DIR:-.fuzz}
-ALL_TARGETS=(fuzz-stream-walker fuzz-destination fuzz-return-path fuzz-multifd fuzz-mlx5-records fuzz-match-table fuzz-sysfs)
+ALL_TARGETS=(fuzz-stream-walker fuzz-destination fuzz-return-path fuzz-multifd fuzz-mlx5-records fuzz-match-table fuzz-sysfs
+             fuzz-section-filter fuzz-vfio-replies)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 
 # The flags -sanitize=fuzzer gives the code it compiles, minus linking libFuzzer's main (which
