@@ -103,9 +103,7 @@ public struct VendorModuleDescriptor: Sendable, Hashable {
     public var isGenericFallback: Bool
 
     public init(name: String, rules: [PCIMatchRule], isGenericFallback: Bool = false) {
-        self.name = name
-        self.rules = rules
-        self.isGenericFallback = isGenericFallback
+        (self.name, self.rules, self.isGenericFallback) = (name, rules, isGenericFallback)
     }
 }
 

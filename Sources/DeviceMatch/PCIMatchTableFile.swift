@@ -17,10 +17,7 @@ public enum PCIMatchTableFile {
         public var line: Int
         public var reason: String
 
-        public init(line: Int, reason: String) {
-            self.line = line
-            self.reason = reason
-        }
+        public init(line: Int, reason: String) { (self.line, self.reason) = (line, reason) }
 
         public var description: String { "line \(line): \(reason)" }
     }

@@ -292,10 +292,7 @@ public struct DeviceSpecError: Error, Sendable, Hashable, CustomStringConvertibl
     public var spec: String
     public var problem: String
 
-    public init(spec: String, problem: String) {
-        self.spec = spec
-        self.problem = problem
-    }
+    public init(spec: String, problem: String) { (self.spec, self.problem) = (spec, problem) }
 
     public var description: String { "device \"\(spec)\": \(problem)" }
 }

@@ -96,9 +96,7 @@ public final class ExampleMachine: VMController, Sendable {
     /// - Throws: ``DeviceSpecError`` for clashing addresses, ``ExampleVMError``, `VFIOError`,
     ///   `RegistryError`.
     public init(_ configuration: ExampleMachineConfiguration, role: Role, workloadAfterResume: Bool = false) throws {
-        self.role = role
-        self.configuration = configuration
-        self.workloadAfterResume = workloadAfterResume
+        (self.role, self.configuration, self.workloadAfterResume) = (role, configuration, workloadAfterResume)
         let names = try configuration.deviceNames()
         vm = try ExampleVM(
             memoryBytes: configuration.memoryBytes,

@@ -14,10 +14,7 @@ public final class ExampleVCPUs: VMController, Sendable {
     private let drivesWorkload: Bool
     private let state = Mutex<(running: Bool, events: [LifecycleEvent])>((false, []))
 
-    init(vm: ExampleVM, drivesWorkload: Bool) {
-        self.vm = vm
-        self.drivesWorkload = drivesWorkload
-    }
+    init(vm: ExampleVM, drivesWorkload: Bool) { (self.vm, self.drivesWorkload) = (vm, drivesWorkload) }
 
     /// The vCPU stops and starts so far.
     var recorded: [LifecycleEvent] { state.withLock { $0.events } }

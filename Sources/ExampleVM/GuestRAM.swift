@@ -7,10 +7,7 @@ public struct RAMBlockLayout: Sendable, Hashable {
     /// Size in bytes, a multiple of the page size.
     public var size: Int
 
-    public init(name: String, size: Int) {
-        self.name = name
-        self.size = size
-    }
+    public init(name: String, size: Int) { (self.name, self.size) = (name, size) }
 }
 
 /// Guest memory with a dirty-page bitmap: what a live RAM migration moves.

@@ -31,9 +31,7 @@ public struct LoopbackMigrationError: Error, Sendable, CustomStringConvertible {
     public var timedOut: MigrationProgress?
 
     public init(source: (any Error)?, destination: (any Error)?, timedOut: MigrationProgress? = nil) {
-        self.source = source
-        self.destination = destination
-        self.timedOut = timedOut
+        (self.source, self.destination, self.timedOut) = (source, destination, timedOut)
     }
 
     public var description: String {

@@ -7,10 +7,7 @@ public struct Scaffold: Sendable {
     /// The package's root (the folder of its Package.swift).
     public let packageDirectory: URL
 
-    public init(request: ScaffoldRequest, packageDirectory: URL) {
-        self.request = request
-        self.packageDirectory = packageDirectory
-    }
+    public init(request: ScaffoldRequest, packageDirectory: URL) { (self.request, self.packageDirectory) = (request, packageDirectory) }
 
     /// What ``run()`` did, as lines for the user.
     public struct Report: Sendable, Equatable {

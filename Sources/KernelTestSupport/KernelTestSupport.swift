@@ -41,9 +41,7 @@ public struct PatientTransport<Base: MigrationTransport>: MigrationTransport {
     public let retry: Duration
 
     public init(_ base: Base, timeout: Duration, retry: Duration = .milliseconds(20)) {
-        self.base = base
-        self.timeout = timeout
-        self.retry = retry
+        (self.base, self.timeout, self.retry) = (base, timeout, retry)
     }
 
     public func connect() throws -> any MigrationConnection {

@@ -10,9 +10,7 @@ public struct MLX5RecordHeader: Sendable, Hashable {
     public var tag: MLX5RecordTag
 
     public init(payloadSize: UInt64, flags: UInt32, tag: MLX5RecordTag) {
-        self.payloadSize = payloadSize
-        self.flags = flags
-        self.tag = tag
+        (self.payloadSize, self.flags, self.tag) = (payloadSize, flags, tag)
     }
 
     public var isOptional: Bool { flags & Self.optionalFlag != 0 }

@@ -53,10 +53,7 @@ final class DestinationAcks: Sendable {
     private let rp: ReturnPathWriter
     private let logger: Logger
 
-    init(rp: ReturnPathWriter, logger: Logger) {
-        self.rp = rp
-        self.logger = logger
-    }
+    init(rp: ReturnPathWriter, logger: Logger) { (self.rp, self.logger) = (rp, logger) }
 
     /// After loadSetup: the handlers that will acknowledge.
     func configure(enabled: Bool, needed: Set<HandlerIdentity.Key>) {

@@ -11,10 +11,7 @@ public struct GuestMemoryRange: Sendable, Hashable, CustomStringConvertible {
     /// The length in bytes.
     public var length: UInt64
 
-    public init(start: UInt64, length: UInt64) {
-        self.start = start
-        self.length = length
-    }
+    public init(start: UInt64, length: UInt64) { (self.start, self.length) = (start, length) }
 
     /// One past the last byte, or nil when `start + length` overflows (a malformed range).
     public var end: UInt64? {
@@ -59,15 +56,12 @@ public struct DirtyPageBitmap: Sendable, Hashable {
 
     /// A bitmap with the given bits.
     public init(range: GuestMemoryRange, pageSize: UInt64, words: [UInt64]) {
-        self.range = range
-        self.pageSize = pageSize
-        self.words = words
+        (self.range, self.pageSize, self.words) = (range, pageSize, words)
     }
 
     /// A clean bitmap with one bit per page of `range` (a partial last page counts whole).
     public init(clean range: GuestMemoryRange, pageSize: UInt64) {
-        self.range = range
-        self.pageSize = pageSize
+        (self.range, self.pageSize) = (range, pageSize)
         let pages = DirtyPageBitmap.pageCount(range.length, pageSize: pageSize)
         words = [UInt64](repeating: 0, count: Int(clamping: pages / 64 + (pages % 64 == 0 ? 0 : 1)))
     }

@@ -14,9 +14,7 @@ public struct DirtyTrackingConfiguration: Sendable {
     public var pageSize: UInt64
 
     public init(devices: [any DMAWritingDevice], ranges: [GuestMemoryRange], pageSize: UInt64 = 4096) {
-        self.devices = devices
-        self.ranges = ranges
-        self.pageSize = pageSize
+        (self.devices, self.ranges, self.pageSize) = (devices, ranges, pageSize)
     }
 
     /// No device writes guest memory by DMA: nothing is tracked.

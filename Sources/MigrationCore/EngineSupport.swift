@@ -210,9 +210,7 @@ final class TimedByteSource: ByteSource {
     private(set) var waited: Duration = .zero
 
     init(_ base: any ByteSource, clock: any MigrationClock, watchdog: ReceiveWatchdog? = nil) {
-        self.base = base
-        self.clock = clock
-        self.watchdog = watchdog
+        (self.base, self.clock, self.watchdog) = (base, clock, watchdog)
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
@@ -243,8 +241,7 @@ final class ReceiveWatchdog: Sendable {
     }
 
     init(minimumRate: UInt64, window: Duration) {
-        self.window = window
-        self.minimumRate = minimumRate
+        (self.window, self.minimumRate) = (window, minimumRate)
         let seconds = Double(window.components.seconds) + Double(window.components.attoseconds) / 1e18
         self.minimumBytes = UInt64(clamping: Double(minimumRate) * seconds)
     }

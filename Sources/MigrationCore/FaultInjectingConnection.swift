@@ -19,10 +19,7 @@ public final class FaultInjectingConnection: MigrationConnection {
     private let written = Mutex(0)
 
     /// Wraps `base` (usually the source's end of a connection).
-    public init(wrapping base: any MigrationConnection, fault: Fault) {
-        self.base = base
-        self.fault = fault
-    }
+    public init(wrapping base: any MigrationConnection, fault: Fault) { (self.base, self.fault) = (base, fault) }
 
     /// Bytes that went through so far.
     public var bytesWritten: Int { written.withLock { $0 } }

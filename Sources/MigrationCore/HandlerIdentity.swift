@@ -15,10 +15,7 @@ extension HandlerIdentity {
         public var idstr: String
         public var instanceID: UInt32
 
-        public init(_ idstr: String, instanceID: UInt32 = 0) {
-            self.idstr = idstr
-            self.instanceID = instanceID
-        }
+        public init(_ idstr: String, instanceID: UInt32 = 0) { (self.idstr, self.instanceID) = (idstr, instanceID) }
 
         public init(_ identity: HandlerIdentity) { self.init(identity.idstr, instanceID: identity.instanceID) }
 

@@ -6,10 +6,7 @@ public struct LoadBacklog: Sendable, Hashable {
     /// The time loading them is expected to take from now, in microseconds.
     public var expectedMicros: UInt64
 
-    public init(bytes: UInt64, expectedMicros: UInt64) {
-        self.bytes = bytes
-        self.expectedMicros = expectedMicros
-    }
+    public init(bytes: UInt64, expectedMicros: UInt64) { (self.bytes, self.expectedMicros) = (bytes, expectedMicros) }
 
     /// Nothing waiting: the handler is idle.
     public static let none = LoadBacklog(bytes: 0, expectedMicros: 0)

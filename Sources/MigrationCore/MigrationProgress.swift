@@ -76,9 +76,7 @@ public struct DowntimePrediction: Sendable, Hashable {
     public var total: Duration
 
     public init(transfer: Duration, destinationBacklog: Duration, finalLoad: Duration) {
-        self.transfer = transfer
-        self.destinationBacklog = destinationBacklog
-        self.finalLoad = finalLoad
+        (self.transfer, self.destinationBacklog, self.finalLoad) = (transfer, destinationBacklog, finalLoad)
         self.total = .predictionSum(.predictionSum(transfer, destinationBacklog), finalLoad)
     }
 }

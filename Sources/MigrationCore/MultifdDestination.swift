@@ -348,10 +348,7 @@ private final class CountingByteSource: ByteSource {
     private let base: any MigrationConnection
     private let watchdog: ReceiveWatchdog
 
-    init(_ base: any MigrationConnection, into watchdog: ReceiveWatchdog) {
-        self.base = base
-        self.watchdog = watchdog
-    }
+    init(_ base: any MigrationConnection, into watchdog: ReceiveWatchdog) { (self.base, self.watchdog) = (base, watchdog) }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         let n = try base.read(into: buffer)

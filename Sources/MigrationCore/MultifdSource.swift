@@ -152,10 +152,7 @@ final class MultifdDeviceSender: DeviceStateSender {
     private let sender: MultifdSender
     private let state = Mutex(State())
 
-    init(identity: HandlerIdentity, sender: MultifdSender) {
-        self.identity = identity
-        self.sender = sender
-    }
+    init(identity: HandlerIdentity, sender: MultifdSender) { (self.identity, self.sender) = (identity, sender) }
 
     var configSent: Bool { state.withLock { $0.configSent } }
     var bytesSent: UInt64 { state.withLock { $0.bytes } }

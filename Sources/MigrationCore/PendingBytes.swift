@@ -6,10 +6,7 @@ public struct PendingBytes: Sendable, Hashable {
     /// engine adds this to `mustPrecopy` when it decides.
     public var canPostcopy: UInt64
 
-    public init(mustPrecopy: UInt64 = 0, canPostcopy: UInt64 = 0) {
-        self.mustPrecopy = mustPrecopy
-        self.canPostcopy = canPostcopy
-    }
+    public init(mustPrecopy: UInt64 = 0, canPostcopy: UInt64 = 0) { (self.mustPrecopy, self.canPostcopy) = (mustPrecopy, canPostcopy) }
 
     public static let zero = PendingBytes()
 

@@ -24,10 +24,7 @@ public struct SelectedFileTransport: MigrationTransport {
     public let path: String
     public let selection: SectionSelection
 
-    public init(path: String, selection: SectionSelection) {
-        self.path = path
-        self.selection = selection
-    }
+    public init(path: String, selection: SectionSelection) { (self.path, self.selection) = (path, selection) }
 
     /// A selection is read, never written.
     public func connect() throws -> any MigrationConnection {
@@ -51,10 +48,7 @@ final class SelectedRangesConnection: MigrationConnection, CustomStringConvertib
     /// The range being read and how far into it.
     private let position = Mutex((index: 0, offset: 0, seeked: false))
 
-    init(base: DescriptorConnection, ranges: [Range<Int>]) {
-        self.base = base
-        self.ranges = ranges
-    }
+    init(base: DescriptorConnection, ranges: [Range<Int>]) { (self.base, self.ranges) = (base, ranges) }
 
     var description: String { base.description }
     var supportsReturnPath: Bool { false }

@@ -37,10 +37,7 @@ final class SourceReturnPath: Sendable {
     private let clock: any MigrationClock
 
     init(extensions: Bool, known: Set<HandlerIdentity.Key>, clock: any MigrationClock, logger: Logger) {
-        self.extensions = extensions
-        self.known = known
-        self.clock = clock
-        self.logger = logger
+        (self.extensions, self.known, self.clock, self.logger) = (extensions, known, clock, logger)
     }
 
     func start(reading connection: any MigrationConnection) {

@@ -48,10 +48,7 @@ public struct TCPTransport: MigrationTransport {
     public var host: String
     public var port: UInt16
 
-    public init(host: String, port: UInt16) {
-        self.host = host
-        self.port = port
-    }
+    public init(host: String, port: UInt16) { (self.host, self.port) = (host, port) }
 
     public func connect() throws -> any MigrationConnection {
         let label = MigrationAddress.tcp(host: host, port: port).description

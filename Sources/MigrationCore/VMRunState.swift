@@ -22,10 +22,7 @@ public struct VMRunStateChange: Sendable, Hashable, CustomStringConvertible {
     public var running: Bool
     public var reason: Reason
 
-    public init(running: Bool, reason: Reason) {
-        self.running = running
-        self.reason = reason
-    }
+    public init(running: Bool, reason: Reason) { (self.running, self.reason) = (running, reason) }
 
     /// The guest stops for `reason`.
     public static func stop(_ reason: Reason) -> Self { Self(running: false, reason: reason) }
@@ -87,10 +84,7 @@ public final class VMRunState: Sendable {
     /// - Parameters:
     ///   - registry: the handlers whose devices follow the guest.
     ///   - vcpus: stops and starts the guest's vCPUs.
-    public init(registry: HandlerRegistry, vcpus: any VMController) {
-        self.registry = registry
-        self.vcpus = vcpus
-    }
+    public init(registry: HandlerRegistry, vcpus: any VMController) { (self.registry, self.vcpus) = (registry, vcpus) }
 
     /// Whether the guest's vCPUs run now.
     public var isRunning: Bool { vcpus.isRunning }

@@ -14,10 +14,7 @@ public struct ByteIOError: Error, Sendable, Equatable, CustomStringConvertible {
     /// `errno` property gives it as swift-system's `Errno`.
     public var code: Int32
 
-    public init(operation: String, code: Int32) {
-        self.operation = operation
-        self.code = code
-    }
+    public init(operation: String, code: Int32) { (self.operation, self.code) = (operation, code) }
 
     public var description: String {
         "\(operation) failed: \(String(cString: strerror(code))) (errno \(code))"
@@ -31,10 +28,7 @@ public final class FileDescriptorByteSource: ByteSource {
     public let fd: Int32
     private let closeOnDeinit: Bool
 
-    public init(fd: Int32, closeOnDeinit: Bool = false) {
-        self.fd = fd
-        self.closeOnDeinit = closeOnDeinit
-    }
+    public init(fd: Int32, closeOnDeinit: Bool = false) { (self.fd, self.closeOnDeinit) = (fd, closeOnDeinit) }
 
     /// Opens `path` for reading.
     public convenience init(path: String) throws {
@@ -61,10 +55,7 @@ public final class FileDescriptorByteSink: ByteSink {
     public let fd: Int32
     private let closeOnDeinit: Bool
 
-    public init(fd: Int32, closeOnDeinit: Bool = false) {
-        self.fd = fd
-        self.closeOnDeinit = closeOnDeinit
-    }
+    public init(fd: Int32, closeOnDeinit: Bool = false) { (self.fd, self.closeOnDeinit) = (fd, closeOnDeinit) }
 
     /// Creates (or truncates) `path` for writing.
     public convenience init(creating path: String) throws {

@@ -39,10 +39,7 @@ public struct MultiFDInit: Sendable, Hashable {
     /// The channel number, from 0.
     public var channelID: UInt8
 
-    public init(uuid: [UInt8], channelID: UInt8) {
-        self.uuid = uuid
-        self.channelID = channelID
-    }
+    public init(uuid: [UInt8], channelID: UInt8) { (self.uuid, self.channelID) = (uuid, channelID) }
 
     /// The 64 bytes of the header. Throws if the uuid is not 16 bytes.
     public func encoded() throws -> [UInt8] {
@@ -77,9 +74,7 @@ public struct MultiFDDeviceStatePacketHeader: Sendable, Hashable {
     public var nextPacketSize: UInt32
 
     public init(idstr: String, instanceID: UInt32, nextPacketSize: UInt32) {
-        self.idstr = idstr
-        self.instanceID = instanceID
-        self.nextPacketSize = nextPacketSize
+        (self.idstr, self.instanceID, self.nextPacketSize) = (idstr, instanceID, nextPacketSize)
     }
 
     /// The 276 header bytes. Throws if the idstr does not fit or contains a NUL.
@@ -145,10 +140,7 @@ public struct VFIODeviceStatePacketHeader: Sendable, Hashable {
     /// Bit 0: ``flagConfigState``; no other bit is defined.
     public var flags: UInt32
 
-    public init(index: UInt32, flags: UInt32 = 0) {
-        self.index = index
-        self.flags = flags
-    }
+    public init(index: UInt32, flags: UInt32 = 0) { (self.index, self.flags) = (index, flags) }
 
     /// True for the last buffer, which carries the config state.
     public var isConfigState: Bool { flags & Self.flagConfigState != 0 }

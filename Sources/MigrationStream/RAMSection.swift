@@ -34,10 +34,7 @@ public struct RAMBlockInfo: Sendable, Hashable {
     /// The bytes of the block in use (its migrated size).
     public var usedLength: UInt64
 
-    public init(name: String, usedLength: UInt64) {
-        self.name = name
-        self.usedLength = usedLength
-    }
+    public init(name: String, usedLength: UInt64) { (self.name, self.usedLength) = (name, usedLength) }
 }
 
 /// Page counts for one RAM block within one section body.
@@ -49,11 +46,7 @@ public struct RAMPageCount: Sendable, Hashable {
     /// Pages sent as zero pages.
     public var zeroPages: Int
 
-    public init(block: String, pages: Int, zeroPages: Int) {
-        self.block = block
-        self.pages = pages
-        self.zeroPages = zeroPages
-    }
+    public init(block: String, pages: Int, zeroPages: Int) { (self.block, self.pages, self.zeroPages) = (block, pages, zeroPages) }
 }
 
 /// What one `ram` section body held.
@@ -68,10 +61,7 @@ public struct RAMBodySummary: Sendable, Hashable {
     public var multifdFlushes: Int
 
     public init(totalBytes: UInt64? = nil, blocks: [RAMBlockInfo] = [], pageCounts: [RAMPageCount] = [], multifdFlushes: Int = 0) {
-        self.totalBytes = totalBytes
-        self.blocks = blocks
-        self.pageCounts = pageCounts
-        self.multifdFlushes = multifdFlushes
+        (self.totalBytes, self.blocks, self.pageCounts, self.multifdFlushes) = (totalBytes, blocks, pageCounts, multifdFlushes)
     }
 }
 
@@ -94,10 +84,7 @@ public final class RAMBodyParser: SectionBodyParser {
     public static let maxBlocks = 4096
 
     /// A parser for a target page size of `pageSize` bytes; `ignoreShared` when the stream has capability x-ignore-shared.
-    public init(pageSize: Int = 4096, ignoreShared: Bool = false) {
-        self.pageSize = pageSize
-        self.ignoreShared = ignoreShared
-    }
+    public init(pageSize: Int = 4096, ignoreShared: Bool = false) { (self.pageSize, self.ignoreShared) = (pageSize, ignoreShared) }
 
     /// The section with idstr "ram".
     public func owns(_ binding: SectionBinding) -> Bool { binding.idstr == "ram" }

@@ -30,9 +30,7 @@ public struct SectionBinding: Sendable, Hashable, CustomStringConvertible {
     public var versionID: UInt32
 
     public init(idstr: String, instanceID: UInt32, versionID: UInt32) {
-        self.idstr = idstr
-        self.instanceID = instanceID
-        self.versionID = versionID
+        (self.idstr, self.instanceID, self.versionID) = (idstr, instanceID, versionID)
     }
 
     public var description: String { "\(idstr) (instance \(instanceID), version \(versionID))" }
@@ -46,9 +44,7 @@ public struct SectionHeader: Sendable, Hashable {
     public var binding: SectionBinding
 
     public init(kind: SectionKind, sectionID: UInt32, binding: SectionBinding) {
-        self.kind = kind
-        self.sectionID = sectionID
-        self.binding = binding
+        (self.kind, self.sectionID, self.binding) = (kind, sectionID, binding)
     }
 
     public init(kind: SectionKind, sectionID: UInt32, idstr: String, instanceID: UInt32, versionID: UInt32) {
@@ -75,10 +71,7 @@ public struct MachineConfiguration: Sendable, Hashable {
     public var uuid: [UInt8]?
 
     public init(machineType: String, targetPageBits: UInt32? = nil, capabilities: [String]? = nil, uuid: [UInt8]? = nil) {
-        self.machineType = machineType
-        self.targetPageBits = targetPageBits
-        self.capabilities = capabilities
-        self.uuid = uuid
+        (self.machineType, self.targetPageBits, self.capabilities, self.uuid) = (machineType, targetPageBits, capabilities, uuid)
     }
 
     static let pageBitsName = "configuration/target-page-bits"

@@ -18,9 +18,7 @@ public final class SectionBodyReader {
     private let scratch: UnsafeMutableRawBufferPointer
 
     init(reader: StreamReader, mirror: StreamWriter?, header: SectionHeader) {
-        self.reader = reader
-        self.mirror = mirror
-        self.header = header
+        (self.reader, self.mirror, self.header) = (reader, mirror, header)
         self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 8)
     }
 

@@ -20,10 +20,7 @@ public struct VMDescription: Sendable, Hashable {
         public var bodyLength: Int?
 
         public init(name: String, instanceID: UInt32, versionID: UInt32?, bodyLength: Int?) {
-            self.name = name
-            self.instanceID = instanceID
-            self.versionID = versionID
-            self.bodyLength = bodyLength
+            (self.name, self.instanceID, self.versionID, self.bodyLength) = (name, instanceID, versionID, bodyLength)
         }
     }
 
@@ -32,10 +29,7 @@ public struct VMDescription: Sendable, Hashable {
     /// The FULL sections described, in the order they were sent.
     public var devices: [Device]
 
-    public init(pageSize: Int?, devices: [Device]) {
-        self.pageSize = pageSize
-        self.devices = devices
-    }
+    public init(pageSize: Int?, devices: [Device]) { (self.pageSize, self.devices) = (pageSize, devices) }
 
     /// Parses the JSON bytes of a trailer; `offset` is where the JSON starts (for errors).
     public init(json: [UInt8], offset: Int = 0) throws {
@@ -102,10 +96,7 @@ public struct VMDescriptionTrailer: Sendable, Hashable {
     /// The JSON bytes.
     public var json: [UInt8]
 
-    public init(eofOffset: Int, json: [UInt8]) {
-        self.eofOffset = eofOffset
-        self.json = json
-    }
+    public init(eofOffset: Int, json: [UInt8]) { (self.eofOffset, self.json) = (eofOffset, json) }
 
     /// Finds the trailer of a stream file by reading from its end, without walking the stream:
     /// the JSON holds no NUL byte, so the last NUL of the file is the EOF byte or lies in the

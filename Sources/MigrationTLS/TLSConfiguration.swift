@@ -68,9 +68,7 @@ public struct TLSConfiguration: Sendable, Hashable {
     public var awaitServerConfirmation = true
 
     public init(credentials: TLSCredentials, hostname: String? = nil, authorizedClients: [String]? = nil) {
-        self.credentials = credentials
-        self.hostname = hostname
-        self.authorizedClients = authorizedClients
+        (self.credentials, self.hostname, self.authorizedClients) = (credentials, hostname, authorizedClients)
     }
 
     /// The configuration for credentials in `directory`.

@@ -41,8 +41,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
     /// Runs the handshake on `base` within the configuration's handshake timeout. On failure
     /// `base` is closed and the reason thrown as a ``TLSError``.
     init(base: DescriptorConnection, context: TLSContext, hostname: String?) throws {
-        self.base = base
-        self.context = context
+        (self.base, self.context) = (base, context)
         let timeout = context.configuration.handshakeTimeout
         let deadline = ContinuousClock.now + timeout
         var raw: OpaquePointer?

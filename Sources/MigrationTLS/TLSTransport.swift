@@ -20,10 +20,7 @@ public struct TLSTransport: MigrationTransport {
     public let configuration: TLSConfiguration
     private let contexts = ContextCache()
 
-    public init(base: any MigrationTransport, configuration: TLSConfiguration) {
-        self.base = base
-        self.configuration = configuration
-    }
+    public init(base: any MigrationTransport, configuration: TLSConfiguration) { (self.base, self.configuration) = (base, configuration) }
 
     /// The name the destination's certificate must carry: ``TLSConfiguration/hostname``, else
     /// the host of a TCP address.
@@ -66,10 +63,7 @@ public final class TLSListener: MigrationListener {
     public let base: any MigrationListener
     private let context: TLSContext
 
-    init(base: any MigrationListener, context: TLSContext) {
-        self.base = base
-        self.context = context
-    }
+    init(base: any MigrationListener, context: TLSContext) { (self.base, self.context) = (base, context) }
 
     /// Accepts the next connection and completes its handshake; a peer refused by it is a
     /// thrown ``TLSError`` (the migration does not wait for another).

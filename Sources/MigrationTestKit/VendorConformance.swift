@@ -36,10 +36,7 @@ public struct VendorConformance: Sendable {
     /// A simulated device representative of the module's hardware (flags, payload, sizes).
     public let device: SimulatedVFIOConfiguration
 
-    public init(module: VFIOVendorModule, device: SimulatedVFIOConfiguration) {
-        self.module = module
-        self.device = device
-    }
+    public init(module: VFIOVendorModule, device: SimulatedVFIOConfiguration) { (self.module, self.device) = (module, device) }
 
     /// The migrations the suite runs.
     public enum Scenario: String, Sendable, CaseIterable, CustomStringConvertible {

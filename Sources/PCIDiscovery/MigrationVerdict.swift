@@ -48,10 +48,7 @@ public struct MigrationVerdict: Sendable, Hashable {
         /// The kernel's answer, in words, when there is none.
         public var detail: String?
 
-        public init(kind: Kind, detail: String? = nil) {
-            self.kind = kind
-            self.detail = detail
-        }
+        public init(kind: Kind, detail: String? = nil) { (self.kind, self.detail) = (kind, detail) }
     }
 
     /// Which tracking a VMM would use for the guest pages the device writes by DMA, in QEMU's
@@ -99,9 +96,7 @@ public struct MigrationVerdict: Sendable, Hashable {
 
         /// A dirty-tracking fact.
         public init(kind: Kind, source: FlagsSource, detail: String? = nil) {
-            self.kind = kind
-            self.source = source
-            self.detail = detail
+            (self.kind, self.source, self.detail) = (kind, source, detail)
         }
     }
 

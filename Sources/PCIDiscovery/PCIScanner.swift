@@ -12,10 +12,7 @@ public struct PCISkippedEntry: Sendable, Hashable, CustomStringConvertible {
     public var reason: String
 
     /// An entry and the reason it was skipped.
-    public init(name: String, reason: String) {
-        self.name = name
-        self.reason = reason
-    }
+    public init(name: String, reason: String) { (self.name, self.reason) = (name, reason) }
 
     /// `name: reason`.
     public var description: String { "\(name): \(reason)" }
@@ -29,10 +26,7 @@ public struct PCIScanResult: Sendable, Hashable {
     public var skipped: [PCISkippedEntry]
 
     /// A result with the given devices and skipped entries.
-    public init(devices: [PCIDevice], skipped: [PCISkippedEntry] = []) {
-        self.devices = devices
-        self.skipped = skipped
-    }
+    public init(devices: [PCIDevice], skipped: [PCISkippedEntry] = []) { (self.devices, self.skipped) = (devices, skipped) }
 }
 
 /// Reads PCI devices from a sysfs tree: the device's sysfs directory gives its ids, subsystem,

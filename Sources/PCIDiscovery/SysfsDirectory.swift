@@ -28,10 +28,7 @@ final class SysfsDirectory {
         self.fd = fd
     }
 
-    private init(fd: Int32, path: String) {
-        self.fd = fd
-        self.path = path
-    }
+    private init(fd: Int32, path: String) { (self.fd, self.path) = (fd, path) }
 
     /// Opens the entry `name` of this directory as a directory, following a final symbolic link:
     /// one short path walk instead of the whole path again.

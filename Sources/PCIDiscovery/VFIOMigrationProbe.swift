@@ -48,9 +48,7 @@ public struct VFIODeviceProbeResult: Sendable, Hashable {
 
     /// A result with the given answers.
     public init(migration: VFIOProbeOutcome, dmaLogging: VFIODMALoggingOutcome?, iommuDirtyTracking: VFIOIOMMUTrackingOutcome? = nil) {
-        self.migration = migration
-        self.dmaLogging = dmaLogging
-        self.iommuDirtyTracking = iommuDirtyTracking
+        (self.migration, self.dmaLogging, self.iommuDirtyTracking) = (migration, dmaLogging, iommuDirtyTracking)
     }
 }
 
@@ -70,10 +68,7 @@ public struct VFIOMigrationProbe: Sendable {
     }
 
     /// A probe whose every syscall goes through `system` (the simulator's `SimulatedVFIOHost` in tests).
-    package init(paths: VFIOHostPaths, system: any VFIOSyscalls) {
-        self.paths = paths
-        self.system = system
-    }
+    package init(paths: VFIOHostPaths, system: any VFIOSyscalls) { (self.paths, self.system) = (paths, system) }
 
     /// Asks the kernel for the device's migration flags.
     public func probe(_ device: PCIDevice) -> VFIOProbeOutcome {

@@ -8,10 +8,7 @@ public struct VFIOHostPaths: Sendable, Equatable {
     /// Normally "/dev".
     public var devRoot: String
 
-    public init(sysfsRoot: String = "/sys", devRoot: String = "/dev") {
-        self.sysfsRoot = sysfsRoot
-        self.devRoot = devRoot
-    }
+    public init(sysfsRoot: String = "/sys", devRoot: String = "/dev") { (self.sysfsRoot, self.devRoot) = (sysfsRoot, devRoot) }
 }
 
 /// How to obtain the device fd.

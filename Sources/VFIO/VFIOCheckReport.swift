@@ -102,10 +102,7 @@ package struct VFIOCheckResult: Sendable, Equatable {
     package var problems: [String]
     package var passed: Bool { problems.isEmpty }
 
-    package init(name: String, problems: [String]) {
-        self.name = name
-        self.problems = problems
-    }
+    package init(name: String, problems: [String]) { (self.name, self.problems) = (name, problems) }
 
     /// `PASS name` or `FAIL name: problem; problem`.
     package var line: String {

@@ -25,10 +25,7 @@ public struct VFIOConfigRegion: Sendable {
     let client: VFIODeviceClient
     let name: String
 
-    package init(client: VFIODeviceClient, name: String) {
-        self.client = client
-        self.name = name
-    }
+    package init(client: VFIODeviceClient, name: String) { (self.client, self.name) = (client, name) }
 
     /// The region's size (`VFIO_DEVICE_GET_REGION_INFO`).
     public func size() throws(VFIOError) -> Int {

@@ -119,47 +119,38 @@ extension VFIODeviceClient {
     }
 }
 
-/// The DMA-logging operations of a device whose uAPI calls go through a `VFIODeviceClient`
-/// (a kernel device, a simulated one).
-extension VFIOClientBackedDevice {
-    /// Starts the device's DMA log over `ranges` (IOVA, length) at `pageSize`
-    /// (`VFIO_DEVICE_FEATURE_DMA_LOGGING_START`); returns the page size the driver chose.
-    /// - Throws: ``VFIOError/featureUnsupported(operation:device:errno:)`` (ENOTTY: no log ops),
-    ///   ``VFIOError/invalidRequest(operation:device:detail:)`` for ranges the kernel would refuse,
-    ///   ``VFIOError/syscallFailed(operation:device:errno:)`` (EBUSY-style: already started, …).
-    package func startDMALogging(ranges: [(iova: UInt64, length: UInt64)], pageSize: UInt64) throws(VFIOError) -> UInt64 {
-        try client.startDMALogging(ranges: ranges, pageSize: pageSize)
-    }
-
-    /// Stops the device's DMA log (`VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP`).
-    package func stopDMALogging() throws(VFIOError) { try client.stopDMALogging() }
-
-    /// Reads and clears the log of `[iova, iova + length)` at `pageSize` (any power of two ≥ 4 KiB;
-    /// `VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT`). The bitmap is refused before allocation when
-    /// larger than `maxBitmapBytes` (default 256 MiB).
-    package func reportDMALogging(
-        iova: UInt64, length: UInt64, pageSize: UInt64, maxBitmapBytes: UInt64 = VFIOUAPI.type1MaxDirtyBitmapSize
-    ) throws(VFIOError) -> VFIODirtyBitmap {
-        try client.reportDMALogging(iova: iova, length: length, pageSize: pageSize, maxBitmapBytes: maxBitmapBytes)
-    }
-
-    /// Whether the device offers DMA logging: a PROBE of `DMA_LOGGING_START`, which changes nothing.
-    package func probeDMALogging() throws(VFIOError) -> VFIODMALoggingSupport { try client.dmaLoggingSupport() }
+/// A device with a DMA log reached through the VFIO uAPI (`VFIO_DEVICE_FEATURE_DMA_LOGGING_*`):
+/// the one implementation of the DMA-logging calls behind the kernel-backed and the simulated
+/// device (both talk to the device through the same client; only the fd differs).
+public protocol VFIODMALoggingDevice: AnyObject, Sendable {
+    /// The device's DMA log.
+    var dmaLog: VFIODMALog { get }
 }
 
-/// Device dirty tracking (DMA logging) of a kernel device.
-extension KernelVFIODevice {
+/// The handle ``VFIODMALoggingDevice`` gives its calls: the device's uAPI client.
+public struct VFIODMALog: Sendable {
+    let client: VFIODeviceClient
+
+    package init(client: VFIODeviceClient) { self.client = client }
+}
+
+extension VFIODMALoggingDevice {
+    /// Whether the device offers DMA logging (device dirty tracking): a PROBE of
+    /// `DMA_LOGGING_START`, which changes nothing on the device. Throws for errors other than
+    /// the kernel's "unsupported" answers.
+    public func dmaLoggingSupport() throws(VFIOError) -> VFIODMALoggingSupport { try dmaLog.client.dmaLoggingSupport() }
+
     /// Starts the device's DMA log over `ranges` (IOVA, length) at `pageSize`
     /// (`VFIO_DEVICE_FEATURE_DMA_LOGGING_START`); returns the page size the driver chose.
     /// - Throws: ``VFIOError/featureUnsupported(operation:device:errno:)`` (ENOTTY: no log ops),
     ///   ``VFIOError/invalidRequest(operation:device:detail:)`` for ranges the kernel would refuse,
     ///   ``VFIOError/syscallFailed(operation:device:errno:)`` (EBUSY-style: already started, …).
     public func startDMALogging(ranges: [(iova: UInt64, length: UInt64)], pageSize: UInt64) throws(VFIOError) -> UInt64 {
-        try client.startDMALogging(ranges: ranges, pageSize: pageSize)
+        try dmaLog.client.startDMALogging(ranges: ranges, pageSize: pageSize)
     }
 
     /// Stops the device's DMA log (`VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP`).
-    public func stopDMALogging() throws(VFIOError) { try client.stopDMALogging() }
+    public func stopDMALogging() throws(VFIOError) { try dmaLog.client.stopDMALogging() }
 
     /// Reads and clears the log of `[iova, iova + length)` at `pageSize` (any power of two ≥ 4 KiB;
     /// `VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT`). The bitmap is refused before allocation when
@@ -167,14 +158,10 @@ extension KernelVFIODevice {
     public func reportDMALogging(
         iova: UInt64, length: UInt64, pageSize: UInt64, maxBitmapBytes: UInt64 = VFIOUAPI.type1MaxDirtyBitmapSize
     ) throws(VFIOError) -> VFIODirtyBitmap {
-        try client.reportDMALogging(iova: iova, length: length, pageSize: pageSize, maxBitmapBytes: maxBitmapBytes)
+        try dmaLog.client.reportDMALogging(iova: iova, length: length, pageSize: pageSize, maxBitmapBytes: maxBitmapBytes)
     }
-
 }
 
-extension KernelVFIODevice {
-    /// Whether the device offers DMA logging (device dirty tracking): a PROBE of
-    /// `DMA_LOGGING_START`, which changes nothing on the device. Throws for errors other than
-    /// the kernel's "unsupported" answers.
-    public func dmaLoggingSupport() throws(VFIOError) -> VFIODMALoggingSupport { try client.dmaLoggingSupport() }
+extension KernelVFIODevice: VFIODMALoggingDevice {
+    public var dmaLog: VFIODMALog { VFIODMALog(client: client) }
 }

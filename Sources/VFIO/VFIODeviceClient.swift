@@ -28,8 +28,7 @@ package final class VFIODeviceClient: Sendable {
     private let ownsDeviceFD: Bool
 
     package init(deviceFD: Int32, name: String, system: any VFIOSyscalls, ownsDeviceFD: Bool = true) {
-        self.name = name
-        self.system = system
+        (self.name, self.system) = (name, system)
         self.device = Mutex(deviceFD)
         self.ownsDeviceFD = ownsDeviceFD
     }

@@ -37,10 +37,7 @@ public final class VFIOMigrationDataFD: Sendable {
     private static let maxConsecutiveAgain = 64
 
     init(fd: Int32, direction: VFIODataDirection, deviceName: String, system: any VFIOSyscalls, stateCache: VFIODeviceStateCache) {
-        self.direction = direction
-        self.deviceName = deviceName
-        self.system = system
-        self.stateCache = stateCache
+        (self.direction, self.deviceName, self.system, self.stateCache) = (direction, deviceName, system, stateCache)
         self.descriptor = Mutex(fd)
     }
 

@@ -55,9 +55,7 @@ public struct VFIOPrecopyInfo: Sendable, Equatable, CustomStringConvertible {
     public var reinit: Bool
 
     public init(initialBytes: UInt64, dirtyBytes: UInt64, reinit: Bool = false) {
-        self.initialBytes = initialBytes
-        self.dirtyBytes = dirtyBytes
-        self.reinit = reinit
+        (self.initialBytes, self.dirtyBytes, self.reinit) = (initialBytes, dirtyBytes, reinit)
     }
 
     public var description: String { "initial \(initialBytes) B, dirty \(dirtyBytes) B\(reinit ? ", REINIT" : "")" }

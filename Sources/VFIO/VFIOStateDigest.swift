@@ -6,10 +6,7 @@ public struct VFIOStateDigest: Sendable, Hashable, CustomStringConvertible {
     /// The hash of those bytes.
     public let hash: UInt64
 
-    public init(byteCount: UInt64, hash: UInt64) {
-        self.byteCount = byteCount
-        self.hash = hash
-    }
+    public init(byteCount: UInt64, hash: UInt64) { (self.byteCount, self.hash) = (byteCount, hash) }
 
     /// The digest of `bytes`.
     public init(of bytes: some Sequence<UInt8>) {

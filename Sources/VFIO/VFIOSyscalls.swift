@@ -79,10 +79,7 @@ package struct VFIODescriptorFlags: Sendable, Equatable, CustomStringConvertible
     package var closeOnExec: Bool
     package var access: Access
 
-    package init(closeOnExec: Bool, access: Access) {
-        self.closeOnExec = closeOnExec
-        self.access = access
-    }
+    package init(closeOnExec: Bool, access: Access) { (self.closeOnExec, self.access) = (closeOnExec, access) }
 
     package var description: String {
         let mode =

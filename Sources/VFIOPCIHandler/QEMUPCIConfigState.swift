@@ -55,10 +55,7 @@ public final class QEMUPCIConfigState: VFIOPCIConfigState, Sendable {
         public var pendingBits: [UInt8]
         public var vectors: Int { table.count / QEMUPCIConfigState.msixEntrySize }
 
-        public init(table: [UInt8], pendingBits: [UInt8]) {
-            self.table = table
-            self.pendingBits = pendingBits
-        }
+        public init(table: [UInt8], pendingBits: [UInt8]) { (self.table, self.pendingBits) = (table, pendingBits) }
     }
 
     /// PCI_MSIX_ENTRY_SIZE.

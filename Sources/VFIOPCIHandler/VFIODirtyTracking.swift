@@ -114,17 +114,60 @@ func dirtyPageBitmap(_ bitmap: VFIODirtyBitmap, pageSize: UInt64) -> DirtyPageBi
     return result
 }
 
+/// What a VFIO tracker holds between start and stop: the page-aligned IOVA ranges, the page
+/// size the engine asked for, and how the kernel is read (its page size, its bitmap limit).
+struct VFIOTrackingSession: Sendable {
+    var ranges: [(iova: UInt64, length: UInt64)]
+    var pageSize: UInt64
+    var kernelPageSize: UInt64
+    var maxBitmapBytes: UInt64
+
+    /// One read per range, split so that no bitmap exceeds `maxBitmapBytes`, each folded into
+    /// the tracker's page size.
+    func collect(
+        _ read: (_ iova: UInt64, _ length: UInt64, _ pageSize: UInt64, _ maxBitmapBytes: UInt64) throws -> VFIODirtyBitmap
+    ) throws -> [DirtyPageBitmap] {
+        var bitmaps: [DirtyPageBitmap] = []
+        for range in ranges {
+            for piece in VFIODirtyBitmap.chunks(iova: range.iova, length: range.length, pageSize: kernelPageSize, maxBytes: maxBitmapBytes)
+            {
+                bitmaps.append(dirtyPageBitmap(try read(piece.iova, piece.length, kernelPageSize, maxBitmapBytes), pageSize: pageSize))
+            }
+        }
+        return bitmaps
+    }
+}
+
+extension Mutex where Value == VFIOTrackingSession? {
+    /// Ends the session; true when one was running (the caller then stops the kernel's tracking).
+    func end() -> Bool {
+        withLock { session in
+            defer { session = nil }
+            return session != nil
+        }
+    }
+}
+
+/// One tracker object per key (a container fd, an HWPT): what every device sharing it is given.
+struct SharedTrackers<Key: Hashable & Sendable, Tracker: AnyObject & Sendable>: ~Copyable {
+    private let trackers = Mutex<[Key: Tracker]>([:])
+
+    func tracker(for key: Key, make: () -> Tracker) -> Tracker {
+        trackers.withLock { trackers in
+            if let tracker = trackers[key] { return tracker }
+            let tracker = make()
+            trackers[key] = tracker
+            return tracker
+        }
+    }
+}
+
 /// One device's DMA log (`VFIO_DEVICE_FEATURE_DMA_LOGGING_*`) as a tracker.
 public final class VFIODeviceLoggingTracker: DirtyPageTracker {
-    private struct Session {
-        var ranges: [(iova: UInt64, length: UInt64)]
-        var pageSize: UInt64
-    }
-
     public var kind: DirtyTrackingKind { .deviceDMALogging }
     public let trackerName: String
     private let client: VFIODeviceClient
-    private let session = Mutex<Session?>(nil)
+    private let session = Mutex<VFIOTrackingSession?>(nil)
 
     package init(client: VFIODeviceClient) {
         self.client = client
@@ -137,7 +180,10 @@ public final class VFIODeviceLoggingTracker: DirtyPageTracker {
     public func startTracking(ranges: [GuestMemoryRange], pageSize: UInt64) throws {
         let aligned = try alignedRanges(ranges, pageSize: pageSize, owner: trackerName)
         _ = try client.startDMALogging(ranges: aligned, pageSize: pageSize)
-        session.withLock { $0 = Session(ranges: aligned, pageSize: pageSize) }
+        session.withLock {
+            $0 = VFIOTrackingSession(
+                ranges: aligned, pageSize: pageSize, kernelPageSize: pageSize, maxBitmapBytes: VFIOUAPI.type1MaxDirtyBitmapSize)
+        }
         if let first = aligned.first {
             do {
                 _ = try client.reportDMALogging(iova: first.iova, length: pageSize, pageSize: pageSize, maxBitmapBytes: 8)
@@ -150,59 +196,33 @@ public final class VFIODeviceLoggingTracker: DirtyPageTracker {
 
     /// One REPORT per range (split so no bitmap exceeds 256 MiB), read-and-clear.
     public func collectDirtyPages() throws -> [DirtyPageBitmap] {
-        guard let session = session.withLock({ $0 }) else { return [] }
-        var bitmaps: [DirtyPageBitmap] = []
-        for range in session.ranges {
-            for piece in VFIODirtyBitmap.chunks(
-                iova: range.iova, length: range.length, pageSize: session.pageSize, maxBytes: VFIOUAPI.type1MaxDirtyBitmapSize)
-            {
-                let bitmap = try client.reportDMALogging(
-                    iova: piece.iova, length: piece.length, pageSize: session.pageSize, maxBitmapBytes: VFIOUAPI.type1MaxDirtyBitmapSize)
-                bitmaps.append(dirtyPageBitmap(bitmap, pageSize: session.pageSize))
-            }
-        }
-        return bitmaps
+        try session.withLock({ $0 })?.collect { iova, length, pageSize, maxBytes in
+            try client.reportDMALogging(iova: iova, length: length, pageSize: pageSize, maxBitmapBytes: maxBytes)
+        } ?? []
     }
 
     public func stopTracking() {
-        guard
-            session.withLock({ session in
-                defer { session = nil }
-                return session != nil
-            })
-        else { return }
-        try? client.stopDMALogging()
+        if session.end() { try? client.stopDMALogging() }
     }
 }
 
 /// A type1 container's IOMMU dirty tracking (`VFIO_IOMMU_DIRTY_PAGES`) as a tracker: one object
 /// per container, whatever number of devices share it.
 public final class VFIOType1DirtyTracker: DirtyPageTracker {
-    private struct Session {
-        var ranges: [(iova: UInt64, length: UInt64)]
-        var pageSize: UInt64
-        var capability: VFIOType1MigrationCapability
-    }
-
     public var kind: DirtyTrackingKind { .iommu }
     public var trackerName: String { container.name }
     public let container: VFIOType1Container
-    private let session = Mutex<Session?>(nil)
+    private let session = Mutex<VFIOTrackingSession?>(nil)
 
     public init(container: VFIOType1Container) { self.container = container }
 
-    private static let registry = Mutex<[Int32: VFIOType1DirtyTracker]>([:])
+    private static let registry = SharedTrackers<Int32, VFIOType1DirtyTracker>()
 
     /// The tracker of the container at `container`'s fd: the same object for every device that
     /// maps through it. Keyed by the fd number: a VMM that closes a container and opens another
     /// on the same number creates a fresh ``VFIOType1DirtyTracker`` for it instead.
     public static func shared(for container: VFIOType1Container) -> VFIOType1DirtyTracker {
-        registry.withLock { trackers in
-            if let tracker = trackers[container.fileDescriptor.rawValue] { return tracker }
-            let tracker = VFIOType1DirtyTracker(container: container)
-            trackers[container.fileDescriptor.rawValue] = tracker
-            return tracker
-        }
+        registry.tracker(for: container.fileDescriptor.rawValue) { VFIOType1DirtyTracker(container: container) }
     }
 
     /// The shared tracker when GET_INFO has the migration capability, else nil and why.
@@ -220,101 +240,67 @@ public final class VFIOType1DirtyTracker: DirtyPageTracker {
         }
         let aligned = try alignedRanges(ranges, pageSize: max(pageSize, kernelPage), owner: container.name)
         try container.startDirtyTracking()
-        session.withLock { $0 = Session(ranges: aligned, pageSize: pageSize, capability: capability) }
+        session.withLock {
+            $0 = VFIOTrackingSession(
+                ranges: aligned, pageSize: pageSize, kernelPageSize: kernelPage, maxBitmapBytes: capability.maxDirtyBitmapSize)
+        }
     }
 
     /// GET_BITMAP per range at the container's page size (split by `max_dirty_bitmap_size`),
     /// folded into the tracker's page size.
     public func collectDirtyPages() throws -> [DirtyPageBitmap] {
-        guard let session = session.withLock({ $0 }), let kernelPage = session.capability.pageSize else { return [] }
-        var bitmaps: [DirtyPageBitmap] = []
-        for range in session.ranges {
-            for piece in VFIODirtyBitmap.chunks(
-                iova: range.iova, length: range.length, pageSize: kernelPage, maxBytes: session.capability.maxDirtyBitmapSize)
-            {
-                let bitmap = try container.dirtyBitmap(
-                    iova: piece.iova, length: piece.length, pageSize: kernelPage, maxBitmapBytes: session.capability.maxDirtyBitmapSize)
-                bitmaps.append(dirtyPageBitmap(bitmap, pageSize: session.pageSize))
-            }
-        }
-        return bitmaps
+        try session.withLock({ $0 })?.collect { iova, length, pageSize, maxBytes in
+            try container.dirtyBitmap(iova: iova, length: length, pageSize: pageSize, maxBitmapBytes: maxBytes)
+        } ?? []
     }
 
     public func stopTracking() {
-        guard
-            session.withLock({ session in
-                defer { session = nil }
-                return session != nil
-            })
-        else { return }
-        try? container.stopDirtyTracking()
+        if session.end() { try? container.stopDirtyTracking() }
     }
 }
 
 /// An iommufd HWPT's dirty tracking (`IOMMU_HWPT_SET_DIRTY_TRACKING`,
 /// `IOMMU_HWPT_GET_DIRTY_BITMAP`) as a tracker: one object per HWPT.
 public final class VFIOIOMMUFDDirtyTracker: DirtyPageTracker {
-    private struct Session {
-        var ranges: [(iova: UInt64, length: UInt64)]
-        var pageSize: UInt64
-    }
-
     public var kind: DirtyTrackingKind { .iommu }
     public var trackerName: String { "\(iommufd.name) HWPT \(hwptID)" }
     public let iommufd: VFIOIOMMUFD
     public let hwptID: UInt32
-    private let session = Mutex<Session?>(nil)
+    private let session = Mutex<VFIOTrackingSession?>(nil)
 
-    public init(iommufd: VFIOIOMMUFD, hwptID: UInt32) {
-        self.iommufd = iommufd
-        self.hwptID = hwptID
-    }
+    public init(iommufd: VFIOIOMMUFD, hwptID: UInt32) { (self.iommufd, self.hwptID) = (iommufd, hwptID) }
 
     private struct Key: Hashable {
         var fd: Int32
         var hwpt: UInt32
     }
 
-    private static let registry = Mutex<[Key: VFIOIOMMUFDDirtyTracker]>([:])
+    private static let registry = SharedTrackers<Key, VFIOIOMMUFDDirtyTracker>()
 
     /// The tracker of HWPT `hwptID` in `iommufd`: the same object for every device attached to it.
     public static func shared(iommufd: VFIOIOMMUFD, hwptID: UInt32) -> VFIOIOMMUFDDirtyTracker {
-        registry.withLock { trackers in
-            let key = Key(fd: iommufd.fileDescriptor.rawValue, hwpt: hwptID)
-            if let tracker = trackers[key] { return tracker }
-            let tracker = VFIOIOMMUFDDirtyTracker(iommufd: iommufd, hwptID: hwptID)
-            trackers[key] = tracker
-            return tracker
+        registry.tracker(for: Key(fd: iommufd.fileDescriptor.rawValue, hwpt: hwptID)) {
+            VFIOIOMMUFDDirtyTracker(iommufd: iommufd, hwptID: hwptID)
         }
     }
 
     public func startTracking(ranges: [GuestMemoryRange], pageSize: UInt64) throws {
         let aligned = try alignedRanges(ranges, pageSize: pageSize, owner: trackerName)
         try iommufd.setDirtyTracking(hwptID: hwptID, enabled: true)
-        session.withLock { $0 = Session(ranges: aligned, pageSize: pageSize) }
+        session.withLock {
+            $0 = VFIOTrackingSession(
+                ranges: aligned, pageSize: pageSize, kernelPageSize: pageSize, maxBitmapBytes: VFIOUAPI.type1MaxDirtyBitmapSize)
+        }
     }
 
+    /// GET_DIRTY_BITMAP per range (split so no bitmap exceeds 256 MiB), read-and-clear.
     public func collectDirtyPages() throws -> [DirtyPageBitmap] {
-        guard let session = session.withLock({ $0 }) else { return [] }
-        var bitmaps: [DirtyPageBitmap] = []
-        for range in session.ranges {
-            for piece in VFIODirtyBitmap.chunks(
-                iova: range.iova, length: range.length, pageSize: session.pageSize, maxBytes: VFIOUAPI.type1MaxDirtyBitmapSize)
-            {
-                let bitmap = try iommufd.dirtyBitmap(hwptID: hwptID, iova: piece.iova, length: piece.length, pageSize: session.pageSize)
-                bitmaps.append(dirtyPageBitmap(bitmap, pageSize: session.pageSize))
-            }
-        }
-        return bitmaps
+        try session.withLock({ $0 })?.collect { iova, length, pageSize, _ in
+            try iommufd.dirtyBitmap(hwptID: hwptID, iova: iova, length: length, pageSize: pageSize)
+        } ?? []
     }
 
     public func stopTracking() {
-        guard
-            session.withLock({ session in
-                defer { session = nil }
-                return session != nil
-            })
-        else { return }
-        try? iommufd.setDirtyTracking(hwptID: hwptID, enabled: false)
+        if session.end() { try? iommufd.setDirtyTracking(hwptID: hwptID, enabled: false) }
     }
 }

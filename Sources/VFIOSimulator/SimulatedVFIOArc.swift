@@ -6,10 +6,7 @@ public struct SimulatedVFIOArc: Sendable, Equatable, CustomStringConvertible {
     public var from: VFIODeviceState
     public var to: VFIODeviceState
 
-    public init(_ from: VFIODeviceState, _ to: VFIODeviceState) {
-        self.from = from
-        self.to = to
-    }
+    public init(_ from: VFIODeviceState, _ to: VFIODeviceState) { (self.from, self.to) = (from, to) }
 
     public var description: String { "\(from)→\(to)" }
 }
@@ -28,11 +25,7 @@ public struct SimulatedVFIOTransition: Sendable, Hashable, CustomStringConvertib
     public var isReset: Bool
 
     public init(sequence: UInt64, device: String, from: VFIODeviceState, to: VFIODeviceState, isReset: Bool = false) {
-        self.sequence = sequence
-        self.device = device
-        self.from = from
-        self.to = to
-        self.isReset = isReset
+        (self.sequence, self.device, self.from, self.to, self.isReset) = (sequence, device, from, to, isReset)
     }
 
     public var description: String { "#\(sequence) \(device) \(from)→\(to)\(isReset ? " (reset)" : "")" }

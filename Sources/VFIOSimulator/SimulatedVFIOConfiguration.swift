@@ -28,9 +28,7 @@ public struct SimulatedVFIOConfiguration: Sendable, Equatable {
         public var stopCopySizeRecord: Bool
 
         public init(imageSize: UInt64, finalImageSize: UInt64, stopCopySizeRecord: Bool = true) {
-            self.imageSize = imageSize
-            self.finalImageSize = finalImageSize
-            self.stopCopySizeRecord = stopCopySizeRecord
+            (self.imageSize, self.finalImageSize, self.stopCopySizeRecord) = (imageSize, finalImageSize, stopCopySizeRecord)
         }
     }
 
@@ -70,10 +68,7 @@ public struct SimulatedVFIOConfiguration: Sendable, Equatable {
         /// mtty and opaque: the last byte).
         public var final: Duration
 
-        public init(initial: Duration = .zero, final: Duration = .zero) {
-            self.initial = initial
-            self.final = final
-        }
+        public init(initial: Duration = .zero, final: Duration = .zero) { (self.initial, self.final) = (initial, final) }
 
         public static let none = LoadCost()
     }
@@ -91,11 +86,7 @@ public struct SimulatedVFIOConfiguration: Sendable, Equatable {
         public var times: Int?
 
         public init(from: VFIODeviceState, to: VFIODeviceState, errno: Errno = .ioError, entersError: Bool = false, times: Int? = 1) {
-            self.from = from
-            self.to = to
-            self.errno = errno
-            self.entersError = entersError
-            self.times = times
+            (self.from, self.to, self.errno, self.entersError, self.times) = (from, to, errno, entersError, times)
         }
     }
 

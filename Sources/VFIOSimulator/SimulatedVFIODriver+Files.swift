@@ -6,10 +6,7 @@ final class SimulatedSessionRef: Sendable {
     let id: UInt64
     let direction: VFIODataDirection
 
-    init(id: UInt64, direction: VFIODataDirection) {
-        self.id = id
-        self.direction = direction
-    }
+    init(id: UInt64, direction: VFIODataDirection) { (self.id, self.direction) = (id, direction) }
 }
 
 /// The device fd of a simulated device.
@@ -40,10 +37,7 @@ final class SimulatedDataFile: SimulatedFile {
     let driver: SimulatedVFIODriver
     let session: SimulatedSessionRef
 
-    init(driver: SimulatedVFIODriver, session: SimulatedSessionRef) {
-        self.driver = driver
-        self.session = session
-    }
+    init(driver: SimulatedVFIODriver, session: SimulatedSessionRef) { (self.driver, self.session) = (driver, session) }
 
     func ioctl(_ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
         driver.dataIoctl(session, request, argument)

@@ -16,8 +16,7 @@ package final class SimulatedVFIODriver: Sendable {
     let iommu = Mutex<SimulatedIOMMUAttachment?>(nil)
 
     init(configuration: SimulatedVFIOConfiguration, clock: any VFIOSimulationClock) {
-        self.configuration = configuration
-        self.clock = clock
+        (self.configuration, self.clock) = (configuration, clock)
         self.configSpace = Mutex(configuration.pciConfigSpace)
         self.state = Mutex(SimulatedDriverState(configuration: configuration, now: clock.now()))
     }

@@ -148,10 +148,7 @@ private final class SimulatedGroupFile: SimulatedControlFile {
     let number: Int
     let container = Mutex<SimulatedType1ContainerFile?>(nil)
 
-    init(host: SimulatedVFIOHost, number: Int) {
-        self.host = host
-        self.number = number
-    }
+    init(host: SimulatedVFIOHost, number: Int) { (self.host, self.number) = (host, number) }
 
     func ioctl(_ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
         guard case .buffer(let buffer) = argument else { return .failure(.inappropriateIOCTLForDevice) }

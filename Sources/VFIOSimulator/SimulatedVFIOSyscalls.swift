@@ -11,10 +11,7 @@ package struct SimulatedVFIOSyscalls: VFIOSyscalls {
     private let table: SimulatedFileTable
 
     /// A seam over `base` (the live seam unless given) serving the fds of `table`.
-    package init(base: any VFIOSyscalls = VFIOSystem.live, table: SimulatedFileTable = .shared) {
-        self.base = base
-        self.table = table
-    }
+    package init(base: any VFIOSyscalls = VFIOSystem.live, table: SimulatedFileTable = .shared) { (self.base, self.table) = (base, table) }
 
     package func open(_ path: String, _ flags: Int32) -> Result<Int32, Errno> { base.open(path, flags) }
 

@@ -262,9 +262,7 @@ final class FilteredListener: MigrationListener {
     let keep: @Sendable (String, UInt32) -> Bool
 
     init(base: TCPListener, recorder: Recorder, keep: @escaping @Sendable (String, UInt32) -> Bool) {
-        self.base = base
-        self.recorder = recorder
-        self.keep = keep
+        (self.base, self.recorder, self.keep) = (base, recorder, keep)
     }
 
     func accept() throws -> any MigrationConnection {

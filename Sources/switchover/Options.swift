@@ -9,10 +9,7 @@ struct ParsedArgument<Unit: ArgumentUnit>: ExpressibleByArgument, Sendable {
     var value: Unit.Value
     var text: String
 
-    init(_ text: String, _ value: Unit.Value) {
-        self.text = text
-        self.value = value
-    }
+    init(_ text: String, _ value: Unit.Value) { (self.text, self.value) = (text, value) }
 
     init?(argument: String) {
         guard let value = Unit.parse(argument) else { return nil }
