@@ -24,7 +24,10 @@ import SystemPackage
 // each an offset byte, a length byte and that many bytes. Once the input is spent every call
 // fails with EIO, so every retry loop ends.
 
-let errnos: [Errno] = [.interrupted, .invalidArgument, .inappropriateIOCTLForDevice, .notSupported, .ioError, .resourceTemporarilyUnavailable, .noMessage, .badFileDescriptor]
+let errnos: [Errno] = [
+    .interrupted, .invalidArgument, .inappropriateIOCTLForDevice, .notSupported, .ioError, .resourceTemporarilyUnavailable,
+    .noMessage, .badFileDescriptor
+]
 
 enum FD {
     static let container: Int32 = 100
