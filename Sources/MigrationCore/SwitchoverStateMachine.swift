@@ -1,3 +1,7 @@
+// Over 400 lines on purpose: the switchover decision is one pure state machine whose events,
+// actions and the rules that join them are read together (the table-driven tests in
+// SwitchoverStateMachineTests follow it top to bottom); splitting it would scatter one rule set.
+
 import MigrationStream
 
 /// The source's switchover decision: when to stop the guest, as a pure state machine.

@@ -43,20 +43,10 @@ struct VFIODeviceOpener {
 
     // MARK: Helpers
 
-    private func openNode(_ path: String) -> Result<Int32, Errno> {
-        while true {
-            let result = system.open(path, openFlags)
-            if case .failure(.interrupted) = result { continue }
-            return result
-        }
-    }
+    private func openNode(_ path: String) -> Result<Int32, Errno> { system.openRestarting(path, openFlags) }
 
     private func ioctl(_ fd: Int32, _ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
-        while true {
-            let result = system.ioctl(fd, request, argument)
-            if case .failure(.interrupted) = result { continue }
-            return result
-        }
+        system.ioctlRestarting(fd, request, argument)
     }
 
     private func ioctl(_ fd: Int32, _ request: UInt, bytes: inout [UInt8]) -> Result<Int32, Errno> {

@@ -119,26 +119,40 @@ extension VFIODeviceClient {
     }
 }
 
-/// A device with a DMA log reached through the VFIO uAPI (`VFIO_DEVICE_FEATURE_DMA_LOGGING_*`):
-/// the one implementation of the DMA-logging calls behind the kernel-backed and the simulated
-/// device (both talk to the device through the same client; only the fd differs).
-public protocol VFIODMALoggingDevice: AnyObject, Sendable {
-    /// The device's DMA log.
-    var dmaLog: VFIODMALog { get }
+/// A device reached through the VFIO uAPI: the one implementation of the migration calls
+/// (``VFIOMigrationDevice``) and of DMA logging (`VFIO_DEVICE_FEATURE_DMA_LOGGING_*`) behind the
+/// kernel-backed and the simulated device — both talk to the device through the same client;
+/// only the fd differs.
+public protocol VFIOUAPIDevice: VFIOMigrationDevice {
+    /// The device's uAPI client.
+    var uapi: VFIODeviceUAPI { get }
 }
 
-/// The handle ``VFIODMALoggingDevice`` gives its calls: the device's uAPI client.
-public struct VFIODMALog: Sendable {
+/// The handle ``VFIOUAPIDevice`` gives its calls: the device's uAPI client.
+public struct VFIODeviceUAPI: Sendable {
     let client: VFIODeviceClient
 
     package init(client: VFIODeviceClient) { self.client = client }
 }
 
-extension VFIODMALoggingDevice {
+extension VFIOUAPIDevice {
+    public func migrationFlags() throws(VFIOError) -> VFIOMigrationFlags? { try uapi.client.migrationFlags() }
+
+    public func deviceState() throws(VFIOError) -> VFIODeviceState { try uapi.client.deviceState() }
+
+    @discardableResult
+    public func setState(_ state: VFIODeviceState) throws(VFIOError) -> VFIOMigrationDataFD? { try uapi.client.setState(state) }
+
+    public func stopCopySize() throws(VFIOError) -> UInt64 { try uapi.client.stopCopySize() }
+
+    public func reset() throws(VFIOError) { try uapi.client.reset() }
+
+    public func enablePrecopyInfoV2() throws(VFIOError) -> Bool { try uapi.client.enablePrecopyInfoV2() }
+
     /// Whether the device offers DMA logging (device dirty tracking): a PROBE of
     /// `DMA_LOGGING_START`, which changes nothing on the device. Throws for errors other than
     /// the kernel's "unsupported" answers.
-    public func dmaLoggingSupport() throws(VFIOError) -> VFIODMALoggingSupport { try dmaLog.client.dmaLoggingSupport() }
+    public func dmaLoggingSupport() throws(VFIOError) -> VFIODMALoggingSupport { try uapi.client.dmaLoggingSupport() }
 
     /// Starts the device's DMA log over `ranges` (IOVA, length) at `pageSize`
     /// (`VFIO_DEVICE_FEATURE_DMA_LOGGING_START`); returns the page size the driver chose.
@@ -146,11 +160,11 @@ extension VFIODMALoggingDevice {
     ///   ``VFIOError/invalidRequest(operation:device:detail:)`` for ranges the kernel would refuse,
     ///   ``VFIOError/syscallFailed(operation:device:errno:)`` (EBUSY-style: already started, …).
     public func startDMALogging(ranges: [(iova: UInt64, length: UInt64)], pageSize: UInt64) throws(VFIOError) -> UInt64 {
-        try dmaLog.client.startDMALogging(ranges: ranges, pageSize: pageSize)
+        try uapi.client.startDMALogging(ranges: ranges, pageSize: pageSize)
     }
 
     /// Stops the device's DMA log (`VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP`).
-    public func stopDMALogging() throws(VFIOError) { try dmaLog.client.stopDMALogging() }
+    public func stopDMALogging() throws(VFIOError) { try uapi.client.stopDMALogging() }
 
     /// Reads and clears the log of `[iova, iova + length)` at `pageSize` (any power of two ≥ 4 KiB;
     /// `VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT`). The bitmap is refused before allocation when
@@ -158,10 +172,10 @@ extension VFIODMALoggingDevice {
     public func reportDMALogging(
         iova: UInt64, length: UInt64, pageSize: UInt64, maxBitmapBytes: UInt64 = VFIOUAPI.type1MaxDirtyBitmapSize
     ) throws(VFIOError) -> VFIODirtyBitmap {
-        try dmaLog.client.reportDMALogging(iova: iova, length: length, pageSize: pageSize, maxBitmapBytes: maxBitmapBytes)
+        try uapi.client.reportDMALogging(iova: iova, length: length, pageSize: pageSize, maxBitmapBytes: maxBitmapBytes)
     }
 }
 
-extension KernelVFIODevice: VFIODMALoggingDevice {
-    public var dmaLog: VFIODMALog { VFIODMALog(client: client) }
+extension KernelVFIODevice: VFIOUAPIDevice {
+    public var uapi: VFIODeviceUAPI { VFIODeviceUAPI(client: client) }
 }

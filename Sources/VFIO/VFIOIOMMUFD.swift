@@ -23,19 +23,15 @@ public final class VFIOIOMMUFD: Sendable {
     }
 
     private func call(_ request: UInt, _ bytes: inout [UInt8], _ operation: VFIOOperation) throws(VFIOError) {
-        while true {
-            let result = bytes.withUnsafeMutableBytes { system.ioctl(fileDescriptor.rawValue, request, .buffer($0)) }
-            switch result {
-            case .success: return
-            case .failure(.interrupted): continue
-            case .failure(let errno) where errno == .notSupported || errno == .inappropriateIOCTLForDevice:
-                // iommufd's convention (include/uapi/linux/iommufd.h): EOPNOTSUPP for a known field
-                // with a value the kernel (here: the IOMMU) does not support, ENOTTY for an ioctl
-                // the kernel does not have.
-                throw VFIOError.featureUnsupported(operation: operation, device: name, errno: errno)
-            case .failure(let errno):
-                throw VFIOError.syscallFailed(operation: operation, device: name, errno: errno)
-            }
+        switch system.ioctlRestarting(fileDescriptor.rawValue, request, bytes: &bytes) {
+        case .success: return
+        case .failure(let errno) where errno == .notSupported || errno == .inappropriateIOCTLForDevice:
+            // iommufd's convention (include/uapi/linux/iommufd.h): EOPNOTSUPP for a known field
+            // with a value the kernel (here: the IOMMU) does not support, ENOTTY for an ioctl
+            // the kernel does not have.
+            throw VFIOError.featureUnsupported(operation: operation, device: name, errno: errno)
+        case .failure(let errno):
+            throw VFIOError.syscallFailed(operation: operation, device: name, errno: errno)
         }
     }
 

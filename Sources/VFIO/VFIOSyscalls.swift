@@ -49,6 +49,31 @@ package protocol VFIOSyscalls: Sendable {
     func listDirectory(_ path: String) -> Result<[String], Errno>
 }
 
+extension VFIOSyscalls {
+    /// `ioctl(2)`, repeated while it fails with EINTR (nothing was done: the call is restartable).
+    package func ioctlRestarting(_ fd: Int32, _ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        while true {
+            let result = ioctl(fd, request, argument)
+            if case .failure(.interrupted) = result { continue }
+            return result
+        }
+    }
+
+    /// ``ioctlRestarting(_:_:_:)`` with `bytes` as the argument buffer.
+    package func ioctlRestarting(_ fd: Int32, _ request: UInt, bytes: inout [UInt8]) -> Result<Int32, Errno> {
+        bytes.withUnsafeMutableBytes { ioctlRestarting(fd, request, .buffer($0)) }
+    }
+
+    /// `open(2)`, repeated while it fails with EINTR.
+    package func openRestarting(_ path: String, _ flags: Int32) -> Result<Int32, Errno> {
+        while true {
+            let result = open(path, flags)
+            if case .failure(.interrupted) = result { continue }
+            return result
+        }
+    }
+}
+
 /// Access to the process's syscall layer.
 package enum VFIOSystem {
     /// The real syscalls: libc, with no simulator behind any fd.

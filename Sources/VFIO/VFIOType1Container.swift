@@ -68,11 +68,7 @@ public final class VFIOType1Container: Sendable {
     }
 
     private func ioctl(_ request: UInt, _ bytes: inout [UInt8]) -> Result<Int32, Errno> {
-        while true {
-            let result = bytes.withUnsafeMutableBytes { system.ioctl(fileDescriptor.rawValue, request, .buffer($0)) }
-            if case .failure(.interrupted) = result { continue }
-            return result
-        }
+        system.ioctlRestarting(fileDescriptor.rawValue, request, bytes: &bytes)
     }
 
     // MARK: GET_INFO

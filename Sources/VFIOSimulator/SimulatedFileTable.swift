@@ -31,6 +31,18 @@ extension SimulatedFile {
     package func pwrite(from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> { .failure(positionalIOError) }
 }
 
+/// Files without read/write (EINVAL, as the kernel's ioctl-only files answer), never readable
+/// in poll, and nothing to do on close unless they say so: every simulated file but devices' data.
+package protocol SimulatedControlFile: SimulatedFile {}
+
+extension SimulatedControlFile {
+    package func read(into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
+    package func write(from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
+    package func poll(events: Int16) -> Int16 { 0 }
+    package var positionalIOError: Errno { .invalidArgument }
+    package func release() {}
+}
+
 /// Process-wide map from real fd numbers to the simulated files behind them. An entry lives from the
 /// fd's creation until it is closed through the simulated seam (`SimulatedVFIOSyscalls`). Only that
 /// seam consults the table: the live seam (`VFIOSystem.live`) knows nothing of it.

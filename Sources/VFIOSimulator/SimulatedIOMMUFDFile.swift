@@ -7,7 +7,7 @@ import VFIO
 /// pages: ``SimulatedVFIOConfiguration/iommuDirtyTracking``, else EOPNOTSUPP as
 /// hw_pagetable.c), HWPT_SET_DIRTY_TRACKING and HWPT_GET_DIRTY_BITMAP (EOPNOTSUPP on a HWPT
 /// without dirty tracking, ENOENT for an unknown id). Errnos follow iommufd.h's convention.
-package final class SimulatedIOMMUFDFile: SimulatedFile {
+package final class SimulatedIOMMUFDFile: SimulatedControlFile {
     struct HWPT {
         var ioas: UInt32
         /// The HWPT's dirty log: nil when allocated without dirty tracking.
@@ -160,9 +160,4 @@ package final class SimulatedIOMMUFDFile: SimulatedFile {
         return storeBitmap(words, at: get.data).map { 0 }
     }
 
-    package func read(into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
-    package func write(from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
-    package func poll(events: Int16) -> Int16 { 0 }
-    package var positionalIOError: Errno { .invalidArgument }
-    package func release() {}
 }

@@ -6,7 +6,7 @@ import VFIO
 /// version, extensions, SET_IOMMU, then GET_INFO with its capability chain, MAP_DMA/UNMAP_DMA and
 /// DIRTY_PAGES. With `migrationCapability` false it is a type1 driver from before 5.8: GET_INFO
 /// has no migration capability and DIRTY_PAGES is an unknown ioctl (ENOTTY).
-package final class SimulatedType1ContainerFile: SimulatedFile {
+package final class SimulatedType1ContainerFile: SimulatedControlFile {
     struct State {
         var groups = 0
         var iommuType: UInt?
@@ -174,11 +174,6 @@ package final class SimulatedType1ContainerFile: SimulatedFile {
         }
     }
 
-    package func read(into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
-    package func write(from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
-    package func poll(events: Int16) -> Int16 { 0 }
-    package var positionalIOError: Errno { .invalidArgument }
-    package func release() {}
 }
 
 /// A simulated type1 container of its own (no simulated host): a real fd, already holding a group

@@ -1,8 +1,8 @@
 import SystemPackage
 import VFIO
 
-extension SimulatedVFIODevice: VFIODMALoggingDevice {
-    public var dmaLog: VFIODMALog { VFIODMALog(client: client) }
+extension SimulatedVFIODevice: VFIOUAPIDevice {
+    public var uapi: VFIODeviceUAPI { VFIODeviceUAPI(client: client) }
 }
 
 extension SimulatedVFIODevice {

@@ -43,20 +43,7 @@ public final class SimulatedVFIODevice: VFIOMigrationDevice {
 
     public var name: String { configuration.name }
 
-    public func migrationFlags() throws(VFIOError) -> VFIOMigrationFlags? { try client.migrationFlags() }
-
-    public func deviceState() throws(VFIOError) -> VFIODeviceState { try client.deviceState() }
-
-    @discardableResult
-    public func setState(_ state: VFIODeviceState) throws(VFIOError) -> VFIOMigrationDataFD? {
-        try client.setState(state)
-    }
-
-    public func stopCopySize() throws(VFIOError) -> UInt64 { try client.stopCopySize() }
-
-    public func reset() throws(VFIOError) { try client.reset() }
-
-    public func enablePrecopyInfoV2() throws(VFIOError) -> Bool { try client.enablePrecopyInfoV2() }
+    // migrationFlags, deviceState, setState, stopCopySize, reset, enablePrecopyInfoV2: VFIOUAPIDevice.
 
     /// Closes the device fd: every data fd is disabled and the device is back at RUNNING.
     public func close() throws(VFIOError) { try client.close() }

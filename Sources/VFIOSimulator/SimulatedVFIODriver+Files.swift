@@ -10,7 +10,7 @@ final class SimulatedSessionRef: Sendable {
 }
 
 /// The device fd of a simulated device.
-final class SimulatedDeviceFile: SimulatedFile {
+final class SimulatedDeviceFile: SimulatedControlFile {
     let driver: SimulatedVFIODriver
 
     init(driver: SimulatedVFIODriver) { self.driver = driver }
@@ -18,17 +18,14 @@ final class SimulatedDeviceFile: SimulatedFile {
     func ioctl(_ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
         driver.deviceIoctl(request, argument)
     }
-    // Device fds read and write regions at offsets: the simulator has the config region alone.
-    func read(into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
-    func write(from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
+    // Device fds read and write regions at offsets (the simulator has the config region alone);
+    // read/write without an offset: EINVAL (SimulatedControlFile).
     func pread(into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
         driver.configRead(into: buffer, offset: offset)
     }
     func pwrite(from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
         driver.configWrite(from: buffer, offset: offset)
     }
-    func poll(events: Int16) -> Int16 { 0 }
-    var positionalIOError: Errno { .invalidArgument }
     func release() { driver.deviceReleased() }
 }
 

@@ -132,16 +132,6 @@ package final class SimulatedVFIOHost: VFIOSyscalls {
     }
 }
 
-/// Files without read/write: every simulated host file but devices' data.
-private protocol SimulatedControlFile: SimulatedFile {}
-extension SimulatedControlFile {
-    func read(into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
-    func write(from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
-    func poll(events: Int16) -> Int16 { 0 }
-    var positionalIOError: Errno { .invalidArgument }
-    func release() {}
-}
-
 /// /dev/vfio/N.
 private final class SimulatedGroupFile: SimulatedControlFile {
     let host: SimulatedVFIOHost
@@ -184,7 +174,7 @@ private final class SimulatedGroupFile: SimulatedControlFile {
 }
 
 /// /dev/vfio/devices/vfioX: inert until bound to an iommufd, then the device fd.
-private final class SimulatedCDevFile: SimulatedFile {
+private final class SimulatedCDevFile: SimulatedControlFile {
     struct State {
         var boundTo: Int32?
         var iommufd: SimulatedIOMMUFDFile?
@@ -233,10 +223,6 @@ private final class SimulatedCDevFile: SimulatedFile {
         }
     }
 
-    func read(into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
-    func write(from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { .failure(.invalidArgument) }
-    func poll(events: Int16) -> Int16 { 0 }
-    var positionalIOError: Errno { .invalidArgument }
     func release() {
         if state.withLock({ $0.boundTo != nil }) { driver.deviceReleased() }
     }

@@ -266,10 +266,16 @@ qemu_start qlive 3 "$QEMU_LIVE_SRC"
 sleep 3
 # A guest's writes through QEMU, so the device's state is not a fresh one: three bytes into port 0's FIFO
 # at the I/O address the BIOS gave BAR0 (`info pci`), as step 4's source does through VFIO.
-mark=$(log_mark qlive)
-hmp 3 "info pci"
-sleep 2
-io=$(log_since qlive "$mark" | sed -n '/device *4,/,/BAR0/s/.*BAR0: I\/O at \(0x[0-9a-f]*\).*/\1/p' | head -n 1)
+# The BIOS assigns BAR0 some time after start (TCG inside TCG: seconds to a minute under load), and
+# QEMU answers `info pci` when it gets to it: ask every 2 s until BAR0 has an address, for up to 120 s.
+io=""
+for _ in $(seq 1 60); do
+    mark=$(log_mark qlive)
+    hmp 3 "info pci"
+    sleep 2
+    io=$(log_since qlive "$mark" | sed -n '/device *4,/,/BAR0/s/.*BAR0: I\/O at \(0x[0-9a-f]*\).*/\1/p' | head -n 1)
+    case "$io" in "" | 0x0 | 0xffff*) io="" ;; *) break ;; esac
+done
 info "QEMU's mtty BAR0: I/O at ${io:-?}"
 if [ -n "$io" ]; then
     for b in 0x51 0x45 0x4d; do hmp 3 "o /b $io $b"; done
