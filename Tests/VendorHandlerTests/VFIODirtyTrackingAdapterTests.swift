@@ -197,7 +197,9 @@ private struct CapabilityRewritingSyscalls: VFIOSyscalls {
 struct VFIOType1CapabilityTests {
     static let ram = GuestMemoryRange(start: 0x4000_0000, length: 32 * 4096)
 
-    private static func tracker(pageSizeBitmap: UInt64, maxDirtyBitmapSize: UInt64) throws -> (SimulatedVFIOContainer, VFIOType1DirtyTracker) {
+    private static func tracker(pageSizeBitmap: UInt64, maxDirtyBitmapSize: UInt64) throws -> (
+        SimulatedVFIOContainer, VFIOType1DirtyTracker
+    ) {
         let owner = try SimulatedVFIOContainer()
         let system = CapabilityRewritingSyscalls(pageSizeBitmap: pageSizeBitmap, maxDirtyBitmapSize: maxDirtyBitmapSize)
         let container = VFIOType1Container(fileDescriptor: try #require(owner.fileDescriptor), system: system)
