@@ -24,7 +24,7 @@ if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 # would replace the main of the match-table compiler the build runs): libFuzzer is linked into
 # the fuzz targets alone (Fuzz/Package.swift). Release configuration with testability: the
 # targets that reach internal types (the return-path reader, the channel classifier, the sysfs
-# readers) use @testable imports.
+# readers, the VFIO syscall seam and device client) use @testable imports.
 FLAGS=(-c release -Xswiftc -enable-testing -Xswiftc -sanitize=address
        -Xswiftc -sanitize-coverage=edge,indirect-calls,trace-cmp,inline-8bit-counters,pc-table)
 echo "fuzz: building Fuzz/ (AddressSanitizer + libFuzzer)"
