@@ -51,6 +51,12 @@ let package = Package(
         fuzzTarget("fuzz-match-table", ["DeviceMatch"]),
         // PCIDiscovery's sysfs attribute readers over a device directory written from the input.
         fuzzTarget("fuzz-sysfs", ["PCIDiscovery"]),
+        // A foreign stream cut down to chosen sections: SectionSelection and SelectedFileTransport
+        // over a file, SectionFilteringConnection (its walker thread) over a live stream.
+        fuzzTarget("fuzz-section-filter", ["MigrationCore", "MigrationStream"]),
+        // The kernel's dirty-tracking and pre-copy answers (type1 GET_INFO chain, GET_BITMAP, DMA
+        // logging REPORT, iommufd GET_DIRTY_BITMAP, PRECOPY_INFO) from a VFIOSyscalls seam fed the input.
+        fuzzTarget("fuzz-vfio-replies", ["VFIO", "VFIOPCIHandler", "MigrationCore"]),
         // Writes the seed corpora: the committed fixtures plus captures of real migrations.
         .executableTarget(
             name: "fuzz-seeds",

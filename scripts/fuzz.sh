@@ -16,14 +16,15 @@ cd "$(dirname "$0")/.."
 SWIFT=${SWIFT:-swift}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_DIR=${FUZZ_DIR:-.fuzz}
-ALL_TARGETS=(fuzz-stream-walker fuzz-destination fuzz-return-path fuzz-multifd fuzz-mlx5-records fuzz-match-table fuzz-sysfs)
+ALL_TARGETS=(fuzz-stream-walker fuzz-destination fuzz-return-path fuzz-multifd fuzz-mlx5-records fuzz-match-table fuzz-sysfs
+             fuzz-section-filter fuzz-vfio-replies)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 
 # The flags -sanitize=fuzzer gives the code it compiles, minus linking libFuzzer's main (which
 # would replace the main of the match-table compiler the build runs): libFuzzer is linked into
 # the fuzz targets alone (Fuzz/Package.swift). Release configuration with testability: the
 # targets that reach internal types (the return-path reader, the channel classifier, the sysfs
-# readers) use @testable imports.
+# readers, the VFIO syscall seam and device client) use @testable imports.
 FLAGS=(-c release -Xswiftc -enable-testing -Xswiftc -sanitize=address
        -Xswiftc -sanitize-coverage=edge,indirect-calls,trace-cmp,inline-8bit-counters,pc-table)
 echo "fuzz: building Fuzz/ (AddressSanitizer + libFuzzer)"

@@ -64,9 +64,11 @@ public struct VFIODirtyBitmap: Sendable, Hashable {
     /// `max_dirty_bitmap_size`). `iova`/`length` must already be aligned to `pageSize`.
     public static func chunks(iova: UInt64, length: UInt64, pageSize: UInt64, maxBytes: UInt64) -> [(iova: UInt64, length: UInt64)] {
         guard pageSize > 0, maxBytes >= 8 else { return [] }
-        // Whole words only, so every chunk but the last covers a multiple of 64 pages.
-        let (span, overflow) = (maxBytes / 8 * 64).multipliedReportingOverflow(by: pageSize)
-        let chunk = overflow ? UInt64.max - UInt64.max % pageSize : span
+        // Whole words only, so every chunk but the last covers a multiple of 64 pages. `maxBytes`
+        // may be the kernel's `max_dirty_bitmap_size`, any u64: both products are checked.
+        let (pages, pagesOverflow) = (maxBytes / 8).multipliedReportingOverflow(by: 64)
+        let (span, overflow) = pages.multipliedReportingOverflow(by: pageSize)
+        let chunk = pagesOverflow || overflow ? UInt64.max - UInt64.max % pageSize : span
         var pieces: [(UInt64, UInt64)] = []
         var offset: UInt64 = 0
         while offset < length {

@@ -233,10 +233,24 @@ public final class VFIOType1DirtyTracker: DirtyPageTracker {
         return (shared(for: container), "")
     }
 
-    /// GET_INFO (the capability's page size and bitmap limit), then DIRTY_PAGES START.
+    /// The largest IOMMU page size a container's migration capability may log at (the largest
+    /// IOMMU page of x86 and arm64): the ranges are widened to it and folded back at the VMM's
+    /// page size, so a larger one would make the folded bitmaps as large as the kernel says.
+    static let maxKernelPageSize: UInt64 = 1 << 30
+
+    /// GET_INFO (the capability's page size and bitmap limit), then DIRTY_PAGES START. The
+    /// capability is the kernel's word: a page size outside 4 KiB…1 GiB, or a bitmap limit
+    /// under one u64 word (no range could be read), is refused before anything starts.
     public func startTracking(ranges: [GuestMemoryRange], pageSize: UInt64) throws {
         guard let capability = try container.info().migration, let kernelPage = capability.pageSize else {
             throw VFIOError.featureUnsupported(operation: .startDirtyPages, device: container.name, errno: .inappropriateIOCTLForDevice)
+        }
+        guard kernelPage >= 4096, kernelPage <= Self.maxKernelPageSize, capability.maxDirtyBitmapSize >= 8 else {
+            throw VFIOError.unexpectedReply(
+                operation: .iommuGetInfo, device: container.name,
+                detail:
+                    "migration capability with page size \(kernelPage) and max_dirty_bitmap_size \(capability.maxDirtyBitmapSize) "
+                    + "(a page of 4 KiB to 1 GiB and a bitmap of at least 8 bytes expected)")
         }
         let aligned = try alignedRanges(ranges, pageSize: max(pageSize, kernelPage), owner: container.name)
         try container.startDirtyTracking()

@@ -130,6 +130,20 @@ struct DirtyTrackingHostileTests {
         #expect(!device.isDMALoggingActive)
     }
 
+    @Test(
+        "A kernel's max_dirty_bitmap_size of 2^61 bytes or more splits a range without overflow",
+        arguments: [UInt64(1) << 61, UInt64.max, UInt64.max - 7])
+    func hugeBitmapLimit(maxBytes: UInt64) {
+        // Found by fuzz-vfio-replies: (maxBytes / 8 * 64) trapped for these values.
+        let pieces = VFIODirtyBitmap.chunks(iova: 1 << 20, length: 1 << 30, pageSize: 4096, maxBytes: maxBytes)
+        #expect(pieces.count == 1)
+        #expect(pieces.first?.iova == 1 << 20)
+        #expect(pieces.first?.length == 1 << 30)
+        let huge = VFIODirtyBitmap.chunks(iova: 0, length: .max - 4095, pageSize: 4096, maxBytes: maxBytes)
+        #expect(huge.reduce(UInt64(0)) { $0 &+ $1.length } == UInt64.max - 4095)
+        #expect(huge.allSatisfy { $0.length % 4096 == 0 })
+    }
+
     @Test("Bitmaps are bounded before allocation; chunks never exceed the limit")
     func bounds() {
         #expect(throws: VFIODirtyBitmap.BitmapRequestError.self) {

@@ -157,3 +157,81 @@ struct VFIODirtyTrackingAdapterTests {
         tracker.stopTracking()
     }
 }
+
+/// The simulated kernel, with the migration capability of its GET_INFO answer (at offset 24 of
+/// the second, full call) rewritten: `pgsize_bitmap` at 40, `max_dirty_bitmap_size` at 48.
+private struct CapabilityRewritingSyscalls: VFIOSyscalls {
+    let base = VFIOSystem.simulated
+    let pageSizeBitmap: UInt64
+    let maxDirtyBitmapSize: UInt64
+
+    func ioctl(_ fd: Int32, _ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        let result = base.ioctl(fd, request, argument)
+        if request == VFIOUAPI.iommuGetInfo, case .buffer(let buffer) = argument, buffer.count >= 56 {
+            for i in 0..<8 {
+                buffer[40 + i] = UInt8(truncatingIfNeeded: pageSizeBitmap >> (8 * UInt64(i)))
+                buffer[48 + i] = UInt8(truncatingIfNeeded: maxDirtyBitmapSize >> (8 * UInt64(i)))
+            }
+        }
+        return result
+    }
+    func open(_ path: String, _ flags: Int32) -> Result<Int32, Errno> { base.open(path, flags) }
+    func close(_ fd: Int32) -> Result<Void, Errno> { base.close(fd) }
+    func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { base.read(fd, into: buffer) }
+    func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { base.write(fd, from: buffer) }
+    func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
+        base.pread(fd, into: buffer, offset: offset)
+    }
+    func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
+        base.pwrite(fd, from: buffer, offset: offset)
+    }
+    func lseek(_ fd: Int32, _ offset: Int64, _ whence: Int32) -> Result<Int64, Errno> { base.lseek(fd, offset, whence) }
+    func poll(_ fd: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
+        base.poll(fd, events: events, timeoutMilliseconds: timeoutMilliseconds)
+    }
+    func readlink(_ path: String) -> Result<String, Errno> { base.readlink(path) }
+    func listDirectory(_ path: String) -> Result<[String], Errno> { base.listDirectory(path) }
+}
+
+@Suite("A type1 container's migration capability is the kernel's word: checked before tracking starts")
+struct VFIOType1CapabilityTests {
+    static let ram = GuestMemoryRange(start: 0x4000_0000, length: 32 * 4096)
+
+    private static func tracker(pageSizeBitmap: UInt64, maxDirtyBitmapSize: UInt64) throws -> (
+        SimulatedVFIOContainer, VFIOType1DirtyTracker
+    ) {
+        let owner = try SimulatedVFIOContainer()
+        let system = CapabilityRewritingSyscalls(pageSizeBitmap: pageSizeBitmap, maxDirtyBitmapSize: maxDirtyBitmapSize)
+        let container = VFIOType1Container(fileDescriptor: try #require(owner.fileDescriptor), system: system)
+        return (owner, VFIOType1DirtyTracker(container: container))
+    }
+
+    @Test(
+        "A page size outside 4 KiB…1 GiB or a bitmap limit under 8 bytes is refused",
+        arguments: [
+            // Found by fuzz-vfio-replies: a 2^62-byte page widened the ranges to 2^62 bytes and the
+            // folded bitmap at 4 KiB asked for 8 GiB.
+            (UInt64(1) << 62, UInt64(256) << 20),
+            (2 << 30, 256 << 20),
+            // A 1-byte page: billions of pages for a small guest.
+            (1, 256 << 20),
+            // No range fits a bitmap of 0 bytes: every collect would have reported nothing dirty.
+            (4096, 0), (4096, 7)
+        ])
+    func refused(pageSizeBitmap: UInt64, maxDirtyBitmapSize: UInt64) throws {
+        let (owner, tracker) = try Self.tracker(pageSizeBitmap: pageSizeBitmap, maxDirtyBitmapSize: maxDirtyBitmapSize)
+        defer { owner.close() }
+        #expect(throws: VFIOError.self) { try tracker.startTracking(ranges: [Self.ram], pageSize: 4096) }
+        #expect(try tracker.collectDirtyPages().isEmpty)
+        tracker.stopTracking()
+    }
+
+    @Test("Linux's capability (4 KiB pages, 256 MiB bitmaps) and a 1 GiB page are accepted", arguments: [UInt64(4096), 1 << 30])
+    func accepted(pageSizeBitmap: UInt64) throws {
+        let (owner, tracker) = try Self.tracker(pageSizeBitmap: pageSizeBitmap, maxDirtyBitmapSize: 256 << 20)
+        defer { owner.close() }
+        // START succeeds (GET_BITMAP needs mappings, which this container has none of).
+        try tracker.startTracking(ranges: [Self.ram], pageSize: 4096)
+        tracker.stopTracking()
+    }
+}

@@ -144,6 +144,20 @@ func run() async throws {
         + entry(2, "../../../kernel/iommu_groups/7") + entry(0, "") + entry(2, "../0000:00:01.1") + entry(2, "../0000:00:01.2")
         + entry(0, "") + entry(3, "vfio0/vfio12") + entry(0, "")
     try seed("fuzz-sysfs", "pf", pf)
+    // Section filter: the QEMU fixtures (each with a VMDESCRIPTION trailer) under a few modes:
+    // keep all, keep none, keep the VFIO sections (by parity in 1-byte reads), odd pieces.
+    for name in try FileManager.default.contentsOfDirectory(atPath: fixtures.path).sorted() where name.hasSuffix(".mig") {
+        let bytes = [UInt8](try Data(contentsOf: fixtures.appendingPathComponent(name)))
+        for (label, mode) in [("all", UInt8(0x00)), ("none", 0x05), ("vfio", 0x0A), ("parity-bytes", 0x33), ("early-close", 0x40)] {
+            try seed("fuzz-section-filter", "\(name).\(label)", [mode] + bytes)
+        }
+        try seed("fuzz-section-filter", "\(name).head", [0x0C] + Array(bytes.prefix(64 << 10)))
+    }
+    for (label, raw) in [("plain", UInt8(0x00)), ("ack", 0x01)] {
+        let main = try await capture(FuzzMachine.Mode(raw))[0].sent.withLock { $0 }
+        try seed("fuzz-section-filter", "example-\(label)", [0x02] + main)
+    }
+    for (label, answers) in VFIOReplies.seeds { try seed("fuzz-vfio-replies", label, answers) }
     print("fuzz-seeds: \(written.withLock { $0 }) seeds in \(out.path)")
 }
 
