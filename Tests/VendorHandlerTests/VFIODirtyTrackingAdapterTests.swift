@@ -197,6 +197,17 @@ private struct CapabilityRewritingSyscalls: VFIOSyscalls {
 struct VFIOType1CapabilityTests {
     static let ram = GuestMemoryRange(start: 0x4000_0000, length: 32 * 4096)
 
+    /// (pgsize_bitmap, max_dirty_bitmap_size) answers to refuse.
+    static let hostile: [(UInt64, UInt64)] = [
+        // Found by fuzz-vfio-replies: a 2^48-byte page widened the range to 2^48 bytes, and its
+        // bitmap folded at 4 KiB asked for 8 GiB.
+        (1 << 48, 256 << 20), (1 << 62, 256 << 20), (2 << 30, 256 << 20),
+        // A 1-byte page: billions of pages for a small guest.
+        (1, 256 << 20),
+        // No range fits a bitmap of 0 bytes: every collect would have reported nothing dirty.
+        (4096, 0), (4096, 7)
+    ]
+
     private static func tracker(pageSizeBitmap: UInt64, maxDirtyBitmapSize: UInt64) throws -> (
         SimulatedVFIOContainer, VFIOType1DirtyTracker
     ) {
@@ -207,17 +218,7 @@ struct VFIOType1CapabilityTests {
     }
 
     @Test(
-        "A page size outside 4 KiB…1 GiB or a bitmap limit under 8 bytes is refused",
-        arguments: [
-            // Found by fuzz-vfio-replies: a 2^62-byte page widened the ranges to 2^62 bytes and the
-            // folded bitmap at 4 KiB asked for 8 GiB.
-            (UInt64(1) << 62, UInt64(256) << 20),
-            (2 << 30, 256 << 20),
-            // A 1-byte page: billions of pages for a small guest.
-            (1, 256 << 20),
-            // No range fits a bitmap of 0 bytes: every collect would have reported nothing dirty.
-            (4096, 0), (4096, 7)
-        ])
+        "A page size outside 4 KiB…1 GiB or a bitmap limit under 8 bytes is refused", arguments: VFIOType1CapabilityTests.hostile)
     func refused(pageSizeBitmap: UInt64, maxDirtyBitmapSize: UInt64) throws {
         let (owner, tracker) = try Self.tracker(pageSizeBitmap: pageSizeBitmap, maxDirtyBitmapSize: maxDirtyBitmapSize)
         defer { owner.close() }
