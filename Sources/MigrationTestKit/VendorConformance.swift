@@ -163,9 +163,13 @@ public struct VendorConformance: Sendable {
     /// The kit's migration parameters. It checks what a module moves and how it recovers, not
     /// the switchover decision or the engine's deadlines (the engine's own tests cover those):
     /// limits generous enough that no run meets one on a loaded machine or a slow debug build,
-    /// while a hung peer still ends the run.
+    /// while a hung peer still ends the run. The decision assumes a fixed bandwidth (QEMU's
+    /// `avail-switchover-bandwidth`): on a starved machine the measured one can fall so low that
+    /// the device state left for the stop never fits the limit, and with nothing more to send in
+    /// pre-copy no later window corrects it — the run then waited for its stall timeout.
     static var parameters: MigrationParameters {
         var parameters = MigrationParameters()
+        parameters.switchoverBandwidth = 1 << 30
         parameters.downtimeLimit = .seconds(30)
         parameters.stallTimeout = .seconds(300)
         parameters.switchoverTimeout = .seconds(300)
