@@ -47,6 +47,34 @@ package protocol VFIOSyscalls: Sendable {
     func listDirectory(_ path: String) -> Result<[String], Errno>
 }
 
+/// A seam that passes every call to `base` unless it implements the call itself: what a test or
+/// a fuzz target writes to change one answer of the kernel (or the simulator) and keep the rest.
+package protocol VFIOForwardingSyscalls: VFIOSyscalls {
+    var base: any VFIOSyscalls { get }
+}
+
+extension VFIOForwardingSyscalls {
+    package func open(_ path: String, _ flags: Int32) -> Result<Int32, Errno> { base.open(path, flags) }
+    package func close(_ fd: Int32) -> Result<Void, Errno> { base.close(fd) }
+    package func ioctl(_ fd: Int32, _ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
+        base.ioctl(fd, request, argument)
+    }
+    package func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { base.read(fd, into: buffer) }
+    package func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { base.write(fd, from: buffer) }
+    package func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
+        base.pread(fd, into: buffer, offset: offset)
+    }
+    package func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
+        base.pwrite(fd, from: buffer, offset: offset)
+    }
+    package func lseek(_ fd: Int32, _ offset: Int64, _ whence: Int32) -> Result<Int64, Errno> { base.lseek(fd, offset, whence) }
+    package func poll(_ fd: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
+        base.poll(fd, events: events, timeoutMilliseconds: timeoutMilliseconds)
+    }
+    package func readlink(_ path: String) -> Result<String, Errno> { base.readlink(path) }
+    package func listDirectory(_ path: String) -> Result<[String], Errno> { base.listDirectory(path) }
+}
+
 extension VFIOSyscalls {
     /// `ioctl(2)`, repeated while it fails with EINTR (nothing was done: the call is restartable).
     package func ioctlRestarting(_ fd: Int32, _ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {

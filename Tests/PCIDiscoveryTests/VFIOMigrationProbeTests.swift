@@ -8,7 +8,7 @@ import VFIOSimulator
 /// What the simulated host does not model, in front of it: an open that fails (a group a VM holds)
 /// and groups that are not viable (GET_STATUS without VIABLE; SET_CONTAINER fails EBUSY, as when a
 /// device of the group is bound to a host driver).
-struct HostFaults: VFIOSyscalls {
+struct HostFaults: VFIOForwardingSyscalls {
     let base: any VFIOSyscalls
     var openErrors: [String: Errno] = [:]
     var groupsViable = true
@@ -27,21 +27,6 @@ struct HostFaults: VFIOSyscalls {
         return result
     }
 
-    func close(_ fd: Int32) -> Result<Void, Errno> { base.close(fd) }
-    func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { base.read(fd, into: buffer) }
-    func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { base.write(fd, from: buffer) }
-    func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
-        base.pread(fd, into: buffer, offset: offset)
-    }
-    func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
-        base.pwrite(fd, from: buffer, offset: offset)
-    }
-    func lseek(_ fd: Int32, _ offset: Int64, _ whence: Int32) -> Result<Int64, Errno> { base.lseek(fd, offset, whence) }
-    func poll(_ fd: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
-        base.poll(fd, events: events, timeoutMilliseconds: timeoutMilliseconds)
-    }
-    func readlink(_ path: String) -> Result<String, Errno> { base.readlink(path) }
-    func listDirectory(_ path: String) -> Result<[String], Errno> { base.listDirectory(path) }
 }
 
 /// A simulated host with the device 0000:3b:00.1 in IOMMU group 42 (cdev vfio3), and the probe's

@@ -6,7 +6,7 @@ import Testing
 
 /// A seam that lets the simulated kernel answer, then rewrites its answer as a hostile or buggy
 /// kernel would.
-private struct TamperingSyscalls: VFIOSyscalls {
+private struct TamperingSyscalls: VFIOForwardingSyscalls {
     let base: any VFIOSyscalls
     let request: UInt
     let tamper: @Sendable (UnsafeMutableRawBufferPointer) -> Void
@@ -16,22 +16,6 @@ private struct TamperingSyscalls: VFIOSyscalls {
         if request == self.request, case .buffer(let buffer) = argument { tamper(buffer) }
         return result
     }
-    func open(_ path: String, _ flags: Int32) -> Result<Int32, Errno> { base.open(path, flags) }
-    func close(_ fd: Int32) -> Result<Void, Errno> { base.close(fd) }
-    func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { base.read(fd, into: buffer) }
-    func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { base.write(fd, from: buffer) }
-    func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
-        base.pread(fd, into: buffer, offset: offset)
-    }
-    func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
-        base.pwrite(fd, from: buffer, offset: offset)
-    }
-    func lseek(_ fd: Int32, _ offset: Int64, _ whence: Int32) -> Result<Int64, Errno> { base.lseek(fd, offset, whence) }
-    func poll(_ fd: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
-        base.poll(fd, events: events, timeoutMilliseconds: timeoutMilliseconds)
-    }
-    func readlink(_ path: String) -> Result<String, Errno> { base.readlink(path) }
-    func listDirectory(_ path: String) -> Result<[String], Errno> { base.listDirectory(path) }
 }
 
 @Suite("Dirty tracking against hostile kernel answers")

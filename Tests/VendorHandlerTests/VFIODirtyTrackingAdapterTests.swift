@@ -160,7 +160,7 @@ struct VFIODirtyTrackingAdapterTests {
 
 /// The simulated kernel, with the migration capability of its GET_INFO answer (at offset 24 of
 /// the second, full call) rewritten: `pgsize_bitmap` at 40, `max_dirty_bitmap_size` at 48.
-private struct CapabilityRewritingSyscalls: VFIOSyscalls {
+private struct CapabilityRewritingSyscalls: VFIOForwardingSyscalls {
     let base = VFIOSystem.simulated
     let pageSizeBitmap: UInt64
     let maxDirtyBitmapSize: UInt64
@@ -175,22 +175,6 @@ private struct CapabilityRewritingSyscalls: VFIOSyscalls {
         }
         return result
     }
-    func open(_ path: String, _ flags: Int32) -> Result<Int32, Errno> { base.open(path, flags) }
-    func close(_ fd: Int32) -> Result<Void, Errno> { base.close(fd) }
-    func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { base.read(fd, into: buffer) }
-    func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { base.write(fd, from: buffer) }
-    func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
-        base.pread(fd, into: buffer, offset: offset)
-    }
-    func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
-        base.pwrite(fd, from: buffer, offset: offset)
-    }
-    func lseek(_ fd: Int32, _ offset: Int64, _ whence: Int32) -> Result<Int64, Errno> { base.lseek(fd, offset, whence) }
-    func poll(_ fd: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
-        base.poll(fd, events: events, timeoutMilliseconds: timeoutMilliseconds)
-    }
-    func readlink(_ path: String) -> Result<String, Errno> { base.readlink(path) }
-    func listDirectory(_ path: String) -> Result<[String], Errno> { base.listDirectory(path) }
 }
 
 @Suite("A type1 container's migration capability is the kernel's word: checked before tracking starts")
