@@ -86,16 +86,8 @@ func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
     thread.start()
 }
 
-/// A flag shared between the migration thread and handler contexts.
-final class SharedFlag: Sendable {
-    private let value: Mutex<Bool>
-    init(_ initial: Bool) { value = Mutex(initial) }
-    var get: Bool { value.withLock { $0 } }
-    func set(_ v: Bool) { value.withLock { $0 = v } }
-}
-
-/// A value shared between the migration thread and another thread that reads it (nobody
-/// waits for it to change).
+/// A value (a flag, a figure) shared between the migration thread and another thread or the
+/// handlers' contexts that read it (nobody waits for it to change).
 final class SharedValue<Value: Sendable>: Sendable {
     private let value: Mutex<Value>
     init(_ initial: Value) { value = Mutex(initial) }
@@ -110,11 +102,11 @@ final class EngineSaveContext: SaveContext {
     let multifdTransfer: Bool
     let parameters: MigrationParameters
     let participants: [any MigrationHandler]
-    private let running: SharedFlag
+    private let running: SharedValue<Bool>
     private let dirtyTracking: DirtyTrackingSession?
 
     init(
-        identity: HandlerIdentity, switchoverAckEnabled: Bool, multifdTransfer: Bool = false, running: SharedFlag,
+        identity: HandlerIdentity, switchoverAckEnabled: Bool, multifdTransfer: Bool = false, running: SharedValue<Bool>,
         parameters: MigrationParameters = MigrationParameters(), participants: [any MigrationHandler] = [],
         dirtyTracking: DirtyTrackingSession? = nil
     ) {

@@ -103,7 +103,7 @@ enum MultifdChannels {
             accepted.append(try listener.accept())
             // The rest follow at once; a watchdog closes the listener if they do not.
             let done = Monitor(false)
-            let fired = SharedFlag(false)
+            let fired = SharedValue(false)
             if let timeout {
                 startThread(name: "switchover-multifd-accept") {
                     let finished = done.wait(timeout: timeout) { $0 ? true : nil } ?? false

@@ -17,7 +17,7 @@ final class SourceRun {
     let writer: StreamWriter
     let entries: [RegisteredHandler]
     let contexts: [EngineSaveContext]
-    let vmRunning: SharedFlag
+    let vmRunning: SharedValue<Bool>
     let dirty: DirtyTrackingSession
     let returnPathOn: Bool
     let extensionsOn: Bool
@@ -60,7 +60,7 @@ final class SourceRun {
         self.writer = StreamWriter(sink: connection)
         let entries = owner.registry.entries
         self.entries = entries
-        let running = SharedFlag(owner.vm.isRunning)
+        let running = SharedValue(owner.vm.isRunning)
         self.vmRunning = running
         let plan = MultifdPlan(entries: entries, parameters: owner.parameters)
         self.multifdPlan = plan

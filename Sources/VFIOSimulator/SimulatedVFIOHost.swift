@@ -6,7 +6,7 @@ import VFIO
 /// /dev/iommu and /dev/vfio/devices/vfioX with simulated files (real fds), and — optionally — the
 /// sysfs lookups, so the kernel-backed device runs its real open path and migration ioctls against
 /// simulated devices without /dev/vfio. Every other call goes to `base`.
-package final class SimulatedVFIOHost: VFIOSyscalls {
+package final class SimulatedVFIOHost: VFIOForwardingSyscalls {
     package struct DeviceEntry: Sendable {
         package var address: VFIODeviceAddress
         package var group: Int
@@ -14,7 +14,7 @@ package final class SimulatedVFIOHost: VFIOSyscalls {
         package var driver: SimulatedVFIODriver
     }
 
-    private let base: any VFIOSyscalls
+    package let base: any VFIOSyscalls
     package let paths: VFIOHostPaths
     /// Whether the kernel has IOMMUFD and device cdevs (/dev/iommu, /dev/vfio/devices/).
     package let cdevSupport: Bool
@@ -104,24 +104,8 @@ package final class SimulatedVFIOHost: VFIOSyscalls {
         return .success([cdev])
     }
 
-    // MARK: fd calls go to the layer below (which routes simulated fds)
-
-    package func close(_ fd: Int32) -> Result<Void, Errno> { base.close(fd) }
-    package func ioctl(_ fd: Int32, _ request: UInt, _ argument: VFIOIoctlArgument) -> Result<Int32, Errno> {
-        base.ioctl(fd, request, argument)
-    }
-    package func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { base.read(fd, into: buffer) }
-    package func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { base.write(fd, from: buffer) }
-    package func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
-        base.pread(fd, into: buffer, offset: offset)
-    }
-    package func pwrite(_ fd: Int32, from buffer: UnsafeRawBufferPointer, offset: Int64) -> Result<Int, Errno> {
-        base.pwrite(fd, from: buffer, offset: offset)
-    }
-    package func lseek(_ fd: Int32, _ offset: Int64, _ whence: Int32) -> Result<Int64, Errno> { base.lseek(fd, offset, whence) }
-    package func poll(_ fd: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
-        base.poll(fd, events: events, timeoutMilliseconds: timeoutMilliseconds)
-    }
+    // fd calls (close, ioctl, read, write, pread, pwrite, lseek, poll) go to the layer below, which
+    // routes simulated fds: VFIOForwardingSyscalls.
 
     // MARK: Group files
 
