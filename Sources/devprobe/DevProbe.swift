@@ -21,7 +21,6 @@ struct DevProbe: ParsableCommand {
             """)
 
     @Option(
-        name: .customLong("sysfs-root"),
         help: ArgumentHelp(
             "Read a tree laid out like /sys: devices come from <dir>/bus/pci/devices.", valueName: "dir"))
     var sysfsRoot: String?
@@ -45,13 +44,11 @@ struct DevProbe: ParsableCommand {
     var probe = false
 
     @Option(
-        name: .customLong("ids-file"),
         help: ArgumentHelp(
             "Name devices from this pci.ids file (default: libpci's, /usr/share/misc/pci.ids).", valueName: "file"))
     var idsFile: String?
 
     @Flag(
-        name: .customLong("deterministic-names"),
         help: "Name devices from the ids file alone: no ~/.pciids-cache, no udev hwdb.")
     var deterministicNames = false
 

@@ -46,14 +46,13 @@ struct Demo: AsyncParsableCommand {
     var memory = ByteSize("16MiB", bytes: 16 << 20)
 
     @Option(
-        name: .customLong("dirty-rate"), help: ArgumentHelp("Guest memory dirtied per second while the source runs.", valueName: "rate"))
+        help: ArgumentHelp("Guest memory dirtied per second while the source runs.", valueName: "rate"))
     var dirtyRate = ByteRate("8MiB/s", bytesPerSecond: 8 << 20)
 
-    @Option(name: .customLong("downtime-limit"), help: ArgumentHelp("The longest the guest may stay stopped.", valueName: "duration"))
+    @Option(help: ArgumentHelp("The longest the guest may stay stopped.", valueName: "duration"))
     var downtimeLimit = DurationArgument("300ms", .milliseconds(300))
 
     @Option(
-        name: .customLong("multifd-channels"),
         help: ArgumentHelp(
             "Channels of the multifd rows (0: no multifd rows).", valueName: "n"))
     var multifdChannels = 4
@@ -62,7 +61,6 @@ struct Demo: AsyncParsableCommand {
     var repeatCount = 3
 
     @Option(
-        name: .customLong("run-timeout"),
         help: ArgumentHelp(
             "Give up on a run that has not completed by then (a migration that never converges iterates forever).", valueName: "duration"))
     var runTimeout = DurationArgument("60s", .seconds(60))

@@ -44,14 +44,12 @@ struct Incoming: AsyncParsableCommand {
     @OptionGroup(title: "TLS") var tls: TLSOptions
 
     @Option(
-        name: .customLong("tls-authz"),
         help: ArgumentHelp(
             "Accept only a source whose certificate subject is this RFC 2253 name (e.g. CN=src.example,O=Example). Repeat for more. Default: any certificate the CA signed.",
             valueName: "dn"))
     var tlsAuthz: [String] = []
 
     @Flag(
-        name: .customLong("devices-only"),
         help: ArgumentHelp(
             "With --listen file:FILE: load only the VFIO sections of the devices given; skip every other section by its size in the file's VMDESCRIPTION (a QEMU-written file)."
         ))

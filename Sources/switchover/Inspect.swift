@@ -20,7 +20,6 @@ struct Inspect: ParsableCommand {
     var json = false
 
     @Option(
-        name: .customLong("rewrite"),
         help: ArgumentHelp("Write the parsed stream back out to OUT (byte-identical for a well-formed stream).", valueName: "OUT"))
     var rewrite: String?
 

@@ -41,13 +41,11 @@ struct Migrate: AsyncParsableCommand {
     @OptionGroup(title: "TLS") var tls: TLSOptions
 
     @Option(
-        name: .customLong("tls-hostname"),
         help: ArgumentHelp(
             "The name (or address) the destination's certificate must carry. Default: the host of --to.", valueName: "name"))
     var tlsHostname: String?
 
     @Option(
-        name: .customLong("connect-timeout"),
         help: ArgumentHelp(
             "Keep trying to connect this long while the destination is not listening yet.", valueName: "duration"))
     var connectTimeout = DurationArgument("10s", .seconds(10))

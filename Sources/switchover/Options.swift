@@ -77,13 +77,11 @@ struct MachineOptions: ParsableArguments {
     var memory = ByteSize("64MiB", bytes: 64 << 20)
 
     @Option(
-        name: .customLong("dirty-rate"),
         help: ArgumentHelp(
             "Guest memory the source's workload dirties per second while it runs.", valueName: "rate"))
     var dirtyRate = ByteRate("8MiB/s", bytesPerSecond: 8 << 20)
 
     @Option(
-        name: .customLong("machine-type"),
         help: ArgumentHelp("The machine type written in the stream; both ends must agree.", valueName: "type"))
     var machineType = "pc-q35-7.2"
 
@@ -113,72 +111,62 @@ struct MachineOptions: ParsableArguments {
 /// The migration's parameters (``MigrationParameters``). Switchover-ack and multifd must be
 /// the same on both ends: nothing on the wire checks them.
 struct MigrationOptions: ParsableArguments {
-    @Option(name: .customLong("downtime-limit"), help: ArgumentHelp("The longest the guest may stay stopped.", valueName: "duration"))
+    @Option(help: ArgumentHelp("The longest the guest may stay stopped.", valueName: "duration"))
     var downtimeLimit = DurationArgument("300ms", .milliseconds(300))
 
     @Option(
-        name: .customLong("max-bandwidth"),
         help: ArgumentHelp(
             "Cap on the live phase's bandwidth, e.g. 1GiB/s (default: no cap; the switchover is never capped).", valueName: "rate"))
     var maxBandwidth: ByteRate?
 
     @Option(
-        name: .customLong("switchover-bandwidth"),
         help: ArgumentHelp(
             "Bandwidth to assume for the switchover decision instead of the measured one, e.g. 10GB/s (QEMU avail-switchover-bandwidth).",
             valueName: "rate"))
     var switchoverBandwidth: ByteRate?
 
     @Flag(
-        name: .customLong("switchover-ack"),
         help: ArgumentHelp(
             "Wait for the destination to acknowledge each device's initial data before stopping the guest."))
     var switchoverAck = false
 
     @Option(
-        name: .customLong("multifd-channels"),
         help: ArgumentHelp(
             "Extra connections carrying the devices' stop-copy state in parallel (0 = off; 0 to 255). Not with file: or fd:.",
             valueName: "n"))
     var multifdChannels = 0
 
     @Flag(
-        name: .customLong("qemu-decision"),
         help: ArgumentHelp(
             "Decide the switchover as QEMU does (pending bytes / bandwidth), not counting the destination's reported load time."))
     var qemuDecision = false
 
     @Flag(
-        name: .customLong("no-extensions"),
         help: ArgumentHelp(
             "Do not use Switchover's wire extensions (pre-flight, load reports and backlogs, per-device acks): needed to migrate to QEMU."))
     var noExtensions = false
 
-    @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Fail when no progress is made for this long.", valueName: "duration"))
+    @Option(help: ArgumentHelp("Fail when no progress is made for this long.", valueName: "duration"))
     var stallTimeout = DurationArgument("30s", .seconds(30))
 
     @Option(
-        name: .customLong("switchover-timeout"),
         help: ArgumentHelp(
             "Fail when the acknowledgement does not come for this long once the rest is ready.", valueName: "duration"))
     var switchoverTimeout = DurationArgument("60s", .seconds(60))
 
     @Option(
-        name: .customLong("convergence-window"),
         help: ArgumentHelp(
             "Report the migration as not converging when the pending data has not reached a new low (1 % under the lowest) for this long.",
             valueName: "duration"))
     var convergenceWindow = DurationArgument("10s", .seconds(10))
 
     @Flag(
-        name: .customLong("abort-if-not-converging"),
         help: ArgumentHelp(
             "Fail (status 1, the guest keeps running) once the migration is not converging, instead of iterating until --timeout or Ctrl-C."
         ))
     var abortIfNotConverging = false
 
     @Flag(
-        name: .customLong("allow-untracked-dma"),
         help: ArgumentHelp(
             "When a device's DMA writes can be tracked neither by its DMA log nor by its IOMMU, count all DMA-mapped guest memory as dirty at every pass (QEMU's fallback) instead of refusing the migration."
         ))
@@ -225,14 +213,12 @@ struct MigrationOptions: ParsableArguments {
 /// docs/security.md (``MigrationParameters/multifdQueueBudget`` and its neighbours).
 struct DestinationLimitOptions: ParsableArguments {
     @Option(
-        name: .customLong("multifd-queue-budget"),
         help: ArgumentHelp(
             "The multifd device state all devices together may hold received and not yet loaded; at least 64MiB (the largest packet).",
             valueName: "size"))
     var multifdQueueBudget = ByteSize("256MiB", bytes: 256 << 20)
 
     @Option(
-        name: .customLong("multifd-drain-timeout"),
         help: ArgumentHelp(
             "After the main stream's EOF, how long the remaining multifd data may take to arrive and load.", valueName: "duration"))
     var multifdDrainTimeout = DurationArgument("300s", .seconds(300))
@@ -263,7 +249,7 @@ struct OutputOptions: ParsableArguments {
     @Flag(help: "Print the final statistics as one JSON object.")
     var json = false
 
-    @Flag(name: .customLong("no-progress"), help: "Do not show the progress line.")
+    @Flag(help: "Do not show the progress line.")
     var noProgress = false
 
     /// The migration address given to `option`, or a usage error naming the option.
