@@ -129,12 +129,11 @@ struct Demo: AsyncParsableCommand {
         }
 
         var downtime: Double? { median { $0.statistics.downtime.map(Units.milliseconds) } }
-        var predicted: Double? { median { $0.statistics.decision?.predictedDowntime.map(Units.milliseconds) } }
-        var predictedQEMU: Double? { median { $0.statistics.decision?.predictedDowntimeQEMU.map(Units.milliseconds) } }
-        /// The prediction's parts (their medians need not add up to the median prediction).
-        var predictedBacklog: Double? { median { $0.statistics.decision?.prediction.map { Units.milliseconds($0.destinationBacklog) } } }
-        var predictedTransfer: Double? { median { $0.statistics.decision?.prediction.map { Units.milliseconds($0.transfer) } } }
-        var predictedFinalLoad: Double? { median { $0.statistics.decision?.prediction.map { Units.milliseconds($0.finalLoad) } } }
+        /// The median of one of ``Report/predictions`` in milliseconds (the parts' medians need
+        /// not add up to the median prediction).
+        func predicted(_ figure: (SwitchoverDecision) -> Duration?) -> Double? {
+            median { $0.statistics.decision.flatMap(figure).map(Units.milliseconds) }
+        }
         /// The largest prediction error of the runs, as a fraction of the measured downtime.
         var worstPredictionError: Double? {
             let errors = results.compactMap { r -> Double? in
@@ -231,7 +230,8 @@ struct Demo: AsyncParsableCommand {
             rows.append([
                 o.scenario.name, o.scenario.switchoverAck ? "on" : "off",
                 o.scenario.multifdChannels == 0 ? "off" : "\(o.scenario.multifdChannels) ch",
-                ms(o.downtime), ms(o.predicted), ms(o.predictedTransfer), ms(o.predictedBacklog), ms(o.predictedFinalLoad), ms(o.total),
+                ms(o.downtime), ms(o.predicted(\.predictedDowntime)), ms(o.predicted { $0.prediction?.transfer }),
+                ms(o.predicted { $0.prediction?.destinationBacklog }), ms(o.predicted { $0.prediction?.finalLoad }), ms(o.total),
                 o.bytes.map { Units.bytes(UInt64($0)) } ?? "-", o.verified ? "yes" : "NO"
             ])
         }
@@ -304,60 +304,34 @@ struct Demo: AsyncParsableCommand {
         return lines
     }
 
+    /// One row of `--json`: the medians, the worst run (downtime, prediction error), and every run.
+    static func json(_ o: Outcome) -> JSONValue {
+        .object(
+            [
+                ("name", .string(o.scenario.name)),
+                ("switchoverAck", .bool(o.scenario.switchoverAck)),
+                ("multifdChannels", .int(o.scenario.multifdChannels)),
+                ("downtimeMs", .optional(o.downtime))
+            ] + Report.predictions.map { ($0.key, .optional(o.predicted($0.of))) } + [
+                ("maxDowntimeMs", .optional(o.worstDowntime)),
+                ("maxPredictionError", .optional(o.worstPredictionError)),
+                (
+                    "perRun",
+                    .array(
+                        o.results.map { r in
+                            .object([("downtimeMs", Report.ms(r.statistics.downtime))] + Report.predictionsJSON(r.statistics.decision))
+                        })
+                ),
+                ("totalMs", .optional(o.total)),
+                ("bytes", o.bytes.map { .int(Int($0)) } ?? .null),
+                ("verified", .bool(o.verified)),
+                ("dirtyTracking", Report.dirtyTrackingJSON(o.results.first?.statistics.dirtyTracking)),
+                ("repeats", .int(o.results.count))
+            ])
+    }
+
     static func json(_ outcomes: [Outcome], repeats: Int) -> JSONValue {
-        // Each row: medians, the worst run (downtime, prediction error), and every run.
-        var members: [(String, JSONValue)] = [
-            (
-                "runs",
-                .array(
-                    outcomes.map { o in
-                        .object([
-                            ("name", .string(o.scenario.name)),
-                            ("switchoverAck", .bool(o.scenario.switchoverAck)),
-                            ("multifdChannels", .int(o.scenario.multifdChannels)),
-                            ("downtimeMs", .optional(o.downtime)),
-                            ("predictedDowntimeMs", .optional(o.predicted)),
-                            ("predictedDowntimeQEMUMs", .optional(o.predictedQEMU)),
-                            ("predictedTransferMs", .optional(o.predictedTransfer)),
-                            ("predictedBacklogMs", .optional(o.predictedBacklog)),
-                            ("predictedFinalLoadMs", .optional(o.predictedFinalLoad)),
-                            ("maxDowntimeMs", .optional(o.worstDowntime)),
-                            ("maxPredictionError", .optional(o.worstPredictionError)),
-                            (
-                                "perRun",
-                                .array(
-                                    o.results.map { r in
-                                        .object([
-                                            ("downtimeMs", .optional(r.statistics.downtime.map(Units.milliseconds))),
-                                            (
-                                                "predictedDowntimeMs",
-                                                .optional(r.statistics.decision?.predictedDowntime.map(Units.milliseconds))
-                                            ),
-                                            (
-                                                "predictedTransferMs",
-                                                .optional(r.statistics.decision?.prediction.map { Units.milliseconds($0.transfer) })
-                                            ),
-                                            (
-                                                "predictedBacklogMs",
-                                                .optional(
-                                                    r.statistics.decision?.prediction.map { Units.milliseconds($0.destinationBacklog) })
-                                            ),
-                                            (
-                                                "predictedFinalLoadMs",
-                                                .optional(r.statistics.decision?.prediction.map { Units.milliseconds($0.finalLoad) })
-                                            )
-                                        ])
-                                    })
-                            ),
-                            ("totalMs", .optional(o.total)),
-                            ("bytes", o.bytes.map { .int(Int($0)) } ?? .null),
-                            ("verified", .bool(o.verified)),
-                            ("dirtyTracking", Report.dirtyTrackingJSON(o.results.first?.statistics.dirtyTracking)),
-                            ("repeats", .int(o.results.count))
-                        ])
-                    })
-            )
-        ]
+        var members: [(String, JSONValue)] = [("runs", .array(outcomes.map(json)))]
         if let first = outcomes.first?.results.first {
             members.append(
                 (

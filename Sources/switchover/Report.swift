@@ -134,35 +134,47 @@ enum Report {
 
     static func ms(_ d: Duration?) -> JSONValue { .optional(d.map(Units.milliseconds)) }
 
+    /// The switchover decision's predicted downtime and its parts, each with its key in
+    /// `migrate --json` and `demo --json` (in milliseconds there).
+    static let predictions: [(key: String, of: @Sendable (SwitchoverDecision) -> Duration?)] = [
+        ("predictedDowntimeMs", { $0.predictedDowntime }),
+        ("predictedDowntimeQEMUMs", { $0.predictedDowntimeQEMU }),
+        ("predictedTransferMs", { $0.prediction?.transfer }),
+        ("predictedBacklogMs", { $0.prediction?.destinationBacklog }),
+        ("predictedFinalLoadMs", { $0.prediction?.finalLoad })
+    ]
+
+    /// ``predictions`` of one decision (null members when there was none).
+    static func predictionsJSON(_ decision: SwitchoverDecision?) -> [(String, JSONValue)] {
+        predictions.map { ($0.key, ms(decision.flatMap($0.of))) }
+    }
+
     static func sourceJSON(_ s: MigrationStatistics, address: String, parameters: MigrationParameters, digests: MachineDigests) -> JSONValue
     {
-        .object([
-            ("role", .string("source")),
-            ("address", .string(address)),
-            ("switchoverAck", .bool(parameters.switchoverAck)),
-            ("downtimeLimitMs", ms(parameters.downtimeLimit)),
-            ("totalMs", ms(s.totalTime)),
-            ("setupMs", ms(s.setupTime)),
-            ("downtimeMs", ms(s.downtime)),
-            ("downtimeEnd", .string(s.downtimeEnd.rawValue)),
-            ("predictedDowntimeMs", ms(s.decision?.predictedDowntime)),
-            ("predictedDowntimeQEMUMs", ms(s.decision?.predictedDowntimeQEMU)),
-            ("predictedTransferMs", ms(s.decision?.prediction?.transfer)),
-            ("predictedBacklogMs", ms(s.decision?.prediction?.destinationBacklog)),
-            ("predictedFinalLoadMs", ms(s.decision?.prediction?.finalLoad)),
-            ("countedDestinationLoadTime", .bool(s.decision?.countedDestinationLoadTime ?? false)),
-            ("pendingAtDecision", s.decision.map { .int($0.pendingBytes) } ?? .null),
-            ("bandwidthAtDecision", .optional(s.decision?.bandwidth)),
-            ("bytes", .int(s.bytesTransferred)),
-            ("iterations", .int(s.iterations)),
-            ("rateLimitWaits", .int(s.rateLimitWaits)),
-            ("usedExtensions", .bool(s.usedExtensions)),
-            ("multifdChannels", .int(s.multifdChannels)),
-            ("multifdBytes", .int(s.multifdBytes)),
-            ("dirtyTracking", dirtyTrackingJSON(s.dirtyTracking)),
-            ("handlers", .array(s.handlers.map(handlerJSON))),
-            ("digests", digestsJSON(digests))
-        ])
+        .object(
+            [
+                ("role", .string("source")),
+                ("address", .string(address)),
+                ("switchoverAck", .bool(parameters.switchoverAck)),
+                ("downtimeLimitMs", ms(parameters.downtimeLimit)),
+                ("totalMs", ms(s.totalTime)),
+                ("setupMs", ms(s.setupTime)),
+                ("downtimeMs", ms(s.downtime)),
+                ("downtimeEnd", .string(s.downtimeEnd.rawValue))
+            ] + predictionsJSON(s.decision) + [
+                ("countedDestinationLoadTime", .bool(s.decision?.countedDestinationLoadTime ?? false)),
+                ("pendingAtDecision", s.decision.map { .int($0.pendingBytes) } ?? .null),
+                ("bandwidthAtDecision", .optional(s.decision?.bandwidth)),
+                ("bytes", .int(s.bytesTransferred)),
+                ("iterations", .int(s.iterations)),
+                ("rateLimitWaits", .int(s.rateLimitWaits)),
+                ("usedExtensions", .bool(s.usedExtensions)),
+                ("multifdChannels", .int(s.multifdChannels)),
+                ("multifdBytes", .int(s.multifdBytes)),
+                ("dirtyTracking", dirtyTrackingJSON(s.dirtyTracking)),
+                ("handlers", .array(s.handlers.map(handlerJSON))),
+                ("digests", digestsJSON(digests))
+            ])
     }
 
     static func incomingJSON(_ s: IncomingStatistics, address: String, digests: MachineDigests) -> JSONValue {
