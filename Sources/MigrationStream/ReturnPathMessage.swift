@@ -91,16 +91,16 @@ public enum ReturnPathMessage: Sendable, Hashable {
         case .switchoverAck:
             return []
         case .loadReport(let r):
-            return counted(r.idstr) + bigEndianBytes(r.instanceID) + bigEndianBytes(r.bytesLoaded)
+            return handlerReference(r.idstr, r.instanceID) + bigEndianBytes(r.bytesLoaded)
                 + bigEndianBytes(r.loadMicros) + bigEndianBytes(r.fixedCostMicros)
                 + bigEndianBytes(r.rateBytes) + bigEndianBytes(r.rateMicros)
         case .ackState(let idstr, let instance, let acked):
-            return counted(idstr) + bigEndianBytes(instance) + [acked ? 1 : 0]
+            return handlerReference(idstr, instance) + [acked ? 1 : 0]
         case .preflightResult(let accepted, let message):
             let text = Array(message.utf8.prefix(SavevmFormat.maxReturnPathPayload - 3))
             return [accepted ? 1 : 0] + bigEndianBytes(UInt32(text.count)).suffix(2) + text
         case .loadBacklog(let b):
-            return counted(b.idstr) + bigEndianBytes(b.instanceID) + bigEndianBytes(b.bytes) + bigEndianBytes(b.expectedMicros)
+            return handlerReference(b.idstr, b.instanceID) + bigEndianBytes(b.bytes) + bigEndianBytes(b.expectedMicros)
                 + bigEndianBytes(b.loadedThrough)
         }
     }
@@ -128,8 +128,7 @@ public enum ReturnPathMessage: Sendable, Hashable {
             message = .resumeAck(v)
         case 7: message = .switchoverAck
         case loadReportType:
-            let idstr = try cursor.counted(fail)
-            let instance = try cursor.be32(fail)
+            let (idstr, instance) = try cursor.handlerReference(fail)
             let bytes = try cursor.be64(fail)
             let micros = try cursor.be64(fail)
             let fixed = try cursor.be64(fail)
@@ -141,8 +140,7 @@ public enum ReturnPathMessage: Sendable, Hashable {
                     idstr: idstr, instanceID: instance, bytesLoaded: bytes, loadMicros: micros,
                     fixedCostMicros: fixed, rateBytes: rate?.bytes, rateMicros: rate?.micros))
         case ackStateType:
-            let idstr = try cursor.counted(fail)
-            let instance = try cursor.be32(fail)
+            let (idstr, instance) = try cursor.handlerReference(fail)
             let flag = try cursor.u8(fail)
             guard flag <= 1 else { throw fail("ACK_STATE flag \(flag), expected 0 or 1") }
             message = .ackState(idstr: idstr, instanceID: instance, acknowledged: flag == 1)
@@ -154,8 +152,7 @@ public enum ReturnPathMessage: Sendable, Hashable {
             let text = try cursor.bytes(Int(hi) << 8 | Int(lo), fail)
             message = .preflightResult(accepted: flag == 1, message: String(decoding: text, as: UTF8.self))
         case loadBacklogType:
-            let idstr = try cursor.counted(fail)
-            let instance = try cursor.be32(fail)
+            let (idstr, instance) = try cursor.handlerReference(fail)
             let bytes = try cursor.be64(fail)
             let micros = try cursor.be64(fail)
             let through = try cursor.be64(fail)
@@ -253,6 +250,11 @@ private func counted(_ s: String) -> [UInt8] {
     return [UInt8(bytes.count)] + bytes
 }
 
+/// The handler a LOAD_REPORT, ACK_STATE or LOAD_BACKLOG is about: counted idstr, be32 instance id.
+private func handlerReference(_ idstr: String, _ instanceID: UInt32) -> [UInt8] {
+    counted(idstr) + bigEndianBytes(instanceID)
+}
+
 /// Reads fields from a bounded payload.
 struct PayloadCursor {
     let bytes: [UInt8]
@@ -273,6 +275,10 @@ struct PayloadCursor {
     mutating func counted(_ fail: (String) -> StreamError) throws -> String {
         let n = Int(try u8(fail))
         return String(decoding: try bytes(n, fail), as: UTF8.self)
+    }
+    /// The handler a LOAD_REPORT, ACK_STATE or LOAD_BACKLOG is about: counted idstr, be32 instance id.
+    mutating func handlerReference(_ fail: (String) -> StreamError) throws -> (idstr: String, instanceID: UInt32) {
+        (try counted(fail), try be32(fail))
     }
 }
 

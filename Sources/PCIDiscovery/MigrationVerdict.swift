@@ -165,12 +165,21 @@ public struct MigrationAdvisor: Sendable {
         let usable = candidate.flatMap { vfOnlyMismatch($0) ? nil : $0 }
         var flags: VFIOMigrationFlags?
         var source: MigrationVerdict.FlagsSource?
-        // Built only when needed: most devices of a host are on their own drivers with nothing to say.
-        var noVariant: String {
-            if let candidate, usable == nil {
-                return "\(candidate.name) migrates \(ids) only as an SR-IOV virtual function, and \(device.address) is not one"
+        func onlyAsVirtualFunction(_ driver: String) -> String {
+            "\(driver) migrates \(ids) only as an SR-IOV virtual function, and \(device.address) is not one"
+        }
+        // A driver that rules migration out: the way out is to bind the usable variant driver
+        // (unbinding the current one first, if any), else to say why there is none.
+        func blockedByDriver(_ situation: String) {
+            if let usable {
+                let bind = bindCommand(usable.name, device, unbind: driver != nil)
+                reasons.append("\(situation); the variant driver \(usable.name) serves \(ids): \(bind)")
+            } else {
+                reasons.append(situation)
+                reasons.append(
+                    candidate.map { onlyAsVirtualFunction($0.name) }
+                        ?? "no VFIO variant driver with migration support is known for \(ids), and plain vfio-pci has none")
             }
-            return "no VFIO variant driver with migration support is known for \(ids), and plain vfio-pci has none"
         }
         let kernelAnswered: Bool
         switch probe {
@@ -179,34 +188,13 @@ public struct MigrationAdvisor: Sendable {
         }
         switch driver {
         case nil:
-            if let usable {
-                reasons.append(
-                    "not bound to any driver; the variant driver \(usable.name) serves \(ids): \(bindCommand(usable.name, device, unbind: false))"
-                )
-            } else {
-                reasons.append("not bound to any driver")
-                reasons.append(noVariant)
-            }
+            blockedByDriver("not bound to any driver")
         case let driver? where !isVFIO:
-            if let usable {
-                reasons.append(
-                    "bound to \(driver), not to a VFIO driver; the variant driver \(usable.name) serves \(ids): \(bindCommand(usable.name, device, unbind: true))"
-                )
-            } else {
-                reasons.append("bound to \(driver), not to a VFIO driver")
-                reasons.append(noVariant)
-            }
+            blockedByDriver("bound to \(driver), not to a VFIO driver")
         case let driver? where bound == nil:
             // A VFIO driver without (known) migration support.
             if VFIODriverCatalog.driversWithoutMigration.contains(driver) {
-                if let usable {
-                    reasons.append(
-                        "bound to \(driver), which has no migration support; the variant driver \(usable.name) serves \(ids): \(bindCommand(usable.name, device, unbind: true))"
-                    )
-                } else {
-                    reasons.append("bound to \(driver), which has no migration support")
-                    reasons.append(noVariant)
-                }
+                blockedByDriver("bound to \(driver), which has no migration support")
             } else if !kernelAnswered {
                 reasons.append(
                     "bound to \(driver), a VFIO driver whose migration support devprobe does not know; run devprobe --probe as root to ask the kernel"
@@ -215,7 +203,7 @@ public struct MigrationAdvisor: Sendable {
         case let driver?:
             if let bound {
                 if vfOnlyMismatch(bound) {
-                    reasons.append("\(driver) migrates \(ids) only as an SR-IOV virtual function, and \(device.address) is not one")
+                    reasons.append(onlyAsVirtualFunction(driver))
                 } else {
                     flags = bound.flags
                     source = .driverTable
