@@ -111,18 +111,13 @@ struct VFIODeviceOpener {
         }
 
         var noIOMMU = false
-        var groupPath = "\(paths.devRoot)/vfio/\(group)"
-        var groupFD: Int32
+        let groupPath = "\(paths.devRoot)/vfio/\(group)"
+        let groupFD: Int32
         switch openNode(groupPath) {
         case .success(let fd): groupFD = fd
         case .failure(.noSuchFileOrDirectory):
-            groupPath = "\(paths.devRoot)/vfio/noiommu-\(group)"
-            switch openNode(groupPath) {
-            case .success(let fd):
-                groupFD = fd
-                noIOMMU = true
-            case .failure(let errno): throw fail(.open(groupPath), errno, closing: fds)
-            }
+            groupFD = try openNode("\(paths.devRoot)/vfio/noiommu-\(group)", closing: fds)
+            noIOMMU = true
         case .failure(let errno): throw fail(.open(groupPath), errno, closing: fds)
         }
         fds.append(groupFD)
