@@ -141,25 +141,17 @@ public final class VFIOMigrationDataFD: Sendable {
     /// `VFIOError.notInPreCopy`; ENOTTY: `VFIOError.featureUnsupported`.
     public func precopyInfo() throws(VFIOError) -> VFIOPrecopyInfo {
         try withFD(.precopyInfo) { (fd) throws(VFIOError) -> VFIOPrecopyInfo in
-            while true {
-                var bytes = VFIOPrecopyInfoLayout(argsz: UInt32(VFIOPrecopyInfoLayout.size), flags: 0).bytes
-                let result = bytes.withUnsafeMutableBytes { system.ioctl(fd, VFIOUAPI.migGetPrecopyInfo, .buffer($0)) }
-                switch result {
-                case .success:
-                    guard let info = VFIOPrecopyInfoLayout(bytes: bytes) else {
-                        throw VFIOError.unexpectedReply(operation: .precopyInfo, device: deviceName, detail: "short reply")
-                    }
-                    return VFIOPrecopyInfo(
-                        initialBytes: info.initialBytes, dirtyBytes: info.dirtyBytes, reinit: info.flags & VFIOUAPI.precopyInfoReinit != 0)
-                case .failure(.interrupted):
-                    continue
-                case .failure(.invalidArgument):
-                    throw VFIOError.notInPreCopy(device: deviceName)
-                case .failure(.inappropriateIOCTLForDevice):
-                    throw VFIOError.featureUnsupported(operation: .precopyInfo, device: deviceName, errno: .inappropriateIOCTLForDevice)
-                case .failure(let errno):
-                    throw VFIOError.syscallFailed(operation: .precopyInfo, device: deviceName, errno: errno)
-                }
+            var info = VFIOPrecopyInfoLayout(argsz: UInt32(VFIOPrecopyInfoLayout.size), flags: 0)
+            switch system.ioctlRestarting(fd, VFIOUAPI.migGetPrecopyInfo, layout: &info) {
+            case .success:
+                return VFIOPrecopyInfo(
+                    initialBytes: info.initialBytes, dirtyBytes: info.dirtyBytes, reinit: info.flags & VFIOUAPI.precopyInfoReinit != 0)
+            case .failure(.invalidArgument):
+                throw VFIOError.notInPreCopy(device: deviceName)
+            case .failure(.inappropriateIOCTLForDevice):
+                throw VFIOError.featureUnsupported(operation: .precopyInfo, device: deviceName, errno: .inappropriateIOCTLForDevice)
+            case .failure(let errno):
+                throw VFIOError.syscallFailed(operation: .precopyInfo, device: deviceName, errno: errno)
             }
         }
     }
