@@ -51,6 +51,24 @@ struct VFIODeviceOpener {
         bytes.withUnsafeMutableBytes { ioctl(fd, request, .buffer($0)) }
     }
 
+    /// `open(2)` of a device node; on failure the fds opened so far (`fds`) are closed.
+    private func openNode(_ path: String, closing fds: [Int32]) throws(VFIOError) -> Int32 {
+        switch openNode(path) {
+        case .success(let fd): return fd
+        case .failure(let errno): throw fail(.open(path), errno, closing: fds)
+        }
+    }
+
+    /// The ioctl `request` with `layout` as its argument, which then holds the kernel's answer; on
+    /// failure `fds` are closed.
+    private func ioctl<Layout: VFIOFixedLayout>(
+        _ fd: Int32, _ request: UInt, _ layout: inout Layout, _ operation: VFIOOperation, closing fds: [Int32]
+    ) throws(VFIOError) {
+        if case .failure(let errno) = system.ioctlRestarting(fd, request, layout: &layout) {
+            throw fail(operation, errno, closing: fds)
+        }
+    }
+
     private func closeAll(_ fds: [Int32]) {
         for fd in fds.reversed() { _ = system.close(fd) }
     }
@@ -81,13 +99,8 @@ struct VFIODeviceOpener {
     /// /dev/vfio/vfio + /dev/vfio/N: API version, group status, set container, type1v2 IOMMU, device fd.
     func openThroughGroup() throws(VFIOError) -> KernelVFIODevice {
         let group = try groupNumber()
-        let containerPath = "\(paths.devRoot)/vfio/vfio"
         var fds: [Int32] = []
-        let container: Int32
-        switch openNode(containerPath) {
-        case .success(let fd): container = fd
-        case .failure(let errno): throw fail(.open(containerPath), errno, closing: fds)
-        }
+        let container = try openNode("\(paths.devRoot)/vfio/vfio", closing: fds)
         fds.append(container)
         switch ioctl(container, VFIOUAPI.getAPIVersion, .none) {
         case .success(VFIOUAPI.apiVersion): break
@@ -98,27 +111,20 @@ struct VFIODeviceOpener {
         }
 
         var noIOMMU = false
-        var groupPath = "\(paths.devRoot)/vfio/\(group)"
-        var groupFD: Int32
+        let groupPath = "\(paths.devRoot)/vfio/\(group)"
+        let groupFD: Int32
         switch openNode(groupPath) {
         case .success(let fd): groupFD = fd
         case .failure(.noSuchFileOrDirectory):
-            groupPath = "\(paths.devRoot)/vfio/noiommu-\(group)"
-            switch openNode(groupPath) {
-            case .success(let fd):
-                groupFD = fd
-                noIOMMU = true
-            case .failure(let errno): throw fail(.open(groupPath), errno, closing: fds)
-            }
+            groupFD = try openNode("\(paths.devRoot)/vfio/noiommu-\(group)", closing: fds)
+            noIOMMU = true
         case .failure(let errno): throw fail(.open(groupPath), errno, closing: fds)
         }
         fds.append(groupFD)
 
-        var status = VFIOGroupStatus().bytes
-        if case .failure(let errno) = ioctl(groupFD, VFIOUAPI.groupGetStatus, bytes: &status) {
-            throw fail(.groupStatus, errno, closing: fds)
-        }
-        let flags = VFIOGroupStatus(bytes: status)?.flags ?? 0
+        var status = VFIOGroupStatus()
+        try ioctl(groupFD, VFIOUAPI.groupGetStatus, &status, .groupStatus, closing: fds)
+        let flags = status.flags
         // Emulated (mdev) groups may report 0 before SET_CONTAINER (Debian's 6.12 says VIABLE) yet work:
         // do not fail on !VIABLE here.
         var containerArgument: [UInt8] = []
@@ -162,43 +168,25 @@ struct VFIODeviceOpener {
     /// /dev/iommu + /dev/vfio/devices/vfioX: allocate an IOAS, bind the device, attach it.
     func openThroughCDev(_ cdev: String) throws(VFIOError) -> KernelVFIODevice {
         var fds: [Int32] = []
-        let iommuPath = "\(paths.devRoot)/iommu"
-        let iommufd: Int32
-        switch openNode(iommuPath) {
-        case .success(let fd): iommufd = fd
-        case .failure(let errno): throw fail(.open(iommuPath), errno, closing: fds)
-        }
+        let iommufd = try openNode("\(paths.devRoot)/iommu", closing: fds)
         fds.append(iommufd)
-        var alloc = IOMMUIOASAlloc().bytes
-        if case .failure(let errno) = ioctl(iommufd, VFIOUAPI.iommuIOASAlloc, bytes: &alloc) {
-            throw fail(.allocateIOAS, errno, closing: fds)
-        }
-        let ioas = IOMMUIOASAlloc(bytes: alloc)?.outIOASID ?? 0
+        var alloc = IOMMUIOASAlloc()
+        try ioctl(iommufd, VFIOUAPI.iommuIOASAlloc, &alloc, .allocateIOAS, closing: fds)
+        let ioas = alloc.outIOASID
 
-        let devicePath = "\(paths.devRoot)/vfio/devices/\(cdev)"
-        let deviceFD: Int32
-        switch openNode(devicePath) {
-        case .success(let fd): deviceFD = fd
-        case .failure(let errno): throw fail(.open(devicePath), errno, closing: fds)
-        }
-        var bind = VFIODeviceBindIOMMUFD(iommufd: iommufd).bytes
-        if case .failure(let errno) = ioctl(deviceFD, VFIOUAPI.deviceBindIOMMUFD, bytes: &bind) {
-            throw fail(.bindIOMMUFD, errno, closing: fds + [deviceFD])
-        }
+        let deviceFD = try openNode("\(paths.devRoot)/vfio/devices/\(cdev)", closing: fds)
+        var bind = VFIODeviceBindIOMMUFD(iommufd: iommufd)
+        try ioctl(deviceFD, VFIOUAPI.deviceBindIOMMUFD, &bind, .bindIOMMUFD, closing: fds + [deviceFD])
         // As QEMU (iommufd_cdev_autodomains_get): a HWPT with dirty tracking when the IOMMU has
         // it (EOPNOTSUPP otherwise, hw_pagetable.c), so the IOMMU can log the device's DMA writes.
-        let deviceID = VFIODeviceBindIOMMUFD(bytes: bind)?.outDevID ?? 0
+        let deviceID = bind.outDevID
         var hwpt: UInt32?
-        var hwptAlloc = IOMMUHWPTAlloc(flags: VFIOUAPI.hwptAllocDirtyTracking, devID: deviceID, ptID: ioas).bytes
-        if case .success = ioctl(iommufd, VFIOUAPI.iommuHWPTAlloc, bytes: &hwptAlloc), let id = IOMMUHWPTAlloc(bytes: hwptAlloc)?.outHWPTID,
-            id != 0
-        {
-            hwpt = id
+        var hwptAlloc = IOMMUHWPTAlloc(flags: VFIOUAPI.hwptAllocDirtyTracking, devID: deviceID, ptID: ioas)
+        if case .success = system.ioctlRestarting(iommufd, VFIOUAPI.iommuHWPTAlloc, layout: &hwptAlloc), hwptAlloc.outHWPTID != 0 {
+            hwpt = hwptAlloc.outHWPTID
         }
-        var attach = VFIODeviceAttachIOMMUFDPT(ptID: hwpt ?? ioas).bytes
-        if case .failure(let errno) = ioctl(deviceFD, VFIOUAPI.deviceAttachIOMMUFDPT, bytes: &attach) {
-            throw fail(.attachIOMMUFDPT, errno, closing: fds + [deviceFD])
-        }
+        var attach = VFIODeviceAttachIOMMUFDPT(ptID: hwpt ?? ioas)
+        try ioctl(deviceFD, VFIOUAPI.deviceAttachIOMMUFDPT, &attach, .attachIOMMUFDPT, closing: fds + [deviceFD])
         return KernelVFIODevice(
             name: name, openPath: .cdev(name: cdev, ioasID: ioas), deviceFD: deviceFD,
             iommu: .iommufd(FileDescriptor(rawValue: iommufd), ioasID: ioas), system: system, dirtyTrackingHWPT: hwpt,

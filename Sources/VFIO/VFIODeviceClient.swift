@@ -57,19 +57,11 @@ package final class VFIODeviceClient: Sendable {
     /// bound to an iommufd, ENOTTY from a fd that is no VFIO device).
     package func deviceInfo() throws(VFIOError) -> VFIODeviceInfo {
         try withDevice(.getInfo) { (fd) throws(VFIOError) -> VFIODeviceInfo in
-            var bytes = VFIODeviceInfo().bytes
-            while true {
-                let result = bytes.withUnsafeMutableBytes { system.ioctl(fd, VFIOUAPI.deviceGetInfo, .buffer($0)) }
-                switch result {
-                case .success:
-                    guard let info = VFIODeviceInfo(bytes: bytes) else {
-                        throw VFIOError.unexpectedReply(operation: .getInfo, device: name, detail: "short reply")
-                    }
-                    return info
-                case .failure(.interrupted): continue
-                case .failure(let errno): throw VFIOError.syscallFailed(operation: .getInfo, device: name, errno: errno)
-                }
+            var info = VFIODeviceInfo()
+            if case .failure(let errno) = system.ioctlRestarting(fd, VFIOUAPI.deviceGetInfo, layout: &info) {
+                throw VFIOError.syscallFailed(operation: .getInfo, device: name, errno: errno)
             }
+            return info
         }
     }
 

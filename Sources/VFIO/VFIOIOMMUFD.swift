@@ -22,8 +22,9 @@ public final class VFIOIOMMUFD: Sendable {
         self.system = system
     }
 
-    private func call(_ request: UInt, _ bytes: inout [UInt8], _ operation: VFIOOperation) throws(VFIOError) {
-        switch system.ioctlRestarting(fileDescriptor.rawValue, request, bytes: &bytes) {
+    /// The ioctl `request` with `argument`, which then holds the kernel's answer.
+    private func call<Layout: VFIOFixedLayout>(_ request: UInt, _ argument: inout Layout, _ operation: VFIOOperation) throws(VFIOError) {
+        switch system.ioctlRestarting(fileDescriptor.rawValue, request, layout: &argument) {
         case .success: return
         case .failure(let errno) where errno == .notSupported || errno == .inappropriateIOCTLForDevice:
             // iommufd's convention (include/uapi/linux/iommufd.h): EOPNOTSUPP for a known field
@@ -43,16 +44,16 @@ public final class VFIOIOMMUFD: Sendable {
             throw VFIOError.invalidRequest(operation: .mapIOAS, device: name, detail: "empty or overflowing mapping of \(length) bytes")
         }
         let flags = VFIOUAPI.ioasMapFixedIOVA | VFIOUAPI.ioasMapReadable | (writable ? VFIOUAPI.ioasMapWriteable : 0)
-        var bytes = IOMMUIOASMap(flags: flags, ioasID: ioasID, userVA: hostAddress, length: length, iova: iova).bytes
-        try call(VFIOUAPI.iommuIOASMap, &bytes, .mapIOAS)
+        var map = IOMMUIOASMap(flags: flags, ioasID: ioasID, userVA: hostAddress, length: length, iova: iova)
+        try call(VFIOUAPI.iommuIOASMap, &map, .mapIOAS)
     }
 
     /// `IOMMU_IOAS_UNMAP` of `[iova, iova + length)`; returns the bytes unmapped.
     @discardableResult
     public func unmapIOAS(_ ioasID: UInt32, iova: UInt64, length: UInt64) throws(VFIOError) -> UInt64 {
-        var bytes = IOMMUIOASUnmap(ioasID: ioasID, iova: iova, length: length).bytes
-        try call(VFIOUAPI.iommuIOASUnmap, &bytes, .unmapIOAS)
-        let unmapped = IOMMUIOASUnmap(bytes: bytes)?.length ?? 0
+        var unmap = IOMMUIOASUnmap(ioasID: ioasID, iova: iova, length: length)
+        try call(VFIOUAPI.iommuIOASUnmap, &unmap, .unmapIOAS)
+        let unmapped = unmap.length
         guard unmapped <= length else {
             throw VFIOError.unexpectedReply(operation: .unmapIOAS, device: name, detail: "\(unmapped) bytes unmapped of \(length) asked")
         }
@@ -64,19 +65,19 @@ public final class VFIOIOMMUFD: Sendable {
     /// (EOPNOTSUPP otherwise: ``VFIOError/featureUnsupported(operation:device:errno:)``).
     /// Returns the HWPT id, to attach the device to.
     public func allocateHWPT(deviceID: UInt32, ioasID: UInt32, dirtyTracking: Bool) throws(VFIOError) -> UInt32 {
-        var bytes = IOMMUHWPTAlloc(flags: dirtyTracking ? VFIOUAPI.hwptAllocDirtyTracking : 0, devID: deviceID, ptID: ioasID).bytes
-        try call(VFIOUAPI.iommuHWPTAlloc, &bytes, .allocateHWPT)
-        guard let reply = IOMMUHWPTAlloc(bytes: bytes), reply.outHWPTID != 0 else {
+        var alloc = IOMMUHWPTAlloc(flags: dirtyTracking ? VFIOUAPI.hwptAllocDirtyTracking : 0, devID: deviceID, ptID: ioasID)
+        try call(VFIOUAPI.iommuHWPTAlloc, &alloc, .allocateHWPT)
+        guard alloc.outHWPTID != 0 else {
             throw VFIOError.unexpectedReply(operation: .allocateHWPT, device: name, detail: "no HWPT id in the reply")
         }
-        return reply.outHWPTID
+        return alloc.outHWPTID
     }
 
     /// `IOMMU_HWPT_SET_DIRTY_TRACKING`: turns the HWPT's dirty tracking on or off (EOPNOTSUPP for
     /// an HWPT allocated without `IOMMU_HWPT_ALLOC_DIRTY_TRACKING`).
     public func setDirtyTracking(hwptID: UInt32, enabled: Bool) throws(VFIOError) {
-        var bytes = IOMMUHWPTSetDirtyTracking(flags: enabled ? VFIOUAPI.hwptDirtyTrackingEnable : 0, hwptID: hwptID).bytes
-        try call(VFIOUAPI.iommuHWPTSetDirtyTracking, &bytes, .setHWPTDirtyTracking)
+        var request = IOMMUHWPTSetDirtyTracking(flags: enabled ? VFIOUAPI.hwptDirtyTrackingEnable : 0, hwptID: hwptID)
+        try call(VFIOUAPI.iommuHWPTSetDirtyTracking, &request, .setHWPTDirtyTracking)
     }
 
     /// `IOMMU_HWPT_GET_DIRTY_BITMAP` of `[iova, iova + length)` at `pageSize`, read-and-clear. The
@@ -93,11 +94,10 @@ public final class VFIOIOMMUFD: Sendable {
         }
         var bitmap = [UInt64](repeating: 0, count: words)
         let failure = bitmap.withUnsafeMutableBytes { buffer -> VFIOError? in
-            var bytes = IOMMUHWPTGetDirtyBitmap(
-                hwptID: hwptID, iova: iova, length: length, pageSize: pageSize, data: UInt64(UInt(bitPattern: buffer.baseAddress))
-            ).bytes
+            var request = IOMMUHWPTGetDirtyBitmap(
+                hwptID: hwptID, iova: iova, length: length, pageSize: pageSize, data: UInt64(UInt(bitPattern: buffer.baseAddress)))
             do throws(VFIOError) {
-                try call(VFIOUAPI.iommuHWPTGetDirtyBitmap, &bytes, .getHWPTDirtyBitmap)
+                try call(VFIOUAPI.iommuHWPTGetDirtyBitmap, &request, .getHWPTDirtyBitmap)
                 return nil
             } catch {
                 return error

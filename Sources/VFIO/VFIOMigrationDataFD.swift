@@ -74,24 +74,16 @@ public final class VFIOMigrationDataFD: Sendable {
     /// 0 in STOP_COPY means `.endOfStream`.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(VFIOError) -> VFIODataReadResult {
         try withFD(.read) { (fd) throws(VFIOError) -> VFIODataReadResult in
-            var again = 0
-            while true {
-                switch system.read(fd, into: buffer) {
-                case .success(let count) where count > 0:
-                    return .bytes(count)
-                case .success:
-                    if buffer.isEmpty { return .bytes(0) }
-                    return stateCache.value?.isPreCopy == true ? .drainedForNow : .endOfStream
-                case .failure(.noMessage):
-                    return .drainedForNow
-                case .failure(.interrupted):
-                    continue
-                case .failure(.resourceTemporarilyUnavailable) where again < Self.maxConsecutiveAgain:
-                    again += 1
-                    try waitUntilReady(fd, events: Int16(POLLIN), operation: .read)
-                case .failure(let errno):
-                    throw VFIOError.syscallFailed(operation: .read, device: deviceName, errno: errno)
-                }
+            switch try transfer(fd, .read, events: Int16(POLLIN), { system.read(fd, into: buffer) }) {
+            case .success(let count) where count > 0:
+                return .bytes(count)
+            case .success:
+                if buffer.isEmpty { return .bytes(0) }
+                return stateCache.value?.isPreCopy == true ? .drainedForNow : .endOfStream
+            case .failure(.noMessage):
+                return .drainedForNow
+            case .failure(let errno):
+                throw VFIOError.syscallFailed(operation: .read, device: deviceName, errno: errno)
             }
         }
     }
@@ -101,23 +93,36 @@ public final class VFIOMigrationDataFD: Sendable {
     public func write(_ buffer: UnsafeRawBufferPointer) throws(VFIOError) {
         try withFD(.write) { (fd) throws(VFIOError) in
             var offset = 0
-            var again = 0
             while offset < buffer.count {
                 let rest = UnsafeRawBufferPointer(rebasing: buffer[offset...])
-                switch system.write(fd, from: rest) {
+                switch try transfer(fd, .write, events: Int16(POLLOUT), { system.write(fd, from: rest) }) {
                 case .success(let count) where count > 0:
                     offset += count
-                    again = 0
                 case .success:
                     throw VFIOError.unexpectedReply(operation: .write, device: deviceName, detail: "write returned 0")
-                case .failure(.interrupted):
-                    continue
-                case .failure(.resourceTemporarilyUnavailable) where again < Self.maxConsecutiveAgain:
-                    again += 1
-                    try waitUntilReady(fd, events: Int16(POLLOUT), operation: .write)
                 case .failure(let errno):
                     throw VFIOError.syscallFailed(operation: .write, device: deviceName, errno: errno)
                 }
+            }
+        }
+    }
+
+    /// One `read(2)` or `write(2)` by `call`, repeated on EINTR, and on EAGAIN once `poll(2)` reports
+    /// the fd ready for `events` (at most `maxConsecutiveAgain` times in a row). Returns the first other
+    /// answer, or EAGAIN when the fd keeps answering it.
+    private func transfer(
+        _ fd: Int32, _ operation: VFIOOperation, events: Int16, _ call: () -> Result<Int, Errno>
+    ) throws(VFIOError) -> Result<Int, Errno> {
+        var again = 0
+        while true {
+            switch call() {
+            case .failure(.interrupted):
+                continue
+            case .failure(.resourceTemporarilyUnavailable) where again < Self.maxConsecutiveAgain:
+                again += 1
+                try waitUntilReady(fd, events: events, operation: operation)
+            case let result:
+                return result
             }
         }
     }
@@ -136,25 +141,17 @@ public final class VFIOMigrationDataFD: Sendable {
     /// `VFIOError.notInPreCopy`; ENOTTY: `VFIOError.featureUnsupported`.
     public func precopyInfo() throws(VFIOError) -> VFIOPrecopyInfo {
         try withFD(.precopyInfo) { (fd) throws(VFIOError) -> VFIOPrecopyInfo in
-            while true {
-                var bytes = VFIOPrecopyInfoLayout(argsz: UInt32(VFIOPrecopyInfoLayout.size), flags: 0).bytes
-                let result = bytes.withUnsafeMutableBytes { system.ioctl(fd, VFIOUAPI.migGetPrecopyInfo, .buffer($0)) }
-                switch result {
-                case .success:
-                    guard let info = VFIOPrecopyInfoLayout(bytes: bytes) else {
-                        throw VFIOError.unexpectedReply(operation: .precopyInfo, device: deviceName, detail: "short reply")
-                    }
-                    return VFIOPrecopyInfo(
-                        initialBytes: info.initialBytes, dirtyBytes: info.dirtyBytes, reinit: info.flags & VFIOUAPI.precopyInfoReinit != 0)
-                case .failure(.interrupted):
-                    continue
-                case .failure(.invalidArgument):
-                    throw VFIOError.notInPreCopy(device: deviceName)
-                case .failure(.inappropriateIOCTLForDevice):
-                    throw VFIOError.featureUnsupported(operation: .precopyInfo, device: deviceName, errno: .inappropriateIOCTLForDevice)
-                case .failure(let errno):
-                    throw VFIOError.syscallFailed(operation: .precopyInfo, device: deviceName, errno: errno)
-                }
+            var info = VFIOPrecopyInfoLayout(argsz: UInt32(VFIOPrecopyInfoLayout.size), flags: 0)
+            switch system.ioctlRestarting(fd, VFIOUAPI.migGetPrecopyInfo, layout: &info) {
+            case .success:
+                return VFIOPrecopyInfo(
+                    initialBytes: info.initialBytes, dirtyBytes: info.dirtyBytes, reinit: info.flags & VFIOUAPI.precopyInfoReinit != 0)
+            case .failure(.invalidArgument):
+                throw VFIOError.notInPreCopy(device: deviceName)
+            case .failure(.inappropriateIOCTLForDevice):
+                throw VFIOError.featureUnsupported(operation: .precopyInfo, device: deviceName, errno: .inappropriateIOCTLForDevice)
+            case .failure(let errno):
+                throw VFIOError.syscallFailed(operation: .precopyInfo, device: deviceName, errno: errno)
             }
         }
     }

@@ -158,17 +158,30 @@ package final class VFIOSyscallRecorder: VFIOSyscalls {
         }
     }
 
+    /// Runs `body` unless an armed fault fails the call, and records the outcome. `body` is given the
+    /// byte limit of an armed `.shortTransfer` (nil when none is armed); only reads and writes apply it.
+    private func perform<T>(
+        _ kind: VFIOSyscallKind, fd: Int32?, request: UInt? = nil, _ call: VFIOSyscallRecord.Call,
+        asInt: (T) -> Int, _ body: (_ transferLimit: Int?) -> Result<T, Errno>
+    ) -> Result<T, Errno> {
+        let transferLimit: Int?
+        switch takeFault(kind, fd: fd, request: request) {
+        case .fail(let errno):
+            record(call, fd: fd, result: .failure(errno), injected: true)
+            return .failure(errno)
+        case .shortTransfer(let limit): transferLimit = limit
+        case nil: transferLimit = nil
+        }
+        let result = body(transferLimit)
+        record(call, fd: fd, result: result.map(asInt), injected: false)
+        return result
+    }
+
     private func perform<T>(
         _ kind: VFIOSyscallKind, fd: Int32?, request: UInt? = nil, _ call: VFIOSyscallRecord.Call,
         asInt: (T) -> Int, _ body: () -> Result<T, Errno>
     ) -> Result<T, Errno> {
-        if case .fail(let errno) = takeFault(kind, fd: fd, request: request) {
-            record(call, fd: fd, result: .failure(errno), injected: true)
-            return .failure(errno)
-        }
-        let result = body()
-        record(call, fd: fd, result: result.map(asInt), injected: false)
-        return result
+        perform(kind, fd: fd, request: request, call, asInt: asInt) { _ in body() }
     }
 
     package func open(_ path: String, _ flags: Int32) -> Result<Int32, Errno> {
@@ -199,36 +212,14 @@ package final class VFIOSyscallRecorder: VFIOSyscalls {
     }
 
     package func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> {
-        let call = VFIOSyscallRecord.Call.read(count: buffer.count)
-        switch takeFault(.read, fd: fd, request: nil) {
-        case .fail(let errno):
-            record(call, fd: fd, result: .failure(errno), injected: true)
-            return .failure(errno)
-        case .shortTransfer(let limit):
-            let result = base.read(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer.prefix(limit)))
-            record(call, fd: fd, result: result, injected: false)
-            return result
-        case nil:
-            let result = base.read(fd, into: buffer)
-            record(call, fd: fd, result: result, injected: false)
-            return result
+        perform(.read, fd: fd, .read(count: buffer.count), asInt: { $0 }) { (limit: Int?) in
+            base.read(fd, into: limit.map { UnsafeMutableRawBufferPointer(rebasing: buffer.prefix($0)) } ?? buffer)
         }
     }
 
     package func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> {
-        let call = VFIOSyscallRecord.Call.write(count: buffer.count)
-        switch takeFault(.write, fd: fd, request: nil) {
-        case .fail(let errno):
-            record(call, fd: fd, result: .failure(errno), injected: true)
-            return .failure(errno)
-        case .shortTransfer(let limit):
-            let result = base.write(fd, from: UnsafeRawBufferPointer(rebasing: buffer.prefix(limit)))
-            record(call, fd: fd, result: result, injected: false)
-            return result
-        case nil:
-            let result = base.write(fd, from: buffer)
-            record(call, fd: fd, result: result, injected: false)
-            return result
+        perform(.write, fd: fd, .write(count: buffer.count), asInt: { $0 }) { (limit: Int?) in
+            base.write(fd, from: limit.map { UnsafeRawBufferPointer(rebasing: buffer.prefix($0)) } ?? buffer)
         }
     }
 

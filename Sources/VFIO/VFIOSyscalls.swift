@@ -90,6 +90,15 @@ extension VFIOSyscalls {
         bytes.withUnsafeMutableBytes { ioctlRestarting(fd, request, .buffer($0)) }
     }
 
+    /// ``ioctlRestarting(_:_:_:)`` with `layout`'s bytes as the argument buffer; after a success
+    /// `layout` holds what the kernel wrote back.
+    package func ioctlRestarting<Layout: VFIOFixedLayout>(_ fd: Int32, _ request: UInt, layout: inout Layout) -> Result<Int32, Errno> {
+        var bytes = layout.bytes
+        let result = ioctlRestarting(fd, request, bytes: &bytes)
+        if case .success = result, let reply = Layout(bytes: bytes) { layout = reply }
+        return result
+    }
+
     /// `open(2)`, repeated while it fails with EINTR.
     package func openRestarting(_ path: String, _ flags: Int32) -> Result<Int32, Errno> {
         while true {

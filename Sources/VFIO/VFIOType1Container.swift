@@ -71,6 +71,10 @@ public final class VFIOType1Container: Sendable {
         system.ioctlRestarting(fileDescriptor.rawValue, request, bytes: &bytes)
     }
 
+    private func ioctl<Layout: VFIOFixedLayout>(_ request: UInt, _ argument: inout Layout) -> Result<Int32, Errno> {
+        system.ioctlRestarting(fileDescriptor.rawValue, request, layout: &argument)
+    }
+
     // MARK: GET_INFO
 
     /// `VFIO_IOMMU_GET_INFO`, read twice when the capability chain does not fit 24 bytes (the
@@ -148,8 +152,8 @@ public final class VFIOType1Container: Sendable {
             throw VFIOError.invalidRequest(operation: .mapDMA, device: name, detail: "empty or overflowing mapping of \(size) bytes")
         }
         let flags = VFIOUAPI.dmaMapRead | (writable ? VFIOUAPI.dmaMapWrite : 0)
-        var bytes = VFIOIOMMUType1DMAMap(flags: flags, vaddr: hostAddress, iova: iova, size: size).bytes
-        if case .failure(let errno) = ioctl(VFIOUAPI.iommuMapDMA, &bytes) {
+        var map = VFIOIOMMUType1DMAMap(flags: flags, vaddr: hostAddress, iova: iova, size: size)
+        if case .failure(let errno) = ioctl(VFIOUAPI.iommuMapDMA, &map) {
             throw VFIOError.syscallFailed(operation: .mapDMA, device: name, errno: errno)
         }
     }
@@ -157,11 +161,11 @@ public final class VFIOType1Container: Sendable {
     /// `VFIO_IOMMU_UNMAP_DMA` of `[iova, iova + size)`; returns the bytes the kernel unmapped.
     @discardableResult
     public func unmapDMA(iova: UInt64, size: UInt64) throws(VFIOError) -> UInt64 {
-        var bytes = VFIOIOMMUType1DMAUnmap(iova: iova, size: size).bytes
-        if case .failure(let errno) = ioctl(VFIOUAPI.iommuUnmapDMA, &bytes) {
+        var unmap = VFIOIOMMUType1DMAUnmap(iova: iova, size: size)
+        if case .failure(let errno) = ioctl(VFIOUAPI.iommuUnmapDMA, &unmap) {
             throw VFIOError.syscallFailed(operation: .unmapDMA, device: name, errno: errno)
         }
-        let unmapped = VFIOIOMMUType1DMAUnmap(bytes: bytes)?.size ?? 0
+        let unmapped = unmap.size
         // The kernel unmaps whole mappings inside the range: never more than was asked.
         guard unmapped <= size else {
             throw VFIOError.unexpectedReply(operation: .unmapDMA, device: name, detail: "\(unmapped) bytes unmapped of \(size) asked")
@@ -205,11 +209,10 @@ public final class VFIOType1Container: Sendable {
         }
         var bitmap = [UInt64](repeating: 0, count: words)
         let result = bitmap.withUnsafeMutableBytes { buffer -> Result<Int32, Errno> in
-            var bytes = VFIOIOMMUType1DirtyBitmap(
+            var request = VFIOIOMMUType1DirtyBitmap(
                 argsz: UInt32(VFIOIOMMUType1DirtyBitmap.size), flags: VFIOUAPI.dirtyPagesGetBitmap, iova: iova, length: length,
-                pageSize: pageSize, bitmapSize: UInt64(buffer.count), bitmapData: UInt64(UInt(bitPattern: buffer.baseAddress))
-            ).bytes
-            return ioctl(VFIOUAPI.iommuDirtyPages, &bytes)
+                pageSize: pageSize, bitmapSize: UInt64(buffer.count), bitmapData: UInt64(UInt(bitPattern: buffer.baseAddress)))
+            return ioctl(VFIOUAPI.iommuDirtyPages, &request)
         }
         switch result {
         case .success: return VFIODirtyBitmap(iova: iova, length: length, pageSize: pageSize, words: bitmap)
