@@ -1,4 +1,5 @@
-/// The four kinds of section QEMU writes.
+/// The four kinds of section QEMU writes. A kind's value is the byte of the record that starts
+/// such a section (``RecordType``).
 public enum SectionKind: UInt8, Sendable, CustomStringConvertible {
     /// First section of a live (iterative) handler, from `save_setup`.
     case start = 0x01
@@ -9,14 +10,16 @@ public enum SectionKind: UInt8, Sendable, CustomStringConvertible {
     /// The whole state of a non-iterative handler (or a live handler's config state).
     case full = 0x04
 
-    public var description: String {
-        switch self {
-        case .start: "start"
-        case .part: "part"
-        case .end: "end"
-        case .full: "full"
-        }
+    /// The kind of section a record of this type starts; nil for the records that are not sections.
+    public init?(_ record: RecordType) { self.init(rawValue: record.rawValue) }
+
+    /// The record type that starts a section of this kind.
+    public var recordType: RecordType {
+        RecordType(rawValue: rawValue)!  // every kind's value is its record's (SectionKindTests)
     }
+
+    /// The record's name in lower case: `start`, `part`, `end`, `full`.
+    public var description: String { recordType.description.lowercased() }
 
     /// START and FULL headers carry idstr, instance and version; PART and END only the id.
     public var carriesIdentity: Bool { self == .start || self == .full }

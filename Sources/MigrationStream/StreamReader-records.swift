@@ -59,25 +59,29 @@ extension StreamReader {
         switch type {
         case .eof:
             return .eof
-        case .sectionStart, .sectionFull:
-            let kind = SectionKind(rawValue: byte)!  // 0x01 and 0x04 are section kinds
-            let id = try readBE32("the section id")
-            let idstr = try readCountedString("the section idstr")
-            let instance = try readBE32("the instance id")
-            let version = try readBE32("the version id")
-            let binding = SectionBinding(idstr: idstr, instanceID: instance, versionID: version)
-            boundSections[id] = binding
-            return .section(SectionHeader(kind: kind, sectionID: id, binding: binding))
-        case .sectionPart, .sectionEnd:
-            let kind = SectionKind(rawValue: byte)!  // 0x02 and 0x03 are section kinds
-            let id = try readBE32("the section id")
-            guard let binding = boundSections[id] else { throw StreamError.unknownSectionID(offset: at, sectionID: id) }
-            return .section(SectionHeader(kind: kind, sectionID: id, binding: binding))
+        case .sectionStart, .sectionPart, .sectionEnd, .sectionFull:
+            return .section(try readSectionHeader(SectionKind(type)!, at: at))
         case .command:
             return .command(try readCommandBody(at: at))
         case .subsection, .vmDescription, .configuration, .sectionFooter:
             throw StreamError.unexpectedRecord(offset: at, found: type.description, expected: "a section, command or EOF")
         }
+    }
+
+    /// The rest of a section header after its record byte: a START/FULL header binds its id to
+    /// (idstr, instance, version); a PART/END header names an id bound before.
+    private func readSectionHeader(_ kind: SectionKind, at: Int) throws -> SectionHeader {
+        let id = try readBE32("the section id")
+        guard kind.carriesIdentity else {
+            guard let binding = boundSections[id] else { throw StreamError.unknownSectionID(offset: at, sectionID: id) }
+            return SectionHeader(kind: kind, sectionID: id, binding: binding)
+        }
+        let idstr = try readCountedString("the section idstr")
+        let instance = try readBE32("the instance id")
+        let version = try readBE32("the version id")
+        let binding = SectionBinding(idstr: idstr, instanceID: instance, versionID: version)
+        boundSections[id] = binding
+        return SectionHeader(kind: kind, sectionID: id, binding: binding)
     }
 
     /// Reads a section footer: 0x7e and the same section id as the header.

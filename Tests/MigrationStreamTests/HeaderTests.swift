@@ -20,6 +20,19 @@ import Testing
         #expect(reader.offset == 0x2b)
     }
 
+    /// A section kind is named after, and valued as, the record that starts it (the reader
+    /// and ``SectionKind/description`` rely on it).
+    @Test func sectionKindsAreTheSectionRecordTypes() {
+        let kinds: [SectionKind] = [.start, .part, .end, .full]
+        #expect(kinds.map(\.recordType) == [.sectionStart, .sectionPart, .sectionEnd, .sectionFull])
+        #expect(kinds.map(\.description) == ["start", "part", "end", "full"])
+        let records: [RecordType] = [
+            .eof, .sectionStart, .sectionPart, .sectionEnd, .sectionFull, .subsection, .vmDescription, .configuration, .command,
+            .sectionFooter
+        ]
+        #expect(records.compactMap(SectionKind.init) == kinds)
+    }
+
     @Test func writerReproducesTheHeaderBytes() throws {
         let bytes = try Self.fixture("qemu72-pc-i440fx-paused.mig")
         let sink = MemoryByteSink()
