@@ -1,5 +1,4 @@
 import MigrationStream
-import Synchronization
 import SystemPackage
 
 #if canImport(Glibc)
@@ -17,20 +16,13 @@ func systemError(_ operation: String, _ code: Int32 = errno) -> TransportError {
 /// return path; `shutdown()` unblocks readers and writers on other threads. Reads and writes
 /// retry on EINTR and finish partial writes; with a timeout they wait with `poll`.
 public final class DescriptorConnection: MigrationConnection, CustomStringConvertible {
-    private struct State {
-        var readTimeout: Duration?
-        var writeTimeout: Duration?
-        var shutDown = false
-        var closed = false
-    }
-
     /// The descriptor.
     public let fd: Int32
     public let supportsReturnPath: Bool
     private let isSocket: Bool
     private let ownsDescriptor: Bool
     private let label: String
-    private let state = Mutex(State())
+    private let state = ConnectionState()
 
     /// Wraps `fd`.
     /// - Parameters:
@@ -61,43 +53,20 @@ public final class DescriptorConnection: MigrationConnection, CustomStringConver
         return (DescriptorConnection(fd: fds[0], label: "socketpair[0]"), DescriptorConnection(fd: fds[1], label: "socketpair[1]"))
     }
 
-    public func setTimeouts(read: Duration?, write: Duration?) {
-        state.withLock { s in
-            s.readTimeout = read
-            s.writeTimeout = write
-        }
-    }
-
-    /// Waits until `fd` is ready for `events` (or hung up); throws on timeout.
-    private func waitReady(_ events: Int16, timeout: Duration?, operation: String) throws {
-        let clock = MonotonicClock()
-        let deadline = timeout.map { clock.now + $0 }
-        while true {
-            var ms: Int32 = -1
-            if let deadline {
-                let left = deadline - clock.now
-                if left <= .zero { throw TransportError.timedOut(operation: operation, after: timeout ?? .zero) }
-                ms = Int32(min(left.milliseconds.rounded(.up), 60_000))
-            }
-            var pfd = pollfd(fd: fd, events: events, revents: 0)
-            let r = poll(&pfd, 1, ms)
-            if r > 0 { return }
-            if r < 0 && errno != EINTR { throw systemError("poll") }
-        }
-    }
+    public func setTimeouts(read: Duration?, write: Duration?) { state.setTimeouts(read: read, write: write) }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
-        let (timeout, shutDown) = state.withLock { ($0.readTimeout, $0.shutDown) }
+        let (timeout, shutDown) = state.reading
         if shutDown { return 0 }
         while true {
-            if timeout != nil { try waitReady(Int16(POLLIN), timeout: timeout, operation: "read on \(label)") }
+            if timeout != nil { try waitReady(fd, for: Int16(POLLIN), timeout: timeout, operation: "read on \(label)") }
             let n = isSocket ? recv(fd, base, buffer.count, 0) : Glibc.read(fd, base, buffer.count)
             if n >= 0 { return n }
             let e = errno
             switch e {
             case EINTR: continue
-            case EAGAIN, EWOULDBLOCK: try waitReady(Int16(POLLIN), timeout: timeout, operation: "read on \(label)")
+            case EAGAIN, EWOULDBLOCK: try waitReady(fd, for: Int16(POLLIN), timeout: timeout, operation: "read on \(label)")
             case ECONNRESET, ENOTCONN: throw TransportError.connectionClosed(operation: "read on \(label)")
             default: throw systemError("read on \(label)", e)
             }
@@ -106,11 +75,11 @@ public final class DescriptorConnection: MigrationConnection, CustomStringConver
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         guard let base = bytes.baseAddress else { return }
-        let timeout = state.withLock { $0.writeTimeout }
+        let timeout = state.writeTimeout
         var done = 0
         while done < bytes.count {
-            if state.withLock({ $0.shutDown }) { throw TransportError.shutDown }
-            if timeout != nil { try waitReady(Int16(POLLOUT), timeout: timeout, operation: "write on \(label)") }
+            if state.isShutDown { throw TransportError.shutDown }
+            if timeout != nil { try waitReady(fd, for: Int16(POLLOUT), timeout: timeout, operation: "write on \(label)") }
             let left = bytes.count - done
             let n: Int
             if isSocket {
@@ -127,7 +96,7 @@ public final class DescriptorConnection: MigrationConnection, CustomStringConver
             let e = n < 0 ? errno : EAGAIN
             switch e {
             case EINTR: continue
-            case EAGAIN, EWOULDBLOCK: try waitReady(Int16(POLLOUT), timeout: timeout, operation: "write on \(label)")
+            case EAGAIN, EWOULDBLOCK: try waitReady(fd, for: Int16(POLLOUT), timeout: timeout, operation: "write on \(label)")
             case EPIPE, ECONNRESET, ENOTCONN: throw TransportError.connectionClosed(operation: "write on \(label)")
             default: throw systemError("write on \(label)", e)
             }
@@ -135,18 +104,10 @@ public final class DescriptorConnection: MigrationConnection, CustomStringConver
     }
 
     public func shutdown() {
-        let first = state.withLock { s -> Bool in
-            defer { s.shutDown = true }
-            return !s.shutDown && !s.closed
-        }
-        if first && isSocket { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        if state.markShutDown() && isSocket { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
     }
 
     public func close() {
-        let first = state.withLock { s -> Bool in
-            defer { s.closed = true }
-            return !s.closed
-        }
-        if first && ownsDescriptor { _ = Glibc.close(fd) }
+        if state.markClosed() && ownsDescriptor { _ = Glibc.close(fd) }
     }
 }

@@ -7,11 +7,10 @@ import MigrationStream
 // failure and cancel).
 
 /// One incoming migration, on its load thread.
-final class DestinationRun {
+final class DestinationRun: EngineRun {
+    static let side = "destination"
+
     let owner: MigrationDestination
-    let params: MigrationParameters
-    let clock: any MigrationClock
-    let logger: Logger
     let connection: any MigrationConnection
     let reader: StreamReader
     /// The main channel as the reader sees it, counting the time reads block.
@@ -44,9 +43,6 @@ final class DestinationRun {
 
     init(owner: MigrationDestination, connection: any MigrationConnection, channels: [AcceptedChannel]) {
         self.owner = owner
-        self.params = owner.parameters
-        self.clock = owner.clock
-        self.logger = owner.logger
         self.connection = connection
         let watchdog = owner.parameters.minimumReceiveRate.map {
             ReceiveWatchdog(minimumRate: $0, window: owner.parameters.stallTimeout ?? .seconds(30))
@@ -76,23 +72,15 @@ final class DestinationRun {
     }
 
     func run() throws -> IncomingStatistics {
-        defer { owner.progressContinuation.finish() }
-        do {
+        try drive {
             if let refusal = multifdPlan.refusal { throw MigrationError.invalidParameters(refusal) }
             try header()
             try setup()
             try load()
             try finish()
-        } catch {
-            throw fail(error)
+        } then: {
+            statistics()
         }
-        return statistics()
-    }
-
-    func enter(_ next: MigrationPhase) {
-        phase = next
-        logger.debug("destination phase \(next)")
-        emitProgress()
     }
 
     func wrap(

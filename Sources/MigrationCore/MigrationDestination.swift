@@ -27,23 +27,6 @@ public final class MigrationDestination: MigrationEngine, EngineInternals {
     /// Progress events: at each phase change and at most every 100 ms while loading.
     public var progress: AsyncStream<MigrationProgress> { parts.progress }
 
-    /// - Parameters:
-    ///   - registry: the handlers to load sections into, registered as on the source.
-    ///   - vm: the guest to resume once everything is loaded.
-    ///   - configuration: this destination's machine; the stream's machine type must equal it.
-    ///   - parameters: the migration's parameters; those both ends share must match the source's.
-    ///   - clock: the engine's time source (a virtual one in tests).
-    ///   - logger: defaults to a silent logger labelled "switchover.migration".
-    public convenience init(
-        registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
-        parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
-        logger: Logger? = nil
-    ) {
-        self.init(
-            runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
-            clock: clock, logger: logger)
-    }
-
     /// A destination on the VMM's own ``VMRunState``: the VMM later starts the guest through
     /// the same object when ``MigrationParameters/resumeOnCompletion`` is off.
     /// - Parameters:

@@ -17,9 +17,34 @@ public protocol MigrationEngine: AnyObject, Sendable {
 
     /// Cancels the migration: the connection is shut down, handlers clean up.
     func cancel()
+
+    /// An engine on the VMM's own ``VMRunState``.
+    init(
+        runState: VMRunState, configuration: MachineConfiguration, parameters: MigrationParameters, clock: any MigrationClock,
+        logger: Logger?)
 }
 
 extension MigrationEngine {
+    /// An engine on a ``VMRunState`` of its own over `registry` and `vm`.
+    /// - Parameters:
+    ///   - registry: the handlers whose state moves, registered alike on both ends.
+    ///   - vm: the guest: the source stops it for the switchover (and resumes it if the
+    ///     migration fails), the destination resumes it once everything is loaded.
+    ///   - configuration: the machine configuration: the source writes it after the header, the
+    ///     destination's machine type must equal the stream's.
+    ///   - parameters: the migration's parameters; those both ends share must match.
+    ///   - clock: the engine's time source (a virtual one in tests).
+    ///   - logger: defaults to a silent logger labelled "switchover.migration".
+    public init(
+        registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
+        parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
+        logger: Logger? = nil
+    ) {
+        self.init(
+            runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
+            clock: clock, logger: logger)
+    }
+
     /// The handlers (snapshot taken when the run starts): ``runState``'s registry.
     public var registry: HandlerRegistry { runState.registry }
     /// The guest's vCPUs (``runState``'s).

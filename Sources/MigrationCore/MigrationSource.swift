@@ -34,24 +34,6 @@ public final class MigrationSource: MigrationEngine, EngineInternals {
     /// finishes when `run` returns.
     public var progress: AsyncStream<MigrationProgress> { parts.progress }
 
-    /// - Parameters:
-    ///   - registry: the handlers whose state moves, registered as on the destination.
-    ///   - vm: the guest, stopped for the switchover and resumed if the migration fails.
-    ///   - configuration: the machine configuration written after the header; the destination
-    ///     must run the same machine type.
-    ///   - parameters: the migration's parameters (downtime limit, bandwidth, switchover-ack…).
-    ///   - clock: the engine's time source (a virtual one in tests).
-    ///   - logger: defaults to a silent logger labelled "switchover.migration".
-    public convenience init(
-        registry: HandlerRegistry, vm: any VMController, configuration: MachineConfiguration,
-        parameters: MigrationParameters = MigrationParameters(), clock: any MigrationClock = MonotonicClock(),
-        logger: Logger? = nil
-    ) {
-        self.init(
-            runState: VMRunState(registry: registry, vcpus: vm), configuration: configuration, parameters: parameters,
-            clock: clock, logger: logger)
-    }
-
     /// A source on the VMM's own ``VMRunState`` (the object it pauses and resumes the guest
     /// through), so a migration and the VMM never change the run state at the same time.
     /// - Parameters:

@@ -8,11 +8,10 @@ import MigrationStream
 // (progress and statistics).
 
 /// One source migration, on its migration thread.
-final class SourceRun {
+final class SourceRun: EngineRun {
+    static let side = "source"
+
     let owner: MigrationSource
-    let params: MigrationParameters
-    let clock: any MigrationClock
-    let logger: Logger
     let connection: any MigrationConnection
     let writer: StreamWriter
     let entries: [RegisteredHandler]
@@ -53,9 +52,6 @@ final class SourceRun {
 
     init(owner: MigrationSource, connection: any MigrationConnection, channels: ChannelSource) {
         self.owner = owner
-        self.params = owner.parameters
-        self.clock = owner.clock
-        self.logger = owner.logger
         self.connection = connection
         self.writer = StreamWriter(sink: connection)
         let entries = owner.registry.entries
@@ -92,24 +88,16 @@ final class SourceRun {
     // MARK: Driver
 
     func run() throws -> MigrationStatistics {
-        defer { owner.progressContinuation.finish() }
-        do {
+        try drive {
             try validate()
             try dirty.start(parameters: params)
             try header()
             try setup()
             try iterate()
             try complete()
-        } catch {
-            throw fail(error)
+        } then: {
+            succeed()
         }
-        return succeed()
-    }
-
-    func enter(_ next: MigrationPhase) {
-        phase = next
-        logger.debug("source phase \(next)")
-        emitProgress()
     }
 
     /// Throws when the migration was cancelled, or the return path says it is over.

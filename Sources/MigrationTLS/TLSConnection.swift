@@ -1,7 +1,6 @@
 import CSwitchoverTLS
 import MigrationCore
 import MigrationStream
-import Synchronization
 import SystemPackage
 
 #if canImport(Glibc)
@@ -16,17 +15,10 @@ import Glibc
 /// ``shutdown()`` unblocks them from any thread. The socket is made non-blocking: every OpenSSL
 /// call runs under one lock and returns at once; waits happen in `poll`, outside the lock.
 public final class TLSConnection: MigrationConnection, CustomStringConvertible {
-    private struct State {
-        var readTimeout: Duration?
-        var writeTimeout: Duration?
-        var shutDown = false
-        var closed = false
-    }
-
     private let base: DescriptorConnection
     // The session (swo_tls *). OpenSSL allows one call at a time on it: `session` guards it.
     private let session: SessionLock
-    private let state = Mutex(State())
+    private let state = ConnectionState()
     private let context: TLSContext
     /// The negotiated version.
     public let version: TLSVersion
@@ -167,31 +159,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
         }
     }
 
-    public func setTimeouts(read: Duration?, write: Duration?) {
-        state.withLock { s in
-            s.readTimeout = read
-            s.writeTimeout = write
-        }
-    }
-
-    /// Waits until the socket is ready for `events`; a timeout is no progress for that long.
-    private func wait(_ events: Int16, timeout: Duration?, operation: @autoclosure () -> String) throws {
-        let deadline = timeout.map { ContinuousClock.now + $0 }
-        while true {
-            var ms: Int32 = -1
-            if let deadline, let timeout {
-                let left = deadline - ContinuousClock.now
-                if left <= .zero { throw TransportError.timedOut(operation: operation(), after: timeout) }
-                ms = Int32(min(Double(left.components.seconds) * 1000 + Double(left.components.attoseconds) / 1e15 + 1, 60_000))
-            }
-            var pfd = pollfd(fd: base.fd, events: events, revents: 0)
-            let r = poll(&pfd, 1, ms)
-            if r > 0 { return }
-            if r < 0 && errno != EINTR {
-                throw TransportError.system(operation: "poll", errno: Errno(rawValue: errno))
-            }
-        }
-    }
+    public func setTimeouts(read: Duration?, write: Duration?) { state.setTimeouts(read: read, write: write) }
 
     /// The error for a failed read or write after the handshake.
     private func dataFailure(operation: String) -> any Error {
@@ -205,7 +173,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         guard let pointer = buffer.baseAddress, buffer.count > 0 else { return 0 }
-        let (timeout, shutDown) = state.withLock { ($0.readTimeout, $0.shutDown) }
+        let (timeout, shutDown) = state.reading
         if shutDown { return 0 }
         while true {
             var done = 0
@@ -214,10 +182,12 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
             case Int32(SWO_TLS_OK): return done
             case Int32(SWO_TLS_EOF): return 0
             case Int32(SWO_TLS_WANT_READ), Int32(SWO_TLS_WANT_WRITE):
-                if state.withLock({ $0.shutDown }) { return 0 }
-                try wait(r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT), timeout: timeout, operation: "TLS read on \(base)")
+                if state.isShutDown { return 0 }
+                try waitReady(
+                    base.fd, for: r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT), timeout: timeout,
+                    operation: "TLS read on \(base)")
             default:
-                if state.withLock({ $0.shutDown }) { return 0 }
+                if state.isShutDown { return 0 }
                 throw dataFailure(operation: "TLS read on \(base)")
             }
         }
@@ -225,9 +195,9 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         guard let pointer = bytes.baseAddress, bytes.count > 0 else { return }
-        let timeout = state.withLock { $0.writeTimeout }
+        let timeout = state.writeTimeout
         while true {
-            if state.withLock({ $0.shutDown }) { throw TransportError.shutDown }
+            if state.isShutDown { throw TransportError.shutDown }
             var done = 0
             let r = session.run { swo_tls_write($0, pointer, bytes.count, &done) }
             switch r {
@@ -236,31 +206,25 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
                 // The peer sent close_notify: it reads nothing more.
                 throw TransportError.connectionClosed(operation: "TLS write on \(base)")
             case Int32(SWO_TLS_WANT_READ), Int32(SWO_TLS_WANT_WRITE):
-                try wait(
-                    r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT), timeout: timeout, operation: "TLS write on \(base)")
+                try waitReady(
+                    base.fd,
+                    for:
+                        r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT), timeout: timeout, operation: "TLS write on \(base)")
             default:
-                if state.withLock({ $0.shutDown }) { throw TransportError.shutDown }
+                if state.isShutDown { throw TransportError.shutDown }
                 throw dataFailure(operation: "TLS write on \(base)")
             }
         }
     }
 
     public func shutdown() {
-        let first = state.withLock { s -> Bool in
-            defer { s.shutDown = true }
-            return !s.shutDown && !s.closed
-        }
-        if first { base.shutdown() }
+        if state.markShutDown() { base.shutdown() }
     }
 
     public func close() {
-        let first = state.withLock { s -> Bool in
-            defer { s.closed = true }
-            return !s.closed
-        }
-        guard first else { return }
+        guard state.markClosed() else { return }
         // close_notify tells the peer the stream ended here, not that it was cut.
-        if !state.withLock({ $0.shutDown }) { session.run { swo_tls_close_notify($0) } }
+        if !state.isShutDown { session.run { swo_tls_close_notify($0) } }
         base.close()
     }
 }

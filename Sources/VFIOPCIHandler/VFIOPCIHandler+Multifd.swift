@@ -19,32 +19,7 @@ extension VFIOPCIHandler {
     public var multifdSupport: MultifdSupport { [.stopCopy, .precopy] }
 
     public func saveCompleteMultifd(to sender: DeviceStateSender, context: SaveContext) throws {
-        // From PRE_COPY the save fd carries on; otherwise STOP_COPY opens one.
-        let opened = try enterStopCopy(phase: "save complete (multifd): enter STOP_COPY")
-        let fd = state.withLock { s -> VFIOMigrationDataFD? in
-            if let opened { s.dataFD = opened }
-            s.inPreCopy = false
-            return s.dataFD
-        }
-        guard let fd else {
-            throw VFIOPCIHandlerError.badSection(device: device.name, offset: 0, reason: "STOP_COPY opened no data fd")
-        }
-        let buffer = state.withLock { $0.buffer ?? $0.buffer(atLeast: Self.defaultChunkSize) }
-        while true {
-            let n = try buffer.withBytes(upTo: buffer.count) { bytes -> Int? in
-                let result = try vfio("save complete (multifd): read") { () throws(VFIOError) -> VFIODataReadResult in
-                    try fd.read(into: bytes)
-                }
-                guard case .bytes(let n) = result else { return nil }
-                try sender.send(UnsafeRawBufferPointer(rebasing: bytes[..<n]), isConfigState: false)
-                return n
-            }
-            guard let n else { break }
-            state.withLock {
-                $0.counters.stopCopyBytes += UInt64(n)
-                $0.counters.chunks += 1
-            }
-        }
+        try drainStopCopy(phase: "save complete (multifd)", offset: 0) { try sender.send($0, isConfigState: false) }
         let body = VFIOSectionTag.configState.bytes + (try config.save()) + VFIOSectionTag.endOfState.bytes
         try body.withUnsafeBytes { try sender.send($0, isConfigState: true) }
     }

@@ -90,31 +90,8 @@ extension VFIOPCIHandler {
             return
         }
         // Normally the device entered STOP_COPY when the guest stopped (runStateChanged), behind
-        // the P2P barrier; a handler driven without a VMRunState enters it here. From PRE_COPY
-        // the save fd carries on; otherwise STOP_COPY opens one.
-        let opened = try enterStopCopy(phase: "save complete: enter STOP_COPY")
-        let fd = state.withLock { s -> VFIOMigrationDataFD? in
-            if let opened { s.dataFD = opened }
-            s.inPreCopy = false
-            return s.dataFD
-        }
-        guard let fd else {
-            throw VFIOPCIHandlerError.badSection(device: device.name, offset: writer.bytesWritten, reason: "STOP_COPY opened no data fd")
-        }
-        let buffer = state.withLock { $0.buffer ?? $0.buffer(atLeast: Self.defaultChunkSize) }
-        while true {
-            let n = try buffer.withBytes(upTo: buffer.count) { bytes -> Int? in
-                let result = try vfio("save complete: read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: bytes) }
-                guard case .bytes(let n) = result else { return nil }
-                try writer.writeVFIODataChunk(UnsafeRawBufferPointer(rebasing: bytes[..<n]))
-                return n
-            }
-            guard let n else { break }
-            state.withLock {
-                $0.counters.stopCopyBytes += UInt64(n)
-                $0.counters.chunks += 1
-            }
-        }
+        // the P2P barrier; a handler driven without a VMRunState enters it here.
+        try drainStopCopy(phase: "save complete", offset: writer.bytesWritten) { try writer.writeVFIODataChunk($0) }
         try writer.writeVFIOTag(.endOfState)
     }
 
@@ -152,6 +129,36 @@ extension VFIOPCIHandler {
         let opened = try vfio(phase) { () throws(VFIOError) in try device.setState(.stopCopy) }
         state.withLock { $0.stopCopyEntered = true }
         return opened
+    }
+
+    /// The stop-copy data, shared by the main-channel and multifd paths: enters STOP_COPY
+    /// unless the device already has (from PRE_COPY the save fd carries on; otherwise STOP_COPY
+    /// opens one), then reads the save fd to its end, hands each chunk to `emit` and counts it.
+    /// `phase` names the caller in errors; `offset` is where in its stream the data would start.
+    func drainStopCopy(phase: String, offset: Int, emit: (UnsafeRawBufferPointer) throws -> Void) throws {
+        let opened = try enterStopCopy(phase: "\(phase): enter STOP_COPY")
+        let fd = state.withLock { s -> VFIOMigrationDataFD? in
+            if let opened { s.dataFD = opened }
+            s.inPreCopy = false
+            return s.dataFD
+        }
+        guard let fd else {
+            throw VFIOPCIHandlerError.badSection(device: device.name, offset: offset, reason: "STOP_COPY opened no data fd")
+        }
+        let buffer = state.withLock { $0.buffer ?? $0.buffer(atLeast: Self.defaultChunkSize) }
+        while true {
+            let n = try buffer.withBytes(upTo: buffer.count) { bytes -> Int? in
+                let result = try vfio("\(phase): read") { () throws(VFIOError) -> VFIODataReadResult in try fd.read(into: bytes) }
+                guard case .bytes(let n) = result else { return nil }
+                try emit(UnsafeRawBufferPointer(rebasing: bytes[..<n]))
+                return n
+            }
+            guard let n else { break }
+            state.withLock {
+                $0.counters.stopCopyBytes += UInt64(n)
+                $0.counters.chunks += 1
+            }
+        }
     }
 
     /// One pre-copy step, shared by the main-channel and multifd paths: reads at most one

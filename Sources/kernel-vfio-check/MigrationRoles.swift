@@ -66,10 +66,7 @@ enum MigrationRole {
         let handler = ObservingHandler(VFIOPCIHandler(device: device))
         let guest = FlagGuest(running: true)
         report.run(KernelCheck.migrationSource.name) { c in
-            let registry = HandlerRegistry()
-            let identity = try registry.register(handler, idstr: idstr, versionID: VFIOPCIHandler.sectionVersion)
-            let source = MigrationSource(
-                registry: registry, vm: guest, configuration: EngineSupport.configuration, parameters: EngineSupport.parameters)
+            let (source, identity) = try EngineSupport.engine(MigrationSource.self, handler: handler, vm: guest)
             do {
                 let statistics = try KernelTestSupport.wait {
                     try await source.run(to: PatientTransport(UnixSocketTransport(path: socketPath), timeout: .seconds(30)))
@@ -86,12 +83,16 @@ enum MigrationRole {
                 c.expect(false, "the migration failed: \(error)")
             }
             c.expectEqual(guest.calls, ["stop"], "the guest stopped once, at the switchover, and not resumed")
-            c.note("hooks: " + handler.observations.map { "\($0.hook)→\($0.state)" }.joined(separator: " "))
-            c.expectEqual(handler.state(after: "saveSetup"), "PRE_COPY", "state after save setup")
-            c.expectEqual(handler.state(after: "prepareRunStateChange(stop)"), "PRE_COPY_P2P", "state after the stop's P2P step")
-            c.expectEqual(handler.state(after: "runStateChanged(stop)"), "STOP_COPY", "state after the guest stopped (the switchover)")
-            c.expectEqual(handler.state(after: "saveComplete"), "STOP_COPY", "state after save complete")
-            c.expectEqual(handler.state(after: "saveCleanup"), "STOP", "state after cleanup")
+            c.note(handler.hookTrace)
+            c.expectStates(
+                of: handler,
+                [
+                    ("saveSetup", "PRE_COPY", "save setup"),
+                    ("prepareRunStateChange(stop)", "PRE_COPY_P2P", "the stop's P2P step"),
+                    ("runStateChanged(stop)", "STOP_COPY", "the guest stopped (the switchover)"),
+                    ("saveComplete", "STOP_COPY", "save complete"),
+                    ("saveCleanup", "STOP", "cleanup")
+                ])
             let statistics = handler.inner.statistics
             c.expectEqual(statistics.preCopyBytes, UInt64(headerSize), "bytes sent in PRE_COPY")
             c.expectEqual(statistics.stopCopyBytes, UInt64(streamSize - headerSize), "bytes sent in STOP_COPY")
@@ -114,10 +115,7 @@ enum MigrationRole {
         let handler = ObservingHandler(VFIOPCIHandler(device: device))
         let guest = FlagGuest(running: false)
         report.run(KernelCheck.migrationDestination.name) { c in
-            let registry = HandlerRegistry()
-            let identity = try registry.register(handler, idstr: idstr, versionID: VFIOPCIHandler.sectionVersion)
-            let destination = MigrationDestination(
-                registry: registry, vm: guest, configuration: EngineSupport.configuration, parameters: EngineSupport.parameters)
+            let (destination, identity) = try EngineSupport.engine(MigrationDestination.self, handler: handler, vm: guest)
             do {
                 let statistics = try KernelTestSupport.wait { try await destination.run(from: UnixSocketTransport(path: socketPath)) }
                 let entry = statistics.handlers.first { $0.identity == identity }
@@ -130,16 +128,20 @@ enum MigrationRole {
                 c.expect(false, "the migration failed: \(error)")
             }
             c.expectEqual(guest.calls, ["resume"], "the guest resumed once, after loading")
-            c.note("hooks: " + handler.observations.map { "\($0.hook)→\($0.state)" }.joined(separator: " "))
+            c.note(handler.hookTrace)
             let sections = handler.observations.map(\.hook).filter { $0.hasPrefix("loadState(") }
             c.expectEqual(sections.first, "loadState(start)", "first section")
             c.expectEqual(Array(sections.suffix(2)), ["loadState(end)", "loadState(full)"], "last sections")
             c.expect(sections.dropFirst().dropLast(2).allSatisfy { $0 == "loadState(part)" } && sections.count >= 4, "sections \(sections)")
-            c.expectEqual(handler.state(after: "loadSetup"), "RESUMING", "state after load setup")
-            c.expectEqual(handler.state(after: "loadState(end)"), "RESUMING", "state after the END section")
-            c.expectEqual(handler.state(after: "loadComplete"), "STOP", "state after load complete")
-            c.expectEqual(handler.state(after: "prepareRunStateChange(start)"), "RUNNING_P2P", "state after the start's P2P step")
-            c.expectEqual(handler.state(after: "runStateChanged(start)"), "RUNNING", "state after the guest started")
+            c.expectStates(
+                of: handler,
+                [
+                    ("loadSetup", "RESUMING", "load setup"),
+                    ("loadState(end)", "RESUMING", "the END section"),
+                    ("loadComplete", "STOP", "load complete"),
+                    ("prepareRunStateChange(start)", "RUNNING_P2P", "the start's P2P step"),
+                    ("runStateChanged(start)", "RUNNING", "the guest started")
+                ])
             let statistics = handler.inner.statistics
             c.expect(statistics.acknowledged, "the handler did not acknowledge the switchover")
             c.expectEqual(statistics.loadedBytes, UInt64(streamSize), "bytes written to the resume fd")

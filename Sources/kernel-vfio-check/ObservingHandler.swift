@@ -19,6 +19,9 @@ final class ObservingHandler: MigrationHandler {
     /// Every hook called so far, with the state the device was in after it.
     var observations: [(hook: String, state: String)] { log.withLock { $0 } }
 
+    /// Every hook so far with the state after it, for a check's note: `hooks: saveSetup→PRE_COPY …`.
+    var hookTrace: String { "hooks: " + observations.map { "\($0.hook)→\($0.state)" }.joined(separator: " ") }
+
     /// The state after the first call of `hook`.
     func state(after hook: String) -> String? { observations.first { $0.hook == hook }?.state }
 
@@ -81,6 +84,13 @@ final class ObservingHandler: MigrationHandler {
     }
     func saveIterateMultifd(to sender: DeviceStateSender, budget: Int, context: SaveContext) throws -> IterationResult {
         try inner.saveIterateMultifd(to: sender, budget: budget, context: context)
+    }
+}
+extension VFIOCheck {
+    /// The arcs the device took: for each of `arcs`, the state after the first call of its
+    /// hook is the one it names (`step` says which step that hook is, for the check's message).
+    mutating func expectStates(of handler: ObservingHandler, _ arcs: [(hook: String, state: String, step: String)]) {
+        for arc in arcs { expectEqual(handler.state(after: arc.hook), arc.state, "state after \(arc.step)") }
     }
 }
 #endif

@@ -27,13 +27,11 @@ enum PeerSteps {
     // MARK: QEMU file → device
 
     static func fileToDevice(path: String, uuid: String) -> Int32 {
-        let name = "qemu-file-loaded-by-switchover"
-        do {
+        step("qemu-file-loaded-by-switchover") {
             let file = try QEMUFile(path: path)
             let content = try file.vfioContent()
             guard content.count == 1, let qemu = content.first else {
-                fail(name, "\(content.count) VFIO devices in \(path), expected 1")
-                return 1
+                throw StepFailure("\(content.count) VFIO devices in \(path), expected 1")
             }
             info(
                 "\(path): machine \(file.configuration.machineType), \(file.records.count) records, VFIO device \(qemu.idstr) "
@@ -79,18 +77,11 @@ enum PeerSteps {
             info("QEMU's data:       \(hex(qemu.data))")
             info("the device saves:  \(hex(saved))")
             guard !qemu.data.isEmpty, saved == qemu.data else {
-                fail(name, "the device saves \(saved.count) bytes that differ from QEMU's \(qemu.data.count)")
-                return 1
+                throw StepFailure("the device saves \(saved.count) bytes that differ from QEMU's \(qemu.data.count)")
             }
             guard qemu.config?.count == config.byteCount else {
-                fail(name, "QEMU's config state has \(qemu.config?.count ?? 0) bytes, the QEMU layout \(config.byteCount)")
-                return 1
+                throw StepFailure("QEMU's config state has \(qemu.config?.count ?? 0) bytes, the QEMU layout \(config.byteCount)")
             }
-            pass(name)
-            return 0
-        } catch {
-            fail(name, "\(error)")
-            return 1
         }
     }
 
@@ -119,24 +110,18 @@ enum PeerSteps {
             fail(name, "bad port \(port)")
             return 2
         }
-        do {
-            let device = try openDevice(uuid)
+        return step(name) {
+            let live = try LiveDevice(uuid: uuid)
+            let (device, handler) = (live.device, live.handler)
             // A guest's writes, so this device's state differs from a fresh one: three bytes into
             // port 0's FIFO, a line-control value into port 1 (16550 registers in I/O BARs 0 and 1).
             for byte: UInt8 in [0x51, 0x45, 0x4d] { try check(device.writeRegion(0, offset: 0, bytes: [byte]), "write BAR0") }
             try check(device.writeRegion(1, offset: 3, bytes: [0x1b]), "write BAR1+3")
-            let handler = VFIOPCIHandler(device: device, config: kernelConfigState(device))
-            let registry = HandlerRegistry()
-            try registry.register(
-                handler, idstr: VFIOPCIHandler.idstr(for: "0000:00:04.0"), instanceID: 0,
-                versionID: VFIOPCIHandler.sectionVersion)
-            var parameters = MigrationParameters()
-            parameters.extensions = false
-            parameters.switchoverAck = true
+            var parameters = LiveDevice.parameters
             parameters.switchoverBandwidth = 1 << 30
             let guest = FlagGuest(running: true)
             let source = MigrationSource(
-                registry: registry, vm: guest, configuration: MachineConfiguration(machineType: machine),
+                registry: live.registry, vm: guest, configuration: MachineConfiguration(machineType: machine),
                 parameters: parameters)
             let tcp = PatientTransport(TCPTransport(host: host, port: portNumber), timeout: .seconds(60), retry: .milliseconds(100))
             let transport: any MigrationTransport
@@ -160,23 +145,11 @@ enum PeerSteps {
                     + "INIT_DATA_SENT \(handler.statistics.initDataSent)")
             let sent = try readStateOut(device)
             say("sent \(hex(sent))")
-            guard source.acknowledgement.acknowledged else {
-                fail(name, "QEMU sent no SWITCHOVER_ACK")
-                return 1
-            }
+            guard source.acknowledgement.acknowledged else { throw StepFailure("QEMU sent no SWITCHOVER_ACK") }
             guard statistics.downtimeEnd == .destinationShut else {
-                fail(name, "QEMU did not send SHUT (\(statistics.downtimeEnd))")
-                return 1
+                throw StepFailure("QEMU did not send SHUT (\(statistics.downtimeEnd))")
             }
-            guard handler.statistics.initDataSent else {
-                fail(name, "INIT_DATA_SENT was not sent")
-                return 1
-            }
-            pass(name)
-            return 0
-        } catch {
-            fail(name, "\(error)")
-            return 1
+            guard handler.statistics.initDataSent else { throw StepFailure("INIT_DATA_SENT was not sent") }
         }
     }
 
@@ -188,16 +161,10 @@ enum PeerSteps {
             fail(name, "bad port \(port)")
             return 2
         }
-        do {
-            let device = try openDevice(uuid)
-            let config = kernelConfigState(device)
-            let handler = VFIOPCIHandler(device: device, config: config)
-            let idstr = VFIOPCIHandler.idstr(for: "0000:00:04.0")
-            let registry = HandlerRegistry()
-            try registry.register(handler, idstr: idstr, instanceID: 0, versionID: VFIOPCIHandler.sectionVersion)
-            var parameters = MigrationParameters()
-            parameters.extensions = false
-            parameters.switchoverAck = true
+        return step(name) {
+            let live = try LiveDevice(uuid: uuid)
+            let (device, config, handler, registry) = (live.device, live.config, live.handler, live.registry)
+            var parameters = LiveDevice.parameters
             // QEMU's trailer, if it sends one, is not needed: the SHUT follows EOF.
             parameters.vmDescription = false
             let recorder = FilteredListener.Recorder()
@@ -217,9 +184,18 @@ enum PeerSteps {
             let loaded = try readStateOut(device)
             say("loaded \(hex(loaded))")
             guard handler.statistics.loadedBytes > 0, config.lastLoaded != nil else {
-                fail(name, "no device data or no config state arrived")
-                return 1
+                throw StepFailure("no device data or no config state arrived")
             }
+        }
+    }
+
+    // MARK: Helpers
+
+    /// Runs one step: `PASS name` when `body` returns, `FAIL name: reason` when it throws (the
+    /// error as text: a ``StepFailure`` is its reason); the exit status, 0 or 1.
+    static func step(_ name: String, _ body: () throws -> Void) -> Int32 {
+        do {
+            try body()
             pass(name)
             return 0
         } catch {
@@ -228,7 +204,37 @@ enum PeerSteps {
         }
     }
 
-    // MARK: Helpers
+    /// Why a step failed, as its FAIL line gives it.
+    struct StepFailure: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// The mdev of a live step as QEMU's guest has it: the generic handler with QEMU's config
+    /// layout (``kernelConfigState(_:)``), registered under 0000:00:04.0's idstr, instance 0.
+    struct LiveDevice {
+        static let idstr = VFIOPCIHandler.idstr(for: "0000:00:04.0")
+        /// What both live steps run with: QEMU's protocol without Switchover's extensions,
+        /// switchover-ack on.
+        static var parameters: MigrationParameters {
+            var parameters = MigrationParameters()
+            parameters.extensions = false
+            parameters.switchoverAck = true
+            return parameters
+        }
+
+        let device: KernelVFIODevice
+        let config: QEMUPCIConfigState
+        let handler: VFIOPCIHandler
+        let registry = HandlerRegistry()
+
+        init(uuid: String) throws {
+            device = try openDevice(uuid)
+            config = kernelConfigState(device)
+            handler = VFIOPCIHandler(device: device, config: config)
+            try registry.register(handler, idstr: Self.idstr, instanceID: 0, versionID: VFIOPCIHandler.sectionVersion)
+        }
+    }
 
     /// The config state in QEMU's layout, read from and written to the device's VFIO config region
     /// (mtty's is 255 bytes: the rest of the 4096-byte PCIe layout is zeros, as in QEMU's).
