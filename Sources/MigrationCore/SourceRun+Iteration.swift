@@ -10,7 +10,7 @@ extension SourceRun {
 
     func iterate() throws {
         enter(.iterating)
-        machine = SwitchoverStateMachine(configuration: machine.configuration, now: clock.now, bytesWritten: writer.bytesWritten)
+        machine = SwitchoverStateMachine(configuration: machine.configuration, now: setupStart.time, bytesWritten: setupStart.bytes)
         let live = liveIndices.filter { !precopyOverChannels.contains($0) }
         if let multifd, !precopyOverChannels.isEmpty {
             multifd.startPrecopy(

@@ -119,6 +119,7 @@ extension SourceRun {
 
     func setup() throws {
         enter(.setup)
+        setupStart = (clock.now, writer.bytesWritten)
         for i in entries.indices where entries[i].handler.isActive && entries[i].handler.isLive {
             try writeSection(.start, i) { h, w, c in try h.saveSetup(to: w, context: c) }
         }

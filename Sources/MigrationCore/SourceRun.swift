@@ -25,6 +25,9 @@ final class SourceRun: EngineRun {
     var phase: MigrationPhase = .idle
     let startTime: Duration
     var setupTime: Duration = .zero
+    /// When setup began and the bytes written by then: the first bandwidth window starts there,
+    /// so that what setup sends is measured (a device with no pre-copy data sends nothing after).
+    var setupStart: (time: Duration, bytes: Int) = (.zero, 0)
     var weStoppedVM = false
     var downtimeStart: Duration?
 

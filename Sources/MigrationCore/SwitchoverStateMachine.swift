@@ -190,7 +190,8 @@ struct SwitchoverStateMachine: Sendable {
         guard elapsed >= MigrationParameters.rateLimitWindow else { return .none }
         let busy = elapsed - idleInWindow
         let transferred = bytesWritten - windowStartBytes
-        if busy >= .milliseconds(1) && transferred > 0 { bandwidthSample(bytes: transferred, busy: busy) }
+        // Bytes moved in under 1 ms of work count as moved in 1 ms (a lower bound on the rate).
+        if transferred > 0 { bandwidthSample(bytes: transferred, busy: max(busy, .milliseconds(1))) }
         windowStart = now
         windowStartBytes = bytesWritten
         idleInWindow = .zero
@@ -235,11 +236,15 @@ struct SwitchoverStateMachine: Sendable {
 
     // MARK: Pending figures and the destination's messages
 
-    /// The handlers' cheap estimates, in registry order.
+    /// The handlers' cheap estimates, in registry order. The exact figures are asked for
+    /// whenever the estimates alone would allow the switchover (at or under the threshold, where
+    /// QEMU asks only under it): an estimate leaves out what only the exact figure counts (a VFIO
+    /// device's stop-copy size), and a switchover on an estimate of nothing, before any bandwidth
+    /// was measured, would move all of that in the downtime.
     mutating func pendingEstimated(_ figures: [UInt64]) -> PendingAction {
         pending = figures
         pendingIsExact = false
-        return figures.saturatingSum < threshold ? .queryExact : .decide
+        return figures.saturatingSum <= threshold ? .queryExact : .decide
     }
 
     /// The handlers' exact figures (after ``PendingAction/queryExact``).

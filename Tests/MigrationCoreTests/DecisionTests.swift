@@ -68,6 +68,29 @@ import Testing
         #expect(decision.predictedDowntimeQEMU != nil && stats.downtime != nil)
     }
 
+    /// A device whose pre-copy data is all sent estimates nothing pending, but its stop-copy
+    /// state is still to move. On virtual time no bandwidth window closes before the live phase
+    /// has sent everything it can: the switchover must wait for the exact figure and a bandwidth
+    /// to weigh it with, not go on the estimate of nothing (QEMU's rule).
+    @Test func aDrainedPreCopyDoesNotHideTheStopCopyState() async throws {
+        let clock = VirtualClock()
+        var device = DeviceHandler.Config()
+        device.stopCopyBytes = 1 << 20
+        device.needsAck = false
+        let s = try Scenario(ram: { RAMHandler(pages: 16, chunkPages: 16) }, device: device)
+        // Without the extensions (a QEMU peer) nothing holds the switchover for the destination.
+        var p = MigrationParameters()
+        p.extensions = false
+        let (result, incoming) = try await s.migrate(p, clock: clock)
+        let stats = try result.get()
+        _ = try incoming.get()
+        s.expectIdenticalState()
+        let decision = try #require(stats.decision)
+        #expect(decision.pendingBytes >= UInt64(device.stopCopyBytes), "\(decision)")
+        #expect(decision.bandwidth > 0 && decision.predictedDowntime != nil, "\(decision)")
+        #expect(stats.exactQueries > 0)
+    }
+
     @Test func theSourceSwitchesOverOnlyWhenPendingFitsTheDowntimeLimit() async throws {
         let clock = VirtualClock()
         let s = try Scenario(ram: { RAMHandler(pages: 128, chunkPages: 8, dirtyPerIterate: 2) })

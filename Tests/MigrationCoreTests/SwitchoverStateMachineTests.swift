@@ -82,13 +82,41 @@ import Testing
         #expect(d?.predictedDowntime == .zero && d?.pendingBytes == 0)
     }
 
-    @Test func theExactFigureIsAskedOnlyUnderTheThreshold() {
+    @Test func theExactFigureIsAskedWheneverTheEstimateWouldAllowTheSwitchover() {
         var m = Self.measured()
-        #expect(m.pendingEstimated([300_000, 0]) == .decide)
+        #expect(m.pendingEstimated([300_001, 0]) == .decide)
+        #expect(m.pendingEstimated([300_000, 0]) == .queryExact, "at the threshold too, where QEMU asks only under it")
         #expect(m.pendingEstimated([299_999, 0]) == .queryExact)
         m.pendingExact([400_000, 0])
         #expect(m.pendingIsExact)
         #expect(Self.switched(m.decide(now: .milliseconds(100), guestRunning: true)) == nil, "the exact figure decides")
+    }
+
+    /// Before any bandwidth figure the threshold is 0: an estimate of nothing (pre-copy drained)
+    /// must not switch over before the exact figure (a device's stop-copy size) is known — QEMU's
+    /// rule (exact only under the threshold) would move all of it in the downtime.
+    @Test func anEstimateOfNothingBeforeAnyBandwidthAsksForTheExactFigure() {
+        var m = Self.machine()
+        #expect(m.threshold == 0)
+        #expect(m.pendingEstimated([0, 0]) == .queryExact)
+        m.pendingExact([0, 100 << 20])
+        #expect(Self.switched(m.decide(now: .milliseconds(10), guestRunning: true)) == nil)
+        #expect(m.prediction == nil, "no bandwidth to predict with")
+        // The first window measures what setup and the passes moved; then the decision can come.
+        #expect(m.clockTick(now: .milliseconds(100), bytesWritten: 64 << 20) == .windowClosed)
+        #expect(m.pendingEstimated([0, 0]) == .queryExact)
+        m.pendingExact([0, 100 << 20])
+        let d = Self.switched(m.decide(now: .milliseconds(100), guestRunning: true))
+        #expect(d?.pendingBytes == 100 << 20)
+        #expect(d?.predictedDowntime.map { $0 > .zero } == true, "\(String(describing: d))")
+    }
+
+    /// A window whose bytes took under 1 ms of work (the rest idle) still measures: at 1 ms.
+    @Test func aWindowOfLessThanOneMillisecondOfWorkCountsAsOne() {
+        var m = Self.machine()
+        m.idle(.microseconds(99_800))
+        #expect(m.clockTick(now: .milliseconds(100), bytesWritten: 500) == .windowClosed)
+        #expect(m.bandwidthPerMs == 500)
     }
 
     @Test func theBandwidthIsTheBestOfTheRecentMeasuredWindowsAndIgnoresIdleTime() {
