@@ -26,20 +26,22 @@ let benchmarks: @Sendable () -> Void = {
         maxIterations: 7
     )
 
-    let ackOff = BenchmarkMetric.custom("downtime ack off (ms)", polarity: .prefersSmaller, useScalingFactor: false)
+    // Ack off under QEMU's decision (the published figures' rule): ours would also hold the
+    // switchover for the destination's reported backlog, which is what the ack buys QEMU.
+    let ackOff = BenchmarkMetric.custom("downtime ack off, QEMU's decision (ms)", polarity: .prefersSmaller, useScalingFactor: false)
     let ackOn = BenchmarkMetric.custom("downtime ack on (ms)", polarity: .prefersSmaller, useScalingFactor: false)
     let offOverOn = BenchmarkMetric.custom("ack off / on (%)", polarity: .prefersLarger, useScalingFactor: false)
 
     for load in MigrationScenarios.loadCosts {
         Benchmark(
-            "Downtime: the demo VM, mlx5 initial data loaded in \(load) ms, switchover-ack off vs on",
+            "Downtime: the demo VM, mlx5 initial data loaded in \(load) ms, switchover-ack off (QEMU's decision) vs on",
             configuration: .init(metrics: [ackOff, ackOn, offOverOn])
         ) { benchmark in
             let machine = MigrationScenarios.loadCostMachine(loadMs: load)
             for i in benchmark.scaledIterations {
                 // Alternate which goes first, so neither gains from the other's warm-up.
-                let first = try await MigrationScenarios.run(machine, switchoverAck: i % 2 == 1)
-                let second = try await MigrationScenarios.run(machine, switchoverAck: i % 2 == 0)
+                let first = try await MigrationScenarios.run(machine, switchoverAck: i % 2 == 1, qemuDecision: i % 2 == 0)
+                let second = try await MigrationScenarios.run(machine, switchoverAck: i % 2 == 0, qemuDecision: i % 2 == 1)
                 let (off, on) = i % 2 == 0 ? (first, second) : (second, first)
                 benchmark.measurement(ackOff, Int(off.downtimeMs.rounded()))
                 benchmark.measurement(ackOn, Int(on.downtimeMs.rounded()))
