@@ -195,7 +195,7 @@ struct Demo: AsyncParsableCommand {
             }
         }
         if json {
-            print(Self.json(outcomes, repeats: repeats).text)
+            print(Self.json(outcomes).text)
         } else {
             say("")
             say(Self.table(outcomes, repeats: repeats, configuration: configuration))
@@ -223,17 +223,16 @@ struct Demo: AsyncParsableCommand {
     }
 
     static func table(_ outcomes: [Outcome], repeats: Int, configuration: ExampleMachineConfiguration) -> String {
-        var rows = [
-            ["RUN", "ACK", "MULTIFD", "DOWNTIME", "PREDICTED", "= TRANSFER", "+ BACKLOG", "+ FINAL LOAD", "TOTAL", "BYTES", "IDENTICAL"]
-        ]
+        let predictions = Report.predictions.filter { $0.column != nil }
+        var rows = [["RUN", "ACK", "MULTIFD", "DOWNTIME"] + predictions.compactMap(\.column) + ["TOTAL", "BYTES", "IDENTICAL"]]
         for o in outcomes {
-            rows.append([
-                o.scenario.name, o.scenario.switchoverAck ? "on" : "off",
-                o.scenario.multifdChannels == 0 ? "off" : "\(o.scenario.multifdChannels) ch",
-                ms(o.downtime), ms(o.predicted(\.predictedDowntime)), ms(o.predicted { $0.prediction?.transfer }),
-                ms(o.predicted { $0.prediction?.destinationBacklog }), ms(o.predicted { $0.prediction?.finalLoad }), ms(o.total),
-                o.bytes.map { Units.bytes(UInt64($0)) } ?? "-", o.verified ? "yes" : "NO"
-            ])
+            rows.append(
+                [
+                    o.scenario.name, o.scenario.switchoverAck ? "on" : "off",
+                    o.scenario.multifdChannels == 0 ? "off" : "\(o.scenario.multifdChannels) ch", ms(o.downtime)
+                ] + predictions.map { ms(o.predicted($0.of)) } + [
+                    ms(o.total), o.bytes.map { Units.bytes(UInt64($0)) } ?? "-", o.verified ? "yes" : "NO"
+                ])
         }
         var lines = Report.table(rows, rightAligned: [3, 4, 5, 6, 7, 8, 9])
         lines.append("")
@@ -330,7 +329,7 @@ struct Demo: AsyncParsableCommand {
             ])
     }
 
-    static func json(_ outcomes: [Outcome], repeats: Int) -> JSONValue {
+    static func json(_ outcomes: [Outcome]) -> JSONValue {
         var members: [(String, JSONValue)] = [("runs", .array(outcomes.map(json)))]
         if let first = outcomes.first?.results.first {
             members.append(

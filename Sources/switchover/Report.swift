@@ -135,13 +135,14 @@ enum Report {
     static func ms(_ d: Duration?) -> JSONValue { .optional(d.map(Units.milliseconds)) }
 
     /// The switchover decision's predicted downtime and its parts, each with its key in
-    /// `migrate --json` and `demo --json` (in milliseconds there).
-    static let predictions: [(key: String, of: @Sendable (SwitchoverDecision) -> Duration?)] = [
-        ("predictedDowntimeMs", { $0.predictedDowntime }),
-        ("predictedDowntimeQEMUMs", { $0.predictedDowntimeQEMU }),
-        ("predictedTransferMs", { $0.prediction?.transfer }),
-        ("predictedBacklogMs", { $0.prediction?.destinationBacklog }),
-        ("predictedFinalLoadMs", { $0.prediction?.finalLoad })
+    /// `migrate --json` and `demo --json` (in milliseconds there) and its column in `demo`'s
+    /// table (nil: not shown there).
+    static let predictions: [(key: String, column: String?, of: @Sendable (SwitchoverDecision) -> Duration?)] = [
+        ("predictedDowntimeMs", "PREDICTED", { $0.predictedDowntime }),
+        ("predictedDowntimeQEMUMs", nil, { $0.predictedDowntimeQEMU }),
+        ("predictedTransferMs", "= TRANSFER", { $0.prediction?.transfer }),
+        ("predictedBacklogMs", "+ BACKLOG", { $0.prediction?.destinationBacklog }),
+        ("predictedFinalLoadMs", "+ FINAL LOAD", { $0.prediction?.finalLoad })
     ]
 
     /// ``predictions`` of one decision (null members when there was none).
