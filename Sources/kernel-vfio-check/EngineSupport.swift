@@ -1,6 +1,6 @@
 // What the migration's child processes share around MigrationCore's engines: the machine and the
-// parameters both ends run, and how each builds its engine (the guest stand-in, the patient transport and the async bridge are
-// KernelTestSupport's, shared with qemu-peer-check).
+// parameters both ends run, and how each builds its engine (the guest stand-in, the patient
+// transport and the async bridge are KernelTestSupport's, shared with qemu-peer-check).
 
 #if os(Linux)
 import MigrationCore

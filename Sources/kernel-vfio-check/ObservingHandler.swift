@@ -86,6 +86,7 @@ final class ObservingHandler: MigrationHandler {
         try inner.saveIterateMultifd(to: sender, budget: budget, context: context)
     }
 }
+
 extension VFIOCheck {
     /// The arcs the device took: for each of `arcs`, the state after the first call of its
     /// hook is the one it names (`step` says which step that hook is, for the check's message).
