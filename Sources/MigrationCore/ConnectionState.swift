@@ -53,13 +53,21 @@ package final class ConnectionState: Sendable {
 /// read or write. Throws ``TransportError/timedOut(operation:after:)`` once `timeout` passed
 /// (nil: wait for ever).
 package func waitReady(_ fd: Int32, for events: Int16, timeout: Duration?, operation: @autoclosure () -> String) throws {
+    try waitReady(fd, for: events, until: timeout.map { MonotonicClock().now + $0 }) {
+        TransportError.timedOut(operation: operation(), after: timeout ?? .zero)
+    }
+}
+
+/// Waits until `fd` is ready for `events` (or hung up), at the latest until `deadline` on
+/// ``MonotonicClock`` (nil: for ever), past which it throws `timedOut()`: the one poll loop of the
+/// connections' waits, also for a deadline shared by several waits (a TLS handshake's).
+package func waitReady(_ fd: Int32, for events: Int16, until deadline: Duration?, timedOut: () -> any Error) throws {
     let clock = MonotonicClock()
-    let deadline = timeout.map { clock.now + $0 }
     while true {
         var ms: Int32 = -1
-        if let deadline, let timeout {
+        if let deadline {
             let left = deadline - clock.now
-            if left <= .zero { throw TransportError.timedOut(operation: operation(), after: timeout) }
+            if left <= .zero { throw timedOut() }
             ms = Int32(min(left.milliseconds.rounded(.up), 60_000))
         }
         var pfd = pollfd(fd: fd, events: events, revents: 0)

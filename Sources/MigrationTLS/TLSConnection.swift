@@ -35,7 +35,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
     init(base: DescriptorConnection, context: TLSContext, hostname: String?) throws {
         (self.base, self.context) = (base, context)
         let timeout = context.configuration.handshakeTimeout
-        let deadline = ContinuousClock.now + timeout
+        let deadline = MonotonicClock().now + timeout
         var raw: OpaquePointer?
         do {
             let flags = fcntl(base.fd, F_GETFL)
@@ -88,7 +88,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
 
     /// Server: the first byte of a TLS connection is a handshake record (0x16); anything else
     /// is a plaintext peer, refused with its own error rather than OpenSSL's parse failure.
-    private static func refusePlaintext(fd: Int32, deadline: ContinuousClock.Instant, timeout: Duration) throws {
+    private static func refusePlaintext(fd: Int32, deadline: Duration, timeout: Duration) throws {
         var byte: UInt8 = 0
         while true {
             let n = recv(fd, &byte, 1, Int32(MSG_PEEK))
@@ -99,37 +99,25 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
                 if e == ECONNRESET { throw TLSError.peerClosedDuringHandshake }
                 throw TransportError.system(operation: "recv", errno: Errno(rawValue: e))
             }
-            if e != EINTR { try waitUntil(fd: fd, events: Int16(POLLIN), deadline: deadline, timeout: timeout) }
+            if e != EINTR { try waitReady(fd, for: Int16(POLLIN), until: deadline) { TLSError.handshakeTimedOut(after: timeout) } }
         }
         if byte != 0x16 { throw TLSError.plaintextPeer(firstByte: byte) }
     }
 
     /// Repeats `step` until it is done, polling in between, until the deadline.
     private static func drive(
-        fd: Int32, deadline: ContinuousClock.Instant, timeout: Duration, hostname: String?,
+        fd: Int32, deadline: Duration, timeout: Duration, hostname: String?,
         _ step: () -> Int32, failure: () -> any Error
     ) throws {
         while true {
             switch step() {
             case Int32(SWO_TLS_OK): return
-            case Int32(SWO_TLS_WANT_READ): try waitUntil(fd: fd, events: Int16(POLLIN), deadline: deadline, timeout: timeout)
-            case Int32(SWO_TLS_WANT_WRITE): try waitUntil(fd: fd, events: Int16(POLLOUT), deadline: deadline, timeout: timeout)
+            case Int32(SWO_TLS_WANT_READ):
+                try waitReady(fd, for: Int16(POLLIN), until: deadline) { TLSError.handshakeTimedOut(after: timeout) }
+            case Int32(SWO_TLS_WANT_WRITE):
+                try waitReady(fd, for: Int16(POLLOUT), until: deadline) { TLSError.handshakeTimedOut(after: timeout) }
             case Int32(SWO_TLS_EOF): throw TLSError.peerClosedDuringHandshake
             default: throw failure()
-            }
-        }
-    }
-
-    private static func waitUntil(fd: Int32, events: Int16, deadline: ContinuousClock.Instant, timeout: Duration) throws {
-        while true {
-            let left = deadline - ContinuousClock.now
-            if left <= .zero { throw TLSError.handshakeTimedOut(after: timeout) }
-            let ms = Int32(min(Double(left.components.seconds) * 1000 + Double(left.components.attoseconds) / 1e15 + 1, 60_000))
-            var pfd = pollfd(fd: fd, events: events, revents: 0)
-            let r = poll(&pfd, 1, ms)
-            if r > 0 { return }
-            if r < 0 && errno != EINTR {
-                throw TransportError.system(operation: "poll", errno: Errno(rawValue: errno))
             }
         }
     }
@@ -161,6 +149,11 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
 
     public func setTimeouts(read: Duration?, write: Duration?) { state.setTimeouts(read: read, write: write) }
 
+    /// What to poll for after `SWO_TLS_WANT_READ` (readable) or `SWO_TLS_WANT_WRITE` (writable).
+    private static func pollEvents(wanted r: Int32) -> Int16 {
+        r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT)
+    }
+
     /// The error for a failed read or write after the handshake.
     private func dataFailure(operation: String) -> any Error {
         let error = session.run { Self.failure($0, hostname: nil) }
@@ -183,9 +176,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
             case Int32(SWO_TLS_EOF): return 0
             case Int32(SWO_TLS_WANT_READ), Int32(SWO_TLS_WANT_WRITE):
                 if state.isShutDown { return 0 }
-                try waitReady(
-                    base.fd, for: r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT), timeout: timeout,
-                    operation: "TLS read on \(base)")
+                try waitReady(base.fd, for: Self.pollEvents(wanted: r), timeout: timeout, operation: "TLS read on \(base)")
             default:
                 if state.isShutDown { return 0 }
                 throw dataFailure(operation: "TLS read on \(base)")
@@ -206,10 +197,7 @@ public final class TLSConnection: MigrationConnection, CustomStringConvertible {
                 // The peer sent close_notify: it reads nothing more.
                 throw TransportError.connectionClosed(operation: "TLS write on \(base)")
             case Int32(SWO_TLS_WANT_READ), Int32(SWO_TLS_WANT_WRITE):
-                try waitReady(
-                    base.fd,
-                    for:
-                        r == Int32(SWO_TLS_WANT_READ) ? Int16(POLLIN) : Int16(POLLOUT), timeout: timeout, operation: "TLS write on \(base)")
+                try waitReady(base.fd, for: Self.pollEvents(wanted: r), timeout: timeout, operation: "TLS write on \(base)")
             default:
                 if state.isShutDown { throw TransportError.shutDown }
                 throw dataFailure(operation: "TLS write on \(base)")
